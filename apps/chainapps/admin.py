@@ -1,0 +1,31 @@
+from django.contrib import admin
+
+from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
+
+
+@admin.register(Framework)
+class FrameworkAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "version", "image", "port", "builtin", "is_active"]
+
+
+class LedgerNodeInline(admin.TabularInline):
+    model = LedgerNode
+    extra = 0
+    readonly_fields = ["name", "region", "state", "endpoint", "runtime_id", "last_seen_at"]
+    can_delete = False
+
+
+@admin.register(ChainApp)
+class ChainAppAdmin(admin.ModelAdmin):
+    list_display = ["name", "tenant", "status", "desired_state", "created_at"]
+    list_filter = ["status", "desired_state"]
+    search_fields = ["name", "tenant__slug"]
+    readonly_fields = ["status", "desired_state", "deleted_at"]
+    inlines = [LedgerNodeInline]
+
+
+@admin.register(Operation)
+class OperationAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "status", "app", "attempts", "created_at", "finished_at"]
+    list_filter = ["status", "kind"]
+    readonly_fields = [f.name for f in Operation._meta.fields]

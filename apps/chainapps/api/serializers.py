@@ -1,0 +1,71 @@
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
+from apps.chainapps.services import CONTRACT_TEMPLATES
+from apps.common.serializers import StrictInputSerializer
+
+
+class FrameworkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Framework
+        fields = ["slug", "name", "version", "image", "port", "health_path", "default_cpus", "default_memory_mb",
+                  "contract_templates", "builtin"]
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    region = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = LedgerNode
+        fields = ["id", "name", "region", "state", "endpoint", "generation", "last_seen_at", "last_error",
+                  "created_at"]
+
+
+class AppOutputSerializer(serializers.ModelSerializer):
+    framework = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    regions = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChainApp
+        fields = ["id", "url", "name", "description", "framework", "contract_template", "contract_params",
+                  "regions", "tps_quota", "storage_mb", "desired_state", "status", "version", "created_at",
+                  "updated_at"]
+
+    def get_regions(self, app) -> list[str]:
+        return [node.region.code for node in app.nodes.all()]
+
+    def get_url(self, app) -> str:
+        return reverse("app-detail", args=[app.pk], request=self.context.get("request"))
+
+
+class AppCreateInputSerializer(StrictInputSerializer):
+    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                                  error_messages={"invalid": "1–63 letters, digits, '.', '_' or '-'"})
+    description = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    framework = serializers.SlugField(required=False, default="bsn-ledger")
+    contract_template = serializers.ChoiceField(choices=CONTRACT_TEMPLATES, required=False, default="kv")
+    contract_params = serializers.DictField(required=False, default=dict)
+    regions = serializers.ListField(child=serializers.CharField(max_length=32), min_length=1, max_length=16)
+    tps_quota = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=10)
+    storage_mb = serializers.IntegerField(min_value=1, max_value=10_000_000, required=False, default=1024)
+
+
+class AppUpdateInputSerializer(StrictInputSerializer):
+    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", required=False,
+                                  error_messages={"invalid": "1–63 letters, digits, '.', '_' or '-'"})
+    description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class OperationSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Operation
+        fields = ["id", "url", "kind", "status", "app", "params", "attempts", "max_attempts", "last_error", "steps",
+                  "log", "created_by", "created_at", "started_at", "finished_at", "heartbeat_at"]
+
+    def get_url(self, op) -> str:
+        return reverse("operation-detail", args=[op.pk], request=self.context.get("request"))

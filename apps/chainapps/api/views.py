@@ -1,0 +1,91 @@
+"""Chain apps, their nodes, operations and the framework catalogue."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from apps.chainapps import services
+from apps.chainapps.api import serializers as s
+from apps.chainapps.api.filters import AppFilter, OperationFilter
+from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
+from apps.common.viewsets import TenantScopedViewSet
+
+
+def accepted(operation: Operation, request) -> Response:
+    """202 with the operation in the body and its URL in Location."""
+    body = s.OperationSerializer(operation, context={"request": request}).data
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class FrameworkViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Framework.objects.filter(is_active=True)
+    serializer_class = s.FrameworkSerializer
+    lookup_field = "slug"
+    filterset_fields = ["builtin"]
+
+
+class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    queryset = ChainApp.objects.select_related("framework").prefetch_related(
+        Prefetch("nodes", queryset=LedgerNode.objects.select_related("region").order_by("region__code"))
+    )
+    serializer_class = s.AppOutputSerializer
+    filterset_class = AppFilter
+    ordering_fields = ["created_at", "name", "status"]
+
+    @extend_schema(request=s.AppCreateInputSerializer, responses={202: s.OperationSerializer})
+    def create(self, request):
+        data = s.AppCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        spec = services.ChainAppSpec(**data.validated_data)
+        operation = services.chainapp_create(tenant=self.tenant, actor=request.user, spec=spec, request=request)
+        return accepted(operation, request)
+
+    @extend_schema(request=s.AppUpdateInputSerializer, responses=s.AppOutputSerializer)
+    def partial_update(self, request, pk=None):
+        app = self.get_object()
+        data = s.AppUpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        app = services.chainapp_update(app=app, actor=request.user, data=data.validated_data, request=request)
+        return Response(self.get_serializer(self.get_queryset().get(pk=app.pk)).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("keep_data", OpenApiTypes.BOOL, description="keep data volumes (default true)")],
+        responses={202: s.OperationSerializer},
+    )
+    def destroy(self, request, pk=None):
+        raw = request.query_params.get("keep_data", "true").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise ValidationError({"keep_data": "must be true or false"})
+        operation = services.chainapp_delete(app=self.get_object(), actor=request.user,
+                                             keep_data=raw in ("true", "1"), request=request)
+        return accepted(operation, request)
+
+    @extend_schema(request=None, responses={202: s.OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        return accepted(services.chainapp_start(app=self.get_object(), actor=request.user, request=request), request)
+
+    @extend_schema(request=None, responses={202: s.OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        return accepted(services.chainapp_stop(app=self.get_object(), actor=request.user, request=request), request)
+
+    @extend_schema(responses=s.NodeSerializer(many=True))
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def nodes(self, request, pk=None):
+        app = self.get_object()
+        nodes = LedgerNode.objects.filter(app=app).select_related("region").order_by("region__code")
+        return Response(s.NodeSerializer(nodes, many=True).data)
+
+
+class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    queryset = Operation.objects.select_related("created_by")
+    serializer_class = s.OperationSerializer
+    filterset_class = OperationFilter
+    ordering_fields = ["created_at", "status"]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ChainappsConfig(AppConfig):
+    name = "apps.chainapps"
+    label = "chainapps"

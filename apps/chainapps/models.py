@@ -1,0 +1,208 @@
+"""Frameworks, chain apps, their ledger nodes and the operations that change them."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from apps.common.models import TimeStamped
+from apps.regions.models import Region
+from apps.tenants.models import Tenant
+
+
+class Framework(TimeStamped):
+    """A ledger runtime regions can run: image, command, port and health path."""
+
+    slug = models.SlugField(max_length=63, unique=True)
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=32)
+    image = models.CharField(max_length=255)
+    command = models.JSONField(default=list, blank=True, help_text="empty: the image's CMD")
+    port = models.PositiveIntegerField(default=8080)
+    health_path = models.CharField(max_length=100, default="/health")
+    default_cpus = models.FloatField(default=0.5)
+    default_memory_mb = models.PositiveIntegerField(default=64)
+    default_pids = models.PositiveIntegerField(default=64)
+    contract_templates = models.JSONField(default=list, blank=True)
+    builtin = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return f"{self.slug} {self.version}"
+
+
+class ChainAppQuerySet(models.QuerySet):
+    def for_tenant(self, tenant: Tenant) -> ChainAppQuerySet:
+        return self.filter(tenant=tenant)
+
+    def alive(self) -> ChainAppQuerySet:
+        return self.exclude(status=ChainApp.Status.DELETED)
+
+
+class ChainApp(TimeStamped):
+    """A tenant's deployed chain app, running on one node per chosen region."""
+
+    class DesiredState(models.TextChoices):
+        RUNNING = "running"
+        STOPPED = "stopped"
+        DELETED = "deleted"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROVISIONING = "provisioning"
+        RUNNING = "running"
+        DEGRADED = "degraded"
+        STOPPING = "stopping"
+        STOPPED = "stopped"
+        FAILED = "failed"
+        DELETING = "deleting"
+        DELETED = "deleted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="apps")
+    name = models.CharField(max_length=63)
+    description = models.TextField(blank=True, max_length=2000)
+    framework = models.ForeignKey(Framework, on_delete=models.PROTECT, related_name="apps")
+    contract_template = models.CharField(max_length=32, default="kv")
+    contract_params = models.JSONField(default=dict, blank=True)
+    tps_quota = models.PositiveIntegerField(default=10)
+    storage_mb = models.PositiveIntegerField(default=1024)
+    desired_state = models.CharField(max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    version = models.PositiveIntegerField(default=1)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ChainAppQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # A name is unique among a tenant's apps that are not deleted.
+            models.UniqueConstraint(
+                fields=["tenant", "name"], condition=models.Q(deleted_at__isnull=True), name="chainapp_unique_live_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.name}"
+
+    def derive_status(self, node_states: list[str]) -> str:
+        """Status from the desired state and what was observed of the nodes."""
+        if self.desired_state == self.DesiredState.DELETED:
+            return self.Status.DELETED if not node_states else self.Status.DELETING
+        healthy = [s for s in node_states if s == LedgerNode.State.RUNNING]
+        if self.desired_state == self.DesiredState.STOPPED:
+            return self.Status.STOPPED if not healthy else self.Status.STOPPING
+        if node_states and len(healthy) == len(node_states):
+            return self.Status.RUNNING
+        if healthy:
+            return self.Status.DEGRADED
+        return self.Status.PROVISIONING if self.status in (self.Status.PENDING, self.Status.PROVISIONING) else self.Status.FAILED
+
+
+class LedgerNode(TimeStamped):
+    """One ledger node of an app in one region."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"  # container up and /health answered
+        UNHEALTHY = "unhealthy"
+        STOPPED = "stopped"
+        MISSING = "missing"
+        UNKNOWN = "unknown"  # the engine did not answer
+        REMOVED = "removed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    app = models.ForeignKey(ChainApp, on_delete=models.CASCADE, related_name="nodes")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="nodes")
+    name = models.CharField(max_length=120, unique=True)
+    runtime_id = models.CharField(max_length=128, blank=True)
+    endpoint = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    generation = models.PositiveIntegerField(default=1)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["region__code"]
+        constraints = [models.UniqueConstraint(fields=["app", "region"], name="ledgernode_one_per_region")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OperationQuerySet(models.QuerySet):
+    def for_tenant(self, tenant: Tenant) -> OperationQuerySet:
+        return self.filter(tenant=tenant)
+
+    def open(self) -> OperationQuerySet:
+        return self.filter(status__in=[Operation.Status.PENDING, Operation.Status.RUNNING])
+
+
+class Operation(TimeStamped):
+    """A long-running job on a chain app, with its state machine and log."""
+
+    class Kind(models.TextChoices):
+        PROVISION = "provision"
+        START = "start"
+        STOP = "stop"
+        DELETE = "delete"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TRANSITIONS = {
+        Status.PENDING: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
+        Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.PENDING, Status.RUNNING},
+        Status.SUCCEEDED: set(),
+        Status.FAILED: set(),
+        Status.CANCELLED: set(),
+    }
+    FINISHED = {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="operations")
+    app = models.ForeignKey(ChainApp, on_delete=models.CASCADE, related_name="operations")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    params = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=5)
+    last_error = models.TextField(blank=True)
+    log = models.JSONField(default=list, blank=True)
+    # One entry per node: {"<node id>": {"state": "pending|done|failed|cancelled", "error": ""}}
+    steps = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OperationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.app_id} ({self.status})"
+
+    def can_become(self, status: str) -> bool:
+        return status in self.TRANSITIONS[self.Status(self.status)]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @staticmethod
+    def log_line(message: str) -> dict:
+        return {"at": timezone.now().isoformat(), "message": message}

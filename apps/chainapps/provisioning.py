@@ -1,0 +1,255 @@
+"""Executing operations: one idempotent step per node, run by the node's region worker.
+
+Flow: ``operation_begin`` (default queue) claims the operation and fans out one
+``node_step`` per node to ``region.<code>``; each step drives the runtime driver to the
+wanted state and records its outcome under a row lock; the step that completes the set
+finishes the operation and derives the app's status. Every step is safe to run twice:
+drivers create or adopt objects by deterministic name and labels.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.common.models import installation_id
+from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
+from apps.runtime.drivers import driver_for_region
+from apps.runtime.health import wait_healthy
+from apps.runtime.spec import NodeSpec, build_node_spec
+
+logger = logging.getLogger(__name__)
+
+STEP_PENDING, STEP_DONE, STEP_FAILED, STEP_CANCELLED = "pending", "done", "failed", "cancelled"
+LOG_LIMIT = 200
+
+
+class Superseded(Exception):
+    """The app's desired state changed under a running operation."""
+
+
+def node_spec(node: LedgerNode) -> NodeSpec:
+    app, framework, region = node.app, node.app.framework, node.region
+    return build_node_spec(
+        installation_id=installation_id(),
+        tenant_id=str(app.tenant_id),
+        app_id=str(app.pk),
+        node_id=str(node.pk),
+        region_code=region.code,
+        generation=node.generation,
+        image=framework.image,
+        command=framework.command or None,
+        port=framework.port,
+        health_path=framework.health_path,
+        publish_host=region.publish_host,
+        mem_limit_mb=framework.default_memory_mb,
+        cpus=framework.default_cpus,
+        pids_limit=framework.default_pids,
+        env={"BSN_CONTRACT": app.contract_template},
+    )
+
+
+def _append_log(operation_id, message: str, **fields) -> None:
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        op.log = [*op.log, Operation.log_line(message)][-LOG_LIMIT:]
+        op.heartbeat_at = timezone.now()
+        for key, value in fields.items():
+            setattr(op, key, value)
+        op.save(update_fields=["log", "heartbeat_at", "updated_at", *fields])
+
+
+def _stale_before():
+    return timezone.now() - timedelta(seconds=settings.BSN_OPERATION_STALE_SECONDS)
+
+
+def operation_claim(operation_id: str) -> tuple[Operation | None, str]:
+    """PENDING (or RUNNING with a stale heartbeat) → RUNNING; returns (operation, why-not)."""
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if op is None:
+            return None, "gone"
+        stale = op.status == Operation.Status.RUNNING and (op.heartbeat_at is None or op.heartbeat_at < _stale_before())
+        if op.status != Operation.Status.PENDING and not stale:
+            return None, f"status {op.status}"
+        app = ChainApp.objects.select_for_update().get(pk=op.app_id)
+        other = (
+            Operation.objects.filter(app=app, status=Operation.Status.RUNNING, heartbeat_at__gte=_stale_before())
+            .exclude(pk=op.pk)
+            .first()
+        )
+        if other is not None:
+            return None, "busy"
+        if op.attempts >= op.max_attempts:
+            _finish(op, app, Operation.Status.FAILED, f"gave up after {op.attempts} attempts: {op.last_error}")
+            return None, "exhausted"
+        nodes = list(app.nodes.all())
+        steps = {str(n.pk): op.steps.get(str(n.pk), {"state": STEP_PENDING, "error": ""}) for n in nodes}
+        for step in steps.values():  # a retried operation retries its failed steps
+            if step["state"] == STEP_FAILED:
+                step.update(state=STEP_PENDING, error="")
+        now = timezone.now()
+        op.status = Operation.Status.RUNNING
+        op.attempts += 1
+        op.started_at = op.started_at or now
+        op.heartbeat_at = now
+        op.steps = steps
+        verb = "taken over (previous worker stopped)" if stale else "started"
+        op.log = [*op.log, Operation.log_line(f"attempt {op.attempts} {verb}")][-LOG_LIMIT:]
+        op.save()
+        if op.kind in (Operation.Kind.PROVISION, Operation.Kind.START) and app.status not in (
+            ChainApp.Status.DELETING,
+        ):
+            ChainApp.objects.filter(pk=app.pk).update(status=ChainApp.Status.PROVISIONING)
+    return op, ""
+
+
+def pending_steps(op: Operation) -> list[LedgerNode]:
+    ids = [node_id for node_id, step in op.steps.items() if step["state"] == STEP_PENDING]
+    return list(LedgerNode.objects.select_related("region").filter(pk__in=ids))
+
+
+def _check_still_wanted(op: Operation, app: ChainApp) -> None:
+    wanted = {
+        Operation.Kind.PROVISION: ChainApp.DesiredState.RUNNING,
+        Operation.Kind.START: ChainApp.DesiredState.RUNNING,
+        Operation.Kind.STOP: ChainApp.DesiredState.STOPPED,
+        Operation.Kind.DELETE: ChainApp.DesiredState.DELETED,
+    }[Operation.Kind(op.kind)]
+    if app.desired_state != wanted:
+        raise Superseded(f"app is now wanted {app.desired_state}")
+
+
+def node_step_run(operation_id: str, node_id: str) -> str:
+    """Drive one node towards what the operation wants. Returns the step's outcome.
+
+    Raises TransientRuntimeError for the task layer to retry with backoff.
+    """
+    op = Operation.objects.filter(pk=operation_id).first()
+    if op is None or op.status != Operation.Status.RUNNING:
+        return "skipped"
+    step = op.steps.get(node_id)
+    if step is None or step["state"] != STEP_PENDING:
+        return "skipped"
+    node = LedgerNode.objects.select_related("app__framework", "app__tenant", "region").filter(pk=node_id).first()
+    if node is None:
+        return _record_step(operation_id, node_id, STEP_DONE, "node row gone")
+    try:
+        _check_still_wanted(op, node.app)
+        driver = driver_for_region(node.region)
+        spec = node_spec(node)
+        if op.kind in (Operation.Kind.PROVISION, Operation.Kind.START):
+            _append_log(operation_id, f"{node.region.code}: ensuring node {spec.name}")
+            status = driver.ensure_node(spec)
+            LedgerNode.objects.filter(pk=node.pk).update(
+                runtime_id=status.runtime_id or "", endpoint=status.endpoint or "", state=LedgerNode.State.UNHEALTHY
+            )
+            if not status.endpoint:
+                raise TransientRuntimeError(f"{spec.name} has no published endpoint yet")
+            wait_healthy(status.endpoint, spec.health_path, settings.BSN_NODE_HEALTH_TIMEOUT)
+            LedgerNode.objects.filter(pk=node.pk).update(
+                state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
+            )
+            return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: healthy at {status.endpoint}")
+        if op.kind == Operation.Kind.STOP:
+            driver.stop_node(spec)
+            LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.STOPPED, last_seen_at=timezone.now())
+            return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: stopped")
+        if op.kind == Operation.Kind.DELETE:
+            keep = bool(op.params.get("keep_data", True))
+            driver.remove_node(spec, keep_data=keep)
+            driver.remove_network(spec)
+            LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.REMOVED, endpoint="")
+            kept = "data volume kept" if keep else "data volume removed"
+            return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: removed ({kept})")
+        raise PermanentRuntimeError(f"unknown operation kind {op.kind}")
+    except Superseded as exc:
+        return _record_step(operation_id, node_id, STEP_CANCELLED, str(exc))
+    except PermanentRuntimeError as exc:
+        LedgerNode.objects.filter(pk=node_id).update(last_error=str(exc)[:2000])
+        return _record_step(operation_id, node_id, STEP_FAILED, f"{node.region.code}: {exc}")
+    except TransientRuntimeError as exc:
+        LedgerNode.objects.filter(pk=node_id).update(last_error=str(exc)[:2000])
+        _append_log(operation_id, f"{node.region.code}: transient error, will retry: {exc}", last_error=str(exc)[:2000])
+        raise
+
+
+def step_give_up(operation_id: str, node_id: str, error: str) -> str:
+    """Retries are exhausted for this attempt: the step failed (the operation may be retried)."""
+    return _record_step(operation_id, node_id, STEP_FAILED, error)
+
+
+def _record_step(operation_id: str, node_id: str, state: str, message: str) -> str:
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        if op.status != Operation.Status.RUNNING or op.steps.get(node_id, {}).get("state") != STEP_PENDING:
+            return "skipped"
+        op.steps = {**op.steps, node_id: {"state": state, "error": "" if state == STEP_DONE else message}}
+        op.log = [*op.log, Operation.log_line(message)][-LOG_LIMIT:]
+        op.heartbeat_at = timezone.now()
+        if state == STEP_FAILED:
+            op.last_error = message[:2000]
+        op.save(update_fields=["steps", "log", "heartbeat_at", "last_error", "updated_at"])
+        if all(s["state"] != STEP_PENDING for s in op.steps.values()):
+            app = ChainApp.objects.select_for_update().get(pk=op.app_id)
+            _complete(op, app)
+    return state
+
+
+def complete_if_done(operation_id: str) -> None:
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        if op.status == Operation.Status.RUNNING and all(s["state"] != STEP_PENDING for s in op.steps.values()):
+            _complete(op, ChainApp.objects.select_for_update().get(pk=op.app_id))
+
+
+def _complete(op: Operation, app: ChainApp) -> None:
+    states = {s["state"] for s in op.steps.values()}
+    if STEP_CANCELLED in states:
+        _finish(op, app, Operation.Status.CANCELLED, "superseded by a newer request")
+    elif STEP_FAILED in states:
+        failed = [s["error"] for s in op.steps.values() if s["state"] == STEP_FAILED]
+        _finish(op, app, Operation.Status.FAILED, "; ".join(failed))
+    else:
+        _finish(op, app, Operation.Status.SUCCEEDED, "")
+
+
+def _finish(op: Operation, app: ChainApp, status: str, error: str) -> None:
+    now = timezone.now()
+    op.status = status
+    op.finished_at = now
+    if error:
+        op.last_error = error[:2000]
+    op.log = [*op.log, Operation.log_line(f"{op.kind} {status}" + (f": {error}" if error else ""))][-LOG_LIMIT:]
+    op.save()
+    app_refresh_status(app, failed=status == Operation.Status.FAILED)
+
+
+def app_refresh_status(app: ChainApp, *, failed: bool = False) -> str:
+    """Derive and store the app's status from its nodes' observed states."""
+    states = [
+        s for s in app.nodes.values_list("state", flat=True) if s != LedgerNode.State.REMOVED
+    ]
+    if app.desired_state == ChainApp.DesiredState.DELETED:
+        status = ChainApp.Status.DELETED if not states else ChainApp.Status.DELETING
+    else:
+        status = app.derive_status(states)
+        if failed and status != ChainApp.Status.RUNNING and app.desired_state == ChainApp.DesiredState.RUNNING:
+            status = ChainApp.Status.FAILED if status != ChainApp.Status.DEGRADED else status
+    ChainApp.objects.filter(pk=app.pk).update(status=status, updated_at=timezone.now())
+    app.status = status
+    return status
+
+
+def stale_operations() -> list[str]:
+    """Operations a dead worker left RUNNING, and PENDING ones nobody picked up."""
+    running = Operation.objects.filter(status=Operation.Status.RUNNING, heartbeat_at__lt=_stale_before())
+    pending = Operation.objects.filter(status=Operation.Status.PENDING, created_at__lt=_stale_before())
+    return [str(pk) for pk in running.values_list("pk", flat=True)] + [
+        str(pk) for pk in pending.values_list("pk", flat=True)
+    ]

@@ -1,0 +1,118 @@
+"""Level-based reconciler for one region: observe, compare with the database, correct.
+
+Status can always be rebuilt from observation. A region whose engine does not answer
+becomes ``unavailable`` and its nodes ``unknown`` (never ``deleted``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.core.cache import cache
+from django.utils import timezone
+
+from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.chainapps.provisioning import app_refresh_status, node_spec
+from apps.common.models import installation_id
+from apps.regions.models import Region
+from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
+from apps.runtime.drivers import driver_for_region
+from apps.runtime.health import probe
+from apps.runtime.spec import NodeSpec, volume_name
+
+logger = logging.getLogger(__name__)
+
+ORPHAN_GRACE_SECONDS = 300
+
+
+def _orphan_spec(name: str, labels: dict[str, str]) -> NodeSpec:
+    return NodeSpec(name=name, image="", command=None, env={}, labels=labels, port=0, publish_host="",
+                    network="", volume=volume_name(name))
+
+
+def _orphan_due(name: str) -> bool:
+    """True once an orphan has been seen for longer than the grace period."""
+    key = f"bsn:orphan:{name}"
+    first = cache.get(key)
+    now = time.time()
+    if first is None:
+        cache.set(key, now, timeout=ORPHAN_GRACE_SECONDS * 10)
+        return False
+    return now - first >= ORPHAN_GRACE_SECONDS
+
+
+def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
+    region = Region.objects.filter(code=region_code).first()
+    if region is None:
+        return {"region": region_code, "error": "unknown region"}
+    driver = driver_for_region(region)
+    report = {"region": region_code, "observed": 0, "restarted": 0, "stopped": 0, "removed": 0, "orphans": 0}
+    try:
+        observed = {status.name: status for status in driver.list_nodes(installation_id=installation_id())}
+    except TransientRuntimeError as exc:
+        Region.objects.filter(pk=region.pk, status=Region.Status.ACTIVE).update(status=Region.Status.UNAVAILABLE)
+        Region.objects.filter(pk=region.pk).update(last_error=str(exc)[:2000])
+        LedgerNode.objects.filter(region=region).exclude(state=LedgerNode.State.REMOVED).update(
+            state=LedgerNode.State.UNKNOWN
+        )
+        report["error"] = str(exc)
+        return report
+    Region.objects.filter(pk=region.pk, status=Region.Status.UNAVAILABLE).update(status=Region.Status.ACTIVE)
+    Region.objects.filter(pk=region.pk).update(last_seen_at=timezone.now(), last_error="")
+    report["observed"] = len(observed)
+
+    busy_apps = set(Operation.objects.open().values_list("app_id", flat=True))
+    touched: set = set()
+    nodes = LedgerNode.objects.filter(region=region).exclude(state=LedgerNode.State.REMOVED).select_related(
+        "app__framework", "app__tenant", "region"
+    )
+    now = timezone.now()
+    for node in nodes:
+        app = node.app
+        seen = observed.pop(node.name, None)
+        running = seen is not None and seen.state == "running"
+        state = LedgerNode.State.MISSING if seen is None else LedgerNode.State.STOPPED
+        if running:
+            healthy = bool(seen.endpoint) and probe(seen.endpoint, app.framework.health_path)
+            state = LedgerNode.State.RUNNING if healthy else LedgerNode.State.UNHEALTHY
+        fields = {"state": state}
+        if running:
+            fields.update(last_seen_at=now, endpoint=seen.endpoint or "", runtime_id=seen.runtime_id or "")
+        if repair and app.pk not in busy_apps:
+            try:
+                spec = node_spec(node)
+                if app.desired_state == ChainApp.DesiredState.RUNNING and not running:
+                    status = driver.ensure_node(spec)
+                    fields.update(endpoint=status.endpoint or "", runtime_id=status.runtime_id or "",
+                                  state=LedgerNode.State.UNHEALTHY)
+                    report["restarted"] += 1
+                elif app.desired_state == ChainApp.DesiredState.STOPPED and running:
+                    driver.stop_node(spec)
+                    fields["state"] = LedgerNode.State.STOPPED
+                    report["stopped"] += 1
+                elif app.desired_state == ChainApp.DesiredState.DELETED and seen is not None:
+                    driver.remove_node(spec, keep_data=True)
+                    driver.remove_network(spec)
+                    fields["state"] = LedgerNode.State.REMOVED
+                    report["removed"] += 1
+                elif app.desired_state == ChainApp.DesiredState.DELETED:
+                    fields["state"] = LedgerNode.State.REMOVED
+            except (TransientRuntimeError, PermanentRuntimeError) as exc:
+                fields["last_error"] = str(exc)[:2000]
+                logger.warning("reconcile %s: %s", node.name, exc)
+        LedgerNode.objects.filter(pk=node.pk).update(**fields)
+        touched.add(app.pk)
+
+    for name, status in observed.items():  # labelled by us, unknown to the database
+        report["orphans"] += 1
+        if repair and _orphan_due(name):
+            try:
+                driver.remove_node(_orphan_spec(name, status.labels), keep_data=True)
+                report["removed"] += 1
+            except (TransientRuntimeError, PermanentRuntimeError) as exc:
+                logger.warning("reconcile orphan %s: %s", name, exc)
+
+    for app in ChainApp.objects.filter(pk__in=touched).exclude(pk__in=busy_apps):
+        app_refresh_status(app)
+    return report

@@ -1,0 +1,40 @@
+"""Reads about chain apps, nodes, operations and usage."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, Sum
+
+from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.regions.models import Region
+from apps.tenants.models import Tenant
+
+
+def tenant_usage(*, tenant: Tenant) -> dict[str, int]:
+    apps = ChainApp.objects.for_tenant(tenant).filter(deleted_at__isnull=True)
+    totals = apps.aggregate(tps=Sum("tps_quota"), storage=Sum("storage_mb"))
+    return {
+        "apps": apps.count(),
+        "nodes": LedgerNode.objects.filter(app__in=apps).count(),
+        "tps": totals["tps"] or 0,
+        "storage_mb": totals["storage"] or 0,
+    }
+
+
+def region_node_counts() -> dict[int, int]:
+    """Live nodes per region id (what counts against a region's capacity)."""
+    rows = (
+        LedgerNode.objects.filter(app__deleted_at__isnull=True)
+        .values("region_id")
+        .annotate(n=Count("id"))
+    )
+    return {row["region_id"]: row["n"] for row in rows}
+
+
+def regions_with_load():
+    return Region.objects.annotate(
+        node_count=Count("nodes", filter=Q(nodes__app__deleted_at__isnull=True))
+    ).order_by("code")
+
+
+def app_open_operation(*, app: ChainApp) -> Operation | None:
+    return Operation.objects.filter(app=app).open().order_by("created_at").first()

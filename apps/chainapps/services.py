@@ -1,0 +1,206 @@
+"""Writes for chain apps: each user action records an Operation and enqueues it on commit.
+
+The background half (executing an operation) lives in ``apps.chainapps.provisioning``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from apps.audit.services import audit_record
+from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
+from apps.chainapps.selectors import region_node_counts, tenant_usage
+from apps.common.errors import Conflict
+from apps.common.models import installation_id
+from apps.regions.models import Region
+from apps.runtime.spec import node_name
+from apps.tenants.models import Tenant
+
+CONTRACT_TEMPLATES = ("kv", "notary", "asset", "trade_finance")
+
+
+@dataclass(frozen=True)
+class ChainAppSpec:
+    """What a tenant asks for when creating an app (already type-checked by the serializer)."""
+
+    name: str
+    framework: str
+    regions: list[str]
+    description: str = ""
+    contract_template: str = "kv"
+    contract_params: dict = field(default_factory=dict)
+    tps_quota: int = 10
+    storage_mb: int = 1024
+
+
+def _enqueue(operation: Operation) -> None:
+    from apps.chainapps.tasks import enqueue_operation
+
+    op_id = str(operation.pk)
+    transaction.on_commit(lambda: enqueue_operation(op_id))
+
+
+def _new_operation(*, app: ChainApp, kind: str, actor, params: dict | None = None) -> Operation:
+    operation = Operation.objects.create(
+        tenant=app.tenant,
+        app=app,
+        kind=kind,
+        params=params or {},
+        created_by=actor if getattr(actor, "pk", None) else None,
+        max_attempts=settings.BSN_OPERATION_MAX_ATTEMPTS,
+        log=[Operation.log_line(f"{kind} requested")],
+    )
+    _enqueue(operation)
+    return operation
+
+
+def _resolve_regions(codes: list[str]) -> list[Region]:
+    if not codes:
+        raise ValidationError({"regions": "choose at least one region"})
+    if len(set(codes)) != len(codes):
+        raise ValidationError({"regions": "a region may appear only once"})
+    found = {r.code: r for r in Region.objects.filter(code__in=codes)}
+    unknown = [c for c in codes if c not in found]
+    if unknown:
+        raise ValidationError({"regions": f"unknown region(s): {', '.join(unknown)}"})
+    closed = [c for c in codes if found[c].status != Region.Status.ACTIVE]
+    if closed:
+        states = ", ".join(f"{c} is {found[c].status}" for c in closed)
+        raise Conflict(f"Region not accepting new nodes: {states}.", code="region-unavailable")
+    counts = region_node_counts()
+    full = [c for c in codes if counts.get(found[c].pk, 0) >= found[c].max_nodes]
+    if full:
+        raise Conflict(f"Region full: {', '.join(full)} has no capacity left.", code="region-full")
+    return [found[c] for c in codes]
+
+
+def _check_quotas(*, tenant: Tenant, spec: ChainAppSpec) -> None:
+    usage = tenant_usage(tenant=tenant)
+    problems = []
+    if usage["apps"] + 1 > tenant.max_apps:
+        problems.append(f"apps {usage['apps']}/{tenant.max_apps}")
+    if usage["nodes"] + len(spec.regions) > tenant.max_nodes:
+        problems.append(f"nodes {usage['nodes']}+{len(spec.regions)}>{tenant.max_nodes}")
+    if usage["tps"] + spec.tps_quota > tenant.max_tps:
+        problems.append(f"TPS {usage['tps']}+{spec.tps_quota}>{tenant.max_tps}")
+    if usage["storage_mb"] + spec.storage_mb > tenant.max_storage_mb:
+        problems.append(f"storage {usage['storage_mb']}+{spec.storage_mb}>{tenant.max_storage_mb} MB")
+    if problems:
+        raise Conflict(f"Tenant quota exceeded: {'; '.join(problems)}.", code="quota-exceeded")
+
+
+def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) -> Operation:
+    """Validate, then write app + nodes + provision operation in one transaction."""
+    framework = Framework.objects.filter(slug=spec.framework, is_active=True).first()
+    if framework is None:
+        raise ValidationError({"framework": f"unknown framework '{spec.framework}'"})
+    if spec.contract_template not in CONTRACT_TEMPLATES:
+        raise ValidationError({"contract_template": f"must be one of {', '.join(CONTRACT_TEMPLATES)}"})
+    if framework.contract_templates and spec.contract_template not in framework.contract_templates:
+        raise ValidationError({"contract_template": f"{framework.slug} does not offer '{spec.contract_template}'"})
+    with transaction.atomic():
+        # Lock the tenant row: quota checks and the insert are one decision.
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        regions = _resolve_regions(spec.regions)
+        if ChainApp.objects.for_tenant(tenant).filter(name=spec.name, deleted_at__isnull=True).exists():
+            raise Conflict(f"An app named '{spec.name}' already exists in this tenant.", code="duplicate-name")
+        _check_quotas(tenant=tenant, spec=spec)
+        try:
+            with transaction.atomic():
+                app = ChainApp.objects.create(
+                    tenant=tenant,
+                    name=spec.name,
+                    description=spec.description,
+                    framework=framework,
+                    contract_template=spec.contract_template,
+                    contract_params=spec.contract_params,
+                    tps_quota=spec.tps_quota,
+                    storage_mb=spec.storage_mb,
+                )
+        except IntegrityError as exc:
+            raise Conflict(f"An app named '{spec.name}' already exists in this tenant.", code="duplicate-name") from exc
+        inst = installation_id()
+        LedgerNode.objects.bulk_create(
+            [
+                LedgerNode(
+                    app=app,
+                    region=region,
+                    name=node_name(installation_id=inst, app_id=str(app.pk), region_code=region.code),
+                )
+                for region in regions
+            ]
+        )
+        operation = _new_operation(app=app, kind=Operation.Kind.PROVISION, actor=actor)
+        audit_record(action="app.create", object_type="app", object_id=app.pk, tenant=tenant, actor=actor,
+                     data={"name": spec.name, "regions": spec.regions, "operation": str(operation.pk)},
+                     request=request)
+    return operation
+
+
+def chainapp_update(*, app: ChainApp, actor, data: dict, request=None) -> ChainApp:
+    allowed = {"name", "description"}
+    changes = {k: v for k, v in data.items() if k in allowed}
+    if not changes:
+        return app
+    with transaction.atomic():
+        if "name" in changes and ChainApp.objects.for_tenant(app.tenant).filter(
+            name=changes["name"], deleted_at__isnull=True
+        ).exclude(pk=app.pk).exists():
+            raise Conflict(f"An app named '{changes['name']}' already exists in this tenant.", code="duplicate-name")
+        for key, value in changes.items():
+            setattr(app, key, value)
+        app.save(update_fields=[*changes, "updated_at"])
+        audit_record(action="app.update", object_type="app", object_id=app.pk, tenant=app.tenant, actor=actor,
+                     data=changes, request=request)
+    return app
+
+
+def _change_desired(*, app: ChainApp, actor, desired: str, kind: str, status: str, params: dict | None = None,
+                    request=None) -> Operation:
+    with transaction.atomic():
+        locked = ChainApp.objects.select_for_update().get(pk=app.pk)
+        if locked.desired_state == ChainApp.DesiredState.DELETED:
+            raise Conflict("This app is deleted.", code="app-deleted")
+        busy = Operation.objects.filter(app=locked).open().first()
+        if busy is not None and kind != Operation.Kind.DELETE:
+            raise Conflict(
+                f"Operation {busy.pk} ({busy.kind}) is still {busy.status}; wait for it to finish.",
+                code="operation-in-progress",
+            )
+        if busy is not None:
+            # Delete wins over whatever was pending: the pending job is cancelled, a running
+            # one notices the new desired state at its next step and stops.
+            Operation.objects.filter(pk=busy.pk, status=Operation.Status.PENDING).update(
+                status=Operation.Status.CANCELLED, finished_at=timezone.now(), last_error="superseded by delete"
+            )
+        locked.desired_state = desired
+        locked.status = status
+        update = ["desired_state", "status", "updated_at"]
+        if desired == ChainApp.DesiredState.DELETED:
+            locked.deleted_at = timezone.now()
+            update.append("deleted_at")
+        locked.save(update_fields=update)
+        operation = _new_operation(app=locked, kind=kind, actor=actor, params=params)
+        audit_record(action=f"app.{kind}", object_type="app", object_id=locked.pk, tenant=locked.tenant, actor=actor,
+                     data={"operation": str(operation.pk), **(params or {})}, request=request)
+    return operation
+
+
+def chainapp_start(*, app: ChainApp, actor, request=None) -> Operation:
+    return _change_desired(app=app, actor=actor, desired=ChainApp.DesiredState.RUNNING, kind=Operation.Kind.START,
+                           status=ChainApp.Status.PROVISIONING, request=request)
+
+
+def chainapp_stop(*, app: ChainApp, actor, request=None) -> Operation:
+    return _change_desired(app=app, actor=actor, desired=ChainApp.DesiredState.STOPPED, kind=Operation.Kind.STOP,
+                           status=ChainApp.Status.STOPPING, request=request)
+
+
+def chainapp_delete(*, app: ChainApp, actor, keep_data: bool = True, request=None) -> Operation:
+    return _change_desired(app=app, actor=actor, desired=ChainApp.DesiredState.DELETED, kind=Operation.Kind.DELETE,
+                           status=ChainApp.Status.DELETING, params={"keep_data": keep_data}, request=request)

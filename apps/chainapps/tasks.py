@@ -1,0 +1,78 @@
+"""Celery tasks: thin wrappers that pass ids only and call provisioning/reconcile code."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from celery import shared_task
+from django.conf import settings
+
+from apps.chainapps import provisioning, reconcile
+from apps.regions.models import Region
+from apps.runtime.base import TransientRuntimeError
+
+logger = logging.getLogger(__name__)
+
+STEP_MAX_RETRIES = 6
+BUSY_MAX_WAITS = 30
+
+
+def backoff(retries: int, *, base: float = 1.0, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * 2**retries)) + 0.2
+
+
+def enqueue_operation(operation_id: str) -> None:
+    operation_begin.apply_async((operation_id,), queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+@shared_task(acks_late=True)
+def operation_begin(operation_id: str, waits: int = 0) -> str:
+    op, why = provisioning.operation_claim(operation_id)
+    if op is None:
+        if why == "busy" and waits < BUSY_MAX_WAITS:
+            # Another operation of this app is running; look again shortly. Past the
+            # bound, resume_stale_operations picks it up.
+            operation_begin.apply_async((operation_id, waits + 1), countdown=2, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+        return why
+    nodes = provisioning.pending_steps(op)
+    if not nodes:
+        provisioning.complete_if_done(operation_id)
+        return "nothing to do"
+    for node in nodes:
+        node_step.apply_async((operation_id, str(node.pk)), queue=node.region.queue)
+    return f"dispatched {len(nodes)}"
+
+
+@shared_task(bind=True, acks_late=True, max_retries=STEP_MAX_RETRIES)
+def node_step(self, operation_id: str, node_id: str) -> str:
+    try:
+        return provisioning.node_step_run(operation_id, node_id)
+    except TransientRuntimeError as exc:
+        if self.request.retries >= STEP_MAX_RETRIES:
+            return provisioning.step_give_up(operation_id, node_id, f"gave up after retries: {exc}")
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+
+
+@shared_task(acks_late=True)
+def resume_stale_operations() -> int:
+    """Operations whose worker died (stale heartbeat) or that nobody claimed get enqueued again."""
+    ids = provisioning.stale_operations()
+    for operation_id in ids:
+        logger.warning("resuming stale operation %s", operation_id)
+        enqueue_operation(operation_id)
+    return len(ids)
+
+
+@shared_task
+def reconcile_all() -> int:
+    codes = list(Region.objects.values_list("code", flat=True))
+    for code in codes:
+        reconcile_region.apply_async((code,), queue=f"region.{code}", expires=settings.BSN_RECONCILE_INTERVAL * 2)
+    return len(codes)
+
+
+@shared_task
+def reconcile_region(region_code: str) -> dict:
+    return reconcile.reconcile_region(region_code)

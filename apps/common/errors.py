@@ -1,0 +1,92 @@
+"""One error format for every 4xx/5xx: RFC 9457 problem details (application/problem+json)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_BASE = "https://bsn.example/problems/"
+
+
+class Conflict(exceptions.APIException):
+    """The request is valid but clashes with the current state (409)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "A dependency is unavailable."
+    default_code = "unavailable"
+
+
+def problem(status_code: int, code: str, title: str, detail: str, *, errors: dict | list | None = None, instance: str = "") -> dict:
+    body = {"type": TYPE_BASE + code, "title": title, "status": status_code, "detail": detail, "code": code}
+    if instance:
+        body["instance"] = instance
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+def _first_message(errors) -> str:
+    if isinstance(errors, dict):
+        for field, value in errors.items():
+            msg = _first_message(value)
+            return msg if field == "non_field_errors" else f"{field}: {msg}"
+    if isinstance(errors, list) and errors:
+        return _first_message(errors[0])
+    return str(errors)
+
+
+def problem_exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    request = context.get("request")
+    instance = request.path if request is not None else ""
+    if response is None:
+        logger.exception("unhandled error", exc_info=exc)
+        body = problem(500, "server-error", "Internal server error", "An unexpected error occurred.", instance=instance)
+        return Response(body, status=500, content_type=PROBLEM_CONTENT_TYPE)
+    code = getattr(exc, "default_code", "error")
+    if isinstance(exc, exceptions.ValidationError):
+        title = "Invalid input"
+        body = problem(
+            response.status_code, "invalid", title, _first_message(exc.detail), errors=exc.detail, instance=instance
+        )
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else code
+        if isinstance(codes, str):
+            code = codes
+        title = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",
+                 405: "Method not allowed", 406: "Not acceptable", 409: "Conflict", 415: "Unsupported media type",
+                 429: "Too many requests", 503: "Service unavailable"}.get(response.status_code, "Error")
+        body = problem(response.status_code, str(code).replace("_", "-"), title, str(detail), instance=instance)
+    response.data = body
+    response.content_type = PROBLEM_CONTENT_TYPE
+    return response
+
+
+def api_not_found(request, exception=None):
+    """handler404 for paths outside DRF views (unknown API routes)."""
+    body = problem(404, "not-found", "Not found", "No such resource.", instance=request.path)
+    return JsonResponse(body, status=404, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def api_server_error(request):
+    body = problem(500, "server-error", "Internal server error", "An unexpected error occurred.", instance=request.path)
+    return JsonResponse(body, status=500, content_type=PROBLEM_CONTENT_TYPE)

@@ -1,0 +1,52 @@
+"""OpenAPI: every operation documents its problem-details error responses."""
+
+from __future__ import annotations
+
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import serializers
+
+
+class ProblemSerializer(serializers.Serializer):
+    """RFC 9457 problem details."""
+
+    type = serializers.URLField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    instance = serializers.CharField(required=False)
+    errors = serializers.JSONField(required=False, help_text="per-field messages for invalid input")
+
+
+_DESCRIPTIONS = {
+    "400": "Invalid input (problem details)",
+    "401": "Not authenticated",
+    "403": "The caller's role does not allow this",
+    "404": "Not found (also for other tenants' objects)",
+    "409": "Conflicts with the current state (duplicate, quota, capacity, operation in progress)",
+    "500": "Unexpected error",
+}
+
+
+class ProblemAutoSchema(AutoSchema):
+    def _error_codes(self) -> list[str]:
+        codes = ["401", "403", "500"]
+        if "{" in self.path:
+            codes.append("404")
+        if self.method in ("POST", "PUT", "PATCH", "DELETE"):
+            codes += ["400", "409"]
+        if self.method == "GET" and "{" not in self.path:
+            codes.append("400")
+        return codes
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if not self.path.startswith("/api/"):
+            return responses
+        component = self.resolve_serializer(ProblemSerializer, "response")
+        for code in self._error_codes():
+            responses.setdefault(
+                code,
+                {"description": _DESCRIPTIONS[code], "content": {"application/problem+json": {"schema": component.ref}}},
+            )
+        return responses

@@ -1,0 +1,59 @@
+"""Node regions ("city nodes"), each one runtime engine with its own worker queue."""
+
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+from django.db import models
+
+from apps.common.models import TimeStamped
+
+region_code_validator = RegexValidator(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$", "lower-case letters, digits and dashes")
+
+
+class RegionQuerySet(models.QuerySet):
+    def accepting(self) -> RegionQuerySet:
+        return self.filter(status=Region.Status.ACTIVE)
+
+
+class Region(TimeStamped):
+    """A node region: one Docker engine (or local process host) and its capacity."""
+
+    class Driver(models.TextChoices):
+        DOCKER = "docker"
+        PROCESS = "process"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        DRAINING = "draining"
+        UNAVAILABLE = "unavailable"
+
+    code = models.CharField(max_length=32, unique=True, validators=[region_code_validator])
+    name = models.CharField(max_length=100)
+    city = models.CharField(max_length=100, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
+    operator = models.CharField(max_length=100, blank=True)
+    driver = models.CharField(max_length=16, choices=Driver.choices, default=Driver.DOCKER)
+    docker_base_url = models.CharField(max_length=255, blank=True, help_text="blank: the local engine")
+    tls_ca_file = models.CharField(max_length=255, blank=True)
+    tls_cert_file = models.CharField(max_length=255, blank=True)
+    tls_key_file = models.CharField(max_length=255, blank=True)
+    publish_host = models.CharField(max_length=255, default="127.0.0.1")
+    max_nodes = models.PositiveIntegerField(default=100)
+    cpu_capacity = models.FloatField(default=2.0, help_text="CPUs available for nodes")
+    memory_capacity_mb = models.PositiveIntegerField(default=4096)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    objects = RegionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+    @property
+    def queue(self) -> str:
+        """Celery queue whose workers can reach this region's engine."""
+        return f"region.{self.code}"

@@ -1,0 +1,135 @@
+"""Pure description of what a runtime driver must run — no Docker, no Django.
+
+``build_node_spec`` turns plain values into a ``NodeSpec``; drivers execute specs. The
+builders are unit tested without an engine (tests/runtime/test_spec.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LABEL_PREFIX = "io.bsn"
+LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+LABEL_INSTALLATION = f"{LABEL_PREFIX}.installation"
+LABEL_TENANT = f"{LABEL_PREFIX}.tenant"
+LABEL_APP = f"{LABEL_PREFIX}.app"
+LABEL_NODE = f"{LABEL_PREFIX}.node"
+LABEL_GENERATION = f"{LABEL_PREFIX}.generation"
+LABEL_ROLE = f"{LABEL_PREFIX}.role"
+
+# Uid/gid the ledger image owns /data with; never root.
+NODE_USER = "10001:10001"
+NODE_DATA_PATH = "/data"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything needed to run one ledger node, whatever the driver."""
+
+    name: str  # deterministic: container name, process dir name
+    image: str
+    command: tuple[str, ...] | None
+    env: dict[str, str]
+    labels: dict[str, str]
+    port: int  # port the node listens on inside the container
+    publish_host: str  # host address the port is published on (region's host)
+    network: str
+    volume: str
+    health_path: str = "/health"
+    mem_limit_mb: int = 64
+    cpus: float = 0.5
+    pids_limit: int = 64
+    user: str = NODE_USER
+    read_only: bool = True
+    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,noexec,nosuid,size=16m"})
+    app_labels: dict[str, str] = field(default_factory=dict)  # labels for the app's network
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What a driver observed about one node."""
+
+    name: str
+    state: str  # running | stopped | missing | unknown
+    runtime_id: str | None = None
+    endpoint: str | None = None  # http://host:port reachable from the control plane
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def short_id(value: str, length: int = 12) -> str:
+    return value.replace("-", "")[:length]
+
+
+def node_name(*, installation_id: str, app_id: str, region_code: str) -> str:
+    """Deterministic, engine-safe name: the same inputs always give the same object."""
+    return f"bsn-{short_id(installation_id, 8)}-{short_id(app_id)}-{region_code}"
+
+
+def network_name(*, installation_id: str, app_id: str, region_code: str) -> str:
+    """One network per app per region: each region is its own engine in production."""
+    return f"bsn-{short_id(installation_id, 8)}-{short_id(app_id)}-{region_code}-net"
+
+
+def volume_name(name: str) -> str:
+    return f"{name}-data"
+
+
+def app_labels(*, installation_id: str, tenant_id: str, app_id: str) -> dict[str, str]:
+    return {
+        LABEL_MANAGED: "true",
+        LABEL_INSTALLATION: installation_id,
+        LABEL_TENANT: tenant_id,
+        LABEL_APP: app_id,
+    }
+
+
+def build_node_spec(
+    *,
+    installation_id: str,
+    tenant_id: str,
+    app_id: str,
+    node_id: str,
+    region_code: str,
+    generation: int,
+    image: str,
+    command: list[str] | None,
+    port: int,
+    health_path: str,
+    publish_host: str,
+    mem_limit_mb: int,
+    cpus: float,
+    pids_limit: int,
+    env: dict[str, str] | None = None,
+) -> NodeSpec:
+    name = node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
+    base_labels = app_labels(installation_id=installation_id, tenant_id=tenant_id, app_id=app_id)
+    labels = {
+        **base_labels,
+        LABEL_NODE: node_id,
+        LABEL_GENERATION: str(generation),
+        LABEL_ROLE: "ledger",
+    }
+    node_env = {
+        "BSN_NODE_ID": node_id,
+        "BSN_APP_ID": app_id,
+        "BSN_LEDGER_HOST": "0.0.0.0",
+        "BSN_LEDGER_PORT": str(port),
+        "BSN_LEDGER_DATA": NODE_DATA_PATH,
+        **(env or {}),
+    }
+    return NodeSpec(
+        name=name,
+        image=image,
+        command=tuple(command) if command else None,
+        env=node_env,
+        labels=labels,
+        port=port,
+        publish_host=publish_host,
+        network=network_name(installation_id=installation_id, app_id=app_id, region_code=region_code),
+        volume=volume_name(name),
+        health_path=health_path,
+        mem_limit_mb=mem_limit_mb,
+        cpus=cpus,
+        pids_limit=pids_limit,
+        app_labels=base_labels,
+    )

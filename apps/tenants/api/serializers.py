@@ -1,0 +1,86 @@
+from rest_framework import serializers
+
+from apps.common.serializers import StrictInputSerializer
+from apps.tenants.models import ApiToken, Membership, Role, Tenant
+
+
+class LoginInputSerializer(StrictInputSerializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=512, trim_whitespace=False)
+    tenant = serializers.SlugField(required=False, help_text="tenant slug, if you belong to several")
+
+
+class TokenOutputSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="membership.user.username", read_only=True)
+    is_usable = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "username", "created_at", "expires_at", "revoked_at", "last_used_at",
+                  "is_usable"]
+
+
+class IssuedTokenSerializer(TokenOutputSerializer):
+    token = serializers.CharField(read_only=True, help_text="the secret; shown only in this response")
+
+    class Meta(TokenOutputSerializer.Meta):
+        fields = [*TokenOutputSerializer.Meta.fields, "token"]
+
+
+class TokenCreateInputSerializer(StrictInputSerializer):
+    name = serializers.CharField(max_length=100)
+    expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+
+
+class UsageSerializer(serializers.Serializer):
+    apps = serializers.IntegerField()
+    nodes = serializers.IntegerField()
+    tps = serializers.IntegerField()
+    storage_mb = serializers.IntegerField()
+
+
+class QuotaSerializer(serializers.Serializer):
+    max_apps = serializers.IntegerField()
+    max_nodes = serializers.IntegerField()
+    max_tps = serializers.IntegerField()
+    max_storage_mb = serializers.IntegerField()
+
+
+class TenantOutputSerializer(serializers.ModelSerializer):
+    quotas = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+    role = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "slug", "name", "kind", "role", "quotas", "usage", "created_at"]
+
+    def get_quotas(self, tenant) -> QuotaSerializer:
+        return QuotaSerializer(tenant).data
+
+    def get_usage(self, tenant) -> UsageSerializer:
+        return self.context["usage"]
+
+    def get_role(self, tenant) -> str:
+        return self.context["role"]
+
+
+class MemberOutputSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    email = serializers.EmailField(source="user.email")
+
+    class Meta:
+        model = Membership
+        fields = ["id", "username", "email", "role", "created_at"]
+
+
+class MemberCreateInputSerializer(StrictInputSerializer):
+    username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
+    email = serializers.EmailField(required=False, allow_blank=True)
+    role = serializers.ChoiceField(choices=Role.choices)
+    password = serializers.CharField(required=False, max_length=512, trim_whitespace=False,
+                                     help_text="only when creating a new user")
+
+
+class MemberUpdateInputSerializer(StrictInputSerializer):
+    role = serializers.ChoiceField(choices=Role.choices)

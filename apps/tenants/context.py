@@ -1,0 +1,27 @@
+"""Which tenant a request acts for — the one place that decides it."""
+
+from __future__ import annotations
+
+from apps.tenants.models import ApiToken, Membership
+
+TENANT_HEADER = "HTTP_X_BSN_TENANT"
+
+
+def request_membership(request) -> Membership | None:
+    """The caller's membership: the token's, or for a browser session the only one (or X-BSN-Tenant)."""
+    cached = getattr(request, "_bsn_membership", False)
+    if cached is not False:
+        return cached
+    membership = None
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, ApiToken):
+        membership = auth.membership
+    elif request.user is not None and request.user.is_authenticated:
+        memberships = Membership.objects.select_related("tenant").filter(user=request.user, tenant__is_active=True)
+        wanted = request.META.get(TENANT_HEADER)
+        if wanted:
+            memberships = memberships.filter(tenant__slug=wanted)
+        found = list(memberships[:2])
+        membership = found[0] if len(found) == 1 else None
+    request._bsn_membership = membership
+    return membership

@@ -1,0 +1,156 @@
+"""Writes for tenants, members and tokens."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.exceptions import PermissionDenied, ValidationError
+
+from apps.audit.services import audit_record
+from apps.common.errors import Conflict
+from apps.tenants.models import ApiToken, Membership, Role, Tenant, token_digest
+
+User = get_user_model()
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str  # shown once, never stored
+
+
+def tenant_create(*, slug: str, name: str, kind: str = Tenant.Kind.ENTERPRISE, actor=None, **quotas) -> Tenant:
+    if Tenant.objects.filter(slug=slug).exists():
+        raise Conflict(f"A tenant with slug '{slug}' already exists.")
+    with transaction.atomic():
+        tenant = Tenant.objects.create(slug=slug, name=name, kind=kind, **quotas)
+        audit_record(action="tenant.create", object_type="tenant", object_id=tenant.pk, tenant=tenant, actor=actor,
+                     data={"slug": slug, "kind": kind})
+    return tenant
+
+
+def tenant_set_quota(*, tenant: Tenant, actor=None, **quotas) -> Tenant:
+    allowed = {"max_apps", "max_nodes", "max_tps", "max_storage_mb"}
+    unknown = set(quotas) - allowed
+    if unknown:
+        raise ValidationError({"quota": f"unknown quota(s): {', '.join(sorted(unknown))}"})
+    with transaction.atomic():
+        for key, value in quotas.items():
+            if value is None or int(value) < 0:
+                raise ValidationError({key: "must be a non-negative integer"})
+            setattr(tenant, key, int(value))
+        tenant.save(update_fields=[*quotas, "updated_at"])
+        audit_record(action="tenant.quota", object_type="tenant", object_id=tenant.pk, tenant=tenant, actor=actor,
+                     data=quotas)
+    return tenant
+
+
+def token_issue(*, membership: Membership, name: str, ttl_days: int | None = None, actor=None, request=None) -> IssuedToken:
+    ttl = ttl_days if ttl_days is not None else settings.BSN_TOKEN_TTL_DAYS
+    if ttl < 1 or ttl > 3650:
+        raise ValidationError({"expires_in_days": "must be between 1 and 3650"})
+    secret = "bsn_" + secrets.token_urlsafe(32)
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            membership=membership,
+            name=name,
+            prefix=secret[4 : 4 + ApiToken.PREFIX_LENGTH],
+            digest=token_digest(secret),
+            expires_at=timezone.now() + timedelta(days=ttl),
+        )
+        audit_record(action="token.create", object_type="token", object_id=token.pk, tenant=membership.tenant,
+                     actor=actor or membership.user, data={"name": name, "for": membership.user.username},
+                     request=request)
+    return IssuedToken(token=token, secret=secret)
+
+
+def token_revoke(*, token: ApiToken, actor=None, request=None) -> ApiToken:
+    with transaction.atomic():
+        updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if updated:
+            audit_record(action="token.revoke", object_type="token", object_id=token.pk,
+                         tenant=token.membership.tenant, actor=actor, request=request)
+    token.refresh_from_db()
+    return token
+
+
+def login_issue_token(*, user, tenant_slug: str | None, request=None) -> IssuedToken:
+    memberships = Membership.objects.select_related("tenant", "user").filter(user=user, tenant__is_active=True)
+    if tenant_slug:
+        memberships = memberships.filter(tenant__slug=tenant_slug)
+    found = list(memberships[:2])
+    if not found:
+        raise PermissionDenied("This user is not a member of an active tenant.")
+    if len(found) > 1:
+        raise ValidationError({"tenant": "You belong to several tenants; name one (its slug)."})
+    return token_issue(membership=found[0], name="login", actor=user, request=request)
+
+
+def _owners(tenant: Tenant) -> int:
+    return Membership.objects.filter(tenant=tenant, role=Role.OWNER).count()
+
+
+def member_add(*, tenant: Tenant, actor_membership: Membership, username: str, role: str,
+               email: str = "", password: str | None = None, request=None) -> Membership:
+    """Add an existing user, or create one (a password is then required) and add them."""
+    if role == Role.OWNER and actor_membership.role != Role.OWNER:
+        raise PermissionDenied("Only an owner can add another owner.")
+    with transaction.atomic():
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            if not password:
+                raise ValidationError({"password": "required to create a new user"})
+            candidate = User(username=username, email=email)
+            try:
+                validate_password(password, candidate)
+            except DjangoValidationError as exc:
+                raise ValidationError({"password": list(exc.messages)}) from exc
+            candidate.set_password(password)
+            candidate.save()
+            user = candidate
+        elif password:
+            raise ValidationError({"password": "this user already exists; leave the password out"})
+        if Membership.objects.filter(tenant=tenant, user=user).exists():
+            raise Conflict(f"'{username}' is already a member of this tenant.")
+        membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+        audit_record(action="member.add", object_type="membership", object_id=membership.pk, tenant=tenant,
+                     actor=actor_membership.user, data={"username": username, "role": role}, request=request)
+    return membership
+
+
+def member_change_role(*, membership: Membership, actor_membership: Membership, role: str, request=None) -> Membership:
+    touches_owner = role == Role.OWNER or membership.role == Role.OWNER
+    if touches_owner and actor_membership.role != Role.OWNER:
+        raise PermissionDenied("Only an owner can grant or take away the owner role.")
+    with transaction.atomic():
+        locked = Membership.objects.select_for_update().get(pk=membership.pk)
+        if locked.role == Role.OWNER and role != Role.OWNER and _owners(locked.tenant) <= 1:
+            raise Conflict("A tenant must keep at least one owner.")
+        old = locked.role
+        locked.role = role
+        locked.save(update_fields=["role", "updated_at"])
+        audit_record(action="member.role", object_type="membership", object_id=locked.pk, tenant=locked.tenant,
+                     actor=actor_membership.user, data={"username": locked.user.username, "from": old, "to": role},
+                     request=request)
+    return locked
+
+
+def member_remove(*, membership: Membership, actor_membership: Membership, request=None) -> None:
+    if membership.role == Role.OWNER and actor_membership.role != Role.OWNER:
+        raise PermissionDenied("Only an owner can remove an owner.")
+    with transaction.atomic():
+        locked = Membership.objects.select_for_update().get(pk=membership.pk)
+        if locked.role == Role.OWNER and _owners(locked.tenant) <= 1:
+            raise Conflict("A tenant must keep at least one owner.")
+        ApiToken.objects.filter(membership=locked, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        audit_record(action="member.remove", object_type="membership", object_id=locked.pk, tenant=locked.tenant,
+                     actor=actor_membership.user, data={"username": locked.user.username}, request=request)
+        locked.delete()

@@ -1,0 +1,201 @@
+"""Settings for the bsn control plane, driven by environment variables.
+
+Two shapes from one module:
+- embedded default (no variables set): SQLite and a file-system Celery broker under
+  ``BSN_DATA_DIR`` — what ``make run`` uses on a fresh machine;
+- production / tests: ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL`` (Redis).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+from bsn.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("BSN_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """An explicit key wins; the embedded default keeps a random one in the data dir."""
+    explicit = env_str("BSN_SECRET_KEY", "")
+    if explicit:
+        return explicit
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("BSN_DEBUG", False)
+ALLOWED_HOSTS = env_list("BSN_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "apps.common",
+    "apps.audit",
+    "apps.tenants",
+    "apps.regions",
+    "apps.chainapps",
+    "apps.runtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "bsn.urls"
+WSGI_APPLICATION = "bsn.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------
+_default_db = f"sqlite:///{DATA_DIR / 'bsn.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", _default_db), conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share the file: WAL lets readers and one writer coexist and
+    # IMMEDIATE transactions avoid "database is locked" upgrades mid-transaction.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("BSN_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- REST API -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.tenants.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.tenants.permissions.IsTenantMember"],
+    "DEFAULT_PAGINATION_CLASS": "apps.common.pagination.Pagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "apps.common.schema.ProblemAutoSchema",
+    "EXCEPTION_HANDLER": "apps.common.errors.problem_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+}
+if DEBUG:
+    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "bsn API",
+    "DESCRIPTION": "Blockchain-as-a-Service control plane: tenants, regions, chain apps, operations.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+}
+
+# --- Celery ---------------------------------------------------------------------------
+_broker_default = "filesystem://"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _broker_default)
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": env_int("BSN_VISIBILITY_TIMEOUT", 900)}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _queue_dir = DATA_DIR / "broker"
+    (_queue_dir / "queue").mkdir(parents=True, exist_ok=True)
+    (_queue_dir / "processed").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir / "queue"),
+        "data_folder_out": str(_queue_dir / "queue"),
+        "processed_folder": str(_queue_dir / "processed"),
+        "store_processed": False,
+        "control_folder": str(_queue_dir / "control"),
+    }
+CELERY_TASK_ALWAYS_EAGER = env_bool("BSN_CELERY_EAGER", False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("BSN_TASK_TIME_LIMIT", 600, minimum=10)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("BSN_TASK_SOFT_TIME_LIMIT", 540, minimum=5)
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- bsn ------------------------------------------------------------------------------
+# docker | process | auto (docker if the engine answers, else process) for the demo regions.
+BSN_DEFAULT_DRIVER = env_choice("BSN_DEFAULT_DRIVER", "auto", {"auto", "docker", "process"})
+BSN_DOCKER_BASE_URL = env_str("BSN_DOCKER_BASE_URL", "unix:///var/run/docker.sock")
+BSN_DOCKER_TIMEOUT = env_int("BSN_DOCKER_TIMEOUT", 30, minimum=1)
+BSN_LEDGER_IMAGE = env_str("BSN_LEDGER_IMAGE", "bsn/ledger:latest")
+BSN_NODE_HEALTH_TIMEOUT = env_float("BSN_NODE_HEALTH_TIMEOUT", 60.0)
+BSN_OPERATION_MAX_ATTEMPTS = env_int("BSN_OPERATION_MAX_ATTEMPTS", 5, minimum=1)
+# A running operation whose heartbeat is older than this is taken over by another worker.
+BSN_OPERATION_STALE_SECONDS = env_int("BSN_OPERATION_STALE_SECONDS", 120, minimum=5)
+BSN_RECONCILE_INTERVAL = env_float("BSN_RECONCILE_INTERVAL", 30.0)
+BSN_TOKEN_TTL_DAYS = env_int("BSN_TOKEN_TTL_DAYS", 90, minimum=1)
+BSN_PROCESS_DIR = DATA_DIR / "process-nodes"
+
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-regions": {"task": "apps.chainapps.tasks.reconcile_all", "schedule": BSN_RECONCILE_INTERVAL},
+    "resume-stale-operations": {
+        "task": "apps.chainapps.tasks.resume_stale_operations",
+        "schedule": max(5.0, BSN_OPERATION_STALE_SECONDS / 4),
+    },
+}
