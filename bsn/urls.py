@@ -12,7 +12,17 @@ from apps.common.health import healthz, readyz
 from apps.regions.api.views import RegionViewSet
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
 
-router = SimpleRouter(trailing_slash="/?")
+
+
+class OptionalSlashRouter(SimpleRouter):
+    """`/api/v1/apps` and `/api/v1/apps/` both work (the spec writes them without)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
 router.register("tenant/members", MemberViewSet, basename="member")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("regions", RegionViewSet, basename="region")

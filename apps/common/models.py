@@ -12,20 +12,17 @@ class Installation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
 
-_cached: dict[str, str] = {}
-
-
 def installation_id() -> str:
-    """Generated once per database (by a migration); labels every runtime object we own."""
-    from django.db import connection
+    """Generated once per database (by a migration); labels every runtime object we own.
 
-    key = connection.settings_dict["NAME"]
-    if key not in _cached:
-        row = Installation.objects.order_by("created_at").first()
-        if row is None:  # database created without migrations' data (should not happen)
-            row = Installation.objects.create()
-        _cached[key] = str(row.pk)
-    return _cached[key]
+    Read from the database each time (one indexed row) rather than cached per process, so
+    every web and worker process always agrees, even after a test flushes the tables.
+    """
+    row = Installation.objects.order_by("created_at", "id").first()
+    if row is None:  # tables flushed (tests) or created without migration data
+        Installation.objects.create()
+        row = Installation.objects.order_by("created_at", "id").first()
+    return str(row.pk)
 
 
 class TimeStamped(models.Model):

@@ -13,13 +13,7 @@ class AppFilter(django_filters.FilterSet):
         fields = ["status", "desired_state", "contract_template"]
 
     def filter_deleted(self, queryset, name, value):
-        return queryset if value else queryset.filter(deleted_at__isnull=True)
-
-    @property
-    def qs(self):
-        queryset = super().qs
-        if not self.form.cleaned_data.get("include_deleted"):
-            queryset = queryset.filter(deleted_at__isnull=True)
+        # Lists hide deleted apps unless asked (see AppViewSet.get_queryset); details show them.
         return queryset
 
 

@@ -38,6 +38,13 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
     filterset_class = AppFilter
     ordering_fields = ["created_at", "name", "status"]
 
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        include_deleted = self.request.query_params.get("include_deleted", "").lower() in ("true", "1")
+        if self.action == "list" and not include_deleted:
+            queryset = queryset.filter(deleted_at__isnull=True)
+        return queryset
+
     @extend_schema(request=s.AppCreateInputSerializer, responses={202: s.OperationSerializer})
     def create(self, request):
         data = s.AppCreateInputSerializer(data=request.data)

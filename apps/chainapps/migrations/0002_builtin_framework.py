@@ -2,23 +2,9 @@ from django.db import migrations
 
 
 def create_builtin(apps, schema_editor):
-    Framework = apps.get_model("chainapps", "Framework")
-    Framework.objects.update_or_create(
-        slug="bsn-ledger",
-        defaults={
-            "name": "bsn ledger node",
-            "version": "0.1.0",
-            "image": "bsn/ledger:latest",
-            "command": [],
-            "port": 8080,
-            "health_path": "/health",
-            "default_cpus": 0.5,
-            "default_memory_mb": 64,
-            "default_pids": 64,
-            "contract_templates": ["kv"],
-            "builtin": True,
-        },
-    )
+    from apps.chainapps.builtin import ensure_builtin_framework
+
+    ensure_builtin_framework(apps.get_model("chainapps", "Framework"))
 
 
 class Migration(migrations.Migration):

@@ -1,0 +1,43 @@
+# bsn — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+export DJANGO_SETTINGS_MODULE ?= bsn.settings
+
+.PHONY: run test lint format venv services image bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+## run: the product on this machine (SQLite, file broker, Docker if it answers) — prints URL, login, token
+run: venv
+	bash deploy/scripts/run-embedded.sh
+
+## services: install/start PostgreSQL, Redis and Docker where missing
+services:
+	bash deploy/scripts/test-services.sh
+
+## image: build the ledger image with no registry (cached by content hash)
+image: venv services
+	DJANGO_SETTINGS_MODULE=bsn.settings_test $(PY) manage.py bsn_images build
+
+## test: the whole suite on PostgreSQL, Redis, Docker and real Celery workers
+test: venv services image
+	DJANGO_SETTINGS_MODULE=bsn.settings_test $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf .data/test .pytest_cache

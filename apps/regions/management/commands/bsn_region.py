@@ -1,0 +1,73 @@
+"""bsn_region add|list|drain|enable — manage node regions."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.audit.services import audit_record
+from apps.chainapps.selectors import regions_with_load
+from apps.regions.models import Region
+
+
+class Command(BaseCommand):
+    help = "Add, list, drain or enable node regions."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        add = sub.add_parser("add", help="register a region")
+        add.add_argument("code")
+        add.add_argument("--name", default="")
+        add.add_argument("--city", default="")
+        add.add_argument("--country", default="")
+        add.add_argument("--operator", default="")
+        add.add_argument("--driver", choices=[c for c, _ in Region.Driver.choices], default=Region.Driver.DOCKER)
+        add.add_argument("--docker-url", default="", help="engine base URL (blank: local engine)")
+        add.add_argument("--tls-ca", default="")
+        add.add_argument("--tls-cert", default="")
+        add.add_argument("--tls-key", default="")
+        add.add_argument("--publish-host", default="127.0.0.1")
+        add.add_argument("--max-nodes", type=int, default=100)
+        sub.add_parser("list", help="list regions")
+        for name in ("drain", "enable"):
+            p = sub.add_parser(name, help=f"{name} a region")
+            p.add_argument("code")
+
+    def handle(self, *args, action, **options):
+        getattr(self, f"do_{action}")(**options)
+
+    def do_add(self, code, **o):
+        if Region.objects.filter(code=code).exists():
+            raise CommandError(f"region {code} already exists")
+        region = Region(
+            code=code, name=o["name"] or code, city=o["city"], country=o["country"], operator=o["operator"],
+            driver=o["driver"], docker_base_url=o["docker_url"], tls_ca_file=o["tls_ca"],
+            tls_cert_file=o["tls_cert"], tls_key_file=o["tls_key"], publish_host=o["publish_host"],
+            max_nodes=o["max_nodes"],
+        )
+        try:
+            region.full_clean()
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
+        region.save()
+        audit_record(action="region.add", object_type="region", object_id=code, actor_label="manage.py")
+        self.stdout.write(f"added region {code} ({region.driver}); workers consume queue {region.queue}")
+
+    def do_list(self, **o):
+        rows = regions_with_load()
+        self.stdout.write(f"{'CODE':<16} {'STATUS':<12} {'DRIVER':<8} {'NODES':>9}  NAME")
+        for r in rows:
+            self.stdout.write(f"{r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4}  {r.name}")
+
+    def _set_status(self, code: str, status: str) -> None:
+        updated = Region.objects.filter(code=code).update(status=status)
+        if not updated:
+            raise CommandError(f"no region {code}")
+        audit_record(action=f"region.{status}", object_type="region", object_id=code, actor_label="manage.py")
+        self.stdout.write(f"region {code} is now {status}")
+
+    def do_drain(self, code, **o):
+        self._set_status(code, Region.Status.DRAINING)
+
+    def do_enable(self, code, **o):
+        self._set_status(code, Region.Status.ACTIVE)

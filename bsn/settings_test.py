@@ -1,0 +1,15 @@
+"""Test settings: PostgreSQL and Redis by default (what `make test` starts)."""
+
+import os
+
+# Defaults only; CI or a developer can point elsewhere with the same variables.
+os.environ.setdefault("DATABASE_URL", "postgres:///bsn?host=/var/run/postgresql")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("BSN_DATA_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".data", "test"))
+os.environ.setdefault("BSN_SECRET_KEY", "test-only-not-secret")
+os.environ.setdefault("BSN_NODE_HEALTH_TIMEOUT", "30")
+
+from bsn.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; tests only
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

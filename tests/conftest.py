@@ -1,0 +1,130 @@
+"""Shared fixtures: service checks (fail under CI, skip otherwise), actors, API clients."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.tenants.models import Role
+from apps.tenants.services import token_issue
+from tests.factories import MembershipFactory, RegionFactory, TenantFactory
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def require(condition: bool, what: str) -> None:
+    """A missing service fails the test under CI and skips it elsewhere — never silently."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required when CI is set", pytrace=False)
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+    from django.conf import settings
+
+    url = settings.CELERY_BROKER_URL
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        ok = True
+    except Exception:  # noqa: BLE001
+        ok = False
+    require(ok, f"Redis at {url}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    import docker
+    from django.conf import settings
+
+    try:
+        client = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL, timeout=10)
+        client.ping()
+    except Exception:  # noqa: BLE001
+        client = None
+    require(client is not None, "a Docker engine")
+    return client
+
+
+@pytest.fixture(scope="session")
+def ledger_image(docker_engine) -> str:
+    import docker
+    from django.conf import settings
+
+    try:
+        docker_engine.images.get(settings.BSN_LEDGER_IMAGE)
+        ok = True
+    except docker.errors.ImageNotFound:
+        ok = False
+    require(ok, f"the ledger image {settings.BSN_LEDGER_IMAGE} (run `manage.py bsn_images build`)")
+    return settings.BSN_LEDGER_IMAGE
+
+
+def _client_for(membership) -> APIClient:
+    client = APIClient()
+    issued = token_issue(membership=membership, name="test")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issued.secret}")
+    client.membership = membership
+    return client
+
+
+@pytest.fixture
+def tenant_a(db):
+    return TenantFactory(slug="acme")
+
+
+@pytest.fixture
+def tenant_b(db):
+    return TenantFactory(slug="globex")
+
+
+@pytest.fixture
+def owner(tenant_a):
+    return MembershipFactory(tenant=tenant_a, role=Role.OWNER, user__username="alice")
+
+
+@pytest.fixture
+def member(tenant_a):
+    return MembershipFactory(tenant=tenant_a, role=Role.DEVELOPER, user__username="bob")
+
+
+@pytest.fixture
+def outsider(tenant_b):
+    return MembershipFactory(tenant=tenant_b, role=Role.OWNER, user__username="mallory")
+
+
+@pytest.fixture
+def owner_client(owner) -> APIClient:
+    return _client_for(owner)
+
+
+@pytest.fixture
+def member_client(member) -> APIClient:
+    return _client_for(member)
+
+
+@pytest.fixture
+def outsider_client(outsider) -> APIClient:
+    return _client_for(outsider)
+
+
+@pytest.fixture
+def client_with_role(tenant_a):
+    """Factory: an API client whose user has the given role in tenant A."""
+
+    def make(role: str) -> APIClient:
+        return _client_for(MembershipFactory(tenant=tenant_a, role=role))
+
+    return make
+
+
+@pytest.fixture
+def regions(db):
+    """Three active process-driver regions (no engine needed for API tests)."""
+    return [RegionFactory(code=code, name=code) for code in ("cn-beijing", "cn-shanghai", "cn-shenzhen")]

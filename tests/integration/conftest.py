@@ -1,0 +1,133 @@
+"""Real services for integration tests: a Celery worker subprocess on the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from apps.regions.models import Region
+from tests.factories import RegionFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition, *, timeout: float, interval: float = 0.2, message: str = "condition"):
+    """Poll ``condition`` until it returns something truthy; fail with ``message`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message} (last: {last!r})", pytrace=False)
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    host = s.get("HOST") or ""
+    if not host or host.startswith("/"):
+        query = f"?host={host}" if host else ""
+        auth = f"{s['USER']}@" if s.get("USER") else ""
+        return f"postgres://{auth}/{s['NAME']}{query}"
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{host}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+class Worker:
+    """A real `celery worker` process on the test database, which a test may kill."""
+
+    def __init__(self, queues: list[str], log_path: Path, env: dict[str, str]):
+        self.queues = queues
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *, beat: bool = False) -> Worker:
+        argv = [sys.executable, "-m", "celery", "-A", "bsn.celery", "worker", "-Q", ",".join(self.queues),
+                "-P", "threads", "-c", "4", "--loglevel", "INFO", "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
+                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        if beat:
+            argv += ["-B", "--schedule", str(self.log_path.with_suffix(".beat"))]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the process's end
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_for(lambda: b"ready." in self.log_path.read_bytes() or self.proc.poll() is not None,
+                 timeout=30, message="the celery worker to be ready")
+        if self.proc.poll() is not None:
+            pytest.fail(f"celery worker exited: {self.log_path.read_text()[-3000:]}", pytrace=False)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker process group: no warm shutdown, no acks."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def make_regions(transactional_db):
+    """Regions with codes unique to this test, so queues never clash with other runs."""
+
+    def make(driver: str, count: int = 1) -> list[Region]:
+        tag = uuid.uuid4().hex[:6]
+        return [RegionFactory(code=f"it{tag}-{i}", name=f"test {i}", driver=driver) for i in range(count)]
+
+    return make
+
+
+@pytest.fixture
+def worker_factory(redis_url, tmp_path):
+    """Start real Celery workers for given regions; all are stopped at the end of the test."""
+    started: list[Worker] = []
+
+    def make(regions: list[Region], *, stale_seconds: int = 120, beat: bool = False, start: bool = True) -> Worker:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "bsn.settings_test",
+            "DATABASE_URL": _database_url(),
+            "CELERY_BROKER_URL": redis_url,
+            "BSN_OPERATION_STALE_SECONDS": str(stale_seconds),
+            "BSN_RECONCILE_INTERVAL": "3600",
+            "PYTHONUNBUFFERED": "1",
+        }
+        queues = ["default", *[r.queue for r in regions]]
+        worker = Worker(queues, tmp_path / f"worker-{len(started)}.log", env)
+        started.append(worker)
+        return worker.start(beat=beat) if start else worker
+
+    yield make
+    for worker in started:
+        worker.stop()
+
+
+def operation_done(client, op_url: str, timeout: float = 90) -> dict:
+    def finished():
+        body = client.get(op_url).json()
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(finished, timeout=timeout, interval=0.25, message=f"operation {op_url} to finish")
+
+
+@pytest.fixture(autouse=True)
+def builtin_framework(transactional_db):
+    """transactional_db flushes tables between tests, data-migration rows included."""
+    from apps.chainapps.builtin import ensure_builtin_framework
+    from apps.chainapps.models import Framework
+
+    return ensure_builtin_framework(Framework)

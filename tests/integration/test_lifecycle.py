@@ -1,0 +1,124 @@
+"""End to end through the REST API, a real Celery worker and a real runtime (Docker or processes)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.runtime.spec import LABEL_APP
+from tests.conftest import _client_for
+from tests.factories import MembershipFactory, TenantFactory
+from tests.integration.conftest import operation_done, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(transactional_db):
+    return _client_for(MembershipFactory(tenant=TenantFactory(), role="developer"))
+
+
+def _objects_with_app_label(engine, app_id: str) -> dict[str, int]:
+    selector = {"label": f"{LABEL_APP}={app_id}"}
+    return {
+        "containers": len(engine.containers.list(all=True, filters=selector)),
+        "networks": len(engine.networks.list(filters=selector)),
+        "volumes": len(engine.volumes.list(filters=selector)),
+    }
+
+
+def _lifecycle(api, regions, *, engine=None) -> None:
+    codes = [r.code for r in regions]
+    resp = api.post("/api/v1/apps", {"name": "ledger-e2e", "regions": codes}, format="json")
+    assert resp.status_code == 202, resp.content
+    app_id = resp.json()["app"]
+    op = operation_done(api, resp["Location"])
+    assert op["status"] == "succeeded", op
+    app = api.get(f"/api/v1/apps/{app_id}").json()
+    assert app["status"] == "running"
+
+    nodes = api.get(f"/api/v1/apps/{app_id}/nodes").json()
+    assert sorted(n["region"] for n in nodes) == sorted(codes)
+    for node in nodes:
+        assert node["state"] == "running"
+        assert node["endpoint"].startswith("http://127.0.0.1:")
+        assert requests.get(node["endpoint"] + "/health", timeout=5).json()["status"] == "ok"
+    first = nodes[0]["endpoint"]
+    assert requests.put(f"{first}/kv/greeting", json={"value": "ni hao"}, timeout=5).status_code == 200
+
+    # stop: nodes stop answering
+    resp = api.post(f"/api/v1/apps/{app_id}/stop")
+    assert resp.status_code == 202
+    assert operation_done(api, resp["Location"])["status"] == "succeeded"
+    assert api.get(f"/api/v1/apps/{app_id}").json()["status"] == "stopped"
+    with pytest.raises(requests.RequestException):
+        requests.get(first + "/health", timeout=2)
+
+    # start: the data is still there
+    resp = api.post(f"/api/v1/apps/{app_id}/start")
+    assert resp.status_code == 202
+    assert operation_done(api, resp["Location"])["status"] == "succeeded"
+    assert api.get(f"/api/v1/apps/{app_id}").json()["status"] == "running"
+    restarted = {n["region"]: n["endpoint"] for n in api.get(f"/api/v1/apps/{app_id}/nodes").json()}
+    endpoint = restarted[nodes[0]["region"]]
+    assert requests.get(f"{endpoint}/kv/greeting", timeout=5).json()["value"] == "ni hao"
+
+    if engine is not None:
+        assert _objects_with_app_label(engine, app_id) == {
+            "containers": len(codes), "networks": len(codes), "volumes": len(codes)
+        }
+
+    # delete with data: nothing left behind
+    resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    assert resp.status_code == 202
+    assert operation_done(api, resp["Location"])["status"] == "succeeded"
+    assert api.get(f"/api/v1/apps/{app_id}").json()["status"] == "deleted"
+    assert set(LedgerNode.objects.filter(app_id=app_id).values_list("state", flat=True)) == {"removed"}
+    if engine is not None:
+        assert _objects_with_app_label(engine, app_id) == {"containers": 0, "networks": 0, "volumes": 0}
+    for node in restarted.values():
+        with pytest.raises(requests.RequestException):
+            requests.get(node + "/health", timeout=2)
+
+
+@pytest.mark.docker
+def test_lifecycle_on_docker(api, make_regions, worker_factory, docker_engine, ledger_image):
+    regions = make_regions("docker", count=2)
+    worker_factory(regions)
+    _lifecycle(api, regions, engine=docker_engine)
+
+
+def test_lifecycle_on_processes(api, make_regions, worker_factory):
+    regions = make_regions("process", count=2)
+    worker_factory(regions)
+    _lifecycle(api, regions)
+
+
+@pytest.mark.docker
+def test_worker_killed_while_provisioning_is_retried_without_duplicates(
+    api, make_regions, worker_factory, docker_engine, ledger_image
+):
+    regions = make_regions("docker", count=1)
+    worker = worker_factory(regions, stale_seconds=8)
+    resp = api.post("/api/v1/apps", {"name": "killed", "regions": [regions[0].code]}, format="json")
+    op_id, app_id = resp.json()["id"], resp.json()["app"]
+
+    # Kill the worker while the node step is in flight (after the claim, before success).
+    wait_for(lambda: Operation.objects.get(pk=op_id).status == "running", timeout=30, interval=0.02,
+             message="the operation to start")
+    worker.kill()
+    op = Operation.objects.get(pk=op_id)
+    assert op.status == "running" and op.attempts == 1, "the operation must stay visible, not vanish"
+
+    # A fresh worker (with beat, which resumes stale operations) finishes the job.
+    worker_factory(regions, stale_seconds=8, beat=True)
+    final = operation_done(api, resp["Location"], timeout=120)
+    assert final["status"] == "succeeded", final
+    assert final["attempts"] == 2
+    assert ChainApp.objects.get(pk=app_id).status == "running"
+    assert _objects_with_app_label(docker_engine, app_id) == {"containers": 1, "networks": 1, "volumes": 1}
+
+    api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    wait_for(lambda: _objects_with_app_label(docker_engine, app_id)["containers"] == 0, timeout=60,
+             message="cleanup")
