@@ -131,3 +131,39 @@ def builtin_framework(transactional_db):
     from apps.chainapps.models import Framework
 
     return ensure_builtin_framework(Framework)
+
+
+TEST_REGION = __import__("re").compile(r"-it[0-9a-f]{6}-\d+(-data|-net)?$")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leave_nothing_behind():
+    """After the session, remove runtime objects of test regions that a failed test left."""
+    yield
+    try:
+        import docker
+        from django.conf import settings
+
+        engine = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL, timeout=20)
+        selector = {"label": "io.bsn.managed=true"}
+        for container in engine.containers.list(all=True, filters=selector):
+            if TEST_REGION.search(container.name):
+                container.remove(force=True, v=True)
+        for network in engine.networks.list(filters=selector):
+            if TEST_REGION.search(network.name):
+                network.remove()
+        for volume in engine.volumes.list(filters=selector):
+            if TEST_REGION.search(volume.name):
+                volume.remove(force=True)
+    except Exception:  # noqa: BLE001, S110 - best effort; no engine means nothing to clean
+        pass
+    from django.conf import settings
+
+    root = Path(settings.BSN_PROCESS_DIR)
+    for pid_file in root.glob("it*/*/pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            if b"bsn.ledger" in Path(f"/proc/{pid}/cmdline").read_bytes():  # never a recycled pid
+                os.kill(pid, signal.SIGKILL)
+        except (ValueError, OSError):
+            pass

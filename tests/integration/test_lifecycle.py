@@ -122,3 +122,34 @@ def test_worker_killed_while_provisioning_is_retried_without_duplicates(
     api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
     wait_for(lambda: _objects_with_app_label(docker_engine, app_id)["containers"] == 0, timeout=60,
              message="cleanup")
+
+
+@pytest.mark.docker
+def test_node_step_twice_creates_nothing_twice(api, make_regions, docker_engine, ledger_image, django_capture_on_commit_callbacks):
+    """Running the ensure step again (a redelivered message, a retry) adopts what exists."""
+    from apps.chainapps import provisioning
+
+    regions = make_regions("docker", count=1)
+    with django_capture_on_commit_callbacks(execute=False):  # no worker: drive the steps by hand
+        resp = api.post("/api/v1/apps", {"name": "twice", "regions": [regions[0].code]}, format="json")
+    op_id, app_id = resp.json()["id"], resp.json()["app"]
+    op, why = provisioning.operation_claim(op_id)
+    assert op is not None, why
+    node_id = next(iter(op.steps))
+    try:
+        assert provisioning.node_step_run(op_id, node_id) == "done"
+        first = LedgerNode.objects.get(pk=node_id)
+        # Pretend the outcome was lost (worker died after the container started): run again.
+        Operation.objects.filter(pk=op_id).update(status="running", steps={node_id: {"state": "pending", "error": ""}})
+        assert provisioning.node_step_run(op_id, node_id) == "done"
+        second = LedgerNode.objects.get(pk=node_id)
+        assert second.runtime_id == first.runtime_id
+        assert second.endpoint == first.endpoint
+        assert _objects_with_app_label(docker_engine, app_id) == {"containers": 1, "networks": 1, "volumes": 1}
+    finally:
+        for container in docker_engine.containers.list(all=True, filters={"label": f"{LABEL_APP}={app_id}"}):
+            container.remove(force=True, v=True)
+        for network in docker_engine.networks.list(filters={"label": f"{LABEL_APP}={app_id}"}):
+            network.remove()
+        for volume in docker_engine.volumes.list(filters={"label": f"{LABEL_APP}={app_id}"}):
+            volume.remove(force=True)
