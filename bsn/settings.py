@@ -167,6 +167,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_queue_dir / "processed"),
         "store_processed": False,
         "control_folder": str(_queue_dir / "control"),
+        "polling_interval": 0.1,
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("BSN_CELERY_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True

@@ -1,0 +1,139 @@
+"""Fixtures for the ledger node tests: the node runs as a real subprocess on loopback.
+
+These tests import nothing from Django; the node program is plain Python.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Reply:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Node:
+    """A ledger node subprocess plus a tiny HTTP client for it."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("BSN_")},
+            "BSN_LEDGER_HOST": "127.0.0.1",
+            "BSN_LEDGER_PORT": str(self.port),
+            "BSN_LEDGER_DATA": str(data_dir),
+            "BSN_NODE_ID": "node-1",
+            "BSN_APP_ID": "app-1",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr = ""  # what the last stopped process wrote to stderr
+
+    @property
+    def wal(self) -> Path:
+        return self.data_dir / "wal.jsonl"
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bsn.ledger"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def start(self) -> Node:
+        self.proc = self.spawn()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.stderr = self.proc.communicate()[1].decode()
+                raise AssertionError(f"node exited with {self.proc.returncode}: {self.stderr}")
+            try:
+                if self.request("GET", "/health").status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError("node did not answer /health in time")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        self.stderr = err.decode()
+        return self.proc.returncode
+
+    def restart(self, sig: int = signal.SIGTERM) -> Node:
+        self.stop(sig)
+        return self.start()
+
+    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, headers=None) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+            conn.request(method, path, body=data, headers=headers or {})
+            resp = conn.getresponse()
+            return Reply(resp.status, dict(resp.getheaders()), resp.read())
+        finally:
+            conn.close()
+
+    def put(self, key: str, value: Any) -> Reply:
+        return self.request("PUT", "/kv/" + quote(key, safe=""), {"value": value})
+
+    def get(self, key: str) -> Reply:
+        return self.request("GET", "/kv/" + quote(key, safe=""))
+
+    def delete(self, key: str) -> Reply:
+        return self.request("DELETE", "/kv/" + quote(key, safe=""))
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``make_node(**env)`` returns an unstarted Node on a fresh data dir."""
+    nodes: list[Node] = []
+
+    def factory(data_dir: Path | None = None, **env: str) -> Node:
+        node = Node(data_dir or tmp_path / "data", **env)
+        nodes.append(node)
+        return node
+
+    yield factory
+    for node in nodes:
+        if node.proc and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+
+
+@pytest.fixture
+def node(make_node: Any) -> Node:
+    """A running node on a fresh data dir."""
+    return make_node().start()
