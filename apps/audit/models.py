@@ -12,10 +12,10 @@ class AuditEventQuerySet(models.QuerySet):
     def for_tenant(self, tenant) -> AuditEventQuerySet:
         return self.filter(tenant=tenant)
 
-    def update(self, **kwargs):  # noqa: ANN201
+    def update(self, **kwargs):
         raise PermissionError("audit events are append-only")
 
-    def delete(self):  # noqa: ANN201
+    def delete(self):
         raise PermissionError("audit events are append-only")
 
 
@@ -49,7 +49,7 @@ class AuditEvent(models.Model):
             raise PermissionError("audit events are append-only")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # noqa: ANN201
+    def delete(self, *args, **kwargs):
         raise PermissionError("audit events are append-only")
 
 
@@ -59,3 +59,6 @@ class AuditChainHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     sequence = models.PositiveBigIntegerField(default=0)
     hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self) -> str:
+        return f"head #{self.sequence}"

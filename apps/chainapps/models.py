@@ -103,7 +103,8 @@ class ChainApp(TimeStamped):
             return self.Status.RUNNING
         if healthy:
             return self.Status.DEGRADED
-        return self.Status.PROVISIONING if self.status in (self.Status.PENDING, self.Status.PROVISIONING) else self.Status.FAILED
+        starting = self.status in (self.Status.PENDING, self.Status.PROVISIONING)
+        return self.Status.PROVISIONING if starting else self.Status.FAILED
 
 
 class LedgerNode(TimeStamped):

@@ -145,16 +145,23 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
 def chainapp_update(*, app: ChainApp, actor, data: dict, request=None) -> ChainApp:
     allowed = {"name", "description"}
     changes = {k: v for k, v in data.items() if k in allowed}
+    if app.deleted_at is not None:
+        raise Conflict("This app is deleted.", code="app-deleted")
     if not changes:
         return app
+    duplicate = Conflict(f"An app named '{changes.get('name')}' already exists in this tenant.", code="duplicate-name")
     with transaction.atomic():
         if "name" in changes and ChainApp.objects.for_tenant(app.tenant).filter(
             name=changes["name"], deleted_at__isnull=True
         ).exclude(pk=app.pk).exists():
-            raise Conflict(f"An app named '{changes['name']}' already exists in this tenant.", code="duplicate-name")
+            raise duplicate
         for key, value in changes.items():
             setattr(app, key, value)
-        app.save(update_fields=[*changes, "updated_at"])
+        try:
+            with transaction.atomic():  # a concurrent rename can still hit the unique constraint
+                app.save(update_fields=[*changes, "updated_at"])
+        except IntegrityError as exc:
+            raise duplicate from exc
         audit_record(action="app.update", object_type="app", object_id=app.pk, tenant=app.tenant, actor=actor,
                      data=changes, request=request)
     return app

@@ -30,7 +30,9 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "unavailable"
 
 
-def problem(status_code: int, code: str, title: str, detail: str, *, errors: dict | list | None = None, instance: str = "") -> dict:
+def problem(
+    status_code: int, code: str, title: str, detail: str, *, errors: dict | list | None = None, instance: str = ""
+) -> dict:
     body = {"type": TYPE_BASE + code, "title": title, "status": status_code, "detail": detail, "code": code}
     if instance:
         body["instance"] = instance
@@ -49,6 +51,15 @@ def _first_message(errors) -> str:
     return str(errors)
 
 
+def _field_errors(detail) -> dict:
+    """Always ``{field: [messages]}`` (nested for list/dict fields), whoever raised the error."""
+    if isinstance(detail, dict):
+        return {str(k): v if isinstance(v, dict | list) else [v] for k, v in detail.items()}
+    if isinstance(detail, list):
+        return {"non_field_errors": detail}
+    return {"non_field_errors": [detail]}
+
+
 def problem_exception_handler(exc, context):
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -65,7 +76,12 @@ def problem_exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         title = "Invalid input"
         body = problem(
-            response.status_code, "invalid", title, _first_message(exc.detail), errors=exc.detail, instance=instance
+            response.status_code,
+            "invalid",
+            title,
+            _first_message(exc.detail),
+            errors=_field_errors(exc.detail),
+            instance=instance,
         )
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)

@@ -11,6 +11,9 @@ class Installation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return str(self.id)
+
 
 def installation_id() -> str:
     """Generated once per database (by a migration); labels every runtime object we own.

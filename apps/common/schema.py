@@ -15,7 +15,7 @@ class ProblemSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField()
     instance = serializers.CharField(required=False)
-    errors = serializers.JSONField(required=False, help_text="per-field messages for invalid input")
+    errors = serializers.JSONField(required=False, help_text="invalid input: {field: [messages]}")
 
 
 _DESCRIPTIONS = {
@@ -47,6 +47,9 @@ class ProblemAutoSchema(AutoSchema):
         for code in self._error_codes():
             responses.setdefault(
                 code,
-                {"description": _DESCRIPTIONS[code], "content": {"application/problem+json": {"schema": component.ref}}},
+                {
+                    "description": _DESCRIPTIONS[code],
+                    "content": {"application/problem+json": {"schema": component.ref}},
+                },
             )
         return responses

@@ -53,7 +53,9 @@ def tenant_set_quota(*, tenant: Tenant, actor=None, **quotas) -> Tenant:
     return tenant
 
 
-def token_issue(*, membership: Membership, name: str, ttl_days: int | None = None, actor=None, request=None) -> IssuedToken:
+def token_issue(
+    *, membership: Membership, name: str, ttl_days: int | None = None, actor=None, request=None
+) -> IssuedToken:
     ttl = ttl_days if ttl_days is not None else settings.BSN_TOKEN_TTL_DAYS
     if ttl < 1 or ttl > 3650:
         raise ValidationError({"expires_in_days": "must be between 1 and 3650"})
@@ -100,7 +102,7 @@ def _owners(tenant: Tenant) -> int:
 
 def member_add(*, tenant: Tenant, actor_membership: Membership, username: str, role: str,
                email: str = "", password: str | None = None, request=None) -> Membership:
-    """Add an existing user, or create one (a password is then required) and add them."""
+    """Add an existing user of no other tenant, or create one (a password is then required)."""
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
         raise PermissionDenied("Only an owner can add another owner.")
     with transaction.atomic():
@@ -116,6 +118,10 @@ def member_add(*, tenant: Tenant, actor_membership: Membership, username: str, r
             candidate.set_password(password)
             candidate.save()
             user = candidate
+        elif Membership.objects.filter(user=user).exclude(tenant=tenant).exists():
+            # Usernames are global. A tenant admin must not pull another tenant's user into
+            # their tenant (nor break that user's tenant-less login); operators can.
+            raise Conflict(f"The username '{username}' is taken.", code="username-taken")
         elif password:
             raise ValidationError({"password": "this user already exists; leave the password out"})
         if Membership.objects.filter(tenant=tenant, user=user).exists():

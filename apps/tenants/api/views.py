@@ -14,6 +14,7 @@ from apps.chainapps.selectors import tenant_usage
 from apps.common.viewsets import TenantScopedViewSet
 from apps.tenants import services
 from apps.tenants.api import serializers as s
+from apps.tenants.api.filters import TokenFilter
 from apps.tenants.context import request_membership
 from apps.tenants.models import ApiToken, Membership, Role
 
@@ -28,6 +29,11 @@ class LoginView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    def get_authenticate_header(self, request) -> str:
+        # Without an authentication class DRF turns AuthenticationFailed into a 403;
+        # a wrong password is a 401 with a challenge like every other endpoint.
+        return 'Token realm="api"'
+
     @extend_schema(request=s.LoginInputSerializer, responses={201: s.IssuedTokenSerializer}, auth=[])
     def post(self, request):
         data = s.LoginInputSerializer(data=request.data)
@@ -40,6 +46,10 @@ class LoginView(APIView):
 
 
 class LogoutView(APIView):
+    # Any member may end their own session (POST would otherwise need the developer role).
+    read_role = Role.VIEWER
+    write_role = Role.VIEWER
+
     @extend_schema(request=None, responses={204: None})
     def post(self, request):
         if isinstance(request.auth, ApiToken):
@@ -90,6 +100,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScope
     queryset = ApiToken.objects.select_related("membership__user")
     serializer_class = s.TokenOutputSerializer
     tenant_field = "membership__tenant"
+    filterset_class = TokenFilter
     read_role = Role.ADMIN
     write_role = Role.ADMIN
 
