@@ -1,0 +1,511 @@
+"""Docker Engine driver: runs each ledger node as one hardened container.
+
+Two halves, as everywhere in this codebase:
+
+- pure builders (``container_create_kwargs``, ``network_create_kwargs``,
+  ``volume_create_kwargs``, ``endpoint_from_attrs``, ``classify_error``) — unit tested
+  without an engine (tests/runtime/test_spec.py);
+- ``DockerDriver`` — the thin part that sends them through the Docker SDK and
+  classifies what comes back (tests/runtime/test_docker_driver.py, real engine).
+
+Ownership rule: an object is ours only if it carries ``io.bsn.managed=true`` and this
+installation's id. A same-named object without them is refused, never adopted, never
+stopped or removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.models.containers import Container
+from docker.models.networks import Network
+
+from apps.runtime.base import (
+    PermanentRuntimeError,
+    RuntimeError_,
+    RuntimeUnavailable,
+    TransientRuntimeError,
+)
+from apps.runtime.spec import (
+    LABEL_APP,
+    LABEL_GENERATION,
+    LABEL_INSTALLATION,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_ROLE,
+    NODE_DATA_PATH,
+    NodeSpec,
+    NodeStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL on stop
+# Bounded restarts by the engine itself; beyond that the reconciler (with its own
+# backoff) decides. "always"/"unless-stopped" would crash-loop a broken node forever.
+RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
+LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
+
+_STATE_MAP = {
+    "running": "running",
+    "created": "stopped",
+    "exited": "stopped",
+    "dead": "stopped",
+    "paused": "stopped",
+    "restarting": "unknown",
+    "removing": "unknown",
+}
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def volume_labels(spec: NodeSpec) -> dict[str, str]:
+    """The data volume outlives generations, so it carries no generation label."""
+    return {**spec.app_labels, LABEL_NODE: spec.labels[LABEL_NODE], LABEL_ROLE: "ledger-data"}
+
+
+def network_create_kwargs(spec: NodeSpec) -> dict[str, Any]:
+    return {
+        "name": spec.network,
+        "driver": "bridge",
+        "labels": dict(spec.app_labels),
+        "check_duplicate": True,
+        "attachable": False,
+    }
+
+
+def volume_create_kwargs(spec: NodeSpec) -> dict[str, Any]:
+    return {"name": spec.volume, "driver": "local", "labels": volume_labels(spec)}
+
+
+def container_create_kwargs(spec: NodeSpec, *, network: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.create``: the whole hardening lives here.
+
+    Never privileged, never host network, never the Docker socket; the only mount is
+    the node's own volume at /data. The port is published on ``spec.publish_host``
+    only, on a host port the engine picks (known once the container runs).
+    """
+    return {
+        "name": spec.name,
+        "image": spec.image,
+        "command": list(spec.command) if spec.command else None,
+        "environment": dict(spec.env),
+        "labels": dict(spec.labels),
+        "user": spec.user,
+        "read_only": spec.read_only,
+        "tmpfs": dict(spec.tmpfs),
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "mem_limit": f"{spec.mem_limit_mb}m",
+        "memswap_limit": f"{spec.mem_limit_mb}m",  # same as memory: no swap
+        "nano_cpus": int(spec.cpus * 1e9),
+        "pids_limit": spec.pids_limit,
+        "ports": {f"{spec.port}/tcp": (spec.publish_host, None)},
+        "volumes": {spec.volume: {"bind": NODE_DATA_PATH, "mode": "rw"}},
+        "network": network or spec.network,
+        "restart_policy": dict(RESTART_POLICY),
+        "log_config": dict(LOG_CONFIG),
+        "stop_signal": "SIGTERM",
+        # A tiny init as PID 1 forwards SIGTERM even before the node installs its handler
+        # (PID 1 ignores unhandled signals, so a stop would wait the full timeout) and
+        # reaps zombies.
+        "init": True,
+        "detach": True,
+    }
+
+
+def format_endpoint(host: str, port: int | str) -> str:
+    if ":" in host and not host.startswith("["):  # IPv6 literal
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def endpoint_from_attrs(attrs: dict[str, Any], spec_port: int, publish_host: str) -> str | None:
+    """Read the engine-assigned host port back from an inspected container."""
+    bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{spec_port}/tcp")
+    if not bindings:
+        return None
+    chosen = next((b for b in bindings if b.get("HostIp") == publish_host), bindings[0])
+    if not chosen.get("HostPort"):
+        return None
+    return format_endpoint(publish_host, chosen["HostPort"])
+
+
+def owned_by(labels: dict[str, str] | None, installation_id: str) -> bool:
+    labels = labels or {}
+    return labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_INSTALLATION) == installation_id
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def classify_error(exc: BaseException, *, base_url: str = "", timeout: float | None = None) -> RuntimeError_:
+    """Map an SDK/transport exception to Transient / Permanent / RuntimeUnavailable.
+
+    A timeout is never success and never failure: the engine may or may not have done
+    the work, so the caller must observe again.
+    """
+    if isinstance(exc, RuntimeError_):
+        return exc
+    where = f"Docker engine {base_url}" if base_url else "Docker engine"
+    for err in _chain(exc):
+        if isinstance(err, requests.exceptions.ConnectTimeout):
+            return RuntimeUnavailable(f"{where} does not answer (connect timeout): {err}")
+        if isinstance(err, requests.exceptions.Timeout):
+            return TransientRuntimeError(
+                f"{where} did not answer within {timeout}s; the outcome is unknown — observe again before acting: {err}"
+            )
+        if isinstance(err, requests.exceptions.ConnectionError | ConnectionError | FileNotFoundError):
+            return RuntimeUnavailable(f"{where} does not answer: {err}")
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return PermanentRuntimeError(
+            f"image not found on {where}: {exc.explanation or exc}. Build it on that engine "
+            "with `python manage.py bsn_images build` (no registry is used)."
+        )
+    if isinstance(exc, docker.errors.NotFound):
+        # Something we just read disappeared under us (concurrent delete): look again.
+        return TransientRuntimeError(f"object vanished concurrently on {where}: {exc.explanation or exc}")
+    if isinstance(exc, docker.errors.APIError):
+        code = exc.status_code or 0
+        # "ambiguous": duplicate network names left by a concurrent create, cleaned up
+        # by the next ensure — transient despite the 400.
+        if code == 409 or code >= 500 or code == 0 or "ambiguous" in str(exc.explanation or ""):
+            return TransientRuntimeError(f"{where} answered {code}: {exc.explanation or exc}")
+        return PermanentRuntimeError(f"{where} refused the request ({code}): {exc.explanation or exc}")
+    if isinstance(exc, docker.errors.DockerException):
+        text = str(exc).lower()
+        if "connection refused" in text or "fetching server api version" in text:
+            return RuntimeUnavailable(f"{where} does not answer: {exc}")
+        return PermanentRuntimeError(f"{where}: {exc}")
+    return TransientRuntimeError(f"unexpected error talking to {where}: {exc!r}")
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, docker.errors.APIError) and exc.status_code == 409
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class DockerDriver:
+    """Executes node specs on one Docker Engine (local socket, tcp+TLS or ssh)."""
+
+    name = "docker"
+
+    def __init__(self, base_url: str, timeout: int, tls: docker.tls.TLSConfig | None = None) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self.tls = tls
+        self._clients: dict[str, docker.DockerClient] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DockerDriver({self.base_url!r})"
+
+    # -- plumbing
+
+    def _client(self) -> docker.DockerClient:
+        client = self._clients.get(self.base_url)
+        if client is not None:
+            return client
+        with self._lock, self._translate():
+            client = self._clients.get(self.base_url)
+            if client is None:
+                # version="auto" asks the engine once, so old engines (API < SDK default) work.
+                client = docker.DockerClient(
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    tls=self.tls or False,
+                    version="auto",
+                    use_ssh_client=self.base_url.startswith("ssh://"),
+                )
+                self._clients[self.base_url] = client
+            return client
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except RuntimeError_:
+            raise
+        except Exception as exc:  # classified, never swallowed
+            raise classify_error(exc, base_url=self.base_url, timeout=self.timeout) from exc
+
+    @staticmethod
+    def _installation(spec: NodeSpec) -> str:
+        return spec.labels[LABEL_INSTALLATION]
+
+    # -- protocol
+
+    def ping(self) -> None:
+        client = self._client()
+        with self._translate():
+            client.ping()
+
+    def ensure_node(self, spec: NodeSpec) -> NodeStatus:
+        client = self._client()
+        with self._translate():
+            network = self._ensure_network(client, spec)
+            self._ensure_volume(client, spec)
+            container = self._ensure_container(client, spec, network)
+            return self._status_of(spec, container)
+
+    def stop_node(self, spec: NodeSpec) -> NodeStatus:
+        client = self._client()
+        with self._translate():
+            container = self._get_container(client, spec.name)
+            if container is None:
+                return NodeStatus(name=spec.name, state="missing")
+            self._check_container_owner(spec, container)
+            if container.status in ("running", "restarting", "paused"):
+                container.stop(timeout=STOP_TIMEOUT)
+                container.reload()
+            return self._status_of(spec, container)
+
+    def remove_node(self, spec: NodeSpec, *, keep_data: bool) -> None:
+        client = self._client()
+        with self._translate():
+            container = self._get_container(client, spec.name)
+            if container is not None:
+                self._check_container_owner(spec, container)
+                try:
+                    # v=True drops anonymous volumes only; the named data volume stays.
+                    container.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+            if keep_data:
+                return
+            try:
+                volume = client.volumes.get(spec.volume)
+            except docker.errors.NotFound:
+                return
+            if not owned_by(volume.attrs.get("Labels"), self._installation(spec)):
+                logger.warning("volume %s is not ours; left untouched", spec.volume)
+                return
+            try:
+                volume.remove()
+            except docker.errors.NotFound:
+                pass
+
+    def remove_network(self, spec: NodeSpec) -> None:
+        client = self._client()
+        with self._translate():
+            for network in self._find_networks(client, spec.network):
+                if not owned_by(network.attrs.get("Labels"), self._installation(spec)):
+                    logger.warning("network %s is not ours; left untouched", spec.network)
+                    continue
+                network.reload()
+                if network.attrs.get("Containers"):
+                    # Another node of the app (e.g. another region on the same engine)
+                    # still uses it; whoever removes the last node removes the network.
+                    logger.info("network %s still has endpoints; kept", spec.network)
+                    continue
+                try:
+                    network.remove()
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code in (403, 409):  # an endpoint appeared meanwhile
+                        logger.info("network %s became busy; kept: %s", spec.network, exc)
+                        continue
+                    raise
+
+    def observe(self, spec: NodeSpec) -> NodeStatus:
+        client = self._client()
+        with self._translate():
+            container = self._get_container(client, spec.name)
+            if container is None:
+                return NodeStatus(name=spec.name, state="missing")
+            if not owned_by(container.labels, self._installation(spec)):
+                # Someone else's container under our name: not our node, so ours is missing.
+                return NodeStatus(name=spec.name, state="missing")
+            return self._status_of(spec, container)
+
+    def list_nodes(self, *, installation_id: str) -> list[NodeStatus]:
+        client = self._client()
+        with self._translate():
+            containers = client.containers.list(
+                all=True,
+                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTALLATION}={installation_id}"]},
+                ignore_removed=True,
+            )
+            result = []
+            for c in containers:
+                endpoint = None
+                for key, bindings in ((c.attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
+                    if key.endswith("/tcp") and bindings and bindings[0].get("HostPort"):
+                        host = bindings[0].get("HostIp") or "127.0.0.1"
+                        endpoint = format_endpoint(host, bindings[0]["HostPort"])
+                        break
+                result.append(
+                    NodeStatus(
+                        name=c.name,
+                        state=_STATE_MAP.get(c.status, "unknown"),
+                        runtime_id=c.id,
+                        endpoint=endpoint if c.status == "running" else None,
+                        labels=dict(c.labels),
+                    )
+                )
+            return result
+
+    # -- steps of ensure_node
+
+    @staticmethod
+    def _find_networks(client: docker.DockerClient, name: str) -> list[Network]:
+        # The name filter matches substrings; keep exact matches, oldest first so every
+        # worker picks the same one if a race ever produced duplicates.
+        found = [n for n in client.networks.list(names=[name]) if n.name == name]
+        return sorted(found, key=lambda n: (n.attrs.get("Created", ""), n.id))
+
+    def _ensure_network(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
+        networks = self._find_networks(client, spec.network)
+        if not networks:
+            try:
+                client.networks.create(**network_create_kwargs(spec))
+            except docker.errors.APIError as exc:
+                if not _is_conflict(exc):  # 409: created concurrently, read it back below
+                    raise
+            networks = self._find_networks(client, spec.network)
+        if not networks:
+            raise TransientRuntimeError(f"network {spec.network} was created but cannot be read back; look again")
+        for network in networks:
+            labels = network.attrs.get("Labels") or {}
+            if not owned_by(labels, self._installation(spec)) or labels.get(LABEL_APP) != spec.labels[LABEL_APP]:
+                raise PermanentRuntimeError(
+                    f"a network named {spec.network} exists but is not owned by this installation/app; "
+                    "refusing to adopt it"
+                )
+        if len(networks) == 1:
+            return networks[0]
+        # The engine's duplicate-name check is racy: concurrent creates can yield several
+        # networks with one name. Keep the one in use (else the oldest) and drop unused
+        # extras; a worker that raced on an extra gets a transient error and converges.
+        for network in networks:
+            with contextlib.suppress(docker.errors.NotFound):
+                network.reload()
+        networks.sort(key=lambda n: (not n.attrs.get("Containers"), n.attrs.get("Created", ""), n.id))
+        winner, extras = networks[0], networks[1:]
+        for extra in extras:
+            if extra.attrs.get("Containers"):
+                continue
+            try:
+                extra.remove()
+            except docker.errors.APIError as exc:
+                logger.info("duplicate network %s (%s) not removed: %s", spec.network, extra.id, exc)
+        return winner
+
+    def _ensure_volume(self, client: docker.DockerClient, spec: NodeSpec) -> None:
+        try:
+            volume = client.volumes.get(spec.volume)
+        except docker.errors.NotFound:
+            # Creating an existing volume returns it unchanged, so a concurrent create is
+            # harmless — the ownership check below still applies to what we got.
+            volume = client.volumes.create(**volume_create_kwargs(spec))
+        labels = volume.attrs.get("Labels") or {}
+        if (
+            not owned_by(labels, self._installation(spec))
+            or labels.get(LABEL_APP) != spec.labels[LABEL_APP]
+            or labels.get(LABEL_NODE) != spec.labels[LABEL_NODE]
+        ):
+            raise PermanentRuntimeError(
+                f"a volume named {spec.volume} exists but is not owned by this node; refusing to adopt it"
+            )
+
+    @staticmethod
+    def _get_container(client: docker.DockerClient, name: str) -> Container | None:
+        try:
+            container = client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+        # get() also matches id prefixes; our names are never hex, but be exact anyway.
+        return container if container.name == name else None
+
+    def _check_container_owner(self, spec: NodeSpec, container: Container) -> None:
+        labels = container.labels or {}
+        if not owned_by(labels, self._installation(spec)):
+            raise PermanentRuntimeError(
+                f"a container named {spec.name} exists but is not owned by this installation; "
+                "refusing to adopt or touch it"
+            )
+        if labels.get(LABEL_NODE) != spec.labels[LABEL_NODE]:
+            # Ours, but an older node row under the same name: the reconciler removes such
+            # orphans after a grace period, so a later attempt can succeed.
+            raise TransientRuntimeError(
+                f"container {spec.name} belongs to node {labels.get(LABEL_NODE)} of this installation, "
+                f"not {spec.labels[LABEL_NODE]}; waiting for orphan cleanup"
+            )
+
+    def _create_container(self, client: docker.DockerClient, spec: NodeSpec, network: Network) -> Container:
+        try:
+            return client.containers.create(**container_create_kwargs(spec, network=network.id))
+        except docker.errors.APIError as exc:
+            if not _is_conflict(exc) or isinstance(exc, docker.errors.ImageNotFound):
+                raise
+            container = self._get_container(client, spec.name)  # a concurrent create won
+            if container is None:
+                raise TransientRuntimeError(f"name {spec.name} is in use but cannot be read back; look again") from exc
+            return container
+
+    def _ensure_container(self, client: docker.DockerClient, spec: NodeSpec, network: Network) -> Container:
+        container = self._get_container(client, spec.name)
+        if container is None:
+            container = self._create_container(client, spec, network)
+        self._check_container_owner(spec, container)
+
+        if container.labels.get(LABEL_GENERATION) != spec.labels[LABEL_GENERATION] or container.status == "dead":
+            logger.info(
+                "recreating %s (generation %s -> %s, status %s)",
+                spec.name,
+                container.labels.get(LABEL_GENERATION),
+                spec.labels[LABEL_GENERATION],
+                container.status,
+            )
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            container = self._create_container(client, spec, network)
+            self._check_container_owner(spec, container)
+
+        if container.status == "paused":
+            container.unpause()
+        elif container.status == "removing":
+            raise TransientRuntimeError(f"container {spec.name} is being removed; look again")
+        elif container.status != "running":
+            container.start()
+        container.reload()
+        if container.status not in ("running", "restarting"):
+            state = container.attrs.get("State") or {}
+            tail = container.logs(tail=20).decode("utf-8", "replace").strip()
+            raise TransientRuntimeError(
+                f"container {spec.name} is {container.status} right after start "
+                f"(exit code {state.get('ExitCode')}, error {state.get('Error')!r}); last log lines:\n{tail}"
+            )
+        return container
+
+    def _status_of(self, spec: NodeSpec, container: Container) -> NodeStatus:
+        state = _STATE_MAP.get(container.status, "unknown")
+        endpoint = endpoint_from_attrs(container.attrs, spec.port, spec.publish_host) if state == "running" else None
+        return NodeStatus(
+            name=spec.name,
+            state=state,
+            runtime_id=container.id,
+            endpoint=endpoint,
+            labels=dict(container.labels or {}),
+        )

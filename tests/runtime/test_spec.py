@@ -1,0 +1,272 @@
+"""Pure builders: node spec, container/network/volume kwargs, error classification, factory."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import docker.errors
+import pytest
+import requests
+
+from apps.runtime import drivers
+from apps.runtime.base import PermanentRuntimeError, RuntimeUnavailable, TransientRuntimeError
+from apps.runtime.docker import classify_error as classify
+from apps.runtime.docker import (
+    container_create_kwargs,
+    endpoint_from_attrs,
+    network_create_kwargs,
+    volume_create_kwargs,
+)
+from apps.runtime.spec import (
+    LABEL_APP,
+    LABEL_GENERATION,
+    LABEL_INSTALLATION,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_TENANT,
+    build_node_spec,
+)
+
+INSTALLATION = "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+APP = "11111111-2222-3333-4444-555555555555"
+
+
+def spec(**overrides):
+    values = {
+        "installation_id": INSTALLATION,
+        "tenant_id": "tenant-1",
+        "app_id": APP,
+        "node_id": "node-1",
+        "region_code": "cn-beijing",
+        "generation": 3,
+        "image": "bsn/ledger:latest",
+        "command": None,
+        "port": 7000,
+        "health_path": "/health",
+        "publish_host": "127.0.0.1",
+        "mem_limit_mb": 96,
+        "cpus": 0.25,
+        "pids_limit": 50,
+    }
+    values.update(overrides)
+    return build_node_spec(**values)
+
+
+# -- build_node_spec
+
+
+def test_names_are_deterministic_and_engine_safe():
+    a, b = spec(), spec(node_id="other", generation=9)
+    assert a.name == b.name == "bsn-0f1e2d3c-111111112222-cn-beijing"
+    assert a.network == b.network
+    assert a.volume == f"{a.name}-data"
+    assert spec(region_code="cn-shanghai").name != a.name
+    assert spec(installation_id="ffffffff-0000").name != a.name
+    for name in (a.name, a.network, a.volume):
+        assert all(ch.isalnum() or ch in "-_." for ch in name)
+
+
+def test_labels_carry_ownership_and_generation():
+    s = spec()
+    assert s.labels[LABEL_MANAGED] == "true"
+    assert s.labels[LABEL_INSTALLATION] == INSTALLATION
+    assert s.labels[LABEL_TENANT] == "tenant-1"
+    assert s.labels[LABEL_APP] == APP
+    assert s.labels[LABEL_NODE] == "node-1"
+    assert s.labels[LABEL_GENERATION] == "3"
+    assert LABEL_NODE not in s.app_labels and LABEL_GENERATION not in s.app_labels
+    assert s.app_labels[LABEL_INSTALLATION] == INSTALLATION
+
+
+def test_env_points_the_node_at_its_port_and_data_and_extra_env_is_kept():
+    s = spec(env={"BSN_CONTRACT": "kv"})
+    assert s.env["BSN_LEDGER_PORT"] == "7000"
+    assert s.env["BSN_LEDGER_DATA"] == "/data"
+    assert s.env["BSN_NODE_ID"] == "node-1"
+    assert s.env["BSN_CONTRACT"] == "kv"
+
+
+# -- container_create_kwargs
+
+
+def test_container_is_hardened():
+    kw = container_create_kwargs(spec())
+    assert kw["user"] == "10001:10001"
+    assert kw["read_only"] is True
+    assert kw["cap_drop"] == ["ALL"]
+    assert "cap_add" not in kw
+    assert kw["security_opt"] == ["no-new-privileges:true"]
+    assert kw["privileged"] is False
+    assert kw["init"] is True
+    assert kw["mem_limit"] == "96m"
+    assert kw["memswap_limit"] == "96m"
+    assert kw["nano_cpus"] == 250_000_000
+    assert kw["pids_limit"] == 50
+    assert kw["tmpfs"] == {"/tmp": "rw,noexec,nosuid,size=16m"}
+    assert kw["restart_policy"]["Name"] == "on-failure"
+    assert kw["restart_policy"]["MaximumRetryCount"] > 0
+    assert kw["log_config"]["config"]["max-size"]
+
+
+def test_port_is_published_on_the_region_host_only_with_a_random_host_port():
+    assert container_create_kwargs(spec())["ports"] == {"7000/tcp": ("127.0.0.1", None)}
+    assert container_create_kwargs(spec(publish_host="10.1.2.3"))["ports"] == {"7000/tcp": ("10.1.2.3", None)}
+
+
+def test_only_the_nodes_own_volume_is_mounted_and_never_the_docker_socket():
+    s = spec()
+    kw = container_create_kwargs(s)
+    assert kw["volumes"] == {s.volume: {"bind": "/data", "mode": "rw"}}
+    assert not any("docker.sock" in str(k) or "docker.sock" in str(v) for k, v in kw["volumes"].items())
+    assert "mounts" not in kw and "devices" not in kw
+    assert kw["network"] == s.network
+    assert kw.get("network_mode") is None and kw.get("pid_mode") is None and kw.get("ipc_mode") is None
+    assert container_create_kwargs(s, network="abc123")["network"] == "abc123"
+
+
+def test_name_image_command_env_labels_come_from_the_spec():
+    s = spec(command=["python3", "-m", "bsn.ledger"], env={"X": "1"})
+    kw = container_create_kwargs(s)
+    assert kw["name"] == s.name
+    assert kw["image"] == "bsn/ledger:latest"
+    assert kw["command"] == ["python3", "-m", "bsn.ledger"]
+    assert kw["environment"]["X"] == "1"
+    assert kw["labels"] == s.labels
+    assert container_create_kwargs(spec())["command"] is None  # the image's own CMD
+
+
+def test_network_and_volume_kwargs_are_labelled():
+    s = spec()
+    net = network_create_kwargs(s)
+    assert net["name"] == s.network and net["driver"] == "bridge"
+    assert net["labels"] == s.app_labels
+    vol = volume_create_kwargs(s)
+    assert vol["name"] == s.volume
+    assert vol["labels"][LABEL_INSTALLATION] == INSTALLATION
+    assert vol["labels"][LABEL_NODE] == "node-1"
+    assert LABEL_GENERATION not in vol["labels"]  # data outlives generations
+
+
+def test_spec_changes_do_not_leak_between_kwargs():
+    s = spec()
+    kw = container_create_kwargs(s)
+    kw["labels"]["x"] = "y"
+    kw["environment"]["x"] = "y"
+    assert "x" not in s.labels and "x" not in s.env
+
+
+def test_endpoint_is_read_back_from_the_port_bindings():
+    attrs = {"NetworkSettings": {"Ports": {"7000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}}}
+    assert endpoint_from_attrs(attrs, 7000, "127.0.0.1") == "http://127.0.0.1:49153"
+    assert endpoint_from_attrs({"NetworkSettings": {"Ports": {}}}, 7000, "127.0.0.1") is None
+    v6 = {"NetworkSettings": {"Ports": {"7000/tcp": [{"HostIp": "::1", "HostPort": "5"}]}}}
+    assert endpoint_from_attrs(v6, 7000, "::1") == "http://[::1]:5"
+
+
+def test_frozen_spec_can_be_replaced_for_a_new_generation():
+    s = spec()
+    s2 = replace(s, labels={**s.labels, LABEL_GENERATION: "4"})
+    assert container_create_kwargs(s2)["labels"][LABEL_GENERATION] == "4"
+
+
+# -- error classification
+
+
+def _api_error(code: int, cls=docker.errors.APIError, explanation="boom"):
+    response = requests.Response()
+    response.status_code = code
+    return cls("boom", response=response, explanation=explanation)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (requests.exceptions.ConnectionError("refused"), RuntimeUnavailable),
+        (requests.exceptions.ConnectTimeout("slow"), RuntimeUnavailable),
+        (requests.exceptions.ReadTimeout("slow"), TransientRuntimeError),
+        (docker.errors.DockerException("Error while fetching server API version: x"), RuntimeUnavailable),
+        (_api_error(404, docker.errors.ImageNotFound), PermanentRuntimeError),
+        (_api_error(404, docker.errors.NotFound), TransientRuntimeError),
+        (_api_error(409), TransientRuntimeError),
+        (_api_error(500), TransientRuntimeError),
+        (_api_error(503), TransientRuntimeError),
+        (_api_error(400), PermanentRuntimeError),
+        (_api_error(403), PermanentRuntimeError),
+        (_api_error(400, explanation="network x is ambiguous (2 matches found on name)"), TransientRuntimeError),
+        (docker.errors.TLSParameterError("bad"), PermanentRuntimeError),
+    ],
+)
+def test_errors_are_classified(exc, expected):
+    result = classify(exc)
+    assert type(result) is expected
+
+
+def test_timeout_message_says_state_is_unknown_and_is_not_unavailable():
+    result = classify(requests.exceptions.ReadTimeout("read timed out"), base_url="unix:///x", timeout=30)
+    assert not isinstance(result, RuntimeUnavailable)
+    assert "unknown" in str(result)
+
+
+def test_missing_image_tells_how_to_build_it():
+    assert "bsn_images build" in str(classify(_api_error(404, docker.errors.ImageNotFound)))
+
+
+def test_cause_chain_is_followed():
+    try:
+        try:
+            raise requests.exceptions.ConnectionError("refused")
+        except requests.exceptions.ConnectionError as inner:
+            raise docker.errors.DockerException("wrapped") from inner
+    except docker.errors.DockerException as outer:
+        assert isinstance(classify(outer), RuntimeUnavailable)
+
+
+# -- driver factory
+
+
+def region(**overrides):
+    values = {
+        "code": "cn-test",
+        "driver": "docker",
+        "docker_base_url": "",
+        "tls_ca_file": "",
+        "tls_cert_file": "",
+        "tls_key_file": "",
+    }
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+@pytest.fixture
+def clean_driver_cache():
+    drivers.clear_driver_cache()
+    yield
+    drivers.clear_driver_cache()
+
+
+def test_factory_builds_and_caches_drivers_per_region(settings, tmp_path, clean_driver_cache):
+    settings.BSN_DOCKER_BASE_URL = "unix:///nonexistent/docker.sock"
+    settings.BSN_PROCESS_DIR = tmp_path
+    d1 = drivers.driver_for_region(region())
+    assert d1.name == "docker" and d1.base_url == "unix:///nonexistent/docker.sock"
+    assert drivers.driver_for_region(region()) is d1
+    d2 = drivers.driver_for_region(region(docker_base_url="tcp://10.0.0.9:2376"))
+    assert d2 is not d1 and d2.base_url == "tcp://10.0.0.9:2376"
+    p = drivers.driver_for_region(region(driver="process", code="cn-local"))
+    assert p.name == "process" and p.root_dir == tmp_path / "cn-local"
+
+
+def test_factory_rejects_unknown_driver_and_half_tls(clean_driver_cache, tmp_path):
+    with pytest.raises(PermanentRuntimeError):
+        drivers.driver_for_region(region(driver="kubernetes"))
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    with pytest.raises(PermanentRuntimeError, match="go together"):
+        drivers.driver_for_region(region(tls_cert_file=str(cert)))
+    with pytest.raises(PermanentRuntimeError, match="does not exist"):
+        drivers.driver_for_region(region(tls_ca_file=str(tmp_path / "missing.pem")))
+
+
+def test_docker_engine_answers_is_false_for_nothing_there(tmp_path):
+    assert drivers.docker_engine_answers(f"unix://{tmp_path}/no.sock") is False
