@@ -9,7 +9,7 @@ os.environ.setdefault("BSN_DATA_DIR", os.path.join(os.path.dirname(os.path.dirna
 os.environ.setdefault("BSN_SECRET_KEY", "test-only-not-secret")
 os.environ.setdefault("BSN_NODE_HEALTH_TIMEOUT", "30")
 
-from bsn.settings import *  # noqa: E402,F403
+from bsn.settings import *
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; tests only
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -13,7 +13,6 @@ from apps.regions.api.views import RegionViewSet
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
 
 
-
 class OptionalSlashRouter(SimpleRouter):
     """`/api/v1/apps` and `/api/v1/apps/` both work (the spec writes them without)."""
 

@@ -7,8 +7,19 @@ from apps.common.viewsets import TenantScopedViewSet
 class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
-        fields = ["id", "sequence", "actor_label", "action", "object_type", "object_id", "data", "source_ip",
-                  "created_at", "prev_hash", "hash"]
+        fields = [
+            "id",
+            "sequence",
+            "actor_label",
+            "action",
+            "object_type",
+            "object_id",
+            "data",
+            "source_ip",
+            "created_at",
+            "prev_hash",
+            "hash",
+        ]
 
 
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):

@@ -232,9 +232,7 @@ def _finish(op: Operation, app: ChainApp, status: str, error: str) -> None:
 
 def app_refresh_status(app: ChainApp, *, failed: bool = False) -> str:
     """Derive and store the app's status from its nodes' observed states."""
-    states = [
-        s for s in app.nodes.values_list("state", flat=True) if s != LedgerNode.State.REMOVED
-    ]
+    states = [s for s in app.nodes.values_list("state", flat=True) if s != LedgerNode.State.REMOVED]
     if app.desired_state == ChainApp.DesiredState.DELETED:
         status = ChainApp.Status.DELETED if not states else ChainApp.Status.DELETING
     else:

@@ -27,8 +27,17 @@ ORPHAN_GRACE_SECONDS = 300
 
 
 def _orphan_spec(name: str, labels: dict[str, str]) -> NodeSpec:
-    return NodeSpec(name=name, image="", command=None, env={}, labels=labels, port=0, publish_host="",
-                    network="", volume=volume_name(name))
+    return NodeSpec(
+        name=name,
+        image="",
+        command=None,
+        env={},
+        labels=labels,
+        port=0,
+        publish_host="",
+        network="",
+        volume=volume_name(name),
+    )
 
 
 def _orphan_due(name: str) -> bool:
@@ -64,8 +73,10 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
 
     busy_apps = set(Operation.objects.open().values_list("app_id", flat=True))
     touched: set = set()
-    nodes = LedgerNode.objects.filter(region=region).exclude(state=LedgerNode.State.REMOVED).select_related(
-        "app__framework", "app__tenant", "region"
+    nodes = (
+        LedgerNode.objects.filter(region=region)
+        .exclude(state=LedgerNode.State.REMOVED)
+        .select_related("app__framework", "app__tenant", "region")
     )
     now = timezone.now()
     for node in nodes:
@@ -84,8 +95,11 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
                 spec = node_spec(node)
                 if app.desired_state == ChainApp.DesiredState.RUNNING and not running:
                     status = driver.ensure_node(spec)
-                    fields.update(endpoint=status.endpoint or "", runtime_id=status.runtime_id or "",
-                                  state=LedgerNode.State.UNHEALTHY)
+                    fields.update(
+                        endpoint=status.endpoint or "",
+                        runtime_id=status.runtime_id or "",
+                        state=LedgerNode.State.UNHEALTHY,
+                    )
                     report["restarted"] += 1
                 elif app.desired_state == ChainApp.DesiredState.STOPPED and running:
                     driver.stop_node(spec)

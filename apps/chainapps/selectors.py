@@ -22,18 +22,14 @@ def tenant_usage(*, tenant: Tenant) -> dict[str, int]:
 
 def region_node_counts() -> dict[int, int]:
     """Live nodes per region id (what counts against a region's capacity)."""
-    rows = (
-        LedgerNode.objects.filter(app__deleted_at__isnull=True)
-        .values("region_id")
-        .annotate(n=Count("id"))
-    )
+    rows = LedgerNode.objects.filter(app__deleted_at__isnull=True).values("region_id").annotate(n=Count("id"))
     return {row["region_id"]: row["n"] for row in rows}
 
 
 def regions_with_load():
-    return Region.objects.annotate(
-        node_count=Count("nodes", filter=Q(nodes__app__deleted_at__isnull=True))
-    ).order_by("code")
+    return Region.objects.annotate(node_count=Count("nodes", filter=Q(nodes__app__deleted_at__isnull=True))).order_by(
+        "code"
+    )
 
 
 def app_open_operation(*, app: ChainApp) -> Operation | None:

@@ -136,9 +136,15 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
             ]
         )
         operation = _new_operation(app=app, kind=Operation.Kind.PROVISION, actor=actor)
-        audit_record(action="app.create", object_type="app", object_id=app.pk, tenant=tenant, actor=actor,
-                     data={"name": spec.name, "regions": spec.regions, "operation": str(operation.pk)},
-                     request=request)
+        audit_record(
+            action="app.create",
+            object_type="app",
+            object_id=app.pk,
+            tenant=tenant,
+            actor=actor,
+            data={"name": spec.name, "regions": spec.regions, "operation": str(operation.pk)},
+            request=request,
+        )
     return operation
 
 
@@ -151,9 +157,13 @@ def chainapp_update(*, app: ChainApp, actor, data: dict, request=None) -> ChainA
         return app
     duplicate = Conflict(f"An app named '{changes.get('name')}' already exists in this tenant.", code="duplicate-name")
     with transaction.atomic():
-        if "name" in changes and ChainApp.objects.for_tenant(app.tenant).filter(
-            name=changes["name"], deleted_at__isnull=True
-        ).exclude(pk=app.pk).exists():
+        if (
+            "name" in changes
+            and ChainApp.objects.for_tenant(app.tenant)
+            .filter(name=changes["name"], deleted_at__isnull=True)
+            .exclude(pk=app.pk)
+            .exists()
+        ):
             raise duplicate
         for key, value in changes.items():
             setattr(app, key, value)
@@ -162,13 +172,21 @@ def chainapp_update(*, app: ChainApp, actor, data: dict, request=None) -> ChainA
                 app.save(update_fields=[*changes, "updated_at"])
         except IntegrityError as exc:
             raise duplicate from exc
-        audit_record(action="app.update", object_type="app", object_id=app.pk, tenant=app.tenant, actor=actor,
-                     data=changes, request=request)
+        audit_record(
+            action="app.update",
+            object_type="app",
+            object_id=app.pk,
+            tenant=app.tenant,
+            actor=actor,
+            data=changes,
+            request=request,
+        )
     return app
 
 
-def _change_desired(*, app: ChainApp, actor, desired: str, kind: str, status: str, params: dict | None = None,
-                    request=None) -> Operation:
+def _change_desired(
+    *, app: ChainApp, actor, desired: str, kind: str, status: str, params: dict | None = None, request=None
+) -> Operation:
     with transaction.atomic():
         locked = ChainApp.objects.select_for_update().get(pk=app.pk)
         if locked.desired_state == ChainApp.DesiredState.DELETED:
@@ -193,21 +211,47 @@ def _change_desired(*, app: ChainApp, actor, desired: str, kind: str, status: st
             update.append("deleted_at")
         locked.save(update_fields=update)
         operation = _new_operation(app=locked, kind=kind, actor=actor, params=params)
-        audit_record(action=f"app.{kind}", object_type="app", object_id=locked.pk, tenant=locked.tenant, actor=actor,
-                     data={"operation": str(operation.pk), **(params or {})}, request=request)
+        audit_record(
+            action=f"app.{kind}",
+            object_type="app",
+            object_id=locked.pk,
+            tenant=locked.tenant,
+            actor=actor,
+            data={"operation": str(operation.pk), **(params or {})},
+            request=request,
+        )
     return operation
 
 
 def chainapp_start(*, app: ChainApp, actor, request=None) -> Operation:
-    return _change_desired(app=app, actor=actor, desired=ChainApp.DesiredState.RUNNING, kind=Operation.Kind.START,
-                           status=ChainApp.Status.PROVISIONING, request=request)
+    return _change_desired(
+        app=app,
+        actor=actor,
+        desired=ChainApp.DesiredState.RUNNING,
+        kind=Operation.Kind.START,
+        status=ChainApp.Status.PROVISIONING,
+        request=request,
+    )
 
 
 def chainapp_stop(*, app: ChainApp, actor, request=None) -> Operation:
-    return _change_desired(app=app, actor=actor, desired=ChainApp.DesiredState.STOPPED, kind=Operation.Kind.STOP,
-                           status=ChainApp.Status.STOPPING, request=request)
+    return _change_desired(
+        app=app,
+        actor=actor,
+        desired=ChainApp.DesiredState.STOPPED,
+        kind=Operation.Kind.STOP,
+        status=ChainApp.Status.STOPPING,
+        request=request,
+    )
 
 
 def chainapp_delete(*, app: ChainApp, actor, keep_data: bool = True, request=None) -> Operation:
-    return _change_desired(app=app, actor=actor, desired=ChainApp.DesiredState.DELETED, kind=Operation.Kind.DELETE,
-                           status=ChainApp.Status.DELETING, params={"keep_data": keep_data}, request=request)
+    return _change_desired(
+        app=app,
+        actor=actor,
+        desired=ChainApp.DesiredState.DELETED,
+        kind=Operation.Kind.DELETE,
+        status=ChainApp.Status.DELETING,
+        params={"keep_data": keep_data},
+        request=request,
+    )

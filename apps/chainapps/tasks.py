@@ -20,7 +20,7 @@ BUSY_MAX_WAITS = 30
 
 def backoff(retries: int, *, base: float = 1.0, cap: float = 30.0) -> float:
     """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2**retries)) + 0.2
+    return random.uniform(0, min(cap, base * 2**retries)) + 0.2  # noqa: S311 - jitter, not crypto
 
 
 def enqueue_operation(operation_id: str) -> None:
@@ -34,7 +34,9 @@ def operation_begin(operation_id: str, waits: int = 0) -> str:
         if why == "busy" and waits < BUSY_MAX_WAITS:
             # Another operation of this app is running; look again shortly. Past the
             # bound, resume_stale_operations picks it up.
-            operation_begin.apply_async((operation_id, waits + 1), countdown=2, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
+            operation_begin.apply_async(
+                (operation_id, waits + 1), countdown=2, queue=settings.CELERY_TASK_DEFAULT_QUEUE
+            )
         return why
     nodes = provisioning.pending_steps(op)
     if not nodes:

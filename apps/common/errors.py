@@ -88,9 +88,18 @@ def problem_exception_handler(exc, context):
         codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else code
         if isinstance(codes, str):
             code = codes
-        title = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found",
-                 405: "Method not allowed", 406: "Not acceptable", 409: "Conflict", 415: "Unsupported media type",
-                 429: "Too many requests", 503: "Service unavailable"}.get(response.status_code, "Error")
+        title = {
+            400: "Bad request",
+            401: "Not authenticated",
+            403: "Forbidden",
+            404: "Not found",
+            405: "Method not allowed",
+            406: "Not acceptable",
+            409: "Conflict",
+            415: "Unsupported media type",
+            429: "Too many requests",
+            503: "Service unavailable",
+        }.get(response.status_code, "Error")
         body = problem(response.status_code, str(code).replace("_", "-"), title, str(detail), instance=instance)
     response.data = body
     response.content_type = PROBLEM_CONTENT_TYPE

@@ -41,7 +41,7 @@ class NodeSpec:
     pids_limit: int = 64
     user: str = NODE_USER
     read_only: bool = True
-    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,noexec,nosuid,size=16m"})
+    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,noexec,nosuid,size=16m"})  # noqa: S108 - tmpfs inside the container
     app_labels: dict[str, str] = field(default_factory=dict)  # labels for the app's network
 
 

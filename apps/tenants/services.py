@@ -32,8 +32,14 @@ def tenant_create(*, slug: str, name: str, kind: str = Tenant.Kind.ENTERPRISE, a
         raise Conflict(f"A tenant with slug '{slug}' already exists.")
     with transaction.atomic():
         tenant = Tenant.objects.create(slug=slug, name=name, kind=kind, **quotas)
-        audit_record(action="tenant.create", object_type="tenant", object_id=tenant.pk, tenant=tenant, actor=actor,
-                     data={"slug": slug, "kind": kind})
+        audit_record(
+            action="tenant.create",
+            object_type="tenant",
+            object_id=tenant.pk,
+            tenant=tenant,
+            actor=actor,
+            data={"slug": slug, "kind": kind},
+        )
     return tenant
 
 
@@ -48,8 +54,9 @@ def tenant_set_quota(*, tenant: Tenant, actor=None, **quotas) -> Tenant:
                 raise ValidationError({key: "must be a non-negative integer"})
             setattr(tenant, key, int(value))
         tenant.save(update_fields=[*quotas, "updated_at"])
-        audit_record(action="tenant.quota", object_type="tenant", object_id=tenant.pk, tenant=tenant, actor=actor,
-                     data=quotas)
+        audit_record(
+            action="tenant.quota", object_type="tenant", object_id=tenant.pk, tenant=tenant, actor=actor, data=quotas
+        )
     return tenant
 
 
@@ -68,9 +75,15 @@ def token_issue(
             digest=token_digest(secret),
             expires_at=timezone.now() + timedelta(days=ttl),
         )
-        audit_record(action="token.create", object_type="token", object_id=token.pk, tenant=membership.tenant,
-                     actor=actor or membership.user, data={"name": name, "for": membership.user.username},
-                     request=request)
+        audit_record(
+            action="token.create",
+            object_type="token",
+            object_id=token.pk,
+            tenant=membership.tenant,
+            actor=actor or membership.user,
+            data={"name": name, "for": membership.user.username},
+            request=request,
+        )
     return IssuedToken(token=token, secret=secret)
 
 
@@ -78,8 +91,14 @@ def token_revoke(*, token: ApiToken, actor=None, request=None) -> ApiToken:
     with transaction.atomic():
         updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         if updated:
-            audit_record(action="token.revoke", object_type="token", object_id=token.pk,
-                         tenant=token.membership.tenant, actor=actor, request=request)
+            audit_record(
+                action="token.revoke",
+                object_type="token",
+                object_id=token.pk,
+                tenant=token.membership.tenant,
+                actor=actor,
+                request=request,
+            )
     token.refresh_from_db()
     return token
 
@@ -100,8 +119,16 @@ def _owners(tenant: Tenant) -> int:
     return Membership.objects.filter(tenant=tenant, role=Role.OWNER).count()
 
 
-def member_add(*, tenant: Tenant, actor_membership: Membership, username: str, role: str,
-               email: str = "", password: str | None = None, request=None) -> Membership:
+def member_add(
+    *,
+    tenant: Tenant,
+    actor_membership: Membership,
+    username: str,
+    role: str,
+    email: str = "",
+    password: str | None = None,
+    request=None,
+) -> Membership:
     """Add an existing user of no other tenant, or create one (a password is then required)."""
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
         raise PermissionDenied("Only an owner can add another owner.")
@@ -127,8 +154,15 @@ def member_add(*, tenant: Tenant, actor_membership: Membership, username: str, r
         if Membership.objects.filter(tenant=tenant, user=user).exists():
             raise Conflict(f"'{username}' is already a member of this tenant.")
         membership = Membership.objects.create(tenant=tenant, user=user, role=role)
-        audit_record(action="member.add", object_type="membership", object_id=membership.pk, tenant=tenant,
-                     actor=actor_membership.user, data={"username": username, "role": role}, request=request)
+        audit_record(
+            action="member.add",
+            object_type="membership",
+            object_id=membership.pk,
+            tenant=tenant,
+            actor=actor_membership.user,
+            data={"username": username, "role": role},
+            request=request,
+        )
     return membership
 
 
@@ -143,9 +177,15 @@ def member_change_role(*, membership: Membership, actor_membership: Membership, 
         old = locked.role
         locked.role = role
         locked.save(update_fields=["role", "updated_at"])
-        audit_record(action="member.role", object_type="membership", object_id=locked.pk, tenant=locked.tenant,
-                     actor=actor_membership.user, data={"username": locked.user.username, "from": old, "to": role},
-                     request=request)
+        audit_record(
+            action="member.role",
+            object_type="membership",
+            object_id=locked.pk,
+            tenant=locked.tenant,
+            actor=actor_membership.user,
+            data={"username": locked.user.username, "from": old, "to": role},
+            request=request,
+        )
     return locked
 
 
@@ -157,6 +197,13 @@ def member_remove(*, membership: Membership, actor_membership: Membership, reque
         if locked.role == Role.OWNER and _owners(locked.tenant) <= 1:
             raise Conflict("A tenant must keep at least one owner.")
         ApiToken.objects.filter(membership=locked, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        audit_record(action="member.remove", object_type="membership", object_id=locked.pk, tenant=locked.tenant,
-                     actor=actor_membership.user, data={"username": locked.user.username}, request=request)
+        audit_record(
+            action="member.remove",
+            object_type="membership",
+            object_id=locked.pk,
+            tenant=locked.tenant,
+            actor=actor_membership.user,
+            data={"username": locked.user.username},
+            request=request,
+        )
         locked.delete()

@@ -51,16 +51,38 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, beat: bool = False) -> Worker:
-        argv = [sys.executable, "-m", "celery", "-A", "bsn.celery", "worker", "-Q", ",".join(self.queues),
-                "-P", "threads", "-c", "4", "--loglevel", "INFO", "-n", f"test-{uuid.uuid4().hex[:8]}@%h",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bsn.celery",
+            "worker",
+            "-Q",
+            ",".join(self.queues),
+            "-P",
+            "threads",
+            "-c",
+            "4",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"test-{uuid.uuid4().hex[:8]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
         if beat:
             argv += ["-B", "--schedule", str(self.log_path.with_suffix(".beat"))]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the process's end
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_for(lambda: b"ready." in self.log_path.read_bytes() or self.proc.poll() is not None,
-                 timeout=30, message="the celery worker to be ready")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(
+            lambda: b"ready." in self.log_path.read_bytes() or self.proc.poll() is not None,
+            timeout=30,
+            message="the celery worker to be ready",
+        )
         if self.proc.poll() is not None:
             pytest.fail(f"celery worker exited: {self.log_path.read_text()[-3000:]}", pytrace=False)
         return self

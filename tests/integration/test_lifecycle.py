@@ -66,7 +66,9 @@ def _lifecycle(api, regions, *, engine=None) -> None:
 
     if engine is not None:
         assert _objects_with_app_label(engine, app_id) == {
-            "containers": len(codes), "networks": len(codes), "volumes": len(codes)
+            "containers": len(codes),
+            "networks": len(codes),
+            "volumes": len(codes),
         }
 
     # delete with data: nothing left behind
@@ -105,8 +107,12 @@ def test_worker_killed_while_provisioning_is_retried_without_duplicates(
     op_id, app_id = resp.json()["id"], resp.json()["app"]
 
     # Kill the worker while the node step is in flight (after the claim, before success).
-    wait_for(lambda: Operation.objects.get(pk=op_id).status == "running", timeout=30, interval=0.02,
-             message="the operation to start")
+    wait_for(
+        lambda: Operation.objects.get(pk=op_id).status == "running",
+        timeout=30,
+        interval=0.02,
+        message="the operation to start",
+    )
     worker.kill()
     op = Operation.objects.get(pk=op_id)
     assert op.status == "running" and op.attempts == 1, "the operation must stay visible, not vanish"
@@ -120,12 +126,13 @@ def test_worker_killed_while_provisioning_is_retried_without_duplicates(
     assert _objects_with_app_label(docker_engine, app_id) == {"containers": 1, "networks": 1, "volumes": 1}
 
     api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
-    wait_for(lambda: _objects_with_app_label(docker_engine, app_id)["containers"] == 0, timeout=60,
-             message="cleanup")
+    wait_for(lambda: _objects_with_app_label(docker_engine, app_id)["containers"] == 0, timeout=60, message="cleanup")
 
 
 @pytest.mark.docker
-def test_node_step_twice_creates_nothing_twice(api, make_regions, docker_engine, ledger_image, django_capture_on_commit_callbacks):
+def test_node_step_twice_creates_nothing_twice(
+    api, make_regions, docker_engine, ledger_image, django_capture_on_commit_callbacks
+):
     """Running the ensure step again (a redelivered message, a retry) adopts what exists."""
     from apps.chainapps import provisioning
 

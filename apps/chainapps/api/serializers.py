@@ -9,8 +9,18 @@ from apps.common.serializers import StrictInputSerializer
 class FrameworkSerializer(serializers.ModelSerializer):
     class Meta:
         model = Framework
-        fields = ["slug", "name", "version", "image", "port", "health_path", "default_cpus", "default_memory_mb",
-                  "contract_templates", "builtin"]
+        fields = [
+            "slug",
+            "name",
+            "version",
+            "image",
+            "port",
+            "health_path",
+            "default_cpus",
+            "default_memory_mb",
+            "contract_templates",
+            "builtin",
+        ]
 
 
 class NodeSerializer(serializers.ModelSerializer):
@@ -18,8 +28,7 @@ class NodeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = LedgerNode
-        fields = ["id", "name", "region", "state", "endpoint", "generation", "last_seen_at", "last_error",
-                  "created_at"]
+        fields = ["id", "name", "region", "state", "endpoint", "generation", "last_seen_at", "last_error", "created_at"]
 
 
 class AppOutputSerializer(serializers.ModelSerializer):
@@ -29,9 +38,23 @@ class AppOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ChainApp
-        fields = ["id", "url", "name", "description", "framework", "contract_template", "contract_params",
-                  "regions", "tps_quota", "storage_mb", "desired_state", "status", "version", "created_at",
-                  "updated_at"]
+        fields = [
+            "id",
+            "url",
+            "name",
+            "description",
+            "framework",
+            "contract_template",
+            "contract_params",
+            "regions",
+            "tps_quota",
+            "storage_mb",
+            "desired_state",
+            "status",
+            "version",
+            "created_at",
+            "updated_at",
+        ]
 
     def get_regions(self, app) -> list[str]:
         return [node.region.code for node in app.nodes.all()]
@@ -41,8 +64,9 @@ class AppOutputSerializer(serializers.ModelSerializer):
 
 
 class AppCreateInputSerializer(StrictInputSerializer):
-    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
-                                  error_messages={"invalid": "1–63 letters, digits, '.', '_' or '-'"})
+    name = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", error_messages={"invalid": "1–63 letters, digits, '.', '_' or '-'"}
+    )
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
     framework = serializers.SlugField(required=False, default="bsn-ledger")
     contract_template = serializers.ChoiceField(choices=CONTRACT_TEMPLATES, required=False, default="kv")
@@ -53,8 +77,11 @@ class AppCreateInputSerializer(StrictInputSerializer):
 
 
 class AppUpdateInputSerializer(StrictInputSerializer):
-    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", required=False,
-                                  error_messages={"invalid": "1–63 letters, digits, '.', '_' or '-'"})
+    name = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        required=False,
+        error_messages={"invalid": "1–63 letters, digits, '.', '_' or '-'"},
+    )
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
@@ -64,8 +91,24 @@ class OperationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Operation
-        fields = ["id", "url", "kind", "status", "app", "params", "attempts", "max_attempts", "last_error", "steps",
-                  "log", "created_by", "created_at", "started_at", "finished_at", "heartbeat_at"]
+        fields = [
+            "id",
+            "url",
+            "kind",
+            "status",
+            "app",
+            "params",
+            "attempts",
+            "max_attempts",
+            "last_error",
+            "steps",
+            "log",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+        ]
 
     def get_url(self, op) -> str:
         return reverse("operation-detail", args=[op.pk], request=self.context.get("request"))

@@ -69,8 +69,9 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
         raw = request.query_params.get("keep_data", "true").lower()
         if raw not in ("true", "false", "1", "0"):
             raise ValidationError({"keep_data": "must be true or false"})
-        operation = services.chainapp_delete(app=self.get_object(), actor=request.user,
-                                             keep_data=raw in ("true", "1"), request=request)
+        operation = services.chainapp_delete(
+            app=self.get_object(), actor=request.user, keep_data=raw in ("true", "1"), request=request
+        )
         return accepted(operation, request)
 
     @extend_schema(request=None, responses={202: s.OperationSerializer})

@@ -9,5 +9,18 @@ class RegionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Region
-        fields = ["code", "name", "city", "country", "operator", "driver", "status", "max_nodes", "node_count",
-                  "cpu_capacity", "memory_capacity_mb", "queue", "last_seen_at"]
+        fields = [
+            "code",
+            "name",
+            "city",
+            "country",
+            "operator",
+            "driver",
+            "status",
+            "max_nodes",
+            "node_count",
+            "cpu_capacity",
+            "memory_capacity_mb",
+            "queue",
+            "last_seen_at",
+        ]

@@ -16,8 +16,17 @@ class TokenOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiToken
-        fields = ["id", "name", "prefix", "username", "created_at", "expires_at", "revoked_at", "last_used_at",
-                  "is_usable"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "username",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "is_usable",
+        ]
 
 
 class IssuedTokenSerializer(TokenOutputSerializer):
@@ -78,8 +87,9 @@ class MemberCreateInputSerializer(StrictInputSerializer):
     username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
     email = serializers.EmailField(required=False, allow_blank=True)
     role = serializers.ChoiceField(choices=Role.choices)
-    password = serializers.CharField(required=False, max_length=512, trim_whitespace=False,
-                                     help_text="only when creating a new user")
+    password = serializers.CharField(
+        required=False, max_length=512, trim_whitespace=False, help_text="only when creating a new user"
+    )
 
 
 class MemberUpdateInputSerializer(StrictInputSerializer):

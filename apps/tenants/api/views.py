@@ -75,8 +75,9 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
     def create(self, request):
         data = s.MemberCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = services.member_add(tenant=self.tenant, actor_membership=self.membership, request=request,
-                                         **data.validated_data)
+        membership = services.member_add(
+            tenant=self.tenant, actor_membership=self.membership, request=request, **data.validated_data
+        )
         return Response(s.MemberOutputSerializer(membership).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.MemberUpdateInputSerializer, responses=s.MemberOutputSerializer)
@@ -84,8 +85,9 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         membership = self.get_object()
         data = s.MemberUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = services.member_change_role(membership=membership, actor_membership=self.membership,
-                                                 role=data.validated_data["role"], request=request)
+        membership = services.member_change_role(
+            membership=membership, actor_membership=self.membership, role=data.validated_data["role"], request=request
+        )
         return Response(s.MemberOutputSerializer(membership).data)
 
     @extend_schema(responses={204: None})
@@ -108,9 +110,13 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScope
     def create(self, request):
         data = s.TokenCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        issued = services.token_issue(membership=self.membership, name=data.validated_data["name"],
-                                      ttl_days=data.validated_data.get("expires_in_days"), actor=request.user,
-                                      request=request)
+        issued = services.token_issue(
+            membership=self.membership,
+            name=data.validated_data["name"],
+            ttl_days=data.validated_data.get("expires_in_days"),
+            actor=request.user,
+            request=request,
+        )
         return Response(_issued(issued), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={204: None})

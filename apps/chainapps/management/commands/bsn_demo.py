@@ -43,8 +43,15 @@ class Command(BaseCommand):
         with transaction.atomic():
             for code, name, city in DEMO_REGIONS:
                 Region.objects.update_or_create(
-                    code=code, defaults={"name": name, "city": city, "country": "CN", "driver": driver,
-                                         "operator": "bsn demo", "status": Region.Status.ACTIVE},
+                    code=code,
+                    defaults={
+                        "name": name,
+                        "city": city,
+                        "country": "CN",
+                        "driver": driver,
+                        "operator": "bsn demo",
+                        "status": Region.Status.ACTIVE,
+                    },
                 )
             if not Framework.objects.filter(slug="bsn-ledger").exists():
                 self.stderr.write("the built-in framework is missing: run `manage.py migrate`")

@@ -21,7 +21,9 @@ class Command(BaseCommand):
         for r in regions_with_load():
             seen = r.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_seen_at else "-"
             out(f"  {r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4}  {seen}")
-        apps = ChainApp.objects.select_related("tenant").prefetch_related("nodes__region").order_by("tenant__slug", "name")
+        apps = (
+            ChainApp.objects.select_related("tenant").prefetch_related("nodes__region").order_by("tenant__slug", "name")
+        )
         if not options["all"]:
             apps = apps.filter(deleted_at__isnull=True)
         out("\nAPPS")

@@ -28,9 +28,25 @@ class Command(BaseCommand):
         queues = ([] if no_default else ["default"]) + [known[c].queue for c in codes]
         if not queues:
             raise CommandError("no queues to consume: add a region first (manage.py bsn_region add)")
-        argv = [sys.executable, "-m", "celery", "-A", "bsn.celery", "worker", "-Q", ",".join(queues),
-                "-P", "threads", "-c", str(concurrency), "--loglevel", "INFO", "-n", f"bsn-{os.getpid()}@%h"]
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bsn.celery",
+            "worker",
+            "-Q",
+            ",".join(queues),
+            "-P",
+            "threads",
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"bsn-{os.getpid()}@%h",
+        ]
         if beat:
             argv.append("-B")
         self.stderr.write(f"consuming {', '.join(queues)}")
-        os.execv(sys.executable, argv)
+        os.execv(sys.executable, argv)  # noqa: S606 - replace this process with the worker

@@ -40,9 +40,17 @@ class Command(BaseCommand):
         if Region.objects.filter(code=code).exists():
             raise CommandError(f"region {code} already exists")
         region = Region(
-            code=code, name=o["name"] or code, city=o["city"], country=o["country"], operator=o["operator"],
-            driver=o["driver"], docker_base_url=o["docker_url"], tls_ca_file=o["tls_ca"],
-            tls_cert_file=o["tls_cert"], tls_key_file=o["tls_key"], publish_host=o["publish_host"],
+            code=code,
+            name=o["name"] or code,
+            city=o["city"],
+            country=o["country"],
+            operator=o["operator"],
+            driver=o["driver"],
+            docker_base_url=o["docker_url"],
+            tls_ca_file=o["tls_ca"],
+            tls_cert_file=o["tls_cert"],
+            tls_key_file=o["tls_key"],
+            publish_host=o["publish_host"],
             max_nodes=o["max_nodes"],
         )
         try:
