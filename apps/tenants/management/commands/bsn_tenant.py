@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils.text import slugify
+from rest_framework.exceptions import APIException
 
 from apps.chainapps.selectors import tenant_usage
 from apps.tenants import services
@@ -31,7 +32,10 @@ class Command(BaseCommand):
             quota.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int)
 
     def handle(self, *args, action, **options):
-        getattr(self, f"do_{action}")(**options)
+        try:
+            getattr(self, f"do_{action}")(**options)
+        except APIException as exc:  # service refusals (duplicate, bad quota) become one line
+            raise CommandError(str(exc.detail)) from exc
 
     def do_create(self, slug, name, kind, owner, password, email, **o):
         if slugify(slug) != slug:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
+from rest_framework.exceptions import APIException
 
 from apps.tenants.models import Membership
 from apps.tenants.services import token_issue
@@ -30,6 +31,9 @@ class Command(BaseCommand):
             raise CommandError(f"{username} belongs to several tenants: add --tenant")
         if days is not None and not 1 <= days <= 3650:
             raise CommandError("--days must be between 1 and 3650")
-        issued = token_issue(membership=found[0], name=name, ttl_days=days)
+        try:
+            issued = token_issue(membership=found[0], name=name, ttl_days=days)
+        except APIException as exc:
+            raise CommandError(str(exc.detail)) from exc
         self.stderr.write(f"token for {username} @ {found[0].tenant.slug}, expires {issued.token.expires_at:%Y-%m-%d}")
         self.stdout.write(issued.secret)

@@ -1,0 +1,115 @@
+"""Operator commands: output, effects, and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from apps.chainapps.models import ChainApp
+from apps.regions.models import Region
+from apps.tenants.models import ApiToken, Membership, Tenant, token_digest
+from tests.factories import MembershipFactory, TenantFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_bsn_demo_seeds_regions_tenant_and_prints_a_working_token(client):
+    output = run("bsn_demo", "--driver", "process")
+    assert set(Region.objects.values_list("code", flat=True)) >= {"cn-beijing", "cn-shanghai", "cn-guangzhou"}
+    assert Membership.objects.filter(tenant__slug="demo", user__username="demo", role="owner").exists()
+    token = next(line.split(": ", 1)[1] for line in output.splitlines() if line.startswith("API token"))
+    assert ApiToken.objects.filter(digest=token_digest(token)).exists()
+    resp = client.get("/api/v1/tenant", HTTP_AUTHORIZATION=f"Token {token}")
+    assert resp.status_code == 200 and resp.json()["slug"] == "demo"
+    password = next(line.split(" / ")[1] for line in output.splitlines() if line.startswith("tenant login"))
+    login = client.post(
+        "/api/v1/auth/login", {"username": "demo", "password": password}, content_type="application/json"
+    )
+    assert login.status_code == 201
+    run("bsn_demo", "--driver", "process")  # idempotent: runs again without error
+    assert Tenant.objects.filter(slug="demo").count() == 1
+
+
+@pytest.mark.django_db
+def test_bsn_region_add_list_drain_enable():
+    assert "added region cn-hangzhou" in run("bsn_region", "add", "cn-hangzhou", "--driver", "process", "--city", "H")
+    assert "cn-hangzhou" in run("bsn_region", "list")
+    run("bsn_region", "drain", "cn-hangzhou")
+    assert Region.objects.get(code="cn-hangzhou").status == "draining"
+    run("bsn_region", "enable", "cn-hangzhou")
+    assert Region.objects.get(code="cn-hangzhou").status == "active"
+    with pytest.raises(CommandError, match="already exists"):
+        run("bsn_region", "add", "cn-hangzhou")
+    with pytest.raises(CommandError, match="no region"):
+        run("bsn_region", "drain", "nowhere")
+    with pytest.raises(CommandError, match="code"):
+        run("bsn_region", "add", "Bad Code!")
+
+
+@pytest.mark.django_db
+def test_bsn_tenant_create_list_quota():
+    run("bsn_tenant", "create", "acme", "--name", "Acme", "--owner", "wile", "--password", "a-long-pass-phrase-42")
+    assert Membership.objects.get(tenant__slug="acme", user__username="wile").role == "owner"
+    assert "acme" in run("bsn_tenant", "list")
+    assert "apps 3" in run("bsn_tenant", "quota", "acme", "--max-apps", "3")
+    assert Tenant.objects.get(slug="acme").max_apps == 3
+    with pytest.raises(CommandError, match="already exists"):
+        run("bsn_tenant", "create", "acme")
+    with pytest.raises(CommandError, match="no tenant"):
+        run("bsn_tenant", "quota", "nope", "--max-apps", "1")
+    with pytest.raises(CommandError, match="non-negative"):
+        run("bsn_tenant", "quota", "acme", "--max-apps", "-1")
+    with pytest.raises(CommandError, match="slug"):
+        run("bsn_tenant", "create", "Not A Slug")
+    with pytest.raises(CommandError, match="--password"):
+        run("bsn_tenant", "create", "other", "--owner", "ghost")
+    assert not Tenant.objects.filter(slug="other").exists(), "a failed create leaves nothing behind"
+
+
+@pytest.mark.django_db
+def test_bsn_token_create_prints_secret_once():
+    membership = MembershipFactory(tenant=TenantFactory(slug="t1"), user__username="carol")
+    secret = run("bsn_token", "create", "carol").strip()
+    token = ApiToken.objects.get(digest=token_digest(secret))
+    assert token.membership == membership
+    assert secret not in str(token.__dict__), "only the digest is stored"
+    with pytest.raises(CommandError, match="not a member"):
+        run("bsn_token", "create", "nobody")
+
+
+@pytest.mark.django_db
+def test_bsn_status_shows_regions_apps_and_operations(owner_client, regions):
+    owner_client.post("/api/v1/apps", {"name": "shown", "regions": ["cn-beijing"]}, format="json")
+    output = run("bsn_status")
+    assert "cn-beijing" in output and "acme/shown" in output
+    assert ChainApp.objects.filter(name="shown").exists()
+
+
+def test_command_errors_are_one_line_and_non_zero(tmp_path):
+    """Through the real manage.py (embedded SQLite settings): one clear line on stderr, exit 1."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="bsn.settings", BSN_DATA_DIR=str(tmp_path))
+
+    def manage(*args):
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+        )
+
+    assert manage("migrate", "-v", "0").returncode == 0
+    result = manage("bsn_region", "drain", "no-such-region")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "CommandError: no region no-such-region"
