@@ -1,0 +1,102 @@
+"""The reconciler: restarts what died, marks an unreachable region, stops/removes per desired state."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import requests
+
+from apps.chainapps import provisioning
+from apps.chainapps.models import ChainApp, LedgerNode
+from apps.chainapps.reconcile import reconcile_region
+from apps.regions.models import Region
+from tests.conftest import _client_for
+from tests.factories import MembershipFactory, RegionFactory, TenantFactory
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _provision_by_hand(api, region, django_capture_on_commit_callbacks) -> ChainApp:
+    with django_capture_on_commit_callbacks(execute=False):  # drive the steps here, no worker
+        resp = api.post("/api/v1/apps", {"name": f"rec-{region.code}", "regions": [region.code]}, format="json")
+    assert resp.status_code == 202, resp.content
+    op, _ = provisioning.operation_claim(resp.json()["id"])
+    for node_id in op.steps:
+        assert provisioning.node_step_run(str(op.pk), node_id) == "done"
+    return ChainApp.objects.get(pk=resp.json()["app"])
+
+
+@pytest.fixture
+def api(transactional_db):
+    return _client_for(MembershipFactory(tenant=TenantFactory(), role="developer"))
+
+
+def test_reconciler_restarts_a_dead_process_node_and_rederives_status(
+    api, make_regions, django_capture_on_commit_callbacks
+):
+    (region,) = make_regions("process")
+    app = _provision_by_hand(api, region, django_capture_on_commit_callbacks)
+    node = app.nodes.get()
+    assert node.state == "running"
+    os.kill(int(node.runtime_id), signal.SIGKILL)
+    wait_for(lambda: not _answers(node.endpoint), timeout=10, message="the node to die")
+
+    report = reconcile_region(region.code)
+    assert report["restarted"] == 1
+    node.refresh_from_db()
+    wait_for(lambda: _answers(node.endpoint), timeout=20, message="the restarted node to answer")
+    report = reconcile_region(region.code)  # next pass observes it healthy
+    assert report["restarted"] == 0
+    node.refresh_from_db()
+    assert node.state == "running"
+    assert ChainApp.objects.get(pk=app.pk).status == "running"
+    _cleanup(app)
+
+
+def test_unreachable_engine_makes_region_unavailable_and_nodes_unknown(api, transactional_db):
+    region = RegionFactory(code="itdead0-0", driver="docker", docker_base_url="unix:///nonexistent/docker.sock")
+    tenant = TenantFactory()
+    app = ChainApp.objects.create(tenant=tenant, name="x", framework_id=_framework_id(), status="running")
+    node = LedgerNode.objects.create(app=app, region=region, name="bsn-x-itdead0-0", state="running")
+
+    report = reconcile_region(region.code)
+    assert "error" in report
+    region.refresh_from_db()
+    node.refresh_from_db()
+    assert region.status == Region.Status.UNAVAILABLE
+    assert node.state == "unknown", "never deleted because the engine did not answer"
+    assert ChainApp.objects.filter(pk=app.pk).exists()
+
+
+def test_reconciler_stops_nodes_of_a_stopped_app(api, make_regions, django_capture_on_commit_callbacks):
+    (region,) = make_regions("process")
+    app = _provision_by_hand(api, region, django_capture_on_commit_callbacks)
+    ChainApp.objects.filter(pk=app.pk).update(desired_state="stopped")  # as if the stop op were lost
+    report = reconcile_region(region.code)
+    assert report["stopped"] == 1
+    node = app.nodes.get()
+    assert not _answers(node.endpoint)
+    _cleanup(app)
+
+
+def _answers(endpoint: str) -> bool:
+    try:
+        return requests.get(endpoint + "/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _framework_id():
+    from apps.chainapps.models import Framework
+
+    return Framework.objects.get(slug="bsn-ledger").pk
+
+
+def _cleanup(app: ChainApp) -> None:
+    from apps.runtime.drivers import driver_for_region
+
+    for node in app.nodes.select_related("region", "app__framework", "app__tenant"):
+        driver_for_region(node.region).remove_node(provisioning.node_spec(node), keep_data=False)
