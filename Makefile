@@ -41,3 +41,7 @@ format: venv
 
 clean:
 	rm -rf .data/test .pytest_cache
+
+## bench: figures as ratios against references measured in the same run (docs/benchmarks.md)
+bench: venv services image
+	DJANGO_SETTINGS_MODULE=bsn.settings_test $(PY) -m tests.bench $(BENCH)

@@ -220,7 +220,7 @@ class TestReadAndFilter:
             ["cn-beijing", "cn-shanghai"],
             "bsn-ledger",
         )
-        nodes = member_client.get(f"{URL}/{app_a.pk}/nodes").json()
+        nodes = member_client.get(f"{URL}/{app_a.pk}/nodes").json()["results"]
         assert [n["region"] for n in nodes] == ["cn-beijing", "cn-shanghai"]
         assert {n["id"] for n in nodes} == {str(pk) for pk in app_a.nodes.values_list("pk", flat=True)}
 

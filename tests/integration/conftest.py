@@ -158,9 +158,27 @@ def builtin_framework(transactional_db):
 TEST_REGION = __import__("re").compile(r"-it[0-9a-f]{6}-\d+(-data|-net)?$")
 
 
+_installations_seen: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _remember_installation(transactional_db):
+    """Each flush makes a new installation id; remember them to clean their objects up."""
+    from apps.common.models import installation_id
+
+    _installations_seen.add(installation_id())
+    yield
+    _installations_seen.add(installation_id())
+
+
+def _ours(obj) -> bool:
+    labels = obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}
+    return TEST_REGION.search(obj.name) is not None or labels.get("io.bsn.installation") in _installations_seen
+
+
 @pytest.fixture(scope="session", autouse=True)
 def leave_nothing_behind():
-    """After the session, remove runtime objects of test regions that a failed test left."""
+    """After the session, remove runtime objects that tests (or a failed test) left."""
     yield
     try:
         import docker
@@ -169,13 +187,13 @@ def leave_nothing_behind():
         engine = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL, timeout=20)
         selector = {"label": "io.bsn.managed=true"}
         for container in engine.containers.list(all=True, filters=selector):
-            if TEST_REGION.search(container.name):
+            if _ours(container):
                 container.remove(force=True, v=True)
         for network in engine.networks.list(filters=selector):
-            if TEST_REGION.search(network.name):
+            if _ours(network):
                 network.remove()
         for volume in engine.volumes.list(filters=selector):
-            if TEST_REGION.search(volume.name):
+            if _ours(volume):
                 volume.remove(force=True)
     except Exception:  # noqa: BLE001, S110 - best effort; no engine means nothing to clean
         pass

@@ -38,7 +38,7 @@ def _lifecycle(api, regions, *, engine=None) -> None:
     app = api.get(f"/api/v1/apps/{app_id}").json()
     assert app["status"] == "running"
 
-    nodes = api.get(f"/api/v1/apps/{app_id}/nodes").json()
+    nodes = api.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]
     assert sorted(n["region"] for n in nodes) == sorted(codes)
     for node in nodes:
         assert node["state"] == "running"
@@ -60,7 +60,7 @@ def _lifecycle(api, regions, *, engine=None) -> None:
     assert resp.status_code == 202
     assert operation_done(api, resp["Location"])["status"] == "succeeded"
     assert api.get(f"/api/v1/apps/{app_id}").json()["status"] == "running"
-    restarted = {n["region"]: n["endpoint"] for n in api.get(f"/api/v1/apps/{app_id}/nodes").json()}
+    restarted = {n["region"]: n["endpoint"] for n in api.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]}
     endpoint = restarted[nodes[0]["region"]]
     assert requests.get(f"{endpoint}/kv/greeting", timeout=5).json()["value"] == "ni hao"
 

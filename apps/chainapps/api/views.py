@@ -84,12 +84,13 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
     def stop(self, request, pk=None):
         return accepted(services.chainapp_stop(app=self.get_object(), actor=request.user, request=request), request)
 
-    @extend_schema(responses=s.NodeSerializer(many=True))
-    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    @extend_schema(responses=s.NodeSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=[])
     def nodes(self, request, pk=None):
         app = self.get_object()
         nodes = LedgerNode.objects.filter(app=app).select_related("region").order_by("region__code")
-        return Response(s.NodeSerializer(nodes, many=True).data)
+        page = self.paginate_queryset(nodes)
+        return self.get_paginated_response(s.NodeSerializer(page, many=True).data)
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):

@@ -1,0 +1,146 @@
+"""Individual benchmark figures (see suite.py for the runner)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+
+from tests.bench.suite import Figure, raw_docker_run_to_healthy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def bench_stack(regions: int):
+    """Tenant, docker regions and a real Celery worker on the bench database."""
+    from django.db import connection
+
+    from apps.chainapps.builtin import ensure_builtin_framework
+    from apps.chainapps.models import Framework
+    from apps.regions.models import Region
+    from apps.tenants.models import Membership, Role, Tenant
+    from apps.tenants.services import token_issue
+    from tests.integration.conftest import Worker, _database_url
+
+    ensure_builtin_framework(Framework)
+    tag = uuid.uuid4().hex[:6]
+    region_rows = [
+        Region.objects.create(code=f"bench{tag}-{i}", name=f"bench {i}", driver="docker") for i in range(regions)
+    ]
+    tenant = Tenant.objects.create(slug=f"bench-{tag}", name="bench", max_apps=100, max_nodes=300, max_tps=100_000,
+                                   max_storage_mb=10_000_000)
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username=f"bench-{tag}")
+    membership = Membership.objects.create(tenant=tenant, user=user, role=Role.OWNER)
+    token = token_issue(membership=membership, name="bench").secret
+    log = Path(settings.DATA_DIR) / f"bench-worker-{tag}.log"
+    import os
+
+    env = {**os.environ, "DATABASE_URL": _database_url(), "BSN_RECONCILE_INTERVAL": "3600",
+           "DJANGO_SETTINGS_MODULE": "bsn.settings_test", "PYTHONUNBUFFERED": "1"}
+    worker = Worker(["default", *[r.queue for r in region_rows]], log, env)
+    connection.close()
+    worker.start()
+    try:
+        yield region_rows, token
+    finally:
+        worker.stop()
+
+
+def _api(token: str):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+def _wait_op(client, url: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(url).json()
+        if body["status"] in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(0.02)
+    raise TimeoutError(url)
+
+
+def _create_and_wait(client, regions: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    resp = client.post("/api/v1/apps", {"name": f"b{uuid.uuid4().hex[:8]}", "regions": regions}, format="json")
+    assert resp.status_code == 202, resp.content
+    op = _wait_op(client, resp["Location"])
+    elapsed = time.perf_counter() - start
+    assert op["status"] == "succeeded", op
+    return elapsed, resp.json()["app"]
+
+
+def _delete(client, app_id: str) -> None:
+    resp = client.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    _wait_op(client, resp["Location"])
+
+
+def provisioning(engine, notes: list[str]) -> list[Figure]:
+    raw = raw_docker_run_to_healthy(engine, settings.BSN_LEDGER_IMAGE)
+    with bench_stack(regions=3) as (regions, token):
+        client = _api(token)
+        codes = [r.code for r in regions]
+        one, three = [], []
+        for _ in range(3):
+            elapsed, app = _create_and_wait(client, codes[:1])
+            one.append(elapsed)
+            _delete(client, app)
+            elapsed, app = _create_and_wait(client, codes)
+            three.append(elapsed)
+            _delete(client, app)
+    one_s, three_s = statistics.median(one), statistics.median(three)
+    notes.append(
+        f"- provisioning: median of 3; API → healthy one region {one_s:.2f} s, three regions {three_s:.2f} s, "
+        f"raw `docker run` → healthy {raw:.2f} s."
+    )
+    return [
+        Figure("API → healthy node, one region (s)", one_s, "s", raw, "raw docker run → /health", "≤ 1.3×",
+               one_s / raw <= 1.3),
+        Figure("app on 3 regions (s)", three_s, "s", one_s, "same app on 1 region", "≤ 1.5×", three_s / one_s <= 1.5),
+    ]
+
+
+def memory(engine, notes: list[str]) -> list[Figure]:
+    """Idle memory of one ledger node container (and of one ordering member if running)."""
+    container = engine.containers.run(
+        settings.BSN_LEDGER_IMAGE, detach=True, read_only=True, tmpfs={"/tmp": "size=16m"}, cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"], user="10001:10001", init=True,
+        ports={"8080/tcp": ("127.0.0.1", None)}, labels={"io.bsn.bench": "1"},
+    )
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        from tests.bench.suite import wait_http
+
+        wait_http(f"http://127.0.0.1:{port}/health", 30)
+        time.sleep(2)
+        stats = container.stats(stream=False)
+        usage = stats["memory_stats"]["usage"] - stats["memory_stats"].get("stats", {}).get("cache", 0)
+    finally:
+        container.remove(force=True, v=True)
+    figures = [Figure("idle ledger node memory", usage / 2**20, "MiB", None, "", "≤ 20 MiB", usage / 2**20 <= 20)]
+    members = engine.containers.list(filters={"label": "io.bsn.role=ordering"})
+    if members:
+        stats = members[0].stats(stream=False)
+        used = stats["memory_stats"]["usage"] - stats["memory_stats"].get("stats", {}).get("cache", 0)
+        figures.append(Figure("idle ordering member memory (etcd)", used / 2**20, "MiB", None, "", "reported", None))
+    else:
+        notes.append("- no ordering member was running to measure")
+    return figures
+
+
+ALL = [
+    ("memory", memory),
+    ("provisioning", provisioning),
+]

@@ -1,0 +1,134 @@
+"""The benchmark figures. Each returns (value, reference, ratio, goal text)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.core.management import call_command
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "docs" / "benchmarks.md"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    reference: float | None
+    reference_name: str
+    goal: str
+    ok: bool | None
+
+    @property
+    def ratio(self) -> float | None:
+        return None if not self.reference else self.value / self.reference
+
+
+def ed25519_verifications_per_second(seconds: float = 2.0) -> float:
+    """Reference: raw Ed25519 verifications per second on one core (cryptography/OpenSSL)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    message = b'{"app":"x","args":{"key":"k","value":1},"contract":"kv"}'
+    signature = key.sign(message)
+    public = key.public_key()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds and count < 2_000_000:
+        for _ in range(200):
+            public.verify(signature, message)
+        count += 200
+    return count / (time.perf_counter() - start)
+
+
+def wait_http(url: str, timeout: float) -> float:
+    start = time.perf_counter()
+    deadline = start + timeout
+    while time.perf_counter() < deadline:
+        try:
+            if requests.get(url, timeout=0.5).status_code == 200:
+                return time.perf_counter() - start
+        except requests.RequestException:
+            pass
+        time.sleep(0.01)
+    raise TimeoutError(url)
+
+
+def raw_docker_run_to_healthy(engine, image: str, runs: int = 3) -> float:
+    """Reference: `docker run` of the ledger image with the same hardening + first healthy /health."""
+    times = []
+    for _ in range(runs):
+        name = f"bsn-bench-raw-{uuid.uuid4().hex[:8]}"
+        start = time.perf_counter()
+        container = engine.containers.run(
+            image, name=name, detach=True, read_only=True, tmpfs={"/tmp": "size=16m"}, cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"], user="10001:10001", mem_limit="64m", init=True,
+            ports={"8080/tcp": ("127.0.0.1", None)}, labels={"io.bsn.bench": "1"},
+        )
+        try:
+            container.reload()
+            port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+            wait_http(f"http://127.0.0.1:{port}/health", 30)
+            times.append(time.perf_counter() - start)
+        finally:
+            container.remove(force=True, v=True)
+    return statistics.median(times)
+
+
+def write_results(figures: list[Figure], notes: list[str]) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (tests/bench). Every figure is measured against a reference in the",
+        "same run on the same machine; loops are bounded and talk to loopback only.",
+        "",
+        f"Machine: {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores, "
+        f"run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| figure | value | reference (same run) | ratio | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        ref = f"{f.reference:.3g} ({f.reference_name})" if f.reference else f.reference_name or "—"
+        ratio = f"{f.ratio:.2f}×" if f.ratio is not None else "—"
+        met = {True: "yes", False: "**no**", None: "—"}[f.ok]
+        lines.append(f"| {f.name} | {f.value:.3g} {f.unit} | {ref} | {ratio} | {f.goal} | {met} |")
+    lines += ["", *notes, ""]
+    RESULTS.write_text("\n".join(lines))
+
+
+
+def run(only: list[str]) -> int:
+    import docker
+
+    call_command("migrate", verbosity=0)
+    engine = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL, timeout=60)
+    figures: list[Figure] = []
+    notes: list[str] = []
+    from tests.bench import figures as figs
+
+    for name, fn in figs.ALL:
+        if only and name not in only:
+            continue
+        print(f"== {name}", flush=True)
+        try:
+            produced = fn(engine=engine, notes=notes)
+        except Exception as exc:  # noqa: BLE001 - report the figure as failed, keep going
+            notes.append(f"- {name}: could not be measured: {exc!r}")
+            print(f"   failed: {exc!r}", flush=True)
+            continue
+        for figure in produced:
+            figures.append(figure)
+            ratio = f" ratio {figure.ratio:.2f}" if figure.ratio is not None else ""
+            print(f"   {figure.name}: {figure.value:.3g} {figure.unit}{ratio} (goal {figure.goal})", flush=True)
+    write_results(figures, notes)
+    print(f"results written to {RESULTS}")
+    return 0
