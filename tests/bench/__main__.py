@@ -15,6 +15,11 @@ os.environ.setdefault("DATABASE_URL", "postgres:///bsn_bench?host=/var/run/postg
 
 
 def main() -> int:
+    import subprocess
+
+    # A fresh database each run: a new installation id, so nothing of an earlier run is reused.
+    for argv in (["dropdb", "--if-exists", "bsn_bench"], ["createdb", "bsn_bench"]):
+        subprocess.run(argv, check=True, env={**os.environ, "PGHOST": "/var/run/postgresql"})
     import django
 
     django.setup()

@@ -32,8 +32,9 @@ def bench_stack(regions: int):
     region_rows = [
         Region.objects.create(code=f"bench{tag}-{i}", name=f"bench {i}", driver="docker") for i in range(regions)
     ]
-    tenant = Tenant.objects.create(slug=f"bench-{tag}", name="bench", max_apps=100, max_nodes=300, max_tps=100_000,
-                                   max_storage_mb=10_000_000)
+    tenant = Tenant.objects.create(
+        slug=f"bench-{tag}", name="bench", max_apps=100, max_nodes=300, max_tps=100_000, max_storage_mb=10_000_000
+    )
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.create_user(username=f"bench-{tag}")
@@ -42,8 +43,13 @@ def bench_stack(regions: int):
     log = Path(settings.DATA_DIR) / f"bench-worker-{tag}.log"
     import os
 
-    env = {**os.environ, "DATABASE_URL": _database_url(), "BSN_RECONCILE_INTERVAL": "3600",
-           "DJANGO_SETTINGS_MODULE": "bsn.settings_test", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "BSN_RECONCILE_INTERVAL": "3600",
+        "DJANGO_SETTINGS_MODULE": "bsn.settings_test",
+        "PYTHONUNBUFFERED": "1",
+    }
     worker = Worker(["default", *[r.queue for r in region_rows]], log, env)
     connection.close()
     worker.start()
@@ -105,8 +111,15 @@ def provisioning(engine, notes: list[str]) -> list[Figure]:
         f"raw `docker run` → healthy {raw:.2f} s."
     )
     return [
-        Figure("API → healthy node, one region (s)", one_s, "s", raw, "raw docker run → /health", "≤ 1.3×",
-               one_s / raw <= 1.3),
+        Figure(
+            "API → healthy node, one region (s)",
+            one_s,
+            "s",
+            raw,
+            "raw docker run → /health",
+            "≤ 1.3×",
+            one_s / raw <= 1.3,
+        ),
         Figure("app on 3 regions (s)", three_s, "s", one_s, "same app on 1 region", "≤ 1.5×", three_s / one_s <= 1.5),
     ]
 
@@ -114,9 +127,16 @@ def provisioning(engine, notes: list[str]) -> list[Figure]:
 def memory(engine, notes: list[str]) -> list[Figure]:
     """Idle memory of one ledger node container (and of one ordering member if running)."""
     container = engine.containers.run(
-        settings.BSN_LEDGER_IMAGE, detach=True, read_only=True, tmpfs={"/tmp": "size=16m"}, cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"], user="10001:10001", init=True,
-        ports={"8080/tcp": ("127.0.0.1", None)}, labels={"io.bsn.bench": "1"},
+        settings.BSN_LEDGER_IMAGE,
+        detach=True,
+        read_only=True,
+        tmpfs={"/tmp": "size=16m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        user="10001:10001",
+        init=True,
+        ports={"8080/tcp": ("127.0.0.1", None)},
+        labels={"io.bsn.bench": "1"},
     )
     try:
         container.reload()
@@ -140,7 +160,88 @@ def memory(engine, notes: list[str]) -> list[Figure]:
     return figures
 
 
+def _signed_puts(app_id: str, user: str, private_key: str, count: int) -> list[dict]:
+    from bsn.ledger.tx import make_tx, sign_tx
+
+    return [
+        sign_tx(make_tx(app_id, "kv", "put", {"key": f"k{i % 1000}", "value": i}, user), private_key)
+        for i in range(count)
+    ]
+
+
+def _tx_rate(client, regions: list[str], *, count: int, batch: int, threads: int, notes: list[str]) -> float:
+    """Committed signed transactions per second on a fresh app, batches posted to its nodes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from bsn.ledger.crypto import generate_private_key, public_key_of
+
+    _, app_id = _create_and_wait(client, regions)
+    try:
+        private = generate_private_key()
+        resp = client.post(
+            f"/api/v1/apps/{app_id}/users", {"name": "bench", "public_key": public_key_of(private)}, format="json"
+        )
+        assert resp.status_code == 201, resp.content
+        endpoints = [n["endpoint"] for n in client.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]]
+        envelopes = _signed_puts(app_id, "bench", private, count)
+        chunks = [envelopes[i : i + batch] for i in range(0, len(envelopes), batch)]
+        session = requests.Session()
+
+        def post(index_chunk):
+            index, chunk = index_chunk
+            url = endpoints[index % len(endpoints)] + "/tx/batch"
+            body = session.post(url, json={"txs": chunk}, timeout=120).json()
+            return sum(1 for r in body["receipts"] if r.get("status") == "committed")
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            committed = sum(pool.map(post, enumerate(chunks)))
+        elapsed = time.perf_counter() - start
+        notes.append(
+            f"- {len(regions)}-node app: {committed}/{count} committed in {elapsed:.2f} s "
+            f"(batches of {batch}, {threads} client threads, posted round-robin to the nodes)"
+        )
+        return committed / elapsed
+    finally:
+        _delete(client, app_id)
+
+
+def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
+    from tests.bench.suite import ed25519_verifications_per_second
+
+    reference = ed25519_verifications_per_second()
+    notes.append(f"- raw Ed25519 verifications on one core (cryptography/OpenSSL): {reference:,.0f}/s")
+    with bench_stack(regions=3) as (regions, token):
+        client = _api(token)
+        codes = [r.code for r in regions]
+        one = _tx_rate(client, codes[:1], count=20_000, batch=500, threads=2, notes=notes)
+        three = _tx_rate(client, codes, count=20_000, batch=500, threads=3, notes=notes)
+    return [
+        Figure(
+            "signed tx/s, one node",
+            one,
+            "tx/s",
+            reference,
+            "Ed25519 verifications/s, one core",
+            "≥ 0.5×",
+            one / reference >= 0.5,
+        ),
+        Figure(
+            "signed tx/s, 3-node app (etcd ordering)",
+            three,
+            "tx/s",
+            one,
+            "same, one node",
+            "≥ 0.5×",
+            three / one >= 0.5,
+        ),
+    ]
+
+
 ALL = [
+    ("ledger", ledger_throughput),
     ("memory", memory),
     ("provisioning", provisioning),
 ]

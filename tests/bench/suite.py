@@ -69,9 +69,18 @@ def raw_docker_run_to_healthy(engine, image: str, runs: int = 3) -> float:
         name = f"bsn-bench-raw-{uuid.uuid4().hex[:8]}"
         start = time.perf_counter()
         container = engine.containers.run(
-            image, name=name, detach=True, read_only=True, tmpfs={"/tmp": "size=16m"}, cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"], user="10001:10001", mem_limit="64m", init=True,
-            ports={"8080/tcp": ("127.0.0.1", None)}, labels={"io.bsn.bench": "1"},
+            image,
+            name=name,
+            detach=True,
+            read_only=True,
+            tmpfs={"/tmp": "size=16m"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            user="10001:10001",
+            mem_limit="64m",
+            init=True,
+            ports={"8080/tcp": ("127.0.0.1", None)},
+            labels={"io.bsn.bench": "1"},
         )
         try:
             container.reload()
@@ -105,7 +114,6 @@ def write_results(figures: list[Figure], notes: list[str]) -> None:
     RESULTS.write_text("\n".join(lines))
 
 
-
 def run(only: list[str]) -> int:
     import docker
 
@@ -131,4 +139,18 @@ def run(only: list[str]) -> int:
             print(f"   {figure.name}: {figure.value:.3g} {figure.unit}{ratio} (goal {figure.goal})", flush=True)
     write_results(figures, notes)
     print(f"results written to {RESULTS}")
+    _remove_installation_objects(engine)
     return 0
+
+
+def _remove_installation_objects(engine) -> None:
+    """Leave nothing behind: every container, network and volume of this run's installation."""
+    from apps.common.models import installation_id
+
+    selector = {"label": f"io.bsn.installation={installation_id()}"}
+    for container in engine.containers.list(all=True, filters=selector):
+        container.remove(force=True, v=True)
+    for network in engine.networks.list(filters=selector):
+        network.remove()
+    for volume in engine.volumes.list(filters=selector):
+        volume.remove(force=True)
