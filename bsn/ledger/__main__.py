@@ -1,7 +1,8 @@
 """Entry point: ``python3 -m bsn.ledger``.
 
-Exit status: 0 after SIGTERM/SIGINT, 1 when the node cannot start (data dir locked or
-corrupt, port taken), 2 for a bad configuration value.
+Exit status: 0 after SIGTERM/SIGINT, 1 when the node cannot start (data dir locked, a
+chain that does not verify, a node key that does not match, port taken), 2 for a bad
+configuration value.
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 
 from bsn.ledger import __version__
 from bsn.ledger.config import ConfigError, load
-from bsn.ledger.node import LedgerNode
-from bsn.ledger.store import StoreError
 
 
 def _say(message: str) -> None:
@@ -23,8 +23,8 @@ def _say(message: str) -> None:
 def _block_ssl() -> None:
     # http.server imports http.client, which imports ssl only to offer HTTPS clients;
     # loading OpenSSL costs ~6 MiB RSS per node and the node never speaks TLS itself.
-    # A None entry makes that optional import fail quietly. Remove this once the node
-    # needs TLS (e.g. to reach etcd over https).
+    # A None entry makes that optional import fail quietly. The etcd orderer talks
+    # plain HTTP; remove this once the node needs TLS (e.g. https etcd endpoints).
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 
@@ -35,21 +35,30 @@ def main() -> int:
         _say(f"configuration error: {exc}")
         return 2
 
-    _block_ssl()
-    from bsn.ledger.server import LedgerHTTPServer  # after _block_ssl(), see there
+    if not any(e.startswith("https://") for e in config.etcd_endpoints):
+        _block_ssl()
+    from bsn.ledger.chain import ChainError, LedgerCore, StoreError  # after _block_ssl(), see there
+    from bsn.ledger.ordering import make_orderer
+    from bsn.ledger.server import LedgerHTTPServer
 
-    node = LedgerNode(config)
+    core = LedgerCore(config, warn=_say)
+    started = time.monotonic()
     try:
-        node.open()
-    except StoreError as exc:
-        _say(f"cannot open data: {exc}")
+        height = core.open()
+    except (StoreError, ChainError) as exc:
+        _say(f"cannot start: {exc}")
         return 1
+    replay_s = time.monotonic() - started
+    if config.admin_public_key is None:
+        _say("warning: BSN_ADMIN_PUBLIC_KEY is not set: no user can be added, the node only serves reads")
     try:
-        server = LedgerHTTPServer(node, access_log=config.access_log)
+        orderer = make_orderer(config)
+        server = LedgerHTTPServer(config, core, orderer)
     except OSError as exc:
-        node.close()
+        core.close()
         _say(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
         return 1
+    orderer.start(core)
 
     def stop(signum: int, _frame: object) -> None:
         # shutdown() waits for serve_forever(), which runs on this (the main) thread.
@@ -61,13 +70,15 @@ def main() -> int:
     host, port = server.server_address[:2]
     _say(
         f"v{__version__} node={config.node_id} app={config.app_id} contract={config.contract} "
-        f"listening on {host}:{port}, data={config.data_dir}, replayed {node.replayed} records"
+        f"ordering={config.ordering} listening on {host}:{port}, data={config.data_dir}, "
+        f"chain verified to height {height} in {replay_s:.2f} s, head={core.head_hash[:16]}"
     )
     try:
         server.serve_forever(poll_interval=0.25)
     finally:
         server.server_close()
-        node.close()  # waits for an in-flight write to finish its fsync
+        orderer.stop()  # commits what is queued, then the thread ends
+        core.close()  # waits for an in-flight block to finish its fsync
     _say("stopped")
     return 0
 

@@ -1,18 +1,26 @@
-"""Node configuration, read once from the environment at start-up."""
+"""Node configuration, read once from the environment at start-up.
+
+Names and meanings follow docs/ledger-protocol.md ("Node configuration"); the node-local
+extras are ``BSN_LEDGER_ACCESS_LOG`` and ``BSN_TX_WAIT_MS``.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-
-from bsn.ledger.contracts import CONTRACTS
+from dataclasses import dataclass, field
+from typing import Any
 
 # Ids end up in logs, labels and JSON; keep them to a boring, safe alphabet.
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+ORDERING_MODES = ("solo", "etcd")
+TEMPLATES = ("kv", "notary", "asset", "trade_finance")
 
 
 class ConfigError(ValueError):
@@ -30,16 +38,35 @@ class Config:
     app_id: str = "local"
     contract: str = "kv"
     access_log: bool = False
+    contract_params: dict[str, Any] = field(default_factory=dict)
+    # base64 seed; None: solo mode keeps a generated key in the data dir (node.key).
+    node_private_key: str | None = field(default=None, repr=False)
+    admin_public_key: str | None = None
+    node_keys: dict[str, str] = field(default_factory=dict)  # {} in solo: only this node's key
+    ordering: str = "solo"
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_user: str | None = None
+    etcd_password: str | None = field(default=None, repr=False)
+    etcd_prefix: str = ""  # default /bsn/apps/<app id>/
+    etcd_block_window: int = 10000
+    block_max_txs: int = 500
+    block_max_wait_ms: int = 20
+    tx_max_age_s: int = 300
+    tx_wait_ms: int = 10000  # how long POST /tx waits for its block before 504
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
 
 
 def _port(name: str, raw: str) -> int:
-    try:
-        port = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
-    return port
+    return _int(name, raw, 0, 65535)
 
 
 def _ident(name: str, raw: str) -> str:
@@ -60,6 +87,42 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
+def _key(name: str, raw: str) -> str:
+    """A base64 32-byte key (public key or private seed), strictly decoded."""
+    value = raw.strip()
+    try:
+        ok = len(base64.b64decode(value.encode("ascii"), validate=True)) == 32
+    except (binascii.Error, UnicodeEncodeError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name} must be base64 (with padding) of 32 bytes")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME`` or the contents of the file named by ``NAME_FILE``."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _json_object(name: str, raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object")
+    return value
+
+
 def load(environ: Mapping[str, str] | None = None) -> Config:
     """Build a :class:`Config` from ``environ`` (default ``os.environ``)."""
     env = os.environ if environ is None else environ
@@ -73,16 +136,74 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     if not data_dir:
         raise ConfigError("BSN_LEDGER_DATA must not be empty")
 
+    node_id = _ident("BSN_NODE_ID", env.get("BSN_NODE_ID", defaults.node_id))
+    app_id = _ident("BSN_APP_ID", env.get("BSN_APP_ID", defaults.app_id))
+
     contract = env.get("BSN_CONTRACT", defaults.contract).strip()
-    if contract not in CONTRACTS:
-        raise ConfigError(f"BSN_CONTRACT must be one of: {', '.join(sorted(CONTRACTS))}; got {contract!r}")
+    if contract not in TEMPLATES:
+        raise ConfigError(f"BSN_CONTRACT must be one of: {', '.join(sorted(TEMPLATES))}; got {contract!r}")
+    params = _json_object("BSN_CONTRACT_PARAMS", env.get("BSN_CONTRACT_PARAMS") or "{}")
+    from bsn.ledger.contracts import build
+
+    try:
+        build(contract, params)
+    except ValueError as exc:
+        raise ConfigError(f"BSN_CONTRACT_PARAMS: {exc}") from None
+
+    ordering = env.get("BSN_ORDERING", defaults.ordering).strip() or defaults.ordering
+    if ordering not in ORDERING_MODES:
+        raise ConfigError(f"BSN_ORDERING must be one of: {', '.join(ORDERING_MODES)}; got {ordering!r}")
+
+    private = _secret(env, "BSN_NODE_PRIVATE_KEY")
+    private = _key("BSN_NODE_PRIVATE_KEY", private) if private else None
+    admin = env.get("BSN_ADMIN_PUBLIC_KEY", "").strip()
+    admin = _key("BSN_ADMIN_PUBLIC_KEY", admin) if admin else None
+
+    node_keys: dict[str, str] = {}
+    raw_keys = env.get("BSN_NODE_KEYS", "").strip()
+    if raw_keys:
+        for nid, pub in _json_object("BSN_NODE_KEYS", raw_keys).items():
+            _ident("BSN_NODE_KEYS node id", nid)
+            if not isinstance(pub, str):
+                raise ConfigError(f"BSN_NODE_KEYS[{nid}] must be a base64 public key")
+            node_keys[nid] = _key(f"BSN_NODE_KEYS[{nid}]", pub)
+
+    endpoints = tuple(e.strip().rstrip("/") for e in env.get("BSN_ETCD_ENDPOINTS", "").split(",") if e.strip())
+    for endpoint in endpoints:
+        if not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"BSN_ETCD_ENDPOINTS entries must be http://host:port, got {endpoint!r}")
+    prefix = env.get("BSN_ETCD_PREFIX", "").strip() or f"/bsn/apps/{app_id}/"
+    if not prefix.endswith("/"):
+        prefix += "/"
+
+    if ordering == "etcd":
+        if private is None:
+            raise ConfigError("BSN_NODE_PRIVATE_KEY (or _FILE) is required with BSN_ORDERING=etcd")
+        if not endpoints:
+            raise ConfigError("BSN_ETCD_ENDPOINTS is required with BSN_ORDERING=etcd")
+        if node_id not in node_keys:
+            raise ConfigError(f"BSN_NODE_KEYS must name this node ({node_id}) with BSN_ORDERING=etcd")
 
     return Config(
         host=host,
         port=_port("BSN_LEDGER_PORT", env.get("BSN_LEDGER_PORT", str(defaults.port))),
         data_dir=data_dir,
-        node_id=_ident("BSN_NODE_ID", env.get("BSN_NODE_ID", defaults.node_id)),
-        app_id=_ident("BSN_APP_ID", env.get("BSN_APP_ID", defaults.app_id)),
+        node_id=node_id,
+        app_id=app_id,
         contract=contract,
         access_log=_bool("BSN_LEDGER_ACCESS_LOG", env.get("BSN_LEDGER_ACCESS_LOG", "0")),
+        contract_params=params,
+        node_private_key=private,
+        admin_public_key=admin,
+        node_keys=node_keys,
+        ordering=ordering,
+        etcd_endpoints=endpoints,
+        etcd_user=env.get("BSN_ETCD_USER", "").strip() or None,
+        etcd_password=_secret(env, "BSN_ETCD_PASSWORD"),
+        etcd_prefix=prefix,
+        etcd_block_window=_int("BSN_ETCD_BLOCK_WINDOW", env.get("BSN_ETCD_BLOCK_WINDOW", "10000"), 1, 10**9),
+        block_max_txs=_int("BSN_BLOCK_MAX_TXS", env.get("BSN_BLOCK_MAX_TXS", "500"), 1, 100000),
+        block_max_wait_ms=_int("BSN_BLOCK_MAX_WAIT_MS", env.get("BSN_BLOCK_MAX_WAIT_MS", "20"), 0, 600000),
+        tx_max_age_s=_int("BSN_TX_MAX_AGE_S", env.get("BSN_TX_MAX_AGE_S", "300"), 1, 10**7),
+        tx_wait_ms=_int("BSN_TX_WAIT_MS", env.get("BSN_TX_WAIT_MS", "10000"), 1, 600000),
     )

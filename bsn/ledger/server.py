@@ -1,46 +1,92 @@
-"""The node's HTTP JSON API (stdlib ``http.server``, one thread per connection)."""
+"""The node's HTTP JSON API (stdlib ``http.server``, one thread per connection).
+
+Routes and formats are those of docs/ledger-protocol.md ("Node HTTP API"); every reply,
+errors included, is JSON (``/metrics`` is Prometheus text), errors are
+``{"error": "<code>", "detail": "..."}``.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from bsn.ledger import __version__
-from bsn.ledger.contracts.kv import ContractError
-from bsn.ledger.node import LedgerNode
-from bsn.ledger.store import StoreError
+from bsn.ledger.blockstore import StoreError
+from bsn.ledger.canonical import CanonicalError
+from bsn.ledger.ordering import OrderingUnavailable
+from bsn.ledger.tx import MALFORMED, Rejection
 
-MAX_BODY = 1024 * 1024  # bytes
-MAX_DRAIN = 8 * MAX_BODY  # a body up to this size is read and dropped before the 400
-KV_PREFIX = "/kv/"
+if TYPE_CHECKING:
+    from bsn.ledger.chain import LedgerCore
+    from bsn.ledger.config import Config
+    from bsn.ledger.ordering import Orderer
+
+MAX_BODY = 1024 * 1024  # bytes, for single requests
+MAX_BATCH_BODY = 8 * MAX_BODY  # POST /tx/batch
+MAX_DRAIN = 2 * MAX_BATCH_BODY  # a body up to this size is read and dropped before the 400
 _METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS")
+_TX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+_HEIGHT_RE = re.compile(r"^[1-9][0-9]{0,18}$")
 
 
 class HTTPError(Exception):
-    """Ends a request with a JSON ``{"error": ...}`` reply."""
+    """Ends a request with a JSON ``{"error", "detail"}`` reply."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
         self.status = status
-        self.message = message
+        self.code = code
+        self.detail = detail
         self.headers = headers or {}
+        self.extra = extra or {}
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise CanonicalError(f"{name} is not valid JSON")
+
+
+def _rejection_body(exc: Rejection) -> dict[str, Any]:
+    return {"error": exc.code, "detail": exc.detail, "tx_id": exc.tx_id}
+
+
+METRICS = (
+    ("bsn_tx_committed_total", "counter", "Transactions in the chain whose receipt is committed.", "committed"),
+    ("bsn_tx_failed_total", "counter", "Transactions in the chain whose receipt is failed.", "failed"),
+    ("bsn_tx_rejected_total", "counter", "Transactions this node refused since it started.", "rejected"),
+    ("bsn_block_height", "gauge", "Height of the last applied block.", "height"),
+    ("bsn_storage_bytes", "gauge", "Size of the blocks file.", "storage_bytes"),
+    ("bsn_is_proposer", "gauge", "1 when this node proposes the app's blocks.", "is_proposer"),
+    ("bsn_ordering_lag_blocks", "gauge", "Committed blocks this node has not applied yet.", "lag_blocks"),
+)
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Routes requests to the node; every reply, errors included, is JSON."""
+    """Routes requests to the node."""
 
     protocol_version = "HTTP/1.1"  # keep-alive for clients such as the gateway
     server_version = f"bsn-ledger/{__version__}"
     timeout = 60  # idle keep-alive connections give their thread back
     server: LedgerHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (tests on a Unix socket)
+            pass
 
     # Dispatch.
 
@@ -48,58 +94,220 @@ class Handler(BaseHTTPRequestHandler):
         try:
             status, body = self._route()
         except HTTPError as exc:
-            status, body = exc.status, {"error": exc.message}
-            self._send(status, body, exc.headers)
+            self._send(exc.status, {"error": exc.code, "detail": exc.detail, **exc.extra}, exc.headers)
             return
         except StoreError as exc:
-            status, body = HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"storage failure: {exc}"}
+            status, body = HTTPStatus.SERVICE_UNAVAILABLE, {"error": "storage_failure", "detail": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a bug: answer 500 and keep serving
             self.log_error("unhandled error: %r", exc)
-            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"}
-        self._send(status, body)
+            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal", "detail": "internal error"}
+        if isinstance(body, bytes | str):
+            self._send_raw(status, body)
+        else:
+            self._send(status, body)
 
     def _route(self) -> tuple[int, Any]:
-        node = self.server.node
         method = self.command
         path = self.path.split("?", 1)[0].split("#", 1)[0]
+        if path == "/tx":
+            self._allow(method, "POST")
+            return self._post_tx()
+        if path == "/tx/batch":
+            self._allow(method, "POST")
+            return self._post_batch()
+        if path.startswith("/tx/"):
+            self._allow(method, "GET")
+            return self._get_tx(path[4:])
+        if path.startswith("/blocks/"):
+            self._allow(method, "GET")
+            return self._get_block(path[8:])
+        if path.startswith("/state/"):
+            self._allow(method, "GET")
+            return self._get_state(path[7:])
+        if path == "/query":
+            self._allow(method, "POST")
+            return self._post_query()
+        if path == "/chain":
+            self._allow(method, "GET")
+            return HTTPStatus.OK, self._chain()
         if path == "/health":
             self._allow(method, "GET")
-            if not node.healthy:
-                return HTTPStatus.SERVICE_UNAVAILABLE, {"status": "error", "error": node.log.failed}
-            return HTTPStatus.OK, {"status": "ok", "node_id": node.config.node_id, "app_id": node.config.app_id}
-        if path == "/info":
+            return self._health()
+        if path == "/metrics":
             self._allow(method, "GET")
-            return HTTPStatus.OK, node.info()
-        if path.startswith(KV_PREFIX):
-            self._allow(method, "GET", "PUT", "DELETE")
-            key = unquote(path[len(KV_PREFIX) :], errors="strict")
-            try:
-                if method == "GET":
-                    try:
-                        return HTTPStatus.OK, {"key": key, "value": node.kv_get(key)}
-                    except KeyError:
-                        raise HTTPError(HTTPStatus.NOT_FOUND, "key not found") from None
-                if method == "PUT":
-                    value = self._value()
-                    node.kv_put(key, value)
-                    return HTTPStatus.OK, {"key": key, "value": value}
-                if not node.kv_delete(key):
-                    raise HTTPError(HTTPStatus.NOT_FOUND, "key not found")
-                return HTTPStatus.OK, {"key": key, "deleted": True}
-            except ContractError as exc:
-                raise HTTPError(HTTPStatus.BAD_REQUEST, str(exc)) from None
-        raise HTTPError(HTTPStatus.NOT_FOUND, "not found")
+            return HTTPStatus.OK, self._metrics()
+        raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", f"no route {path}")
 
     def _allow(self, method: str, *allowed: str) -> None:
         if method not in allowed:
-            raise HTTPError(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed", {"Allow": ", ".join(allowed)})
+            raise HTTPError(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                f"{method} is not allowed here",
+                {"Allow": ", ".join(allowed)},
+            )
+
+    # Writes.
+
+    def _post_tx(self) -> tuple[int, Any]:
+        envelope = self._body(MAX_BODY)
+        server = self.server
+        core = server.core
+        try:
+            prepared = core.precheck(envelope)
+        except Rejection as exc:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, exc.code, exc.detail, extra={"tx_id": exc.tx_id}) from None
+        self._order([prepared])
+        receipt = core.wait_receipt(prepared.tx_id, server.wait_s)
+        if receipt is None:
+            self._unavailable()
+            raise HTTPError(
+                HTTPStatus.GATEWAY_TIMEOUT,
+                "timeout",
+                "the transaction is not in a block yet; poll GET /tx/{tx_id}",
+                extra={"tx_id": prepared.tx_id},
+            )
+        if receipt["status"] == "rejected":
+            raise HTTPError(
+                HTTPStatus.BAD_REQUEST, receipt["error"], receipt["detail"], extra={"tx_id": receipt["tx_id"]}
+            )
+        return HTTPStatus.OK, receipt
+
+    def _post_batch(self) -> tuple[int, Any]:
+        body = self._body(MAX_BATCH_BODY)
+        if not isinstance(body, dict) or body.keys() != {"txs"} or not isinstance(body["txs"], list):
+            raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, 'body must be {"txs": [signed envelopes]}')
+        core = self.server.core
+        items = body["txs"]
+        results: list[Any] = [None] * len(items)
+        admitted = []
+        for index, envelope in enumerate(items):
+            try:
+                prepared = core.precheck(envelope)
+            except Rejection as exc:
+                results[index] = {"tx_id": exc.tx_id, "status": "rejected", "error": exc.code, "detail": exc.detail}
+                continue
+            admitted.append((index, prepared))
+        self._order([p for _, p in admitted])
+        receipts = core.wait_receipts([p.tx_id for _, p in admitted], self.server.wait_s)
+        waiting = False
+        for (index, prepared), receipt in zip(admitted, receipts, strict=True):
+            if receipt is None:
+                waiting = True
+                receipt = {"tx_id": prepared.tx_id, "status": "pending"}
+            results[index] = receipt
+        if waiting:
+            self._unavailable()
+            raise HTTPError(
+                HTTPStatus.GATEWAY_TIMEOUT,
+                "timeout",
+                'some transactions are not in a block yet (status "pending"); poll GET /tx/{tx_id}',
+                extra={"receipts": results},
+            )
+        return HTTPStatus.OK, {"receipts": results}
+
+    def _order(self, prepared: list[Any]) -> None:
+        fresh = [p for p in prepared if p.fresh]
+        if not fresh:
+            return
+        try:
+            self.server.orderer.submit([p.envelope for p in fresh])
+        except OrderingUnavailable as exc:
+            self.server.core.forget(fresh)
+            raise HTTPError(
+                HTTPStatus.SERVICE_UNAVAILABLE, "ordering_unavailable", f"{exc}; retry the same envelope"
+            ) from None
+
+    def _unavailable(self) -> None:
+        core = self.server.core
+        if not core.healthy:
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "storage_failure", core.failure or core.store.failed or "")
+
+    # Reads.
+
+    def _get_tx(self, tx_id: str) -> tuple[int, Any]:
+        if not _TX_ID_RE.match(tx_id):
+            raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", "a tx_id is 64 lowercase hex characters")
+        core = self.server.core
+        found = core.transaction(tx_id)
+        if found is None:
+            dropped = core.receipt(tx_id)
+            detail = "no such transaction in the chain"
+            if dropped is not None and dropped["status"] == "rejected":
+                detail = f"rejected: {dropped['error']}: {dropped['detail']}"
+            raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", detail)
+        receipt, envelope = found
+        return HTTPStatus.OK, {"receipt": receipt, "tx": envelope}
+
+    def _get_block(self, raw: str) -> tuple[int, Any]:
+        line = self.server.core.block_line(int(raw)) if _HEIGHT_RE.match(raw) else None
+        if line is None:
+            raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", f"no block at height {raw}")
+        return HTTPStatus.OK, line
+
+    def _get_state(self, rest: str) -> tuple[int, Any]:
+        contract, sep, raw_key = rest.partition("/")
+        core = self.server.core
+        try:
+            key = unquote(raw_key, errors="strict")
+        except UnicodeDecodeError:
+            key = ""
+        if not sep or not key or contract not in core.contracts:
+            raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", "GET /state/{deployed contract}/{key}")
+        value = core.value(contract, key)
+        if value is None:
+            raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", f"no key {key!r} in {contract}")
+        return HTTPStatus.OK, {"contract": contract, "key": key, "value": value}
+
+    def _post_query(self) -> tuple[int, Any]:
+        body = self._body(MAX_BODY)
+        if not isinstance(body, dict) or body.keys() != {"contract", "function", "args"}:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, 'body must be {"contract", "function", "args"}')
+        try:
+            result = self.server.core.query(body["contract"], body["function"], body["args"])
+        except Rejection as exc:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, exc.code, exc.detail) from None
+        return HTTPStatus.OK, {"result": result}
+
+    def _chain(self) -> dict[str, Any]:
+        info = self.server.core.info()
+        status = self.server.orderer.status()
+        info["ordering"] = status.get("mode")
+        info["proposer"] = status.get("proposer")
+        info["is_proposer"] = bool(status.get("is_proposer"))
+        info["contract"] = self.server.core.config.contract
+        return info
+
+    def _health(self) -> tuple[int, Any]:
+        core = self.server.core
+        body = {
+            "status": "ok",
+            "node_id": core.node_id,
+            "app_id": core.app_id,
+            "height": core.height,
+            "ordering": self.server.orderer.mode,
+        }
+        if not core.healthy:
+            body.update(status="error", error="storage_failure", detail=core.failure or core.store.failed)
+            return HTTPStatus.SERVICE_UNAVAILABLE, body
+        return HTTPStatus.OK, body
+
+    def _metrics(self) -> str:
+        values: dict[str, Any] = self.server.core.counters()
+        status = self.server.orderer.status()
+        values["is_proposer"] = 1 if status.get("is_proposer") else 0
+        values["lag_blocks"] = int(status.get("lag_blocks") or 0)
+        lines = []
+        for name, kind, help_text, field in METRICS:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {values[field]}"]
+        return "\n".join(lines) + "\n"
 
     # Input.
 
-    def _value(self) -> Any:
+    def _body(self, limit: int) -> Any:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "chunked bodies are not supported; send Content-Length")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, "chunked bodies are not supported; send Content-Length")
         raw_length = self.headers.get("Content-Length")
         try:
             length = int(raw_length) if raw_length is not None else -1
@@ -107,23 +315,20 @@ class Handler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "a valid Content-Length header is required")
-        if length > MAX_BODY:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, "a valid Content-Length header is required")
+        if length > limit:
             if length <= MAX_DRAIN:
                 # Read and drop it: closing with unread data makes the kernel reset the
                 # connection, and the client would never see this reply.
                 self._discard(length)
             else:
                 self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"body is larger than {MAX_BODY} bytes")
+            raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, f"body is larger than {limit} bytes")
         raw = self.rfile.read(length)
         try:
-            body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "body is not valid UTF-8 JSON") from None
-        if not isinstance(body, dict) or "value" not in body:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, 'body must be a JSON object with a "value" field')
-        return body["value"]
+            raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, "body is not valid UTF-8 JSON") from None
 
     def _discard(self, length: int) -> None:
         while length > 0:
@@ -137,16 +342,26 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        self._send_raw(status, data, headers)
+
+    def _send_raw(self, status: int, data: bytes | str, headers: dict[str, str] | None = None) -> None:
+        content_type = "application/json"
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+            content_type = "text/plain; version=0.0.4; charset=utf-8"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        # Headers and body in one write: two small writes on a keep-alive connection
+        # meet Nagle's algorithm and the client's delayed ACK (~40 ms per reply).
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(data)
+            self._headers_buffer.append(data)
+        self.flush_headers()
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Malformed requests (bad request line, huge headers) also get a JSON body, and
@@ -158,7 +373,7 @@ class Handler(BaseHTTPRequestHandler):
             short = HTTPStatus(code).phrase
         except ValueError:
             short = "error"
-        self._send(code, {"error": message or short})
+        self._send(code, {"error": "bad_request" if code == 400 else "http_error", "detail": message or short})
 
     def version_string(self) -> str:
         return self.server_version
@@ -176,12 +391,15 @@ for _method in _METHODS:
 
 
 class LedgerHTTPServer(ThreadingHTTPServer):
-    """Threaded server holding the node; daemon threads never delay shutdown."""
+    """Threaded server holding the core and the orderer; daemon threads never delay shutdown."""
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
-    def __init__(self, node: LedgerNode, *, access_log: bool = False) -> None:
-        self.node = node
-        self.access_log = access_log
-        super().__init__((node.config.host, node.config.port), Handler)
+    def __init__(self, config: Config, core: LedgerCore, orderer: Orderer) -> None:
+        self.core = core
+        self.orderer = orderer
+        self.access_log = config.access_log
+        self.wait_s = config.tx_wait_ms / 1000
+        super().__init__((config.host, config.port), Handler)

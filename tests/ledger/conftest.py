@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.ledger.helpers import node_env
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 10.0
 
@@ -52,15 +54,15 @@ class Node:
             "BSN_LEDGER_PORT": str(self.port),
             "BSN_LEDGER_DATA": str(data_dir),
             "BSN_NODE_ID": "node-1",
-            "BSN_APP_ID": "app-1",
+            **node_env(),
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr = ""  # what the last stopped process wrote to stderr
 
     @property
-    def wal(self) -> Path:
-        return self.data_dir / "wal.jsonl"
+    def blocks_file(self) -> Path:
+        return self.data_dir / "blocks.jsonl"
 
     def spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -97,7 +99,7 @@ class Node:
         return self.start()
 
     def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, headers=None) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
         try:
             data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
             conn.request(method, path, body=data, headers=headers or {})
@@ -106,14 +108,24 @@ class Node:
         finally:
             conn.close()
 
-    def put(self, key: str, value: Any) -> Reply:
-        return self.request("PUT", "/kv/" + quote(key, safe=""), {"value": value})
+    def submit(self, envelope: Any) -> Reply:
+        return self.request("POST", "/tx", envelope)
 
-    def get(self, key: str) -> Reply:
-        return self.request("GET", "/kv/" + quote(key, safe=""))
+    def batch(self, envelopes: list[Any]) -> Reply:
+        return self.request("POST", "/tx/batch", {"txs": envelopes})
 
-    def delete(self, key: str) -> Reply:
-        return self.request("DELETE", "/kv/" + quote(key, safe=""))
+    def state(self, contract: str, key: str) -> Reply:
+        return self.request("GET", f"/state/{contract}/" + quote(key, safe=""))
+
+    def query(self, contract: str, function: str, args: dict[str, Any]) -> Reply:
+        return self.request("POST", "/query", {"contract": contract, "function": function, "args": args})
+
+    def chain(self) -> dict[str, Any]:
+        return self.request("GET", "/chain").json()
+
+    def blocks(self) -> list[dict[str, Any]]:
+        height = self.chain()["height"]
+        return [self.request("GET", f"/blocks/{h}").json() for h in range(1, height + 1)]
 
 
 @pytest.fixture

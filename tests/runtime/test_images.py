@@ -25,6 +25,7 @@ from apps.runtime.images import (
     ledger_context_files,
     ledger_image_ensure,
 )
+from tests.ledger.helpers import ADMIN, Key, add_user
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_LABEL = {"io.bsn.test": "1"}
@@ -224,7 +225,7 @@ def test_image_runs_hardened_and_keeps_data(client, built):
             name=name,
             detach=True,
             labels=TEST_LABEL,
-            environment={"BSN_NODE_ID": "n1", "BSN_APP_ID": "a1"},
+            environment={"BSN_NODE_ID": "n1", "BSN_APP_ID": "a1", "BSN_ADMIN_PUBLIC_KEY": ADMIN.public},
             read_only=True,
             tmpfs={"/tmp": ""},
             cap_drop=["ALL"],
@@ -240,12 +241,14 @@ def test_image_runs_hardened_and_keeps_data(client, built):
         assert binding["HostIp"] == "127.0.0.1"
         port = int(binding["HostPort"])
 
-        assert _wait_healthy(port) == {"status": "ok", "node_id": "n1", "app_id": "a1"}
-        assert _request(port, "PUT", "/kv/greeting", {"value": {"hello": "world"}}) == (
-            200,
-            {"key": "greeting", "value": {"hello": "world"}},
-        )
-        assert _request(port, "GET", "/kv/greeting")[1]["value"] == {"hello": "world"}
+        health = _wait_healthy(port)
+        assert (health["status"], health["node_id"], health["app_id"]) == ("ok", "n1", "a1")
+        alice = Key("alice")
+        assert _request(port, "POST", "/tx", add_user(alice, app="a1"))[0] == 200
+        put = alice.tx("kv", "put", {"key": "greeting", "value": {"hello": "world"}}, app="a1")
+        status, receipt = _request(port, "POST", "/tx", put)
+        assert (status, receipt["status"]) == (200, "committed")
+        assert _request(port, "GET", "/state/kv/greeting")[1]["value"] == {"hello": "world"}
 
         # Idle memory goal (docs/benchmarks: <= 20 MiB), measured as `docker stats` does.
         mem = container.stats(stream=False)["memory_stats"]
@@ -262,7 +265,8 @@ def test_image_runs_hardened_and_keeps_data(client, built):
         container.reload()
         port = int(container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
         _wait_healthy(port)
-        assert _request(port, "GET", "/kv/greeting")[1]["value"] == {"hello": "world"}
+        assert _request(port, "GET", "/state/kv/greeting")[1]["value"] == {"hello": "world"}
+        assert _request(port, "GET", f"/tx/{receipt['tx_id']}")[1]["receipt"] == receipt
     finally:
         if container is not None:
             container.remove(force=True)

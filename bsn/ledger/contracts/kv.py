@@ -1,67 +1,38 @@
-"""The ``kv`` contract: put, get and delete JSON values by string key."""
+"""The ``kv`` contract: put, delete, get and history of JSON values by string key."""
 
 from __future__ import annotations
 
 from typing import Any
 
-MAX_KEY_LENGTH = 256
-
-_MISSING = object()
+from bsn.ledger.contracts.base import BadArguments, Contract, ContractFailure, text
 
 
-class ContractError(ValueError):
-    """An operation is invalid for this contract (the client gets a 400)."""
-
-
-def validate_key(key: str) -> None:
-    if not key:
-        raise ContractError("key must not be empty")
-    if len(key) > MAX_KEY_LENGTH:
-        raise ContractError(f"key is longer than {MAX_KEY_LENGTH} characters")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
-        raise ContractError("key must not contain control characters")
-
-
-class KVContract:
-    """A plain key/value map; records are ``{"op": "put"|"delete", "key", "value"?}``."""
-
+class KVContract(Contract):
     name = "kv"
+    functions = {"put": ("key", "value"), "delete": ("key",)}
+    queries = {"get": ("key",), "history": ("key",)}
+    keeps_history = True
 
-    def __init__(self) -> None:
-        self._state: dict[str, Any] = {}
+    def check_put(self, args: dict[str, Any], signer: str | None) -> None:
+        text(args, "key")
+        if args["value"] is None:
+            raise BadArguments("value must not be null (use delete)")
 
-    def __len__(self) -> int:
-        return len(self._state)
+    def check_delete(self, args: dict[str, Any], signer: str | None) -> None:
+        text(args, "key")
 
-    # Building records (validation happens here, before anything is logged).
+    check_get = check_history = check_delete
 
-    def put_record(self, key: str, value: Any) -> dict[str, Any]:
-        validate_key(key)
-        return {"op": "put", "key": key, "value": value}
+    def do_put(self, ctx, args):
+        return None, [(args["key"], args["value"])], []
 
-    def delete_record(self, key: str) -> dict[str, Any] | None:
-        """The record deleting ``key``, or None when there is nothing to delete."""
-        validate_key(key)
-        if key not in self._state:
-            return None
-        return {"op": "delete", "key": key}
+    def do_delete(self, ctx, args):
+        if ctx.get(args["key"]) is None:
+            raise ContractFailure(f"key {args['key']!r} does not exist")
+        return None, [(args["key"], None)], []
 
-    # Applying logged records (must never fail for a record built above).
+    def q_get(self, read, args):
+        return read(args["key"])
 
-    def apply(self, record: dict[str, Any]) -> None:
-        op = record.get("op")
-        if op == "put":
-            self._state[record["key"]] = record["value"]
-        elif op == "delete":
-            self._state.pop(record["key"], None)
-        else:
-            raise ContractError(f"unknown kv operation {op!r}")
-
-    # Queries.
-
-    def get(self, key: str, default: Any = _MISSING) -> Any:
-        """The value of ``key``; raises KeyError when absent and no default is given."""
-        validate_key(key)
-        if default is _MISSING:
-            return self._state[key]
-        return self._state.get(key, default)
+    def q_history(self, read, args):
+        raise NotImplementedError  # answered by the core from its history index

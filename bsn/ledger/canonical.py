@@ -1,0 +1,71 @@
+"""Canonical JSON: the one serialisation that signers and verifiers agree on.
+
+``canonical(obj)`` is ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`` encoded as UTF-8 (see docs/ledger-protocol.md). Floats (and
+NaN/Infinity) are refused everywhere, so every implementation writes numbers alike.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class CanonicalError(ValueError):
+    """The value cannot be canonical JSON (a float, a non-string key, another type)."""
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical UTF-8 bytes of ``obj``; raises CanonicalError for floats and odd types."""
+    check(obj)
+    return _encoder.encode(obj).encode("utf-8")
+
+
+def dumps(obj: Any) -> bytes:
+    """Canonical bytes of a value already known to be valid (no type walk)."""
+    return _encoder.encode(obj).encode("utf-8")
+
+
+def check(obj: Any) -> None:
+    """Raise CanonicalError unless ``obj`` holds only null, bool, int, str, list and dict."""
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if kind is list or kind is tuple:
+            stack.extend(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if type(key) is not str:
+                    raise CanonicalError(f"object keys must be strings, got {type(key).__name__}")
+                stack.append(item)
+        elif kind is float:
+            raise CanonicalError("floats are not allowed; use integers or strings")
+        else:
+            raise CanonicalError(f"{kind.__name__} is not a JSON type")
+
+
+def _no_float(text: str) -> Any:
+    raise CanonicalError(f"floats are not allowed ({text}); use integers or strings")
+
+
+def _no_constant(text: str) -> Any:
+    raise CanonicalError(f"{text} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_constant)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON that may only contain canonical types; raises ValueError otherwise.
+
+    Floats, NaN and Infinity are refused while parsing, so a parsed value needs no
+    further type walk before :func:`dumps`.
+    """
+    if isinstance(data, bytes | bytearray):
+        data = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    return _decoder.decode(data)

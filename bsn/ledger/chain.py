@@ -1,0 +1,601 @@
+"""The ledger core: verifies, executes and persists blocks; prechecks transactions.
+
+One :class:`LedgerCore` per node. Thread-safe: the orderer thread calls
+:meth:`~LedgerCore.make_block` and :meth:`~LedgerCore.apply_committed` while HTTP
+threads call :meth:`~LedgerCore.precheck`, :meth:`~LedgerCore.wait_receipts` and the
+lookups. A block is persisted (one write + fsync) before memory changes, so whatever a
+client saw acknowledged survives a crash; at start every stored block is verified again
+(proposer signature, links, Merkle root, every transaction signature) while state is
+rebuilt, and a chain that does not verify stops the node.
+
+Signature checks happen once per node: a transaction prechecked here remembers the key
+its signature verified against, so applying the block that carries it does not verify
+it again; blocks from elsewhere are verified in full.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from bsn.ledger import crypto
+from bsn.ledger.block import GENESIS_PREV, BlockInvalid, CheckedBlock, check_block
+from bsn.ledger.block import make_block as build_block
+from bsn.ledger.blockstore import BlockStore, StoreError
+from bsn.ledger.canonical import loads
+from bsn.ledger.config import Config
+from bsn.ledger.contracts import ADMIN, BadArguments, Context, ContractFailure, build
+from bsn.ledger.state import State, next_root
+from bsn.ledger.tx import (
+    BAD_ARGUMENTS,
+    BAD_SIGNATURE,
+    REPLAYED_NONCE,
+    STALE_TIMESTAMP,
+    UNKNOWN_FUNCTION,
+    UNKNOWN_SIGNER,
+    WRONG_APP,
+    PreparedTx,
+    Rejection,
+    now_ms,
+    prepare,
+)
+
+NODE_KEY_NAME = "node.key"
+_MISSING = object()
+_MAX_DROPPED = 10000  # rejection receipts of transactions a block left out
+_MAX_VERIFIED = 200000  # (tx_id -> signature, key) of signatures verified but not yet in a block
+
+__all__ = ["BlockInvalid", "ChainError", "LedgerCore", "Rejection", "StoreError"]
+
+
+class ChainError(RuntimeError):
+    """The node cannot serve this chain (it does not verify, or the key is unusable)."""
+
+
+class Block(dict):
+    """A block dict made here; remembers its checked form so applying it is cheap."""
+
+    __slots__ = ("checked",)
+
+
+class _Waiter:
+    __slots__ = ("event", "remaining")
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+        self.event = threading.Event()
+
+
+def _rejected(tx_id: str | None, code: str, detail: str) -> dict[str, Any]:
+    return {"tx_id": tx_id, "status": "rejected", "error": code, "detail": detail}
+
+
+class LedgerCore:
+    """A verified chain, its state, and the waiters for receipts."""
+
+    def __init__(self, config: Config, *, warn: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.app_id = config.app_id
+        self.node_id = config.node_id
+        self.contracts = build(config.contract, config.contract_params)
+        self._warn = warn or (lambda message: None)
+        self.store = BlockStore(config.data_dir, warn=warn)
+        self.state = State()
+        self.max_age_ms = config.tx_max_age_s * 1000
+        self._lock = threading.RLock()  # state, indexes, pending, waiters
+        self._apply_lock = threading.RLock()  # one block applied at a time
+        self._height = 0
+        self._head_hash = GENESIS_PREV
+        self._last_ts = 0
+        self._pending: dict[str, PreparedTx] = {}  # prechecked here, not in a block yet
+        self._pending_nonces: dict[tuple[str, str], str] = {}
+        self._verified: dict[str, tuple[str, str]] = {}  # tx_id -> (sig, key) checked here
+        self._dropped: dict[str, dict[str, Any]] = {}
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self.rejected = 0
+        self.failure: str | None = None
+        self.private_key = ""
+        self.public_key = ""
+        self.node_keys: dict[str, str] = {}
+
+    # Start and stop.
+
+    def open(self) -> int:
+        """Lock the data dir, load the node key, replay and verify the whole chain.
+
+        Raises StoreError or ChainError; returns the height reached.
+        """
+        self.store.lock()
+        if os.path.exists(os.path.join(self.config.data_dir, "wal.jsonl")) and self.store.size == 0:
+            self._warn("ignoring wal.jsonl from the unsigned node of an earlier version")
+        try:
+            self._load_keys()
+            self.store.replay(self._replay_line)
+        except BlockInvalid as exc:
+            self.store.close()
+            raise ChainError(f"the chain in {self.store.path} does not verify: {exc}") from None
+        except BaseException:
+            self.store.close()
+            raise
+        return self._height
+
+    def close(self) -> None:
+        with self._apply_lock:
+            self.store.close()
+
+    def _load_keys(self) -> None:
+        config = self.config
+        private = config.node_private_key
+        if private is None:
+            if config.ordering != "solo":
+                raise ChainError("a node key (BSN_NODE_PRIVATE_KEY) is required outside solo mode")
+            private = self._data_dir_key()
+        self.private_key = private
+        self.public_key = crypto.public_key_of(private)
+        listed = config.node_keys.get(self.node_id)
+        if listed is not None and listed != self.public_key:
+            raise ChainError(f"BSN_NODE_PRIVATE_KEY does not match BSN_NODE_KEYS[{self.node_id}]")
+        self.node_keys = {**config.node_keys, self.node_id: self.public_key}
+
+    def _data_dir_key(self) -> str:
+        """Solo/dev: the node key kept in ``<data>/node.key``, generated on first start."""
+        path = os.path.join(self.config.data_dir, NODE_KEY_NAME)
+        try:
+            with open(path, encoding="ascii") as f:
+                key = f.read().strip()
+        except FileNotFoundError:
+            key = crypto.generate_private_key()
+            tmp = path + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, key.encode("ascii") + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dir_fd = os.open(self.config.data_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return key
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ChainError(f"cannot read the node key {path}: {exc}") from None
+        try:
+            crypto.b64decode(key, 32)
+        except ValueError as exc:
+            raise ChainError(f"the node key {path} is not base64 of 32 bytes: {exc}") from None
+        return key
+
+    def _replay_line(self, line: bytes, block: Any) -> None:
+        checked = check_block(block, self.node_keys, parsed=True)
+        if checked.line != line:
+            raise BlockInvalid(f"block {checked.height} is not stored in canonical form")
+        self._apply(checked, persist=False)
+
+    # Read-only views.
+
+    @property
+    def height(self) -> int:
+        return self._height
+
+    @property
+    def head_hash(self) -> str:
+        return self._head_hash
+
+    @property
+    def state_root(self) -> str:
+        return self.state.root.hex()
+
+    @property
+    def healthy(self) -> bool:
+        return self.failure is None and self.store.failed is None
+
+    def users(self) -> list[str]:
+        with self._lock:
+            return sorted(self.state.data.get("_config", {}))
+
+    def public_key_of(self, signer: str) -> str | None:
+        """The key ``signer`` signs with now (``_admin``: the configured admin key)."""
+        if signer == ADMIN:
+            return self.config.admin_public_key
+        return self.state.get("_config", signer)
+
+    def receipt(self, tx_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.state.receipts.get(tx_id) or self._dropped.get(tx_id)
+
+    def transaction(self, tx_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(receipt, signed envelope) of a transaction in the chain."""
+        receipt = self.state.receipts.get(tx_id)
+        if receipt is None:
+            return None
+        block = self.block(receipt["height"])
+        if block is None:
+            return None
+        return receipt, block["txs"][receipt["index"]]
+
+    def block_line(self, height: int) -> bytes | None:
+        """canonical(block) as stored, or None."""
+        return self.store.read(height)
+
+    def block(self, height: int) -> dict[str, Any] | None:
+        line = self.store.read(height)
+        return None if line is None else loads(line)
+
+    def value(self, contract: str, key: str) -> Any:
+        """Current value of ``key`` in a deployed contract; None when absent."""
+        with self._lock:
+            return self.state.get(contract, key)
+
+    def query(self, contract_name: str, function: str, args: Any) -> Any:
+        """Answer a read-only function; raises Rejection (unknown_function, bad_arguments)."""
+        contract = self.contracts.get(contract_name) if isinstance(contract_name, str) else None
+        if contract is None:
+            raise Rejection(UNKNOWN_FUNCTION, f"contract {contract_name!r} is not deployed on this app")
+        if not isinstance(function, str) or function not in contract.queries:
+            raise Rejection(UNKNOWN_FUNCTION, f"{contract_name} has no read-only function {function!r}")
+        if not isinstance(args, dict):
+            raise Rejection(BAD_ARGUMENTS, "args must be an object")
+        try:
+            contract.validate_query(function, args)
+        except BadArguments as exc:
+            raise Rejection(BAD_ARGUMENTS, str(exc)) from None
+        with self._lock:
+            if contract.keeps_history and function == "history":
+                return list(self.state.history.get((contract_name, args["key"]), ()))
+            return contract.query(lambda key: self.state.get(contract_name, key), function, args)
+
+    # Admission.
+
+    def _stateless(self, p: PreparedTx) -> None:
+        """App, contract, function and arguments: depends on the tx alone, so checked once."""
+        if p.valid:
+            return
+        tx = p.tx
+        if tx["app"] != self.app_id:
+            raise Rejection(WRONG_APP, f"this node serves app {self.app_id}, not {tx['app']}", p.tx_id)
+        contract = self.contracts.get(tx["contract"])
+        if contract is None:
+            raise Rejection(UNKNOWN_FUNCTION, f"contract {tx['contract']!r} is not deployed on this app", p.tx_id)
+        function = tx["function"]
+        if function not in contract.functions:
+            hint = " (read-only: use POST /query)" if function in contract.queries else ""
+            raise Rejection(UNKNOWN_FUNCTION, f"{contract.name} has no function {function!r}{hint}", p.tx_id)
+        try:
+            contract.validate(function, tx["args"], tx["signer"])
+        except BadArguments as exc:
+            raise Rejection(BAD_ARGUMENTS, str(exc), p.tx_id) from None
+        p.valid = True
+
+    def precheck(self, envelope: Any, *, parsed: bool = False) -> PreparedTx:
+        """Admit a signed envelope for ordering, or raise Rejection.
+
+        Returns the prepared transaction; ``fresh`` is True when it was registered
+        now (hand ``prepared.envelope`` to the orderer) and False when it is already
+        in the chain or waiting for a block (just wait for its receipt).
+        """
+        try:
+            return self._precheck(envelope, parsed)
+        except Rejection:
+            with self._lock:
+                self.rejected += 1
+            raise
+
+    def _precheck(self, envelope: Any, parsed: bool) -> PreparedTx:
+        p = prepare(envelope, parsed=parsed)
+        tx, tx_id = p.tx, p.tx_id
+        if tx["app"] != self.app_id:
+            raise Rejection(WRONG_APP, f"this node serves app {self.app_id}, not {tx['app']}", tx_id)
+        with self._lock:
+            if tx_id in self.state.receipts or tx_id in self._pending:
+                p.fresh = False
+                return p
+        self._stateless(p)
+        if abs(now_ms() - tx["timestamp"]) > self.max_age_ms:
+            raise Rejection(
+                STALE_TIMESTAMP,
+                f"timestamp is more than {self.config.tx_max_age_s} s away from the node's clock",
+                tx_id,
+            )
+        pair = (tx["signer"], tx["nonce"])
+        with self._lock:
+            key = self.public_key_of(tx["signer"])
+            if key is None:
+                raise Rejection(UNKNOWN_SIGNER, f"{tx['signer']!r} is not a user of this app", tx_id)
+            self._check_nonce(pair, tx_id)
+        if p.key != key:
+            if not crypto.verify(key, p.sig, p.tx_bytes):
+                raise Rejection(BAD_SIGNATURE, f"the signature does not verify with {tx['signer']}'s key", tx_id)
+            p.key = key
+        with self._lock:
+            if tx_id in self.state.receipts or tx_id in self._pending:
+                p.fresh = False
+                return p
+            self._check_nonce(pair, tx_id)
+            self._pending[tx_id] = p
+            self._pending_nonces[pair] = tx_id
+            self._dropped.pop(tx_id, None)
+        p.fresh = True
+        return p
+
+    def _check_nonce(self, pair: tuple[str, str], tx_id: str) -> None:
+        if pair in self.state.nonces or self._pending_nonces.get(pair, tx_id) != tx_id:
+            raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
+
+    def forget(self, prepared: Iterable[PreparedTx]) -> None:
+        """Unregister prechecked transactions that could not be handed to ordering."""
+        with self._lock:
+            for p in prepared:
+                if self._pending.pop(p.tx_id, None) is not None:
+                    self._pending_nonces.pop((p.signer, p.nonce), None)
+
+    # Ordering.
+
+    def make_block(self, envelopes: list[dict[str, Any]], timestamp_ms: int) -> dict[str, Any]:
+        """The next block over ``envelopes``, signed by this node as proposer.
+
+        Re-checks every envelope against the current state: one already in the chain is
+        skipped, one whose nonce was used (in the chain or earlier in this batch), whose
+        signer is unknown or whose signature fails is left out with a rejection
+        receipt. The block may hold no transactions when everything was left out (do not
+        commit such a block). Does not change state: commit with apply_committed.
+        """
+        chosen: list[PreparedTx] = []
+        seen: set[tuple[str, str]] = set()
+        with self._apply_lock:
+            for envelope in envelopes:
+                try:
+                    p = prepare(envelope)
+                except Rejection as exc:
+                    self._drop(None, exc)
+                    continue
+                if p.tx_id in self.state.receipts:
+                    continue
+                pair = (p.signer, p.nonce)
+                try:
+                    if pair in self.state.nonces or pair in seen:
+                        raise Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used")
+                    self._stateless(p)
+                    self._check_signature(p)
+                except Rejection as exc:
+                    self._drop(p, exc)
+                    continue
+                seen.add(pair)
+                chosen.append(p)
+            checked = build_block(
+                app=self.app_id,
+                height=self._height + 1,
+                prev_hash=self._head_hash,
+                timestamp=max(timestamp_ms, self._last_ts),
+                proposer=self.node_id,
+                private_key=self.private_key,
+                txs=chosen,
+            )
+        block = Block(checked.block)
+        block.checked = checked
+        return block
+
+    def _check_signature(self, p: PreparedTx) -> None:
+        """Verify ``p``'s signature against its signer's current key, once per node."""
+        key = self.public_key_of(p.signer)
+        if key is None:
+            raise Rejection(UNKNOWN_SIGNER, f"{p.signer!r} is not a user of this app", p.tx_id)
+        if p.key == key:
+            return
+        known = self._verified.get(p.tx_id)
+        if known is None:
+            mine = self._pending.get(p.tx_id)
+            if mine is not None and mine.key is not None:
+                known = (mine.sig, mine.key)
+        if known != (p.sig, key):
+            if not crypto.verify(key, p.sig, p.tx_bytes):
+                raise Rejection(BAD_SIGNATURE, f"the signature does not verify with {p.signer}'s key", p.tx_id)
+            if len(self._verified) >= _MAX_VERIFIED:
+                del self._verified[next(iter(self._verified))]
+            self._verified[p.tx_id] = (p.sig, key)
+        p.key = key
+
+    def _drop(self, p: PreparedTx | None, exc: Rejection) -> None:
+        with self._lock:
+            self.rejected += 1
+            if p is None:
+                return
+            self._pending.pop(p.tx_id, None)
+            if self._pending_nonces.get((p.signer, p.nonce)) == p.tx_id:
+                del self._pending_nonces[(p.signer, p.nonce)]
+            if len(self._dropped) >= _MAX_DROPPED:
+                del self._dropped[next(iter(self._dropped))]
+            self._dropped[p.tx_id] = _rejected(p.tx_id, exc.code, exc.detail)
+            self._notify([p.tx_id])
+
+    def apply_committed(self, block: dict[str, Any]) -> list[dict[str, Any]]:
+        """Verify, execute and durably apply the next committed block; its receipts.
+
+        A block already applied (same hash) returns its receipts again. Raises
+        BlockInvalid (the block is refused, nothing changes) or StoreError (the node
+        can no longer write; it reports unhealthy).
+        """
+        checked = getattr(block, "checked", None)
+        if checked is None:
+            checked = check_block(block, self.node_keys)
+        return self._apply(checked, persist=True)
+
+    def _apply(self, checked: CheckedBlock, *, persist: bool) -> list[dict[str, Any]]:
+        with self._apply_lock:
+            header, height = checked.header, checked.height
+            if height <= self._height:
+                line = self.store.read(height)
+                if line is not None and loads(line)["hash"] == checked.hash:
+                    return [self.state.receipts[p.tx_id] for p in checked.txs]
+                raise BlockInvalid(f"block {height} conflicts with the block already at that height")
+            if height != self._height + 1:
+                raise BlockInvalid(f"block {height} does not follow height {self._height}")
+            if header["app"] != self.app_id:
+                raise BlockInvalid(f"block {height} belongs to app {header['app']!r}")
+            if header["prev_hash"] != self._head_hash:
+                raise BlockInvalid(f"block {height}: prev_hash does not link to block {self._height}")
+            if header["timestamp"] < self._last_ts:
+                raise BlockInvalid(f"block {height}: timestamp goes backwards")
+            self._check_txs(checked)
+            receipts, writes, history = self._execute(checked)
+            root = next_root(self.state.root, writes)
+            if persist:
+                if self.failure is not None:
+                    raise StoreError(self.failure)
+                try:
+                    self.store.append(checked.line)
+                except StoreError as exc:
+                    self.fail(str(exc))
+                    raise
+            nonces = [(p.signer, p.nonce) for p in checked.txs]
+            with self._lock:
+                self.state.apply(writes, history, nonces, receipts, root)
+                self._height = height
+                self._head_hash = checked.hash
+                self._last_ts = header["timestamp"]
+                tx_ids = [p.tx_id for p in checked.txs]
+                for p in checked.txs:
+                    if self._pending.pop(p.tx_id, None) is not None:
+                        self._pending_nonces.pop((p.signer, p.nonce), None)
+                    self._verified.pop(p.tx_id, None)
+                if self._waiters:
+                    self._notify(tx_ids)
+            return receipts
+
+    def _check_txs(self, checked: CheckedBlock) -> None:
+        """Every transaction valid against the state at the start of the block."""
+        seen: set[tuple[str, str]] = set()
+        nonces = self.state.nonces
+        for index, p in enumerate(checked.txs):
+            pair = (p.signer, p.nonce)
+            try:
+                if pair in nonces or pair in seen:
+                    raise Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used")
+                self._stateless(p)
+                self._check_signature(p)
+            except Rejection as exc:
+                raise BlockInvalid(f"block {checked.height}: tx {index} ({p.tx_id}) is invalid: {exc}") from None
+            seen.add(pair)
+
+    def _execute(self, checked: CheckedBlock) -> tuple[list[dict[str, Any]], list[list[Any]], list]:
+        height, timestamp = checked.height, checked.header["timestamp"]
+        overlay: dict[tuple[str, str], Any] = {}
+        writes: list[list[Any]] = []
+        history: list[tuple[str, str, dict[str, Any]]] = []
+        receipts: list[dict[str, Any]] = []
+        state_get = self.state.get
+        for index, p in enumerate(checked.txs):
+            tx = p.tx
+            name = tx["contract"]
+            contract = self.contracts[name]
+
+            def read(key: str, _name: str = name) -> Any:
+                value = overlay.get((_name, key), _MISSING)
+                return state_get(_name, key) if value is _MISSING else value
+
+            ctx = Context(tx["signer"], height, timestamp, p.tx_id, read)
+            result, error, events, status = None, None, [], "committed"
+            try:
+                result, tx_writes, events = contract.execute(ctx, tx["function"], tx["args"])
+            except ContractFailure as exc:
+                status, error = "failed", str(exc)
+            except Exception as exc:  # noqa: BLE001 - a contract bug fails the tx, deterministically
+                status, error = "failed", f"contract error: {type(exc).__name__}: {exc}"
+            else:
+                for key, value in tx_writes:
+                    overlay[(name, key)] = value
+                    writes.append([name, key, value])
+                    if contract.keeps_history:
+                        history.append((name, key, {"height": height, "tx_id": p.tx_id, "value": value}))
+            if status == "failed":
+                result, events = None, []
+            receipts.append(
+                {
+                    "tx_id": p.tx_id,
+                    "status": status,
+                    "result": result,
+                    "error": error,
+                    "height": height,
+                    "index": index,
+                    "events": events,
+                }
+            )
+        return receipts, writes, history
+
+    def fail(self, reason: str) -> None:
+        """Stop serving writes: storage or ordering failed; wake every waiter."""
+        with self._lock:
+            self.failure = reason
+            for waiters in self._waiters.values():
+                for waiter in waiters:
+                    waiter.event.set()
+            self._waiters.clear()
+
+    # Waiting for receipts.
+
+    def _notify(self, tx_ids: Iterable[str]) -> None:
+        # Caller holds self._lock.
+        waiters_by_tx = self._waiters
+        for tx_id in tx_ids:
+            waiters = waiters_by_tx.pop(tx_id, None)
+            if waiters:
+                for waiter in waiters:
+                    waiter.remaining -= 1
+                    if waiter.remaining <= 0:
+                        waiter.event.set()
+
+    def _lookup(self, tx_id: str) -> dict[str, Any] | None:
+        return self.state.receipts.get(tx_id) or self._dropped.get(tx_id)
+
+    def wait_receipts(self, tx_ids: list[str], timeout: float) -> list[dict[str, Any] | None]:
+        """Receipts (or rejection receipts) in order; None for those not ready in time."""
+        with self._lock:
+            missing = {t for t in tx_ids if self._lookup(t) is None}
+            if missing and self.failure is None:
+                waiter = _Waiter(len(missing))
+                for tx_id in missing:
+                    self._waiters.setdefault(tx_id, []).append(waiter)
+            else:
+                missing = set()
+        if missing:
+            waiter.event.wait(timeout)
+            with self._lock:
+                for tx_id in missing:
+                    waiters = self._waiters.get(tx_id)
+                    if waiters and waiter in waiters:
+                        waiters.remove(waiter)
+                        if not waiters:
+                            del self._waiters[tx_id]
+        with self._lock:
+            return [self._lookup(t) for t in tx_ids]
+
+    def wait_receipt(self, tx_id: str, timeout: float) -> dict[str, Any] | None:
+        return self.wait_receipts([tx_id], timeout)[0]
+
+    # Reporting.
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "app_id": self.app_id,
+                "node_id": self.node_id,
+                "public_key": self.public_key,
+                "height": self._height,
+                "head_hash": self._head_hash,
+                "state_root": self.state.root.hex(),
+                "nodes": [{"node_id": n, "public_key": k} for n, k in sorted(self.node_keys.items())],
+                "users": sorted(self.state.data.get("_config", {})),
+            }
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "committed": self.state.committed,
+                "failed": self.state.failed,
+                "rejected": self.rejected,
+                "height": self._height,
+                "storage_bytes": self.store.size,
+            }

@@ -1,0 +1,90 @@
+"""Ed25519 keys and signatures, carried as base64 (see docs/ledger-protocol.md "Keys").
+
+Public keys are base64 of the 32 raw bytes, private keys base64 of the 32-byte seed,
+signatures base64 of 64 bytes; standard alphabet with padding, decoded strictly.
+Works with cryptography >= 38 (Debian bookworm's python3-cryptography).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+KEY_BYTES = 32
+SIG_BYTES = 64
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str, length: int | None = None) -> bytes:
+    """Strict base64 (standard alphabet, padding); ValueError when invalid or wrong length."""
+    if not isinstance(text, str):
+        raise ValueError("expected a base64 string")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError("not valid base64") from None
+    if length is not None and len(raw) != length:
+        raise ValueError(f"expected {length} bytes, got {len(raw)}")
+    return raw
+
+
+def generate_private_key() -> str:
+    """A new private key: base64 of a random 32-byte seed."""
+    return b64encode(_seed(Ed25519PrivateKey.generate()))
+
+
+def _seed(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+@lru_cache(maxsize=64)
+def _private(private_key_b64: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(b64decode(private_key_b64, KEY_BYTES))
+
+
+@lru_cache(maxsize=4096)
+def _public(public_key_b64: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(b64decode(public_key_b64, KEY_BYTES))
+
+
+def public_key_of(private_key_b64: str) -> str:
+    """The base64 public key for a base64 private key (seed)."""
+    return b64encode(_private(private_key_b64).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def check_public_key(public_key_b64: str) -> None:
+    """Raise ValueError unless this is a usable base64 Ed25519 public key."""
+    _public(public_key_b64)
+
+
+def sign(private_key_b64: str, data: bytes) -> str:
+    """Base64 Ed25519 signature of ``data``."""
+    return b64encode(_private(private_key_b64).sign(data))
+
+
+def verify_raw(public_key_b64: str, signature: bytes, data: bytes) -> bool:
+    """True when ``signature`` (64 raw bytes) is valid for ``data`` under the key."""
+    try:
+        _public(public_key_b64).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify(public_key_b64: str, signature_b64: str, data: bytes) -> bool:
+    """True when the base64 signature is valid for ``data`` under the base64 key."""
+    try:
+        signature = b64decode(signature_b64, SIG_BYTES)
+    except ValueError:
+        return False
+    return verify_raw(public_key_b64, signature, data)
