@@ -53,6 +53,8 @@ INSTALLED_APPS = [
     "apps.regions",
     "apps.chainapps",
     "apps.runtime",
+    "apps.ordering",
+    "apps.gateway",
 ]
 
 MIDDLEWARE = [
@@ -199,9 +201,19 @@ BSN_OPERATION_STALE_SECONDS = env_int("BSN_OPERATION_STALE_SECONDS", 120, minimu
 BSN_RECONCILE_INTERVAL = env_float("BSN_RECONCILE_INTERVAL", 30.0)
 BSN_TOKEN_TTL_DAYS = env_int("BSN_TOKEN_TTL_DAYS", 90, minimum=1)
 BSN_PROCESS_DIR = DATA_DIR / "process-nodes"
+# Gateway → node: connect timeout (an unreachable node is skipped for the next one) and
+# read timeouts (a submission waits for its block; reads answer at once).
+BSN_GATEWAY_CONNECT_TIMEOUT = env_float("BSN_GATEWAY_CONNECT_TIMEOUT", 1.0)
+BSN_GATEWAY_SUBMIT_TIMEOUT = env_float("BSN_GATEWAY_SUBMIT_TIMEOUT", 15.0)
+BSN_GATEWAY_READ_TIMEOUT = env_float("BSN_GATEWAY_READ_TIMEOUT", 5.0)
+BSN_GATEWAY_MAX_BATCH = env_int("BSN_GATEWAY_MAX_BATCH", 500, minimum=1)
+# Reconciler: an app is `degraded` when a node's chain is more than this many blocks
+# behind the highest node of the app (0: every node at exactly the same head).
+BSN_CHAIN_MAX_LAG = env_int("BSN_CHAIN_MAX_LAG", 2, minimum=0)
 
 CELERY_BEAT_SCHEDULE = {
     "reconcile-regions": {"task": "apps.chainapps.tasks.reconcile_all", "schedule": BSN_RECONCILE_INTERVAL},
+    "ordering-heal": {"task": "apps.ordering.tasks.ordering_heal", "schedule": BSN_RECONCILE_INTERVAL},
     "resume-stale-operations": {
         "task": "apps.chainapps.tasks.resume_stale_operations",
         "schedule": max(5.0, BSN_OPERATION_STALE_SECONDS / 4),

@@ -9,6 +9,7 @@ from rest_framework.routers import SimpleRouter
 from apps.audit.api import AuditEventViewSet
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.common.health import healthz, readyz
+from apps.gateway.api.views import AppLedgerViewSet, AppUserViewSet
 from apps.regions.api.views import RegionViewSet
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
 
@@ -27,6 +28,8 @@ router.register("tokens", TokenViewSet, basename="token")
 router.register("regions", RegionViewSet, basename="region")
 router.register("frameworks", FrameworkViewSet, basename="framework")
 router.register("apps", AppViewSet, basename="app")
+router.register("apps", AppLedgerViewSet, basename="app-ledger")  # transactions, blocks, state, chain
+router.register(r"apps/(?P<app_id>[0-9a-fA-F-]{36})/users", AppUserViewSet, basename="appuser")
 router.register("operations", OperationViewSet, basename="operation")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
 

@@ -7,6 +7,7 @@ import os
 import pytest
 from rest_framework.test import APIClient
 
+from apps.regions.models import Region
 from apps.tenants.models import Role
 from apps.tenants.services import token_issue
 from tests.factories import MembershipFactory, RegionFactory, TenantFactory
@@ -126,5 +127,9 @@ def client_with_role(tenant_a):
 
 @pytest.fixture
 def regions(db):
-    """Three active process-driver regions (no engine needed for API tests)."""
-    return [RegionFactory(code=code, name=code) for code in ("cn-beijing", "cn-shanghai", "cn-shenzhen")]
+    """Three active Docker regions. API tests never run a driver, so no engine is needed;
+    Docker because apps on several regions need etcd ordering, which only Docker offers."""
+    return [
+        RegionFactory(code=code, name=code, driver=Region.Driver.DOCKER)
+        for code in ("cn-beijing", "cn-shanghai", "cn-shenzhen")
+    ]

@@ -11,7 +11,8 @@ class FrameworkAdmin(admin.ModelAdmin):
 class LedgerNodeInline(admin.TabularInline):
     model = LedgerNode
     extra = 0
-    readonly_fields = ["name", "region", "state", "endpoint", "runtime_id", "last_seen_at"]
+    readonly_fields = ["name", "region", "state", "endpoint", "runtime_id", "last_seen_at", "public_key"]
+    exclude = ["private_key_encrypted"]  # ciphertext only, but nothing to look at or edit
     can_delete = False
 
 
@@ -20,7 +21,8 @@ class ChainAppAdmin(admin.ModelAdmin):
     list_display = ["name", "tenant", "status", "desired_state", "created_at"]
     list_filter = ["status", "desired_state"]
     search_fields = ["name", "tenant__slug"]
-    readonly_fields = ["status", "desired_state", "deleted_at"]
+    readonly_fields = ["status", "desired_state", "deleted_at", "ordering", "admin_public_key"]
+    exclude = ["admin_private_key_encrypted"]
     inlines = [LedgerNodeInline]
 
 

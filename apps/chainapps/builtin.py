@@ -3,7 +3,7 @@
 BUILTIN_FRAMEWORK = {
     "slug": "bsn-ledger",
     "name": "bsn ledger node",
-    "version": "0.1.0",
+    "version": "0.2.0",
     "image": "bsn/ledger:latest",
     "command": [],
     "port": 8080,
@@ -11,7 +11,7 @@ BUILTIN_FRAMEWORK = {
     "default_cpus": 0.5,
     "default_memory_mb": 64,
     "default_pids": 64,
-    "contract_templates": ["kv"],
+    "contract_templates": ["kv", "notary", "asset", "trade_finance"],
     "builtin": True,
 }
 

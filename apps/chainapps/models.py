@@ -53,6 +53,10 @@ class ChainApp(TimeStamped):
         STOPPED = "stopped"
         DELETED = "deleted"
 
+    class Ordering(models.TextChoices):
+        SOLO = "solo"  # one node orders for itself (process driver, development)
+        ETCD = "etcd"  # the platform's etcd ordering service (docker regions)
+
     class Status(models.TextChoices):
         PENDING = "pending"
         PROVISIONING = "provisioning"
@@ -77,6 +81,11 @@ class ChainApp(TimeStamped):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     version = models.PositiveIntegerField(default=1)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    ordering = models.CharField(max_length=8, choices=Ordering.choices, default=Ordering.SOLO)
+    # The app admin key signs `_config` transactions (user.add / user.revoke); every node
+    # knows its public part. The private part is only ever stored encrypted.
+    admin_public_key = models.CharField(max_length=64, blank=True)
+    admin_private_key_encrypted = models.TextField(blank=True)
 
     objects = ChainAppQuerySet.as_manager()
 
@@ -92,15 +101,19 @@ class ChainApp(TimeStamped):
     def __str__(self) -> str:
         return f"{self.tenant.slug}/{self.name}"
 
-    def derive_status(self, node_states: list[str]) -> str:
-        """Status from the desired state and what was observed of the nodes."""
+    def derive_status(self, node_states: list[str], *, chain_ok: bool = True) -> str:
+        """Status from the desired state and what was observed of the nodes.
+
+        ``chain_ok`` is False when the nodes' chains disagree or lag (or an etcd app has
+        no proposer): every node healthy is then still only ``degraded``.
+        """
         if self.desired_state == self.DesiredState.DELETED:
             return self.Status.DELETED if not node_states else self.Status.DELETING
         healthy = [s for s in node_states if s == LedgerNode.State.RUNNING]
         if self.desired_state == self.DesiredState.STOPPED:
             return self.Status.STOPPED if not healthy else self.Status.STOPPING
         if node_states and len(healthy) == len(node_states):
-            return self.Status.RUNNING
+            return self.Status.RUNNING if chain_ok else self.Status.DEGRADED
         if healthy:
             return self.Status.DEGRADED
         starting = self.status in (self.Status.PENDING, self.Status.PROVISIONING)
@@ -129,6 +142,15 @@ class LedgerNode(TimeStamped):
     generation = models.PositiveIntegerField(default=1)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The node key signs the blocks this node proposes; public part in BSN_NODE_KEYS of
+    # every node of the app, private part only encrypted here and in the node's env.
+    public_key = models.CharField(max_length=64, blank=True)
+    private_key_encrypted = models.TextField(blank=True)
+    # Last /chain observation by the reconciler (empty until a running node answered).
+    chain_height = models.PositiveBigIntegerField(null=True, blank=True)
+    chain_head = models.CharField(max_length=64, blank=True)
+    chain_proposer = models.CharField(max_length=64, blank=True)
+    chain_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["region__code"]

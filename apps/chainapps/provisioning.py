@@ -17,11 +17,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.chainapps.node_config import node_env
 from apps.common.models import installation_id
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
-from apps.runtime.spec import NodeSpec, build_node_spec
+from apps.runtime.spec import NodeSpec, NodeStatus, build_node_spec
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ class Superseded(Exception):
     """The app's desired state changed under a running operation."""
 
 
-def node_spec(node: LedgerNode) -> NodeSpec:
+def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
+    """The node's spec. ``configured=False`` leaves out the node environment (keys,
+    ordering credentials): enough to stop, observe or remove a node, and decrypts nothing."""
     app, framework, region = node.app, node.app.framework, node.region
     return build_node_spec(
         installation_id=installation_id(),
@@ -50,8 +53,43 @@ def node_spec(node: LedgerNode) -> NodeSpec:
         mem_limit_mb=framework.default_memory_mb,
         cpus=framework.default_cpus,
         pids_limit=framework.default_pids,
-        env={"BSN_CONTRACT": app.contract_template},
+        env=node_env(node) if configured else {},
     )
+
+
+def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
+    """Create or adopt the node and start it; for etcd apps reach the ordering service first.
+
+    Every call is idempotent, in this order: the ordering service exists, the node's
+    configuration is built (it includes the app's etcd credentials), the app's network
+    exists, the ordering service is attached to that network (so the node can reach etcd
+    from its first second), then the node. A retry repeats them all safely.
+    """
+    etcd = node.app.ordering == ChainApp.Ordering.ETCD
+    if etcd:
+        from apps.ordering.services import ordering_ensure
+
+        ordering_ensure()
+    spec = node_spec(node)
+    if etcd:
+        from apps.ordering.services import ordering_attach
+
+        ensure_network = getattr(driver, "ensure_network", None)
+        if ensure_network is not None:  # the process driver has no networks (and no etcd apps)
+            ensure_network(spec)
+        ordering_attach(spec.network)
+    return driver.ensure_node(spec)
+
+
+def node_release_ordering(node: LedgerNode, spec: NodeSpec, *, purge: bool) -> None:
+    """On delete of an etcd app's node: the app's etcd user goes (idempotent, every node
+    step may call it), and the ordering members leave the app's network so that it can
+    be removed."""
+    from apps.ordering import services as ordering
+
+    ordering.ordering_revoke_app(node.app, purge=purge)
+    # The members were attached to the app's network; they must leave it before it can go.
+    ordering.ordering_detach(spec.network)
 
 
 def _append_log(operation_id, message: str, **fields) -> None:
@@ -142,16 +180,16 @@ def node_step_run(operation_id: str, node_id: str) -> str:
     try:
         _check_still_wanted(op, node.app)
         driver = driver_for_region(node.region)
-        spec = node_spec(node)
+        spec = node_spec(node, configured=False)  # names and labels; the env is built when starting
         if op.kind in (Operation.Kind.PROVISION, Operation.Kind.START):
             _append_log(operation_id, f"{node.region.code}: ensuring node {spec.name}")
-            status = driver.ensure_node(spec)
+            status = node_ensure_running(driver, node)
             LedgerNode.objects.filter(pk=node.pk).update(
                 runtime_id=status.runtime_id or "", endpoint=status.endpoint or "", state=LedgerNode.State.UNHEALTHY
             )
             if not status.endpoint:
                 raise TransientRuntimeError(f"{spec.name} has no published endpoint yet")
-            wait_healthy(status.endpoint, spec.health_path, settings.BSN_NODE_HEALTH_TIMEOUT)
+            wait_healthy(status.endpoint, spec.health_path, settings.BSN_NODE_HEALTH_TIMEOUT, interval=0.02)
             LedgerNode.objects.filter(pk=node.pk).update(
                 state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
             )
@@ -163,6 +201,8 @@ def node_step_run(operation_id: str, node_id: str) -> str:
         if op.kind == Operation.Kind.DELETE:
             keep = bool(op.params.get("keep_data", True))
             driver.remove_node(spec, keep_data=keep)
+            if node.app.ordering == ChainApp.Ordering.ETCD:
+                node_release_ordering(node, spec, purge=not keep)
             driver.remove_network(spec)
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.REMOVED, endpoint="")
             kept = "data volume kept" if keep else "data volume removed"
@@ -230,13 +270,14 @@ def _finish(op: Operation, app: ChainApp, status: str, error: str) -> None:
     app_refresh_status(app, failed=status == Operation.Status.FAILED)
 
 
-def app_refresh_status(app: ChainApp, *, failed: bool = False) -> str:
-    """Derive and store the app's status from its nodes' observed states."""
+def app_refresh_status(app: ChainApp, *, failed: bool = False, chain_ok: bool = True) -> str:
+    """Derive and store the app's status from its nodes' observed states (and, from the
+    reconciler, whether their chains agree)."""
     states = [s for s in app.nodes.values_list("state", flat=True) if s != LedgerNode.State.REMOVED]
     if app.desired_state == ChainApp.DesiredState.DELETED:
         status = ChainApp.Status.DELETED if not states else ChainApp.Status.DELETING
     else:
-        status = app.derive_status(states)
+        status = app.derive_status(states, chain_ok=chain_ok)
         if failed and status != ChainApp.Status.RUNNING and app.desired_state == ChainApp.DesiredState.RUNNING:
             status = ChainApp.Status.FAILED if status != ChainApp.Status.DEGRADED else status
     ChainApp.objects.filter(pk=app.pk).update(status=status, updated_at=timezone.now())

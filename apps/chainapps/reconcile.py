@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
-from apps.chainapps.provisioning import app_refresh_status, node_spec
+from apps.chainapps.provisioning import app_refresh_status, node_ensure_running, node_spec
 from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import probe
-from apps.runtime.spec import NodeSpec, volume_name
+from apps.runtime.nodeapi import read_chain
+from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,52 @@ def _orphan_due(name: str) -> bool:
         cache.set(key, now, timeout=ORPHAN_GRACE_SECONDS * 10)
         return False
     return now - first >= ORPHAN_GRACE_SECONDS
+
+
+def chain_verdict(*, ordering: str, chains: list[dict | None], max_lag: int) -> tuple[bool, str]:
+    """Do the running nodes of one app agree? ``(ok, why not)`` from their ``/chain``.
+
+    Agreement: every node answered; for etcd apps some node names a proposer; no node is
+    more than ``max_lag`` blocks behind the highest; nodes at the same height have the
+    same head hash (a different hash at one height is a fork).
+    """
+    if not chains:
+        return True, ""
+    if any(c is None for c in chains):
+        return False, "a running node does not answer /chain"
+    if ordering == ChainApp.Ordering.ETCD and not any(c.get("proposer") for c in chains):
+        return False, "no proposer elected"
+    heights = [int(c.get("height") or 0) for c in chains]
+    top = max(heights)
+    if any(top - h > max_lag for h in heights):
+        return False, f"a node is behind (heights {sorted(heights)})"
+    heads: dict[int, str] = {}
+    for chain, height in zip(chains, heights, strict=True):
+        if heads.setdefault(height, chain.get("head_hash") or "") != (chain.get("head_hash") or ""):
+            return False, f"nodes disagree on the block at height {height}"
+    return True, ""
+
+
+def _observe_chains(app: ChainApp) -> bool:
+    """Read /chain of the app's running nodes (every region), record it, judge agreement."""
+    nodes = [n for n in app.nodes.all() if n.state == LedgerNode.State.RUNNING and n.endpoint]
+    if not nodes:
+        return True  # nothing running: the node states alone decide
+    with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
+        chains = list(pool.map(lambda n: read_chain(n.endpoint), nodes))
+    now = timezone.now()
+    for node, chain in zip(nodes, chains, strict=True):
+        if chain is not None:
+            LedgerNode.objects.filter(pk=node.pk).update(
+                chain_height=int(chain.get("height") or 0),
+                chain_head=str(chain.get("head_hash") or "")[:64],
+                chain_proposer=str(chain.get("proposer") or "")[:64],
+                chain_seen_at=now,
+            )
+    ok, why = chain_verdict(ordering=app.ordering, chains=chains, max_lag=settings.BSN_CHAIN_MAX_LAG)
+    if not ok:
+        logger.info("app %s degraded: %s", app.pk, why)
+    return ok
 
 
 def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
@@ -92,9 +141,9 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
             fields.update(last_seen_at=now, endpoint=seen.endpoint or "", runtime_id=seen.runtime_id or "")
         if repair and app.pk not in busy_apps:
             try:
-                spec = node_spec(node)
+                spec = node_spec(node, configured=False)  # enough to stop or remove
                 if app.desired_state == ChainApp.DesiredState.RUNNING and not running:
-                    status = driver.ensure_node(spec)
+                    status = node_ensure_running(driver, node)
                     fields.update(
                         endpoint=status.endpoint or "",
                         runtime_id=status.runtime_id or "",
@@ -119,6 +168,8 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
         touched.add(app.pk)
 
     for name, status in observed.items():  # labelled by us, unknown to the database
+        if status.labels.get(LABEL_ROLE, "ledger") != "ledger":
+            continue  # ordering members are apps.ordering's to heal, never app orphans
         report["orphans"] += 1
         if repair and _orphan_due(name):
             try:
@@ -128,5 +179,6 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
                 logger.warning("reconcile orphan %s: %s", name, exc)
 
     for app in ChainApp.objects.filter(pk__in=touched).exclude(pk__in=busy_apps):
-        app_refresh_status(app)
+        chain_ok = app.desired_state != ChainApp.DesiredState.RUNNING or _observe_chains(app)
+        app_refresh_status(app, chain_ok=chain_ok)
     return report

@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from apps.audit.services import audit_record
+from apps.chainapps.keys import key_generate
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.chainapps.selectors import region_node_counts, tenant_usage
 from apps.common.errors import Conflict
@@ -79,6 +80,27 @@ def _resolve_regions(codes: list[str]) -> list[Region]:
     return [found[c] for c in codes]
 
 
+def ordering_for(regions: list[Region]) -> str:
+    """etcd when every region runs Docker (the ordering service lives there), solo otherwise.
+
+    More than one node needs a shared order, so a multi-region app must be etcd-ordered.
+    """
+    if all(r.driver == Region.Driver.DOCKER for r in regions):
+        return ChainApp.Ordering.ETCD
+    if len(regions) > 1:
+        process = ", ".join(r.code for r in regions if r.driver != Region.Driver.DOCKER)
+        raise ValidationError(
+            {
+                "regions": (
+                    "an app on more than one region needs the etcd ordering service, which runs "
+                    f"only with Docker regions; {process} use the process driver. Choose one "
+                    "region, or only Docker regions."
+                )
+            }
+        )
+    return ChainApp.Ordering.SOLO
+
+
 def _check_quotas(*, tenant: Tenant, spec: ChainAppSpec) -> None:
     usage = tenant_usage(tenant=tenant)
     problems = []
@@ -107,10 +129,12 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
         # Lock the tenant row: quota checks and the insert are one decision.
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         regions = _resolve_regions(spec.regions)
+        ordering = ordering_for(regions)
         if ChainApp.objects.for_tenant(tenant).filter(name=spec.name, deleted_at__isnull=True).exists():
             raise Conflict(f"An app named '{spec.name}' already exists in this tenant.", code="duplicate-name")
         _check_quotas(tenant=tenant, spec=spec)
         try:
+            admin_key = key_generate()
             with transaction.atomic():
                 app = ChainApp.objects.create(
                     tenant=tenant,
@@ -121,20 +145,26 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
                     contract_params=spec.contract_params,
                     tps_quota=spec.tps_quota,
                     storage_mb=spec.storage_mb,
+                    ordering=ordering,
+                    admin_public_key=admin_key.public_key,
+                    admin_private_key_encrypted=admin_key.private_key_encrypted,
                 )
         except IntegrityError as exc:
             raise Conflict(f"An app named '{spec.name}' already exists in this tenant.", code="duplicate-name") from exc
         inst = installation_id()
-        LedgerNode.objects.bulk_create(
-            [
+        nodes = []
+        for region in regions:
+            node_key = key_generate()
+            nodes.append(
                 LedgerNode(
                     app=app,
                     region=region,
                     name=node_name(installation_id=inst, app_id=str(app.pk), region_code=region.code),
+                    public_key=node_key.public_key,
+                    private_key_encrypted=node_key.private_key_encrypted,
                 )
-                for region in regions
-            ]
-        )
+            )
+        LedgerNode.objects.bulk_create(nodes)
         operation = _new_operation(app=app, kind=Operation.Kind.PROVISION, actor=actor)
         audit_record(
             action="app.create",
@@ -142,7 +172,7 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
             object_id=app.pk,
             tenant=tenant,
             actor=actor,
-            data={"name": spec.name, "regions": spec.regions, "operation": str(operation.pk)},
+            data={"name": spec.name, "regions": spec.regions, "ordering": ordering, "operation": str(operation.pk)},
             request=request,
         )
     return operation

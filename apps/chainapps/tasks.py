@@ -55,6 +55,10 @@ def node_step(self, operation_id: str, node_id: str) -> str:
         if self.request.retries >= STEP_MAX_RETRIES:
             return provisioning.step_give_up(operation_id, node_id, f"gave up after retries: {exc}")
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+    except Exception as exc:
+        # A bug must not leave the operation hanging: the step fails visibly, with the error.
+        logger.exception("node step %s/%s crashed", operation_id, node_id)
+        return provisioning.step_give_up(operation_id, node_id, f"internal error: {exc.__class__.__name__}: {exc}")
 
 
 @shared_task(acks_late=True)

@@ -88,6 +88,8 @@ def problem_exception_handler(exc, context):
         codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else code
         if isinstance(codes, str):
             code = codes
+        # Codes from another vocabulary (the ledger's rejection reasons) are kept verbatim.
+        verbatim = getattr(exc, "problem_code", None)
         title = {
             400: "Bad request",
             401: "Not authenticated",
@@ -98,9 +100,15 @@ def problem_exception_handler(exc, context):
             409: "Conflict",
             415: "Unsupported media type",
             429: "Too many requests",
+            502: "Bad gateway",
             503: "Service unavailable",
+            504: "Gateway timeout",
         }.get(response.status_code, "Error")
-        body = problem(response.status_code, str(code).replace("_", "-"), title, str(detail), instance=instance)
+        code = verbatim or str(code).replace("_", "-")
+        body = problem(response.status_code, code, title, str(detail), instance=instance)
+        body.update(getattr(exc, "problem_extra", None) or {})
+        if getattr(exc, "retry_after", None):
+            response["Retry-After"] = str(exc.retry_after)
     response.data = body
     response.content_type = PROBLEM_CONTENT_TYPE
     return response

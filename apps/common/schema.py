@@ -25,6 +25,9 @@ _DESCRIPTIONS = {
     "404": "Not found (also for other tenants' objects)",
     "409": "Conflicts with the current state (duplicate, quota, capacity, operation in progress)",
     "500": "Unexpected error",
+    "502": "The ledger node answered with an error (problem details)",
+    "503": "No healthy ledger node, or the ordering service is unavailable (retry)",
+    "504": "The ledger node did not answer in time; the outcome is unknown (retry: nonces prevent a double apply)",
 }
 
 
@@ -37,6 +40,8 @@ class ProblemAutoSchema(AutoSchema):
             codes += ["400", "409"]
         if self.method == "GET" and "{" not in self.path:
             codes.append("400")
+        # Views that reach ledger nodes name the extra codes they can answer.
+        codes += [c for c in getattr(self.view, "problem_codes", ()) if c not in codes]
         return codes
 
     def _get_response_bodies(self, direction="response"):

@@ -29,9 +29,16 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
         return membership.tenant if membership else None
 
     def get_queryset(self):
-        queryset = super().get_queryset()
+        return self.scope(super().get_queryset())
+
+    def scope(self, queryset, tenant_field: str | None = None):
+        """``queryset`` limited to the caller's tenant through ``tenant_field``.
+
+        Also for the parent object of a nested route (an app's users look their app up
+        through ``scope(ChainApp.objects.all(), "tenant")``).
+        """
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return queryset.none()
         if self.tenant is None:
             return queryset.none()
-        return queryset.filter(**{self.tenant_field: self.tenant})
+        return queryset.filter(**{tenant_field or self.tenant_field: self.tenant})

@@ -266,6 +266,16 @@ class DockerDriver:
             container = self._ensure_container(client, spec, network)
             return self._status_of(spec, container)
 
+    def ensure_network(self, spec: NodeSpec) -> str:
+        """Create or adopt the app's network (by name + labels) and return its id. Idempotent.
+
+        For callers that attach something to the network before the node starts (the
+        ordering service of etcd-ordered apps); ``ensure_node`` does this step itself too.
+        """
+        client = self._client()
+        with self._translate():
+            return self._ensure_network(client, spec).id
+
     def stop_node(self, spec: NodeSpec) -> NodeStatus:
         client = self._client()
         with self._translate():
@@ -342,7 +352,15 @@ class DockerDriver:
         with self._translate():
             containers = client.containers.list(
                 all=True,
-                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTALLATION}={installation_id}"]},
+                # Ledger nodes only: ordering members carry role=ordering and are healed by
+                # apps.ordering, never treated as orphans of an app.
+                filters={
+                    "label": [
+                        f"{LABEL_MANAGED}=true",
+                        f"{LABEL_INSTALLATION}={installation_id}",
+                        f"{LABEL_ROLE}=ledger",
+                    ]
+                },
                 ignore_removed=True,
             )
             result = []
@@ -509,3 +527,119 @@ class DockerDriver:
             endpoint=endpoint,
             labels=dict(container.labels or {}),
         )
+
+    # -- platform services (the ordering service's etcd members, apps/ordering)
+    #
+    # Same hardening and ownership rules as app nodes, but the network and volume belong
+    # to the service: they carry ``spec.app_labels`` (managed, installation, role) rather
+    # than an app's labels. Nothing above changes for app nodes.
+
+    def ensure_service(self, spec: NodeSpec) -> NodeStatus:
+        """Create or adopt a platform service container, its network and volume; start it. Idempotent."""
+        client = self._client()
+        with self._translate():
+            network = self._ensure_service_network(client, spec)
+            self._ensure_service_volume(client, spec)
+            container = self._ensure_container(client, spec, network)
+            return self._status_of(spec, container)
+
+    def _ensure_service_network(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
+        networks = self._find_networks(client, spec.network)
+        if not networks:
+            try:
+                client.networks.create(
+                    name=spec.network, driver="bridge", labels=dict(spec.app_labels), check_duplicate=True
+                )
+            except docker.errors.APIError as exc:
+                if not _is_conflict(exc):
+                    raise
+            networks = self._find_networks(client, spec.network)
+        if not networks:
+            raise TransientRuntimeError(f"network {spec.network} was created but cannot be read back; look again")
+        for network in networks:
+            labels = network.attrs.get("Labels") or {}
+            if not owned_by(labels, self._installation(spec)) or labels.get(LABEL_ROLE) != spec.app_labels.get(
+                LABEL_ROLE
+            ):
+                raise PermanentRuntimeError(
+                    f"a network named {spec.network} exists but is not this installation's "
+                    f"{spec.app_labels.get(LABEL_ROLE)} network; refusing to adopt it"
+                )
+        return networks[0]  # oldest: every worker picks the same one after a create race
+
+    def _ensure_service_volume(self, client: docker.DockerClient, spec: NodeSpec) -> None:
+        wanted = {
+            **spec.app_labels,
+            LABEL_NODE: spec.labels[LABEL_NODE],
+            LABEL_ROLE: f"{spec.app_labels.get(LABEL_ROLE)}-data",
+        }
+        try:
+            volume = client.volumes.get(spec.volume)
+        except docker.errors.NotFound:
+            volume = client.volumes.create(name=spec.volume, driver="local", labels=wanted)
+        labels = volume.attrs.get("Labels") or {}
+        if not owned_by(labels, self._installation(spec)) or labels.get(LABEL_NODE) != wanted[LABEL_NODE]:
+            raise PermanentRuntimeError(
+                f"a volume named {spec.volume} exists but is not owned by {spec.name}; refusing to adopt it"
+            )
+
+    def connect_to_network(self, container_name: str, network_name: str, *, installation_id: str) -> bool:
+        """Attach our container to our network (DNS name = container name). True if newly attached.
+
+        Idempotent: already attached is fine. Both objects must carry this installation's
+        ownership labels; anything else is refused.
+        """
+        client = self._client()
+        with self._translate():
+            container = self._get_container(client, container_name)
+            if container is None:
+                raise TransientRuntimeError(f"container {container_name} does not exist (yet)")
+            if not owned_by(container.labels, installation_id):
+                raise PermanentRuntimeError(f"container {container_name} is not owned by this installation")
+            networks = self._find_networks(client, network_name)
+            if not networks:
+                raise TransientRuntimeError(f"network {network_name} does not exist (yet)")
+            network = networks[0]
+            if not owned_by(network.attrs.get("Labels"), installation_id):
+                raise PermanentRuntimeError(f"network {network_name} is not owned by this installation")
+            attached = ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys()
+            if network_name in attached:
+                return False
+            try:
+                network.connect(container)
+            except docker.errors.APIError as exc:
+                text = str(exc.explanation or exc).lower()
+                if exc.status_code in (403, 409) and "already exists" in text:
+                    return False
+                raise
+            return True
+
+    def disconnect_from_network(self, container_name: str, network_name: str, *, installation_id: str) -> bool:
+        """Detach our container from our network. True if it was attached. Missing objects are fine."""
+        client = self._client()
+        with self._translate():
+            container = self._get_container(client, container_name)
+            networks = self._find_networks(client, network_name)
+            if container is None or not networks:
+                return False
+            network = networks[0]
+            if not owned_by(container.labels, installation_id) or not owned_by(
+                network.attrs.get("Labels"), installation_id
+            ):
+                raise PermanentRuntimeError(f"{container_name} or {network_name} is not owned by this installation")
+            try:
+                network.disconnect(container, force=True)
+            except docker.errors.APIError as exc:
+                if exc.status_code in (403, 404, 409):  # not connected (any more)
+                    return False
+                raise
+            return True
+
+    def owned_networks(self, *, installation_id: str, label: str = LABEL_APP) -> list[str]:
+        """Names of this installation's networks on this engine that carry ``label`` (default: app networks)."""
+        client = self._client()
+        with self._translate():
+            networks = client.networks.list(
+                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTALLATION}={installation_id}", label]}
+            )
+            return sorted({n.name for n in networks})

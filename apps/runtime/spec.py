@@ -29,7 +29,7 @@ class NodeSpec:
     name: str  # deterministic: container name, process dir name
     image: str
     command: tuple[str, ...] | None
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # holds the node's private key: never in a repr/log
     labels: dict[str, str]
     port: int  # port the node listens on inside the container
     publish_host: str  # host address the port is published on (region's host)

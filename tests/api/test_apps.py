@@ -133,6 +133,12 @@ def _existing(regions):
     make_app(Membership.objects.get(user__username="alice"), "demo")
 
 
+def _kv_only_framework(regions):
+    from apps.chainapps.models import Framework
+
+    Framework.objects.create(slug="kv-only", name="kv only", version="1", image="x", contract_templates=["kv"])
+
+
 # (setup, request body overrides or raw bytes, status, code, field in errors)
 BAD_CREATES = {
     "unknown-region": (None, {"regions": ["mars-1"]}, 400, "invalid", "regions"),
@@ -147,7 +153,13 @@ BAD_CREATES = {
     "quota-storage": (_quota(max_storage_mb=100), {"storage_mb": 101}, 409, "quota-exceeded", None),
     "duplicate-name": (_existing, {}, 409, "duplicate-name", None),
     "unknown-framework": (None, {"framework": "fabric-9"}, 400, "invalid", "framework"),
-    "template-not-offered": (None, {"contract_template": "notary"}, 400, "invalid", "contract_template"),
+    "template-not-offered": (
+        _kv_only_framework,
+        {"framework": "kv-only", "contract_template": "notary"},
+        400,
+        "invalid",
+        "contract_template",
+    ),
     "unknown-template": (None, {"contract_template": "casino"}, 400, "invalid", "contract_template"),
     "bad-name": (None, {"name": "-starts-with-dash"}, 400, "invalid", "name"),
     "name-too-long": (None, {"name": "x" * 64}, 400, "invalid", "name"),

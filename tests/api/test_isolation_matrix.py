@@ -17,12 +17,16 @@ from apps.audit.api import AuditEventViewSet
 from apps.audit.models import AuditEvent
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.gateway.api.views import AppLedgerViewSet, AppUserViewSet
+from apps.gateway.models import AppUser
 from apps.regions.api.views import RegionViewSet
 from apps.regions.models import Region
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
 from apps.tenants.models import ApiToken, Membership
 from apps.tenants.services import token_issue
+from bsn.client import generate_key
 from tests.api.conftest import assert_problem, make_app
+from tests.fakenode import FakeNode
 
 # kind, resource. Kinds:
 #   catalogue  platform-wide (regions, frameworks): readable by every tenant, writable by none
@@ -31,6 +35,9 @@ from tests.api.conftest import assert_problem, make_app
 #   list       tenant-scoped collection: must contain none of A's objects
 #   create     tenant-scoped create: the new object is the caller's tenant's
 #   object     one tenant-scoped object: A's id must be a 404 indistinguishable from a random id
+#              (``{id}`` or ``{app_id}`` is the object; other path parameters get valid values)
+#   app-child  an object under an app (``{app_id}`` + ``{id}``): A's object is a 404 under A's
+#              app, under B's own app and under a random app, all indistinguishable
 ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", "/api/v1/auth/login"): ("login", None),
     ("post", "/api/v1/auth/logout"): ("self", None),
@@ -56,6 +63,16 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("get", "/api/v1/apps/{id}/nodes/"): ("object", "app"),
     ("post", "/api/v1/apps/{id}/start/"): ("object", "app"),
     ("post", "/api/v1/apps/{id}/stop/"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/transactions/"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/transactions/{tx_id}/"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/blocks/{height}/"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/state/{contract}/{key}/"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/state/{key}/"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/chain/"): ("object", "app"),
+    ("get", "/api/v1/apps/{app_id}/users/"): ("object", "app"),
+    ("post", "/api/v1/apps/{app_id}/users/"): ("object", "app"),
+    ("get", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
+    ("delete", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
     ("get", "/api/v1/operations/"): ("list", "operation"),
     ("get", "/api/v1/operations/{id}/"): ("object", "operation"),
     ("get", "/api/v1/audit-events/"): ("list", "event"),
@@ -73,6 +90,8 @@ API_VIEWS = {
     RegionViewSet,
     FrameworkViewSet,
     AppViewSet,
+    AppLedgerViewSet,
+    AppUserViewSet,
     OperationViewSet,
     AuditEventViewSet,
     SpectacularAPIView,
@@ -88,6 +107,25 @@ BODIES = {
     # The same name as A's app: names are per tenant, so A's app must not collide (or show).
     ("post", "app"): {"name": "ledger-a", "regions": ["cn-beijing"]},
 }
+
+# Bodies for routes whose (method, resource) pair has another body above.
+PATH_BODIES = {
+    ("post", "/api/v1/apps/{app_id}/users/"): lambda a: {"name": "b-user", "public_key": generate_key()[1]},
+    ("post", "/api/v1/apps/{id}/transactions/"): lambda a: {
+        "tx": {
+            "app": str(a["app"]),
+            "contract": "kv",
+            "function": "put",
+            "args": {"key": "k", "value": "v"},
+            "signer": "alice-user",
+            "nonce": "n1",
+            "timestamp": 1764000000000,
+        },
+        "sig": "AAAA",
+    },
+}
+# Values for path parameters that do not name the object under test.
+PATH_PARAMS = {"{tx_id}": "ab" * 32, "{height}": "1", "{contract}": "kv", "{key}": "greeting"}
 
 # List filters that name an object: pointing them at A's objects must find nothing.
 REFERENCE_FILTERS = {"app": "app", "object_id": "app", "username": "username", "name": "app_name"}
@@ -116,6 +154,7 @@ def _snapshot(tenant) -> dict:
         "members": rows(Membership.objects.filter(tenant=tenant)),
         "tokens": rows(ApiToken.objects.filter(membership__tenant=tenant)),
         "audit": rows(AuditEvent.objects.filter(tenant=tenant)),
+        "appusers": rows(AppUser.objects.filter(app__tenant=tenant)),
     }
 
 
@@ -123,12 +162,32 @@ def _without_instance(body: dict) -> dict:
     return {k: v for k, v in body.items() if k != "instance"}
 
 
+def _fill(path: str, **objects) -> str:
+    for name, value in {**PATH_PARAMS, **{f"{{{k}}}": str(v) for k, v in objects.items()}}.items():
+        path = path.replace(name, value)
+    return path
+
+
 @pytest.fixture
-def world(owner, member, owner_client, outsider, app_a, regions):
-    """Tenant A with an app, nodes, operations, members, tokens and audit events; B with its own app."""
+def a_node():
+    """A node stand-in behind tenant A's app: B's calls must never reach it."""
+    node = FakeNode(lambda method, path, body: (200, {"status": "ok"}))
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def world(owner, member, owner_client, outsider, app_a, regions, a_node):
+    """Tenant A with an app, nodes, users, operations, members, tokens and audit events; B with its own app."""
     owner_client.post(f"/api/v1/apps/{app_a.pk}/stop")  # an open operation
-    make_app(outsider, "b-app", regions=("cn-shanghai",))
+    b_app = make_app(outsider, "b-app", regions=("cn-shanghai",))
+    LedgerNode.objects.filter(app=app_a).update(state=LedgerNode.State.RUNNING, endpoint=a_node.endpoint)
+    a_user = AppUser.objects.create(
+        app=app_a, name="alice-user", public_key=generate_key()[1], status=AppUser.Status.ACTIVE
+    )
     a = {
+        "b_app": b_app.pk,
+        "appuser": a_user.pk,
         "tenant": owner.tenant,
         "app": app_a.pk,
         "app_name": app_a.name,
@@ -149,6 +208,10 @@ def world(owner, member, owner_client, outsider, app_a, regions):
             *ApiToken.objects.filter(membership__tenant=owner.tenant).values_list("pk", flat=True),
             *ApiToken.objects.filter(membership__tenant=owner.tenant).values_list("prefix", flat=True),
             *AuditEvent.objects.filter(tenant=owner.tenant).values_list("pk", flat=True),
+            *AppUser.objects.filter(app__tenant=owner.tenant).values_list("pk", flat=True),
+            *AppUser.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
+            app_a.admin_public_key,
+            *LedgerNode.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
             # Not A's event hashes: the audit chain is platform-wide, so B's first event after one
             # of A's carries its hash as prev_hash — an opaque chain position, no content, no handle
             # for any endpoint (docs/tenancy.md, "Audit chain").
@@ -168,7 +231,7 @@ def test_every_api_view_is_known():
 
 
 @pytest.mark.django_db
-def test_outsider_cannot_read_write_or_detect_tenant_a(world, outsider_client, outsider, tenant_b):
+def test_outsider_cannot_read_write_or_detect_tenant_a(world, outsider_client, outsider, tenant_b, a_node):
     a, secrets = world
     schema = outsider_client.get("/api/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     operations = {(method, path): op for path, ops in schema["paths"].items() for method, op in ops.items()}
@@ -183,7 +246,7 @@ def test_outsider_cannot_read_write_or_detect_tenant_a(world, outsider_client, o
     for (method, path), operation in sorted(operations.items(), key=lambda item: item[0][1] == "/api/v1/auth/logout"):
         kind, resource = ROUTES[(method, path)]
         call = getattr(outsider_client, method)
-        body = BODIES.get((method, resource))
+        body = PATH_BODIES[(method, path)](a) if (method, path) in PATH_BODIES else BODIES.get((method, resource))
         walked.append((method, path))
 
         if kind == "catalogue":
@@ -235,18 +298,28 @@ def test_outsider_cannot_read_write_or_detect_tenant_a(world, outsider_client, o
             assert not any(secret in resp.content.decode() for secret in secrets), path
 
         elif kind == "object":
-            target = path.replace("{id}", str(a[resource]))
-            nowhere = path.replace("{id}", str(uuid.uuid4()))
+            target = _fill(path, id=a[resource], app_id=a[resource])
+            nowhere = _fill(path, id=uuid.uuid4(), app_id=uuid.uuid4())
             theirs = assert_problem(call(target, body, format="json"), 404, "not-found")
             missing = assert_problem(call(nowhere, body, format="json"), 404, "not-found")
             assert _without_instance(theirs) == _without_instance(missing), path
             assert theirs["instance"] == target.split("?")[0]
+
+        elif kind == "app-child":
+            under_a = _fill(path, app_id=a["app"], id=a[resource])
+            under_b = _fill(path, app_id=a["b_app"], id=a[resource])
+            nowhere = _fill(path, app_id=uuid.uuid4(), id=uuid.uuid4())
+            expected = _without_instance(assert_problem(call(nowhere, body, format="json"), 404, "not-found"))
+            for target in (under_a, under_b):
+                theirs = assert_problem(call(target, body, format="json"), 404, "not-found")
+                assert _without_instance(theirs) == expected, target
 
         else:  # pragma: no cover - the ROUTES table only uses the kinds above
             pytest.fail(f"unknown kind {kind}")
 
     assert len(walked) == len(ROUTES)
     assert _snapshot(a["tenant"]) == before, "tenant A's rows changed while tenant B walked the API"
+    assert a_node.requests == [], "a call for tenant A's app reached its node"
 
 
 @pytest.mark.django_db

@@ -73,7 +73,7 @@ class TestFrameworks:
         assert "bsn-ledger" in slugs
         ledger = member_client.get("/api/v1/frameworks/bsn-ledger").json()
         assert ledger["builtin"] is True
-        assert ledger["contract_templates"] == ["kv"]
+        assert ledger["contract_templates"] == ["kv", "notary", "asset", "trade_finance"]
         assert member_client.get("/api/v1/frameworks", {"builtin": "true"}).json()["count"] == 1
 
     def test_inactive_and_unknown_frameworks_are_404(self, member_client, builtin_framework):

@@ -7,6 +7,7 @@ import requests
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.runtime.spec import LABEL_APP
+from bsn.client import Client, generate_key
 from tests.conftest import _client_for
 from tests.factories import MembershipFactory, TenantFactory
 from tests.integration.conftest import operation_done, wait_for
@@ -45,7 +46,15 @@ def _lifecycle(api, regions, *, engine=None) -> None:
         assert node["endpoint"].startswith("http://127.0.0.1:")
         assert requests.get(node["endpoint"] + "/health", timeout=5).json()["status"] == "ok"
     first = nodes[0]["endpoint"]
-    assert requests.put(f"{first}/kv/greeting", json={"value": "ni hao"}, timeout=5).status_code == 200
+    # Writes are signed transactions of a registered app user, through the gateway.
+    private, public = generate_key()
+    resp = api.post(f"/api/v1/apps/{app_id}/users", {"name": "alice", "public_key": public}, format="json")
+    assert resp.status_code == 201, resp.content
+    signer = Client("http://unused", "-", app_id, "alice", private)  # signs only; the API client sends
+    envelope = signer.sign("kv", "put", {"key": "greeting", "value": "ni hao"})
+    resp = api.post(f"/api/v1/apps/{app_id}/transactions", envelope, format="json")
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["status"] == "committed"
 
     # stop: nodes stop answering
     resp = api.post(f"/api/v1/apps/{app_id}/stop")
@@ -62,7 +71,8 @@ def _lifecycle(api, regions, *, engine=None) -> None:
     assert api.get(f"/api/v1/apps/{app_id}").json()["status"] == "running"
     restarted = {n["region"]: n["endpoint"] for n in api.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]}
     endpoint = restarted[nodes[0]["region"]]
-    assert requests.get(f"{endpoint}/kv/greeting", timeout=5).json()["value"] == "ni hao"
+    assert requests.get(f"{endpoint}/state/kv/greeting", timeout=5).json()["value"] == "ni hao"
+    assert api.get(f"/api/v1/apps/{app_id}/state/greeting").json()["value"] == "ni hao"
 
     if engine is not None:
         assert _objects_with_app_label(engine, app_id) == {
@@ -92,7 +102,8 @@ def test_lifecycle_on_docker(api, make_regions, worker_factory, docker_engine, l
 
 
 def test_lifecycle_on_processes(api, make_regions, worker_factory):
-    regions = make_regions("process", count=2)
+    # One region: the process driver has no etcd ordering, so its apps are single-node (solo).
+    regions = make_regions("process", count=1)
     worker_factory(regions)
     _lifecycle(api, regions)
 

@@ -28,7 +28,22 @@ class NodeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = LedgerNode
-        fields = ["id", "name", "region", "state", "endpoint", "generation", "last_seen_at", "last_error", "created_at"]
+        fields = [
+            "id",
+            "name",
+            "region",
+            "state",
+            "endpoint",
+            "generation",
+            "public_key",
+            "chain_height",
+            "chain_head",
+            "chain_proposer",
+            "chain_seen_at",
+            "last_seen_at",
+            "last_error",
+            "created_at",
+        ]
 
 
 class AppOutputSerializer(serializers.ModelSerializer):
@@ -46,6 +61,8 @@ class AppOutputSerializer(serializers.ModelSerializer):
             "framework",
             "contract_template",
             "contract_params",
+            "ordering",
+            "admin_public_key",
             "regions",
             "tps_quota",
             "storage_mb",

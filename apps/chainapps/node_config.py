@@ -1,0 +1,51 @@
+"""The environment a ledger node is configured with (docs/ledger-protocol.md, "Node configuration").
+
+``node_env(node)`` is called when a node spec is built, right before the driver runs it:
+that is the only moment the node's private key is decrypted, and it goes straight into
+the spec handed to the driver (never to a log, an operation line or an API response).
+``build_node_spec`` adds the per-node basics (BSN_NODE_ID, BSN_APP_ID, host, port, data).
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.db import transaction
+
+from apps.chainapps.keys import key_private
+from apps.chainapps.models import ChainApp, LedgerNode
+from apps.runtime.base import PermanentRuntimeError
+
+
+def node_keys(app: ChainApp) -> dict[str, str]:
+    """``{node id: public key}`` of every node of the app: whose block signatures to accept."""
+    rows = LedgerNode.objects.filter(app=app).exclude(public_key="").values_list("pk", "public_key")
+    return {str(pk): key for pk, key in rows}
+
+
+def node_env(node: LedgerNode) -> dict[str, str]:
+    app = node.app
+    try:
+        private_key = key_private(node.private_key_encrypted)
+    except ValueError as exc:
+        # No key, or SECRET_KEY changed without keeping the old one in SECRET_KEY_FALLBACKS.
+        raise PermanentRuntimeError(f"node {node.name}: its private key cannot be decrypted ({exc})") from None
+    env = {
+        "BSN_CONTRACT": app.contract_template,
+        "BSN_CONTRACT_PARAMS": json.dumps(app.contract_params or {}, sort_keys=True, separators=(",", ":")),
+        "BSN_NODE_PRIVATE_KEY": private_key,
+        "BSN_ADMIN_PUBLIC_KEY": app.admin_public_key,
+        "BSN_NODE_KEYS": json.dumps(node_keys(app), sort_keys=True, separators=(",", ":")),
+        "BSN_ORDERING": app.ordering,
+    }
+    if app.ordering == ChainApp.Ordering.ETCD:
+        from apps.ordering.services import ordering_app_credentials, ordering_node_env
+
+        # The app's etcd credential is created by whichever node step comes first; the
+        # nodes of one app start in parallel (one step per region), so serialise that
+        # first creation on the app row.
+        with transaction.atomic():
+            ChainApp.objects.select_for_update().filter(pk=app.pk).first()
+            ordering_app_credentials(app)
+        env.update(ordering_node_env(app, node))
+    return env

@@ -1,0 +1,148 @@
+"""The gateway routes under /api/v1/apps/{id}/: app users, transactions, blocks, state, chain.
+
+Tenant scoping is the usual one (TenantScopedViewSet): another tenant's app is a 404
+before any node is contacted. Reads need viewer, writes developer.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from apps.chainapps.models import ChainApp
+from apps.common.viewsets import TenantScopedViewSet
+from apps.gateway import services
+from apps.gateway.api import serializers as s
+from apps.gateway.models import AppUser
+
+GATEWAY_PROBLEMS = ("502", "503", "504")
+APP_ID = OpenApiParameter("app_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the chain app's id")
+
+
+@extend_schema(parameters=[APP_ID])
+class AppUserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """An app's users (public-key upload mode): registering or revoking one is a ledger transaction."""
+
+    queryset = AppUser.objects.select_related("created_by")
+    serializer_class = s.AppUserSerializer
+    tenant_field = "app__tenant"
+    filterset_fields = ["status", "name"]
+    ordering_fields = ["created_at", "name"]
+    problem_codes = ("503",)
+
+    def get_app(self) -> ChainApp:
+        """The parent app, scoped like every object (another tenant's app is a 404)."""
+        try:
+            app_id = uuid.UUID(str(self.kwargs.get("app_id")))
+        except ValueError:
+            raise NotFound() from None
+        app = self.scope(ChainApp.objects.select_related("tenant"), "tenant").filter(pk=app_id).first()
+        if app is None:
+            raise NotFound()
+        return app
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if getattr(self, "swagger_fake_view", False):
+            return queryset
+        return queryset.filter(app=self.get_app())
+
+    @extend_schema(
+        request=s.AppUserCreateInputSerializer,
+        responses={201: s.AppUserSerializer},
+        description=(
+            "Registers the user on the app's ledger (a `_config` `user.add` transaction signed with the app's "
+            "admin key) and answers once a node confirmed it. 503 when it could not be confirmed: the user is "
+            "then kept as `pending`, and sending the same request again finishes it."
+        ),
+    )
+    def create(self, request, *args, **kwargs):
+        app = self.get_app()
+        data = s.AppUserCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.appuser_create(app=app, actor=request.user, request=request, **data.validated_data)
+        body = self.get_serializer(user).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+
+    @extend_schema(
+        request=None,
+        responses={200: s.AppUserSerializer},
+        description=(
+            "Revokes the user on the app's ledger (`_config` `user.revoke`); nodes refuse its transactions from "
+            "the block that commits it. Answers once confirmed; 503 keeps the user `revoking` until the same "
+            "request is sent again. Revoking a revoked user answers 200."
+        ),
+    )
+    def destroy(self, request, *args, **kwargs):
+        user = services.appuser_revoke(user=self.get_object(), actor=request.user, request=request)
+        return Response(self.get_serializer(user).data)
+
+
+class AppLedgerViewSet(TenantScopedViewSet):
+    """Signed transactions to, and reads from, a healthy node of the app."""
+
+    queryset = ChainApp.objects.all()
+    filter_backends: list = []
+    pagination_class = None
+    problem_codes = GATEWAY_PROBLEMS
+
+    @extend_schema(
+        request=s.SubmitSerializer,
+        responses={200: s.SubmitResultSerializer},
+        description=(
+            "Submit one signed envelope `{tx, sig}` (answer: its receipt) or a batch `{txs: [...]}` (answer: "
+            "`{receipts: [...]}` in order). Answers once the block is committed. A refused transaction is a "
+            "400 whose `code` is the node's reason (`bad_signature`, `replayed_nonce`, `unknown_signer`, …). "
+            "`tx.app` must be this app's id. 503/504 are safe to retry with the same envelope."
+        ),
+    )
+    @action(detail=True, methods=["post"], url_path="transactions")
+    def transactions(self, request, pk=None):
+        app = self.get_object()
+        data = request.data
+        if isinstance(data, dict) and "txs" in data and "tx" not in data:
+            return Response(services.gateway_submit_batch(app=app, envelopes=data["txs"]))
+        return Response(services.gateway_submit(app=app, envelope=data))
+
+    @extend_schema(responses={200: s.TxLookupSerializer})
+    @action(detail=True, methods=["get"], url_path=r"transactions/(?P<tx_id>[0-9a-fA-F]{64})")
+    def transaction(self, request, pk=None, tx_id=None):
+        return Response(services.gateway_tx(app=self.get_object(), tx_id=tx_id))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("height", OpenApiTypes.INT, OpenApiParameter.PATH)],
+        responses={200: s.BlockSerializer},
+    )
+    @action(detail=True, methods=["get"], url_path=r"blocks/(?P<height>[0-9]{1,19})")
+    def block(self, request, pk=None, height=None):
+        return Response(services.gateway_block(app=self.get_object(), height=int(height)))
+
+    @extend_schema(
+        operation_id="apps_state_contract_retrieve",
+        responses={200: s.StateSerializer},
+        description="The current value of `key` in `contract` (404 if it has none).",
+    )
+    @action(detail=True, methods=["get"], url_path=r"state/(?P<contract>[A-Za-z0-9_]{1,64})/(?P<key>[^/]+)")
+    def contract_state(self, request, pk=None, contract=None, key=None):
+        return Response(services.gateway_state(app=self.get_object(), contract=contract, key=key))
+
+    @extend_schema(
+        operation_id="apps_state_key_retrieve",
+        responses={200: s.StateSerializer},
+        description="The current value of `key` in the app's own contract (its `contract_template`).",
+    )
+    @action(detail=True, methods=["get"], url_path=r"state/(?P<key>[^/]+)")
+    def state(self, request, pk=None, key=None):
+        app = self.get_object()
+        return Response(services.gateway_state(app=app, contract=app.contract_template, key=key))
+
+    @extend_schema(responses={200: s.ChainSerializer}, description="Chain summary from one healthy node.")
+    @action(detail=True, methods=["get"], url_path="chain")
+    def chain(self, request, pk=None):
+        return Response(services.gateway_chain(app=self.get_object()))

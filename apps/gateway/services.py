@@ -1,0 +1,343 @@
+"""The gateway: tenants' signed transactions and reads go to a healthy node of their app.
+
+Node choice: the app's nodes that are ``running`` with a published endpoint, in random
+order; a node that cannot be connected to is skipped for the next (the request never
+reached it). A node that was reached but did not answer in time is a 504: the outcome is
+unknown, and a retry of the same signed envelope is safe (the node accepts a
+``(signer, nonce)`` once). Node answers map to problem details (apps.gateway.errors).
+
+App users (public-key upload mode) are registered on the ledger with `_config`
+transactions signed by the app's admin key; see ``appuser_create`` for how a write that
+the ledger did not confirm is finished by a retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.chainapps.keys import key_private
+from apps.chainapps.models import ChainApp, LedgerNode
+from apps.common.errors import Conflict
+from apps.gateway.errors import (
+    GatewayError,
+    LedgerRefused,
+    LedgerUnavailable,
+    NodeFailed,
+    NodeNotFound,
+    NodeRejected,
+    NodeTimeout,
+    NoHealthyNode,
+    OrderingUnavailable,
+)
+from apps.gateway.models import AppUser
+from apps.runtime.nodeapi import NodeReply, NodeUnreachable, node_call, path_segment
+from apps.runtime.nodeapi import NodeTimeout as CallTimeout
+from bsn.ledger.tx import make_tx, sign_tx, tx_id_of
+
+logger = logging.getLogger(__name__)
+
+ADMIN_SIGNER = "_admin"
+CONFIG_CONTRACT = "_config"
+REPLAYED_NONCE, STALE_TIMESTAMP, WRONG_APP, MALFORMED = "replayed_nonce", "stale_timestamp", "wrong_app", "malformed"
+
+
+# --------------------------------------------------------------------------- node choice
+
+
+def healthy_nodes(app: ChainApp) -> list[LedgerNode]:
+    """The app's nodes the gateway may use, in random order (spreads the load)."""
+    nodes = list(
+        LedgerNode.objects.filter(app=app, state=LedgerNode.State.RUNNING).exclude(endpoint="").select_related("region")
+    )
+    random.shuffle(nodes)
+    return nodes
+
+
+def _no_node(app: ChainApp, why: str) -> NoHealthyNode:
+    return NoHealthyNode(
+        f"No healthy node for app '{app.name}' ({app.pk}, status {app.status}): {why}. Retry shortly.",
+        extra={"app": str(app.pk)},
+    )
+
+
+def _call(app: ChainApp, method: str, path: str, *, body: Any = None, read_timeout: float) -> NodeReply:
+    nodes = healthy_nodes(app)
+    if not nodes:
+        raise _no_node(app, "none of its nodes is running")
+    unreachable = []
+    for node in nodes:
+        try:
+            return node_call(
+                node.endpoint,
+                method,
+                path,
+                body=body,
+                connect_timeout=settings.BSN_GATEWAY_CONNECT_TIMEOUT,
+                read_timeout=read_timeout,
+            )
+        except NodeUnreachable:
+            unreachable.append(node.region.code)
+            logger.warning("gateway: node %s of app %s unreachable", node.name, app.pk)
+        except CallTimeout as exc:
+            raise NodeTimeout(
+                f"The node of app '{app.name}' in {node.region.code} did not answer within {read_timeout:g}s; "
+                "the outcome is unknown. Sending the same signed transaction again is safe.",
+                extra={"app": str(app.pk)},
+            ) from exc
+    raise _no_node(app, f"its nodes in {', '.join(unreachable)} do not answer")
+
+
+def _detail(body: Any, fallback: str) -> str:
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("error") or fallback)
+    return fallback
+
+
+def _result(reply: NodeReply, what: str) -> Any:
+    """The reply body on success; the matching problem otherwise."""
+    if reply.ok:
+        return reply.body
+    body = reply.body if isinstance(reply.body, dict) else {}
+    if reply.status == 400:
+        reason = body.get("error")
+        if not isinstance(reason, str) or not reason.replace("_", "").isalnum():
+            reason = "rejected"
+        extra = {"tx_id": body["tx_id"]} if isinstance(body.get("tx_id"), str) else None
+        raise NodeRejected(reason, _detail(body, "the node refused the transaction"), extra=extra)
+    if reply.status == 404:
+        raise NodeNotFound(f"{what} not found on the app's chain.")
+    if reply.status == 503:
+        raise OrderingUnavailable(
+            f"The app's ordering is unavailable right now ({_detail(body, 'no detail')}); retry — "
+            "the same signed transaction is never applied twice."
+        )
+    if reply.status == 504:
+        raise NodeTimeout(f"The node timed out: {_detail(body, 'no detail')}")
+    raise NodeFailed(f"The node answered HTTP {reply.status}: {_detail(body, 'no detail')}")
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+def _check_envelope(app: ChainApp, envelope: Any, where: str = "") -> None:
+    """Only what the gateway must know before forwarding; the node checks everything else."""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("tx"), dict):
+        raise NodeRejected(MALFORMED, f'{where}a signed envelope is an object {{"tx": {{...}}, "sig": "..."}}')
+    if envelope["tx"].get("app") != str(app.pk):
+        raise NodeRejected(
+            WRONG_APP, f"{where}tx.app is {envelope['tx'].get('app')!r}, but this is app {app.pk}'s endpoint"
+        )
+
+
+def gateway_submit(*, app: ChainApp, envelope: Any) -> dict:
+    """Forward one signed envelope; the receipt once its block is committed."""
+    _check_envelope(app, envelope)
+    reply = _call(app, "POST", "/tx", body=envelope, read_timeout=settings.BSN_GATEWAY_SUBMIT_TIMEOUT)
+    return _result(reply, "transaction")
+
+
+def gateway_submit_batch(*, app: ChainApp, envelopes: Any) -> dict:
+    """Forward ``{"txs": [...]}``; ``{"receipts": [...]}`` in order (rejected items inline)."""
+    if not isinstance(envelopes, list) or not envelopes:
+        raise NodeRejected(MALFORMED, '"txs" must be a non-empty list of signed envelopes')
+    if len(envelopes) > settings.BSN_GATEWAY_MAX_BATCH:
+        raise NodeRejected(MALFORMED, f"a batch holds at most {settings.BSN_GATEWAY_MAX_BATCH} transactions")
+    for index, envelope in enumerate(envelopes):
+        _check_envelope(app, envelope, where=f"txs[{index}]: ")
+    reply = _call(app, "POST", "/tx/batch", body={"txs": envelopes}, read_timeout=settings.BSN_GATEWAY_SUBMIT_TIMEOUT)
+    return _result(reply, "batch")
+
+
+def gateway_read(*, app: ChainApp, path: str, what: str) -> Any:
+    """A read (GET) from one healthy node."""
+    return _result(_call(app, "GET", path, read_timeout=settings.BSN_GATEWAY_READ_TIMEOUT), what)
+
+
+def gateway_tx(*, app: ChainApp, tx_id: str) -> dict:
+    return gateway_read(app=app, path=f"/tx/{path_segment(tx_id.lower())}", what=f"Transaction {tx_id}")
+
+
+def gateway_block(*, app: ChainApp, height: int) -> dict:
+    return gateway_read(app=app, path=f"/blocks/{int(height)}", what=f"Block {height}")
+
+
+def gateway_state(*, app: ChainApp, contract: str, key: str) -> dict:
+    path = f"/state/{path_segment(contract)}/{path_segment(key)}"
+    return gateway_read(app=app, path=path, what=f"Key {key!r} of contract {contract}")
+
+
+def gateway_chain(*, app: ChainApp) -> dict:
+    return gateway_read(app=app, path="/chain", what="Chain")
+
+
+# --------------------------------------------------------------------------- app users
+#
+# Choice (see docs/gateway.md): the row is written first as ``pending`` with the signed
+# envelope, then the envelope goes to a node. Confirmed → ``active``. Refused for good
+# (a failed receipt, a rejection) → the row is removed, nothing half-done stays. Not
+# confirmed (no node, timeout, ordering down) → 503 and the row stays ``pending``; the
+# same request again re-sends the *same* envelope and finishes it. Because the nonce is
+# fixed per user and action, the ledger applies it at most once, and a replayed nonce is
+# resolved by reading the original transaction's receipt. Revoke works the same way
+# through ``revoking``.
+
+
+def _admin_envelope(app: ChainApp, user: AppUser, action: str) -> dict:
+    args = {"name": user.name, "public_key": user.public_key} if action == "add" else {"name": user.name}
+    tx = make_tx(str(app.pk), CONFIG_CONTRACT, f"user.{action}", args, ADMIN_SIGNER, nonce=user.nonce(action))
+    return sign_tx(tx, key_private(app.admin_private_key_encrypted))
+
+
+class _Definitive(Exception):
+    """The ledger refused for good."""
+
+
+def _confirm(app: ChainApp, user: AppUser, action: str) -> dict:
+    """Send the user's pending envelope until the ledger answers for good; the receipt.
+
+    Raises GatewayError (transient: try again later) or _Definitive.
+    """
+    if not user.pending_tx:
+        user.pending_tx = _admin_envelope(app, user, action)
+        AppUser.objects.filter(pk=user.pk).update(pending_tx=user.pending_tx)
+    for _ in range(2):  # a second round only after re-signing a stale envelope
+        envelope = user.pending_tx
+        tx_id = tx_id_of(envelope["tx"])
+        try:
+            receipt = gateway_submit(app=app, envelope=envelope)
+        except NodeRejected as exc:
+            if exc.reason not in (REPLAYED_NONCE, STALE_TIMESTAMP):
+                raise _Definitive(f"{exc.reason}: {exc.detail}") from exc
+            # Sent before: did that one commit?
+            try:
+                found = gateway_tx(app=app, tx_id=tx_id)
+            except NodeNotFound:
+                found = None
+            if found is not None:
+                receipt = found.get("receipt", found)
+            elif exc.reason == STALE_TIMESTAMP:
+                # Never committed and now too old: sign again, same nonce (still unused).
+                user.pending_tx = _admin_envelope(app, user, action)
+                AppUser.objects.filter(pk=user.pk).update(pending_tx=user.pending_tx)
+                continue
+            else:
+                raise LedgerUnavailable(
+                    "The ledger has this change but has not committed it yet; send the same request again."
+                ) from exc
+        status = receipt.get("status") if isinstance(receipt, dict) else None
+        if status == "committed":
+            return receipt
+        if status == "failed":
+            raise _Definitive(f"the transaction failed: {receipt.get('error')}")
+        raise LedgerUnavailable(f"The node's answer is not a receipt ({status!r}); send the same request again.")
+    raise LedgerUnavailable("The ledger did not accept the change in time; send the same request again.")
+
+
+def _unconfirmed(user: AppUser, exc: GatewayError, *, state: str, again: str) -> GatewayError:
+    """The 503 for a change the ledger has not confirmed yet (the row stays ``state``)."""
+    AppUser.objects.filter(pk=user.pk).update(last_error=str(exc.detail)[:2000])
+    if isinstance(exc, NoHealthyNode):
+        return NoHealthyNode(f"{exc.detail} User '{user.name}' is kept as {state}; {again}", extra=exc.problem_extra)
+    return LedgerUnavailable(
+        f"The ledger did not confirm the change for user '{user.name}' ({exc.detail}). "
+        f"The user is kept as {state}; {again}",
+        extra={"cause": exc.problem_code or exc.default_code},
+    )
+
+
+def appuser_create(*, app: ChainApp, actor, name: str, public_key: str, request=None) -> AppUser:
+    """Register ``name`` with ``public_key`` on the app's ledger; the row once confirmed.
+
+    Sending the same name and key again finishes a registration left ``pending``.
+    """
+    if app.desired_state == ChainApp.DesiredState.DELETED:
+        raise Conflict("This app is deleted.", code="app-deleted")
+    duplicate = Conflict(f"A user named '{name}' already exists in this app.", code="duplicate-name")
+    with transaction.atomic():
+        user = AppUser.objects.select_for_update().filter(app=app, name=name).first()
+        if user is not None and not (user.status == AppUser.Status.PENDING and user.public_key == public_key):
+            raise duplicate
+        if user is None:
+            try:
+                with transaction.atomic():
+                    user = AppUser.objects.create(
+                        app=app,
+                        name=name,
+                        public_key=public_key,
+                        status=AppUser.Status.PENDING,
+                        created_by=actor if getattr(actor, "pk", None) else None,
+                    )
+            except IntegrityError as exc:  # a concurrent create of the same name
+                raise duplicate from exc
+            user.pending_tx = _admin_envelope(app, user, "add")
+            user.save(update_fields=["pending_tx", "updated_at"])
+    try:
+        receipt = _confirm(app, user, "add")
+    except _Definitive as exc:
+        AppUser.objects.filter(pk=user.pk, status=AppUser.Status.PENDING).delete()
+        raise LedgerRefused(f"The ledger refused user '{name}': {exc}. Nothing was created.") from exc
+    except GatewayError as exc:
+        raise _unconfirmed(user, exc, state="pending", again="send the same request again to finish.") from exc
+    with transaction.atomic():
+        AppUser.objects.filter(pk=user.pk, status=AppUser.Status.PENDING).update(
+            status=AppUser.Status.ACTIVE, pending_tx=None, last_error="", activated_at=timezone.now()
+        )
+        audit_record(
+            action="appuser.create",
+            object_type="appuser",
+            object_id=user.pk,
+            tenant=app.tenant,
+            actor=actor,
+            data={"app": str(app.pk), "name": name, "public_key": public_key, "tx_id": receipt.get("tx_id")},
+            request=request,
+        )
+    return AppUser.objects.get(pk=user.pk)
+
+
+def appuser_revoke(*, user: AppUser, actor, request=None) -> AppUser:
+    """Revoke the user on the app's ledger; the row once confirmed. Revoking twice is fine."""
+    app = user.app
+    with transaction.atomic():
+        user = AppUser.objects.select_for_update().get(pk=user.pk)
+        if user.status == AppUser.Status.REVOKED:
+            return user
+        if user.status == AppUser.Status.PENDING:
+            raise Conflict(
+                f"User '{user.name}' is not registered yet (pending); "
+                "send the create request again to finish it first.",
+                code="user-pending",
+            )
+        if user.status == AppUser.Status.ACTIVE:
+            user.status = AppUser.Status.REVOKING
+            user.pending_tx = _admin_envelope(app, user, "revoke")
+            user.save(update_fields=["status", "pending_tx", "updated_at"])
+    try:
+        receipt = _confirm(app, user, "revoke")
+    except _Definitive as exc:
+        AppUser.objects.filter(pk=user.pk, status=AppUser.Status.REVOKING).update(
+            status=AppUser.Status.ACTIVE, pending_tx=None, last_error=str(exc)[:2000]
+        )
+        raise LedgerRefused(f"The ledger refused to revoke user '{user.name}': {exc}. It stays active.") from exc
+    except GatewayError as exc:
+        raise _unconfirmed(user, exc, state="revoking", again="send the same request again to finish.") from exc
+    with transaction.atomic():
+        AppUser.objects.filter(pk=user.pk, status=AppUser.Status.REVOKING).update(
+            status=AppUser.Status.REVOKED, pending_tx=None, last_error="", revoked_at=timezone.now()
+        )
+        audit_record(
+            action="appuser.revoke",
+            object_type="appuser",
+            object_id=user.pk,
+            tenant=app.tenant,
+            actor=actor,
+            data={"app": str(app.pk), "name": user.name, "tx_id": receipt.get("tx_id")},
+            request=request,
+        )
+    return AppUser.objects.get(pk=user.pk)

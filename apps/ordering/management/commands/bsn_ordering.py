@@ -1,0 +1,69 @@
+"""bsn_ordering status|ensure|heal — operate the platform's etcd ordering service."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.ordering import services
+from apps.ordering.selectors import ordering_status
+from apps.runtime.base import RuntimeError_
+from bsn.ledger.etcd_http import EtcdError
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+class Command(BaseCommand):
+    help = "Show, create/adopt or heal the ordering service (three etcd members)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("action", choices=["status", "ensure", "heal"])
+        parser.add_argument("--timeout", type=float, default=services.ENSURE_TIMEOUT, help="ensure: seconds to wait")
+
+    def handle(self, *args, action, timeout, **options):
+        try:
+            if action == "ensure":
+                cluster = services.ordering_ensure(timeout=timeout)
+                self.stdout.write(f"ordering service {cluster.state}")
+            elif action == "heal":
+                report = services.ordering_heal()
+                restarted = ", ".join(report["restarted"]) or "none"
+                self.stdout.write(
+                    f"ordering service {report['state']}: restarted {restarted}, "
+                    f"{report['attached']} network attachments"
+                )
+                for error in report["errors"]:
+                    self.stderr.write(f"  {error}")
+            self._status()
+        except (RuntimeError_, EtcdError, ValueError) as exc:
+            raise CommandError(str(exc).splitlines()[0]) from None
+
+    def _status(self) -> None:
+        status = ordering_status()
+        if not status["provisioned"]:
+            self.stdout.write("ordering service: not provisioned (run `manage.py bsn_ordering ensure`)")
+            return
+        auth = "on" if status["auth_enabled"] else "OFF"
+        self.stdout.write(f"cluster: {status['state']}, auth {auth}, {status['apps']} app(s) with credentials")
+        rows = [["#", "MEMBER", "REGION", "STATE", "ANSWERS", "LEADER", "ENDPOINT", "DB", "LAST ERROR"]]
+        for m in status["members"]:
+            rows.append(
+                [
+                    str(m["index"]),
+                    m["name"],
+                    m["region"],
+                    m["state"],
+                    "yes" if m["answers"] else "no",
+                    "*" if m["is_leader"] else "",
+                    m["endpoint"] or "-",
+                    f"{m['db_size'] // 1024} KiB" if m["db_size"] is not None else "-",
+                    (m["last_error"] or "").splitlines()[0][:60] if m["last_error"] else "",
+                ]
+            )
+        self.stdout.write(_table(rows))
+        if status["state"] not in ("healthy",) and status["last_error"]:
+            self.stdout.write(f"last error: {status['last_error'].splitlines()[0]}")

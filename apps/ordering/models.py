@@ -1,0 +1,76 @@
+"""The platform's ordering service: an etcd cluster of three members, and per-app credentials."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from apps.chainapps.models import ChainApp
+from apps.common.models import TimeStamped
+from apps.regions.models import Region
+
+MEMBER_COUNT = 3
+
+
+class OrderingCluster(TimeStamped):
+    """The one ordering cluster of this installation (singleton row, pk=1)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # not bootstrapped yet
+        HEALTHY = "healthy"  # every member answers and there is a leader
+        DEGRADED = "degraded"  # a quorum serves, some member does not
+        UNAVAILABLE = "unavailable"  # no quorum: no app can order
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    token = models.CharField(max_length=80, help_text="etcd --initial-cluster-token")
+    root_password_encrypted = models.TextField()
+    auth_enabled = models.BooleanField(default=False)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"ordering cluster ({self.state})"
+
+
+class OrderingMember(TimeStamped):
+    """One etcd member: a hardened container in one region, with its own volume."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"  # container up and the member answers with a leader
+        UNHEALTHY = "unhealthy"  # container up, member does not answer (yet)
+        STOPPED = "stopped"
+        MISSING = "missing"
+        UNKNOWN = "unknown"  # the engine did not answer
+
+    index = models.PositiveSmallIntegerField(unique=True)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="ordering_members")
+    name = models.CharField(max_length=120, unique=True, help_text="container name = etcd member name")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    endpoint = models.CharField(max_length=255, blank=True, help_text="client URL as seen from the control plane")
+    runtime_id = models.CharField(max_length=128, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(index__lt=MEMBER_COUNT), name="orderingmember_index_range")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AppOrderingCredential(TimeStamped):
+    """An app's etcd user and role, confined to the app's key prefix."""
+
+    app = models.OneToOneField(ChainApp, on_delete=models.CASCADE, related_name="ordering_credential")
+    user = models.CharField(max_length=80, unique=True)
+    role = models.CharField(max_length=80, unique=True)
+    password_encrypted = models.TextField()
+    prefix = models.CharField(max_length=120, unique=True)
+    provisioned_at = models.DateTimeField(null=True, blank=True, help_text="user and role exist in etcd")
+
+    def __str__(self) -> str:
+        return self.user

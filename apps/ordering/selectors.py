@@ -1,0 +1,41 @@
+"""Reads for the ordering service: rows plus a live look at each member."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.ordering.models import AppOrderingCredential, OrderingCluster, OrderingMember
+from apps.ordering.services import member_health
+
+
+def ordering_status(*, probe: bool = True) -> dict[str, Any]:
+    """The cluster row and one entry per member; ``probe`` asks each member (1 s timeout)."""
+    cluster = OrderingCluster.objects.filter(pk=1).first()
+    members = []
+    for member in OrderingMember.objects.select_related("region").order_by("index"):
+        live = member_health(member.endpoint) if probe else None
+        header = (live or {}).get("header") or {}
+        members.append(
+            {
+                "index": member.index,
+                "name": member.name,
+                "region": member.region.code,
+                "state": member.state,
+                "endpoint": member.endpoint,
+                "answers": live is not None,
+                "is_leader": bool(live) and live.get("leader") == header.get("member_id"),
+                "raft_term": int(live.get("raftTerm") or 0) if live else None,
+                "db_size": int(live.get("dbSize") or 0) if live else None,
+                "last_seen_at": member.last_seen_at,
+                "last_error": member.last_error,
+            }
+        )
+    return {
+        "provisioned": cluster is not None,
+        "state": cluster.state if cluster else "absent",
+        "auth_enabled": bool(cluster and cluster.auth_enabled),
+        "last_checked_at": cluster.last_checked_at if cluster else None,
+        "last_error": cluster.last_error if cluster else "",
+        "apps": AppOrderingCredential.objects.count(),
+        "members": members,
+    }

@@ -1,0 +1,427 @@
+"""Writes for the ordering service: create/adopt/heal the etcd members, per-app credentials.
+
+All functions are idempotent and safe to run concurrently from several workers: rows are
+claimed with ``select_for_update``, containers are created or adopted by deterministic
+name and labels, etcd users/roles are added-or-kept. Failures are classified like the
+runtime drivers': ``TransientRuntimeError`` (retry with backoff) or
+``PermanentRuntimeError`` (a person must act).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.chainapps.models import ChainApp, LedgerNode
+from apps.common.crypto import decrypt_secret, encrypt_secret
+from apps.common.models import installation_id
+from apps.ordering import spec as ospec
+from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCluster, OrderingMember
+from apps.regions.models import Region
+from apps.runtime.base import PermanentRuntimeError, RuntimeError_, RuntimeUnavailable, TransientRuntimeError
+from apps.runtime.drivers import driver_for_region
+from apps.runtime.spec import NodeSpec
+from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnavailable, prefix_end, wait_ready
+
+logger = logging.getLogger(__name__)
+
+ENSURE_TIMEOUT = 60.0  # seconds for a new cluster to elect a leader
+ROOT_USER = "root"
+ETCD_TIMEOUT = 3.0
+
+
+class OrderingNotReady(TransientRuntimeError):
+    """The ordering service cannot serve yet (no quorum, member starting); retry later."""
+
+
+class OrderingMisconfigured(PermanentRuntimeError):
+    """Retrying will not help: no Docker region, wrong root password, …"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _docker_regions() -> list[Region]:
+    regions = list(Region.objects.filter(driver=Region.Driver.DOCKER).order_by("code"))
+    active = [r for r in regions if r.status == Region.Status.ACTIVE]
+    return active or regions
+
+
+def _same_engine(a: Region, b: Region) -> bool:
+    if a.pk == b.pk:
+        return True
+    if a.driver != Region.Driver.DOCKER or b.driver != Region.Driver.DOCKER:
+        return False
+    return getattr(driver_for_region(a), "base_url", None) == getattr(driver_for_region(b), "base_url", None)
+
+
+def _cluster_row() -> OrderingCluster:
+    """The singleton, created with its secrets on first use (caller holds a transaction)."""
+    cluster = OrderingCluster.objects.select_for_update().filter(pk=1).first()
+    if cluster is None:
+        OrderingCluster.objects.get_or_create(
+            pk=1,
+            defaults={
+                "token": f"bsn-{installation_id()[:8]}-{secrets.token_hex(8)}",
+                "root_password_encrypted": encrypt_secret(secrets.token_urlsafe(24)),
+            },
+        )
+        cluster = OrderingCluster.objects.select_for_update().get(pk=1)
+    return cluster
+
+
+def _member_rows() -> list[OrderingMember]:
+    """One row per member index, spread over the Docker regions (several per region if few)."""
+    existing = {m.index: m for m in OrderingMember.objects.select_related("region")}
+    if len(existing) < MEMBER_COUNT:
+        regions = _docker_regions()
+        if not regions:
+            raise OrderingMisconfigured("the ordering service needs at least one region with the docker driver")
+        inst = installation_id()
+        for index in range(MEMBER_COUNT):
+            if index not in existing:
+                existing[index], _ = OrderingMember.objects.get_or_create(
+                    index=index,
+                    defaults={"region": regions[index % len(regions)], "name": ospec.member_name(inst, index)},
+                )
+    return [existing[i] for i in range(MEMBER_COUNT)]
+
+
+def member_spec(member: OrderingMember, cluster: OrderingCluster, names: list[str]) -> NodeSpec:
+    return ospec.build_member_spec(
+        installation_id=installation_id(),
+        index=member.index,
+        members=names,
+        token=cluster.token,
+        image=settings.BSN_LEDGER_IMAGE,
+        publish_host=member.region.publish_host,
+    )
+
+
+def _endpoints(members: list[OrderingMember]) -> list[str]:
+    return [m.endpoint for m in members if m.endpoint]
+
+
+def admin_client(*, members: list[OrderingMember] | None = None, cluster: OrderingCluster | None = None) -> EtcdClient:
+    """An etcd client as root, on the members' published client URLs."""
+    members = members if members is not None else list(OrderingMember.objects.select_related("region"))
+    cluster = cluster or OrderingCluster.objects.filter(pk=1).first()
+    endpoints = _endpoints(members)
+    if cluster is None or not endpoints:
+        raise OrderingNotReady("the ordering service is not provisioned (run `manage.py bsn_ordering ensure`)")
+    user = ROOT_USER if cluster.auth_enabled else None
+    password = decrypt_secret(cluster.root_password_encrypted) if cluster.auth_enabled else None
+    return EtcdClient(endpoints, user=user, password=password, timeout=ETCD_TIMEOUT)
+
+
+def _etcd_error(exc: EtcdError, what: str) -> RuntimeError_:
+    if isinstance(exc, EtcdAuthError):
+        return OrderingMisconfigured(f"{what}: etcd refused the root credentials ({exc})")
+    return OrderingNotReady(f"{what}: {exc}")
+
+
+def member_health(endpoint: str, *, timeout: float = 1.0) -> dict[str, Any] | None:
+    """The member's /v3/maintenance/status if it answers and knows a leader, else None."""
+    if not endpoint:
+        return None
+    try:
+        status = EtcdClient([endpoint], timeout=timeout).status(endpoint, timeout=timeout)
+    except (EtcdError, OSError, ValueError):
+        return None
+    return status if str(status.get("leader") or "0") != "0" else None
+
+
+def _observe_and_start(member: OrderingMember, spec: NodeSpec, *, start: bool) -> str:
+    """Start the member's container if needed; record what was seen. Returns the action taken."""
+    driver = driver_for_region(member.region)
+    action = "none"
+    try:
+        status = driver.observe(spec)
+        if status.state != "running" and start:
+            status = driver.ensure_service(spec)
+            action = "started" if status.state == "running" else "start-failed"
+    except RuntimeUnavailable as exc:
+        OrderingMember.objects.filter(pk=member.pk).update(state=OrderingMember.State.UNKNOWN, last_error=str(exc))
+        return "engine-unavailable"
+    except RuntimeError_ as exc:
+        OrderingMember.objects.filter(pk=member.pk).update(last_error=str(exc)[:2000])
+        raise
+    fields: dict[str, Any] = {"runtime_id": status.runtime_id or ""}
+    if status.state == "running":
+        fields.update(endpoint=status.endpoint or "", state=OrderingMember.State.UNHEALTHY)
+    else:
+        fields["state"] = OrderingMember.State.MISSING if status.state == "missing" else OrderingMember.State.STOPPED
+    OrderingMember.objects.filter(pk=member.pk).update(**fields)
+    for key, value in fields.items():
+        setattr(member, key, value)
+    return action
+
+
+def _record_health(members: list[OrderingMember], cluster: OrderingCluster) -> str:
+    now = timezone.now()
+    healthy = 0
+    for member in members:
+        if member.state == OrderingMember.State.UNKNOWN:
+            continue
+        if member.endpoint and member_health(member.endpoint):
+            healthy += 1
+            member.state = OrderingMember.State.RUNNING
+            OrderingMember.objects.filter(pk=member.pk).update(
+                state=member.state, last_seen_at=now, last_error="", endpoint=member.endpoint
+            )
+        elif member.state == OrderingMember.State.RUNNING:
+            member.state = OrderingMember.State.UNHEALTHY
+            OrderingMember.objects.filter(pk=member.pk).update(state=member.state)
+    if healthy == len(members):
+        state = OrderingCluster.State.HEALTHY
+    elif healthy > len(members) // 2:
+        state = OrderingCluster.State.DEGRADED
+    else:
+        state = OrderingCluster.State.UNAVAILABLE
+    if cluster.state == OrderingCluster.State.PENDING and state == OrderingCluster.State.UNAVAILABLE:
+        state = OrderingCluster.State.PENDING
+    OrderingCluster.objects.filter(pk=cluster.pk).update(state=state, last_checked_at=now)
+    cluster.state = state
+    return state
+
+
+def _setup_auth(cluster: OrderingCluster, members: list[OrderingMember]) -> None:
+    """root user + role, then auth on. Safe to repeat after a crash at any point."""
+    if cluster.auth_enabled:
+        return
+    root_password = decrypt_secret(cluster.root_password_encrypted)
+    anon = EtcdClient(_endpoints(members), timeout=ETCD_TIMEOUT)
+    try:
+        anon.user_add(ROOT_USER, root_password)
+        anon.user_change_password(ROOT_USER, root_password)  # the user may be left from an attempt
+        anon.role_add(ROOT_USER)
+        anon.user_grant_role(ROOT_USER, ROOT_USER)
+        anon.auth_enable()
+    except EtcdAuthError:
+        pass  # auth is on already (an earlier attempt got that far): check the password below
+    except EtcdError as exc:
+        raise _etcd_error(exc, "setting up etcd auth") from exc
+    root = EtcdClient(_endpoints(members), user=ROOT_USER, password=root_password, timeout=ETCD_TIMEOUT)
+    try:
+        root.authenticate()
+    except EtcdAuthError as exc:
+        raise OrderingMisconfigured(
+            "etcd auth is enabled with a root password this database does not hold (members' volumes "
+            f"from another installation or database?): {exc}"
+        ) from exc
+    except EtcdError as exc:
+        raise _etcd_error(exc, "checking the etcd root user") from exc
+    OrderingCluster.objects.filter(pk=cluster.pk).update(auth_enabled=True)
+    cluster.auth_enabled = True
+
+
+def _wait_quorum(members: list[OrderingMember], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        live = [m for m in members if member_health(m.endpoint)]
+        if len(live) > len(members) // 2:
+            try:
+                wait_ready(EtcdClient(_endpoints(live), timeout=1.0), max(0.5, deadline - time.monotonic()))
+                return
+            except EtcdUnavailable:
+                pass
+        if time.monotonic() >= deadline:
+            raise OrderingNotReady(
+                f"the ordering service has no quorum after {timeout:.0f}s "
+                f"({len(live)}/{len(members)} members answer); see `manage.py bsn_ordering status`"
+            )
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- services
+
+
+def ordering_ensure(*, timeout: float = ENSURE_TIMEOUT) -> OrderingCluster:
+    """Create or adopt the three members, wait for a quorum, set up auth. Idempotent.
+
+    Serialised by a row lock on the cluster singleton, so concurrent provisioning steps
+    do the work once and the others find it done.
+    """
+    with transaction.atomic():
+        cluster = _cluster_row()
+        members = _member_rows()
+        names = [m.name for m in members]
+        for member in members:
+            _observe_and_start(member, member_spec(member, cluster, names), start=True)
+        _wait_quorum(members, timeout)
+        _setup_auth(cluster, members)
+        _record_health(members, cluster)
+        OrderingCluster.objects.filter(pk=cluster.pk).update(last_error="")
+    return cluster
+
+
+def ordering_heal() -> dict[str, Any]:
+    """For the reconciler: restart dead members (same name + same volume rejoin), re-attach
+    them to every app network on their engine, record health. Creates nothing new."""
+    report: dict[str, Any] = {"members": 0, "restarted": [], "attached": 0, "state": None, "errors": []}
+    cluster = OrderingCluster.objects.filter(pk=1).first()
+    members = list(OrderingMember.objects.select_related("region"))
+    if cluster is None or not members:
+        report["state"] = "absent"
+        return report
+    report["members"] = len(members)
+    names = [m.name for m in sorted(members, key=lambda m: m.index)]
+    for member in members:
+        try:
+            if _observe_and_start(member, member_spec(member, cluster, names), start=True) == "started":
+                report["restarted"].append(member.name)
+        except RuntimeError_ as exc:
+            report["errors"].append(f"{member.name}: {exc}")
+    report["attached"] = _attach_all(members, report["errors"])
+    report["state"] = _record_health(members, cluster)
+    if report["state"] == OrderingCluster.State.HEALTHY and not cluster.auth_enabled:
+        try:
+            _setup_auth(cluster, members)
+        except RuntimeError_ as exc:
+            report["errors"].append(str(exc))
+    OrderingCluster.objects.filter(pk=cluster.pk).update(last_error="; ".join(report["errors"])[:2000])
+    return report
+
+
+def _attach_all(members: list[OrderingMember], errors: list[str]) -> int:
+    """Connect every member to every app network on its engine (a recreated container lost them)."""
+    attached = 0
+    inst = installation_id()
+    for member in members:
+        if member.state == OrderingMember.State.UNKNOWN:
+            continue
+        driver = driver_for_region(member.region)
+        try:
+            for network in driver.owned_networks(installation_id=inst):
+                attached += bool(driver.connect_to_network(member.name, network, installation_id=inst))
+        except RuntimeError_ as exc:
+            errors.append(f"attach {member.name}: {exc}")
+    return attached
+
+
+def ordering_attach(network_name: str, *, region: Region | None = None) -> list[str]:
+    """Connect every member on the engine that has ``network_name`` to it; the names attached.
+
+    Call right after the app's network exists and before its nodes start, so a node
+    reaches etcd by member container name from its first second. ``region``: only
+    members on that region's engine (default: every member whose engine has the network).
+    A member that is down is skipped here; ``ordering_heal`` attaches it once it is back.
+    """
+    inst = installation_id()
+    done = []
+    for member in OrderingMember.objects.select_related("region").order_by("index"):
+        if region is not None and not _same_engine(member.region, region):
+            continue
+        driver = driver_for_region(member.region)
+        try:
+            driver.connect_to_network(member.name, network_name, installation_id=inst)
+        except TransientRuntimeError as exc:
+            if "does not exist" in str(exc):
+                logger.info("ordering_attach: %s", exc)  # other engine, or the member is down
+                continue
+            raise
+        done.append(member.name)
+    return done
+
+
+def ordering_detach(network_name: str) -> list[str]:
+    """Mirror of ``ordering_attach``: disconnect every member from an app network being removed."""
+    inst = installation_id()
+    done = []
+    for member in OrderingMember.objects.select_related("region").order_by("index"):
+        driver = driver_for_region(member.region)
+        if driver.disconnect_from_network(member.name, network_name, installation_id=inst):
+            done.append(member.name)
+    return done
+
+
+def ordering_app_credentials(app: ChainApp) -> dict[str, str]:
+    """The app's etcd user, password and prefix; creates user and role on first use.
+
+    The role may read and write ``/bsn/apps/<app id>/`` and nothing else.
+    """
+    app_id = str(app.pk)
+    with transaction.atomic():
+        cred = AppOrderingCredential.objects.select_for_update().filter(app_id=app.pk).first()
+        if cred is None:
+            # Every node step of a new app gets here at once: one insert wins, the others
+            # wait on the unique key, fail, and then lock the winner's row.
+            user = ospec.app_user(app_id)
+            try:
+                with transaction.atomic():
+                    AppOrderingCredential.objects.create(
+                        app_id=app.pk,
+                        user=user,
+                        role=user,
+                        prefix=ospec.app_prefix(app_id),
+                        password_encrypted=encrypt_secret(secrets.token_urlsafe(24)),
+                    )
+            except IntegrityError:
+                pass
+            cred = AppOrderingCredential.objects.select_for_update().get(app_id=app.pk)
+        password = decrypt_secret(cred.password_encrypted)
+        if cred.provisioned_at is None:
+            root = admin_client()
+            try:
+                root.user_add(cred.user, password)
+                root.user_change_password(cred.user, password)  # left from a rolled-back attempt
+                root.role_add(cred.role)
+                root.role_grant_permission(cred.role, cred.prefix, prefix_end(cred.prefix), "READWRITE")
+                root.user_grant_role(cred.user, cred.role)
+            except EtcdError as exc:
+                raise _etcd_error(exc, f"creating the etcd user of app {app_id}") from exc
+            cred.provisioned_at = timezone.now()
+            cred.save(update_fields=["provisioned_at", "updated_at"])
+    return {"user": cred.user, "password": password, "prefix": cred.prefix}
+
+
+def ordering_node_env(app: ChainApp, node: LedgerNode) -> dict[str, str]:
+    """BSN_ORDERING / BSN_ETCD_* for one ledger node of an etcd-ordered app.
+
+    Endpoints as seen from inside the node's container: members on the node's engine by
+    container name (they are attached to the app's network, see ``ordering_attach``),
+    members elsewhere by their published client URL.
+    """
+    cluster = OrderingCluster.objects.filter(pk=1).first()
+    if cluster is None or not cluster.auth_enabled or OrderingMember.objects.count() < MEMBER_COUNT:
+        ordering_ensure()  # the first etcd app: bring the service up (idempotent, serialised)
+    members = list(OrderingMember.objects.select_related("region").order_by("index"))
+    endpoints = []
+    for member in members:
+        if _same_engine(member.region, node.region):
+            endpoints.append(ospec.client_url(member.name))
+        elif member.endpoint:
+            endpoints.append(member.endpoint)
+    creds = ordering_app_credentials(app)
+    return {
+        "BSN_ORDERING": "etcd",
+        "BSN_ETCD_ENDPOINTS": ",".join(endpoints),
+        "BSN_ETCD_USER": creds["user"],
+        "BSN_ETCD_PASSWORD": creds["password"],
+        "BSN_ETCD_PREFIX": creds["prefix"],
+    }
+
+
+def ordering_revoke_app(app: ChainApp, *, purge: bool = True) -> bool:
+    """On app delete: remove the app's etcd user and role and (``purge``) its keys. Idempotent."""
+    with transaction.atomic():
+        cred = AppOrderingCredential.objects.select_for_update().filter(app_id=app.pk).first()
+        if cred is None:
+            return False
+        if cred.provisioned_at is not None or purge:
+            root = admin_client()
+            try:
+                if purge:
+                    root.delete(cred.prefix, prefix_end(cred.prefix))
+                root.user_delete(cred.user)
+                root.role_delete(cred.role)
+            except EtcdError as exc:
+                raise _etcd_error(exc, f"revoking the etcd user of app {app.pk}") from exc
+        cred.delete()
+    return True

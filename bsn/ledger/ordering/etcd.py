@@ -1,0 +1,512 @@
+"""Ordering through the platform's etcd cluster (docs/ledger-protocol.md, "Ordering with etcd").
+
+etcd (Raft) decides the order; this module only follows the protocol page:
+
+- ``submit`` puts ``P/pending/<tx_id>`` (one transaction per batch) and returns; the
+  node acknowledges a submission only once its block is applied.
+- Election: a lease (TTL 3 s, kept alive every second) and
+  ``create_revision(P/proposer) == 0 → put(P/proposer, me, lease)``. A keep-alive that
+  fails, or a lease whose deadline passed, stops proposing at once.
+- The proposer catches up to ``P/height``, then loops: range ``P/pending/`` (oldest
+  first), ``core.make_block``, and commits with one transaction comparing
+  ``value(P/height) == h`` (and that ``P/proposer`` is still held by its lease, so a
+  deposed proposer cannot commit even before it notices). A failed compare means
+  someone else moved the chain: re-sync and go on.
+- Every node watches ``P`` from its own height: blocks are applied in height order
+  (``core.apply_committed`` verifies and is idempotent), pending puts wake the
+  proposer, a deleted ``P/proposer`` wakes the election. A broken or compacted watch is
+  followed by a range from the node's height; blocks older than the window come from
+  peers' ``GET /blocks/{h}``.
+
+No Django here: this runs inside ledger node containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from bsn.ledger.etcd_http import (
+    EtcdAuthError,
+    EtcdClient,
+    EtcdCompacted,
+    EtcdError,
+    EtcdUnavailable,
+    compare,
+    op_delete,
+    op_put,
+    op_range,
+    prefix_end,
+)
+
+
+class _OrderingUnavailable(Exception):
+    """Stand-in until bsn/ledger/ordering/__init__.py defines OrderingUnavailable."""
+
+
+def ordering_unavailable_class() -> type[Exception]:
+    """The node core's OrderingUnavailable, imported late (its package may import us)."""
+    try:
+        from bsn.ledger.ordering import OrderingUnavailable
+    except ImportError:
+        return _OrderingUnavailable
+    return OrderingUnavailable
+
+
+logger = logging.getLogger(__name__)
+
+LEASE_TTL = 3  # seconds (protocol page)
+KEEPALIVE_INTERVAL = 1.0
+HEIGHT_DIGITS = 20
+# One etcd request is at most --max-request-bytes (the members run with 8 MiB); keep a
+# block's transaction well below it, and a submit's ops below --max-txn-ops (1024).
+MAX_BLOCK_BYTES = 4 * 1024 * 1024
+MAX_TXN_OPS = 1000
+WATCH_READ_TIMEOUT = 5.0  # idle watches are re-opened (cheap) so a dead member is noticed
+IDLE_POLL = 1.0  # the proposer re-reads pending at least this often even without events
+
+
+def canonical(obj: Any) -> bytes:
+    try:
+        from bsn.ledger.canonical import canonical as _canonical
+    except ImportError:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _canonical(obj)
+
+
+def tx_id_of(envelope: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(envelope["tx"])).hexdigest()
+
+
+def _cfg(config: Any, name: str, default: Any = None) -> Any:
+    if isinstance(config, Mapping):
+        return config.get(name, default)
+    return getattr(config, name, default)
+
+
+class EtcdOrderer:
+    """The Orderer for BSN_ORDERING=etcd. Thread-based; all core calls are serialised."""
+
+    mode = "etcd"
+
+    def __init__(self, config: Any, *, client: EtcdClient | None = None) -> None:
+        self.node_id = str(_cfg(config, "node_id"))
+        prefix = str(_cfg(config, "etcd_prefix") or "")
+        if not prefix.endswith("/"):
+            prefix += "/"
+        self.prefix = prefix
+        self.k_proposer = f"{prefix}proposer"
+        self.k_height = f"{prefix}height"
+        self.k_pending = f"{prefix}pending/"
+        self.k_blocks = f"{prefix}blocks/"
+        self.max_txs = max(1, int(_cfg(config, "block_max_txs", 500) or 500))
+        self.max_wait = max(0, int(_cfg(config, "block_max_wait_ms", 20) or 0)) / 1000.0
+        self.window = max(1, int(_cfg(config, "etcd_block_window", 10000) or 10000))
+        self.peers = [p.rstrip("/") for p in (_cfg(config, "peers") or []) if p]
+        endpoints = _cfg(config, "etcd_endpoints") or []
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e.strip()]
+        self.client = client or EtcdClient(
+            endpoints,
+            user=_cfg(config, "etcd_user") or None,
+            password=_cfg(config, "etcd_password") or "",
+            timeout=float(_cfg(config, "etcd_timeout", 3.0) or 3.0),
+        )
+        self.core: Any = None
+        self._core_lock = threading.RLock()
+        self._stop = threading.Event()
+        self._wake_proposer = threading.Event()
+        self._wake_election = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watch: Any = None
+        self._lease: int = 0
+        self._lease_deadline = 0.0  # monotonic time the lease surely still lives until
+        self._proposer_seen: str | None = None
+        self._committed_height = 0  # highest P/height observed
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ interface
+
+    def start(self, core: Any) -> None:
+        self.core = core
+        self._committed_height = int(core.height)
+        for name, target in (("watch", self._watch_loop), ("elect", self._elect_loop), ("propose", self._propose_loop)):
+            thread = threading.Thread(target=target, name=f"etcd-{name}-{self.node_id[:8]}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, envelopes: list[dict]) -> None:
+        """Durably hand envelopes to ordering (P/pending/<tx_id>); raise OrderingUnavailable if not possible."""
+        if not envelopes:
+            return
+        # All puts of one transaction share a revision; "seq" keeps the batch's order.
+        ops = [
+            op_put(f"{self.k_pending}{tx_id_of(env)}", canonical({"seq": i, "envelope": env}))
+            for i, env in enumerate(envelopes)
+        ]
+        try:
+            for i in range(0, len(ops), MAX_TXN_OPS):
+                self.client.txn([], ops[i : i + MAX_TXN_OPS])
+        except EtcdError as exc:
+            self.last_error = str(exc)
+            raise ordering_unavailable_class()(f"ordering service unavailable: {exc}") from exc
+        self._wake_proposer.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake_proposer.set()
+        self._wake_election.set()
+        watch = self._watch
+        if watch is not None:
+            watch.close()
+        lease, self._lease = self._lease, 0
+        self._lease_deadline = 0.0
+        if lease:
+            try:  # hand over at once instead of after the TTL
+                self.client.lease_revoke(lease)
+            except EtcdError as exc:
+                logger.info("could not revoke proposer lease: %s", exc)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+        self.client.close()
+
+    def status(self) -> dict:
+        height = int(self.core.height) if self.core is not None else 0
+        return {
+            "mode": self.mode,
+            "proposer": self._proposer_seen,
+            "is_proposer": self.is_proposer,
+            "lag_blocks": max(0, self._committed_height - height),
+        }
+
+    @property
+    def is_proposer(self) -> bool:
+        return bool(self._lease) and time.monotonic() < self._lease_deadline
+
+    # ------------------------------------------------------------------ applying
+
+    def _block_key(self, height: int) -> str:
+        return f"{self.k_blocks}{height:0{HEIGHT_DIGITS}d}"
+
+    def _height_of(self, key: bytes) -> int | None:
+        tail = key.decode("utf-8", "replace")[len(self.k_blocks) :]
+        return int(tail) if tail.isdigit() else None
+
+    def _apply(self, height: int, block: dict) -> bool:
+        """Apply block ``height`` if it is the next one; True if the core moved."""
+        with self._core_lock:
+            if height != int(self.core.height) + 1:
+                return False
+            self.core.apply_committed(block)
+            moved = int(self.core.height) >= height
+        if moved:
+            self._committed_height = max(self._committed_height, height)
+        return moved
+
+    def _catch_up(self) -> int:
+        """Apply every committed block above the core's height; the revision to watch from."""
+        first_revision = 0
+        while not self._stop.is_set():
+            start = int(self.core.height) + 1
+            res = self.client.range(self._block_key(start), prefix_end(self.k_blocks), limit=64)
+            first_revision = first_revision or res.revision
+            if not res.kvs:
+                committed = self._read_height()
+                if committed > int(self.core.height):
+                    # Blocks we miss are older than the window (deleted): ask peers.
+                    self._fetch_from_peers(start, committed)
+                    continue
+                return first_revision
+            for kv in res.kvs:
+                height = self._height_of(kv.key)
+                if height is None:
+                    continue
+                if height > int(self.core.height) + 1:
+                    self._fetch_from_peers(int(self.core.height) + 1, height - 1)
+                if not self._apply(height, json.loads(kv.value)):
+                    if height > int(self.core.height):
+                        raise EtcdError(f"block {height} from etcd did not apply at height {self.core.height}")
+        return first_revision
+
+    def _read_height(self) -> int:
+        kv = self.client.get(self.k_height)
+        height = int(kv.value) if kv else 0
+        self._committed_height = max(self._committed_height, height)
+        return height
+
+    def _fetch_from_peers(self, first: int, last: int) -> None:
+        for height in range(first, last + 1):
+            if int(self.core.height) >= height:
+                continue
+            block = self._peer_block(height)
+            if block is None:
+                raise EtcdUnavailable(f"block {height} is beyond the etcd window and no peer served it")
+            if not self._apply(height, block):
+                raise EtcdError(f"block {height} from a peer did not apply")
+
+    def _peer_block(self, height: int) -> dict | None:
+        for peer in self.peers:
+            try:
+                with urllib.request.urlopen(f"{peer}/blocks/{height}", timeout=5) as resp:  # noqa: S310 - http peers
+                    return json.loads(resp.read())
+            except (OSError, ValueError, urllib.error.URLError) as exc:
+                logger.info("peer %s has no block %s: %s", peer, height, exc)
+        return None
+
+    def _watch_loop(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                revision = self._catch_up()
+                self._refresh_proposer()
+                self._wake_proposer.set()  # pending may have arrived while the watch was down
+                watch = self.client.watch(
+                    self.prefix, prefix=True, start_revision=revision + 1, read_timeout=WATCH_READ_TIMEOUT
+                )
+                self._watch = watch
+                if self._stop.is_set():
+                    break
+                delay = 0.05
+                with watch:
+                    for events in watch:
+                        self._on_events(events)
+            except _Gap:
+                continue  # range from our height
+            except EtcdCompacted:
+                continue
+            except EtcdAuthError as exc:
+                self.client.invalidate_token()
+                self._note(f"watch: {exc}")
+                self._stop.wait(delay)
+            except EtcdUnavailable as exc:
+                if "nothing within" not in str(exc):
+                    self._note(f"watch: {exc}")
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 2.0)
+            except Exception as exc:
+                self._note(f"watch: {exc!r}")
+                logger.exception("applying blocks from etcd failed")
+                self._stop.wait(1.0)
+            finally:
+                self._watch = None
+
+    def _on_events(self, events: list) -> None:
+        for event in events:
+            key = event.kv.key.decode("utf-8", "replace")
+            if key.startswith(self.k_blocks):
+                if event.type != "PUT":
+                    continue  # window deletions
+                height = self._height_of(event.kv.key)
+                if height is None or height <= int(self.core.height):
+                    continue
+                if height > int(self.core.height) + 1 or not self._apply(height, json.loads(event.kv.value)):
+                    raise _Gap()
+            elif key.startswith(self.k_pending):
+                if event.type == "PUT":
+                    self._wake_proposer.set()
+            elif key == self.k_proposer:
+                if event.type == "DELETE":
+                    self._proposer_seen = None
+                    self._wake_election.set()
+                else:
+                    self._proposer_seen = event.kv.value.decode("utf-8", "replace")
+            elif key == self.k_height and event.type == "PUT":
+                try:
+                    self._committed_height = max(self._committed_height, int(event.kv.value))
+                except ValueError:
+                    pass
+
+    def _refresh_proposer(self) -> None:
+        kv = self.client.get(self.k_proposer)
+        self._proposer_seen = kv.value.decode("utf-8", "replace") if kv else None
+
+    # ------------------------------------------------------------------ election
+
+    def _elect_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._lease:
+                    self._keep_alive()
+                    self._stop.wait(KEEPALIVE_INTERVAL)
+                else:
+                    self._campaign()
+                    if not self._lease:
+                        self._wake_election.wait(IDLE_POLL)
+                        self._wake_election.clear()
+            except EtcdError as exc:
+                self._note(f"election: {exc}")
+                if self._lease and time.monotonic() >= self._lease_deadline:
+                    self._resign("lease deadline passed without a keep-alive")
+                self._stop.wait(0.2)
+
+    def _campaign(self) -> None:
+        current = self.client.get(self.k_proposer)
+        if current is not None:
+            self._proposer_seen = current.value.decode("utf-8", "replace")
+            return
+        sent = time.monotonic()
+        lease, ttl = self.client.lease_grant(LEASE_TTL)
+        won, reply = self.client.txn(
+            [compare(self.k_proposer, "CREATE", "==", 0)],
+            [op_put(self.k_proposer, self.node_id, lease=lease)],
+            [op_range(self.k_proposer)],
+        )
+        if not won:
+            kvs = self.client.txn_range_kvs(reply)
+            self._proposer_seen = kvs[0].value.decode("utf-8", "replace") if kvs else None
+            try:
+                self.client.lease_revoke(lease)
+            except EtcdError:
+                pass  # expires by itself
+            return
+        self._lease = lease
+        self._lease_deadline = sent + ttl - 0.5
+        self._proposer_seen = self.node_id
+        logger.info("node %s is now the proposer (lease %x)", self.node_id, lease)
+        self._wake_proposer.set()
+
+    def _keep_alive(self) -> None:
+        sent = time.monotonic()
+        ttl = self.client.lease_keepalive(self._lease)
+        if ttl <= 0:
+            self._resign("lease expired")
+            return
+        self._lease_deadline = sent + ttl - 0.5
+
+    def _resign(self, why: str) -> None:
+        if self._lease:
+            logger.warning("node %s stops proposing: %s", self.node_id, why)
+        self._lease = 0
+        self._lease_deadline = 0.0
+        self._wake_election.set()
+
+    # ------------------------------------------------------------------ proposing
+
+    def _propose_loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.is_proposer:
+                self._wake_proposer.wait(0.5)
+                self._wake_proposer.clear()
+                continue
+            try:
+                if not self._propose_once():
+                    self._wake_proposer.wait(IDLE_POLL)
+                    self._wake_proposer.clear()
+            except EtcdAuthError as exc:
+                self._note(f"propose: {exc}")
+                self._stop.wait(0.5)
+            except EtcdError as exc:
+                self._note(f"propose: {exc}")
+                self._stop.wait(0.1)
+            except Exception as exc:
+                self._note(f"propose: {exc!r}")
+                logger.exception("proposing a block failed")
+                self._stop.wait(0.5)
+
+    def _propose_once(self) -> bool:
+        """Cut and commit at most one block; False when there was nothing to do."""
+        committed = self._read_height()
+        if int(self.core.height) < committed:
+            self._catch_up_for_proposal(committed)
+            return True
+        pending = self._read_pending()
+        if not pending:
+            return False
+        if len(pending) < self.max_txs and self.max_wait > 0:
+            self._stop.wait(self.max_wait)  # let a batch gather
+            pending = self._read_pending() or pending
+        return self._commit(committed, pending)
+
+    def _catch_up_for_proposal(self, committed: int) -> None:
+        deadline = time.monotonic() + 5.0
+        while int(self.core.height) < committed and time.monotonic() < deadline and self.is_proposer:
+            try:
+                self._catch_up()
+            except _Gap:
+                pass
+
+    def _read_pending(self) -> list[tuple[str, dict, int]]:
+        """(key, envelope, size) of the oldest pending submissions that fit in one block."""
+        res = self.client.range(
+            self.k_pending, prefix_end(self.k_pending), limit=self.max_txs, sort_order="ASCEND", sort_target="CREATE"
+        )
+        entries = []
+        for kv in res.kvs:
+            try:
+                value = json.loads(kv.value)
+                envelope, seq = value["envelope"], int(value.get("seq", 0))
+            except (ValueError, KeyError, TypeError):
+                logger.warning("dropping unreadable pending entry %r", kv.key)
+                self.client.delete(kv.key)
+                continue
+            entries.append((kv.create_revision, seq, kv.key.decode(), envelope, len(kv.value)))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        out, total = [], 0
+        for _, _, key, envelope, size in entries:
+            total += size
+            if out and total > MAX_BLOCK_BYTES:
+                break
+            out.append((key, envelope, size))
+        return out
+
+    def _commit(self, height: int, pending: list[tuple[str, dict, int]]) -> bool:
+        envelopes = [env for _, env, _ in pending]
+        with self._core_lock:
+            if int(self.core.height) != height:
+                return True  # moved meanwhile; look again
+            head = self.core.block(height) if height else None
+            prev_ts = int(((head or {}).get("header") or {}).get("timestamp") or 0)
+            timestamp = max(int(time.time() * 1000), prev_ts)
+            block = self.core.make_block(envelopes, timestamp)
+        new_height = int(block["header"]["height"])
+        if new_height != height + 1:
+            raise EtcdError(f"core made block {new_height} on top of {height}")
+        if not self.is_proposer:
+            return True  # lost the lease while building: not ours to commit
+        if not block.get("txs"):
+            # Everything was left out (already in the chain, replayed nonce, bad signature):
+            # no empty block; just clear those entries, still only as the proposer.
+            self.client.txn(
+                [compare(self.k_proposer, "LEASE", "==", self._lease)], [op_delete(key) for key, _, _ in pending]
+            )
+            return True
+        compares = [
+            compare(self.k_height, "VALUE", "==", str(height)) if height else compare(self.k_height, "CREATE", "==", 0),
+            compare(self.k_proposer, "LEASE", "==", self._lease),
+        ]
+        ops = [
+            op_put(self.k_height, str(new_height)),
+            op_put(self._block_key(new_height), json.dumps(block, separators=(",", ":"), ensure_ascii=False)),
+        ]
+        ops += [op_delete(key) for key, _, _ in pending]  # included, or dropped by make_block as invalid
+        if new_height - self.window >= 1:
+            ops.append(op_delete(self._block_key(new_height - self.window)))
+        try:
+            won, _ = self.client.txn(compares, ops, [op_range(self.k_height)])
+        except EtcdUnavailable:
+            # Outcome unknown: the watch (or the next round's re-read) tells what happened.
+            raise
+        if not won:
+            logger.info("block %s lost the compare-and-swap; re-syncing", new_height)
+            self._read_height()
+            return True
+        self._committed_height = max(self._committed_height, new_height)
+        self._apply(new_height, block)  # the watch would too; idempotent
+        return True
+
+    def _note(self, message: str) -> None:
+        if message != self.last_error:
+            logger.warning("%s: %s", self.node_id, message)
+        self.last_error = message
+
+
+class _Gap(Exception):
+    """The watch delivered a block beyond the next height: range from our height instead."""

@@ -1,0 +1,102 @@
+"""App status from the chain: the reconciler reads each running node's /chain."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.chainapps import reconcile
+from apps.chainapps.models import ChainApp, LedgerNode
+from apps.chainapps.reconcile import chain_verdict, reconcile_region
+from apps.runtime.spec import NodeStatus
+from tests.api.conftest import finish_open_operations, make_app
+from tests.gateway.conftest import attach_sim
+
+pytestmark = pytest.mark.django_db
+
+
+def _chain(height, head, proposer="n1"):
+    return {"height": height, "head_hash": head, "proposer": proposer}
+
+
+@pytest.mark.parametrize(
+    "ordering, chains, ok, why",
+    [
+        ("etcd", [_chain(5, "a"), _chain(5, "a"), _chain(5, "a")], True, ""),
+        ("etcd", [_chain(5, "a"), _chain(4, "b")], True, ""),  # within the lag of 2
+        ("etcd", [_chain(5, "a"), _chain(2, "b")], False, "behind"),
+        ("etcd", [_chain(5, "a"), _chain(5, "b")], False, "disagree"),
+        ("etcd", [_chain(5, "a", ""), _chain(5, "a", None)], False, "no proposer"),
+        ("solo", [_chain(0, "", None)], True, ""),
+        ("etcd", [_chain(5, "a"), None], False, "does not answer"),
+        ("solo", [], True, ""),
+    ],
+)
+def test_chain_verdict(ordering, chains, ok, why):
+    verdict, reason = chain_verdict(ordering=ordering, chains=chains, max_lag=2)
+    assert verdict is ok and why in reason
+
+
+def test_zero_lag_wants_the_same_height():
+    assert chain_verdict(ordering="etcd", chains=[_chain(5, "a"), _chain(4, "b")], max_lag=0)[0] is False
+
+
+def test_status_running_with_everything_healthy_only():
+    app = ChainApp(desired_state="running", status="running")
+    assert app.derive_status(["running", "running"], chain_ok=True) == "running"
+    assert app.derive_status(["running", "running"], chain_ok=False) == "degraded"
+    assert app.derive_status(["running", "missing"], chain_ok=True) == "degraded"
+
+
+class ListingDriver:
+    """A driver that reports the app's nodes as running at their sims' endpoints."""
+
+    name = "docker"
+
+    def __init__(self, endpoints):
+        self.endpoints = endpoints
+
+    def list_nodes(self, *, installation_id):
+        return [NodeStatus(name=n, state="running", runtime_id="c", endpoint=e) for n, e in self.endpoints.items()]
+
+
+@pytest.fixture
+def pair(owner, regions, monkeypatch):
+    app = make_app(owner, "pair", regions=("cn-beijing", "cn-shanghai"))
+    finish_open_operations(app.pk)
+    nodes = list(app.nodes.order_by("region__code"))
+    sims = [attach_sim(n) for n in nodes]
+    endpoints = {n.name: s.endpoint for n, s in zip(nodes, sims, strict=True)}
+    monkeypatch.setattr(reconcile, "driver_for_region", lambda region: ListingDriver(endpoints))
+    yield app, sims
+    for s in sims:
+        s.close()
+
+
+def _reconcile(app) -> str:
+    reconcile_region("cn-beijing")
+    reconcile_region("cn-shanghai")
+    return ChainApp.objects.get(pk=app.pk).status
+
+
+def test_reconciler_running_when_nodes_agree_and_degraded_when_one_lags(pair, settings):
+    app, (first, second) = pair
+    settings.BSN_CHAIN_MAX_LAG = 0
+    first.commit([])
+    second.blocks = list(first.blocks)  # same chain
+    assert _reconcile(app) == "running"
+    node = LedgerNode.objects.get(pk=first.node_id)
+    assert node.chain_height == 1 and node.chain_head == first.head and node.chain_seen_at
+    assert node.chain_proposer == first.node_id
+
+    first.commit([])  # second is now behind
+    assert _reconcile(app) == "degraded"
+    second.blocks = list(first.blocks)  # caught up
+    assert _reconcile(app) == "running"
+
+
+def test_reconciler_degraded_without_a_proposer_for_etcd_apps(pair):
+    app, (first, second) = pair
+    assert app.ordering == "etcd"
+    for sim in (first, second):
+        sim.node.routes[("GET", "/chain")] = (200, {"height": 0, "head_hash": "0" * 64, "proposer": None})
+    assert _reconcile(app) == "degraded"

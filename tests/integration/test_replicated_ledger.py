@@ -1,0 +1,150 @@
+"""A 3-node chain app ordered by the etcd ordering service, reached through the gateway.
+
+Kill the proposer, kill an ordering member, keep submitting, bring them back: every node
+reaches the same head, the chain verifies, nothing acknowledged is missing. Then restart
+every node and every member at once: the chain is intact.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import requests
+from django.core.management import call_command
+
+from apps.chainapps.models import LedgerNode
+from apps.chainapps.reconcile import reconcile_region
+from bsn.client import Client, generate_key
+from tests.conftest import _client_for
+from tests.factories import MembershipFactory, TenantFactory
+from tests.integration.conftest import operation_done, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+def _chain(endpoint: str) -> dict | None:
+    try:
+        resp = requests.get(endpoint + "/chain", timeout=2)
+        return resp.json() if resp.status_code == 200 else None
+    except requests.RequestException:
+        return None
+
+
+def _submit_until_acknowledged(client: Client, envelope: dict, *, timeout: float = 60) -> dict:
+    """Clients retry the same signed envelope; the nonce guarantees a single apply."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            receipt = client.submit_envelope(envelope)
+            if receipt.get("status") in ("committed", "failed"):
+                return receipt
+            last = receipt
+        except Exception as exc:  # noqa: BLE001 - gateway 503/504 while the cluster heals
+            last = exc
+        time.sleep(0.3)
+    pytest.fail(f"transaction never acknowledged: {last!r}", pytrace=False)
+
+
+def _nodes(app_id) -> list[LedgerNode]:
+    return list(LedgerNode.objects.filter(app_id=app_id).select_related("region").order_by("region__code"))
+
+
+def _all_at_same_head(app_id, at_least: int) -> dict | None:
+    chains = [_chain(n.endpoint) for n in _nodes(app_id)]
+    if any(c is None for c in chains):
+        return None
+    heads = {(c["height"], c["head_hash"], c["state_root"]) for c in chains}
+    if len(heads) == 1 and chains[0]["height"] >= at_least:
+        return chains[0]
+    return None
+
+
+def _verify(app_id) -> str:
+    out = io.StringIO()
+    call_command("bsn_chain_verify", str(app_id), stdout=out)
+    return out.getvalue()
+
+
+def test_three_node_app_survives_proposer_and_member_kills(
+    transactional_db, live_server, make_regions, worker_factory, docker_engine, ledger_image
+):
+    from apps.ordering.models import OrderingMember
+    from apps.ordering.services import ordering_heal
+
+    regions = make_regions("docker", count=3)
+    worker_factory(regions)
+    api = _client_for(MembershipFactory(tenant=TenantFactory(), role="developer"))
+    resp = api.post("/api/v1/apps", {"name": "replicated", "regions": [r.code for r in regions]}, format="json")
+    assert resp.status_code == 202, resp.content
+    app_id = resp.json()["app"]
+    assert operation_done(api, resp["Location"], timeout=180)["status"] == "succeeded"
+
+    private, public = generate_key()
+    assert (
+        api.post(f"/api/v1/apps/{app_id}/users", {"name": "alice", "public_key": public}, format="json").status_code
+        == 201
+    )
+    token = api._credentials["HTTP_AUTHORIZATION"].split()[1]
+    client = Client(live_server.url, token, app_id, "alice", private)
+
+    acknowledged: list[str] = []
+
+    def put(i: int) -> None:
+        envelope = client.sign("kv", "put", {"key": f"k{i}", "value": i})
+        receipt = _submit_until_acknowledged(client, envelope)
+        assert receipt["status"] == "committed", receipt
+        acknowledged.append(receipt["tx_id"])
+
+    for i in range(10):
+        put(i)
+
+    # 1. kill the proposer node
+    proposer_id = wait_for(
+        lambda: (_chain(_nodes(app_id)[0].endpoint) or {}).get("proposer"), timeout=30, message="a proposer"
+    )
+    proposer = LedgerNode.objects.get(pk=proposer_id)
+    docker_engine.containers.get(proposer.name).kill()
+    for i in range(10, 20):
+        put(i)
+
+    # 2. kill one ordering member
+    member = OrderingMember.objects.order_by("index").first()
+    docker_engine.containers.get(member.name).kill()
+    for i in range(20, 30):
+        put(i)
+
+    # 3. bring them back: the reconciler restarts the node, healing restarts the member
+    for region in regions:
+        reconcile_region(region.code)
+    ordering_heal()
+    head = wait_for(lambda: _all_at_same_head(app_id, at_least=1), timeout=120, message="all nodes at one head")
+    for i in range(30, 35):
+        put(i)
+    head = wait_for(
+        lambda: _all_at_same_head(app_id, at_least=head["height"] + 1), timeout=60, message="all nodes at the new head"
+    )
+    for node in _nodes(app_id):
+        for tx_id in acknowledged:
+            assert requests.get(f"{node.endpoint}/tx/{tx_id}", timeout=5).status_code == 200, (node.name, tx_id)
+    assert "ok" in _verify(app_id).lower()
+
+    # 4. restart every node and every ordering member at once
+    names = [n.name for n in _nodes(app_id)] + [m.name for m in OrderingMember.objects.all()]
+    for name in names:
+        docker_engine.containers.get(name).restart(timeout=0)
+    after = wait_for(
+        lambda: _all_at_same_head(app_id, at_least=head["height"]),
+        timeout=120,
+        message="the chain back after a full restart",
+    )
+    assert after["head_hash"] == head["head_hash"] or after["height"] > head["height"]
+    put(99)
+    for tx_id in acknowledged:
+        assert requests.get(f"{_nodes(app_id)[0].endpoint}/tx/{tx_id}", timeout=5).status_code == 200
+    assert "ok" in _verify(app_id).lower()
+
+    resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    assert operation_done(api, resp["Location"], timeout=120)["status"] == "succeeded"

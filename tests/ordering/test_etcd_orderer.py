@@ -1,0 +1,227 @@
+"""EtcdOrderer over a local etcd process with fake ledger cores (no Docker, no Django)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from bsn.ledger.etcd_http import EtcdClient, compare, op_put
+from bsn.ledger.ordering.etcd import EtcdOrderer, tx_id_of
+from tests.ordering.conftest import FakeCore, envelope, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cluster(etcd_server, prefix):
+    """Factory of started (orderer, core) pairs on one prefix; all stopped at the end."""
+    made: list[EtcdOrderer] = []
+
+    def make(node_id: str, **overrides):
+        config = {
+            "node_id": node_id,
+            "etcd_endpoints": [etcd_server.endpoint],
+            "etcd_prefix": prefix,
+            "block_max_txs": 50,
+            "block_max_wait_ms": 5,
+            "etcd_block_window": 10000,
+            "peers": [],
+            **overrides,
+        }
+        core = FakeCore(node_id)
+        orderer = EtcdOrderer(config)
+        orderer.start(core)
+        made.append(orderer)
+        return orderer, core
+
+    yield make
+    for orderer in made:
+        orderer.stop()
+
+
+def client(etcd_server) -> EtcdClient:
+    return EtcdClient([etcd_server.endpoint])
+
+
+def proposers(nodes) -> list[EtcdOrderer]:
+    return [o for o, _ in nodes if o.is_proposer]
+
+
+def test_one_node_orders_its_submissions(cluster, etcd_server, prefix):
+    orderer, core = cluster("n1")
+    assert wait_until(lambda: orderer.is_proposer, 5)
+    orderer.submit([envelope(f"a{i}") for i in range(5)])
+    assert core.wait_for(lambda: len(core.tx_nonces()) == 5)
+    assert sorted(core.tx_nonces()) == [f"a{i}" for i in range(5)]
+    c = client(etcd_server)
+    assert c.range(f"{prefix}pending/", prefix=True).kvs == []
+    assert int(c.get(f"{prefix}height").value) == core.height
+    assert orderer.status() == {"mode": "etcd", "proposer": "n1", "is_proposer": True, "lag_blocks": 0}
+
+
+def test_three_nodes_elect_one_proposer_and_agree(cluster):
+    nodes = [cluster(f"n{i}") for i in range(3)]
+    assert wait_until(lambda: len(proposers(nodes)) == 1, 5)
+    for i, (orderer, _) in enumerate(nodes):  # every node takes submissions, proposer or not
+        orderer.submit([envelope(f"n{i}-{j}") for j in range(20)])
+    for _, core in nodes:
+        assert core.wait_for(lambda core=core: len(core.tx_nonces()) == 60)
+    chains = [[core.block(h)["hash"] for h in range(1, core.height + 1)] for _, core in nodes]
+    assert chains[0] == chains[1] == chains[2]
+    assert len(set(nodes[0][1].tx_nonces())) == 60  # each exactly once
+    leader = proposers(nodes)[0]
+    assert all(o.status()["proposer"] == leader.node_id for o, _ in nodes)
+
+
+def test_revoked_lease_moves_the_proposer_at_once(cluster, etcd_server):
+    nodes = [cluster(f"n{i}") for i in range(3)]
+    assert wait_until(lambda: len(proposers(nodes)) == 1, 5)
+    old = proposers(nodes)[0]
+    client(etcd_server).lease_revoke(old._lease)
+    assert wait_until(lambda: proposers(nodes) and proposers(nodes)[0] is not old, 5)
+    assert wait_until(lambda: not old.is_proposer, 3)  # its keep-alive saw the loss
+    new = proposers(nodes)[0]
+    nodes[0][0].submit([envelope("after-failover")])
+    for _, core in nodes:
+        assert core.wait_for(lambda core=core: "after-failover" in core.tx_nonces())
+    assert new.is_proposer
+
+
+def test_proposer_process_death_loses_nothing(etcd_server, prefix, cluster):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.ordering.orderer_proc", etcd_server.endpoint, prefix, "doomed"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "PROPOSER"
+        survivor, core = cluster("survivor")
+        survivor.submit([envelope("before")])
+        assert core.wait_for(lambda: core.tx_nonces() == ["before"])  # ordered by the child
+        assert core.block(1)["header"]["proposer"] == "doomed"
+        proc.kill()
+        proc.wait(5)
+        killed_at = time.monotonic()
+        survivor.submit([envelope("during")])  # acknowledged into pending while nobody proposes
+        assert core.wait_for(lambda: core.tx_nonces() == ["before", "during"], timeout=8)
+        assert time.monotonic() - killed_at < 6  # lease TTL 3 s + campaign
+        assert survivor.is_proposer
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_lost_compare_and_swap_resyncs_without_fork(etcd_server, prefix):
+    c = client(etcd_server)
+    core = FakeCore("me")
+    orderer = EtcdOrderer({"node_id": "me", "etcd_endpoints": [etcd_server.endpoint], "etcd_prefix": prefix})
+    orderer.core = core  # not started: drive the steps by hand
+    orderer._campaign()
+    assert orderer.is_proposer
+    # Another proposer commits block 1 first (e.g. the previous lease holder, still in flight).
+    rival = FakeCore("rival")
+    block = rival.make_block([envelope("rival")], 1)
+    ok, _ = c.txn(
+        [compare(f"{prefix}height", "CREATE", "==", 0)],
+        [op_put(f"{prefix}height", "1"), op_put(f"{prefix}blocks/{1:020d}", json.dumps(block))],
+    )
+    assert ok
+    orderer.submit([envelope("mine")])
+    assert orderer._commit(0, orderer._read_pending()) is True  # CAS lost, nothing written
+    assert int(c.get(f"{prefix}height").value) == 1
+    assert c.get(f"{prefix}pending/{tx_id_of(envelope('mine'))}") is not None  # still pending
+    orderer._catch_up()
+    assert core.tx_nonces() == ["rival"]
+    assert orderer._propose_once()  # now on top of the rival's block
+    assert core.tx_nonces() == ["rival", "mine"]
+    assert core.block(2)["header"]["prev_hash"] == block["hash"]
+    orderer.stop()
+
+
+def test_deposed_proposer_cannot_commit(etcd_server, prefix):
+    core = FakeCore("me")
+    orderer = EtcdOrderer({"node_id": "me", "etcd_endpoints": [etcd_server.endpoint], "etcd_prefix": prefix})
+    orderer.core = core
+    orderer._campaign()
+    lease = orderer._lease
+    client(etcd_server).lease_revoke(lease)  # lease gone, but the node has not noticed yet
+    orderer.submit([envelope("x")])
+    assert orderer._commit(0, orderer._read_pending()) is True
+    assert client(etcd_server).get(f"{prefix}height") is None
+    orderer.stop()
+
+
+def test_pending_submissions_survive_until_a_proposer_exists(etcd_server, prefix, cluster):
+    writer = EtcdOrderer({"node_id": "w", "etcd_endpoints": [etcd_server.endpoint], "etcd_prefix": prefix})
+    writer.submit([envelope(f"p{i}") for i in range(30)])  # no proposer anywhere yet
+    c = client(etcd_server)
+    assert len(c.range(f"{prefix}pending/", prefix=True).kvs) == 30
+    _, core = cluster("late")
+    assert core.wait_for(lambda: len(core.tx_nonces()) == 30)
+    assert [n for n in core.tx_nonces()] == [f"p{i}" for i in range(30)]  # oldest first
+
+
+class _BlocksHandler(BaseHTTPRequestHandler):
+    core: FakeCore
+
+    def do_GET(self):
+        height = int(self.path.rsplit("/", 1)[-1])
+        block = self.core.block(height)
+        body = json.dumps(block).encode() if block else b"{}"
+        self.send_response(200 if block else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_window_deletes_old_blocks_and_late_node_fetches_them_from_peers(cluster, etcd_server, prefix):
+    orderer, core = cluster("a", etcd_block_window=3, block_max_txs=1)
+    for i in range(6):
+        orderer.submit([envelope(f"w{i}")])
+        assert core.wait_for(lambda i=i: core.height == i + 1)
+    keys = [kv.key.decode() for kv in client(etcd_server).range(f"{prefix}blocks/", prefix=True, keys_only=True).kvs]
+    assert keys == [f"{prefix}blocks/{h:020d}" for h in (4, 5, 6)]
+
+    handler = type("H", (_BlocksHandler,), {"core": core})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        late, late_core = cluster("late", peers=[f"http://127.0.0.1:{server.server_address[1]}"])
+        assert late_core.wait_for(lambda: late_core.height == 6)
+        assert late_core.block(6)["hash"] == core.block(6)["hash"]
+        assert late.status()["lag_blocks"] == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_submit_raises_ordering_unavailable_when_etcd_is_down():
+    from bsn.ledger.ordering.etcd import ordering_unavailable_class
+
+    orderer = EtcdOrderer({"node_id": "x", "etcd_endpoints": ["http://127.0.0.1:9"], "etcd_prefix": "/p/"})
+    with pytest.raises(ordering_unavailable_class()):
+        orderer.submit([envelope("lost")])
+
+
+def test_a_batch_make_block_leaves_entirely_out_is_cleared_without_an_empty_block(cluster, etcd_server, prefix):
+    orderer, core = cluster("n1")
+    assert wait_until(lambda: orderer.is_proposer, 5)
+    real_make_block = core.make_block
+    core.make_block = lambda envelopes, ts: real_make_block([e for e in envelopes if e["tx"]["nonce"] != "bad"], ts)
+    orderer.submit([envelope("bad")])
+    c = client(etcd_server)
+    assert wait_until(lambda: c.range(f"{prefix}pending/", prefix=True).kvs == [], 5)
+    assert core.height == 0 and c.get(f"{prefix}height") is None
+    orderer.submit([envelope("good")])
+    assert core.wait_for(lambda: core.tx_nonces() == ["good"])

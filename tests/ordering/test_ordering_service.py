@@ -1,0 +1,240 @@
+"""The containerised ordering service on a real Docker engine (apps/ordering).
+
+One cluster per test (bootstrap takes a few seconds); everything created is found by the
+installation label and removed in the finalizer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import docker
+import docker.errors
+import pytest
+from django.core.management import call_command
+
+from apps.chainapps.models import ChainApp, Framework, LedgerNode
+from apps.common.models import installation_id
+from apps.ordering import services
+from apps.ordering.models import AppOrderingCredential, OrderingCluster, OrderingMember
+from apps.ordering.spec import ordering_network_name
+from apps.regions.models import Region
+from apps.runtime.drivers import clear_driver_cache
+from apps.runtime.spec import LABEL_APP, LABEL_INSTALLATION, LABEL_MANAGED, LABEL_ROLE
+from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient
+from tests.factories import RegionFactory, TenantFactory
+from tests.ordering.conftest import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+def _cleanup(client: docker.DockerClient, inst: str) -> None:
+    label = f"{LABEL_INSTALLATION}={inst}"
+    for c in client.containers.list(all=True, filters={"label": [label, f"{LABEL_ROLE}=ordering"]}):
+        c.remove(force=True, v=True)
+    for c in client.containers.list(all=True, filters={"label": [label, "io.bsn.test=ordering"]}):
+        c.remove(force=True)
+    for v in client.volumes.list(filters={"label": [label, f"{LABEL_ROLE}=ordering-data"]}):
+        v.remove(force=True)
+    for n in client.networks.list(filters={"label": [label]}):
+        if n.name == ordering_network_name(inst) or n.attrs.get("Labels", {}).get("io.bsn.test") == "ordering":
+            n.reload()
+            for cid in n.attrs.get("Containers") or {}:
+                try:
+                    n.disconnect(cid, force=True)
+                except docker.errors.APIError:
+                    pass
+            n.remove()
+
+
+@pytest.fixture
+def ordering(db, docker_engine, ledger_image):
+    for code in ("ord-a", "ord-b", "ord-c"):
+        RegionFactory(code=code, driver=Region.Driver.DOCKER)
+    clear_driver_cache()
+    inst = installation_id()
+    _cleanup(docker_engine, inst)
+    yield inst
+    _cleanup(docker_engine, inst)
+    clear_driver_cache()
+
+
+def _containers(client, inst):
+    return client.containers.list(
+        all=True, filters={"label": [f"{LABEL_INSTALLATION}={inst}", f"{LABEL_ROLE}=ordering"]}
+    )
+
+
+def _root() -> EtcdClient:
+    return services.admin_client()
+
+
+def _wait_writable(key: str, value: str, timeout: float = 30) -> None:
+    def ok():
+        try:
+            services.ordering_heal()
+            _root().put(key, value)
+            return True
+        except Exception:  # noqa: BLE001 - still coming up
+            return False
+
+    assert wait_until(ok, timeout, interval=0.5), f"cluster not writable within {timeout}s"
+
+
+def test_three_hardened_members_survive_kill_heal_and_full_restart(ordering, docker_engine):
+    started = time.monotonic()
+    cluster = services.ordering_ensure()
+    assert cluster.state == OrderingCluster.State.HEALTHY and cluster.auth_enabled
+    members = list(OrderingMember.objects.select_related("region").order_by("index"))
+    assert [m.region.code for m in members] == ["ord-a", "ord-b", "ord-c"]
+    assert all(m.state == OrderingMember.State.RUNNING and m.endpoint for m in members)
+    print(f"bootstrap took {time.monotonic() - started:.1f}s")
+
+    containers = _containers(docker_engine, ordering)
+    assert sorted(c.name for c in containers) == sorted(m.name for m in members)
+    for c in containers:
+        host = c.attrs["HostConfig"]
+        assert c.attrs["Config"]["User"] == "10001:10001"
+        assert host["ReadonlyRootfs"] is True
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges:true" in host["SecurityOpt"]
+        assert host["Memory"] == 256 * 2**20 and host["Privileged"] is False
+        assert host["NetworkMode"] != "host"
+        assert [m["Name"] for m in c.attrs["Mounts"]] == [f"{c.name}-data"]
+        assert ordering_network_name(ordering) in c.attrs["NetworkSettings"]["Networks"]
+        assert c.labels[LABEL_MANAGED] == "true" and c.labels[LABEL_ROLE] == "ordering"
+        bindings = c.attrs["NetworkSettings"]["Ports"]["2379/tcp"]
+        assert bindings[0]["HostIp"] == "127.0.0.1" and "2380/tcp" not in (host["PortBindings"] or {})
+
+    ids = {c.id for c in containers}
+    services.ordering_ensure()  # idempotent: adopts, creates nothing
+    assert {c.id for c in _containers(docker_engine, ordering)} == ids
+
+    with pytest.raises(EtcdAuthError):  # auth is on: no anonymous access
+        EtcdClient([members[0].endpoint]).get("/bsn/x")
+    root = _root()
+    root.put("/bsn/test/before", "1")
+
+    # One member dies: the other two keep a quorum and serve writes.
+    docker_engine.containers.get(members[0].name).kill()
+    root.put("/bsn/test/during", "2")
+    assert root.get("/bsn/test/before").value == b"1"
+    report = services.ordering_heal()
+    assert report["restarted"] == [members[0].name]
+    assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 30, 0.5)
+    member0 = OrderingMember.objects.get(index=0)
+    assert EtcdClient([member0.endpoint], user="root", password=_password()).get("/bsn/test/during").value == b"2"
+
+    # All three at once (power cut): same names and volumes, data intact.
+    for c in _containers(docker_engine, ordering):
+        c.kill()
+    _wait_writable("/bsn/test/after", "3")
+    assert _root().get("/bsn/test/before").value == b"1"
+    assert _root().get("/bsn/test/during").value == b"2"
+    assert len(_root().member_list()) == 3
+    assert {c.id for c in _containers(docker_engine, ordering)} == ids  # restarted, not recreated
+
+    call_command("bsn_ordering", "status")
+
+
+def _password() -> str:
+    from apps.common.crypto import decrypt_secret
+
+    return decrypt_secret(OrderingCluster.objects.get(pk=1).root_password_encrypted)
+
+
+def _app(name: str) -> ChainApp:
+    framework, _ = Framework.objects.get_or_create(
+        slug="ord-test", defaults={"name": "t", "version": "1", "image": "bsn/ledger:latest"}
+    )
+    return ChainApp.objects.create(
+        tenant=TenantFactory(), name=name, framework=framework, ordering=ChainApp.Ordering.ETCD
+    )
+
+
+def test_app_credentials_are_confined_to_the_app_prefix(ordering, docker_engine, ledger_image):
+    services.ordering_ensure()
+    app_a, app_b = _app("a"), _app("b")
+    creds_a = services.ordering_app_credentials(app_a)
+    creds_b = services.ordering_app_credentials(app_b)
+    assert creds_a == services.ordering_app_credentials(app_a)  # stable
+    assert creds_a["prefix"] == f"/bsn/apps/{app_a.pk}/" and creds_a["user"] == f"app-{app_a.pk.hex}"
+    _root().put("/bsn/root-only", "secret")
+
+    endpoints = [m.endpoint for m in OrderingMember.objects.all()]
+    a = EtcdClient(endpoints, user=creds_a["user"], password=creds_a["password"])
+    b = EtcdClient(endpoints, user=creds_b["user"], password=creds_b["password"])
+    a.put(f"{creds_a['prefix']}height", "1")
+    b.put(f"{creds_b['prefix']}height", "7")
+    assert a.get(f"{creds_a['prefix']}height").value == b"1"
+    for attempt in (
+        lambda: a.get(f"{creds_b['prefix']}height"),
+        lambda: a.put(f"{creds_b['prefix']}height", "8"),
+        lambda: a.range(creds_b["prefix"], prefix=True),
+        lambda: a.get("/bsn/root-only"),
+        lambda: a.put("/bsn/root-only", "mine"),
+        lambda: a.range("/", prefix=True),
+    ):
+        with pytest.raises(EtcdAuthError, match="permission denied"):
+            attempt()
+    assert b.get(f"{creds_b['prefix']}height").value == b"7"
+
+    # A ledger node's view: env for its container, members reached by name on the app network.
+    region = Region.objects.get(code="ord-b")
+    node = LedgerNode.objects.create(app=app_a, region=region, name=f"bsn-test-{app_a.pk.hex[:12]}")
+    env = services.ordering_node_env(app_a, node)
+    names = [m.name for m in OrderingMember.objects.order_by("index")]
+    assert env == {
+        "BSN_ORDERING": "etcd",
+        "BSN_ETCD_ENDPOINTS": ",".join(f"http://{n}:2379" for n in names),
+        "BSN_ETCD_USER": creds_a["user"],
+        "BSN_ETCD_PASSWORD": creds_a["password"],
+        "BSN_ETCD_PREFIX": creds_a["prefix"],
+    }
+    net = f"bsn-{ordering[:8]}-ordtest-net"
+    docker_engine.networks.create(
+        net,
+        driver="bridge",
+        labels={
+            LABEL_MANAGED: "true",
+            LABEL_INSTALLATION: ordering,
+            LABEL_APP: str(app_a.pk),
+            "io.bsn.test": "ordering",
+        },
+    )
+    assert services.ordering_attach(net) == names
+    assert services.ordering_attach(net) == names  # idempotent
+    probe = (
+        "import os; from bsn.ledger.etcd_http import EtcdClient as C; "
+        "c = C(os.environ['BSN_ETCD_ENDPOINTS'], user=os.environ['BSN_ETCD_USER'], "
+        "password=os.environ['BSN_ETCD_PASSWORD']); p = os.environ['BSN_ETCD_PREFIX']; "
+        "c.put(p + 'from-node', 'ok'); print(c.get(p + 'height').value.decode())"
+    )
+    out = docker_engine.containers.run(
+        ledger_image,
+        ["python3", "-c", probe],
+        environment=env,
+        network=net,
+        user="10001:10001",
+        labels={LABEL_INSTALLATION: ordering, "io.bsn.test": "ordering"},
+        remove=True,
+    )
+    assert out.decode().strip() == "1"
+    assert a.get(f"{creds_a['prefix']}from-node").value == b"ok"
+
+    # Delete: user, role and keys go; the old password no longer works.
+    assert services.ordering_revoke_app(app_a) is True
+    assert not AppOrderingCredential.objects.filter(app=app_a).exists()
+    with pytest.raises(EtcdAuthError):
+        EtcdClient(endpoints, user=creds_a["user"], password=creds_a["password"]).get(f"{creds_a['prefix']}height")
+    assert _root().range(creds_a["prefix"], prefix=True).kvs == []
+    assert services.ordering_revoke_app(app_a) is False
+
+
+def test_status_command_before_and_errors(db, capsys):
+    call_command("bsn_ordering", "status")
+    assert "not provisioned" in capsys.readouterr().out
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="docker driver"):
+        call_command("bsn_ordering", "ensure")  # no docker region: one line, non-zero exit
