@@ -167,8 +167,15 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
         LedgerNode.objects.filter(pk=node.pk).update(**fields)
         touched.add(app.pk)
 
+    # Several regions may share one engine (one host, or tests): a container another region's
+    # row knows is that region's business, not an orphan.
+    known_elsewhere = set(
+        LedgerNode.objects.filter(name__in=list(observed))
+        .exclude(state=LedgerNode.State.REMOVED)
+        .values_list("name", flat=True)
+    )
     for name, status in observed.items():  # labelled by us, unknown to the database
-        if status.labels.get(LABEL_ROLE, "ledger") != "ledger":
+        if status.labels.get(LABEL_ROLE, "ledger") != "ledger" or name in known_elsewhere:
             continue  # ordering members are apps.ordering's to heal, never app orphans
         report["orphans"] += 1
         if repair and _orphan_due(name):

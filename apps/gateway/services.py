@@ -60,6 +60,27 @@ def healthy_nodes(app: ChainApp) -> list[LedgerNode]:
     return nodes
 
 
+def _refreshed_endpoint(node: LedgerNode) -> str | None:
+    """After an engine or container restart the published port may change: look again.
+
+    Returns the node's new endpoint (also stored) when it differs, else None. The
+    reconciler does the same on its next pass; this spares clients that wait.
+    """
+    from apps.chainapps.provisioning import node_spec
+    from apps.runtime.base import RuntimeError_
+    from apps.runtime.drivers import driver_for_region
+
+    try:
+        full = LedgerNode.objects.select_related("app__framework", "app__tenant", "region").get(pk=node.pk)
+        status = driver_for_region(full.region).observe(node_spec(full))
+    except (RuntimeError_, LedgerNode.DoesNotExist, ValueError):
+        return None
+    if status.state != "running" or not status.endpoint or status.endpoint == node.endpoint:
+        return None
+    LedgerNode.objects.filter(pk=node.pk).update(endpoint=status.endpoint)
+    return status.endpoint
+
+
 def _no_node(app: ChainApp, why: str) -> NoHealthyNode:
     return NoHealthyNode(
         f"No healthy node for app '{app.name}' ({app.pk}, status {app.status}): {why}. Retry shortly.",
@@ -83,6 +104,19 @@ def _call(app: ChainApp, method: str, path: str, *, body: Any = None, read_timeo
                 read_timeout=read_timeout,
             )
         except NodeUnreachable:
+            fresh = _refreshed_endpoint(node)
+            if fresh:
+                try:
+                    return node_call(
+                        fresh,
+                        method,
+                        path,
+                        body=body,
+                        connect_timeout=settings.BSN_GATEWAY_CONNECT_TIMEOUT,
+                        read_timeout=read_timeout,
+                    )
+                except NodeUnreachable:
+                    pass
             unreachable.append(node.region.code)
             logger.warning("gateway: node %s of app %s unreachable", node.name, app.pk)
         except CallTimeout as exc:

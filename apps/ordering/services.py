@@ -112,6 +112,14 @@ def admin_client(*, members: list[OrderingMember] | None = None, cluster: Orderi
     """An etcd client as root, on the members' published client URLs."""
     members = members if members is not None else list(OrderingMember.objects.select_related("region"))
     cluster = cluster or OrderingCluster.objects.filter(pk=1).first()
+    if cluster is not None and members and not any(member_health(m.endpoint) for m in members):
+        # A restarted member may be published on a new host port: look at the containers.
+        names = [m.name for m in sorted(members, key=lambda m: m.index)]
+        for member in members:
+            try:
+                _observe_and_start(member, member_spec(member, cluster, names), start=False)
+            except RuntimeError_ as exc:
+                logger.warning("ordering: cannot observe %s: %s", member.name, exc)
     endpoints = _endpoints(members)
     if cluster is None or not endpoints:
         raise OrderingNotReady("the ordering service is not provisioned (run `manage.py bsn_ordering ensure`)")

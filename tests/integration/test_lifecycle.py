@@ -167,7 +167,10 @@ def test_node_step_twice_creates_nothing_twice(
     finally:
         for container in docker_engine.containers.list(all=True, filters={"label": f"{LABEL_APP}={app_id}"}):
             container.remove(force=True, v=True)
+        from apps.ordering.services import ordering_detach
+
         for network in docker_engine.networks.list(filters={"label": f"{LABEL_APP}={app_id}"}):
+            ordering_detach(network.name)  # the ordering members were attached for the node
             network.remove()
         for volume in docker_engine.volumes.list(filters={"label": f"{LABEL_APP}={app_id}"}):
             volume.remove(force=True)

@@ -135,6 +135,16 @@ def test_three_node_app_survives_proposer_and_member_kills(
     names = [n.name for n in _nodes(app_id)] + [m.name for m in OrderingMember.objects.all()]
     for name in names:
         docker_engine.containers.get(name).restart(timeout=0)
+    # Published host ports may change on restart: the reconciler (beat) observes the new ones.
+    wait_for(
+        lambda: (
+            all("error" not in reconcile_region(r.code) for r in regions)
+            and all(_chain(n.endpoint) for n in _nodes(app_id))
+        ),
+        timeout=60,
+        interval=1,
+        message="nodes observed again",
+    )
     after = wait_for(
         lambda: _all_at_same_head(app_id, at_least=head["height"]),
         timeout=120,
@@ -142,9 +152,12 @@ def test_three_node_app_survives_proposer_and_member_kills(
     )
     assert after["head_hash"] == head["head_hash"] or after["height"] > head["height"]
     put(99)
-    for tx_id in acknowledged:
-        assert requests.get(f"{_nodes(app_id)[0].endpoint}/tx/{tx_id}", timeout=5).status_code == 200
+    wait_for(lambda: _all_at_same_head(app_id, at_least=after["height"] + 1), timeout=60, message="the last block")
+    for node in _nodes(app_id):
+        for tx_id in acknowledged:
+            assert requests.get(f"{node.endpoint}/tx/{tx_id}", timeout=5).status_code == 200, (node.name, tx_id)
     assert "ok" in _verify(app_id).lower()
 
     resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
-    assert operation_done(api, resp["Location"], timeout=120)["status"] == "succeeded"
+    deleted = operation_done(api, resp["Location"], timeout=120)
+    assert deleted["status"] == "succeeded", (deleted["last_error"], deleted["log"][-6:])
