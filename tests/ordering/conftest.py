@@ -74,7 +74,9 @@ class LocalEtcd:
 @pytest.fixture(scope="session")
 def etcd_factory(tmp_path_factory) -> Iterator[Callable[[], LocalEtcd]]:
     if ETCD is None:
-        pytest.skip("etcd is not installed (apt-get install etcd-server)")
+        from tests.conftest import require
+
+        require(False, "etcd (apt-get install etcd-server)")
     started: list[LocalEtcd] = []
 
     def make() -> LocalEtcd:
