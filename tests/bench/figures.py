@@ -154,7 +154,11 @@ def memory(engine, notes: list[str]) -> list[Figure]:
     if members:
         stats = members[0].stats(stream=False)
         used = stats["memory_stats"]["usage"] - stats["memory_stats"].get("stats", {}).get("cache", 0)
-        figures.append(Figure("idle ordering member memory (etcd)", used / 2**20, "MiB", None, "", "reported", None))
+        figures.append(
+            Figure(
+                "ordering member memory (etcd), after the tx benchmark", used / 2**20, "MiB", None, "", "reported", None
+            )
+        )
     else:
         notes.append("- no ordering member was running to measure")
     return figures
