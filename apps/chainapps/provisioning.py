@@ -92,6 +92,17 @@ def node_release_ordering(node: LedgerNode, spec: NodeSpec, *, purge: bool) -> N
     ordering.ordering_detach(spec.network)
 
 
+def node_remove(driver, node: LedgerNode, spec: NodeSpec, *, keep_data: bool) -> None:
+    """Remove the node, release what the ordering service holds for it, then its network.
+
+    One path for the delete operation and the reconciler; idempotent.
+    """
+    driver.remove_node(spec, keep_data=keep_data)
+    if node.app.ordering == ChainApp.Ordering.ETCD:
+        node_release_ordering(node, spec, purge=not keep_data)
+    driver.remove_network(spec)
+
+
 def _append_log(operation_id, message: str, **fields) -> None:
     with transaction.atomic():
         op = Operation.objects.select_for_update().get(pk=operation_id)
@@ -200,10 +211,7 @@ def node_step_run(operation_id: str, node_id: str) -> str:
             return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: stopped")
         if op.kind == Operation.Kind.DELETE:
             keep = bool(op.params.get("keep_data", True))
-            driver.remove_node(spec, keep_data=keep)
-            if node.app.ordering == ChainApp.Ordering.ETCD:
-                node_release_ordering(node, spec, purge=not keep)
-            driver.remove_network(spec)
+            node_remove(driver, node, spec, keep_data=keep)
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.REMOVED, endpoint="")
             kept = "data volume kept" if keep else "data volume removed"
             return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: removed ({kept})")

@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
-from apps.chainapps.provisioning import app_refresh_status, node_ensure_running, node_spec
+from apps.chainapps.provisioning import app_refresh_status, node_ensure_running, node_remove, node_spec
 from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
@@ -141,7 +141,6 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
             fields.update(last_seen_at=now, endpoint=seen.endpoint or "", runtime_id=seen.runtime_id or "")
         if repair and app.pk not in busy_apps:
             try:
-                spec = node_spec(node, configured=False)  # enough to stop or remove
                 if app.desired_state == ChainApp.DesiredState.RUNNING and not running:
                     status = node_ensure_running(driver, node)
                     fields.update(
@@ -151,12 +150,11 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
                     )
                     report["restarted"] += 1
                 elif app.desired_state == ChainApp.DesiredState.STOPPED and running:
-                    driver.stop_node(spec)
+                    driver.stop_node(node_spec(node, configured=False))  # no keys needed to stop
                     fields["state"] = LedgerNode.State.STOPPED
                     report["stopped"] += 1
                 elif app.desired_state == ChainApp.DesiredState.DELETED and seen is not None:
-                    driver.remove_node(spec, keep_data=True)
-                    driver.remove_network(spec)
+                    node_remove(driver, node, node_spec(node, configured=False), keep_data=True)
                     fields["state"] = LedgerNode.State.REMOVED
                     report["removed"] += 1
                 elif app.desired_state == ChainApp.DesiredState.DELETED:

@@ -391,11 +391,24 @@ class DockerDriver:
         found = [n for n in client.networks.list(names=[name]) if n.name == name]
         return sorted(found, key=lambda n: (n.attrs.get("Created", ""), n.id))
 
-    def _ensure_network(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
+    def _find_or_create_networks(
+        self,
+        client: docker.DockerClient,
+        spec: NodeSpec,
+        create_kwargs: dict[str, Any],
+        key: str,
+        value: str,
+        whose: str,
+    ) -> list[Network]:
+        """Every network named ``spec.network`` (creating it if none), each checked to be ours.
+
+        Ours means this installation's labels and ``labels[key] == value``; anything else
+        with the name is refused, never adopted.
+        """
         networks = self._find_networks(client, spec.network)
         if not networks:
             try:
-                client.networks.create(**network_create_kwargs(spec))
+                client.networks.create(**create_kwargs)
             except docker.errors.APIError as exc:
                 if not _is_conflict(exc):  # 409: created concurrently, read it back below
                     raise
@@ -404,11 +417,21 @@ class DockerDriver:
             raise TransientRuntimeError(f"network {spec.network} was created but cannot be read back; look again")
         for network in networks:
             labels = network.attrs.get("Labels") or {}
-            if not owned_by(labels, self._installation(spec)) or labels.get(LABEL_APP) != spec.labels[LABEL_APP]:
+            if not owned_by(labels, self._installation(spec)) or labels.get(key) != value:
                 raise PermanentRuntimeError(
-                    f"a network named {spec.network} exists but is not owned by this installation/app; "
-                    "refusing to adopt it"
+                    f"a network named {spec.network} exists but is not {whose}; refusing to adopt it"
                 )
+        return networks
+
+    def _ensure_network(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
+        networks = self._find_or_create_networks(
+            client,
+            spec,
+            network_create_kwargs(spec),
+            LABEL_APP,
+            spec.labels[LABEL_APP],
+            "owned by this installation/app",
+        )
         if len(networks) == 1:
             return networks[0]
         # The engine's duplicate-name check is racy: concurrent creates can yield several
@@ -544,27 +567,11 @@ class DockerDriver:
             return self._status_of(spec, container)
 
     def _ensure_service_network(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
-        networks = self._find_networks(client, spec.network)
-        if not networks:
-            try:
-                client.networks.create(
-                    name=spec.network, driver="bridge", labels=dict(spec.app_labels), check_duplicate=True
-                )
-            except docker.errors.APIError as exc:
-                if not _is_conflict(exc):
-                    raise
-            networks = self._find_networks(client, spec.network)
-        if not networks:
-            raise TransientRuntimeError(f"network {spec.network} was created but cannot be read back; look again")
-        for network in networks:
-            labels = network.attrs.get("Labels") or {}
-            if not owned_by(labels, self._installation(spec)) or labels.get(LABEL_ROLE) != spec.app_labels.get(
-                LABEL_ROLE
-            ):
-                raise PermanentRuntimeError(
-                    f"a network named {spec.network} exists but is not this installation's "
-                    f"{spec.app_labels.get(LABEL_ROLE)} network; refusing to adopt it"
-                )
+        role = spec.app_labels.get(LABEL_ROLE)
+        create = {"name": spec.network, "driver": "bridge", "labels": dict(spec.app_labels), "check_duplicate": True}
+        networks = self._find_or_create_networks(
+            client, spec, create, LABEL_ROLE, role, f"this installation's {role} network"
+        )
         return networks[0]  # oldest: every worker picks the same one after a create race
 
     def _ensure_service_volume(self, client: docker.DockerClient, spec: NodeSpec) -> None:

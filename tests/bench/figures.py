@@ -126,34 +126,16 @@ def provisioning(engine, notes: list[str]) -> list[Figure]:
 
 def memory(engine, notes: list[str]) -> list[Figure]:
     """Idle memory of one ledger node container (and of one ordering member if running)."""
-    container = engine.containers.run(
-        settings.BSN_LEDGER_IMAGE,
-        detach=True,
-        read_only=True,
-        tmpfs={"/tmp": "size=16m"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
-        user="10001:10001",
-        init=True,
-        ports={"8080/tcp": ("127.0.0.1", None)},
-        labels={"io.bsn.bench": "1"},
-    )
-    try:
-        container.reload()
-        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
-        from tests.bench.suite import wait_http
+    from tests.bench.suite import hardened_ledger, memory_used, wait_http
 
-        wait_http(f"http://127.0.0.1:{port}/health", 30)
+    with hardened_ledger(engine, settings.BSN_LEDGER_IMAGE) as (container, url):
+        wait_http(f"{url}/health", 30)
         time.sleep(2)
-        stats = container.stats(stream=False)
-        usage = stats["memory_stats"]["usage"] - stats["memory_stats"].get("stats", {}).get("cache", 0)
-    finally:
-        container.remove(force=True, v=True)
+        usage = memory_used(container)
     figures = [Figure("idle ledger node memory", usage / 2**20, "MiB", None, "", "≤ 20 MiB", usage / 2**20 <= 20)]
     members = engine.containers.list(filters={"label": "io.bsn.role=ordering"})
     if members:
-        stats = members[0].stats(stream=False)
-        used = stats["memory_stats"]["usage"] - stats["memory_stats"].get("stats", {}).get("cache", 0)
+        used = memory_used(members[0])
         figures.append(
             Figure(
                 "ordering member memory (etcd), after the tx benchmark", used / 2**20, "MiB", None, "", "reported", None

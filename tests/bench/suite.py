@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,33 +63,47 @@ def wait_http(url: str, timeout: float) -> float:
     raise TimeoutError(url)
 
 
+@contextmanager
+def hardened_ledger(engine, image: str, **extra):
+    """A bare `docker run` of the ledger image with the product's hardening; yields (container, url).
+
+    Used as the reference (no control plane) and to read an idle node's memory.
+    """
+    container = engine.containers.run(
+        image,
+        detach=True,
+        read_only=True,
+        tmpfs={"/tmp": "size=16m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        user="10001:10001",
+        init=True,
+        ports={"8080/tcp": ("127.0.0.1", None)},
+        labels={"io.bsn.bench": "1"},
+        **extra,
+    )
+    try:
+        container.reload()
+        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        yield container, f"http://127.0.0.1:{port}"
+    finally:
+        container.remove(force=True, v=True)
+
+
+def memory_used(container) -> int:
+    """Bytes a container uses, without the page cache (cgroup v1 and v2 report it differently)."""
+    stats = container.stats(stream=False)["memory_stats"]
+    return stats["usage"] - stats.get("stats", {}).get("cache", 0)
+
+
 def raw_docker_run_to_healthy(engine, image: str, runs: int = 3) -> float:
     """Reference: `docker run` of the ledger image with the same hardening + first healthy /health."""
     times = []
     for _ in range(runs):
-        name = f"bsn-bench-raw-{uuid.uuid4().hex[:8]}"
         start = time.perf_counter()
-        container = engine.containers.run(
-            image,
-            name=name,
-            detach=True,
-            read_only=True,
-            tmpfs={"/tmp": "size=16m"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            user="10001:10001",
-            mem_limit="64m",
-            init=True,
-            ports={"8080/tcp": ("127.0.0.1", None)},
-            labels={"io.bsn.bench": "1"},
-        )
-        try:
-            container.reload()
-            port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
-            wait_http(f"http://127.0.0.1:{port}/health", 30)
+        with hardened_ledger(engine, image, name=f"bsn-bench-raw-{uuid.uuid4().hex[:8]}", mem_limit="64m") as (_, url):
+            wait_http(f"{url}/health", 30)
             times.append(time.perf_counter() - start)
-        finally:
-            container.remove(force=True, v=True)
     return statistics.median(times)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from apps.chainapps.workers import worker_argv
 from apps.regions.models import Region
 from tests.factories import RegionFactory
 
@@ -51,27 +51,12 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, beat: bool = False) -> Worker:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bsn.celery",
-            "worker",
-            "-Q",
-            ",".join(self.queues),
-            "-P",
-            "threads",
-            "-c",
-            "4",
-            "--loglevel",
-            "INFO",
-            "-n",
-            f"test-{uuid.uuid4().hex[:8]}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
+        argv = worker_argv(
+            self.queues,
+            concurrency=4,
+            name=f"test-{uuid.uuid4().hex[:8]}@%h",
+            extra=["--without-gossip", "--without-mingle", "--without-heartbeat"],
+        )
         if beat:
             argv += ["-B", "--schedule", str(self.log_path.with_suffix(".beat"))]
         log = open(self.log_path, "ab")

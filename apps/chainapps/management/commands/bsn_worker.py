@@ -7,6 +7,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.chainapps.workers import worker_argv
 from apps.regions.models import Region
 
 
@@ -28,24 +29,7 @@ class Command(BaseCommand):
         queues = ([] if no_default else ["default"]) + [known[c].queue for c in codes]
         if not queues:
             raise CommandError("no queues to consume: add a region first (manage.py bsn_region add)")
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bsn.celery",
-            "worker",
-            "-Q",
-            ",".join(queues),
-            "-P",
-            "threads",
-            "-c",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "-n",
-            f"bsn-{os.getpid()}@%h",
-        ]
+        argv = worker_argv(queues, concurrency=concurrency, name=f"bsn-{os.getpid()}@%h")
         if beat:
             argv.append("-B")
         self.stderr.write(f"consuming {', '.join(queues)}")
