@@ -80,6 +80,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"bsn-ledger/{__version__}"
     timeout = 60  # idle keep-alive connections give their thread back
     server: LedgerHTTPServer
+    body_canonical = False  # set by _body: the request body held no floats
 
     def setup(self) -> None:
         super().setup()
@@ -154,7 +155,7 @@ class Handler(BaseHTTPRequestHandler):
         server = self.server
         core = server.core
         try:
-            prepared = core.precheck(envelope)
+            prepared = core.precheck(envelope, parsed=self.body_canonical)
         except Rejection as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, exc.code, exc.detail, extra={"tx_id": exc.tx_id}) from None
         self._order([prepared])
@@ -183,7 +184,7 @@ class Handler(BaseHTTPRequestHandler):
         admitted = []
         for index, envelope in enumerate(items):
             try:
-                prepared = core.precheck(envelope)
+                prepared = core.precheck(envelope, parsed=self.body_canonical)
             except Rejection as exc:
                 results[index] = {"tx_id": exc.tx_id, "status": "rejected", "error": exc.code, "detail": exc.detail}
                 continue
@@ -325,10 +326,21 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, f"body is larger than {limit} bytes")
         raw = self.rfile.read(length)
+        floats: list[str] = []
+
+        def parse_float(text: str) -> float:
+            floats.append(text)
+            return float(text)
+
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            value = json.JSONDecoder(parse_float=parse_float, parse_constant=_reject_constant).decode(
+                raw.decode("utf-8")
+            )
         except (UnicodeDecodeError, ValueError):
             raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, "body is not valid UTF-8 JSON") from None
+        # Without floats the body holds only canonical types: precheck can skip its type walk.
+        self.body_canonical = not floats
+        return value
 
     def _discard(self, length: int) -> None:
         while length > 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bsn.ledger.etcd_http import EtcdClient, compare, op_put
-from bsn.ledger.ordering.etcd import EtcdOrderer, tx_id_of
+from bsn.ledger.ordering.etcd import EtcdOrderer
 from tests.ordering.conftest import FakeCore, envelope, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +48,13 @@ def cluster(etcd_server, prefix):
 
 def client(etcd_server) -> EtcdClient:
     return EtcdClient([etcd_server.endpoint])
+
+
+def pending_nonces(c: EtcdClient, prefix: str) -> list[str]:
+    """Nonces of the submissions waiting in P/pending/ (batches, oldest first)."""
+    kvs = c.range(f"{prefix}pending/", prefix=True).kvs
+    kvs.sort(key=lambda kv: (kv.create_revision, kv.key))
+    return [env["tx"]["nonce"] for kv in kvs for env in json.loads(kv.value)]
 
 
 def proposers(nodes) -> list[EtcdOrderer]:
@@ -137,7 +144,7 @@ def test_lost_compare_and_swap_resyncs_without_fork(etcd_server, prefix):
     orderer.submit([envelope("mine")])
     assert orderer._commit(0, orderer._read_pending()) is True  # CAS lost, nothing written
     assert int(c.get(f"{prefix}height").value) == 1
-    assert c.get(f"{prefix}pending/{tx_id_of(envelope('mine'))}") is not None  # still pending
+    assert pending_nonces(c, prefix) == ["mine"]  # still pending
     orderer._catch_up()
     assert core.tx_nonces() == ["rival"]
     assert orderer._propose_once()  # now on top of the rival's block
@@ -163,7 +170,7 @@ def test_pending_submissions_survive_until_a_proposer_exists(etcd_server, prefix
     writer = EtcdOrderer({"node_id": "w", "etcd_endpoints": [etcd_server.endpoint], "etcd_prefix": prefix})
     writer.submit([envelope(f"p{i}") for i in range(30)])  # no proposer anywhere yet
     c = client(etcd_server)
-    assert len(c.range(f"{prefix}pending/", prefix=True).kvs) == 30
+    assert pending_nonces(c, prefix) == [f"p{i}" for i in range(30)]
     _, core = cluster("late")
     assert core.wait_for(lambda: len(core.tx_nonces()) == 30)
     assert [n for n in core.tx_nonces()] == [f"p{i}" for i in range(30)]  # oldest first
@@ -225,3 +232,42 @@ def test_a_batch_make_block_leaves_entirely_out_is_cleared_without_an_empty_bloc
     assert core.height == 0 and c.get(f"{prefix}height") is None
     orderer.submit([envelope("good")])
     assert core.wait_for(lambda: core.tx_nonces() == ["good"])
+
+
+def test_a_large_submission_is_split_into_whole_batches_in_order(cluster, etcd_server, prefix):
+    writer = EtcdOrderer(
+        {"node_id": "w", "etcd_endpoints": [etcd_server.endpoint], "etcd_prefix": prefix, "block_max_txs": 7}
+    )
+    writer.submit([envelope(f"s{i}") for i in range(30)])  # 5 batches: 7+7+7+7+2
+    c = client(etcd_server)
+    sizes = [len(json.loads(kv.value)) for kv in c.range(f"{prefix}pending/", prefix=True).kvs]
+    assert sorted(sizes) == [2, 7, 7, 7, 7]
+    assert pending_nonces(c, prefix) == [f"s{i}" for i in range(30)]
+    writer.stop()
+    _, core = cluster("p", block_max_txs=7)
+    assert core.wait_for(lambda: len(core.tx_nonces()) == 30)
+    assert core.tx_nonces() == [f"s{i}" for i in range(30)]  # submission order kept
+    assert [len(core.block(h)["txs"]) for h in range(1, core.height + 1)] == [7, 7, 7, 7, 2]
+
+
+def test_an_unreadable_pending_batch_is_dropped_and_the_rest_ordered(cluster, etcd_server, prefix):
+    c = client(etcd_server)
+    c.put(f"{prefix}pending/garbage.000000", b"{not json")
+    orderer, core = cluster("n1")
+    assert wait_until(lambda: orderer.is_proposer, 5)
+    orderer.submit([envelope("fine")])
+    assert core.wait_for(lambda: core.tx_nonces() == ["fine"])
+    assert wait_until(lambda: c.range(f"{prefix}pending/", prefix=True).kvs == [], 5)
+
+
+def test_other_nodes_batches_come_from_the_watch_without_a_read(cluster, etcd_server, prefix):
+    proposer, core = cluster("p")
+    assert wait_until(lambda: proposer.is_proposer, 5)
+    other, _ = cluster("o")
+    reads = []
+    real_get = proposer.client.get
+    proposer.client.get = lambda key: reads.append(key) or real_get(key)
+    other.submit([envelope(f"o{i}") for i in range(5)])
+    assert core.wait_for(lambda: core.tx_nonces() == [f"o{i}" for i in range(5)])
+    assert not [k for k in reads if "/pending/" in str(k)]  # the watch had delivered the batch
+    assert wait_until(lambda: proposer._seen == {} and other._mine == {}, 5)  # cleared by the commit's deletes

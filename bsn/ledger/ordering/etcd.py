@@ -2,13 +2,17 @@
 
 etcd (Raft) decides the order; this module only follows the protocol page:
 
-- ``submit`` puts ``P/pending/<tx_id>`` (one transaction per batch) and returns; the
-  node acknowledges a submission only once its block is applied.
+- ``submit`` puts each submitted batch as one key ``P/pending/<batch id>`` (a JSON array
+  of signed envelopes, at most ``BSN_BLOCK_MAX_TXS`` of them) and returns; the node
+  acknowledges a submission only once its block is applied. The node keeps its own
+  batches (already parsed and verified) in memory and caches the raw values of other
+  nodes' batches from the watch, so the proposer normally lists pending keys only.
 - Election: a lease (TTL 3 s, kept alive every second) and
   ``create_revision(P/proposer) == 0 → put(P/proposer, me, lease)``. A keep-alive that
   fails, or a lease whose deadline passed, stops proposing at once.
-- The proposer catches up to ``P/height``, then loops: range ``P/pending/`` (oldest
-  first), ``core.make_block``, and commits with one transaction comparing
+- The proposer catches up to ``P/height``, then loops: list ``P/pending/`` (oldest
+  first, keys only), take whole batches up to a block, ``core.make_block``, and commits
+  with one transaction comparing
   ``value(P/height) == h`` (and that ``P/proposer`` is still held by its lease, so a
   deposed proposer cannot commit even before it notices). A failed compare means
   someone else moved the chain: re-sync and go on.
@@ -23,9 +27,9 @@ No Django here: this runs inside ledger node containers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -68,6 +72,8 @@ HEIGHT_DIGITS = 20
 # One etcd request is at most --max-request-bytes (the members run with 8 MiB); keep a
 # block's transaction well below it, and a submit's ops below --max-txn-ops (1024).
 MAX_BLOCK_BYTES = 4 * 1024 * 1024
+MAX_BATCH_BYTES = 1024 * 1024  # one pending batch; a block takes whole batches
+MAX_TXN_BYTES = 4 * 1024 * 1024  # values per submit txn (base64 on the wire: x4/3)
 MAX_TXN_OPS = 1000
 WATCH_READ_TIMEOUT = 5.0  # idle watches are re-opened (cheap) so a dead member is noticed
 IDLE_POLL = 1.0  # the proposer re-reads pending at least this often even without events
@@ -81,8 +87,30 @@ def canonical(obj: Any) -> bytes:
     return _canonical(obj)
 
 
-def tx_id_of(envelope: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical(envelope["tx"])).hexdigest()
+def _envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
+    """canonical(envelope): the prepared form's leaf bytes when the core made one."""
+    prepared = getattr(envelope, "prepared", None)
+    leaf = getattr(prepared, "leaf", None)
+    return leaf if isinstance(leaf, bytes) else canonical(envelope)
+
+
+def _block_bytes(block: Mapping[str, Any]) -> bytes:
+    """The block's canonical JSON: the line the core already serialised, when it made one."""
+    line = getattr(getattr(block, "checked", None), "line", None)
+    return line if isinstance(line, bytes) else canonical(block)
+
+
+def _txn_groups(batches: list[tuple[str, bytes, list[dict]]]) -> list[list[tuple[str, bytes, list[dict]]]]:
+    """Split puts so that one etcd request stays under MAX_TXN_OPS and MAX_TXN_BYTES."""
+    groups: list[list[tuple[str, bytes, list[dict]]]] = [[]]
+    size = 0
+    for batch in batches:
+        if groups[-1] and (len(groups[-1]) >= MAX_TXN_OPS or size + len(batch[1]) > MAX_TXN_BYTES):
+            groups.append([])
+            size = 0
+        groups[-1].append(batch)
+        size += len(batch[1])
+    return groups
 
 
 def _cfg(config: Any, name: str, default: Any = None) -> Any:
@@ -130,6 +158,11 @@ class EtcdOrderer:
         self._lease_deadline = 0.0  # monotonic time the lease surely still lives until
         self._proposer_seen: str | None = None
         self._committed_height = 0  # highest P/height observed
+        self._need_sync = True  # read P/height before the next proposal
+        # Pending batches by key: this node's own (envelopes as submitted, already
+        # prechecked) and other nodes' raw values seen on the watch.
+        self._mine: dict[str, tuple[list[dict], int]] = {}
+        self._seen: dict[str, bytes] = {}
         self.last_error = ""
 
     # ------------------------------------------------------------------ interface
@@ -143,21 +176,40 @@ class EtcdOrderer:
             self._threads.append(thread)
 
     def submit(self, envelopes: list[dict]) -> None:
-        """Durably hand envelopes to ordering (P/pending/<tx_id>); raise OrderingUnavailable if not possible."""
+        """Durably hand envelopes to ordering (P/pending/<batch id>); raise OrderingUnavailable if not possible."""
         if not envelopes:
             return
-        # All puts of one transaction share a revision; "seq" keeps the batch's order.
-        ops = [
-            op_put(f"{self.k_pending}{tx_id_of(env)}", canonical({"seq": i, "envelope": env}))
-            for i, env in enumerate(envelopes)
-        ]
+        batches = self._batches(envelopes)
+        for key, value, chunk in batches:
+            self._mine[key] = (chunk, len(value))  # before the put: the proposer may see it at once
         try:
-            for i in range(0, len(ops), MAX_TXN_OPS):
-                self.client.txn([], ops[i : i + MAX_TXN_OPS])
+            for group in _txn_groups(batches):  # one submit is one txn unless enormous
+                self.client.txn([], [op_put(key, value) for key, value, _ in group])
         except EtcdError as exc:
+            for key, _, _ in batches:
+                self._mine.pop(key, None)  # if the put landed after all, the proposer reads it from etcd
             self.last_error = str(exc)
-            raise ordering_unavailable_class()(f"ordering service unavailable: {exc}") from exc
+            raise ordering_unavailable_class()(f"ordering service unavailable: {exc}") from None
         self._wake_proposer.set()
+
+    def _batches(self, envelopes: list[dict]) -> list[tuple[str, bytes, list[dict]]]:
+        """(key, value, envelopes) per pending batch: at most max_txs envelopes and
+        MAX_BATCH_BYTES each; keys sort in submission order within one etcd revision."""
+        token = f"{self.node_id}.{os.urandom(8).hex()}"
+        out: list[tuple[str, bytes, list[dict]]] = []
+        chunk: list[dict] = []
+        parts: list[bytes] = []
+        size = 0
+        for env in envelopes:
+            raw = _envelope_bytes(env)
+            if chunk and (len(chunk) >= self.max_txs or size + len(raw) > MAX_BATCH_BYTES):
+                out.append((f"{self.k_pending}{token}.{len(out):06d}", b"[" + b",".join(parts) + b"]", chunk))
+                chunk, parts, size = [], [], 0
+            chunk.append(env)
+            parts.append(raw)
+            size += len(raw) + 1
+        out.append((f"{self.k_pending}{token}.{len(out):06d}", b"[" + b",".join(parts) + b"]", chunk))
+        return out
 
     def stop(self) -> None:
         self._stop.set()
@@ -266,6 +318,7 @@ class EtcdOrderer:
         while not self._stop.is_set():
             try:
                 revision = self._catch_up()
+                self._prune_pending_cache()
                 self._refresh_proposer()
                 self._wake_proposer.set()  # pending may have arrived while the watch was down
                 watch = self.client.watch(
@@ -305,13 +358,22 @@ class EtcdOrderer:
                 if event.type != "PUT":
                     continue  # window deletions
                 height = self._height_of(event.kv.key)
-                if height is None or height <= int(self.core.height):
+                if height is None:
                     continue
-                if height > int(self.core.height) + 1 or not self._apply(height, json.loads(event.kv.value)):
-                    raise _Gap()
+                with self._core_lock:  # the proposer applies its own block under this lock
+                    current = int(self.core.height)
+                    if height <= current:
+                        continue
+                    if height > current + 1 or not self._apply(height, json.loads(event.kv.value)):
+                        raise _Gap()
             elif key.startswith(self.k_pending):
                 if event.type == "PUT":
+                    if key not in self._mine:
+                        self._seen[key] = event.kv.value
                     self._wake_proposer.set()
+                else:
+                    self._mine.pop(key, None)
+                    self._seen.pop(key, None)
             elif key == self.k_proposer:
                 if event.type == "DELETE":
                     self._proposer_seen = None
@@ -370,6 +432,7 @@ class EtcdOrderer:
         self._lease = lease
         self._lease_deadline = sent + ttl - 0.5
         self._proposer_seen = self.node_id
+        self._need_sync = True
         logger.info("node %s is now the proposer (lease %x)", self.node_id, lease)
         self._wake_proposer.set()
 
@@ -413,14 +476,17 @@ class EtcdOrderer:
 
     def _propose_once(self) -> bool:
         """Cut and commit at most one block; False when there was nothing to do."""
-        committed = self._read_height()
-        if int(self.core.height) < committed:
-            self._catch_up_for_proposal(committed)
-            return True
+        if self._need_sync or int(self.core.height) < self._committed_height:
+            committed = self._read_height()
+            if int(self.core.height) < committed:
+                self._catch_up_for_proposal(committed)
+                return True
+            self._need_sync = False
+        committed = int(self.core.height)  # the CAS on P/height catches a stale view
         pending = self._read_pending()
         if not pending:
             return False
-        if len(pending) < self.max_txs and self.max_wait > 0:
+        if sum(len(batch) for _, batch in pending) < self.max_txs and self.max_wait > 0:
             self._stop.wait(self.max_wait)  # let a batch gather
             pending = self._read_pending() or pending
         return self._commit(committed, pending)
@@ -433,39 +499,76 @@ class EtcdOrderer:
             except _Gap:
                 pass
 
-    def _read_pending(self) -> list[tuple[str, dict, int]]:
-        """(key, envelope, size) of the oldest pending submissions that fit in one block."""
+    def _read_pending(self) -> list[tuple[str, list[dict]]]:
+        """(key, envelopes) of the oldest whole pending batches that fit in one block.
+
+        Lists keys only; a batch's envelopes come from this node's own submissions or
+        from the watch, and are read from etcd only when neither has them. An
+        unreadable batch is returned with no envelopes, so the commit deletes it.
+        """
         res = self.client.range(
-            self.k_pending, prefix_end(self.k_pending), limit=self.max_txs, sort_order="ASCEND", sort_target="CREATE"
+            self.k_pending,
+            prefix_end(self.k_pending),
+            limit=self.max_txs,
+            sort_order="ASCEND",
+            sort_target="CREATE",
+            keys_only=True,
         )
-        entries = []
-        for kv in res.kvs:
-            try:
-                value = json.loads(kv.value)
-                envelope, seq = value["envelope"], int(value.get("seq", 0))
-            except (ValueError, KeyError, TypeError):
-                logger.warning("dropping unreadable pending entry %r", kv.key)
-                self.client.delete(kv.key)
-                continue
-            entries.append((kv.create_revision, seq, kv.key.decode(), envelope, len(kv.value)))
-        entries.sort(key=lambda e: (e[0], e[1]))
-        out, total = [], 0
-        for _, _, key, envelope, size in entries:
-            total += size
-            if out and total > MAX_BLOCK_BYTES:
+        out: list[tuple[str, list[dict]]] = []
+        count = size = 0
+        for kv in sorted(res.kvs, key=lambda kv: (kv.create_revision, kv.key)):
+            key = kv.key.decode("utf-8", "replace")
+            envelopes, nbytes = self._pending_batch(key)
+            if out and (count + len(envelopes) > self.max_txs or size + nbytes > MAX_BLOCK_BYTES):
                 break
-            out.append((key, envelope, size))
+            out.append((key, envelopes))
+            count += len(envelopes)
+            size += nbytes
         return out
 
-    def _commit(self, height: int, pending: list[tuple[str, dict, int]]) -> bool:
-        envelopes = [env for _, env, _ in pending]
+    def _pending_batch(self, key: str) -> tuple[list[dict], int]:
+        """(envelopes, size in bytes) of one pending batch."""
+        mine = self._mine.get(key)
+        if mine is not None:
+            return mine
+        raw = self._seen.get(key)
+        if raw is None:
+            kv = self.client.get(key)
+            if kv is None:
+                return [], 0  # deleted meanwhile: the commit's delete is a no-op
+            raw = kv.value
+        try:
+            envelopes = json.loads(raw)
+            if not isinstance(envelopes, list):
+                raise ValueError("not a list")
+        except ValueError:
+            logger.warning("dropping unreadable pending batch %r", key)
+            return [], len(raw)
+        return envelopes, len(raw)
+
+    def _prune_pending_cache(self) -> None:
+        """Forget cached batches that are no longer pending (their delete was missed)."""
+        res = self.client.range(self.k_pending, prefix_end(self.k_pending), keys_only=True)
+        live = {kv.key.decode("utf-8", "replace") for kv in res.kvs}
+        for cache in (self._mine, self._seen):
+            for key in [k for k in cache if k not in live]:
+                cache.pop(key, None)
+
+    def _commit(self, height: int, pending: list[tuple[str, list[dict]]]) -> bool:
+        # The core lock is held from building the block until it is applied, so the
+        # watch, which delivers this same block, waits and then skips it instead of
+        # parsing and verifying it again.
         with self._core_lock:
-            if int(self.core.height) != height:
-                return True  # moved meanwhile; look again
-            head = self.core.block(height) if height else None
-            prev_ts = int(((head or {}).get("header") or {}).get("timestamp") or 0)
-            timestamp = max(int(time.time() * 1000), prev_ts)
-            block = self.core.make_block(envelopes, timestamp)
+            return self._commit_locked(height, pending)
+
+    def _commit_locked(self, height: int, pending: list[tuple[str, list[dict]]]) -> bool:
+        envelopes = [env for _, batch in pending for env in batch]
+        keys = [key for key, _ in pending]
+        if int(self.core.height) != height:
+            return True  # moved meanwhile; look again
+        head = self.core.block(height) if height else None
+        prev_ts = int(((head or {}).get("header") or {}).get("timestamp") or 0)
+        block = self.core.make_block(envelopes, max(int(time.time() * 1000), prev_ts))
         new_height = int(block["header"]["height"])
         if new_height != height + 1:
             raise EtcdError(f"core made block {new_height} on top of {height}")
@@ -474,33 +577,36 @@ class EtcdOrderer:
         if not block.get("txs"):
             # Everything was left out (already in the chain, replayed nonce, bad signature):
             # no empty block; just clear those entries, still only as the proposer.
-            self.client.txn(
-                [compare(self.k_proposer, "LEASE", "==", self._lease)], [op_delete(key) for key, _, _ in pending]
-            )
+            self.client.txn([compare(self.k_proposer, "LEASE", "==", self._lease)], [op_delete(key) for key in keys])
+            self._forget(keys)
             return True
         compares = [
             compare(self.k_height, "VALUE", "==", str(height)) if height else compare(self.k_height, "CREATE", "==", 0),
             compare(self.k_proposer, "LEASE", "==", self._lease),
         ]
-        ops = [
-            op_put(self.k_height, str(new_height)),
-            op_put(self._block_key(new_height), json.dumps(block, separators=(",", ":"), ensure_ascii=False)),
-        ]
-        ops += [op_delete(key) for key, _, _ in pending]  # included, or dropped by make_block as invalid
+        ops = [op_put(self.k_height, str(new_height)), op_put(self._block_key(new_height), _block_bytes(block))]
+        ops += [op_delete(key) for key in keys]  # included, or dropped by make_block as invalid
         if new_height - self.window >= 1:
             ops.append(op_delete(self._block_key(new_height - self.window)))
         try:
-            won, _ = self.client.txn(compares, ops, [op_range(self.k_height)])
+            won, _ = self.client.txn(compares, ops)
         except EtcdUnavailable:
             # Outcome unknown: the watch (or the next round's re-read) tells what happened.
+            self._need_sync = True
             raise
         if not won:
             logger.info("block %s lost the compare-and-swap; re-syncing", new_height)
-            self._read_height()
+            self._need_sync = True
             return True
+        self._forget(keys)
         self._committed_height = max(self._committed_height, new_height)
-        self._apply(new_height, block)  # the watch would too; idempotent
+        self._apply(new_height, block)
         return True
+
+    def _forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self._mine.pop(key, None)
+            self._seen.pop(key, None)
 
     def _note(self, message: str) -> None:
         if message != self.last_error:
