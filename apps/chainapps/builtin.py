@@ -8,7 +8,7 @@ BUILTIN_FRAMEWORK = {
     "command": [],
     "port": 8080,
     "health_path": "/health",
-    "default_cpus": 0.5,
+    "default_cpus": 1.0,
     "default_memory_mb": 64,
     "default_pids": 64,
     "contract_templates": ["kv", "notary", "asset", "trade_finance"],

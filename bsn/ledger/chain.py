@@ -334,8 +334,11 @@ class LedgerCore:
 
     # Ordering.
 
-    def make_block(self, envelopes: list[dict[str, Any]], timestamp_ms: int) -> dict[str, Any]:
+    def make_block(self, envelopes: list[dict[str, Any]], timestamp_ms: int, *, parsed: bool = False) -> dict[str, Any]:
         """The next block over ``envelopes``, signed by this node as proposer.
+
+        ``parsed=True``: envelopes not prechecked here came from
+        :func:`bsn.ledger.canonical.loads` (no type walk needed).
 
         Re-checks every envelope against the current state: one already in the chain is
         skipped, one whose nonce was used (in the chain or earlier in this batch), whose
@@ -348,7 +351,7 @@ class LedgerCore:
         with self._apply_lock:
             for envelope in envelopes:
                 try:
-                    p = prepare(envelope)
+                    p = prepare(envelope, parsed=parsed)
                 except Rejection as exc:
                     self._drop(None, exc)
                     continue
@@ -411,16 +414,17 @@ class LedgerCore:
             self._dropped[p.tx_id] = _rejected(p.tx_id, exc.code, exc.detail)
             self._notify([p.tx_id])
 
-    def apply_committed(self, block: dict[str, Any]) -> list[dict[str, Any]]:
+    def apply_committed(self, block: dict[str, Any], *, parsed: bool = False) -> list[dict[str, Any]]:
         """Verify, execute and durably apply the next committed block; its receipts.
 
+        ``parsed=True`` says the block came from :func:`bsn.ledger.canonical.loads`.
         A block already applied (same hash) returns its receipts again. Raises
         BlockInvalid (the block is refused, nothing changes) or StoreError (the node
         can no longer write; it reports unhealthy).
         """
         checked = getattr(block, "checked", None)
         if checked is None:
-            checked = check_block(block, self.node_keys)
+            checked = check_block(block, self.node_keys, parsed=parsed)
         return self._apply(checked, persist=True)
 
     def _apply(self, checked: CheckedBlock, *, persist: bool) -> list[dict[str, Any]]:

@@ -108,6 +108,18 @@ def test_float_anywhere_is_malformed(node):
     assert raw.status == 400 and raw.json()["error"] == "malformed"
 
 
+def test_a_float_in_one_batch_item_rejects_only_that_item(node):
+    good = ALICE.tx("kv", "put", {"key": "f-good", "value": 1})
+    bad = ALICE.tx("kv", "put", {"key": "f-bad", "value": 1})
+    raw = __import__("json").dumps({"txs": [good, bad]})
+    raw = raw[: raw.rindex('"value": 1')] + '"value": 1.5' + raw[raw.rindex('"value": 1') + len('"value": 1') :]
+    reply = node.request("POST", "/tx/batch", raw=raw.encode())
+    assert reply.status == 200
+    receipts = reply.json()["receipts"]
+    assert [r["status"] for r in receipts] == ["committed", "rejected"]
+    assert receipts[1]["error"] == "malformed" and "float" in receipts[1]["detail"]
+
+
 def test_batch_keeps_order_and_reports_rejections_per_item(node):
     envs = [ALICE.tx("kv", "put", {"key": f"k{i}", "value": i}) for i in range(5)]
     envs.insert(2, _stale(ALICE))

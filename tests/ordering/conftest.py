@@ -121,7 +121,7 @@ class FakeCore:
     def head_hash(self) -> str:
         return self.blocks[self.height]["hash"] if self.blocks else "0" * 64
 
-    def make_block(self, envelopes: list[dict], timestamp_ms: int) -> dict:
+    def make_block(self, envelopes: list[dict], timestamp_ms: int, *, parsed: bool = False) -> dict:
         header = {
             "height": self.height + 1,
             "prev_hash": self.head_hash,
@@ -131,7 +131,7 @@ class FakeCore:
         }
         return {"header": header, "hash": hashlib.sha256(canonical(header)).hexdigest(), "txs": envelopes}
 
-    def apply_committed(self, block: dict) -> list:
+    def apply_committed(self, block: dict, *, parsed: bool = False) -> list:
         with self.cond:
             height = block["header"]["height"]
             if height <= self.height:

@@ -23,7 +23,8 @@ class Orderer(Protocol):
     mode: str  # "solo" | "etcd"
 
     def start(self, core: LedgerCore) -> None:
-        """Begin; committed blocks go to core.apply_committed(block)."""
+        """Begin; blocks are cut with core.make_block(envelopes, ts, parsed=True) and
+        committed ones go to core.apply_committed(block, parsed=True)."""
 
     def submit(self, envelopes: list[dict]) -> None:
         """Durably hand prechecked envelopes to ordering; raise OrderingUnavailable if it cannot."""

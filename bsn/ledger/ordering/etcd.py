@@ -27,7 +27,6 @@ No Django here: this runs inside ledger node containers.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -37,6 +36,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from bsn.ledger.canonical import canonical, loads
 from bsn.ledger.etcd_http import (
     EtcdAuthError,
     EtcdClient,
@@ -49,20 +49,7 @@ from bsn.ledger.etcd_http import (
     op_range,
     prefix_end,
 )
-
-
-class _OrderingUnavailable(Exception):
-    """Stand-in until bsn/ledger/ordering/__init__.py defines OrderingUnavailable."""
-
-
-def ordering_unavailable_class() -> type[Exception]:
-    """The node core's OrderingUnavailable, imported late (its package may import us)."""
-    try:
-        from bsn.ledger.ordering import OrderingUnavailable
-    except ImportError:
-        return _OrderingUnavailable
-    return OrderingUnavailable
-
+from bsn.ledger.ordering import OrderingUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +64,6 @@ MAX_TXN_BYTES = 4 * 1024 * 1024  # values per submit txn (base64 on the wire: x4
 MAX_TXN_OPS = 1000
 WATCH_READ_TIMEOUT = 5.0  # idle watches are re-opened (cheap) so a dead member is noticed
 IDLE_POLL = 1.0  # the proposer re-reads pending at least this often even without events
-
-
-def canonical(obj: Any) -> bytes:
-    try:
-        from bsn.ledger.canonical import canonical as _canonical
-    except ImportError:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return _canonical(obj)
 
 
 def _envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
@@ -189,7 +168,7 @@ class EtcdOrderer:
             for key, _, _ in batches:
                 self._mine.pop(key, None)  # if the put landed after all, the proposer reads it from etcd
             self.last_error = str(exc)
-            raise ordering_unavailable_class()(f"ordering service unavailable: {exc}") from None
+            raise OrderingUnavailable(f"ordering service unavailable: {exc}") from None
         self._wake_proposer.set()
 
     def _batches(self, envelopes: list[dict]) -> list[tuple[str, bytes, list[dict]]]:
@@ -257,7 +236,7 @@ class EtcdOrderer:
         with self._core_lock:
             if height != int(self.core.height) + 1:
                 return False
-            self.core.apply_committed(block)
+            self.core.apply_committed(block, parsed=True)  # from loads(), or made by the core
             moved = int(self.core.height) >= height
         if moved:
             self._committed_height = max(self._committed_height, height)
@@ -283,7 +262,7 @@ class EtcdOrderer:
                     continue
                 if height > int(self.core.height) + 1:
                     self._fetch_from_peers(int(self.core.height) + 1, height - 1)
-                if not self._apply(height, json.loads(kv.value)):
+                if not self._apply(height, loads(kv.value)):
                     if height > int(self.core.height):
                         raise EtcdError(f"block {height} from etcd did not apply at height {self.core.height}")
         return first_revision
@@ -308,7 +287,7 @@ class EtcdOrderer:
         for peer in self.peers:
             try:
                 with urllib.request.urlopen(f"{peer}/blocks/{height}", timeout=5) as resp:  # noqa: S310 - http peers
-                    return json.loads(resp.read())
+                    return loads(resp.read())
             except (OSError, ValueError, urllib.error.URLError) as exc:
                 logger.info("peer %s has no block %s: %s", peer, height, exc)
         return None
@@ -364,7 +343,7 @@ class EtcdOrderer:
                     current = int(self.core.height)
                     if height <= current:
                         continue
-                    if height > current + 1 or not self._apply(height, json.loads(event.kv.value)):
+                    if height > current + 1 or not self._apply(height, loads(event.kv.value)):
                         raise _Gap()
             elif key.startswith(self.k_pending):
                 if event.type == "PUT":
@@ -538,7 +517,7 @@ class EtcdOrderer:
                 return [], 0  # deleted meanwhile: the commit's delete is a no-op
             raw = kv.value
         try:
-            envelopes = json.loads(raw)
+            envelopes = loads(raw)
             if not isinstance(envelopes, list):
                 raise ValueError("not a list")
         except ValueError:
@@ -568,7 +547,8 @@ class EtcdOrderer:
             return True  # moved meanwhile; look again
         head = self.core.block(height) if height else None
         prev_ts = int(((head or {}).get("header") or {}).get("timestamp") or 0)
-        block = self.core.make_block(envelopes, max(int(time.time() * 1000), prev_ts))
+        # Envelopes are this node's prechecked ones or parsed with loads(): no type walk needed.
+        block = self.core.make_block(envelopes, max(int(time.time() * 1000), prev_ts), parsed=True)
         new_height = int(block["header"]["height"])
         if new_height != height + 1:
             raise EtcdError(f"core made block {new_height} on top of {height}")
