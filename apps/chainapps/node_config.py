@@ -10,17 +10,42 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.db import transaction
 
 from apps.chainapps.keys import key_private
 from apps.chainapps.models import ChainApp, LedgerNode
 from apps.runtime.base import PermanentRuntimeError
+from apps.runtime.drivers import same_engine
 
 
 def node_keys(app: ChainApp) -> dict[str, str]:
     """``{node id: public key}`` of every node of the app: whose block signatures to accept."""
     rows = LedgerNode.objects.filter(app=app).exclude(public_key="").values_list("pk", "public_key")
     return {str(pk): key for pk, key in rows}
+
+
+def node_siblings(node: LedgerNode) -> list[LedgerNode]:
+    """The app's other nodes, by region code."""
+    others = LedgerNode.objects.filter(app_id=node.app_id).exclude(pk=node.pk)
+    return list(others.select_related("region").order_by("region__code"))
+
+
+def node_peers(node: LedgerNode) -> list[str]:
+    """Base URLs of the app's other nodes as seen from inside this node's container.
+
+    On the same Docker engine by container name (the nodes of an app share networks,
+    see ``provisioning.node_link_siblings``); elsewhere by the published endpoint.
+    A node fetches blocks older than the etcd window from these (``GET /blocks/{h}``).
+    """
+    port = node.app.framework.port
+    peers = []
+    for other in node_siblings(node):
+        if node.region.driver == "docker" and same_engine(other.region, node.region):
+            peers.append(f"http://{other.name}:{port}")
+        elif other.endpoint:
+            peers.append(other.endpoint)
+    return peers
 
 
 def node_env(node: LedgerNode) -> dict[str, str]:
@@ -48,4 +73,6 @@ def node_env(node: LedgerNode) -> dict[str, str]:
             ChainApp.objects.select_for_update().filter(pk=app.pk).first()
             ordering_app_credentials(app)
         env.update(ordering_node_env(app, node))
+        env["BSN_PEERS"] = ",".join(node_peers(node))
+        env["BSN_ETCD_BLOCK_WINDOW"] = str(settings.BSN_ETCD_BLOCK_WINDOW)
     return env

@@ -25,7 +25,7 @@ from apps.ordering import spec as ospec
 from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCluster, OrderingMember
 from apps.regions.models import Region
 from apps.runtime.base import PermanentRuntimeError, RuntimeError_, RuntimeUnavailable, TransientRuntimeError
-from apps.runtime.drivers import driver_for_region
+from apps.runtime.drivers import driver_for_region, same_engine
 from apps.runtime.spec import NodeSpec
 from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnavailable, prefix_end, wait_ready
 
@@ -51,14 +51,6 @@ def _docker_regions() -> list[Region]:
     regions = list(Region.objects.filter(driver=Region.Driver.DOCKER).order_by("code"))
     active = [r for r in regions if r.status == Region.Status.ACTIVE]
     return active or regions
-
-
-def _same_engine(a: Region, b: Region) -> bool:
-    if a.pk == b.pk:
-        return True
-    if a.driver != Region.Driver.DOCKER or b.driver != Region.Driver.DOCKER:
-        return False
-    return getattr(driver_for_region(a), "base_url", None) == getattr(driver_for_region(b), "base_url", None)
 
 
 def _cluster_row() -> OrderingCluster:
@@ -324,7 +316,7 @@ def ordering_attach(network_name: str, *, region: Region | None = None) -> list[
     inst = installation_id()
     done = []
     for member in OrderingMember.objects.select_related("region").order_by("index"):
-        if region is not None and not _same_engine(member.region, region):
+        if region is not None and not same_engine(member.region, region):
             continue
         driver = driver_for_region(member.region)
         try:
@@ -402,7 +394,7 @@ def ordering_node_env(app: ChainApp, node: LedgerNode) -> dict[str, str]:
     members = list(OrderingMember.objects.select_related("region").order_by("index"))
     endpoints = []
     for member in members:
-        if _same_engine(member.region, node.region):
+        if same_engine(member.region, node.region):
             endpoints.append(ospec.client_url(member.name))
         elif member.endpoint:
             endpoints.append(member.endpoint)

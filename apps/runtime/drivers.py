@@ -58,6 +58,16 @@ def driver_for_region(region: Any) -> RuntimeDriver:
         return driver
 
 
+def same_engine(a: Any, b: Any) -> bool:
+    """Do regions ``a`` and ``b`` run their containers on one Docker engine (so containers
+    can share networks and reach each other by name)?"""
+    if a.pk == b.pk:
+        return True
+    if a.driver != "docker" or b.driver != "docker":
+        return False
+    return getattr(driver_for_region(a), "base_url", None) == getattr(driver_for_region(b), "base_url", None)
+
+
 def clear_driver_cache() -> None:
     """For tests and settings changes."""
     with _lock:

@@ -49,6 +49,7 @@ class Config:
     etcd_password: str | None = field(default=None, repr=False)
     etcd_prefix: str = ""  # default /bsn/apps/<app id>/
     etcd_block_window: int = 10000
+    peers: tuple[str, ...] = ()  # the app's other nodes (http://host:port): blocks older than the window
     block_max_txs: int = 500
     block_max_wait_ms: int = 20
     tx_max_age_s: int = 300
@@ -113,6 +114,15 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror or exc}") from None
 
 
+def _urls(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of http(s)://host:port base URLs."""
+    urls = tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} entries must be http://host:port, got {url!r}")
+    return urls
+
+
 def _json_object(name: str, raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
@@ -168,10 +178,8 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
                 raise ConfigError(f"BSN_NODE_KEYS[{nid}] must be a base64 public key")
             node_keys[nid] = _key(f"BSN_NODE_KEYS[{nid}]", pub)
 
-    endpoints = tuple(e.strip().rstrip("/") for e in env.get("BSN_ETCD_ENDPOINTS", "").split(",") if e.strip())
-    for endpoint in endpoints:
-        if not endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"BSN_ETCD_ENDPOINTS entries must be http://host:port, got {endpoint!r}")
+    endpoints = _urls("BSN_ETCD_ENDPOINTS", env.get("BSN_ETCD_ENDPOINTS", ""))
+    peers = _urls("BSN_PEERS", env.get("BSN_PEERS", ""))
     prefix = env.get("BSN_ETCD_PREFIX", "").strip() or f"/bsn/apps/{app_id}/"
     if not prefix.endswith("/"):
         prefix += "/"
@@ -201,6 +209,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         etcd_user=env.get("BSN_ETCD_USER", "").strip() or None,
         etcd_password=_secret(env, "BSN_ETCD_PASSWORD"),
         etcd_prefix=prefix,
+        peers=peers,
         etcd_block_window=_int("BSN_ETCD_BLOCK_WINDOW", env.get("BSN_ETCD_BLOCK_WINDOW", "10000"), 1, 10**9),
         block_max_txs=_int("BSN_BLOCK_MAX_TXS", env.get("BSN_BLOCK_MAX_TXS", "500"), 1, 100000),
         block_max_wait_ms=_int("BSN_BLOCK_MAX_WAIT_MS", env.get("BSN_BLOCK_MAX_WAIT_MS", "20"), 0, 600000),

@@ -103,7 +103,15 @@ def worker_factory(redis_url, tmp_path):
     """Start real Celery workers for given regions; all are stopped at the end of the test."""
     started: list[Worker] = []
 
-    def make(regions: list[Region], *, stale_seconds: int = 120, beat: bool = False, start: bool = True) -> Worker:
+    def make(
+        regions: list[Region],
+        *,
+        stale_seconds: int = 120,
+        beat: bool = False,
+        start: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> Worker:
+        extra = env or {}
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "bsn.settings_test",
@@ -112,6 +120,7 @@ def worker_factory(redis_url, tmp_path):
             "BSN_OPERATION_STALE_SECONDS": str(stale_seconds),
             "BSN_RECONCILE_INTERVAL": "3600",
             "PYTHONUNBUFFERED": "1",
+            **extra,
         }
         queues = ["default", *[r.queue for r in regions]]
         worker = Worker(queues, tmp_path / f"worker-{len(started)}.log", env)

@@ -161,3 +161,57 @@ def test_three_node_app_survives_proposer_and_member_kills(
     resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
     deleted = operation_done(api, resp["Location"], timeout=120)
     assert deleted["status"] == "succeeded", (deleted["last_error"], deleted["log"][-6:])
+
+
+def test_a_node_away_beyond_the_etcd_window_catches_up_from_a_peer(
+    transactional_db, live_server, make_regions, worker_factory, docker_engine, ledger_image
+):
+    regions = make_regions("docker", count=2)
+    worker_factory(regions, env={"BSN_ETCD_BLOCK_WINDOW": "3"})  # etcd keeps the last 3 blocks
+    api = _client_for(MembershipFactory(tenant=TenantFactory(), role="developer"))
+    resp = api.post("/api/v1/apps", {"name": "peers", "regions": [r.code for r in regions]}, format="json")
+    assert resp.status_code == 202, resp.content
+    app_id = resp.json()["app"]
+    assert operation_done(api, resp["Location"], timeout=180)["status"] == "succeeded"
+    nodes = _nodes(app_id)
+    for node, other in ((nodes[0], nodes[1]), (nodes[1], nodes[0])):
+        env = docker_engine.containers.get(node.name).attrs["Config"]["Env"]
+        assert f"BSN_PEERS=http://{other.name}:8080" in env  # by container name: one engine
+        assert "BSN_ETCD_BLOCK_WINDOW=3" in env
+
+    private, public = generate_key()
+    resp = api.post(f"/api/v1/apps/{app_id}/users", {"name": "alice", "public_key": public}, format="json")
+    assert resp.status_code == 201, resp.content
+    token = api._credentials["HTTP_AUTHORIZATION"].split()[1]
+    client = Client(live_server.url, token, app_id, "alice", private)
+    proposer_id = wait_for(lambda: (_chain(nodes[0].endpoint) or {}).get("proposer"), timeout=30, message="a proposer")
+    away = next(n for n in nodes if str(n.pk) != proposer_id)
+    away_height = _chain(away.endpoint)["height"]
+    docker_engine.containers.get(away.name).stop(timeout=5)
+
+    acknowledged = []
+    for i in range(8):  # one block each: the blocks right after away_height leave etcd
+        receipt = _submit_until_acknowledged(client, client.sign("kv", "put", {"key": f"p{i}", "value": i}))
+        assert receipt["status"] == "committed", receipt
+        acknowledged.append(receipt["tx_id"])
+    assert receipt["height"] > away_height + 3 + 1
+
+    docker_engine.containers.get(away.name).start()
+    wait_for(
+        lambda: all("error" not in reconcile_region(r.code) for r in regions) and _chain(_nodes(app_id)[0].endpoint),
+        timeout=60,
+        interval=1,
+        message="the node observed again",
+    )
+    wait_for(lambda: _all_at_same_head(app_id, at_least=receipt["height"]), timeout=60, message="caught up")
+    logs = docker_engine.containers.get(away.name).logs().decode()
+    assert "older than the etcd window from peers" in logs, logs[-2000:]
+    away = LedgerNode.objects.get(pk=away.pk)
+    for tx_id in acknowledged:
+        assert requests.get(f"{away.endpoint}/tx/{tx_id}", timeout=5).status_code == 200, tx_id
+    assert "ok" in _verify(app_id).lower()
+
+    resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    assert operation_done(api, resp["Location"], timeout=120)["status"] == "succeeded"
+    left = docker_engine.networks.list(filters={"label": f"io.bsn.app={app_id}"})
+    assert left == [], [n.name for n in left]  # sibling links undone, every app network removed

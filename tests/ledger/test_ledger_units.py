@@ -54,6 +54,8 @@ def test_values_are_read(tmp_path):
         "BSN_ETCD_ENDPOINTS": "http://a:2379, http://b:2379/",
         "BSN_ETCD_USER": "app-x",
         "BSN_ETCD_PASSWORD": "pw",
+        "BSN_PEERS": "http://node-b:8080/, http://10.0.0.2:32768",
+        "BSN_ETCD_BLOCK_WINDOW": "50",
         "BSN_BLOCK_MAX_TXS": "100",
         "BSN_BLOCK_MAX_WAIT_MS": "5",
         "BSN_TX_MAX_AGE_S": "60",
@@ -71,6 +73,8 @@ def test_values_are_read(tmp_path):
     assert config.etcd_endpoints == ("http://a:2379", "http://b:2379")
     assert config.etcd_prefix == "/bsn/apps/3f2a:app.x/"
     assert (config.etcd_user, config.etcd_password) == ("app-x", "pw")
+    assert config.peers == ("http://node-b:8080", "http://10.0.0.2:32768")
+    assert config.etcd_block_window == 50
     assert (config.block_max_txs, config.block_max_wait_ms, config.tx_max_age_s) == (100, 5, 60)
     assert NODE_KEY not in repr(config) and "pw" not in repr(config)
 
@@ -95,6 +99,7 @@ def test_values_are_read(tmp_path):
         ("BSN_ORDERING", "etcd", "BSN_NODE_PRIVATE_KEY"),
         ("BSN_BLOCK_MAX_TXS", "0", "between 1 and"),
         ("BSN_ETCD_ENDPOINTS", "a:2379", "http://host:port"),
+        ("BSN_PEERS", "node-b:8080", "BSN_PEERS entries must be http://host:port"),
     ],
 )
 def test_bad_values_are_refused(name, value, message):

@@ -274,6 +274,7 @@ class EtcdOrderer:
         return height
 
     def _fetch_from_peers(self, first: int, last: int) -> None:
+        fetched = 0
         for height in range(first, last + 1):
             if int(self.core.height) >= height:
                 continue
@@ -282,6 +283,9 @@ class EtcdOrderer:
                 raise EtcdUnavailable(f"block {height} is beyond the etcd window and no peer served it")
             if not self._apply(height, block):
                 raise EtcdError(f"block {height} from a peer did not apply")
+            fetched += 1
+        if fetched:
+            logger.warning("caught up %d blocks (%d-%d) older than the etcd window from peers", fetched, first, last)
 
     def _peer_block(self, height: int) -> dict | None:
         for peer in self.peers:
