@@ -91,9 +91,12 @@ def hardened_ledger(engine, image: str, **extra):
 
 
 def memory_used(container) -> int:
-    """Bytes a container uses, without the page cache (cgroup v1 and v2 report it differently)."""
+    """Bytes a container uses without reclaimable page cache, as `docker stats` counts it
+    (usage minus inactive file pages; cgroup v1 and v2 name that figure differently)."""
     stats = container.stats(stream=False)["memory_stats"]
-    return stats["usage"] - stats.get("stats", {}).get("cache", 0)
+    detail = stats.get("stats", {})
+    inactive = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+    return stats["usage"] - inactive
 
 
 def raw_docker_run_to_healthy(engine, image: str, runs: int = 3) -> float:
