@@ -34,8 +34,9 @@ def node_siblings(node: LedgerNode) -> list[LedgerNode]:
 def node_peers(node: LedgerNode) -> list[str]:
     """Base URLs of the app's other nodes as seen from inside this node's container.
 
-    On the same Docker engine by container name (the nodes of an app share networks,
-    see ``provisioning.node_link_siblings``); elsewhere by the published endpoint.
+    On the same Docker engine by container name (the app's nodes there share an internal
+    network, see ``provisioning.node_join_peer_network``); elsewhere by the published
+    endpoint.
     A node fetches blocks older than the etcd window from these (``GET /blocks/{h}``).
     """
     port = node.app.framework.port

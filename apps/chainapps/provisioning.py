@@ -17,12 +17,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
-from apps.chainapps.node_config import node_env, node_siblings
+from apps.chainapps.node_config import node_env
 from apps.common.models import installation_id
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
-from apps.runtime.drivers import driver_for_region, same_engine
+from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
-from apps.runtime.spec import NodeSpec, NodeStatus, build_node_spec, network_name
+from apps.runtime.spec import NodeSpec, NodeStatus, build_node_spec, peer_network_name
 
 logger = logging.getLogger(__name__)
 
@@ -80,37 +80,25 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
         ordering_attach(spec.network)
     status = driver.ensure_node(spec)
     if etcd:
-        node_link_siblings(driver, node, spec)
+        node_join_peer_network(driver, node, spec)
     return status
 
 
-def _siblings_on_engine(driver, node: LedgerNode) -> list[LedgerNode]:
-    if getattr(driver, "connect_to_network", None) is None:
-        return []  # the process driver has no networks
-    return [other for other in node_siblings(node) if same_engine(other.region, node.region)]
+def _peer_network(node: LedgerNode) -> str:
+    return peer_network_name(installation_id=installation_id(), app_id=str(node.app_id))
 
 
-def node_link_siblings(driver, node: LedgerNode, spec: NodeSpec) -> None:
-    """Let the app's nodes on this engine reach each other by container name (BSN_PEERS).
-
-    Each region has its own app network; this node joins its siblings' networks and
-    they join its own. Both directions, so nodes started in parallel end up sharing a
-    network whichever comes first; a sibling not there yet links when it starts.
-    """
-    inst = installation_id()
-    for other in _siblings_on_engine(driver, node):
-        theirs = network_name(installation_id=inst, app_id=str(node.app_id), region_code=other.region.code)
-        for container, network in ((spec.name, theirs), (other.name, spec.network)):
-            try:
-                driver.connect_to_network(container, network, installation_id=inst)
-            except TransientRuntimeError:
-                pass  # not created yet: it links when its own step runs
-
-
-def node_unlink_siblings(driver, node: LedgerNode, spec: NodeSpec) -> None:
-    """Mirror of node_link_siblings on removal: siblings leave this node's network."""
-    for other in _siblings_on_engine(driver, node):
-        driver.disconnect_from_network(other.name, spec.network, installation_id=installation_id())
+def node_join_peer_network(driver, node: LedgerNode, spec: NodeSpec) -> None:
+    """The app's nodes on one engine share an internal network, so that BSN_PEERS can name
+    them by container name (``node_config.node_peers``). Internal: no gateway, so joining
+    it never moves the node's default route or its published port. Idempotent."""
+    if getattr(driver, "ensure_internal_network", None) is None:
+        return  # the process driver has no networks
+    name = _peer_network(node)
+    with transaction.atomic():  # parallel node steps of one app: one creates the network
+        ChainApp.objects.select_for_update().filter(pk=node.app_id).first()
+        driver.ensure_internal_network(name, spec.app_labels)
+    driver.connect_to_network(spec.name, name, installation_id=installation_id())
 
 
 def node_release_ordering(node: LedgerNode, spec: NodeSpec, *, purge: bool) -> None:
@@ -132,7 +120,9 @@ def node_remove(driver, node: LedgerNode, spec: NodeSpec, *, keep_data: bool) ->
     driver.remove_node(spec, keep_data=keep_data)
     if node.app.ordering == ChainApp.Ordering.ETCD:
         node_release_ordering(node, spec, purge=not keep_data)
-        node_unlink_siblings(driver, node, spec)
+        remove_unused = getattr(driver, "remove_unused_network", None)
+        if remove_unused is not None:  # the last node of the app on this engine removes it
+            remove_unused(_peer_network(node), installation_id=installation_id())
     driver.remove_network(spec)
 
 

@@ -48,6 +48,8 @@ from apps.runtime.spec import (
 
 logger = logging.getLogger(__name__)
 
+PEERS_ROLE = "peers"  # role label of an app's internal peer network
+
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL on stop
 # Bounded restarts by the engine itself; beyond that the reconciler (with its own
 # backoff) decides. "always"/"unless-stopped" would crash-loop a broken node forever.
@@ -621,6 +623,59 @@ class DockerDriver:
                 raise
             return True
 
+    def ensure_internal_network(self, name: str, labels: dict[str, str]) -> None:
+        """Create or adopt an internal network (no gateway, no way out) named ``name``. Idempotent.
+
+        For containers of one app that must reach each other by name while keeping their
+        own network's default route (joining a network with a gateway can take over the
+        route that published ports answer through). Callers serialise creation (the
+        engine's duplicate-name check is racy). A same-named network that is not ours, or
+        not internal, is refused.
+        """
+        client = self._client()
+        installation = labels[LABEL_INSTALLATION]
+        with self._translate():
+            found = self._find_networks(client, name)
+            if not found:
+                try:
+                    client.networks.create(
+                        name=name,
+                        driver="bridge",
+                        internal=True,
+                        labels={**labels, LABEL_ROLE: PEERS_ROLE},
+                        check_duplicate=True,
+                    )
+                except docker.errors.APIError as exc:
+                    if not _is_conflict(exc):
+                        raise
+                found = self._find_networks(client, name)
+            for network in found:
+                mine = owned_by(network.attrs.get("Labels"), installation)
+                if not mine or (network.attrs.get("Labels") or {}).get(LABEL_APP) != labels.get(LABEL_APP):
+                    raise PermanentRuntimeError(f"a network named {name} exists but is not this app's; refusing it")
+                if not network.attrs.get("Internal"):
+                    raise PermanentRuntimeError(f"network {name} is not internal; refusing to attach nodes to it")
+
+    def remove_unused_network(self, name: str, *, installation_id: str) -> bool:
+        """Remove our network ``name`` if no container uses it; True if it is gone."""
+        client = self._client()
+        with self._translate():
+            for network in self._find_networks(client, name):
+                if not owned_by(network.attrs.get("Labels"), installation_id):
+                    return False
+                network.reload()
+                if network.attrs.get("Containers"):
+                    return False
+                try:
+                    network.remove()
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code in (403, 409):  # an endpoint appeared meanwhile
+                        return False
+                    raise
+            return True
+
     def disconnect_from_network(self, container_name: str, network_name: str, *, installation_id: str) -> bool:
         """Detach our container from our network. True if it was attached. Missing objects are fine."""
         client = self._client()
@@ -649,4 +704,5 @@ class DockerDriver:
             networks = client.networks.list(
                 filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTALLATION}={installation_id}", label]}
             )
-            return sorted({n.name for n in networks})
+            # An app's internal peer network is for its nodes only (ensure_internal_network).
+            return sorted({n.name for n in networks if (n.attrs.get("Labels") or {}).get(LABEL_ROLE) != PEERS_ROLE})

@@ -70,6 +70,11 @@ def network_name(*, installation_id: str, app_id: str, region_code: str) -> str:
     return f"bsn-{short_id(installation_id, 8)}-{short_id(app_id)}-{region_code}-net"
 
 
+def peer_network_name(*, installation_id: str, app_id: str) -> str:
+    """One internal network per app per engine on which the app's nodes reach each other by name."""
+    return f"bsn-{short_id(installation_id, 8)}-{short_id(app_id)}-peers"
+
+
 def volume_name(name: str) -> str:
     return f"{name}-data"
 

@@ -226,6 +226,44 @@ def test_remove_network_only_when_unused(docker_driver, docker_client, make_spec
     docker_driver.remove_network(spec)  # idempotent
 
 
+def test_internal_peer_network_keeps_published_ports_and_goes_when_unused(
+    docker_driver, docker_client, make_spec, installation_id
+):
+    a, b = make_spec(), make_spec()
+    name = f"bsn-test-{uuid.uuid4().hex[:8]}-peers"
+    for spec in (a, b):
+        docker_driver.ensure_node(spec)
+        docker_driver.ensure_internal_network(name, a.app_labels)  # idempotent
+        docker_driver.connect_to_network(spec.name, name, installation_id=installation_id)
+    network = docker_client.networks.get(name)
+    assert network.attrs["Internal"] is True and network.attrs["Labels"]["io.bsn.role"] == "peers"
+    for spec in (a, b):  # the node's own network keeps the route its published port answers through
+        wait_healthy(docker_driver.observe(spec).endpoint, spec.health_path, HEALTH_TIMEOUT)
+    container = docker_client.containers.get(a.name)
+    code, out = container.exec_run(
+        ["python3", "-c", f"import urllib.request as u; print(u.urlopen('http://{b.name}:{b.port}/health').status)"]
+    )
+    assert code == 0 and out.strip() == b"200", out  # by container name over the peer network
+    assert name not in docker_driver.owned_networks(installation_id=installation_id)  # not for ordering members
+
+    assert docker_driver.remove_unused_network(name, installation_id=installation_id) is False  # still used
+    for spec in (a, b):
+        docker_driver.remove_node(spec, keep_data=False)
+    assert docker_driver.remove_unused_network(name, installation_id=installation_id) is True
+    assert not [n for n in docker_client.networks.list(names=[name]) if n.name == name]
+
+
+def test_internal_network_refuses_a_same_named_foreign_or_routable_network(docker_driver, docker_client, make_spec):
+    spec = make_spec()
+    name = f"bsn-test-{uuid.uuid4().hex[:8]}-peers"
+    routable = docker_client.networks.create(name, labels=dict(spec.app_labels))
+    try:
+        with pytest.raises(PermanentRuntimeError, match="not internal"):
+            docker_driver.ensure_internal_network(name, spec.app_labels)
+    finally:
+        routable.remove()
+
+
 def test_list_nodes_sees_only_this_installation(docker_driver, make_spec, installation_id):
     a, b = make_spec(), make_spec()
     other = make_spec(installation_id=uuid.uuid4().hex)
