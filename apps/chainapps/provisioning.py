@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
-from apps.chainapps.node_config import node_env
+from apps.chainapps.node_config import node_env, node_siblings
 from apps.common.models import installation_id
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
 from apps.runtime.drivers import driver_for_region
@@ -94,6 +94,8 @@ def node_join_peer_network(driver, node: LedgerNode, spec: NodeSpec) -> None:
     it never moves the node's default route or its published port. Idempotent."""
     if getattr(driver, "ensure_internal_network", None) is None:
         return  # the process driver has no networks
+    if not node_siblings(node):
+        return  # a one-node app has no peers
     name = _peer_network(node)
     with transaction.atomic():  # parallel node steps of one app: one creates the network
         ChainApp.objects.select_for_update().filter(pk=node.app_id).first()

@@ -692,7 +692,8 @@ class DockerDriver:
             try:
                 network.disconnect(container, force=True)
             except docker.errors.APIError as exc:
-                if exc.status_code in (403, 404, 409):  # not connected (any more)
+                # Not connected (any more): 403/404/409, or a 500 that says so (Docker 28).
+                if exc.status_code in (403, 404, 409) or "is not connected" in str(exc.explanation or exc):
                     return False
                 raise
             return True

@@ -77,7 +77,8 @@ def _lifecycle(api, regions, *, engine=None) -> None:
     if engine is not None:
         assert _objects_with_app_label(engine, app_id) == {
             "containers": len(codes),
-            "networks": len(codes),
+            # one per region, plus the nodes' internal peer network when there are several
+            "networks": len(codes) + (len(codes) > 1),
             "volumes": len(codes),
         }
 

@@ -247,6 +247,8 @@ def test_internal_peer_network_keeps_published_ports_and_goes_when_unused(
     assert name not in docker_driver.owned_networks(installation_id=installation_id)  # not for ordering members
 
     assert docker_driver.remove_unused_network(name, installation_id=installation_id) is False  # still used
+    assert docker_driver.disconnect_from_network(b.name, name, installation_id=installation_id) is True
+    assert docker_driver.disconnect_from_network(b.name, name, installation_id=installation_id) is False
     for spec in (a, b):
         docker_driver.remove_node(spec, keep_data=False)
     assert docker_driver.remove_unused_network(name, installation_id=installation_id) is True
