@@ -209,6 +209,9 @@ BSN_GATEWAY_READ_TIMEOUT = env_float("BSN_GATEWAY_READ_TIMEOUT", 5.0)
 BSN_GATEWAY_MAX_BATCH = env_int("BSN_GATEWAY_MAX_BATCH", 500, minimum=1)
 # Reconciler: an app is `degraded` when a node's chain is more than this many blocks
 # behind the highest node of the app (0: every node at exactly the same head).
+# Host ports ledger nodes are published on (one per node, kept across restarts). Keep it
+# outside the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999).
+BSN_NODE_PORT_RANGE = env_str("BSN_NODE_PORT_RANGE", "20000-29999")
 # Blocks an etcd-ordered app keeps in the ordering service; older ones come from peers.
 BSN_ETCD_BLOCK_WINDOW = env_int("BSN_ETCD_BLOCK_WINDOW", 10000, minimum=1)
 BSN_CHAIN_MAX_LAG = env_int("BSN_CHAIN_MAX_LAG", 2, minimum=0)

@@ -138,6 +138,9 @@ class LedgerNode(TimeStamped):
     name = models.CharField(max_length=120, unique=True)
     runtime_id = models.CharField(max_length=128, blank=True)
     endpoint = models.CharField(max_length=255, blank=True)
+    # The host port the node is published on, allocated once from BSN_NODE_PORT_RANGE so
+    # that the endpoint survives restarts (null: not allocated, or the process driver).
+    host_port = models.PositiveIntegerField(null=True, blank=True, unique=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     generation = models.PositiveIntegerField(default=1)
     last_seen_at = models.DateTimeField(null=True, blank=True)

@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.node_config import node_env, node_siblings
+from apps.chainapps.ports import node_host_port, node_release_host_port
 from apps.common.models import installation_id
-from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
+from apps.runtime.base import PermanentRuntimeError, PortInUse, TransientRuntimeError
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
 from apps.runtime.spec import NodeSpec, NodeStatus, build_node_spec, peer_network_name
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 STEP_PENDING, STEP_DONE, STEP_FAILED, STEP_CANCELLED = "pending", "done", "failed", "cancelled"
 LOG_LIMIT = 200
+PORT_ATTEMPTS = 5  # host ports tried in one ensure before giving up (the step retries later)
 
 
 class Superseded(Exception):
@@ -54,6 +56,7 @@ def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
         cpus=framework.default_cpus,
         pids_limit=framework.default_pids,
         env=node_env(node) if configured else {},
+        host_port=node.host_port,
     )
 
 
@@ -63,22 +66,34 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
     Every call is idempotent, in this order: the ordering service exists, the node's
     configuration is built (it includes the app's etcd credentials), the app's network
     exists, the ordering service is attached to that network (so the node can reach etcd
-    from its first second), then the node. A retry repeats them all safely.
+    from its first second), then the node, on its own host port (``ports.py``; a port
+    the engine refuses is replaced by the next free one). A retry repeats them all safely.
     """
     etcd = node.app.ordering == ChainApp.Ordering.ETCD
     if etcd:
         from apps.ordering.services import ordering_ensure
 
         ordering_ensure()
-    spec = node_spec(node)
-    if etcd:
-        from apps.ordering.services import ordering_attach
+    sticky = getattr(driver, "name", "") == "docker"  # the process driver picks its own ports
+    if sticky:
+        node_host_port(node)
+    for _ in range(PORT_ATTEMPTS):
+        spec = node_spec(node)
+        if etcd:
+            from apps.ordering.services import ordering_attach
 
-        ensure_network = getattr(driver, "ensure_network", None)
-        if ensure_network is not None:  # the process driver has no networks (and no etcd apps)
-            ensure_network(spec)
-        ordering_attach(spec.network)
-    status = driver.ensure_node(spec)
+            ensure_network = getattr(driver, "ensure_network", None)
+            if ensure_network is not None:  # the process driver has no networks (and no etcd apps)
+                ensure_network(spec)
+            ordering_attach(spec.network)
+        try:
+            status = driver.ensure_node(spec)
+            break
+        except PortInUse as exc:
+            logger.warning("node %s: host port %s is taken on the engine; allocating another", node.name, exc.port)
+            node_host_port(node, refused=exc.port)
+    else:
+        raise TransientRuntimeError(f"node {node.name}: {PORT_ATTEMPTS} host ports in a row were taken on the engine")
     if etcd:
         node_join_peer_network(driver, node, spec)
     return status
@@ -120,6 +135,7 @@ def node_remove(driver, node: LedgerNode, spec: NodeSpec, *, keep_data: bool) ->
     One path for the delete operation and the reconciler; idempotent.
     """
     driver.remove_node(spec, keep_data=keep_data)
+    node_release_host_port(node)
     if node.app.ordering == ChainApp.Ordering.ETCD:
         node_release_ordering(node, spec, purge=not keep_data)
         remove_unused = getattr(driver, "remove_unused_network", None)

@@ -29,6 +29,14 @@ class RuntimeUnavailable(TransientRuntimeError):
     """The region's engine does not answer."""
 
 
+class PortInUse(TransientRuntimeError):
+    """The node's host port is taken on the engine (by something else); pick another."""
+
+    def __init__(self, port: int, message: str) -> None:
+        super().__init__(message)
+        self.port = port
+
+
 class RuntimeDriver(Protocol):
     name: str
 

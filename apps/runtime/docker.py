@@ -30,6 +30,7 @@ from docker.models.networks import Network
 
 from apps.runtime.base import (
     PermanentRuntimeError,
+    PortInUse,
     RuntimeError_,
     RuntimeUnavailable,
     TransientRuntimeError,
@@ -94,7 +95,8 @@ def container_create_kwargs(spec: NodeSpec, *, network: str | None = None) -> di
 
     Never privileged, never host network, never the Docker socket; the only mount is
     the node's own volume at /data. The port is published on ``spec.publish_host``
-    only, on a host port the engine picks (known once the container runs).
+    only, on ``spec.host_port`` (sticky across restarts) or, without one, on a port the
+    engine picks at each start.
     """
     return {
         "name": spec.name,
@@ -112,7 +114,7 @@ def container_create_kwargs(spec: NodeSpec, *, network: str | None = None) -> di
         "memswap_limit": f"{spec.mem_limit_mb}m",  # same as memory: no swap
         "nano_cpus": int(spec.cpus * 1e9),
         "pids_limit": spec.pids_limit,
-        "ports": {f"{spec.port}/tcp": (spec.publish_host, None)},
+        "ports": {f"{spec.port}/tcp": (spec.publish_host, spec.host_port)},
         "volumes": {spec.volume: {"bind": NODE_DATA_PATH, "mode": "rw"}},
         "network": network or spec.network,
         "restart_policy": dict(RESTART_POLICY),
@@ -196,6 +198,11 @@ def classify_error(exc: BaseException, *, base_url: str = "", timeout: float | N
             return RuntimeUnavailable(f"{where} does not answer: {exc}")
         return PermanentRuntimeError(f"{where}: {exc}")
     return TransientRuntimeError(f"unexpected error talking to {where}: {exc!r}")
+
+
+def _port_taken(exc: docker.errors.APIError) -> bool:
+    text = str(exc.explanation or exc).lower()
+    return "port is already allocated" in text or "address already in use" in text
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -531,7 +538,14 @@ class DockerDriver:
         elif container.status == "removing":
             raise TransientRuntimeError(f"container {spec.name} is being removed; look again")
         elif container.status != "running":
-            container.start()
+            try:
+                container.start()
+            except docker.errors.APIError as exc:
+                if spec.host_port and _port_taken(exc):
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.remove(force=True, v=True)
+                    raise PortInUse(spec.host_port, f"{spec.publish_host}:{spec.host_port} is taken: {exc}") from None
+                raise
         container.reload()
         if container.status not in ("running", "restarting"):
             state = container.attrs.get("State") or {}

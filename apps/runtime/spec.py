@@ -43,6 +43,9 @@ class NodeSpec:
     read_only: bool = True
     tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,noexec,nosuid,size=16m"})  # noqa: S108 - tmpfs inside the container
     app_labels: dict[str, str] = field(default_factory=dict)  # labels for the app's network
+    # Host port to publish on. None lets the engine pick one at every start, so the
+    # endpoint would change on each restart; the control plane allocates one per node.
+    host_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ def build_node_spec(
     cpus: float,
     pids_limit: int,
     env: dict[str, str] | None = None,
+    host_port: int | None = None,
 ) -> NodeSpec:
     name = node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
     base_labels = app_labels(installation_id=installation_id, tenant_id=tenant_id, app_id=app_id)
@@ -137,4 +141,5 @@ def build_node_spec(
         cpus=cpus,
         pids_limit=pids_limit,
         app_labels=base_labels,
+        host_port=host_port,
     )

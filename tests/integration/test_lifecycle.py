@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import requests
 
@@ -100,6 +102,35 @@ def test_lifecycle_on_docker(api, make_regions, worker_factory, docker_engine, l
     regions = make_regions("docker", count=2)
     worker_factory(regions)
     _lifecycle(api, regions, engine=docker_engine)
+
+
+def test_a_host_port_held_by_another_program_is_skipped(api, make_regions, worker_factory, docker_engine, ledger_image):
+    with socket.socket() as holder:  # something outside bsn listens on the first port of the range
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        held = holder.getsockname()[1]
+        regions = make_regions("docker", count=1)
+        worker_factory(regions, env={"BSN_NODE_PORT_RANGE": f"{held}-{held + 20}"})
+        resp = api.post("/api/v1/apps", {"name": "ports", "regions": [regions[0].code]}, format="json")
+        assert resp.status_code == 202, resp.content
+        app_id = resp.json()["app"]
+        assert operation_done(api, resp["Location"], timeout=120)["status"] == "succeeded"
+        node = LedgerNode.objects.get(app_id=app_id)
+        assert held < node.host_port <= held + 20
+        assert node.endpoint == f"http://127.0.0.1:{node.host_port}"
+        assert requests.get(node.endpoint + "/health", timeout=5).json()["status"] == "ok"
+    docker_engine.containers.get(node.name).restart(timeout=0)  # the endpoint stays
+    wait_for(lambda: _healthy(node.endpoint), timeout=30, message="the node back on its port")
+    resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    assert operation_done(api, resp["Location"], timeout=120)["status"] == "succeeded"
+    assert LedgerNode.objects.filter(app_id=app_id, host_port__isnull=False).count() == 0  # port released
+
+
+def _healthy(endpoint: str) -> bool:
+    try:
+        return requests.get(endpoint + "/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def test_lifecycle_on_processes(api, make_regions, worker_factory):

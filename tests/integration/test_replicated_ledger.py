@@ -133,9 +133,9 @@ def test_three_node_app_survives_proposer_and_member_kills(
 
     # 4. restart every node and every ordering member at once
     names = [n.name for n in _nodes(app_id)] + [m.name for m in OrderingMember.objects.all()]
+    endpoints = {n.name: n.endpoint for n in _nodes(app_id)}
     for name in names:
         docker_engine.containers.get(name).restart(timeout=0)
-    # Published host ports may change on restart: the reconciler (beat) observes the new ones.
     wait_for(
         lambda: (
             all("error" not in reconcile_region(r.code) for r in regions)
@@ -145,6 +145,7 @@ def test_three_node_app_survives_proposer_and_member_kills(
         interval=1,
         message="nodes observed again",
     )
+    assert {n.name: n.endpoint for n in _nodes(app_id)} == endpoints  # each node keeps its host port
     after = wait_for(
         lambda: _all_at_same_head(app_id, at_least=head["height"]),
         timeout=120,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from apps.runtime.base import PermanentRuntimeError, RuntimeUnavailable, TransientRuntimeError
+from apps.runtime.base import PermanentRuntimeError, PortInUse, RuntimeUnavailable, TransientRuntimeError
 from apps.runtime.docker import DockerDriver
 from apps.runtime.health import probe, wait_healthy
 from apps.runtime.spec import LABEL_GENERATION, LABEL_INSTALLATION
@@ -264,6 +264,34 @@ def test_internal_network_refuses_a_same_named_foreign_or_routable_network(docke
             docker_driver.ensure_internal_network(name, spec.app_labels)
     finally:
         routable.remove()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_explicit_host_port_survives_restarts(docker_driver, docker_client, make_spec):
+    port = _free_port()
+    spec = replace(make_spec(), host_port=port)
+    status = docker_driver.ensure_node(spec)
+    assert status.endpoint == f"http://127.0.0.1:{port}"
+    docker_client.containers.get(spec.name).restart(timeout=0)
+    assert docker_driver.observe(spec).endpoint == f"http://127.0.0.1:{port}"
+    wait_healthy(f"http://127.0.0.1:{port}", spec.health_path, HEALTH_TIMEOUT)
+
+
+def test_a_host_port_held_by_someone_else_is_reported_and_nothing_is_left(docker_driver, docker_client, make_spec):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        spec = replace(make_spec(), host_port=port)
+        with pytest.raises(PortInUse) as caught:
+            docker_driver.ensure_node(spec)
+    assert caught.value.port == port
+    assert docker_driver.observe(spec).state == "missing"  # the unstartable container was removed
 
 
 def test_list_nodes_sees_only_this_installation(docker_driver, make_spec, installation_id):
