@@ -186,6 +186,11 @@ class LedgerCore:
         return self._head_hash
 
     @property
+    def last_timestamp(self) -> int:
+        """The head block's timestamp (ms); 0 before the first block."""
+        return self._last_ts
+
+    @property
     def state_root(self) -> str:
         return self.state.root.hex()
 

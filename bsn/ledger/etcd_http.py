@@ -114,22 +114,57 @@ def _int(value: Any) -> int:
     return int(value) if value not in (None, "") else 0
 
 
-@dataclass(frozen=True)
 class KeyValue:
-    """One key as etcd returned it."""
+    """One key as etcd returned it. The value is base64-decoded on first use: a watcher
+    skips most values it receives (its own pending batches, blocks it already has)."""
 
-    key: bytes
-    value: bytes
-    create_revision: int = 0
-    mod_revision: int = 0
-    version: int = 0
-    lease: int = 0
+    __slots__ = ("_raw", "_value", "create_revision", "key", "lease", "mod_revision", "version")
+
+    def __init__(
+        self,
+        key: bytes,
+        value: bytes | None = None,
+        create_revision: int = 0,
+        mod_revision: int = 0,
+        version: int = 0,
+        lease: int = 0,
+        *,
+        raw_value: str | None = None,
+    ) -> None:
+        self.key = key
+        self._value = value
+        self._raw = raw_value
+        self.create_revision = create_revision
+        self.mod_revision = mod_revision
+        self.version = version
+        self.lease = lease
+
+    @property
+    def value(self) -> bytes:
+        if self._value is None:
+            self._value = unb64(self._raw)
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KeyValue):
+            return NotImplemented
+        return (self.key, self.value, self.create_revision, self.mod_revision, self.version, self.lease) == (
+            other.key,
+            other.value,
+            other.create_revision,
+            other.mod_revision,
+            other.version,
+            other.lease,
+        )
+
+    def __repr__(self) -> str:
+        return f"KeyValue(key={self.key!r}, mod_revision={self.mod_revision})"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> KeyValue:
         return cls(
             key=unb64(data.get("key")),
-            value=unb64(data.get("value")),
+            raw_value=data.get("value") or "",
             create_revision=_int(data.get("create_revision")),
             mod_revision=_int(data.get("mod_revision")),
             version=_int(data.get("version")),
