@@ -61,8 +61,11 @@ def healthy_nodes(app: ChainApp) -> list[LedgerNode]:
 
 
 def _refreshed_endpoint(node: LedgerNode) -> str | None:
-    """After an engine or container restart the published port may change: look again.
+    """The node did not answer on its stored endpoint: look again.
 
+    Nodes keep their host port across restarts (``apps/chainapps/ports.py``); a node
+    created before ports were allocated, or one whose region's publish host changed, may
+    still show up elsewhere.
     Returns the node's new endpoint (also stored) when it differs, else None. The
     reconciler does the same on its next pass; this spares clients that wait.
     """
