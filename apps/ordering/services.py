@@ -32,6 +32,7 @@ from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnava
 logger = logging.getLogger(__name__)
 
 ENSURE_TIMEOUT = 60.0  # seconds for a new cluster to elect a leader
+READMIT_TIMEOUT = 15.0  # seconds to wait for etcd to accept re-adding a lost member
 ROOT_USER = "root"
 ETCD_TIMEOUT = 3.0
 
@@ -85,7 +86,9 @@ def _member_rows() -> list[OrderingMember]:
     return [existing[i] for i in range(MEMBER_COUNT)]
 
 
-def member_spec(member: OrderingMember, cluster: OrderingCluster, names: list[str]) -> NodeSpec:
+def member_spec(
+    member: OrderingMember, cluster: OrderingCluster, names: list[str], *, cluster_state: str = "new"
+) -> NodeSpec:
     return ospec.build_member_spec(
         installation_id=installation_id(),
         index=member.index,
@@ -93,6 +96,7 @@ def member_spec(member: OrderingMember, cluster: OrderingCluster, names: list[st
         token=cluster.token,
         image=settings.BSN_LEDGER_IMAGE,
         publish_host=member.region.publish_host,
+        cluster_state=cluster_state,
     )
 
 
@@ -253,7 +257,7 @@ def ordering_ensure(*, timeout: float = ENSURE_TIMEOUT) -> OrderingCluster:
         members = _member_rows()
         names = [m.name for m in members]
         for member in members:
-            _observe_and_start(member, member_spec(member, cluster, names), start=True)
+            _start_member(member, cluster, names, members)
         _wait_quorum(members, timeout)
         _setup_auth(cluster, members)
         _record_health(members, cluster)
@@ -272,9 +276,13 @@ def ordering_heal() -> dict[str, Any]:
         return report
     report["members"] = len(members)
     names = [m.name for m in sorted(members, key=lambda m: m.index)]
+    report["rejoined"] = []
     for member in members:
         try:
-            if _observe_and_start(member, member_spec(member, cluster, names), start=True) == "started":
+            action = _start_member(member, cluster, names, members)
+            if action.startswith("rejoined"):
+                report["rejoined"].append(member.name)
+            if action.endswith("started"):
                 report["restarted"].append(member.name)
         except RuntimeError_ as exc:
             report["errors"].append(f"{member.name}: {exc}")
@@ -287,6 +295,69 @@ def ordering_heal() -> dict[str, Any]:
             report["errors"].append(str(exc))
     OrderingCluster.objects.filter(pk=cluster.pk).update(last_error="; ".join(report["errors"])[:2000])
     return report
+
+
+def _start_member(
+    member: OrderingMember, cluster: OrderingCluster, names: list[str], members: list[OrderingMember]
+) -> str:
+    """Start the member if it is not running; one that lost its data rejoins as a new
+    member. Returns the action: "none", "started", "rejoined+started", ..."""
+    spec = member_spec(member, cluster, names)
+    if _lost_with_its_data(member, spec, cluster):
+        _readmit(member, [m for m in members if m.pk != member.pk])
+        return "rejoined+" + _observe_and_start(
+            member, member_spec(member, cluster, names, cluster_state="existing"), start=True
+        )
+    return _observe_and_start(member, spec, start=True)
+
+
+def _lost_with_its_data(member: OrderingMember, spec: NodeSpec, cluster: OrderingCluster) -> bool:
+    """The member's container and its volume are both gone from a cluster that exists.
+
+    Restarted as it was, an empty member would try to bootstrap a new cluster and be
+    refused by the other two; it must rejoin as a new member instead (``_readmit``).
+    """
+    if not cluster.auth_enabled:
+        return False  # not bootstrapped yet: ordering_ensure creates members as "new"
+    driver = driver_for_region(member.region)
+    volume_exists = getattr(driver, "volume_exists", None)
+    if volume_exists is None or driver.observe(spec).state != "missing":
+        return False
+    return not volume_exists(spec.volume)
+
+
+def _readmit(member: OrderingMember, others: list[OrderingMember]) -> None:
+    """Replace the lost member's identity in the cluster: remove the old one, add it again
+    (empty; it copies everything from the leader once it starts). Repeatable: a member
+    already removed, or already added and not started yet, is left as it is."""
+    root = admin_client(members=others)
+    url = ospec.peer_url(member.name)
+    try:
+        listed = root.member_list()
+        for entry in listed:
+            if entry.get("name") == member.name:
+                root.member_remove(int(entry["ID"]))
+                logger.warning("ordering member %s lost its data: removed from the cluster", member.name)
+        pending = [e for e in listed if not e.get("name") and url in (e.get("peerURLs") or [])]
+        if not pending:
+            _member_add(root, url)
+            logger.warning("ordering member %s added back; it starts empty and catches up", member.name)
+    except EtcdError as exc:
+        raise _etcd_error(exc, f"re-admitting ordering member {member.name}") from exc
+
+
+def _member_add(root: EtcdClient, url: str, *, timeout: float = READMIT_TIMEOUT) -> None:
+    """etcd refuses a membership change ("unhealthy cluster") until the members have been
+    connected for its health interval (5 s) after the previous change: retry until then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            root.member_add([url])
+            return
+        except EtcdError as exc:
+            if "unhealthy cluster" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
 
 
 def _attach_all(members: list[OrderingMember], errors: list[str]) -> int:

@@ -55,7 +55,12 @@ def client_url(name: str) -> str:
     return f"http://{name}:{CLIENT_PORT}"
 
 
-def etcd_command(*, name: str, members: list[str], token: str) -> list[str]:
+def peer_url(name: str) -> str:
+    return f"http://{name}:{PEER_PORT}"
+
+
+def etcd_command(*, name: str, members: list[str], token: str, cluster_state: str = "new") -> list[str]:
+    """``cluster_state="existing"``: the member joins a running cluster (after ``member add``)."""
     cluster = ",".join(f"{m}=http://{m}:{PEER_PORT}" for m in members)
     return [
         "etcd",
@@ -66,7 +71,7 @@ def etcd_command(*, name: str, members: list[str], token: str) -> list[str]:
         f"--listen-peer-urls=http://0.0.0.0:{PEER_PORT}",
         f"--initial-advertise-peer-urls=http://{name}:{PEER_PORT}",
         f"--initial-cluster={cluster}",
-        "--initial-cluster-state=new",  # ignored once the data dir holds a member
+        f"--initial-cluster-state={cluster_state}",  # ignored once the data dir holds a member
         f"--initial-cluster-token={token}",
         "--auto-compaction-mode=revision",
         f"--auto-compaction-retention={AUTO_COMPACTION_RETENTION}",
@@ -80,14 +85,21 @@ def etcd_command(*, name: str, members: list[str], token: str) -> list[str]:
 
 
 def build_member_spec(
-    *, installation_id: str, index: int, members: list[str], token: str, image: str, publish_host: str
+    *,
+    installation_id: str,
+    index: int,
+    members: list[str],
+    token: str,
+    image: str,
+    publish_host: str,
+    cluster_state: str = "new",
 ) -> NodeSpec:
     name = members[index]
     labels = {**service_labels(installation_id), LABEL_NODE: f"ordering-{index}", LABEL_GENERATION: "1"}
     return NodeSpec(
         name=name,
         image=image,
-        command=tuple(etcd_command(name=name, members=members, token=token)),
+        command=tuple(etcd_command(name=name, members=members, token=token, cluster_state=cluster_state)),
         env={"GOMAXPROCS": "2"},
         labels=labels,
         port=CLIENT_PORT,

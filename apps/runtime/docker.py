@@ -637,6 +637,15 @@ class DockerDriver:
                 raise
             return True
 
+    def volume_exists(self, name: str) -> bool:
+        client = self._client()
+        with self._translate():
+            try:
+                client.volumes.get(name)
+            except docker.errors.NotFound:
+                return False
+            return True
+
     def ensure_internal_network(self, name: str, labels: dict[str, str]) -> None:
         """Create or adopt an internal network (no gateway, no way out) named ``name``. Idempotent.
 

@@ -575,6 +575,14 @@ class EtcdClient:
     def member_list(self) -> list[dict[str, Any]]:
         return list(self.call("/v3/cluster/member/list", {}).get("members", []))
 
+    def member_remove(self, member_id: int) -> None:
+        """Remove a member from the cluster (root only); a member already gone is fine."""
+        self._ignore_missing(lambda: self.call("/v3/cluster/member/remove", {"ID": str(member_id)}))
+
+    def member_add(self, peer_urls: list[str]) -> dict[str, Any]:
+        """Announce a new member (root only); it must then start with --initial-cluster-state=existing."""
+        return dict(self.call("/v3/cluster/member/add", {"peerURLs": list(peer_urls)}).get("member") or {})
+
     def status(self, endpoint: str, *, timeout: float | None = None) -> dict[str, Any]:
         """/v3/maintenance/status of one endpoint (no failover): leader, raft index, db size."""
         status, data = self._post_once(endpoint, "/v3/maintenance/status", {}, None, timeout or self.timeout)

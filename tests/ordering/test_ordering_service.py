@@ -238,3 +238,39 @@ def test_status_command_before_and_errors(db, capsys):
 
     with pytest.raises(CommandError, match="docker driver"):
         call_command("bsn_ordering", "ensure")  # no docker region: one line, non-zero exit
+
+
+def test_a_member_that_lost_its_volume_rejoins_as_a_new_member(ordering, docker_engine):
+    services.ordering_ensure()
+    members = list(OrderingMember.objects.select_related("region").order_by("index"))
+    _root().put("/bsn/test/kept", "1")
+    old_ids = {m["name"]: m["ID"] for m in _root().member_list()}
+
+    lost = members[1]  # its disk is gone: container and volume
+    docker_engine.containers.get(lost.name).remove(force=True)
+    docker_engine.volumes.get(f"{lost.name}-data").remove(force=True)
+    _root().put("/bsn/test/while-lost", "2")  # two members keep the quorum
+
+    report = services.ordering_heal()
+    assert report["rejoined"] == [lost.name] and report["restarted"] == [lost.name], report
+    assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 60, 0.5)
+    listed = {m["name"]: m["ID"] for m in _root().member_list()}
+    assert sorted(listed) == sorted(m.name for m in members)  # three started members again
+    assert listed[lost.name] != old_ids[lost.name]  # a new identity, same name
+    rejoined = OrderingMember.objects.get(pk=lost.pk)
+    copy = EtcdClient([rejoined.endpoint], user="root", password=_password())
+    assert wait_until(lambda: copy.range("/bsn/test/while-lost", serializable=True).kvs, 30, 0.5)
+    assert copy.range("/bsn/test/kept", serializable=True).kvs[0].value == b"1"  # copied from the others
+
+    # Fault tolerance is back: another member may die now.
+    docker_engine.containers.get(members[2].name).kill()
+    _root().put("/bsn/test/after", "3")
+    assert services.ordering_heal()["rejoined"] == []  # a plain kill keeps its volume: restarted as itself
+
+    # Provisioning's ensure (not only heal) re-admits a member whose disk is gone.
+    assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 60, 0.5)
+    docker_engine.containers.get(members[0].name).remove(force=True)
+    docker_engine.volumes.get(f"{members[0].name}-data").remove(force=True)
+    services.ordering_ensure()
+    assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 60, 0.5)
+    assert sorted(m["name"] for m in _root().member_list()) == sorted(m.name for m in members)
