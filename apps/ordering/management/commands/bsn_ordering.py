@@ -32,8 +32,9 @@ class Command(BaseCommand):
             elif action == "heal":
                 report = services.ordering_heal()
                 restarted = ", ".join(report["restarted"]) or "none"
+                rejoined = ", ".join(report.get("rejoined") or []) or "none"
                 self.stdout.write(
-                    f"ordering service {report['state']}: restarted {restarted}, "
+                    f"ordering service {report['state']}: restarted {restarted}, rejoined empty {rejoined}, "
                     f"{report['attached']} network attachments"
                 )
                 for error in report["errors"]:
