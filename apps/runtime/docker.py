@@ -323,27 +323,8 @@ class DockerDriver:
                 pass
 
     def remove_network(self, spec: NodeSpec) -> None:
-        client = self._client()
-        with self._translate():
-            for network in self._find_networks(client, spec.network):
-                if not owned_by(network.attrs.get("Labels"), self._installation(spec)):
-                    logger.warning("network %s is not ours; left untouched", spec.network)
-                    continue
-                network.reload()
-                if network.attrs.get("Containers"):
-                    # Another node of the app (e.g. another region on the same engine)
-                    # still uses it; whoever removes the last node removes the network.
-                    logger.info("network %s still has endpoints; kept", spec.network)
-                    continue
-                try:
-                    network.remove()
-                except docker.errors.NotFound:
-                    pass
-                except docker.errors.APIError as exc:
-                    if exc.status_code in (403, 409):  # an endpoint appeared meanwhile
-                        logger.info("network %s became busy; kept: %s", spec.network, exc)
-                        continue
-                    raise
+        # Another node of the app may still use it; whoever removes the last node removes it.
+        self.remove_unused_network(spec.network, installation_id=self._installation(spec))
 
     def observe(self, spec: NodeSpec) -> NodeStatus:
         client = self._client()
@@ -680,24 +661,32 @@ class DockerDriver:
                     raise PermanentRuntimeError(f"network {name} is not internal; refusing to attach nodes to it")
 
     def remove_unused_network(self, name: str, *, installation_id: str) -> bool:
-        """Remove our network ``name`` if no container uses it; True if it is gone."""
+        """Remove our network ``name`` (every copy of it) unless a container uses it; True if
+        it is gone. Someone else's network with that name is left untouched."""
         client = self._client()
+        gone = True
         with self._translate():
             for network in self._find_networks(client, name):
                 if not owned_by(network.attrs.get("Labels"), installation_id):
-                    return False
+                    logger.warning("network %s is not ours; left untouched", name)
+                    gone = False
+                    continue
                 network.reload()
                 if network.attrs.get("Containers"):
-                    return False
+                    logger.info("network %s still has endpoints; kept", name)
+                    gone = False
+                    continue
                 try:
                     network.remove()
                 except docker.errors.NotFound:
                     pass
                 except docker.errors.APIError as exc:
                     if exc.status_code in (403, 409):  # an endpoint appeared meanwhile
-                        return False
+                        logger.info("network %s became busy; kept: %s", name, exc)
+                        gone = False
+                        continue
                     raise
-            return True
+        return gone
 
     def disconnect_from_network(self, container_name: str, network_name: str, *, installation_id: str) -> bool:
         """Detach our container from our network. True if it was attached. Missing objects are fine."""
