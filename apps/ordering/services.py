@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
@@ -202,8 +203,8 @@ def _setup_auth(cluster: OrderingCluster, members: list[OrderingMember]) -> None
     root_password = decrypt_secret(cluster.root_password_encrypted)
     anon = EtcdClient(_endpoints(members), timeout=ETCD_TIMEOUT)
     try:
-        anon.user_add(ROOT_USER, root_password)
-        anon.user_change_password(ROOT_USER, root_password)  # the user may be left from an attempt
+        if not anon.user_add(ROOT_USER, root_password):
+            anon.user_change_password(ROOT_USER, root_password)  # the user may be left from an attempt
         anon.role_add(ROOT_USER)
         anon.user_grant_role(ROOT_USER, ROOT_USER)
         anon.auth_enable()
@@ -385,20 +386,25 @@ def ordering_attach(network_name: str, *, region: Region | None = None) -> list[
     A member that is down is skipped here; ``ordering_heal`` attaches it once it is back.
     """
     inst = installation_id()
-    done = []
-    for member in OrderingMember.objects.select_related("region").order_by("index"):
-        if region is not None and not same_engine(member.region, region):
-            continue
-        driver = driver_for_region(member.region)
+    members = [
+        m
+        for m in OrderingMember.objects.select_related("region").order_by("index")
+        if region is None or same_engine(m.region, region)
+    ]
+
+    def attach(member: OrderingMember) -> str | None:
         try:
-            driver.connect_to_network(member.name, network_name, installation_id=inst)
+            driver_for_region(member.region).connect_to_network(member.name, network_name, installation_id=inst)
         except TransientRuntimeError as exc:
             if "does not exist" in str(exc):
                 logger.info("ordering_attach: %s", exc)  # other engine, or the member is down
-                continue
+                return None
             raise
-        done.append(member.name)
-    return done
+        return member.name
+
+    # The three connects are independent engine calls: run them side by side.
+    with ThreadPoolExecutor(max_workers=max(1, len(members))) as pool:
+        return [name for name in pool.map(attach, members) if name]
 
 
 def ordering_detach(network_name: str) -> list[str]:
@@ -440,8 +446,8 @@ def ordering_app_credentials(app: ChainApp) -> dict[str, str]:
         if cred.provisioned_at is None:
             root = admin_client()
             try:
-                root.user_add(cred.user, password)
-                root.user_change_password(cred.user, password)  # left from a rolled-back attempt
+                if not root.user_add(cred.user, password):
+                    root.user_change_password(cred.user, password)  # left from a rolled-back attempt
                 root.role_add(cred.role)
                 root.role_grant_permission(cred.role, cred.prefix, prefix_end(cred.prefix), "READWRITE")
                 root.user_grant_role(cred.user, cred.role)

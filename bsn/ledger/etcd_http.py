@@ -519,8 +519,15 @@ class EtcdClient:
 
     # -- auth administration (root only)
 
-    def user_add(self, name: str, password: str) -> None:
-        self._ignore_exists(lambda: self.call("/v3/auth/user/add", {"name": name, "password": password}))
+    def user_add(self, name: str, password: str) -> bool:
+        """Create the user; False if it existed already (its password is left as it was)."""
+        try:
+            self.call("/v3/auth/user/add", {"name": name, "password": password})
+        except EtcdError as exc:
+            if "already exists" not in str(exc):
+                raise
+            return False
+        return True
 
     def user_change_password(self, name: str, password: str) -> None:
         self.call("/v3/auth/user/changepw", {"name": name, "password": password})

@@ -103,7 +103,8 @@ def test_idle_watch_times_out_as_unavailable(etcd_server, prefix):
 def test_auth_roles_confine_users_and_tokens_refresh(etcd_factory):
     server = etcd_factory()  # its own etcd: enabling auth is global
     admin = EtcdClient([server.endpoint])
-    admin.user_add("root", "root-pw")
+    assert admin.user_add("root", "root-pw") is True
+    assert admin.user_add("root", "other") is False  # existed: left as it was
     admin.role_add("root")
     admin.user_grant_role("root", "root")
     for app in ("a", "b"):

@@ -103,6 +103,7 @@ def test_three_hardened_members_survive_kill_heal_and_full_restart(ordering, doc
         assert [m["Name"] for m in c.attrs["Mounts"]] == [f"{c.name}-data"]
         assert ordering_network_name(ordering) in c.attrs["NetworkSettings"]["Networks"]
         assert c.labels[LABEL_MANAGED] == "true" and c.labels[LABEL_ROLE] == "ordering"
+        assert "--bcrypt-cost=4" in c.attrs["Config"]["Cmd"]  # random passwords: cheap hashing
         bindings = c.attrs["NetworkSettings"]["Ports"]["2379/tcp"]
         assert bindings[0]["HostIp"] == "127.0.0.1" and "2380/tcp" not in (host["PortBindings"] or {})
 
