@@ -1,16 +1,18 @@
-"""Host ports for ledger nodes on Docker: one per node, allocated once, kept across restarts.
+"""Host ports for containers the control plane publishes: allocated once, kept across restarts.
 
-Without an explicit host port the engine picks a new one at every container start, so a
-node's endpoint would change whenever it restarts. Ports come from
-``BSN_NODE_PORT_RANGE``; the unique ``LedgerNode.host_port`` makes concurrent
-allocations safe, and a port the engine refuses (something else holds it) is skipped.
+Without an explicit host port the engine picks a new one at every container start, and
+again whenever a running container joins or leaves a network that takes over its default
+route, so an endpoint would change under its users. Ledger nodes and ordering members get
+a port from ``BSN_NODE_PORT_RANGE`` (nodes from the bottom, members from the top); the
+unique ``host_port`` columns make concurrent allocations safe within each table, and a
+port the engine refuses (another row's or another program's) is skipped.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 
 from apps.chainapps.models import LedgerNode
 from apps.runtime.base import PermanentRuntimeError
@@ -27,28 +29,47 @@ def port_range() -> tuple[int, int]:
     return low, high
 
 
-def node_host_port(node: LedgerNode, *, refused: int | None = None) -> int:
-    """The node's host port, allocating the lowest free one if it has none.
+def _taken(row: models.Model) -> set[int]:
+    from apps.ordering.models import OrderingMember
 
-    ``refused``: the engine could not bind that port (something outside our records
-    holds it): allocate the next free one after it instead.
+    taken: set[int] = set()
+    for model in (LedgerNode, OrderingMember):
+        rows = model.objects.exclude(host_port=None)
+        if isinstance(row, model):
+            rows = rows.exclude(pk=row.pk)
+        taken.update(rows.values_list("host_port", flat=True))
+    return taken
+
+
+def host_port(row: models.Model, *, refused: int | None = None, from_top: bool = False) -> int:
+    """The row's host port (a LedgerNode or an OrderingMember), allocating a free one if it has none.
+
+    ``refused``: the engine could not bind that port: allocate the next free one after it
+    (in the search direction) instead.
     """
-    if node.host_port and refused is None:
-        return node.host_port
+    if row.host_port and refused is None:
+        return row.host_port
     low, high = port_range()
-    taken = set(LedgerNode.objects.exclude(pk=node.pk).exclude(host_port=None).values_list("host_port", flat=True))
-    start = low if refused is None or refused >= high else refused + 1
-    for port in [*range(start, high + 1), *range(low, start)]:
+    order = list(range(high, low - 1, -1)) if from_top else list(range(low, high + 1))
+    if refused is not None and refused in order:
+        at = order.index(refused) + 1
+        order = order[at:] + order[:at]
+    taken = _taken(row)
+    for port in order:
         if port in taken or port == refused:
             continue
         try:
             with transaction.atomic():
-                LedgerNode.objects.filter(pk=node.pk).update(host_port=port)
+                type(row).objects.filter(pk=row.pk).update(host_port=port)
         except IntegrityError:
-            continue  # another node took it meanwhile
-        node.host_port = port
+            continue  # another row took it meanwhile
+        row.host_port = port
         return port
     raise PermanentRuntimeError(f"no free host port left in BSN_NODE_PORT_RANGE {low}-{high}")
+
+
+def node_host_port(node: LedgerNode, *, refused: int | None = None) -> int:
+    return host_port(node, refused=refused)
 
 
 def node_release_host_port(node: LedgerNode) -> None:

@@ -48,6 +48,9 @@ class OrderingMember(TimeStamped):
     name = models.CharField(max_length=120, unique=True, help_text="container name = etcd member name")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     endpoint = models.CharField(max_length=255, blank=True, help_text="client URL as seen from the control plane")
+    host_port = models.PositiveIntegerField(
+        null=True, blank=True, unique=True, help_text="published client port, kept across restarts"
+    )
     runtime_id = models.CharField(max_length=128, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -20,12 +20,19 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode
+from apps.chainapps.ports import host_port
 from apps.common.crypto import decrypt_secret, encrypt_secret
 from apps.common.models import installation_id
 from apps.ordering import spec as ospec
 from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCluster, OrderingMember
 from apps.regions.models import Region
-from apps.runtime.base import PermanentRuntimeError, RuntimeError_, RuntimeUnavailable, TransientRuntimeError
+from apps.runtime.base import (
+    PermanentRuntimeError,
+    PortInUse,
+    RuntimeError_,
+    RuntimeUnavailable,
+    TransientRuntimeError,
+)
 from apps.runtime.drivers import driver_for_region, same_engine
 from apps.runtime.spec import NodeSpec
 from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnavailable, prefix_end, wait_ready
@@ -33,6 +40,7 @@ from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnava
 logger = logging.getLogger(__name__)
 
 ENSURE_TIMEOUT = 60.0  # seconds for a new cluster to elect a leader
+PORT_ATTEMPTS = 5  # host ports tried for one member start
 READMIT_TIMEOUT = 15.0  # seconds to wait for etcd to accept re-adding a lost member
 ROOT_USER = "root"
 ETCD_TIMEOUT = 3.0
@@ -98,6 +106,7 @@ def member_spec(
         image=settings.BSN_LEDGER_IMAGE,
         publish_host=member.region.publish_host,
         cluster_state=cluster_state,
+        host_port=member.host_port,
     )
 
 
@@ -302,14 +311,25 @@ def _start_member(
     member: OrderingMember, cluster: OrderingCluster, names: list[str], members: list[OrderingMember]
 ) -> str:
     """Start the member if it is not running; one that lost its data rejoins as a new
-    member. Returns the action: "none", "started", "rejoined+started", ..."""
-    spec = member_spec(member, cluster, names)
-    if _lost_with_its_data(member, spec, cluster):
+    member. Returns the action: "none", "started", "rejoined+started", ...
+
+    Members publish their client port on a host port of their own (``ports.host_port``),
+    kept across restarts and network changes; one the engine refuses is replaced.
+    """
+    host_port(member, from_top=True)
+    state, prefix = "new", ""
+    if _lost_with_its_data(member, member_spec(member, cluster, names), cluster):
         _readmit(member, [m for m in members if m.pk != member.pk])
-        return "rejoined+" + _observe_and_start(
-            member, member_spec(member, cluster, names, cluster_state="existing"), start=True
-        )
-    return _observe_and_start(member, spec, start=True)
+        state, prefix = "existing", "rejoined+"
+    for _ in range(PORT_ATTEMPTS):
+        try:
+            return prefix + _observe_and_start(
+                member, member_spec(member, cluster, names, cluster_state=state), start=True
+            )
+        except PortInUse as exc:
+            logger.warning("ordering member %s: host port %s is taken; allocating another", member.name, exc.port)
+            host_port(member, refused=exc.port, from_top=True)
+    raise TransientRuntimeError(f"ordering member {member.name}: {PORT_ATTEMPTS} host ports in a row were taken")
 
 
 def _lost_with_its_data(member: OrderingMember, spec: NodeSpec, cluster: OrderingCluster) -> bool:

@@ -97,6 +97,7 @@ def build_member_spec(
     image: str,
     publish_host: str,
     cluster_state: str = "new",
+    host_port: int | None = None,
 ) -> NodeSpec:
     name = members[index]
     labels = {**service_labels(installation_id), LABEL_NODE: f"ordering-{index}", LABEL_GENERATION: "1"}
@@ -115,4 +116,5 @@ def build_member_spec(
         cpus=MEMBER_CPUS,
         pids_limit=MEMBER_PIDS,
         app_labels=service_labels(installation_id),
+        host_port=host_port,
     )

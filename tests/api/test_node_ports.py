@@ -48,3 +48,15 @@ def test_bad_port_ranges_are_refused(settings, raw):
     settings.BSN_NODE_PORT_RANGE = raw
     with pytest.raises(ImproperlyConfigured, match="BSN_NODE_PORT_RANGE"):
         port_range()
+
+
+def test_ordering_members_take_ports_from_the_top_and_never_a_nodes(nodes, regions, settings):
+    from apps.chainapps.ports import host_port
+    from apps.ordering.models import OrderingMember
+
+    settings.BSN_NODE_PORT_RANGE = "21000-21002"
+    member = OrderingMember.objects.create(index=0, region=regions[0], name="m0")
+    assert host_port(member, from_top=True) == 21002
+    assert node_host_port(nodes[0]) == 21000 and node_host_port(nodes[1]) == 21001
+    with pytest.raises(PermanentRuntimeError):
+        node_host_port(nodes[2])  # 21002 is the member's, in another table

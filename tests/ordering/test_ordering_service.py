@@ -106,6 +106,8 @@ def test_three_hardened_members_survive_kill_heal_and_full_restart(ordering, doc
         assert "--bcrypt-cost=4" in c.attrs["Config"]["Cmd"]  # random passwords: cheap hashing
         bindings = c.attrs["NetworkSettings"]["Ports"]["2379/tcp"]
         assert bindings[0]["HostIp"] == "127.0.0.1" and "2380/tcp" not in (host["PortBindings"] or {})
+        member = next(m for m in members if m.name == c.name)
+        assert bindings[0]["HostPort"] == str(member.host_port)  # its own port, kept across restarts
 
     ids = {c.id for c in containers}
     services.ordering_ensure()  # idempotent: adopts, creates nothing
@@ -124,6 +126,7 @@ def test_three_hardened_members_survive_kill_heal_and_full_restart(ordering, doc
     assert report["restarted"] == [members[0].name]
     assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 30, 0.5)
     member0 = OrderingMember.objects.get(index=0)
+    assert member0.endpoint == members[0].endpoint  # same host port after the restart
     assert EtcdClient([member0.endpoint], user="root", password=_password()).get("/bsn/test/during").value == b"2"
 
     # All three at once (power cut): same names and volumes, data intact.
