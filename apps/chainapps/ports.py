@@ -41,11 +41,14 @@ def _taken(row: models.Model) -> set[int]:
     return taken
 
 
-def host_port(row: models.Model, *, refused: int | None = None, from_top: bool = False) -> int:
+def host_port(
+    row: models.Model, *, refused: int | None = None, from_top: bool = False, busy: set[int] | None = None
+) -> int:
     """The row's host port (a LedgerNode or an OrderingMember), allocating a free one if it has none.
 
     ``refused``: the engine could not bind that port: allocate the next free one after it
-    (in the search direction) instead.
+    (in the search direction) instead. ``busy``: ports the engine already publishes for
+    containers outside our records (another installation's, say), skipped as well.
     """
     if row.host_port and refused is None:
         return row.host_port
@@ -54,7 +57,7 @@ def host_port(row: models.Model, *, refused: int | None = None, from_top: bool =
     if refused is not None and refused in order:
         at = order.index(refused) + 1
         order = order[at:] + order[:at]
-    taken = _taken(row)
+    taken = _taken(row) | (busy or set())
     for port in order:
         if port in taken or port == refused:
             continue
@@ -68,8 +71,14 @@ def host_port(row: models.Model, *, refused: int | None = None, from_top: bool =
     raise PermanentRuntimeError(f"no free host port left in BSN_NODE_PORT_RANGE {low}-{high}")
 
 
-def node_host_port(node: LedgerNode, *, refused: int | None = None) -> int:
-    return host_port(node, refused=refused)
+def node_host_port(node: LedgerNode, *, refused: int | None = None, busy: set[int] | None = None) -> int:
+    return host_port(node, refused=refused, busy=busy)
+
+
+def engine_busy_ports(driver) -> set[int]:
+    """What the driver's engine already publishes (empty for drivers that cannot tell)."""
+    published = getattr(driver, "published_ports", None)
+    return published() if published is not None else set()
 
 
 def node_release_host_port(node: LedgerNode) -> None:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.node_config import node_env, node_siblings
-from apps.chainapps.ports import node_host_port, node_release_host_port
+from apps.chainapps.ports import engine_busy_ports, node_host_port, node_release_host_port
 from apps.common.models import installation_id
 from apps.runtime.base import PermanentRuntimeError, PortInUse, TransientRuntimeError
 from apps.runtime.drivers import driver_for_region
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 STEP_PENDING, STEP_DONE, STEP_FAILED, STEP_CANCELLED = "pending", "done", "failed", "cancelled"
 LOG_LIMIT = 200
-PORT_ATTEMPTS = 5  # host ports tried in one ensure before giving up (the step retries later)
+PORT_ATTEMPTS = 10  # host ports tried in one ensure before giving up (the step retries later)
 
 
 class Superseded(Exception):
@@ -75,8 +75,8 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
 
         ordering_ensure()
     sticky = getattr(driver, "name", "") == "docker"  # the process driver picks its own ports
-    if sticky:
-        node_host_port(node)
+    if sticky and not node.host_port:
+        node_host_port(node, busy=engine_busy_ports(driver))
     for _ in range(PORT_ATTEMPTS):
         spec = node_spec(node)
         if etcd:
@@ -91,7 +91,7 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
             break
         except PortInUse as exc:
             logger.warning("node %s: host port %s is taken on the engine; allocating another", node.name, exc.port)
-            node_host_port(node, refused=exc.port)
+            node_host_port(node, refused=exc.port, busy=engine_busy_ports(driver))
     else:
         raise TransientRuntimeError(f"node {node.name}: {PORT_ATTEMPTS} host ports in a row were taken on the engine")
     if etcd:

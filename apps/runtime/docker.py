@@ -618,6 +618,13 @@ class DockerDriver:
                 raise
             return True
 
+    def published_ports(self) -> set[int]:
+        """Host ports that running containers on this engine publish (any owner)."""
+        client = self._client()
+        with self._translate():
+            listed = client.api.containers()
+        return {int(p["PublicPort"]) for c in listed for p in c.get("Ports") or [] if p.get("PublicPort")}
+
     def volume_exists(self, name: str) -> bool:
         client = self._client()
         with self._translate():

@@ -60,3 +60,8 @@ def test_ordering_members_take_ports_from_the_top_and_never_a_nodes(nodes, regio
     assert node_host_port(nodes[0]) == 21000 and node_host_port(nodes[1]) == 21001
     with pytest.raises(PermanentRuntimeError):
         node_host_port(nodes[2])  # 21002 is the member's, in another table
+
+
+def test_ports_the_engine_already_publishes_are_skipped(nodes, settings):
+    settings.BSN_NODE_PORT_RANGE = "21000-21010"
+    assert node_host_port(nodes[0], busy={21000, 21001}) == 21002

@@ -277,6 +277,7 @@ def test_an_explicit_host_port_survives_restarts(docker_driver, docker_client, m
     spec = replace(make_spec(), host_port=port)
     status = docker_driver.ensure_node(spec)
     assert status.endpoint == f"http://127.0.0.1:{port}"
+    assert port in docker_driver.published_ports()  # what allocation skips for other owners
     docker_client.containers.get(spec.name).restart(timeout=0)
     assert docker_driver.observe(spec).endpoint == f"http://127.0.0.1:{port}"
     wait_healthy(f"http://127.0.0.1:{port}", spec.health_path, HEALTH_TIMEOUT)
