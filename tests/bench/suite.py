@@ -90,13 +90,19 @@ def hardened_ledger(engine, image: str, **extra):
         container.remove(force=True, v=True)
 
 
-def memory_used(container) -> int:
-    """Bytes a container uses without reclaimable page cache, as `docker stats` counts it
-    (usage minus inactive file pages; cgroup v1 and v2 name that figure differently)."""
+def memory_used(container) -> tuple[int, int]:
+    """(as `docker stats` counts it, the processes' own anonymous memory), in bytes.
+
+    `docker stats` shows usage minus inactive file pages, which includes whatever page
+    cache this container happened to charge first (the shared Python and OpenSSL
+    libraries of the image, say), so it moves by a few MiB from run to run. The anonymous
+    memory (heap, stacks) is the node's own and what each further node adds.
+    """
     stats = container.stats(stream=False)["memory_stats"]
     detail = stats.get("stats", {})
     inactive = detail.get("inactive_file", detail.get("total_inactive_file", 0))
-    return stats["usage"] - inactive
+    own = detail.get("anon", detail.get("total_rss", detail.get("rss", 0)))  # cgroup v2, v1
+    return stats["usage"] - inactive, own
 
 
 def raw_docker_run_to_healthy(engine, image: str, runs: int = 3) -> float:
@@ -138,6 +144,9 @@ ANALYSIS = [
     "- Everything shares two cores: the client (pre-signed envelopes, JSON encoding), the ledger",
     "  node(s), the three etcd members (Raft + fsync for every pending batch and every block),",
     "  PostgreSQL and the control plane. The Ed25519 reference runs alone on an idle core.",
+    "- Memory figures are each container's own anonymous memory (heap, stacks: what one more node",
+    "  adds); the notes also give what `docker stats` shows, which adds the page cache the container",
+    "  happened to charge first (shared libraries of the image) and moved between 16 and 21 MiB.",
     "- A ledger node may use one core (the built-in framework's `default_cpus`; it was half a core,",
     "  which alone capped the one-node figure below 0.5×, since verification is most of the work).",
     "- A one-node app on the Docker driver is ordered by the etcd service like any other app, so its",
