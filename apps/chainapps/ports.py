@@ -10,12 +10,21 @@ port the engine refuses (another row's or another program's) is skipped.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, models, transaction
 
 from apps.chainapps.models import LedgerNode
-from apps.runtime.base import PermanentRuntimeError
+from apps.runtime.base import PermanentRuntimeError, PortInUse, TransientRuntimeError
+
+logger = logging.getLogger(__name__)
+
+PORT_ATTEMPTS = 10  # host ports tried in one start before giving up (the caller retries later)
+T = TypeVar("T")
 
 
 def port_range() -> tuple[int, int]:
@@ -71,14 +80,27 @@ def host_port(
     raise PermanentRuntimeError(f"no free host port left in BSN_NODE_PORT_RANGE {low}-{high}")
 
 
-def node_host_port(node: LedgerNode, *, refused: int | None = None, busy: set[int] | None = None) -> int:
-    return host_port(node, refused=refused, busy=busy)
-
-
 def engine_busy_ports(driver) -> set[int]:
     """What the driver's engine already publishes (empty for drivers that cannot tell)."""
     published = getattr(driver, "published_ports", None)
     return published() if published is not None else set()
+
+
+def start_on_own_port(
+    row: models.Model, driver, start: Callable[[int | None], T], *, what: str, from_top: bool = False
+) -> T:
+    """``start(host_port)`` with the row's own host port, allocated first where the engine
+    publishes ports (the process driver picks its own: ``start(None)``). A port the engine
+    refuses (``PortInUse``) is replaced by the next free one, up to PORT_ATTEMPTS times."""
+    if getattr(driver, "published_ports", None) is not None and not row.host_port:
+        host_port(row, from_top=from_top, busy=engine_busy_ports(driver))
+    for _ in range(PORT_ATTEMPTS):
+        try:
+            return start(row.host_port)
+        except PortInUse as exc:
+            logger.warning("%s: host port %s is taken on the engine; allocating another", what, exc.port)
+            host_port(row, refused=exc.port, from_top=from_top, busy=engine_busy_ports(driver))
+    raise TransientRuntimeError(f"{what}: {PORT_ATTEMPTS} host ports in a row were taken on the engine")
 
 
 def node_release_host_port(node: LedgerNode) -> None:

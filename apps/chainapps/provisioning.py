@@ -10,6 +10,7 @@ drivers create or adopt objects by deterministic name and labels.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,9 +19,9 @@ from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.node_config import node_env, node_siblings
-from apps.chainapps.ports import engine_busy_ports, node_host_port, node_release_host_port
+from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.common.models import installation_id
-from apps.runtime.base import PermanentRuntimeError, PortInUse, TransientRuntimeError
+from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
 from apps.runtime.spec import NodeSpec, NodeStatus, build_node_spec, peer_network_name
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 STEP_PENDING, STEP_DONE, STEP_FAILED, STEP_CANCELLED = "pending", "done", "failed", "cancelled"
 LOG_LIMIT = 200
-PORT_ATTEMPTS = 10  # host ports tried in one ensure before giving up (the step retries later)
 
 
 class Superseded(Exception):
@@ -74,26 +74,17 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
         from apps.ordering.services import ordering_ensure
 
         ordering_ensure()
-    sticky = getattr(driver, "name", "") == "docker"  # the process driver picks its own ports
-    if sticky and not node.host_port:
-        node_host_port(node, busy=engine_busy_ports(driver))
-    for _ in range(PORT_ATTEMPTS):
-        spec = node_spec(node)
-        if etcd:
-            from apps.ordering.services import ordering_attach
+    spec = node_spec(node)
+    if etcd:
+        from apps.ordering.services import ordering_attach
 
-            ensure_network = getattr(driver, "ensure_network", None)
-            if ensure_network is not None:  # the process driver has no networks (and no etcd apps)
-                ensure_network(spec)
-            ordering_attach(spec.network)
-        try:
-            status = driver.ensure_node(spec)
-            break
-        except PortInUse as exc:
-            logger.warning("node %s: host port %s is taken on the engine; allocating another", node.name, exc.port)
-            node_host_port(node, refused=exc.port, busy=engine_busy_ports(driver))
-    else:
-        raise TransientRuntimeError(f"node {node.name}: {PORT_ATTEMPTS} host ports in a row were taken on the engine")
+        ensure_network = getattr(driver, "ensure_network", None)
+        if ensure_network is not None:  # the process driver has no networks (and no etcd apps)
+            ensure_network(spec)
+        ordering_attach(spec.network)
+    status = start_on_own_port(
+        node, driver, lambda port: driver.ensure_node(replace(spec, host_port=port)), what=f"node {node.name}"
+    )
     if etcd:
         node_join_peer_network(driver, node, spec)
     return status

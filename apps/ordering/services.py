@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode
-from apps.chainapps.ports import engine_busy_ports, host_port
+from apps.chainapps.ports import start_on_own_port
 from apps.common.crypto import decrypt_secret, encrypt_secret
 from apps.common.models import installation_id
 from apps.ordering import spec as ospec
@@ -28,7 +29,6 @@ from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCl
 from apps.regions.models import Region
 from apps.runtime.base import (
     PermanentRuntimeError,
-    PortInUse,
     RuntimeError_,
     RuntimeUnavailable,
     TransientRuntimeError,
@@ -40,7 +40,6 @@ from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnava
 logger = logging.getLogger(__name__)
 
 ENSURE_TIMEOUT = 60.0  # seconds for a new cluster to elect a leader
-PORT_ATTEMPTS = 10  # host ports tried for one member start
 READMIT_TIMEOUT = 15.0  # seconds to wait for etcd to accept re-adding a lost member
 ROOT_USER = "root"
 ETCD_TIMEOUT = 3.0
@@ -316,22 +315,18 @@ def _start_member(
     Members publish their client port on a host port of their own (``ports.host_port``),
     kept across restarts and network changes; one the engine refuses is replaced.
     """
-    driver = driver_for_region(member.region)
-    if not member.host_port:
-        host_port(member, from_top=True, busy=engine_busy_ports(driver))
     state, prefix = "new", ""
     if _lost_with_its_data(member, member_spec(member, cluster, names), cluster):
         _readmit(member, [m for m in members if m.pk != member.pk])
         state, prefix = "existing", "rejoined+"
-    for _ in range(PORT_ATTEMPTS):
-        try:
-            return prefix + _observe_and_start(
-                member, member_spec(member, cluster, names, cluster_state=state), start=True
-            )
-        except PortInUse as exc:
-            logger.warning("ordering member %s: host port %s is taken; allocating another", member.name, exc.port)
-            host_port(member, refused=exc.port, from_top=True, busy=engine_busy_ports(driver))
-    raise TransientRuntimeError(f"ordering member {member.name}: {PORT_ATTEMPTS} host ports in a row were taken")
+    spec = member_spec(member, cluster, names, cluster_state=state)
+    return prefix + start_on_own_port(
+        member,
+        driver_for_region(member.region),
+        lambda port: _observe_and_start(member, replace(spec, host_port=port), start=True),
+        what=f"ordering member {member.name}",
+        from_top=True,
+    )
 
 
 def _lost_with_its_data(member: OrderingMember, spec: NodeSpec, cluster: OrderingCluster) -> bool:
