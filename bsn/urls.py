@@ -4,23 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
-from rest_framework.routers import SimpleRouter
 
 from apps.audit.api import AuditEventViewSet
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.common.health import healthz, readyz
+from apps.common.routers import OptionalSlashRouter
 from apps.gateway.api.views import AppLedgerViewSet, AppUserViewSet
 from apps.regions.api.views import RegionViewSet
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
-
-
-class OptionalSlashRouter(SimpleRouter):
-    """`/api/v1/apps` and `/api/v1/apps/` both work (the spec writes them without)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trailing_slash = "/?"
-
 
 router = OptionalSlashRouter()
 router.register("tenant/members", MemberViewSet, basename="member")
@@ -41,6 +32,7 @@ api_v1 = [
     path("tenant", TenantView.as_view(), name="tenant"),
     path("schema", SpectacularAPIView.as_view(**public), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
+    path("dcep/", include("apps.dcep.api.urls")),
     *router.urls,
 ]
 

@@ -30,6 +30,37 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "unavailable"
 
 
+class DomainError(Exception):
+    """A refusal raised by a service (not by DRF): status, stable code, detail, extra members.
+
+    Services raise these; ``problem_exception_handler`` renders them as problem details, so
+    business code never imports DRF exceptions.
+    """
+
+    status_code = 400
+    code = "error"
+    title = "Bad request"
+
+    def __init__(
+        self, detail: str, *, code: str | None = None, status: int | None = None, extra=None, retry_after=None
+    ):
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status_code = status
+        self.extra = extra or {}
+        self.retry_after = retry_after
+
+    def problem(self, instance: str = "") -> dict:
+        body = problem(
+            self.status_code, self.code, _TITLES.get(self.status_code, "Error"), self.detail, instance=instance
+        )
+        body.update(self.extra)
+        return body
+
+
 def problem(
     status_code: int, code: str, title: str, detail: str, *, errors: dict | list | None = None, instance: str = ""
 ) -> dict:
@@ -60,13 +91,35 @@ def _field_errors(detail) -> dict:
     return {"non_field_errors": [detail]}
 
 
+_TITLES = {
+    400: "Bad request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+}
+
+
 def problem_exception_handler(exc, context):
+    request = context.get("request")
+    if isinstance(exc, DomainError):
+        body = exc.problem(instance=request.path if request is not None else "")
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response(body, status=exc.status_code, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     response = exception_handler(exc, context)
-    request = context.get("request")
     instance = request.path if request is not None else ""
     if response is None:
         logger.exception("unhandled error", exc_info=exc)
@@ -90,20 +143,7 @@ def problem_exception_handler(exc, context):
             code = codes
         # Codes from another vocabulary (the ledger's rejection reasons) are kept verbatim.
         verbatim = getattr(exc, "problem_code", None)
-        title = {
-            400: "Bad request",
-            401: "Not authenticated",
-            403: "Forbidden",
-            404: "Not found",
-            405: "Method not allowed",
-            406: "Not acceptable",
-            409: "Conflict",
-            415: "Unsupported media type",
-            429: "Too many requests",
-            502: "Bad gateway",
-            503: "Service unavailable",
-            504: "Gateway timeout",
-        }.get(response.status_code, "Error")
+        title = _TITLES.get(response.status_code, "Error")
         code = verbatim or str(code).replace("_", "-")
         body = problem(response.status_code, code, title, str(detail), instance=instance)
         body.update(getattr(exc, "problem_extra", None) or {})

@@ -214,6 +214,13 @@ def gateway_chain(*, app: ChainApp) -> dict:
     return gateway_read(app=app, path="/chain", what="Chain")
 
 
+def gateway_query(*, app: ChainApp, contract: str, function: str, args: dict) -> Any:
+    """A read-only contract function (``POST /query`` on one healthy node); its result."""
+    body = {"contract": contract, "function": function, "args": args}
+    reply = _call(app, "POST", "/query", body=body, read_timeout=settings.BSN_GATEWAY_READ_TIMEOUT)
+    return _result(reply, f"{contract}.{function}")["result"]
+
+
 # --------------------------------------------------------------------------- app users
 #
 # Choice (see docs/gateway.md): the row is written first as ``pending`` with the signed
@@ -232,37 +239,40 @@ def _admin_envelope(app: ChainApp, user: AppUser, action: str) -> dict:
     return sign_tx(tx, key_private(app.admin_private_key_encrypted))
 
 
-class _Definitive(Exception):
+class Definitive(Exception):
     """The ledger refused for good."""
 
 
-def _confirm(app: ChainApp, user: AppUser, action: str) -> dict:
-    """Send the user's pending envelope until the ledger answers for good; the receipt.
+def submit_until_final(*, app: ChainApp, envelope: dict, resign, earlier: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Send a control-plane envelope until the ledger answers for good: ``(receipt, envelope)``.
 
-    Raises GatewayError (transient: try again later) or _Definitive.
+    The envelope's nonce is fixed by the caller, so the ledger applies it at most once. A
+    replayed nonce means an earlier send committed: its receipt is looked up (by this
+    envelope's tx id and the ``earlier`` ones). A stale timestamp with nothing committed is
+    signed again with the same nonce (``resign()`` returns and stores the new envelope).
+    Raises GatewayError (transient: try again later) or Definitive (refused for good).
     """
-    if not user.pending_tx:
-        user.pending_tx = _admin_envelope(app, user, action)
-        AppUser.objects.filter(pk=user.pk).update(pending_tx=user.pending_tx)
     for _ in range(2):  # a second round only after re-signing a stale envelope
-        envelope = user.pending_tx
         tx_id = tx_id_of(envelope["tx"])
         try:
             receipt = gateway_submit(app=app, envelope=envelope)
         except NodeRejected as exc:
             if exc.reason not in (REPLAYED_NONCE, STALE_TIMESTAMP):
-                raise _Definitive(f"{exc.reason}: {exc.detail}") from exc
+                raise Definitive(f"{exc.reason}: {exc.detail}") from exc
             # Sent before: did that one commit?
-            try:
-                found = gateway_tx(app=app, tx_id=tx_id)
-            except NodeNotFound:
-                found = None
+            found = None
+            for candidate in (tx_id, *earlier):
+                try:
+                    found = gateway_tx(app=app, tx_id=candidate)
+                    break
+                except NodeNotFound:
+                    continue
             if found is not None:
                 receipt = found.get("receipt", found)
             elif exc.reason == STALE_TIMESTAMP:
                 # Never committed and now too old: sign again, same nonce (still unused).
-                user.pending_tx = _admin_envelope(app, user, action)
-                AppUser.objects.filter(pk=user.pk).update(pending_tx=user.pending_tx)
+                earlier = (*earlier, tx_id)
+                envelope = resign()
                 continue
             else:
                 raise LedgerUnavailable(
@@ -270,11 +280,28 @@ def _confirm(app: ChainApp, user: AppUser, action: str) -> dict:
                 ) from exc
         status = receipt.get("status") if isinstance(receipt, dict) else None
         if status == "committed":
-            return receipt
+            return receipt, envelope
         if status == "failed":
-            raise _Definitive(f"the transaction failed: {receipt.get('error')}")
+            raise Definitive(f"the transaction failed: {receipt.get('error')}")
         raise LedgerUnavailable(f"The node's answer is not a receipt ({status!r}); send the same request again.")
     raise LedgerUnavailable("The ledger did not accept the change in time; send the same request again.")
+
+
+def _confirm(app: ChainApp, user: AppUser, action: str) -> dict:
+    """Send the user's pending envelope until the ledger answers for good; the receipt.
+
+    Raises GatewayError (transient: try again later) or Definitive.
+    """
+
+    def resign() -> dict:
+        user.pending_tx = _admin_envelope(app, user, action)
+        AppUser.objects.filter(pk=user.pk).update(pending_tx=user.pending_tx)
+        return user.pending_tx
+
+    if not user.pending_tx:
+        resign()
+    receipt, _ = submit_until_final(app=app, envelope=user.pending_tx, resign=resign)
+    return receipt
 
 
 def _unconfirmed(user: AppUser, exc: GatewayError, *, state: str, again: str) -> GatewayError:
@@ -317,7 +344,7 @@ def appuser_create(*, app: ChainApp, actor, name: str, public_key: str, request=
             user.save(update_fields=["pending_tx", "updated_at"])
     try:
         receipt = _confirm(app, user, "add")
-    except _Definitive as exc:
+    except Definitive as exc:
         AppUser.objects.filter(pk=user.pk, status=AppUser.Status.PENDING).delete()
         raise LedgerRefused(f"The ledger refused user '{name}': {exc}. Nothing was created.") from exc
     except GatewayError as exc:
@@ -357,7 +384,7 @@ def appuser_revoke(*, user: AppUser, actor, request=None) -> AppUser:
             user.save(update_fields=["status", "pending_tx", "updated_at"])
     try:
         receipt = _confirm(app, user, "revoke")
-    except _Definitive as exc:
+    except Definitive as exc:
         AppUser.objects.filter(pk=user.pk, status=AppUser.Status.REVOKING).update(
             status=AppUser.Status.ACTIVE, pending_tx=None, last_error=str(exc)[:2000]
         )

@@ -51,10 +51,14 @@ def _subtree(hashes: list[bytes], lo: int, hi: int) -> bytes:
 
 def inclusion_proof(leaves: list[bytes], index: int) -> list[bytes]:
     """Audit path for leaf ``index`` (RFC 6962 section 2.1.1), bottom-up."""
-    n = len(leaves)
+    return inclusion_proof_of_hashes([leaf_hash(leaf) for leaf in leaves], index)
+
+
+def inclusion_proof_of_hashes(hashes: list[bytes], index: int) -> list[bytes]:
+    """Audit path for leaf ``index`` given the leaf hashes (callers that keep hashes, not leaves)."""
+    n = len(hashes)
     if not 0 <= index < n:
         raise IndexError(f"leaf index {index} out of range for {n} leaves")
-    hashes = [leaf_hash(leaf) for leaf in leaves]
     path: list[bytes] = []
     lo, hi = 0, n
     while hi - lo > 1:

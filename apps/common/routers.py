@@ -1,0 +1,11 @@
+"""The API's router: every route works with and without a trailing slash."""
+
+from rest_framework.routers import SimpleRouter
+
+
+class OptionalSlashRouter(SimpleRouter):
+    """`/api/v1/apps` and `/api/v1/apps/` both work (the spec writes them without)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trailing_slash = "/?"

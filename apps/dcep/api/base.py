@@ -1,0 +1,57 @@
+"""What every DCEP view shares: the scope (selectors), the caller as an Actor, idempotent POSTs."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+
+from apps.common.viewsets import TenantScopedViewSet
+from apps.dcep import idempotency
+from apps.dcep.errors import DcepError
+from apps.dcep.models import Institution
+from apps.dcep.services import Actor
+from apps.tenants.models import Tenant
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    required=True,
+    description="1-255 characters, unique per request of your tenant; a resend with the same key and body "
+    "gets the first response (kept at least 24 h).",
+)
+
+
+class DcepViewSet(TenantScopedViewSet):
+    """Scoping through ``visible`` (a selector of apps.dcep.selectors) instead of a tenant field.
+
+    Reads: viewer. Money movement and wallet changes: developer or above (docs/dcep.md).
+    """
+
+    visible = None  # a function tenant -> queryset
+    problem_codes = ("422", "503")
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: the model, no rows
+            return type(self).visible(None)
+        return type(self).visible(self.tenant)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor.of(self.tenant, self.request.user)
+
+    def require(self, *kinds: str) -> Actor:
+        """The caller must be an institution of one of ``kinds`` ("platform" for platform staff)."""
+        actor = self.actor
+        kind = actor.institution.kind if actor.institution is not None else None
+        if kind in kinds or ("platform" in kinds and self.tenant.kind == Tenant.Kind.PLATFORM):
+            return actor
+        names = {Institution.Kind.CENTRAL_BANK: "the central bank", Institution.Kind.OPERATOR_BANK: "an operator bank"}
+        who = " or ".join(names.get(k, "platform staff") for k in kinds)
+        raise DcepError(f"Only {who} may do this.", code="not-allowed", status=403)
+
+    def idempotent_local(self, work):
+        return idempotency.run_local(self.request, self.tenant, work)
+
+    def idempotent_remote(self, work):
+        return idempotency.run_remote(self.request, self.tenant, work)

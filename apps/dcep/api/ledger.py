@@ -1,0 +1,113 @@
+"""Reads of the money: institutions, the tier-1 chain, transfers and their proofs, settlements, supply."""
+
+from __future__ import annotations
+
+import django_filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from apps.chainapps.models import LedgerNode
+from apps.dcep import selectors, settlement, tier1
+from apps.dcep.api import serializers as s
+from apps.dcep.api.base import DcepViewSet
+from apps.dcep.errors import Tier1Unavailable
+from apps.dcep.models import Institution, Settlement, Transfer
+
+
+class InstitutionViewSet(mixins.ListModelMixin, DcepViewSet):
+    """The central bank and the operator banks: public to every tenant (a catalogue)."""
+
+    visible = staticmethod(lambda tenant: Institution.objects.select_related("tenant", "home_region"))
+    serializer_class = s.InstitutionSerializer
+    filterset_fields = ["kind"]
+
+
+class ChainViewSet(DcepViewSet):
+    """The tier-1 app: what a verifier needs (its nodes' keys, the central bank's key, the head)."""
+
+    visible = staticmethod(lambda tenant: Institution.objects.none())
+
+    @extend_schema(responses=s.ChainSerializer)
+    def list(self, request):
+        chain = tier1.tier1_chain(ready=False)
+        try:
+            info = tier1.chain_info(chain)
+        except Tier1Unavailable:
+            info = {}
+        keys = dict(LedgerNode.objects.filter(app=chain.app).exclude(public_key="").values_list("pk", "public_key"))
+        body = {
+            "app": str(chain.app_id),
+            "status": chain.app.status,
+            "height": info.get("height"),
+            "head_hash": info.get("head_hash") or info.get("head"),
+            "signer": chain.signer,
+            "signer_public_key": tier1.central_bank().signing_public_key,
+            "node_keys": {str(k): v for k, v in keys.items()},
+        }
+        return Response(s.ChainSerializer(body).data)
+
+
+class TransferFilter(django_filters.FilterSet):
+    wallet = django_filters.CharFilter(method="filter_wallet", label="a wallet number (either side)")
+    kind = django_filters.ChoiceFilter(choices=Transfer.Kind.choices)
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Transfer
+        fields = ["wallet", "kind", "since", "until"]
+
+    def filter_wallet(self, queryset, name, value):
+        from django.db.models import Q
+
+        return queryset.filter(Q(from_account__number=value) | Q(to_account__number=value))
+
+
+class TransferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepViewSet):
+    visible = staticmethod(selectors.transfers_visible_to)
+    serializer_class = s.TransferSerializer
+    filterset_class = TransferFilter
+    ordering_fields = ["created_at", "amount"]
+    ordering = ["-created_at", "-id"]
+
+    def get_serializer(self, *args, **kwargs):
+        if args:
+            rows = args[0]
+            args = ([s.transfer_from_row(t) for t in rows] if kwargs.get("many") else s.transfer_from_row(rows),)
+        return super().get_serializer(*args, **kwargs)
+
+    @extend_schema(responses=s.ProofSerializer)
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def proof(self, request, pk=None):
+        return Response(s.ProofSerializer(settlement.transfer_proof(self.get_object())).data)
+
+
+class SettlementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepViewSet):
+    visible = staticmethod(selectors.settlements_visible_to)
+    serializer_class = s.SettlementSerializer
+    filterset_fields = ["status"]
+
+    @extend_schema(request=None, responses={202: s.SettlementSerializer})
+    def create(self, request):
+        self.require(Institution.Kind.CENTRAL_BANK)
+        batch, _ = settlement.settlement_start(started_by=self.tenant)
+        body = s.SettlementSerializer(batch).data
+        url = request.build_absolute_uri(f"/api/v1/dcep/settlements/{batch.pk}")
+        return Response({**body, "url": url}, status=202, headers={"Location": url})
+
+
+class SupplyViewSet(DcepViewSet):
+    visible = staticmethod(lambda tenant: Settlement.objects.none())
+
+    @extend_schema(responses=s.SupplySerializer)
+    def list(self, request):
+        self.require(Institution.Kind.CENTRAL_BANK, "platform")
+        chain = tier1.tier1_chain(ready=False)
+        supply = tier1.chain_supply(chain)
+        anchored = set()
+        for batch in Settlement.objects.filter(status=Settlement.Status.ANCHORING):
+            if tier1.chain_batch(str(batch.pk), chain) is not None:
+                anchored.add(str(batch.pk))
+        return Response(s.SupplySerializer(selectors.supply_report(supply, anchored_on_chain=anchored)).data)

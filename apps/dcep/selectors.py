@@ -1,0 +1,247 @@
+"""DCEP reads: what each party may see (the one place for DCEP scoping), supply and invariants.
+
+Visibility (docs/dcep.md, "Who sees what"):
+- an operator bank sees the wallets it operates and every transfer touching them or its vault;
+- an enterprise sees the corporate wallets opened for it and the transfers touching them;
+- the central bank sees issuances and withdrawals (tier 1), settlements and the supply;
+- anyone else sees nothing. Another party's object is therefore a 404.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.db import connection
+from django.db.models import Q, QuerySet, Sum
+
+from apps.dcep.models import Account, Hold, Institution, Settlement, Tier1Op, Transfer
+from apps.tenants.models import Tenant
+
+
+def institution_of(tenant: Tenant | None) -> Institution | None:
+    if tenant is None:
+        return None
+    return Institution.objects.filter(tenant=tenant).first()
+
+
+def wallets_visible_to(tenant: Tenant | None) -> QuerySet[Account]:
+    wallets = Account.objects.filter(kind=Account.Kind.WALLET).select_related("operator__tenant", "holder_tenant")
+    if tenant is None:
+        return wallets.none()
+    inst = institution_of(tenant)
+    if inst is not None and inst.kind == Institution.Kind.OPERATOR_BANK:
+        return wallets.filter(operator=inst)
+    if inst is None:
+        return wallets.filter(holder_tenant=tenant)
+    return wallets.none()
+
+
+def transfers_visible_to(tenant: Tenant | None) -> QuerySet[Transfer]:
+    transfers = Transfer.objects.select_related(
+        "from_account", "to_account", "from_operator__tenant", "to_operator__tenant", "tier1_op"
+    )
+    if tenant is None:
+        return transfers.none()
+    inst = institution_of(tenant)
+    if inst is None:
+        return transfers.filter(Q(from_holder=tenant) | Q(to_holder=tenant))
+    if inst.kind == Institution.Kind.OPERATOR_BANK:
+        return transfers.filter(Q(from_operator=inst) | Q(to_operator=inst))
+    return transfers.filter(kind__in=[Transfer.Kind.ISSUANCE, Transfer.Kind.WITHDRAWAL, Transfer.Kind.REVERSAL])
+
+
+def holds_visible_to(tenant: Tenant | None) -> QuerySet[Hold]:
+    holds = Hold.objects.select_related("from_account", "to_account")
+    wallets = wallets_visible_to(tenant)
+    return holds.filter(from_account__in=wallets)
+
+
+def settlements_visible_to(tenant: Tenant | None) -> QuerySet[Settlement]:
+    inst = institution_of(tenant)
+    if inst is not None and inst.kind == Institution.Kind.CENTRAL_BANK:
+        return Settlement.objects.all()
+    if inst is not None:  # an operator sees the batches (its own position is in each)
+        return Settlement.objects.all()
+    return Settlement.objects.none()
+
+
+# --------------------------------------------------------------------------- supply
+
+
+def journal_figures() -> dict:
+    """Per operator from the journal: vault, wallets, held, unsettled_out/in, pending withdrawals."""
+    operators = {
+        i.pk: i.slug for i in Institution.objects.filter(kind=Institution.Kind.OPERATOR_BANK).select_related("tenant")
+    }
+    figures = {
+        slug: {"vault": 0, "wallets": 0, "held": 0, "unsettled_out": 0, "unsettled_in": 0, "withdrawing": 0}
+        for slug in operators.values()
+    }
+    by_kind = (
+        Account.objects.exclude(kind=Account.Kind.ISSUANCE).values("operator_id", "kind").annotate(s=Sum("balance"))
+    )
+    column = {Account.Kind.VAULT: "vault", Account.Kind.WALLET: "wallets", Account.Kind.HOLD: "held"}
+    for row in by_kind:
+        figures[operators[row["operator_id"]]][column[row["kind"]]] += row["s"] or 0
+    unsettled = Transfer.objects.filter(obligation__gt=0).filter(
+        Q(settlement__isnull=True) | ~Q(settlement__status=Settlement.Status.ANCHORED)
+    )
+    for row in unsettled.values("obligor_id").annotate(s=Sum("obligation")):
+        figures[operators[row["obligor_id"]]]["unsettled_out"] += row["s"]
+    for row in unsettled.values("obligee_id").annotate(s=Sum("obligation")):
+        figures[operators[row["obligee_id"]]]["unsettled_in"] += row["s"]
+    pending = Tier1Op.objects.filter(status=Tier1Op.Status.PENDING, kind=Tier1Op.Kind.WITHDRAW)
+    for row in pending.values("operator_id").annotate(s=Sum("amount")):
+        figures[operators[row["operator_id"]]]["withdrawing"] += row["s"]
+    return figures
+
+
+def journal_totals() -> dict:
+    kinds = dict(Transfer.objects.values_list("kind").annotate(s=Sum("amount")).values_list("kind", "s"))
+    issuance = Account.objects.filter(kind=Account.Kind.ISSUANCE).values_list("balance", flat=True).first() or 0
+    return {
+        "issued": kinds.get(Transfer.Kind.ISSUANCE, 0),
+        "withdrawn": kinds.get(Transfer.Kind.WITHDRAWAL, 0) - kinds.get(Transfer.Kind.REVERSAL, 0),
+        "issuance_account": issuance,
+    }
+
+
+def supply_report(chain: dict | None, *, anchored_on_chain: set[str] = frozenset()) -> dict:
+    """The supply and every invariant, from the journal and (when given) the chain's ``supply``.
+
+    ``chain`` is the ``dcep`` contract's ``supply`` query result; ``anchored_on_chain`` the
+    open batches the chain has already applied (their obligations count as settled).
+    """
+    figures = journal_figures()
+    if anchored_on_chain:
+        for row in (
+            Transfer.objects.filter(settlement_id__in=list(anchored_on_chain))
+            .values("obligor__tenant__slug", "obligee__tenant__slug")
+            .annotate(s=Sum("obligation"))
+        ):
+            figures[row["obligor__tenant__slug"]]["unsettled_out"] -= row["s"]
+            figures[row["obligee__tenant__slug"]]["unsettled_in"] -= row["s"]
+    totals = journal_totals()
+    checks: list[dict] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"name": name, "ok": bool(ok), "detail": detail})
+
+    in_tier2 = sum(f["vault"] + f["wallets"] + f["held"] for f in figures.values())
+    check(
+        "journal: issued - withdrawn = vaults + wallets + held",
+        totals["issued"] - totals["withdrawn"] == in_tier2,
+        f"{totals['issued']} - {totals['withdrawn']} vs {in_tier2}",
+    )
+    check(
+        "journal: the issuance account mirrors the money in tier 2",
+        -totals["issuance_account"] == in_tier2,
+        f"{-totals['issuance_account']} vs {in_tier2}",
+    )
+    operators = {}
+    for slug, f in sorted(figures.items()):
+        row = dict(f)
+        if chain is not None:
+            row["chain_balance"] = chain["allocations"].get(slug, 0)
+        operators[slug] = row
+    if chain is not None:
+        issued, withdrawn = chain["issued"], chain["withdrawn"]
+        total_chain = sum(chain["allocations"].values())
+        check(
+            "chain: issued - withdrawn = sum of allocations",
+            issued - withdrawn == total_chain,
+            f"{issued} - {withdrawn} vs {total_chain}",
+        )
+        pending_out = sum(f["withdrawing"] for f in figures.values())
+        check(
+            "tiers joined: sum of allocations = vaults + wallets + held (+ withdrawals not yet on chain)",
+            total_chain == in_tier2 + pending_out,
+            f"{total_chain} vs {in_tier2} + {pending_out}",
+        )
+        for slug, row in operators.items():
+            expected = (
+                row["vault"]
+                + row["wallets"]
+                + row["held"]
+                + row["unsettled_out"]
+                - row["unsettled_in"]
+                + row["withdrawing"]
+            )
+            check(
+                f"{slug}: chain = vault + wallets + held + unsettled_out - unsettled_in",
+                row["chain_balance"] == expected,
+                f"{row['chain_balance']} vs {expected}",
+            )
+        unknown = set(chain["allocations"]) - set(operators)
+        check("chain: every allocation belongs to a known operator", not unknown, ", ".join(sorted(unknown)) or "ok")
+    negative = Account.objects.exclude(kind=Account.Kind.ISSUANCE).filter(Q(balance__lt=0) | Q(held__lt=0)).count()
+    check("no account below zero", negative == 0, f"{negative} negative")
+    return {
+        "issued": chain["issued"] if chain is not None else totals["issued"],
+        "withdrawn": chain["withdrawn"] if chain is not None else totals["withdrawn"],
+        "in_circulation": in_tier2,
+        "journal": totals,
+        "operators": operators,
+        "checks": checks,
+        "ok": all(c["ok"] for c in checks),
+    }
+
+
+def deep_checks() -> list[dict]:
+    """The expensive invariants (``dcep_audit``): sums, entries and hash chains, over everything."""
+    from apps.dcep.journal import entry_hash
+
+    checks = []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.id, a.balance, COALESCE(SUM(e.amount), 0), a.entry_count, COUNT(e.id) FROM dcep_account a "
+            "LEFT JOIN dcep_entry e ON e.account_id = a.id GROUP BY a.id, a.balance, a.entry_count "
+            "HAVING a.balance <> COALESCE(SUM(e.amount), 0) OR a.entry_count <> COUNT(e.id)"
+        )
+        bad = cursor.fetchall()
+        checks.append(
+            {"name": "every balance = sum of its entries", "ok": not bad, "detail": f"{len(bad)} accounts differ"}
+        )
+        cursor.execute("SELECT transfer_id FROM dcep_entry GROUP BY transfer_id HAVING SUM(amount) <> 0")
+        unbalanced = cursor.fetchall()
+        checks.append(
+            {
+                "name": "every transfer's legs sum to zero",
+                "ok": not unbalanced,
+                "detail": f"{len(unbalanced)} transfers",
+            }
+        )
+        cursor.execute(
+            "SELECT COUNT(*) FROM dcep_transfer t "
+            "WHERE NOT EXISTS (SELECT 1 FROM dcep_entry e WHERE e.transfer_id = t.id)"
+        )
+        (no_legs,) = cursor.fetchone()
+        checks.append({"name": "every transfer has entries", "ok": no_legs == 0, "detail": f"{no_legs} without"})
+    held = defaultdict(int)
+    for row in Hold.objects.filter(status=Hold.Status.PENDING).values("from_account_id").annotate(s=Sum("amount")):
+        held[row["from_account_id"]] = row["s"]
+    wrong_held = [
+        a for a, h in Account.objects.filter(kind=Account.Kind.WALLET).values_list("id", "held") if held.get(a, 0) != h
+    ]
+    checks.append({"name": "held = sum of pending holds", "ok": not wrong_held, "detail": f"{len(wrong_held)} wallets"})
+    broken = 0
+    heads = dict(Account.objects.values_list("id", "last_hash"))
+    last: dict[int, str] = {}
+    for account_id, transfer_id, amount, after, seq, prev, digest in _entries_in_chain_order():
+        expected_prev = last.get(account_id, "0" * 64)
+        if prev != expected_prev or entry_hash(prev, str(transfer_id), account_id, seq, amount, after) != digest:
+            broken += 1
+        last[account_id] = digest
+    broken += sum(1 for a, h in last.items() if heads.get(a) != h)
+    checks.append({"name": "entries hash-chained per account", "ok": broken == 0, "detail": f"{broken} breaks"})
+    return checks
+
+
+def _entries_in_chain_order():
+    from apps.dcep.models import Entry
+
+    return (
+        Entry.objects.order_by("account_id", "seq")
+        .values_list("account_id", "transfer_id", "amount", "balance_after", "seq", "prev_hash", "hash")
+        .iterator(chunk_size=10000)
+    )
