@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from bsn.ledger.chain import LedgerCore
 from bsn.ledger.config import Config
+from bsn.ledger.contracts import Context
 from bsn.ledger.crypto import generate_private_key, public_key_of
-from bsn.ledger.tx import make_tx, sign_tx
+from bsn.ledger.tx import make_tx, now_ms, sign_tx
 
 APP = "app-1"
 _nonces = itertools.count(1)
@@ -66,3 +69,41 @@ def core_config(data_dir: str, **overrides: Any) -> Config:
     }
     values.update(overrides)
     return Config(**values)
+
+
+def open_core(path, **overrides) -> LedgerCore:
+    core = LedgerCore(core_config(str(path), **overrides))
+    core.open()
+    return core
+
+
+def commit(core: LedgerCore, envelopes: list[dict], timestamp: int | None = None) -> list[dict]:
+    """Precheck, make a block, apply it: the solo path without the thread."""
+    prepared = [core.precheck(json.loads(json.dumps(e))) for e in envelopes]
+    block = core.make_block([p.envelope for p in prepared], timestamp or now_ms())
+    return core.apply_committed(block)
+
+
+class Harness:
+    """Runs one contract over a dict state, applying writes like the core does."""
+
+    def __init__(self, contract: Any) -> None:
+        self.contract = contract
+        self.state: dict[str, Any] = {}
+        self.height = 0
+
+    def run(self, signer: str, function: str, args: dict[str, Any]) -> tuple[Any, list[dict]]:
+        self.contract.validate(function, args, signer)
+        self.height += 1
+        ctx = Context(signer, self.height, 1000 + self.height, f"tx{self.height}", self.state.get)
+        result, writes, events = self.contract.execute(ctx, function, args)
+        for key, value in writes:
+            if value is None:
+                self.state.pop(key, None)
+            else:
+                self.state[key] = value
+        return result, events
+
+    def query(self, function: str, args: dict[str, Any]) -> Any:
+        self.contract.validate_query(function, args)
+        return self.contract.query(self.state.get, function, args)

@@ -15,22 +15,9 @@ from bsn.ledger.block import GENESIS_PREV, BlockInvalid, verify_chain
 from bsn.ledger.chain import ChainError, LedgerCore
 from bsn.ledger.ordering.solo import SoloOrderer
 from bsn.ledger.tx import Rejection, now_ms
-from tests.ledger.helpers import ADMIN, Key, add_user, core_config, revoke_user
+from tests.ledger.helpers import ADMIN, Key, add_user, commit, core_config, open_core, revoke_user
 
 ALICE, BOB = Key("alice"), Key("bob")
-
-
-def open_core(path, **overrides) -> LedgerCore:
-    core = LedgerCore(core_config(str(path), **overrides))
-    core.open()
-    return core
-
-
-def commit(core: LedgerCore, envelopes: list[dict], timestamp: int | None = None) -> list[dict]:
-    """Precheck, make a block, apply it: the solo path without the thread."""
-    prepared = [core.precheck(json.loads(json.dumps(e))) for e in envelopes]
-    block = core.make_block([p.envelope for p in prepared], timestamp or now_ms())
-    return core.apply_committed(block)
 
 
 @pytest.fixture

@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from bsn.ledger.contracts import (
     AssetContract,
     BadArguments,
     ConfigContract,
-    Context,
     ContractFailure,
     KVContract,
     NotaryContract,
     TradeFinanceContract,
     build,
 )
-from tests.ledger.helpers import Key
+from tests.ledger.helpers import Harness, Key
 
 H = "ab" * 32
-
-
-class Harness:
-    """Runs one contract over a dict state, applying writes like the core does."""
-
-    def __init__(self, contract: Any) -> None:
-        self.contract = contract
-        self.state: dict[str, Any] = {}
-        self.height = 0
-
-    def run(self, signer: str, function: str, args: dict[str, Any]) -> tuple[Any, list[dict]]:
-        self.contract.validate(function, args, signer)
-        self.height += 1
-        ctx = Context(signer, self.height, 1000 + self.height, f"tx{self.height}", self.state.get)
-        result, writes, events = self.contract.execute(ctx, function, args)
-        for key, value in writes:
-            if value is None:
-                self.state.pop(key, None)
-            else:
-                self.state[key] = value
-        return result, events
-
-    def query(self, function: str, args: dict[str, Any]) -> Any:
-        self.contract.validate_query(function, args)
-        return self.contract.query(self.state.get, function, args)
 
 
 def test_build_adds_config():
