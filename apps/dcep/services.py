@@ -320,7 +320,8 @@ def _locked_hold(actor: Actor, hold_id) -> Hold:
         uuid.UUID(str(hold_id))
     except ValueError:
         raise NotFound("No such hold.") from None
-    hold = Hold.objects.select_for_update().select_related("from_account").filter(pk=hold_id).first()
+    # Only the hold row: locking the joined wallet here would take it out of id order.
+    hold = Hold.objects.select_for_update(of=("self",)).select_related("from_account").filter(pk=hold_id).first()
     if hold is None:
         raise NotFound("No such hold.")
     if not actor.may_debit(hold.from_account):
