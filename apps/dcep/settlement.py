@@ -23,7 +23,7 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from apps.dcep.errors import NotFound, Tier1Unavailable, refusal
-from apps.dcep.models import Institution, Settlement, Transfer
+from apps.dcep.models import Institution, Settlement, Tier1Chain, Transfer
 from apps.dcep.tier1 import _envelope, chain_batch, tier1_chain, tier1_send
 from apps.gateway.errors import GatewayError
 from apps.gateway.services import Definitive, gateway_block
@@ -199,6 +199,17 @@ def _anchor(settlement: Settlement) -> None:
         locked.last_error = ""
         _log(locked, f"anchored in block {height} (tx {tx_id})")
         locked.save()
+
+
+def anchored_on_chain(chain: Tier1Chain | None = None) -> set[str]:
+    """The open (anchoring) batches the chain has already applied: their obligations count as settled.
+
+    ``selectors.supply_report(..., anchored_on_chain=...)`` needs them so that the tiers
+    stay joined between the chain committing a batch and the batch row being marked anchored.
+    """
+    chain = chain or tier1_chain(ready=False)
+    open_ids = Settlement.objects.filter(status=Settlement.Status.ANCHORING).values_list("pk", flat=True)
+    return {str(pk) for pk in open_ids if chain_batch(str(pk), chain) is not None}
 
 
 # --------------------------------------------------------------------------- proofs

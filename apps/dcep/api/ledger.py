@@ -106,8 +106,5 @@ class SupplyViewSet(DcepViewSet):
         self.require(Institution.Kind.CENTRAL_BANK, "platform")
         chain = tier1.tier1_chain(ready=False)
         supply = tier1.chain_supply(chain)
-        anchored = set()
-        for batch in Settlement.objects.filter(status=Settlement.Status.ANCHORING):
-            if tier1.chain_batch(str(batch.pk), chain) is not None:
-                anchored.add(str(batch.pk))
+        anchored = settlement.anchored_on_chain(chain)
         return Response(s.SupplySerializer(selectors.supply_report(supply, anchored_on_chain=anchored)).data)
