@@ -13,3 +13,8 @@ from bsn.settings import *
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed; tests only
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# One test database per pytest process, so that two runs on one machine (a developer's and
+# an agent's, or two terminals) never create and drop each other's database mid-run.
+# Set BSN_TEST_DB_NAME to choose the name (CI leaves it at the default).
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("BSN_TEST_DB_NAME") or f"test_bsn_{os.getpid()}"}
