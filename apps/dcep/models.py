@@ -121,6 +121,13 @@ class Account(models.Model):
         return self.number or f"{self.kind}:{self.operator_id or '-'}"
 
 
+class Wallet(Account):
+    """A wallet account (``kind=wallet``) as the operator's Django admin shows it; no table of its own."""
+
+    class Meta:
+        proxy = True
+
+
 class Settlement(TimeStamped):
     """One interbank net-settlement batch, anchored on the tier-1 chain."""
 
