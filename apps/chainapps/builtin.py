@@ -1,5 +1,7 @@
 """The built-in ledger framework (created by migration 0002; tests re-create it after a flush)."""
 
+from bsn.ledger.contracts import CONTRACTS
+
 BUILTIN_FRAMEWORK = {
     "slug": "bsn-ledger",
     "name": "bsn ledger node",
@@ -11,7 +13,7 @@ BUILTIN_FRAMEWORK = {
     "default_cpus": 1.0,
     "default_memory_mb": 64,
     "default_pids": 64,
-    "contract_templates": ["kv", "notary", "asset", "trade_finance"],
+    "contract_templates": list(CONTRACTS),
     "builtin": True,
 }
 

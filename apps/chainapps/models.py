@@ -11,6 +11,7 @@ from django.utils import timezone
 from apps.common.models import TimeStamped
 from apps.regions.models import Region
 from apps.tenants.models import Tenant
+from bsn.ledger.contracts import CONTRACTS
 
 
 class Framework(TimeStamped):
@@ -35,6 +36,14 @@ class Framework(TimeStamped):
 
     def __str__(self) -> str:
         return f"{self.slug} {self.version}"
+
+    def offered_templates(self) -> list[str]:
+        """Contract templates its apps may use; empty: any template of the registry.
+
+        The built-in node is built from this code, so it offers the registry itself
+        (``bsn.ledger.contracts.CONTRACTS``) whatever the stored column still says.
+        """
+        return list(CONTRACTS) if self.builtin else list(self.contract_templates)
 
 
 class ChainAppQuerySet(models.QuerySet):

@@ -21,8 +21,7 @@ from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.spec import node_name
 from apps.tenants.models import Tenant
-
-CONTRACT_TEMPLATES = ("kv", "notary", "asset", "trade_finance")
+from bsn.ledger.contracts import CONTRACTS, validate_params
 
 
 @dataclass(frozen=True)
@@ -116,15 +115,28 @@ def _check_quotas(*, tenant: Tenant, spec: ChainAppSpec) -> None:
         raise Conflict(f"Tenant quota exceeded: {'; '.join(problems)}.", code="quota-exceeded")
 
 
+def _check_contract(*, tenant: Tenant, framework: Framework, spec: ChainAppSpec) -> None:
+    """The template exists, the framework offers it, this tenant may use it, a node accepts the params."""
+    template = spec.contract_template
+    if template not in CONTRACTS:
+        raise ValidationError({"contract_template": [f"must be one of {', '.join(CONTRACTS)}"]})
+    offered = framework.offered_templates()
+    if offered and template not in offered:
+        raise ValidationError({"contract_template": [f"{framework.slug} does not offer '{template}'"]})
+    if CONTRACTS[template].platform_only and tenant.kind != Tenant.Kind.PLATFORM:
+        raise ValidationError({"contract_template": [f"'{template}' is reserved for the platform"]})
+    try:
+        validate_params(template, spec.contract_params)
+    except ValueError as exc:
+        raise ValidationError({"contract_params": [str(exc)]}) from None
+
+
 def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) -> Operation:
     """Validate, then write app + nodes + provision operation in one transaction."""
     framework = Framework.objects.filter(slug=spec.framework, is_active=True).first()
     if framework is None:
         raise ValidationError({"framework": f"unknown framework '{spec.framework}'"})
-    if spec.contract_template not in CONTRACT_TEMPLATES:
-        raise ValidationError({"contract_template": f"must be one of {', '.join(CONTRACT_TEMPLATES)}"})
-    if framework.contract_templates and spec.contract_template not in framework.contract_templates:
-        raise ValidationError({"contract_template": f"{framework.slug} does not offer '{spec.contract_template}'"})
+    _check_contract(tenant=tenant, framework=framework, spec=spec)
     with transaction.atomic():
         # Lock the tenant row: quota checks and the insert are one decision.
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)

@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bsn.ledger.contracts import CONTRACTS, build
+
 # Ids end up in logs, labels and JSON; keep them to a boring, safe alphabet.
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 ORDERING_MODES = ("solo", "etcd")
-TEMPLATES = ("kv", "notary", "asset", "trade_finance")
 
 
 class ConfigError(ValueError):
@@ -150,11 +151,9 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     app_id = _ident("BSN_APP_ID", env.get("BSN_APP_ID", defaults.app_id))
 
     contract = env.get("BSN_CONTRACT", defaults.contract).strip()
-    if contract not in TEMPLATES:
-        raise ConfigError(f"BSN_CONTRACT must be one of: {', '.join(sorted(TEMPLATES))}; got {contract!r}")
+    if contract not in CONTRACTS:
+        raise ConfigError(f"BSN_CONTRACT must be one of: {', '.join(sorted(CONTRACTS))}; got {contract!r}")
     params = _json_object("BSN_CONTRACT_PARAMS", env.get("BSN_CONTRACT_PARAMS") or "{}")
-    from bsn.ledger.contracts import build
-
     try:
         build(contract, params)
     except ValueError as exc:

@@ -48,7 +48,8 @@ class TestCreate:
                 regions=["cn-shanghai", "cn-beijing"],
                 tps_quota=20,
                 storage_mb=256,
-                contract_params={"owner": "acme"},
+                contract_template="asset",
+                contract_params={"issuer": "acme-bank"},
             )
         op = assert_accepted(resp, "provision")
         assert len(callbacks) == 1  # the worker is asked once, after commit
@@ -56,8 +57,8 @@ class TestCreate:
         assert (app.tenant, app.name, app.description) == (tenant_a, "trade-ledger", "letters of credit")
         assert (app.framework.slug, app.contract_template, app.contract_params) == (
             "bsn-ledger",
-            "kv",
-            {"owner": "acme"},
+            "asset",
+            {"issuer": "acme-bank"},
         )
         assert (app.tps_quota, app.storage_mb, app.desired_state, app.status) == (20, 256, "running", "pending")
         nodes = list(LedgerNode.objects.filter(app=app).order_by("region__code"))
@@ -161,6 +162,22 @@ BAD_CREATES = {
         "contract_template",
     ),
     "unknown-template": (None, {"contract_template": "casino"}, 400, "invalid", "contract_template"),
+    # Parameters a node would refuse at start-up are refused here, before anything is deployed.
+    "params-bad-value": (
+        None,
+        {"contract_template": "asset", "contract_params": {"issuer": 5}},
+        400,
+        "invalid",
+        "contract_params",
+    ),
+    "params-unknown-key": (
+        None,
+        {"contract_template": "asset", "contract_params": {"issuer": "bank", "supply": 5}},
+        400,
+        "invalid",
+        "contract_params",
+    ),
+    "params-for-kv": (None, {"contract_params": {"owner": "acme"}}, 400, "invalid", "contract_params"),
     "bad-name": (None, {"name": "-starts-with-dash"}, 400, "invalid", "name"),
     "name-too-long": (None, {"name": "x" * 64}, 400, "invalid", "name"),
     "no-name": (None, {"name": None}, 400, "invalid", "name"),

@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.regions.models import Region
+from bsn.ledger.contracts import CONTRACTS
 from tests.api.conftest import assert_problem, count_queries, make_app
 from tests.factories import RegionFactory
 
@@ -73,8 +74,14 @@ class TestFrameworks:
         assert "bsn-ledger" in slugs
         ledger = member_client.get("/api/v1/frameworks/bsn-ledger").json()
         assert ledger["builtin"] is True
-        assert ledger["contract_templates"] == ["kv", "notary", "asset", "trade_finance"]
+        assert ledger["contract_templates"] == list(CONTRACTS)
         assert member_client.get("/api/v1/frameworks", {"builtin": "true"}).json()["count"] == 1
+
+    def test_builtin_framework_offers_the_registry_not_its_stored_column(self, member_client, builtin_framework):
+        # The built-in node is this code: a template registered after the row was written is offered.
+        builtin_framework.contract_templates = ["kv"]
+        builtin_framework.save()
+        assert member_client.get("/api/v1/frameworks/bsn-ledger").json()["contract_templates"] == list(CONTRACTS)
 
     def test_inactive_and_unknown_frameworks_are_404(self, member_client, builtin_framework):
         builtin_framework.is_active = False

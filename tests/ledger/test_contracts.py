@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
+from bsn.ledger.config import ConfigError, load
 from bsn.ledger.contracts import (
+    CONTRACTS,
     AssetContract,
     BadArguments,
     ConfigContract,
@@ -13,6 +18,7 @@ from bsn.ledger.contracts import (
     NotaryContract,
     TradeFinanceContract,
     build,
+    validate_params,
 )
 from tests.ledger.helpers import Harness, Key
 
@@ -23,6 +29,50 @@ def test_build_adds_config():
     assert set(build("kv")) == {"kv", "_config"}
     with pytest.raises(ValueError, match="unknown contract"):
         build("erc20")
+
+
+# The registry
+
+
+def test_registry_lists_every_template_once_in_order():
+    assert list(CONTRACTS) == ["kv", "notary", "asset", "trade_finance"]
+    assert all(name == cls.name for name, cls in CONTRACTS.items())
+    assert not any(cls.platform_only for cls in CONTRACTS.values())
+
+
+GOOD_PARAMS = [
+    ("kv", None),
+    ("kv", {}),
+    ("notary", {}),
+    ("asset", {}),
+    ("asset", {"issuer": "bank"}),
+    ("trade_finance", {}),
+]
+BAD_PARAMS = [
+    ("erc20", {}, "unknown contract 'erc20'; one of: asset, kv, notary, trade_finance"),
+    ("kv", {"owner": "acme"}, "contract 'kv' takes no parameters"),
+    ("kv", [1], "contract params must be an object"),
+    ("asset", {"issuer": 5}, "issuer must be a user name"),
+    ("asset", {"issuer": "bank", "supply": 5}, "unknown supply"),
+]
+
+
+@pytest.mark.parametrize(("template", "params"), GOOD_PARAMS)
+def test_validate_params_accepts_what_a_node_starts_with(template, params):
+    assert validate_params(template, params) is None
+    env = {"BSN_CONTRACT": template}
+    if params is not None:
+        env["BSN_CONTRACT_PARAMS"] = json.dumps(params)
+    assert load(env).contract == template
+
+
+@pytest.mark.parametrize(("template", "params", "message"), BAD_PARAMS)
+def test_validate_params_refuses_what_a_node_would_refuse(template, params, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate_params(template, params)
+    # The node would not start with them either: the API's check is the node's check.
+    with pytest.raises(ConfigError):
+        load({"BSN_CONTRACT": template, "BSN_CONTRACT_PARAMS": json.dumps(params)})
 
 
 # kv

@@ -2,11 +2,15 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
-from apps.chainapps.services import CONTRACT_TEMPLATES
 from apps.common.serializers import StrictInputSerializer
+from bsn.ledger.contracts import CONTRACTS
 
 
 class FrameworkSerializer(serializers.ModelSerializer):
+    contract_templates = serializers.ListField(
+        child=serializers.CharField(), source="offered_templates", read_only=True
+    )
+
     class Meta:
         model = Framework
         fields = [
@@ -86,7 +90,7 @@ class AppCreateInputSerializer(StrictInputSerializer):
     )
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
     framework = serializers.SlugField(required=False, default="bsn-ledger")
-    contract_template = serializers.ChoiceField(choices=CONTRACT_TEMPLATES, required=False, default="kv")
+    contract_template = serializers.ChoiceField(choices=list(CONTRACTS), required=False, default="kv")
     contract_params = serializers.DictField(required=False, default=dict)
     regions = serializers.ListField(child=serializers.CharField(max_length=32), min_length=1, max_length=16)
     tps_quota = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=10)

@@ -1,5 +1,9 @@
 """Built-in contract templates, by the name used in ``BSN_CONTRACT``, plus ``_config``.
 
+``CONTRACTS`` is the one registry of templates: the node's configuration, the control
+plane's choices and the built-in framework all read it. Adding a template is one class
+registered here.
+
 Contracts are deterministic: their state is built only by executing the chain's
 transactions in order, so every node that applied the same blocks has the same state.
 """
@@ -15,6 +19,7 @@ from bsn.ledger.contracts.kv import KVContract
 from bsn.ledger.contracts.notary import NotaryContract
 from bsn.ledger.contracts.trade_finance import TradeFinanceContract
 
+# In the order the control plane lists them.
 CONTRACTS: dict[str, type[Contract]] = {
     cls.name: cls for cls in (KVContract, NotaryContract, AssetContract, TradeFinanceContract)
 }
@@ -30,6 +35,16 @@ def build(template: str, params: dict[str, Any] | None = None) -> dict[str, Cont
     return {template: CONTRACTS[template](params), ConfigContract.name: ConfigContract()}
 
 
+def validate_params(template: str, params: Any) -> None:
+    """Raise ValueError (with a message fit for the API) unless a node would accept these.
+
+    The same check the node makes at start-up (``build``), made before anything is deployed.
+    """
+    if params is not None and not isinstance(params, dict):
+        raise ValueError("contract params must be an object")
+    build(template, params)
+
+
 __all__ = [
     "ADMIN",
     "CONTRACTS",
@@ -43,4 +58,5 @@ __all__ = [
     "NotaryContract",
     "TradeFinanceContract",
     "build",
+    "validate_params",
 ]

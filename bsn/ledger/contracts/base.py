@@ -115,6 +115,8 @@ class Contract:
     functions: dict[str, tuple[str, ...]] = {}
     queries: dict[str, tuple[str, ...]] = {}
     keeps_history = False  # the core then indexes every write of this contract by key
+    # Only the platform's own tenant may deploy it (the control plane enforces this).
+    platform_only = False
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         if params:
