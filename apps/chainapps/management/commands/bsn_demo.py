@@ -10,23 +10,9 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from apps.chainapps.models import Framework
-from apps.regions.models import Region
+from apps.regions.services import DEMO_REGIONS, demo_regions_seed, driver_pick
 from apps.tenants.models import Membership, Role, Tenant
 from apps.tenants.services import token_issue
-
-DEMO_REGIONS = [
-    ("cn-beijing", "Beijing", "Beijing"),
-    ("cn-shanghai", "Shanghai", "Shanghai"),
-    ("cn-guangzhou", "Guangzhou", "Guangzhou"),
-]
-
-
-def pick_driver(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    from apps.runtime.drivers import docker_engine_answers
-
-    return Region.Driver.DOCKER if docker_engine_answers(settings.BSN_DOCKER_BASE_URL) else Region.Driver.PROCESS
 
 
 class Command(BaseCommand):
@@ -37,22 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("--username", default="demo")
 
     def handle(self, *args, driver, username, **options):
-        driver = pick_driver(driver)
+        driver = driver_pick(driver)
         password = secrets.token_urlsafe(12)
         User = get_user_model()
         with transaction.atomic():
-            for code, name, city in DEMO_REGIONS:
-                Region.objects.update_or_create(
-                    code=code,
-                    defaults={
-                        "name": name,
-                        "city": city,
-                        "country": "CN",
-                        "driver": driver,
-                        "operator": "bsn demo",
-                        "status": Region.Status.ACTIVE,
-                    },
-                )
+            demo_regions_seed(driver=driver)
             if not Framework.objects.filter(slug="bsn-ledger").exists():
                 self.stderr.write("the built-in framework is missing: run `manage.py migrate`")
             tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo Enterprise"})
