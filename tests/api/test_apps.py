@@ -11,7 +11,7 @@ from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.spec import node_name
-from apps.tenants.models import Role
+from apps.tenants.models import Role, Tenant
 from tests.api.conftest import assert_problem, count_queries, finish_open_operations, make_app, row_counts
 from tests.factories import RegionFactory
 
@@ -98,6 +98,39 @@ class TestCreate:
             1024,
         )
 
+    def test_platform_tenant_may_create_a_platform_only_contract(self, owner_client, tenant_a, regions):
+        tenant_a.kind = Tenant.Kind.PLATFORM
+        tenant_a.save()
+        resp = create(owner_client, contract_template="dcep", contract_params={"central_bank": "pboc"})
+        app = ChainApp.objects.get(pk=assert_accepted(resp, "provision")["app"])
+        assert (app.contract_template, app.contract_params) == ("dcep", {"central_bank": "pboc"})
+
+    @pytest.mark.parametrize("kind", [k for k in Tenant.Kind if k != Tenant.Kind.PLATFORM])
+    def test_platform_only_contract_is_refused_to_other_tenants(self, owner_client, tenant_a, regions, kind):
+        tenant_a.kind = kind
+        tenant_a.save()
+        before = row_counts()
+        resp = create(owner_client, contract_template="dcep", contract_params={"central_bank": "pboc"})
+        problem = assert_problem(resp, 400, "invalid")
+        assert problem["errors"] == {"contract_template": ["'dcep' is reserved for the platform"]}
+        assert row_counts() == before
+
+    @pytest.mark.parametrize(
+        ("params", "message"),
+        [
+            ({}, "central_bank is required"),
+            ({"central_bank": "no spaces"}, "central_bank is required"),
+            ({"central_bank": "pboc", "reserve": 1}, "unknown reserve"),
+        ],
+    )
+    def test_bad_params_say_why(self, owner_client, tenant_a, regions, params, message):
+        tenant_a.kind = Tenant.Kind.PLATFORM
+        tenant_a.save()
+        resp = create(owner_client, contract_template="dcep", contract_params=params)
+        [error] = assert_problem(resp, 400, "invalid")["errors"]["contract_params"]
+        assert message in error
+        assert not ChainApp.objects.exists()
+
     def test_trailing_slash_is_optional(self, owner_client, regions):
         assert owner_client.post(f"{URL}/", {"name": "x", "regions": ["cn-beijing"]}, format="json").status_code == 202
         assert owner_client.get(f"{URL}/").json()["count"] == 1
@@ -178,6 +211,13 @@ BAD_CREATES = {
         "contract_params",
     ),
     "params-for-kv": (None, {"contract_params": {"owner": "acme"}}, 400, "invalid", "contract_params"),
+    "platform-only-template": (
+        None,
+        {"contract_template": "dcep", "contract_params": {"central_bank": "pboc"}},
+        400,
+        "invalid",
+        "contract_template",
+    ),
     "bad-name": (None, {"name": "-starts-with-dash"}, 400, "invalid", "name"),
     "name-too-long": (None, {"name": "x" * 64}, 400, "invalid", "name"),
     "no-name": (None, {"name": None}, 400, "invalid", "name"),

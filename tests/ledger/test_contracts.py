@@ -35,9 +35,9 @@ def test_build_adds_config():
 
 
 def test_registry_lists_every_template_once_in_order():
-    assert list(CONTRACTS) == ["kv", "notary", "asset", "trade_finance"]
+    assert list(CONTRACTS) == ["kv", "notary", "asset", "trade_finance", "dcep"]
     assert all(name == cls.name for name, cls in CONTRACTS.items())
-    assert not any(cls.platform_only for cls in CONTRACTS.values())
+    assert [name for name, cls in CONTRACTS.items() if cls.platform_only] == ["dcep"]
 
 
 GOOD_PARAMS = [
@@ -47,13 +47,17 @@ GOOD_PARAMS = [
     ("asset", {}),
     ("asset", {"issuer": "bank"}),
     ("trade_finance", {}),
+    ("dcep", {"central_bank": "pboc"}),
 ]
 BAD_PARAMS = [
-    ("erc20", {}, "unknown contract 'erc20'; one of: asset, kv, notary, trade_finance"),
+    ("erc20", {}, "unknown contract 'erc20'; one of: asset, dcep, kv, notary, trade_finance"),
     ("kv", {"owner": "acme"}, "contract 'kv' takes no parameters"),
     ("kv", [1], "contract params must be an object"),
     ("asset", {"issuer": 5}, "issuer must be a user name"),
     ("asset", {"issuer": "bank", "supply": 5}, "unknown supply"),
+    ("dcep", {}, "central_bank is required"),
+    ("dcep", {"central_bank": "no spaces"}, "central_bank is required"),
+    ("dcep", {"central_bank": "pboc", "reserve": 1}, "unknown reserve"),
 ]
 
 

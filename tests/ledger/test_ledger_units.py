@@ -88,7 +88,7 @@ def test_values_are_read(tmp_path):
         ("BSN_LEDGER_DATA", "", "must not be empty"),
         ("BSN_NODE_ID", "", "BSN_NODE_ID must be"),
         ("BSN_APP_ID", "a b", "BSN_APP_ID must be"),
-        ("BSN_CONTRACT", "erc20", "must be one of: asset, kv, notary, trade_finance;"),
+        ("BSN_CONTRACT", "erc20", "must be one of: asset, dcep, kv, notary, trade_finance;"),
         ("BSN_CONTRACT_PARAMS", "[1]", "must be a JSON object"),
         ("BSN_CONTRACT_PARAMS", '{"x": 1}', "takes no parameters"),
         ("BSN_LEDGER_ACCESS_LOG", "maybe", "must be a boolean"),

@@ -15,13 +15,14 @@ from typing import Any
 from bsn.ledger.contracts.asset import AssetContract
 from bsn.ledger.contracts.base import BadArguments, Context, Contract, ContractFailure
 from bsn.ledger.contracts.config import ADMIN, ConfigContract
+from bsn.ledger.contracts.dcep import DcepContract
 from bsn.ledger.contracts.kv import KVContract
 from bsn.ledger.contracts.notary import NotaryContract
 from bsn.ledger.contracts.trade_finance import TradeFinanceContract
 
 # In the order the control plane lists them.
 CONTRACTS: dict[str, type[Contract]] = {
-    cls.name: cls for cls in (KVContract, NotaryContract, AssetContract, TradeFinanceContract)
+    cls.name: cls for cls in (KVContract, NotaryContract, AssetContract, TradeFinanceContract, DcepContract)
 }
 
 
@@ -54,6 +55,7 @@ __all__ = [
     "Context",
     "Contract",
     "ContractFailure",
+    "DcepContract",
     "KVContract",
     "NotaryContract",
     "TradeFinanceContract",
