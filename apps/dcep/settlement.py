@@ -175,10 +175,14 @@ def _anchor(settlement: Settlement) -> None:
             chain, settlement.envelope, function="settle", args=args, nonce=str(settlement.pk), store=store
         )
         tx_id, height = receipt["tx_id"], receipt["height"]
-    except Definitive as exc:
+    except (Definitive, Tier1Unavailable) as exc:
         # Applied before under another envelope (a re-signed one)? The chain keeps the batch.
+        # The node answers such a resend with a replayed nonce whose tx id it does not know,
+        # which the gateway reports as not committed yet (Tier1Unavailable): look here too.
         record = chain_batch(str(settlement.pk), chain)
         if record is None or record.get("merkle_root") != settlement.merkle_root:
+            if isinstance(exc, Tier1Unavailable):
+                raise
             Settlement.objects.filter(pk=settlement.pk).update(
                 status=Settlement.Status.FAILED, last_error=str(exc)[:2000]
             )
