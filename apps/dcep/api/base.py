@@ -10,6 +10,7 @@ from apps.dcep import idempotency
 from apps.dcep.errors import DcepError
 from apps.dcep.models import Institution
 from apps.dcep.services import Actor
+from apps.tenants.context import request_membership
 from apps.tenants.models import Tenant
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -22,19 +23,15 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 )
 
 
-class DcepViewSet(TenantScopedViewSet):
-    """Scoping through ``visible`` (a selector of apps.dcep.selectors) instead of a tenant field.
+class DcepCaller:
+    """The caller as an ``Actor``, and the check of its kind of institution (views and viewsets)."""
 
-    Reads: viewer. Money movement and wallet changes: developer or above (docs/dcep.md).
-    """
-
-    visible = None  # a function tenant -> queryset
     problem_codes = ("422", "503")
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):  # schema generation: the model, no rows
-            return type(self).visible(None)
-        return type(self).visible(self.tenant)
+    @property
+    def tenant(self):
+        membership = request_membership(self.request)
+        return membership.tenant if membership else None
 
     @property
     def actor(self) -> Actor:
@@ -49,6 +46,20 @@ class DcepViewSet(TenantScopedViewSet):
         names = {Institution.Kind.CENTRAL_BANK: "the central bank", Institution.Kind.OPERATOR_BANK: "an operator bank"}
         who = " or ".join(names.get(k, "platform staff") for k in kinds)
         raise DcepError(f"Only {who} may do this.", code="not-allowed", status=403)
+
+
+class DcepViewSet(DcepCaller, TenantScopedViewSet):
+    """Scoping through ``visible`` (a selector of apps.dcep.selectors) instead of a tenant field.
+
+    Reads: viewer. Money movement and wallet changes: developer or above (docs/dcep.md).
+    """
+
+    visible = None  # a function tenant -> queryset
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: the model, no rows
+            return type(self).visible(None)
+        return type(self).visible(self.tenant)
 
     def idempotent_local(self, work):
         return idempotency.run_local(self.request, self.tenant, work)

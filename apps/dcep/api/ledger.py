@@ -7,13 +7,14 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from apps.chainapps.models import LedgerNode
 from apps.dcep import selectors, settlement, tier1
 from apps.dcep.api import serializers as s
-from apps.dcep.api.base import DcepViewSet
+from apps.dcep.api.base import DcepCaller, DcepViewSet
 from apps.dcep.errors import Tier1Unavailable
-from apps.dcep.models import Institution, Settlement, Transfer
+from apps.dcep.models import Institution, Transfer
 
 
 class InstitutionViewSet(mixins.ListModelMixin, DcepViewSet):
@@ -22,15 +23,14 @@ class InstitutionViewSet(mixins.ListModelMixin, DcepViewSet):
     visible = staticmethod(lambda tenant: Institution.objects.select_related("tenant", "home_region"))
     serializer_class = s.InstitutionSerializer
     filterset_fields = ["kind"]
+    ordering_fields = ["tenant__slug", "created_at"]
 
 
-class ChainViewSet(DcepViewSet):
+class ChainView(DcepCaller, APIView):
     """The tier-1 app: what a verifier needs (its nodes' keys, the central bank's key, the head)."""
 
-    visible = staticmethod(lambda tenant: Institution.objects.none())
-
     @extend_schema(responses=s.ChainSerializer)
-    def list(self, request):
+    def get(self, request):
         chain = tier1.tier1_chain(ready=False)
         try:
             info = tier1.chain_info(chain)
@@ -88,6 +88,7 @@ class SettlementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepVi
     visible = staticmethod(selectors.settlements_visible_to)
     serializer_class = s.SettlementSerializer
     filterset_fields = ["status"]
+    ordering_fields = ["created_at"]
 
     @extend_schema(request=None, responses={202: s.SettlementSerializer})
     def create(self, request):
@@ -98,11 +99,11 @@ class SettlementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepVi
         return Response({**body, "url": url}, status=202, headers={"Location": url})
 
 
-class SupplyViewSet(DcepViewSet):
-    visible = staticmethod(lambda tenant: Settlement.objects.none())
+class SupplyView(DcepCaller, APIView):
+    """The whole supply and every invariant: central bank and platform staff only."""
 
     @extend_schema(responses=s.SupplySerializer)
-    def list(self, request):
+    def get(self, request):
         self.require(Institution.Kind.CENTRAL_BANK, "platform")
         chain = tier1.tier1_chain(ready=False)
         supply = tier1.chain_supply(chain)

@@ -180,6 +180,7 @@ class HoldViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepViewSet)
     visible = staticmethod(selectors.holds_visible_to)
     serializer_class = s.HoldSerializer
     filterset_fields = ["status"]
+    ordering_fields = ["created_at", "expires_at", "amount"]
 
     @extend_schema(request=s.HoldInput, responses={201: s.HoldSerializer}, parameters=[IDEMPOTENCY_KEY])
     def create(self, request):

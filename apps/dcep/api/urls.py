@@ -1,7 +1,9 @@
 """Routes under /api/v1/dcep/ (included by bsn/urls.py)."""
 
+from django.urls import path
+
 from apps.common.routers import OptionalSlashRouter
-from apps.dcep.api.ledger import ChainViewSet, InstitutionViewSet, SettlementViewSet, SupplyViewSet, TransferViewSet
+from apps.dcep.api.ledger import ChainView, InstitutionViewSet, SettlementViewSet, SupplyView, TransferViewSet
 from apps.dcep.api.money import (
     ExchangeViewSet,
     HoldViewSet,
@@ -14,7 +16,6 @@ from apps.dcep.api.wallets import WalletViewSet
 
 router = OptionalSlashRouter()
 router.register("institutions", InstitutionViewSet, basename="dcep-institution")
-router.register("chain", ChainViewSet, basename="dcep-chain")
 router.register("issuances", IssuanceViewSet, basename="dcep-issuance")
 router.register("withdrawals", WithdrawalViewSet, basename="dcep-withdrawal")
 router.register("wallets", WalletViewSet, basename="dcep-wallet")
@@ -23,7 +24,10 @@ router.register("redemptions", RedemptionViewSet, basename="dcep-redemption")
 router.register("payments", PaymentViewSet, basename="dcep-payment")
 router.register("holds", HoldViewSet, basename="dcep-hold")
 router.register("transfers", TransferViewSet, basename="dcep-transfer")
-router.register("supply", SupplyViewSet, basename="dcep-supply")
 router.register("settlements", SettlementViewSet, basename="dcep-settlement")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("chain", ChainView.as_view(), name="dcep-chain"),
+    path("supply", SupplyView.as_view(), name="dcep-supply"),
+    *router.urls,
+]
