@@ -298,6 +298,9 @@ class Tier1Op(TimeStamped):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     envelope = models.JSONField()
     tx_id = models.CharField(max_length=64)
+    # Ids of envelopes signed before the current one (re-signed when stale, same nonce): a
+    # replayed nonce is resolved by looking these up on the chain.
+    earlier_tx_ids = models.JSONField(default=list, blank=True)
     receipt = models.JSONField(null=True, blank=True)
     # The withdrawal's transfer (journaled first); the issuance's once the chain committed.
     transfer = models.OneToOneField(Transfer, null=True, blank=True, on_delete=models.PROTECT, related_name="tier1_op")

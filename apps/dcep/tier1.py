@@ -63,8 +63,11 @@ def _envelope(chain: Tier1Chain, function: str, args: dict, nonce: str) -> dict:
     return sign_tx(tx, key_private(central_bank().signing_private_key_encrypted))
 
 
-def tier1_send(chain: Tier1Chain, envelope: dict, *, function: str, args: dict, nonce: str, store) -> dict:
-    """Send until final; the committed receipt. ``store(envelope)`` keeps a re-signed envelope.
+def tier1_send(
+    chain: Tier1Chain, envelope: dict, *, function: str, args: dict, nonce: str, store, earlier: tuple[str, ...] = ()
+) -> dict:
+    """Send until final; the committed receipt. ``store(envelope)`` keeps a re-signed envelope;
+    ``earlier`` are the ids of envelopes sent before it (one of them may be the committed one).
 
     Raises Tier1Unavailable (not known yet: resend) or Definitive (refused for good).
     """
@@ -75,7 +78,7 @@ def tier1_send(chain: Tier1Chain, envelope: dict, *, function: str, args: dict, 
         return fresh
 
     try:
-        receipt, _ = submit_until_final(app=chain.app, envelope=envelope, resign=resign)
+        receipt, _ = submit_until_final(app=chain.app, envelope=envelope, resign=resign, earlier=earlier)
     except GatewayError as exc:
         raise Tier1Unavailable(f"The tier-1 chain did not confirm in time ({exc.detail}); send the same request again.")
     return receipt
@@ -120,11 +123,19 @@ def _finish(op: Tier1Op) -> Tier1Op:
     chain = tier1_chain()
     args = {"operator": op.operator.slug, "amount": op.amount, "ref": str(op.pk)}
 
+    op = Tier1Op.objects.select_related("operator__tenant").get(pk=op.pk)  # the latest envelope
+    earlier = list(op.earlier_tx_ids)
+
     def store(envelope: dict) -> None:
-        Tier1Op.objects.filter(pk=op.pk).update(envelope=envelope, tx_id=tx_id_of(envelope["tx"]))
+        earlier.append(op.tx_id)
+        op.tx_id = tx_id_of(envelope["tx"])
+        Tier1Op.objects.filter(pk=op.pk).update(envelope=envelope, tx_id=op.tx_id, earlier_tx_ids=earlier)
 
     try:
-        receipt = tier1_send(chain, op.envelope, function=str(op.kind), args=args, nonce=str(op.pk), store=store)
+        receipt = tier1_send(
+            chain, op.envelope, function=str(op.kind), args=args, nonce=str(op.pk), store=store,
+            earlier=tuple(op.earlier_tx_ids),
+        )  # fmt: skip
     except Definitive as exc:
         _refused(op, str(exc))
     else:
@@ -226,9 +237,8 @@ def tier1_resolve(*, limit: int = 100) -> int:
         try:
             if _finish(op).status != Tier1Op.Status.PENDING:
                 done += 1
-        except Tier1Unavailable as exc:
+        except Tier1Unavailable as exc:  # this one later; the others may be fine
             logger.info("tier-1 op %s still pending: %s", op.pk, exc.detail)
-            break
     return done
 
 
