@@ -183,7 +183,10 @@ def wallet_update(*, actor: Actor, number: str, tier: int | None = None, status:
         acc = j.by_number(number)
         if acc is None or not actor.operates(acc):
             raise NotFound(f"wallet {number} does not exist.")
-        if acc.status == Account.Status.CLOSED and (status or tier) and status != Account.Status.CLOSED:
+        # Closed is final: only a repeat of {"status": "closed"} passes, never with a new tier.
+        if acc.status == Account.Status.CLOSED and (
+            status != Account.Status.CLOSED or (tier is not None and tier != acc.tier)
+        ):
             raise refusal("wallet-closed", f"wallet {number} is closed for good.")
         changes = {}
         if tier is not None and tier != acc.tier:
