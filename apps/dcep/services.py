@@ -384,6 +384,7 @@ def hold_capture(*, actor: Actor, hold_id, amount: int | None = None) -> Hold:
             raise error
         rest = hold.amount - value
         src.held -= hold.amount
+        src.dirty = True  # a whole capture posts no leg to the payer, but its `held` still falls
         legs = [(account, -hold.amount), (dst, value)] + ([(src, rest)] if rest else [])
         j.post(
             kind="capture",
