@@ -159,9 +159,13 @@ class Journal:
                 return acc
         return None
 
-    def new_hold_account(self, operator_id: int) -> Acc:
-        """A fresh account for one hold (inserted by flush before the entries)."""
-        row = Account.objects.create(kind=Account.Kind.HOLD, operator_id=operator_id)
+    def new_hold_account(self, operator_id: int, holder_tenant_id=None) -> Acc:
+        """A fresh account for one hold (inserted by flush before the entries).
+
+        It carries the payer's operator and holder tenant: the capture and release transfers
+        start from it, and their ``from_operator``/``from_holder`` scope them to the payer's side.
+        """
+        row = Account.objects.create(kind=Account.Kind.HOLD, operator_id=operator_id, holder_tenant_id=holder_tenant_id)
         acc = Acc(*[getattr(row, f) for f in _ACC_FIELDS])
         self.accounts[acc.id] = acc
         return acc

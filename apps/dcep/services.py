@@ -341,7 +341,7 @@ def hold_create(*, actor: Actor, from_wallet: str, to_wallet: str, amount: int, 
         error = check_payment(src, dst, amount, j.today)
         if error:
             raise error
-        account = j.new_hold_account(src.operator_id)
+        account = j.new_hold_account(src.operator_id, src.holder_tenant_id)
         hold = Hold.objects.create(
             account_id=account.id,
             from_account_id=src.id,
