@@ -3,8 +3,11 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bsn.settings")
+# The embedded broker (``filesystem://``) with whole-message writes: see apps/common/broker_fs.py.
+TRANSPORT_ALIASES["filesystem"] = "apps.common.broker_fs:Transport"
 
 app = Celery("bsn")
 app.config_from_object("django.conf:settings", namespace="CELERY")
