@@ -110,16 +110,18 @@ def tier1_wait(chain: Tier1Chain, *, seconds: float, progress: Callable[[str], N
         if app.status != last_status:
             progress(f"tier-1 app {app.pk}: {app.status}")
             last_status = app.status
-        operation = Operation.objects.filter(app=app).order_by("-created_at").first()
-        if operation is not None:
-            for line in operation.log[seen_lines:]:
-                progress(f"  {line.get('message', line)}")
-            seen_lines = len(operation.log)
-            if app.status == ChainApp.Status.FAILED or operation.status == Operation.Status.FAILED:
-                raise RuntimeError(f"tier-1 provisioning failed: {operation.last_error or app.status}")
-        if app.status in READY and tier1_register_signer(chain):
-            progress(f"central bank's key registered on the tier-1 app as {chain.signer}")
-            return True
+        if app.status in READY:
+            if tier1_register_signer(chain):
+                progress(f"central bank's key registered on the tier-1 app as {chain.signer}")
+                return True
+        else:  # provisioning still going: show its steps as they come, stop on a failure for good
+            operation = Operation.objects.filter(app=app).order_by("-created_at").first()
+            if operation is not None:
+                for line in operation.log[seen_lines:]:
+                    progress(f"  {line.get('message', line)}")
+                seen_lines = len(operation.log)
+                if app.status == ChainApp.Status.FAILED or operation.status == Operation.Status.FAILED:
+                    raise RuntimeError(f"tier-1 provisioning failed: {operation.last_error or app.status}")
         if time.monotonic() >= deadline:
             return False
         time.sleep(1.0)

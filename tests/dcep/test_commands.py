@@ -121,6 +121,21 @@ def test_setup_without_waiting_seeds_regions_and_money_calls_answer_503(db):
     assert resp.json()["code"] == "tier1-unavailable"
 
 
+def test_setup_waits_for_the_tier1_app_and_names_a_failure(db):
+    ensure_builtin_framework(Framework)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="not running after 1 s"):  # no worker here: it stays pending
+        call_command("dcep_setup", "--wait", "1", "--driver", "process", "--wallets", "0", stdout=out)
+    assert "tier-1 app" in out.getvalue() and "pending" in out.getvalue()
+    assert len(table(out.getvalue())) == 3, "the tokens are printed even so"
+
+    app = ChainApp.objects.get(pk=Tier1Chain.objects.get().app_id)
+    app.operations.update(status="failed", last_error="engine said no")
+    ChainApp.objects.filter(pk=app.pk).update(status=ChainApp.Status.FAILED)
+    with pytest.raises(CommandError, match="tier-1 provisioning failed: engine said no"):
+        run("dcep_setup", "--wait", "5", "--wallets", "0")
+
+
 def test_setup_refuses_bad_input(db):
     with pytest.raises(CommandError, match="--operators"):
         run("dcep_setup", "--operators", "0")
