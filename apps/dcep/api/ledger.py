@@ -29,7 +29,7 @@ class InstitutionViewSet(mixins.ListModelMixin, DcepViewSet):
 class ChainView(DcepCaller, APIView):
     """The tier-1 app: what a verifier needs (its nodes' keys, the central bank's key, the head)."""
 
-    @extend_schema(responses=s.ChainSerializer)
+    @extend_schema(responses=s.Tier1ChainSerializer)
     def get(self, request):
         chain = tier1.tier1_chain(ready=False)
         try:
@@ -46,7 +46,7 @@ class ChainView(DcepCaller, APIView):
             "signer_public_key": tier1.central_bank().signing_public_key,
             "node_keys": {str(k): v for k, v in keys.items()},
         }
-        return Response(s.ChainSerializer(body).data)
+        return Response(s.Tier1ChainSerializer(body).data)
 
 
 class TransferFilter(django_filters.FilterSet):

@@ -343,7 +343,9 @@ class ProofSerializer(serializers.Serializer):
     anchor = serializers.DictField()
 
 
-class ChainSerializer(serializers.Serializer):
+class Tier1ChainSerializer(serializers.Serializer):
+    """GET chain. Not ``ChainSerializer``: the schema component ``Chain`` is the gateway's (an app's chain)."""
+
     app = serializers.CharField()
     status = serializers.CharField()
     height = serializers.IntegerField(allow_null=True)
