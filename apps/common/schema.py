@@ -41,8 +41,10 @@ class ProblemAutoSchema(AutoSchema):
             codes += ["400", "409"]
         if self.method == "GET" and "{" not in self.path:
             codes.append("400")
-        # Views that reach ledger nodes name the extra codes they can answer.
+        # Views that reach ledger nodes name the extra codes they can answer (also per action).
         codes += [c for c in getattr(self.view, "problem_codes", ()) if c not in codes]
+        by_action = getattr(self.view, "action_problem_codes", {}).get(getattr(self.view, "action", None), ())
+        codes += [c for c in by_action if c not in codes]
         return codes
 
     def _get_response_bodies(self, direction="response"):

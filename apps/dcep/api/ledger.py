@@ -78,6 +78,7 @@ class TransferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepView
     filterset_class = TransferFilter
     ordering_fields = ["created_at", "amount"]
     ordering = ["-created_at", "-id"]
+    action_problem_codes = {"proof": ("409",)}  # not-settled, not-anchored
 
     def get_serializer(self, *args, **kwargs):
         if args:
