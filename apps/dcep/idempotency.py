@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
@@ -101,15 +101,57 @@ def _outcome(request, work: Callable[[], tuple[int, dict, dict]]) -> tuple[int, 
         return exc.status_code, exc.problem(instance=request.path), {}, PROBLEM_CONTENT_TYPE
 
 
+def _prep(names: tuple[str, ...], values: tuple) -> list:
+    """``values`` as the database takes them for the fields ``names`` (uuid, JSON, datetime, bytes)."""
+    meta = IdempotencyRecord._meta
+    return [meta.get_field(n).get_db_prep_save(v, connection) for n, v in zip(names, values, strict=True)]
+
+
+_CLAIM_FIELDS = ("tenant", "key", "request_hash", "status", "response_headers", "created_at", "updated_at")
+_CLAIM = (
+    "INSERT INTO dcep_idempotencyrecord (tenant_id, key, request_hash, status, response_headers, created_at, "
+    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING id"
+)
+_STORE_FIELDS = ("status", "response_status", "response_body", "response_headers", "updated_at", "id")
+_STORE = (
+    "UPDATE dcep_idempotencyrecord SET status = %s, response_status = %s, response_body = %s, "
+    "response_headers = %s, updated_at = %s WHERE id = %s"
+)
+
+
+def _claim_local(tenant, key: str, digest: str) -> tuple[IdempotencyRecord, bool]:
+    """``get_or_create`` of the key in one statement where the database can (INSERT … ON CONFLICT
+    DO NOTHING RETURNING): a concurrent insert of the same key makes it wait until that one
+    commits (then the row is read and replayed) or rolls back (then this one inserts)."""
+    features = connection.features
+    if not (features.can_return_columns_from_insert and features.supports_update_conflicts_with_target):
+        return IdempotencyRecord.objects.get_or_create(tenant=tenant, key=key, defaults={"request_hash": digest})
+    for _ in range(3):  # the row seen by ON CONFLICT may be purged before it is read: insert again
+        now = timezone.now()
+        values = (tenant.pk, key, digest, IdempotencyRecord.Status.IN_FLIGHT, {}, now, now)
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM, _prep(_CLAIM_FIELDS, values))
+            row = cursor.fetchone()
+        if row is not None:
+            return IdempotencyRecord(id=row[0], tenant=tenant, key=key, request_hash=digest), True
+        record = IdempotencyRecord.objects.filter(tenant=tenant, key=key).first()
+        if record is not None:
+            return record, False
+    raise IntegrityError(f"idempotency key {key!r} neither inserted nor found")  # pragma: no cover
+
+
 def _store(record_id: int, status: int, body: dict, headers: dict, content_type: str) -> HttpResponse:
     response = _render(status, body, content_type)
-    IdempotencyRecord.objects.filter(pk=record_id).update(
-        status=IdempotencyRecord.Status.DONE,
-        response_status=status,
-        response_body=response.content,
-        response_headers={"Content-Type": content_type, **headers},
-        updated_at=timezone.now(),
+    values = (
+        IdempotencyRecord.Status.DONE,
+        status,
+        response.content,
+        {"Content-Type": content_type, **headers},
+        timezone.now(),
+        record_id,
     )
+    with connection.cursor() as cursor:
+        cursor.execute(_STORE, _prep(_STORE_FIELDS, values))
     for name, value in headers.items():
         response[name] = value
     return response
@@ -119,9 +161,7 @@ def run_local(request, tenant, work: Callable[[], tuple[int, dict, dict]]) -> Ht
     """Key, money and response in one transaction (tier-2 writes)."""
     key, digest = request_key(request), fingerprint(request)
     with transaction.atomic():
-        record, created = IdempotencyRecord.objects.get_or_create(
-            tenant=tenant, key=key, defaults={"request_hash": digest}
-        )
+        record, created = _claim_local(tenant, key, digest)
         if not created:
             if record.request_hash != digest:
                 raise _reused()
