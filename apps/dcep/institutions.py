@@ -63,8 +63,9 @@ def tier1_provision(*, regions: list[Region]) -> Tier1Chain:
         contract_template="dcep",
         contract_params={"central_bank": SIGNER},
     )
-    operation = chainapp_create(tenant=platform, actor=None, spec=spec)
-    return Tier1Chain.objects.create(app=operation.app, signer=SIGNER)
+    with transaction.atomic():  # the app and its Tier1Chain row exist together or not at all
+        operation = chainapp_create(tenant=platform, actor=None, spec=spec)
+        return Tier1Chain.objects.create(app=operation.app, signer=SIGNER)
 
 
 def tier1_register_signer(chain: Tier1Chain) -> bool:

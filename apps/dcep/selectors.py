@@ -234,7 +234,30 @@ def deep_checks() -> list[dict]:
         last[account_id] = digest
     broken += sum(1 for a, h in last.items() if heads.get(a) != h)
     checks.append({"name": "entries hash-chained per account", "ok": broken == 0, "detail": f"{broken} breaks"})
+    checks.append(_settlement_roots_check())
     return checks
+
+
+def _settlement_roots_check() -> dict:
+    """Every claimed batch's stored leaf hashes and root are those of the transfers it covers."""
+    from apps.dcep.settlement import batch_leaf_hashes
+    from bsn.ledger.merkle import root_of_hashes
+
+    wrong = []
+    claimed = Settlement.objects.exclude(status=Settlement.Status.PENDING).exclude(merkle_root="")
+    for batch in claimed.only("pk", "merkle_root", "leaf_hashes", "transfer_count"):
+        hashes = batch_leaf_hashes(batch.pk)
+        if (
+            len(hashes) != batch.transfer_count
+            or b"".join(hashes) != bytes(batch.leaf_hashes)
+            or root_of_hashes(hashes).hex() != batch.merkle_root
+        ):
+            wrong.append(str(batch.pk))
+    return {
+        "name": "settlement batches: stored leaves and root match their transfers",
+        "ok": not wrong,
+        "detail": ", ".join(wrong) or f"{claimed.count()} batches",
+    }
 
 
 def _entries_in_chain_order():

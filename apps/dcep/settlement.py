@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from apps.dcep.errors import NotFound, Tier1Unavailable, refusal
+from apps.dcep.errors import Tier1Unavailable, refusal
 from apps.dcep.models import Institution, Settlement, Tier1Chain, Transfer
 from apps.dcep.tier1 import _envelope, chain_batch, tier1_chain, tier1_send
 from apps.gateway.errors import GatewayError
@@ -68,6 +68,17 @@ def leaf_object(row: dict) -> dict:
 
 def leaf_bytes(row: dict) -> bytes:
     return canonical(leaf_object(row))
+
+
+def batch_leaf_hashes(settlement_id) -> list[bytes]:
+    """The leaf hashes of a batch's transfers, in leaf order (``created_at``, ``id``)."""
+    rows = (
+        Transfer.objects.filter(settlement_id=settlement_id)
+        .order_by("created_at", "id")
+        .values(*_LEAF_FIELDS)
+        .iterator(chunk_size=5000)
+    )
+    return [leaf_hash(leaf_bytes(row)) for row in rows]
 
 
 def _log(settlement: Settlement, message: str) -> None:
@@ -127,13 +138,7 @@ def _claim(settlement_id) -> None:
             return
         chain = tier1_chain(ready=False)
         Transfer.objects.filter(obligation__gt=0, settlement__isnull=True).update(settlement=settlement)
-        rows = (
-            Transfer.objects.filter(settlement=settlement)
-            .order_by("created_at", "id")
-            .values(*_LEAF_FIELDS)
-            .iterator(chunk_size=5000)
-        )
-        hashes = [leaf_hash(leaf_bytes(row)) for row in rows]
+        hashes = batch_leaf_hashes(settlement.pk)
         slugs = dict(Institution.objects.values_list("pk", "tenant__slug"))
         positions: dict[str, int] = {}
         pairs = (
@@ -232,8 +237,13 @@ def transfer_proof(transfer: Transfer) -> dict:
     raw = bytes(settlement.leaf_hashes)
     hashes = [raw[i : i + 32] for i in range(0, len(raw), 32)]
     leaf = leaf_bytes(row)
-    if hashes[index] != leaf_hash(leaf):  # pragma: no cover - would mean the journal changed
-        raise NotFound("The stored batch does not match this transfer.")
+    if hashes[index] != leaf_hash(leaf):  # the stored batch or the journal was altered
+        raise refusal(
+            "proof-mismatch",
+            "The settlement batch stored for this transfer does not match it; no proof is given. "
+            "The operator is alerted by manage.py dcep_audit.",
+            status=500,
+        )
     return {
         "leaf": leaf.decode(),
         "leaf_index": index,

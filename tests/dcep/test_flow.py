@@ -65,11 +65,36 @@ def test_refusals_and_replays(tier1, clients):
     assert_problem(a.post("payments", {"from_wallet": w1, "to_wallet": w1, "amount": 1}), 400, "same-wallet")
     assert_problem(a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 500_001}), 409, "over-single-cap")
     assert_problem(a.post("payments", {"from_wallet": w2, "to_wallet": w1, "amount": 1}), 409, "insufficient-funds")
-    assert_problem(a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 1}, key=None), 400, "idempotency-key-required")
+    assert_problem(
+        a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 1}, key=None), 400, "idempotency-key-required"
+    )
     first = a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 100}, key="same")
     again = a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 100}, key="same")
     assert first.status_code == again.status_code == 201
     assert first.content == again.content and again["Idempotent-Replayed"] == "true"
-    assert_problem(a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 101}, key="same"), 422, "idempotency-key-reused")
+    assert_problem(
+        a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 101}, key="same"),
+        422,
+        "idempotency-key-reused",
+    )
     assert a.get(f"wallets/{w2}").json()["balance"] == 100
     assert_problem(a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 1.0}), 400, "invalid")
+
+
+def test_tampered_batch_is_caught_by_the_audit_and_gives_no_proof(tier1, clients):
+    from django.db import connection
+
+    from apps.dcep.settlement import settlement_run
+
+    cb, a, b = clients["cb"], clients["a"], clients["b"]
+    cb.post("issuances", {"operator": "bank-a", "amount": 100_000})
+    wa, wb = open_wallet(a), open_wallet(b)
+    a.post("exchanges", {"wallet": wa, "amount": 50_000})
+    transfer = a.post("payments", {"from_wallet": wa, "to_wallet": wb, "amount": 700}).json()
+    batch = settlement_run(cb.post("settlements").json()["id"])
+    assert all(check["ok"] for check in deep_checks())
+    with connection.cursor() as cursor:  # dcep_settlement has no trigger: an insider could do this
+        cursor.execute("UPDATE dcep_settlement SET leaf_hashes = %s WHERE id = %s", [b"\x00" * 32, batch.pk])
+    failed = [check["name"] for check in deep_checks() if not check["ok"]]
+    assert failed == ["settlement batches: stored leaves and root match their transfers"]
+    assert_problem(a.get(f"transfers/{transfer['id']}/proof"), 500, "proof-mismatch")
