@@ -104,12 +104,6 @@ def _cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _db_backends() -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-        return [pid for (pid,) in cursor.fetchall()]
-
-
 class Gunicorn:
     """``gunicorn bsn.wsgi`` on loopback in its own process group, on the test database."""
 
@@ -247,6 +241,7 @@ class Bank:
         self.crashes: list[str] = []
         self.latencies: list[float] = []  # seconds, answered sends
         self.reset_at: list[float] = []  # when a send got a connection error
+        self.reset_keys: set[str] = set()  # keys of those sends
         self.by_tier: dict[int, list[Wallet]] = defaultdict(list)
         for w in wallets:
             self.by_tier[w.tier].append(w)
@@ -281,6 +276,7 @@ class Bank:
                     self.counts[reason] += 1
                     if reason == "connection errors":
                         self.reset_at.append(time.monotonic())
+                        self.reset_keys.add(req.key)
                 time.sleep(min(0.02 * attempt, 0.5))
                 continue
             if resp.status_code >= 500:  # never stored: a resend runs again; a bug all the same
@@ -508,7 +504,6 @@ def test_bank_concurrent_payments_survive_worker_kills(tier1, clients, gunicorn_
     # ---------------------------------------------------------------- the load
     day_before = dt.datetime.now(dt.UTC).date()
     cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
-    cpu_db = {pid: _cpu_seconds(pid) for pid in _db_backends()}
     started = time.monotonic()
     bank = Bank(server.url, tokens, wallets, deadline=started + LOAD_DEADLINE_S)
     threads = [threading.Thread(target=bank.client, args=(i,), name=f"bank-{i}", daemon=True) for i in range(CLIENTS)]
@@ -525,7 +520,6 @@ def test_bank_concurrent_payments_survive_worker_kills(tier1, clients, gunicorn_
         time.sleep(0.02)
     load_s = time.monotonic() - started
     cpu_server, cpu_client = server.cpu_seconds() - cpu_server, time.process_time() - cpu_client
-    cpu_db = sum(_cpu_seconds(pid) - cpu_db.get(pid, 0.0) for pid in _db_backends())
     load_requests = sum(len(a) for a in bank.answers.values())
     latency = sorted(bank.latencies)
     if any(t.is_alive() for t in threads) or any("deadline" in c for c in bank.crashes):
@@ -578,6 +572,7 @@ def test_bank_concurrent_payments_survive_worker_kills(tier1, clients, gunicorn_
     refused_in_batches: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     replayed_after_loss = 0
+    replayed_after_reset = 0  # of those: the first answer was lost to a connection error (a kill)
     acked = 0  # 201 outcomes: single payments and batch items
     for key, req in bank.reqs.items():
         answers = bank.answers.get(key)
@@ -596,6 +591,7 @@ def test_bank_concurrent_payments_survive_worker_kills(tier1, clients, gunicorn_
                 problems.append(f"{key}: only replays, yet the first send was answered")
             elif first.status == 201:
                 replayed_after_loss += 1
+                replayed_after_reset += key in bank.reset_keys
         body = json.loads(first.content)
         if not req.batch:
             (src, dst, amount) = req.items[0]
@@ -775,7 +771,10 @@ def test_bank_concurrent_payments_survive_worker_kills(tier1, clients, gunicorn_
         "resend kinds": {k: v for k, v in bank.counts.items() if k.startswith(("resends", "concurrent"))},
         "connection errors (all / within 10 s of a kill)": [bank.counts["connection errors"], reset_by_kills],
         "client timeouts (impatient first sends)": bank.counts["client timeouts"],
-        "acknowledged only by replay after a lost answer": replayed_after_loss,
+        "acknowledged only by replay after a lost answer (all / lost to a kill)": [
+            replayed_after_loss,
+            replayed_after_reset,
+        ],
         "kills": len(kills),
         "wallets": len(wallets),
         "operators": ops,
@@ -787,8 +786,8 @@ def test_bank_concurrent_payments_survive_worker_kills(tier1, clients, gunicorn_
         "payments/s": round(attempted / load_s, 1),
         "requests/s": round(load_requests / load_s, 1),
         "latency ms p50/p95/max": [round(1000 * latency[int(q * (len(latency) - 1))]) for q in (0.5, 0.95, 1)],
-        "CPU ms per request: gunicorn, clients, db (live backends)": [
-            round(1000 * cpu / load_requests, 1) for cpu in (cpu_server, cpu_client, cpu_db)
+        "CPU ms per request: gunicorn, clients": [
+            round(1000 * cpu / load_requests, 1) for cpu in (cpu_server, cpu_client)
         ],
         "load average (1 min, machine)": round(os.getloadavg()[0], 1),
         "money before": before["total"],
@@ -808,6 +807,8 @@ def test_bank_concurrent_payments_survive_worker_kills(tier1, clients, gunicorn_
     assert reset_by_kills >= 1, "the kills hit no request in flight"
     assert replayed_after_loss >= 1, "no payment was acknowledged by a replay after its first answer was lost"
     assert bank.counts["concurrent duplicates"] >= 1 and bank.counts["resends later"] >= 1
-    for code in ("over-single-cap", "insufficient-funds", "over-balance-cap", "over-daily-cap", "same-wallet"):
+    bite = ("over-single-cap", "insufficient-funds", "over-balance-cap", "same-wallet")
+    bite += ("over-daily-cap",) if PAYMENTS >= 10_000 else ()  # daily caps bite later in the run
+    for code in bite:
         assert refused[code] + refused_in_batches[code] > 0, f"no payment was refused {code}"
     assert len(acknowledged) > attempted // 3
