@@ -445,6 +445,28 @@ def test_amounts_are_positive_integers_of_fen(bank):
 
 
 @pytest.mark.django_db
+def test_the_largest_amount_is_refused_by_the_rules_not_by_an_overflow(bank):
+    cb, a = bank["cb"], bank["a"]
+    w1, w2 = funded_wallet(a, 10_000), open_wallet(a, tier=1)
+    largest = 2**63 - 1
+    for path, body, code in [
+        ("payments", {"from_wallet": w1, "to_wallet": w2, "amount": largest}, "over-single-cap"),
+        ("exchanges", {"wallet": w2, "amount": largest}, "insufficient-funds"),
+        ("redemptions", {"wallet": w1, "amount": largest}, "insufficient-funds"),
+    ]:
+        with unchanged():
+            assert_problem(a.post(path, body), 409, code)
+    supply, before = chain_supply(), money_state()
+    # bank-a already holds some: the chain's total would pass the maximum. The operation is
+    # kept (refused, with the chain's reason); no money moved on either tier.
+    problem = assert_problem(cb.post("issuances", {"operator": "bank-a", "amount": largest}), 409, "tier1-refused")
+    assert "maximum" in problem["detail"] and chain_supply() == supply
+    after = money_state()
+    assert {k: v for k, v in after.items() if k != "tier1"} == {k: v for k, v in before.items() if k != "tier1"}
+    assert Tier1Op.objects.get(amount=largest).status == "refused"
+
+
+@pytest.mark.django_db
 def test_unknown_fields_and_wrong_shapes_are_400(bank):
     a = bank["a"]
     w1, w2 = funded_wallet(a, 10_000), open_wallet(a)
