@@ -69,7 +69,9 @@ def home_region(db):
 @pytest.fixture
 def institutions(db, home_region):
     ensure_builtin_framework(Framework)
-    cb = institution_ensure(slug="pboc", name="Central Bank", kind=Institution.Kind.CENTRAL_BANK, home_region=home_region)
+    cb = institution_ensure(
+        slug="pboc", name="Central Bank", kind=Institution.Kind.CENTRAL_BANK, home_region=home_region
+    )
     a = institution_ensure(slug="bank-a", name="Bank A", kind=Institution.Kind.OPERATOR_BANK, home_region=home_region)
     b = institution_ensure(slug="bank-b", name="Bank B", kind=Institution.Kind.OPERATOR_BANK, home_region=home_region)
     return cb, a, b

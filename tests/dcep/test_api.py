@@ -517,8 +517,8 @@ def test_bodies_too_deep_or_too_big_are_clean_4xx(bank):
     with unchanged():
         assert_problem(post_raw("payments", "[" * 100_000 + "]" * 100_000), 400)
         assert_problem(post_raw("payments/batch", '{"payments": ' + "[" * 50_000 + "]" * 50_000 + "}"), 400)
-        assert_problem(post_raw("payments", json.dumps({**item, "memo": "x" * 3_000_000})), 413)
-        many = json.dumps({"payments": [{**item, "memo": "x" * 140}] * 20_000})  # ~4 MB
+        assert_problem(post_raw("payments", json.dumps({**item, "memo": "x" * 9_000_000})), 413)
+        many = json.dumps({"payments": [{**item, "memo": "x" * 140}] * 50_000})  # ~10 MB, over the 8 MiB limit
         assert_problem(post_raw("payments/batch", many), 413)
         over = json.dumps({"payments": [item] * 8_191})  # under the size limit, over the count
         problem = assert_problem(post_raw("payments/batch", over), 400, "invalid")
@@ -526,6 +526,10 @@ def test_bodies_too_deep_or_too_big_are_clean_4xx(bank):
         assert_problem(post_raw("payments", "{not json"), 400, "parse-error")
         assert_problem(post_raw("payments", '{"from_wallet": "' + w1 + '", "amount": NaN}'), 400, "parse-error")
     assert Transfer.objects.filter(kind="payment").count() == 0
+    # A full batch with the longest non-ASCII memos (~5 MB) is under the limit: accepted.
+    full = json.dumps({"payments": [{**item, "memo": "元" * 140}] * 8_190})
+    assert len(full.encode()) > 2_621_440
+    assert post_raw("payments/batch", full).status_code == 201
 
 
 @pytest.mark.django_db
