@@ -6,6 +6,7 @@ call a service inside the idempotent runner and serialize the outcome.
 
 from __future__ import annotations
 
+from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins
 from rest_framework.decorators import action
@@ -17,13 +18,19 @@ from apps.dcep.api.base import IDEMPOTENCY_KEY, DcepViewSet
 from apps.dcep.errors import DcepError
 from apps.dcep.models import Institution, Transfer
 
+_SLUGS = "SELECT i.id, t.slug FROM dcep_institution i JOIN tenants_tenant t ON t.id = i.tenant_id"
+
 
 def _slugs() -> dict[int, str]:
-    return dict(Institution.objects.values_list("pk", "tenant__slug"))
+    """Every institution's slug by id (a plain query: through the ORM, building it cost more than running it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SLUGS)
+        return dict(cursor.fetchall())
 
 
 def _transfer_body(journal_dict: dict) -> dict:
-    return s.TransferSerializer(s.transfer_from_journal(journal_dict, _slugs())).data
+    """A TransferSerializer body, built by hand like a batch's items: the same JSON byte for byte."""
+    return s.transfer_from_journal(journal_dict, _slugs())
 
 
 def _tier1_body(op) -> dict:
