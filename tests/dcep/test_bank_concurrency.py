@@ -65,7 +65,9 @@ SEED = int(os.environ.get("BSN_BANK_SEED", "20240601"))
 PAYMENTS = int(os.environ.get("BSN_BANK_PAYMENTS", "10000"))
 CLIENTS = 16
 # The whole load phase, kills and resends included (a shared or slow machine may raise it).
-LOAD_DEADLINE_S = float(os.environ.get("BSN_BANK_DEADLINE_S", "150"))
+# A bound, not a speed goal (speed is measured by `make bench`): on an idle 2-core machine the
+# load phase takes about 90-140 s, on a loaded one up to ~230 s.
+LOAD_DEADLINE_S = float(os.environ.get("BSN_BANK_DEADLINE_S", "420"))
 KILL_AT = (0.30, 0.65)  # SIGKILL a gunicorn worker when this share of the payments is claimed
 ISSUE = 300_000_000  # fen issued to each operator on tier 1
 # Per operator: (tier, count, opening balances to choose from). Tier-4 wallets near their
