@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -41,7 +42,7 @@ class Actor:
             institution = next(iter(Institution.objects.raw(_INSTITUTION_OF, [tenant_id])), None)
         return cls(tenant=tenant, institution=institution, user=user)
 
-    @property
+    @cached_property  # asked for twice a payment of a batch; the actor never changes (frozen)
     def operator_id(self) -> int | None:
         inst = self.institution
         return inst.pk if inst is not None and inst.kind == Institution.Kind.OPERATOR_BANK else None
