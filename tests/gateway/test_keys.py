@@ -94,10 +94,10 @@ def test_node_env_follows_the_protocol_page(owner, regions):
     from tests.api.conftest import make_app
 
     RegionFactory(code="local-a", driver=Region.Driver.PROCESS)
-    app = make_app(owner, "envy", regions=("local-a",), contract_params={"issuer": "bank"})
+    app = make_app(owner, "envy", regions=("local-a",), contract_template="asset", contract_params={"issuer": "bank"})
     node = app.nodes.get()
     env = node_env(node)
-    assert env["BSN_CONTRACT"] == "kv"
+    assert env["BSN_CONTRACT"] == "asset"
     assert json.loads(env["BSN_CONTRACT_PARAMS"]) == {"issuer": "bank"}
     assert public_key_of(env["BSN_NODE_PRIVATE_KEY"]) == node.public_key
     assert env["BSN_ADMIN_PUBLIC_KEY"] == app.admin_public_key
