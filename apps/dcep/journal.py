@@ -220,22 +220,21 @@ class Journal:
         """
         legs = legs or [(source, -amount), (target, amount)]
         assert sum(value for _, value in legs) == 0, "legs must sum to zero"
-        transfer_id = uuid.uuid4()
-        tid = str(transfer_id)
+        tid = str(uuid.uuid4())  # rows carry the text: psycopg dumps a str in C, a UUID in Python
         for acc, value in legs:
             acc.balance += value
             if acc.balance < 0 and acc.kind != Account.Kind.ISSUANCE:
                 raise AssertionError(f"account {acc.id} would go below zero")  # rules are checked before post
             acc.entry_count += 1
             digest = entry_hash(acc.last_hash, tid, acc.id, acc.entry_count, value, acc.balance)
-            self.entries.append((transfer_id, acc.id, value, acc.balance, acc.entry_count, acc.last_hash, digest))
+            self.entries.append((tid, acc.id, value, acc.balance, acc.entry_count, acc.last_hash, digest))
             acc.last_hash = digest
             acc.dirty = True
         obligor, obligee, owed = obligation or (None, None, 0)
         tx_id, height = tier1 or ("", None)
         self.transfers.append(
             (
-                transfer_id,
+                tid,
                 kind,
                 amount,
                 source.id,
