@@ -267,8 +267,16 @@ def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
     ]
 
 
+def dcep(engine, notes: list[str]) -> list[Figure]:
+    """DCEP payments, batches, settlement and the embedded default against pgbench (tests/bench/dcep.py)."""
+    from tests.bench.dcep import dcep as measure
+
+    return measure(engine=engine, notes=notes)
+
+
 ALL = [
     ("ledger", ledger_throughput),
     ("memory", memory),
     ("provisioning", provisioning),
+    ("dcep", dcep),
 ]

@@ -116,12 +116,39 @@ def raw_docker_run_to_healthy(engine, image: str, runs: int = 3) -> float:
     return statistics.median(times)
 
 
-def write_results(figures: list[Figure], notes: list[str]) -> None:
+# Sections of docs/benchmarks.md, each regenerated only by a run that measured it (a run of
+# `make bench BENCH=dcep` keeps the other sections as they were).
+SECTIONS = {
+    "platform": ("Ledger nodes, memory, provisioning", ("ledger", "memory", "provisioning")),
+    "dcep": ("DCEP (digital currency) against pgbench", ("dcep",)),
+}
+INTRO = [
+    "# Benchmarks",
+    "",
+    "Produced by `make bench` (tests/bench). Every figure is measured against a reference in the",
+    "same run on the same machine; loops are bounded and talk to loopback only. `make bench",
+    "BENCH=<name>` runs some figures only (ledger, memory, provisioning, dcep) and regenerates",
+    "their section; the other sections are kept from the earlier run that measured them.",
+]
+
+
+def section_of(group: str) -> str:
+    return next(name for name, (_, groups) in SECTIONS.items() if group in groups)
+
+
+def _existing_sections(text: str) -> dict[str, str]:
+    found = {}
+    for name in SECTIONS:
+        start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        if start in text and end in text:
+            found[name] = text[text.index(start) : text.index(end) + len(end)]
+    return found
+
+
+def _render_section(name: str, figures: list[Figure], notes: list[str], analysis: list[str]) -> str:
     lines = [
-        "# Benchmarks",
-        "",
-        "Produced by `make bench` (tests/bench). Every figure is measured against a reference in the",
-        "same run on the same machine; loops are bounded and talk to loopback only.",
+        f"<!-- bench:{name} -->",
+        f"## {SECTIONS[name][0]}",
         "",
         f"Machine: {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores, "
         f"run at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
@@ -134,12 +161,27 @@ def write_results(figures: list[Figure], notes: list[str]) -> None:
         ratio = f"{f.ratio:.2f}×" if f.ratio is not None else "—"
         met = {True: "yes", False: "**no**", None: "—"}[f.ok]
         lines.append(f"| {f.name} | {f.value:.3g} {f.unit} | {ref} | {ratio} | {f.goal} | {met} |")
-    lines += ["", "## Details", "", *notes, "", *ANALYSIS]
-    RESULTS.write_text("\n".join(lines))
+    lines += ["", "### Details", "", *notes, "", *analysis, f"<!-- /bench:{name} -->"]
+    return "\n".join(lines)
+
+
+def write_results(measured: dict[str, tuple[list[Figure], list[str]]]) -> None:
+    """Regenerate the sections in ``measured`` ({section: (figures, notes)}), keep the others."""
+    from tests.bench import dcep
+
+    analysis = {"platform": ANALYSIS, "dcep": dcep.ANALYSIS}
+    kept = _existing_sections(RESULTS.read_text()) if RESULTS.exists() else {}
+    blocks = []
+    for name in SECTIONS:
+        if name in measured:
+            blocks.append(_render_section(name, *measured[name], analysis[name]))
+        elif name in kept:
+            blocks.append(kept[name])
+    RESULTS.write_text("\n".join(INTRO) + "\n\n" + "\n\n".join(blocks) + "\n")
 
 
 ANALYSIS = [
-    "## Reading the figures",
+    "### Reading the figures",
     "",
     "- Everything shares two cores: the client (pre-signed envelopes, JSON encoding), the ledger",
     "  node(s), the three etcd members (Raft + fsync for every pending batch and every block),",
@@ -176,13 +218,13 @@ def run(only: list[str]) -> int:
 
     call_command("migrate", verbosity=0)
     engine = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL, timeout=60)
-    figures: list[Figure] = []
-    notes: list[str] = []
+    measured: dict[str, tuple[list[Figure], list[str]]] = {}
     from tests.bench import figures as figs
 
     for name, fn in figs.ALL:
         if only and name not in only:
             continue
+        figures, notes = measured.setdefault(section_of(name), ([], []))
         print(f"== {name}", flush=True)
         try:
             produced = fn(engine=engine, notes=notes)
@@ -194,7 +236,7 @@ def run(only: list[str]) -> int:
             figures.append(figure)
             ratio = f" ratio {figure.ratio:.2f}" if figure.ratio is not None else ""
             print(f"   {figure.name}: {figure.value:.3g} {figure.unit}{ratio} (goal {figure.goal})", flush=True)
-    write_results(figures, notes)
+    write_results(measured)
     print(f"results written to {RESULTS}")
     _remove_installation_objects(engine)
     return 0
