@@ -338,6 +338,15 @@ def _locked_hold(actor: Actor, hold_id) -> Hold:
     return hold
 
 
+def _check_unresolved(hold: Hold) -> None:
+    """``hold-expired`` for a hold past its expiry, swept yet or not (the answer does not depend
+    on when the sweep ran); ``hold-resolved`` once captured or voided."""
+    if hold.status == Hold.Status.EXPIRED or (hold.status == Hold.Status.PENDING and hold.expires_at <= timezone.now()):
+        raise refusal("hold-expired", "This hold expired; its funds are released to the payer.")
+    if hold.status != Hold.Status.PENDING:
+        raise refusal("hold-resolved", f"This hold is already {hold.status}.")
+
+
 def hold_create(*, actor: Actor, from_wallet: str, to_wallet: str, amount: int, expires_in_s: int) -> Hold:
     with transaction.atomic():
         j = Journal()
@@ -371,10 +380,7 @@ def hold_capture(*, actor: Actor, hold_id, amount: int | None = None) -> Hold:
     with transaction.atomic():
         hold = _locked_hold(actor, hold_id)
         now = timezone.now()
-        if hold.status != Hold.Status.PENDING:
-            raise refusal("hold-resolved", f"This hold is already {hold.status}.")
-        if hold.expires_at <= now:
-            raise refusal("hold-expired", "This hold expired; its funds are released to the payer.")
+        _check_unresolved(hold)
         value = hold.amount if amount is None else amount
         if not 0 < value <= hold.amount:
             raise Invalid("amount", f"between 1 and the held {hold.amount} fen")
@@ -410,10 +416,7 @@ def hold_capture(*, actor: Actor, hold_id, amount: int | None = None) -> Hold:
 def hold_void(*, actor: Actor, hold_id) -> Hold:
     with transaction.atomic():
         hold = _locked_hold(actor, hold_id)
-        if hold.status != Hold.Status.PENDING:
-            raise refusal("hold-resolved", f"This hold is already {hold.status}.")
-        if hold.expires_at <= timezone.now():
-            raise refusal("hold-expired", "This hold expired; its funds are released to the payer.")
+        _check_unresolved(hold)
         _resolve(hold, Hold.Status.VOIDED)
     return hold
 

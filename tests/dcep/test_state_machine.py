@@ -583,9 +583,9 @@ class DcepMachine(RuleBasedStateMachine):
         return h, {"owner": src.op, "corp": "corp" if src.holder else src.op, "other": None}[who]
 
     def resolve_refusal(self, h: H) -> str | None:
-        if h.status != "pending":
-            return "hold-resolved"
-        return "hold-expired" if self.expired(h) else None
+        if h.status == "expired" or (h.status == "pending" and self.expired(h)):
+            return "hold-expired"
+        return "hold-resolved" if h.status != "pending" else None
 
     def do_capture(self, data):
         h, actor = self.draw_hold(data)
