@@ -50,6 +50,7 @@ class IssuanceViewSet(DcepViewSet):
     """Central bank → operator (tier 1)."""
 
     visible = staticmethod(selectors.transfers_visible_to)
+    service = staticmethod(tier1.issuance_create)
 
     @extend_schema(
         request=s.OperatorAmountInput, responses={201: s.Tier1ResultSerializer}, parameters=[IDEMPOTENCY_KEY]
@@ -61,7 +62,7 @@ class IssuanceViewSet(DcepViewSet):
         key = f"{self.tenant.pk}:{request.META.get('HTTP_IDEMPOTENCY_KEY', '')}"
 
         def work():
-            op = tier1.issuance_create(
+            op = type(self).service(
                 operator_slug=data.validated_data["operator"], amount=data.validated_data["amount"],
                 request_key=key, actor=actor.user,
             )  # fmt: skip
@@ -73,23 +74,7 @@ class IssuanceViewSet(DcepViewSet):
 class WithdrawalViewSet(IssuanceViewSet):
     """Operator → central bank (tier 1), refused beyond what the operator holds unallocated."""
 
-    @extend_schema(
-        request=s.OperatorAmountInput, responses={201: s.Tier1ResultSerializer}, parameters=[IDEMPOTENCY_KEY]
-    )
-    def create(self, request):
-        actor = self.require(Institution.Kind.CENTRAL_BANK)
-        data = s.OperatorAmountInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        key = f"{self.tenant.pk}:{request.META.get('HTTP_IDEMPOTENCY_KEY', '')}"
-
-        def work():
-            op = tier1.withdrawal_create(
-                operator_slug=data.validated_data["operator"], amount=data.validated_data["amount"],
-                request_key=key, actor=actor.user,
-            )  # fmt: skip
-            return 201, _tier1_body(op), {}
-
-        return self.idempotent_remote(work)
+    service = staticmethod(tier1.withdrawal_create)
 
 
 class ExchangeViewSet(DcepViewSet):
