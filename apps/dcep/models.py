@@ -222,20 +222,33 @@ class Transfer(models.Model):
     from_account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
     to_account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+", db_index=False)
     # Denormalised for scoping without joins: the operators and holder tenants of both sides.
+    # Denormalised copies of the two accounts' operator and holder tenant, for scoping without
+    # joins. They carry no database constraint: the journal copies them from the locked
+    # account rows in the same transaction, and the accounts' own keys are the integrity
+    # (a foreign-key check per copy cost about a fifth of PostgreSQL's time in a batch).
     from_operator = models.ForeignKey(
-        Institution, null=True, on_delete=models.PROTECT, related_name="+", db_index=False
+        Institution, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
     )
-    to_operator = models.ForeignKey(Institution, null=True, on_delete=models.PROTECT, related_name="+", db_index=False)
-    from_holder = models.ForeignKey(Tenant, null=True, on_delete=models.PROTECT, related_name="+", db_index=False)
-    to_holder = models.ForeignKey(Tenant, null=True, on_delete=models.PROTECT, related_name="+", db_index=False)
+    to_operator = models.ForeignKey(
+        Institution, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    from_holder = models.ForeignKey(
+        Tenant, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    to_holder = models.ForeignKey(
+        Tenant, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
     memo = models.CharField(max_length=140, blank=True)
     hold = models.ForeignKey(Hold, null=True, blank=True, on_delete=models.PROTECT, related_name="transfers")
+    # The obligation's parties are copies of the two accounts' operators (no constraint, as above).
     obligor = models.ForeignKey(
-        Institution, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
-    )
+        Institution, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False,
+        db_constraint=False,
+    )  # fmt: skip
     obligee = models.ForeignKey(
-        Institution, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
-    )
+        Institution, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False,
+        db_constraint=False,
+    )  # fmt: skip
     obligation = models.BigIntegerField(default=0)
     settlement = models.ForeignKey(
         Settlement, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
