@@ -269,13 +269,10 @@ class Journal:
 
     # ------------------------------------------------------------------ writing
     def flush(self) -> None:
-        if not self.transfers:
-            self._update_accounts()
-            return
-        if connection.vendor == "postgresql":
+        if self.transfers and connection.vendor == "postgresql":
             self._copy("dcep_transfer", _TRANSFER_COLUMNS, self.transfers)
             self._copy("dcep_entry", _ENTRY_COLUMNS, self.entries)
-        else:
+        elif self.transfers:
             Transfer.objects.bulk_create(
                 [Transfer(**dict(zip(_TRANSFER_COLUMNS, row, strict=True))) for row in self.transfers]
             )

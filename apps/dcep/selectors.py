@@ -24,6 +24,16 @@ def institution_of(tenant: Tenant | None) -> Institution | None:
     return Institution.objects.filter(tenant=tenant).first()
 
 
+_SLUGS = "SELECT i.id, t.slug FROM dcep_institution i JOIN tenants_tenant t ON t.id = i.tenant_id"
+
+
+def institution_slugs() -> dict[int, str]:
+    """Every institution's slug by id (a plain query: through the ORM, building it cost more than running it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SLUGS)
+        return dict(cursor.fetchall())
+
+
 def wallets_visible_to(tenant: Tenant | None) -> QuerySet[Account]:
     wallets = Account.objects.filter(kind=Account.Kind.WALLET).select_related("operator__tenant", "holder_tenant")
     if tenant is None:

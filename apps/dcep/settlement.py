@@ -23,7 +23,8 @@ from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from apps.dcep.errors import Tier1Unavailable, refusal
-from apps.dcep.models import Institution, Settlement, Tier1Chain, Transfer
+from apps.dcep.models import Settlement, Tier1Chain, Transfer
+from apps.dcep.selectors import institution_slugs
 from apps.dcep.tier1 import _envelope, chain_batch, tier1_chain, tier1_send
 from apps.gateway.errors import GatewayError
 from apps.gateway.services import Definitive, gateway_block
@@ -139,7 +140,7 @@ def _claim(settlement_id) -> None:
         chain = tier1_chain(ready=False)
         Transfer.objects.filter(obligation__gt=0, settlement__isnull=True).update(settlement=settlement)
         hashes = batch_leaf_hashes(settlement.pk)
-        slugs = dict(Institution.objects.values_list("pk", "tenant__slug"))
+        slugs = institution_slugs()
         positions: dict[str, int] = {}
         pairs = (
             Transfer.objects.filter(settlement=settlement)

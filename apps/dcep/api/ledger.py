@@ -41,7 +41,7 @@ class ChainView(DcepCaller, APIView):
             "app": str(chain.app_id),
             "status": chain.app.status,
             "height": info.get("height"),
-            "head_hash": info.get("head_hash") or info.get("head"),
+            "head_hash": info.get("head_hash"),
             "signer": chain.signer,
             "signer_public_key": tier1.central_bank().signing_public_key,
             "node_keys": {str(k): v for k, v in keys.items()},

@@ -6,7 +6,6 @@ call a service inside the idempotent runner and serialize the outcome.
 
 from __future__ import annotations
 
-from django.db import connection
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins
 from rest_framework.decorators import action
@@ -17,20 +16,12 @@ from apps.dcep.api import serializers as s
 from apps.dcep.api.base import IDEMPOTENCY_KEY, DcepViewSet
 from apps.dcep.errors import DcepError
 from apps.dcep.models import Institution, Transfer
-
-_SLUGS = "SELECT i.id, t.slug FROM dcep_institution i JOIN tenants_tenant t ON t.id = i.tenant_id"
-
-
-def _slugs() -> dict[int, str]:
-    """Every institution's slug by id (a plain query: through the ORM, building it cost more than running it)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SLUGS)
-        return dict(cursor.fetchall())
+from apps.dcep.selectors import institution_slugs
 
 
 def _transfer_body(journal_dict: dict) -> dict:
     """A TransferSerializer body, built by hand like a batch's items: the same JSON byte for byte."""
-    return s.transfer_from_journal(journal_dict, _slugs())
+    return s.transfer_from_journal(journal_dict, institution_slugs())
 
 
 def _tier1_body(op) -> dict:
@@ -125,7 +116,7 @@ class PaymentViewSet(DcepViewSet):
 
         def work():
             outcome = services.payment_batch(actor=actor, payments=data.validated_data["payments"], linked=linked)
-            slugs = _slugs()
+            slugs = institution_slugs()
             results = []
             for index, result in enumerate(outcome.results):
                 if "error" in result:
