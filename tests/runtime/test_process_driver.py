@@ -57,6 +57,9 @@ def test_node_environment_is_built_from_scratch(process_driver, make_spec, monke
     monkeypatch.setenv("BSN_SECRET_KEY", "must-not-leak")
     spec = make_spec(env={"BSN_CONTRACT": "kv"})
     status = process_driver.ensure_node(spec)
+    # Read the environment of the node once it answers: a node that died at once (a zombie)
+    # shows an empty environ, which would read as a missing variable instead of the real cause.
+    wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT)
     environ_file = Path(f"/proc/{pid_of(status)}/environ")
     if not environ_file.exists():
         pytest.skip("no /proc")
