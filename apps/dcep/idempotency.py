@@ -108,10 +108,21 @@ def _prep(names: tuple[str, ...], values: tuple) -> list:
     return [meta.get_field(n).get_db_prep_save(v, connection) for n, v in zip(names, values, strict=True)]
 
 
-_CLAIM_FIELDS = ("tenant", "key", "request_hash", "status", "response_headers", "created_at", "updated_at")
-_CLAIM = (
-    "INSERT INTO dcep_idempotencyrecord (tenant_id, key, request_hash, status, response_headers, created_at, "
-    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING id"
+_INSERT_FIELDS = (
+    "tenant",
+    "key",
+    "request_hash",
+    "status",
+    "response_status",
+    "response_body",
+    "response_headers",
+    "created_at",
+    "updated_at",
+)
+_INSERT = (
+    "INSERT INTO dcep_idempotencyrecord (tenant_id, key, request_hash, status, response_status, response_body, "
+    "response_headers, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (tenant_id, key) DO NOTHING RETURNING id"
 )
 _STORE_FIELDS = ("status", "response_status", "response_body", "response_headers", "updated_at", "id")
 _STORE = (
@@ -120,61 +131,109 @@ _STORE = (
 )
 
 
-def _claim_local(tenant, key: str, digest: str) -> tuple[IdempotencyRecord, bool]:
-    """``get_or_create`` of the key in one statement where the database can (INSERT … ON CONFLICT
-    DO NOTHING RETURNING): a concurrent insert of the same key makes it wait until that one
-    commits (then the row is read and replayed) or rolls back (then this one inserts)."""
-    features = connection.features
-    if not (features.can_return_columns_from_insert and features.supports_update_conflicts_with_target):
-        return IdempotencyRecord.objects.get_or_create(tenant=tenant, key=key, defaults={"request_hash": digest})
-    for _ in range(3):  # the row seen by ON CONFLICT may be purged before it is read: insert again
-        now = timezone.now()
-        values = (tenant.pk, key, digest, IdempotencyRecord.Status.IN_FLIGHT, {}, now, now)
-        with connection.cursor() as cursor:
-            cursor.execute(_CLAIM, _prep(_CLAIM_FIELDS, values))
-            row = cursor.fetchone()
-        if row is not None:
-            return IdempotencyRecord(id=row[0], tenant=tenant, key=key, request_hash=digest), True
-        record = IdempotencyRecord.objects.filter(tenant=tenant, key=key).first()
-        if record is not None:
-            return record, False
-    raise IntegrityError(f"idempotency key {key!r} neither inserted nor found")  # pragma: no cover
-
-
-def _store(record_id: int, status: int, body: dict, headers: dict, content_type: str) -> HttpResponse:
+def _store_response(status: int, body: dict, headers: dict, content_type: str) -> tuple[HttpResponse, dict]:
     response = _render(status, body, content_type)
-    values = (
-        IdempotencyRecord.Status.DONE,
-        status,
-        response.content,
-        {"Content-Type": content_type, **headers},
-        timezone.now(),
-        record_id,
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(_STORE, _prep(_STORE_FIELDS, values))
     for name, value in headers.items():
         response[name] = value
-    return response
+    return response, {"Content-Type": content_type, **headers}
+
+
+def _insert_done(tenant, key: str, digest: str, response: HttpResponse, headers: dict) -> bool:
+    """Insert the key with its response; False when the key exists (this transaction must not commit).
+
+    A concurrent insert of the same key makes this one wait on the unique index until the
+    other commits (then: False) or rolls back (then: inserted)."""
+    now = timezone.now()
+    done = IdempotencyRecord.Status.DONE
+    features = connection.features
+    if features.can_return_columns_from_insert and features.supports_update_conflicts_with_target:
+        values = (tenant.pk, key, digest, done, response.status_code, response.content, headers, now, now)
+        with connection.cursor() as cursor:
+            cursor.execute(_INSERT, _prep(_INSERT_FIELDS, values))
+            return cursor.fetchone() is not None
+    try:
+        with transaction.atomic():
+            IdempotencyRecord.objects.create(
+                tenant=tenant,
+                key=key,
+                request_hash=digest,
+                status=done,
+                response_status=response.status_code,
+                response_body=response.content,
+                response_headers=headers,
+            )
+        return True
+    except IntegrityError:
+        return False
+
+
+class _Taken(Exception):
+    """The key was stored by another request while this one worked: roll back, answer from the record."""
+
+
+def _answer_from_record(tenant, key: str, digest: str) -> HttpResponse:
+    record = IdempotencyRecord.objects.filter(tenant=tenant, key=key).first()
+    if record is None:  # purged in between (older than the TTL): the caller runs again
+        raise _Taken
+    if record.request_hash != digest:
+        raise _reused()
+    if record.status != IdempotencyRecord.Status.DONE:
+        raise DcepError(
+            "The first request with this Idempotency-Key is still running; send it again in a moment.",
+            code="idempotency-key-in-flight",
+            status=409,
+        )
+    return _replay(record)
 
 
 def run_local(request, tenant, work: Callable[[], tuple[int, dict, dict]]) -> HttpResponse:
-    """Key, money and response in one transaction (tier-2 writes)."""
+    """Key, money and response in one transaction (tier-2 writes), with as few statements as that takes.
+
+    The work runs first and the key row is inserted with the response at the end (one
+    ``INSERT … ON CONFLICT DO NOTHING``): no claim beforehand, no savepoints. If the key
+    exists — a resend, or a concurrent duplicate that committed first (this insert waited
+    for it on the unique index) — the work is rolled back and the stored response is the
+    answer. A refusal rolls the work back and is then stored under the key in a
+    transaction of its own, so a resend replays it. A 503 is never stored.
+    """
     key, digest = request_key(request), fingerprint(request)
+    for _ in range(3):  # a record purged between the conflict and the read: try again
+        try:
+            return _run_local_once(request, tenant, work, key, digest)
+        except _Taken:
+            continue
+    raise IntegrityError(f"idempotency key {key!r} neither inserted nor found")  # pragma: no cover
+
+
+def _run_local_once(request, tenant, work, key: str, digest: str) -> HttpResponse:
+    taken = False
+    try:
+        with transaction.atomic():
+            status, body, headers = work()
+            response, stored_headers = _store_response(status, body, headers, "application/json")
+            if _insert_done(tenant, key, digest, response, stored_headers):
+                return response
+            taken = True
+            transaction.set_rollback(True)  # the key answers already: none of this work happened
+    except DomainError as exc:  # a refusal: nothing of the work is written
+        if exc.status_code == 503:
+            raise
+        refused = (exc.status_code, exc.problem(instance=request.path), {}, PROBLEM_CONTENT_TYPE)
+    if taken:
+        return _answer_from_record(tenant, key, digest)
     with transaction.atomic():
-        record, created = _claim_local(tenant, key, digest)
-        if not created:
-            if record.request_hash != digest:
-                raise _reused()
-            if record.status == IdempotencyRecord.Status.DONE:
-                return _replay(record)
-        sid = transaction.savepoint()  # a refusal undoes the work, not the key
-        status, body, headers, content_type = _outcome(request, work)
-        if status >= 400:
-            transaction.savepoint_rollback(sid)
-        else:
-            transaction.savepoint_commit(sid)
-        return _store(record.pk, status, body, headers, content_type)
+        response, stored_headers = _store_response(*refused)
+        if _insert_done(tenant, key, digest, response, stored_headers):
+            return response
+    return _answer_from_record(tenant, key, digest)
+
+
+def _store(record_id: int, status: int, body: dict, headers: dict, content_type: str) -> HttpResponse:
+    response, stored_headers = _store_response(status, body, headers, content_type)
+    values = (IdempotencyRecord.Status.DONE, status, response.content, stored_headers, timezone.now(), record_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_STORE, _prep(_STORE_FIELDS, values))
+    return response
 
 
 def run_remote(request, tenant, work: Callable[[], tuple[int, dict, dict]]) -> HttpResponse:

@@ -20,8 +20,15 @@ from apps.dcep.selectors import institution_slugs
 
 
 def _transfer_body(journal_dict: dict) -> dict:
-    """A TransferSerializer body, built by hand like a batch's items: the same JSON byte for byte."""
-    return s.transfer_from_journal(journal_dict, institution_slugs())
+    """A TransferSerializer body, built by hand like a batch's items: the same JSON byte for byte.
+
+    The operators' slugs come with the locked accounts; an account made in the same
+    transaction (a hold's) has none, and then they are read."""
+    accounts = (journal_dict["from"], journal_dict["to"])
+    slugs = {a.operator_id: a.operator_slug for a in accounts if a.operator_id is not None}
+    if None in slugs.values():
+        slugs = institution_slugs()
+    return s.transfer_from_journal(journal_dict, slugs)
 
 
 def _tier1_body(op) -> dict:
