@@ -186,7 +186,7 @@ def _answer_from_record(tenant, key: str, digest: str) -> HttpResponse:
     return _replay(record)
 
 
-def run_local(request, tenant, work: Callable[[], tuple[int, dict, dict]]) -> HttpResponse:
+def run_local(request, tenant, work: Callable[[], tuple[int, dict, dict]], *, look_first: bool = False) -> HttpResponse:
     """Key, money and response in one transaction (tier-2 writes), with as few statements as that takes.
 
     The work runs first and the key row is inserted with the response at the end (one
@@ -195,8 +195,16 @@ def run_local(request, tenant, work: Callable[[], tuple[int, dict, dict]]) -> Ht
     for it on the unique index) — the work is rolled back and the stored response is the
     answer. A refusal rolls the work back and is then stored under the key in a
     transaction of its own, so a resend replays it. A 503 is never stored.
+
+    ``look_first``: look the key up before working (one query more), for work that costs
+    far more than a query (a batch), so that its resend is not computed again to be thrown away.
     """
     key, digest = request_key(request), fingerprint(request)
+    if look_first and IdempotencyRecord.objects.filter(tenant=tenant, key=key).exists():
+        try:
+            return _answer_from_record(tenant, key, digest)
+        except _Taken:
+            pass
     for _ in range(3):  # a record purged between the conflict and the read: try again
         try:
             return _run_local_once(request, tenant, work, key, digest)

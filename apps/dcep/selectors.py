@@ -227,6 +227,12 @@ def deep_checks() -> list[dict]:
         )
         (no_legs,) = cursor.fetchone()
         checks.append({"name": "every transfer has entries", "ok": no_legs == 0, "detail": f"{no_legs} without"})
+        cursor.execute(
+            "SELECT COUNT(*) FROM dcep_entry e "
+            "WHERE NOT EXISTS (SELECT 1 FROM dcep_transfer t WHERE t.id = e.transfer_id)"
+        )
+        (orphans,) = cursor.fetchone()
+        checks.append({"name": "every entry belongs to a transfer", "ok": orphans == 0, "detail": f"{orphans} without"})
     held = defaultdict(int)
     for row in Hold.objects.filter(status=Hold.Status.PENDING).values("from_account_id").annotate(s=Sum("amount")):
         held[row["from_account_id"]] = row["s"]

@@ -6,6 +6,8 @@ import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 
 @dataclass(frozen=True)
@@ -15,8 +17,22 @@ class Caps:
     daily: int | None
 
 
+_caps: dict[int, Caps] | None = None
+
+
 def caps(tier: int) -> Caps:
-    return Caps(*settings.BSN_DCEP_TIERS[tier])
+    """The caps of ``tier``; read from settings once (a batch asks twice a payment, 16,380 times)."""
+    global _caps
+    if _caps is None:
+        _caps = {t: Caps(*values) for t, values in settings.BSN_DCEP_TIERS.items()}
+    return _caps[tier]
+
+
+@receiver(setting_changed)
+def _forget_caps(*, setting: str, **kwargs) -> None:  # override_settings in tests
+    global _caps
+    if setting == "BSN_DCEP_TIERS":
+        _caps = None
 
 
 TIERS = (1, 2, 3, 4)

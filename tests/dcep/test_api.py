@@ -844,6 +844,31 @@ def test_replays_return_the_first_response_byte_for_byte(bank):
     ledger_ok()
 
 
+def test_a_resend_replays_the_first_answer_whatever_the_work_would_do_now(bank, monkeypatch):
+    """The key is stored after the work: a resend whose work would now be refused (or succeed)
+    still gets the first answer, and nothing of the second run stays."""
+    a = bank["a"]
+    w1, w2 = funded_wallet(a, 100), open_wallet(a)
+    first = created(a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 100}, key="all-of-it"))
+    with unchanged():  # w1 is empty now: the work is refused, rolled back, and the 201 replayed
+        again = a.post("payments", {"from_wallet": w1, "to_wallet": w2, "amount": 100}, key="all-of-it")
+    assert (again.status_code, again.json(), again["Idempotent-Replayed"]) == (201, first, "true")
+    assert IdempotencyRecord.objects.filter(key="all-of-it").count() == 1
+
+    # A batch looks its key up before working: its resend never runs the payments again.
+    body = {"payments": [{"from_wallet": w2, "to_wallet": w1, "amount": 1}]}
+    created(a.post("payments/batch", body, key="batch-once"))
+    from apps.dcep import services
+
+    def not_again(**kwargs):
+        raise AssertionError("the batch ran again")
+
+    monkeypatch.setattr(services, "payment_batch", not_again)
+    with unchanged():
+        assert a.post("payments/batch", body, key="batch-once")["Idempotent-Replayed"] == "true"
+    ledger_ok()
+
+
 # --------------------------------------------------------------------------- concurrency (live server)
 
 

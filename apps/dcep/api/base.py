@@ -61,8 +61,8 @@ class DcepViewSet(DcepCaller, TenantScopedViewSet):
             return type(self).visible(None)
         return type(self).visible(self.tenant)
 
-    def idempotent_local(self, work):
-        return idempotency.run_local(self.request, self.tenant, work)
+    def idempotent_local(self, work, *, look_first: bool = False):
+        return idempotency.run_local(self.request, self.tenant, work, look_first=look_first)
 
     def idempotent_remote(self, work):
         return idempotency.run_remote(self.request, self.tenant, work)

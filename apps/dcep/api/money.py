@@ -104,12 +104,11 @@ class PaymentViewSet(DcepViewSet):
 
     @extend_schema(request=s.PaymentInput, responses={201: s.TransferSerializer}, parameters=[IDEMPOTENCY_KEY])
     def create(self, request):
-        data = s.PaymentInput(data=request.data)
-        data.is_valid(raise_exception=True)
+        payment = s.payment_input(request.data)
         actor = self.actor
 
         def work():
-            return 201, _transfer_body(services.payment_create(actor=actor, **data.validated_data)), {}
+            return 201, _transfer_body(services.payment_create(actor=actor, **payment)), {}
 
         return self.idempotent_local(work)
 
@@ -158,7 +157,7 @@ class PaymentViewSet(DcepViewSet):
             # Built by hand (8,190 items through a serializer would cost more than the payments).
             return 201, body, {}
 
-        return self.idempotent_local(work)
+        return self.idempotent_local(work, look_first=True)
 
 
 def _not_applied(index: int) -> dict:

@@ -134,6 +134,40 @@ def _payment_problem(item, checked: set[str] | None = None) -> dict | None:
     return problems or None
 
 
+def _plain_text(value: str) -> bool:
+    """What a DRF CharField keeps unchanged: no surrounding blanks, no NUL, no lone surrogate."""
+    if value != value.strip() or "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def payment_input(data) -> dict:
+    """``PaymentInput``'s validated data; the common case without building the serializer.
+
+    A DRF serializer costs about 0.4 ms a request to build (it deep-copies its fields), a
+    tenth of a payment. A body whose every field is already in its final form (no unknown
+    or missing field, a good wallet number, an integer amount, a memo a CharField would not
+    change) is taken as it is; anything else goes through ``PaymentInput``, which accepts or
+    refuses it with its own messages. So both ways accept exactly the same bodies.
+    """
+    if type(data) is dict and data.keys() <= _PAYMENT_FIELDS and _payment_problem(data) is None:
+        memo = data.get("memo", "")
+        if isinstance(memo, str) and _plain_text(memo):
+            return {
+                "from_wallet": data["from_wallet"],
+                "to_wallet": data["to_wallet"],
+                "amount": data["amount"],
+                "memo": memo,
+            }
+    serializer = PaymentInput(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 class HoldInput(StrictInputSerializer):
     from_wallet = WalletNumberField()
     to_wallet = WalletNumberField()
