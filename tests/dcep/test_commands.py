@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -220,6 +221,21 @@ def test_audit_fails_when_the_chain_disagrees_with_the_journal(tier1):
     assert "tiers joined" in str(failed.value)
     assert "bank-b" not in str(failed.value)
     assert "FAIL  bank-a: chain" in out.getvalue() and "1005000 vs 1000000" in out.getvalue()
+
+
+def test_audit_finds_an_entry_without_its_transfer(tier1):
+    """The entry → transfer reference has no foreign-key constraint: the audit is what checks it."""
+    cross_payments()
+    with connection.cursor() as cursor:  # a leg written for a transfer that does not exist
+        cursor.execute(
+            "INSERT INTO dcep_entry (transfer_id, account_id, amount, balance_after, seq, prev_hash, hash) "
+            "SELECT %s, account_id, 0, balance_after, seq + 1000, hash, hash FROM dcep_entry LIMIT 1",
+            [str(uuid.uuid4())],
+        )
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("dcep_audit", stdout=out)
+    assert "FAIL  every entry belongs to a transfer" in out.getvalue(), out.getvalue()
 
 
 # --------------------------------------------------------------------------- dcep_verify
