@@ -43,6 +43,8 @@ class ProblemAutoSchema(AutoSchema):
             codes.append("400")
         # Views that reach ledger nodes name the extra codes they can answer (also per action).
         codes += [c for c in getattr(self.view, "problem_codes", ()) if c not in codes]
+        if self.method in ("POST", "PUT", "PATCH", "DELETE"):  # e.g. 422 of an Idempotency-Key
+            codes += [c for c in getattr(self.view, "write_problem_codes", ()) if c not in codes]
         by_action = getattr(self.view, "action_problem_codes", {}).get(getattr(self.view, "action", None), ())
         codes += [c for c in by_action if c not in codes]
         return codes

@@ -134,10 +134,18 @@ class Journal:
         self.entries: list[tuple] = []
 
     # ------------------------------------------------------------------ reading
-    def lock(self, *, ids=(), numbers=(), vault_of=(), issuance: bool = False) -> None:
-        """Lock (FOR UPDATE, in id order) the accounts named by id, wallet number or operator vault."""
+    def lock(self, *, ids=(), numbers=(), own=(), owner=(None, None), vault_of=(), issuance: bool = False) -> None:
+        """Lock (FOR UPDATE, in id order) the accounts named by id, wallet number or operator vault.
+
+        ``own``: wallet numbers locked only if ``owner`` = (operator id, holder tenant id) operates
+        or holds them, so that naming another party's wallet never locks it (it is then absent:
+        a 404 for the caller, and no wait for its owner).
+        """
+        operator_id, holder_tenant_id = owner
+        if own and operator_id is None and holder_tenant_id is None:
+            own = ()
         if connection.vendor == "postgresql":
-            rows = self._lock_rows_postgresql(ids, numbers, vault_of, issuance)
+            rows = self._lock_rows_postgresql(ids, numbers, own, owner, vault_of, issuance)
         else:
             from django.db.models import Q
 
@@ -146,6 +154,11 @@ class Journal:
                 query |= Q(id__in=list(ids))
             if numbers:
                 query |= Q(number__in=list(numbers))
+            if own:
+                mine = Q(operator_id=operator_id) if operator_id is not None else Q(pk__in=[])
+                if holder_tenant_id is not None:
+                    mine |= Q(holder_tenant_id=holder_tenant_id)
+                query |= Q(number__in=list(own)) & mine
             if vault_of:
                 query |= Q(kind=Account.Kind.VAULT, operator_id__in=list(vault_of))
             if issuance:
@@ -164,7 +177,7 @@ class Journal:
                 self.wallets[acc.number] = acc
 
     @staticmethod
-    def _lock_rows_postgresql(ids, numbers, vault_of, issuance: bool) -> list[tuple]:
+    def _lock_rows_postgresql(ids, numbers, own, owner, vault_of, issuance: bool) -> list[tuple]:
         """The same query as the ORM's, written once (compiling it cost more than running it)."""
         clauses, params = [], []
         if ids:
@@ -173,6 +186,9 @@ class Journal:
         if numbers:
             clauses.append("a.number = ANY(%s)")
             params.append(list(numbers))
+        if own:  # a NULL owner part compares as unknown: it matches nothing
+            clauses.append("(a.number = ANY(%s) AND (a.operator_id = %s OR a.holder_tenant_id = %s))")
+            params += [list(own), owner[0], owner[1]]
         if vault_of:
             clauses.append("(a.kind = %s AND a.operator_id = ANY(%s))")
             params += [Account.Kind.VAULT.value, list(vault_of)]

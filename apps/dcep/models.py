@@ -289,6 +289,12 @@ class Transfer(models.Model):
                 condition=Q(settlement__isnull=False),
                 name="dcep_settlement_leaves_set",
             ),
+            # The central bank's list (tier-1 transfers only: few among millions of payments).
+            models.Index(
+                fields=["created_at", "id"],
+                condition=Q(kind__in=["issuance", "withdrawal", "reversal"]),
+                name="dcep_transfer_tier1",
+            ),
         ]
 
     def __str__(self) -> str:

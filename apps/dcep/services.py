@@ -70,6 +70,11 @@ class Actor:
         return inst.pk if inst is not None and inst.kind == Institution.Kind.OPERATOR_BANK else None
 
     @property
+    def owner(self) -> tuple:
+        """(operator id, tenant id): the wallets this actor may debit are operated or held by it."""
+        return (self.operator_id, self.tenant.pk if self.tenant is not None else None)
+
+    @property
     def is_central_bank(self) -> bool:
         return self.institution is not None and self.institution.kind == Institution.Kind.CENTRAL_BANK
 
@@ -207,7 +212,7 @@ def wallet_update(*, actor: Actor, number: str, tier: int | None = None, status:
     require_operator(actor)
     with transaction.atomic():
         j = Journal()
-        j.lock(numbers=[number])
+        j.lock(own=[number], owner=(actor.operator_id, None))
         acc = j.by_number(number)
         if acc is None or not actor.operates(acc):
             raise NotFound(f"wallet {number} does not exist.")
@@ -247,7 +252,7 @@ def exchange_create(*, actor: Actor, wallet: str, amount: int) -> dict:
     operator = require_operator(actor)
     with transaction.atomic():
         j = Journal()
-        j.lock(numbers=[wallet], vault_of=[operator.pk])
+        j.lock(own=[wallet], owner=(operator.pk, None), vault_of=[operator.pk])
         dst = j.by_number(wallet)
         if dst is None or not actor.operates(dst):
             raise NotFound(f"wallet {wallet} does not exist.")
@@ -267,7 +272,7 @@ def redemption_create(*, actor: Actor, wallet: str, amount: int) -> dict:
     operator = require_operator(actor)
     with transaction.atomic():
         j = Journal()
-        j.lock(numbers=[wallet], vault_of=[operator.pk])
+        j.lock(own=[wallet], owner=(operator.pk, None), vault_of=[operator.pk])
         src = j.by_number(wallet)
         if src is None or not actor.operates(src):
             raise NotFound(f"wallet {wallet} does not exist.")
@@ -297,7 +302,7 @@ def payment_create(*, actor: Actor, from_wallet: str, to_wallet: str, amount: in
     # rollback here; any other error rolls back the caller's transaction as a whole.
     with transaction.atomic(savepoint=False):
         j = Journal()
-        j.lock(numbers=[from_wallet, to_wallet])
+        j.lock(own=[from_wallet], numbers=[to_wallet], owner=actor.owner)
         try:
             src = _debit_wallet(j, actor, from_wallet)
             dst = _any_wallet(j, to_wallet)
@@ -323,10 +328,11 @@ def payment_batch(*, actor: Actor, payments: list[dict], linked: bool) -> BatchR
 
     Unlinked: each payment stands alone (refused ones are skipped). Linked: all or nothing.
     """
-    numbers = {p["from_wallet"] for p in payments} | {p["to_wallet"] for p in payments}
+    payers = {p["from_wallet"] for p in payments}
+    payees = {p["to_wallet"] for p in payments}
     with transaction.atomic():
         j = Journal()
-        j.lock(numbers=numbers)
+        j.lock(own=payers - payees, numbers=payees, owner=actor.owner)
         results: list[dict] = []
         failed = False
         for p in payments:
@@ -379,7 +385,7 @@ def _check_unresolved(hold: Hold) -> None:
 def hold_create(*, actor: Actor, from_wallet: str, to_wallet: str, amount: int, expires_in_s: int) -> Hold:
     with transaction.atomic():
         j = Journal()
-        j.lock(numbers=[from_wallet, to_wallet])
+        j.lock(own=[from_wallet], numbers=[to_wallet], owner=actor.owner)
         src = _debit_wallet(j, actor, from_wallet)
         dst = _any_wallet(j, to_wallet)
         error = check_payment(src, dst, amount, j.today)

@@ -14,6 +14,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+import psycopg
 import pytest
 import requests
 from django.db import connection
@@ -374,6 +375,12 @@ def test_linked_batch_failed_changes_nothing(bank):
     ]
     assert all("transfer" not in r for r in body["results"])
     assert Transfer.objects.filter(obligation__gt=0).count() == 0  # no obligation left behind either
+
+    # "linked" is a JSON boolean: "yes", 1 or "false" are not read as one (an unlinked batch by mistake)
+    for wrong in ("yes", 1, "false", None):
+        with unchanged():
+            problem = assert_problem(a.post("payments/batch", {"payments": payments, "linked": wrong}), 400)
+        assert "linked" in problem["errors"], problem
 
 
 @pytest.mark.django_db
@@ -929,6 +936,48 @@ def test_concurrent_duplicates_apply_once(tier1, clients, live_server):
     assert len({r.content for r in good}) == 1
     assert chain_supply()["allocations"]["bank-b"] == 777
     ledger_ok()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_naming_another_partys_wallet_never_locks_it(tier1, clients, live_server):
+    """Bank B names bank A's wallet as payer (or as the wallet to change): while bank A holds that
+    wallet's row lock (a payment in progress), B's calls answer 404 at once instead of waiting."""
+    cb, a, b = clients["cb"], clients["a"], clients["b"]
+    issue(cb, "bank-a", 100_000)
+    issue(cb, "bank-b", 100_000)
+    wa, wb = funded_wallet(a, 50_000), funded_wallet(b, 50_000)
+    post = _live(live_server, b.membership)
+    settings_dict = connection.settings_dict
+    holder = psycopg.connect(
+        dbname=settings_dict["NAME"],
+        user=settings_dict["USER"] or None,
+        host=settings_dict["HOST"] or None,
+        port=settings_dict["PORT"] or None,
+        password=settings_dict["PASSWORD"] or None,
+    )
+    try:
+        with holder.cursor() as cursor:  # bank A's payment in progress: its wallet row is locked
+            cursor.execute("SELECT id FROM dcep_account WHERE number = %s FOR UPDATE", [wa])
+        calls = [
+            ("payments", {"from_wallet": wa, "to_wallet": wb, "amount": 1}),
+            ("payments/batch", {"payments": [{"from_wallet": wa, "to_wallet": wb, "amount": 1}]}),
+            ("holds", {"from_wallet": wa, "to_wallet": wb, "amount": 1, "expires_in_s": 60}),
+            ("exchanges", {"wallet": wa, "amount": 1}),
+            ("redemptions", {"wallet": wa, "amount": 1}),
+        ]
+        with ThreadPoolExecutor(len(calls)) as pool:
+            futures = [pool.submit(post, path, body, f"probe-{path}") for path, body in calls]
+            answers = [f.result(timeout=20) for f in futures]  # a locked row would wait until rollback
+        by_path = dict(zip([path for path, _ in calls], answers, strict=True))
+        for path, resp in by_path.items():
+            if path == "payments/batch":
+                assert resp.status_code == 201 and resp.json()["results"][0]["status"] == 404, resp.content
+            else:
+                assert resp.status_code == 404, (path, resp.content)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert amounts(a, wa) == (50_000, 50_000, 0)
 
 
 # --------------------------------------------------------------------------- query counts

@@ -96,6 +96,7 @@ def test_every_dcep_read_documents_its_problems():
             problems.add("409")  # not-settled, not-anchored
         for code in problems:
             assert responses[code]["content"] == PROBLEM, (path, code)
+        assert "422" not in responses, path  # an Idempotency-Key problem: writes only
     lists = [path for (_, path) in reads if path.endswith("/") and "{" not in path]
     for path in lists:
         names = {p["name"] for p in operations[("get", path)]["parameters"]}

@@ -26,7 +26,8 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 class DcepCaller:
     """The caller as an ``Actor``, and the check of its kind of institution (views and viewsets)."""
 
-    problem_codes = ("422", "503")
+    problem_codes = ("503",)
+    write_problem_codes = ("422",)  # idempotency-key-reused
 
     @property
     def tenant(self):

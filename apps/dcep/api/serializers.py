@@ -27,6 +27,17 @@ class FenField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """JSON ``true`` or ``false`` only: DRF's BooleanField also takes "yes", "on", 1 and "0"."""
+
+    default_error_messages = {"invalid": "true or false (a JSON boolean)"}
+
+    def to_internal_value(self, data):
+        if type(data) is not bool:
+            self.fail("invalid")
+        return data
+
+
 class WalletNumberField(serializers.CharField):
     default_error_messages = {"wallet": "a 16-digit wallet number with a valid check digit"}
 
@@ -77,7 +88,7 @@ class PaymentInput(StrictInputSerializer):
 
 class PaymentBatchInput(StrictInputSerializer):
     payments = serializers.ListField(min_length=1)  # items checked in validate_payments
-    linked = serializers.BooleanField(required=False, default=False)
+    linked = StrictBooleanField(required=False, default=False)
 
     def validate_payments(self, payments):
         from django.conf import settings
