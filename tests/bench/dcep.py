@@ -241,6 +241,56 @@ def gunicorn(env: dict, shape: tuple[int, int], log: Path, access_log: bool = Fa
         yield port
 
 
+# --------------------------------------------------------------------------- CPU split
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (/proc; a process gone counts 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _gunicorn_pids(port: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def _backend_pids() -> list[int]:
+    """The PostgreSQL backends connected to this database (the web workers keep theirs)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        pids = [row[0] for row in cursor.fetchall()]
+    connection.close()
+    return pids
+
+
+@contextmanager
+def cpu_split(port: int):
+    """CPU seconds spent during the block by the load clients (this process), the gunicorn
+    processes and the database's backends: where a request's CPU goes, whatever else runs."""
+    web, db = _gunicorn_pids(port), _backend_pids()
+    before = (time.process_time(), _cpu_seconds(web), _cpu_seconds(db))
+    split: dict[str, float] = {}
+    yield split
+    after = (time.process_time(), _cpu_seconds(web), _cpu_seconds(db))
+    split.update(zip(("clients", "web", "postgres"), (a - b for a, b in zip(after, before, strict=True)), strict=True))
+
+
+def _per_item(split: dict, items: int, unit: float, label: str) -> str:
+    parts = ", ".join(f"{name} {seconds / max(items, 1) / unit:,.2f}" for name, seconds in split.items())
+    return f"CPU a {label}: {parts}"
+
+
 # --------------------------------------------------------------------------- load
 
 
@@ -415,7 +465,8 @@ def dcep_postgres(notes: list[str], workdir: Path) -> dict:
         with gunicorn(env, SINGLE_SHAPE, workdir / "gunicorn-single.log") as port:
             make = single_payments(wallets, tokens)
             run_load(port, CLIENTS, make, max_requests=CLIENTS * 10, seconds=10)  # warm every worker
-            single = run_load(port, CLIENTS, make, max_requests=SINGLE_MAX_REQUESTS, seconds=SINGLE_SECONDS)
+            with cpu_split(port) as single_cpu:
+                single = run_load(port, CLIENTS, make, max_requests=SINGLE_MAX_REQUESTS, seconds=SINGLE_SECONDS)
         _check(single, "single payments")
         notes.append(
             f"- single payments (PostgreSQL): {single.ok:,} of {single.requests:,} requests 201 in "
@@ -423,7 +474,8 @@ def dcep_postgres(notes: list[str], workdir: Path) -> dict:
             f"gunicorn --workers {SINGLE_SHAPE[0]} --threads {SINGLE_SHAPE[1]}; latency p50 "
             f"{single.percentile(0.5) * 1000:.1f} ms, p99 {single.percentile(0.99) * 1000:.1f} ms; "
             f"{WALLETS_PER_BANK} tier-2 wallets a bank, each client pays from 16 wallets of its bank to random "
-            f"wallets of the other (every payment crosses operators)"
+            f"wallets of the other (every payment crosses operators); "
+            f"{_per_item(single_cpu, single.requests, 1e-3, 'payment (ms)')} (PostgreSQL: its backends only)"
         )
 
         # settle what the single payments left, so that the batches below make exactly SETTLE_COUNT transfers
@@ -442,7 +494,8 @@ def dcep_postgres(notes: list[str], workdir: Path) -> dict:
                 port, BATCH_CLIENTS, lambda c, i: make(c, i, 50), max_requests=BATCH_CLIENTS * 2, seconds=30
             )
             _check(warm, "batch warm-up")
-            batches = run_load(port, BATCH_CLIENTS, make, max_requests=SETTLE_COUNT // BATCH, seconds=300)
+            with cpu_split(port) as batch_cpu:
+                batches = run_load(port, BATCH_CLIENTS, make, max_requests=SETTLE_COUNT // BATCH, seconds=300)
             _check(batches, "batch payments")
             rest = SETTLE_COUNT - batches.items_ok - warm.items_ok
             if rest > 0:
@@ -453,7 +506,7 @@ def dcep_postgres(notes: list[str], workdir: Path) -> dict:
             f"applied in {batches.elapsed:.1f} s = {batches.rate:,.0f}/s; {BATCH_CLIENTS} concurrent clients, "
             f"gunicorn --workers {BATCH_SHAPE[0]} --threads {BATCH_SHAPE[1]}; each request: 128 payer wallets "
             f"of bank A → 128 payee wallets of bank B (disjoint per client), latency p50 "
-            f"{batches.percentile(0.5):.2f} s"
+            f"{batches.percentile(0.5):.2f} s; {_per_item(batch_cpu, batches.items_ok, 1e-6, 'payment (µs)')}"
         )
 
         # settlement of exactly SETTLE_COUNT transfers
