@@ -282,7 +282,8 @@ def cpu_split(port: int):
     before = (time.process_time(), _cpu_seconds(web), _cpu_seconds(db))
     split: dict[str, float] = {}
     yield split
-    after = (time.process_time(), _cpu_seconds(web), _cpu_seconds(db))
+    born = [pid for pid in _backend_pids() if pid not in db]  # connected during the block: all of it counts
+    after = (time.process_time(), _cpu_seconds(web), _cpu_seconds(db) + _cpu_seconds(born))
     split.update(zip(("clients", "web", "postgres"), (a - b for a, b in zip(after, before, strict=True)), strict=True))
 
 
