@@ -20,6 +20,7 @@ entry (trigger), so a bug here fails loudly instead of losing money.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from dataclasses import dataclass, field
 from hashlib import sha256
@@ -119,6 +120,20 @@ class Acc:
         self.dirty = True
 
 
+def uuid4_strings(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs as text, from one read of the OS's random source.
+
+    ``str(uuid.uuid4())`` costs about 3 µs (a system call, an object, its formatting); a batch
+    of 8,190 payments makes 8,190 of them. Same bits as uuid4: 122 random, version 4, RFC 4122.
+    """
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # variant RFC 4122
+    h = raw.hex()
+    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-{h[i + 12:i + 16]}-{h[i + 16:i + 20]}-{h[i + 20:i + 32]}"
+            for i in range(0, 32 * count, 32)]  # fmt: skip
+
+
 def entry_hash(prev_hash: str, transfer_id: str, account_id: int, seq: int, amount: int, balance_after: int) -> str:
     line = f"{prev_hash}|{transfer_id}|{account_id}|{seq}|{amount}|{balance_after}"
     return sha256(line.encode()).hexdigest()
@@ -132,6 +147,12 @@ class Journal:
         self.wallets: dict[str, Acc] = {}  # the locked accounts that have a number, by number
         self.transfers: list[tuple] = []
         self.entries: list[tuple] = []
+        self._ids: list[str] = []  # transfer ids made ahead, taken from the end
+
+    def _new_id(self) -> str:
+        if not self._ids:  # 1 for the first transfer, then more and more (a batch makes thousands)
+            self._ids = uuid4_strings(min(4096, max(1, 4 * len(self.transfers))))
+        return self._ids.pop()
 
     # ------------------------------------------------------------------ reading
     def lock(self, *, ids=(), numbers=(), own=(), owner=(None, None), vault_of=(), issuance: bool = False) -> None:
@@ -248,7 +269,7 @@ class Journal:
         """
         legs = legs or [(source, -amount), (target, amount)]
         assert sum(value for _, value in legs) == 0, "legs must sum to zero"
-        tid = str(uuid.uuid4())  # rows carry the text: psycopg dumps a str in C, a UUID in Python
+        tid = self._new_id()  # rows carry the text: psycopg dumps a str in C, a UUID in Python
         for acc, value in legs:
             acc.balance += value
             if acc.balance < 0 and acc.kind != Account.Kind.ISSUANCE:

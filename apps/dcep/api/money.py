@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 
 from apps.dcep import selectors, services, tier1
 from apps.dcep.api import serializers as s
@@ -123,6 +124,7 @@ class PaymentViewSet(DcepViewSet):
         def work():
             outcome = services.payment_batch(actor=actor, payments=data.validated_data["payments"], linked=linked)
             slugs = institution_slugs()
+            stamp = None  # every transfer of a batch has the same time: encoded once
             results = []
             for index, result in enumerate(outcome.results):
                 if "error" in result:
@@ -131,9 +133,9 @@ class PaymentViewSet(DcepViewSet):
                         {"index": index, "status": error.status_code, "code": error.code, "detail": error.detail}
                     )
                 elif outcome.applied:
-                    results.append(
-                        {"index": index, "status": 201, "transfer": s.transfer_from_journal(result["transfer"], slugs)}
-                    )
+                    stamp = stamp or JSONEncoder().default(result["transfer"]["created_at"])
+                    transfer = s.transfer_from_journal(result["transfer"], slugs, created_at=stamp)
+                    results.append({"index": index, "status": 201, "transfer": transfer})
                 else:
                     results.append(_not_applied(index))
             # A linked batch stops at its first refusal: the rest were not tried.

@@ -86,8 +86,20 @@ class PaymentInput(StrictInputSerializer):
     memo = serializers.CharField(max_length=140, required=False, allow_blank=True, default="")
 
 
+class _UncheckedItemsListField(serializers.ListField):
+    """A list whose items the serializer checks itself (``validate_payments``): DRF's ListField
+    runs a child field per item, 10 µs each, more than a payment's whole check."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str | dict) or not isinstance(data, list):
+            self.fail("not_a_list", input_type=type(data).__name__)
+        if not self.allow_empty and not data:
+            self.fail("empty")
+        return data
+
+
 class PaymentBatchInput(StrictInputSerializer):
-    payments = serializers.ListField(min_length=1)  # items checked in validate_payments
+    payments = _UncheckedItemsListField(min_length=1)  # items checked in validate_payments
     linked = StrictBooleanField(required=False, default=False)
 
     def validate_payments(self, payments):
@@ -126,9 +138,8 @@ def _payment_problem(item, checked: set[str] | None = None) -> dict | None:
     checked = set() if checked is None else checked
     if not isinstance(item, dict):
         return {"non_field_errors": ["a payment is an object"]}
-    unknown = set(item) - _PAYMENT_FIELDS
-    if unknown:
-        return {name: ["unknown field"] for name in sorted(unknown)}
+    if not item.keys() <= _PAYMENT_FIELDS:
+        return {name: ["unknown field"] for name in sorted(set(item) - _PAYMENT_FIELDS)}
     problems = {}
     for name in ("from_wallet", "to_wallet"):
         value = item.get(name)
@@ -296,7 +307,8 @@ def transfer_from_row(t: Transfer) -> dict:
     }
 
 
-def transfer_from_journal(d: dict, slugs: dict[int, str]) -> dict:
+def transfer_from_journal(d: dict, slugs: dict[int, str], created_at=None) -> dict:
+    """``created_at``: the time already as JSON text (a batch's transfers share one, encoded once)."""
     src, dst = d["from"], d["to"]
     tier1 = {"tx_id": d["tier1_tx_id"], "height": d["tier1_height"]} if d["tier1_tx_id"] else None
     return {
@@ -311,7 +323,7 @@ def transfer_from_journal(d: dict, slugs: dict[int, str]) -> dict:
         "hold": d["hold"],
         "settlement": None,
         "tier1": tier1,
-        "created_at": d["created_at"],
+        "created_at": created_at or d["created_at"],
     }
 
 
