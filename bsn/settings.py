@@ -204,6 +204,8 @@ BSN_OPERATION_MAX_ATTEMPTS = env_int("BSN_OPERATION_MAX_ATTEMPTS", 5, minimum=1)
 # A running operation whose heartbeat is older than this is taken over by another worker.
 BSN_OPERATION_STALE_SECONDS = env_int("BSN_OPERATION_STALE_SECONDS", 120, minimum=5)
 BSN_RECONCILE_INTERVAL = env_float("BSN_RECONCILE_INTERVAL", 30.0)
+# A worker serving every region (bsn_worker without region codes) looks for new regions this often.
+BSN_WORKER_FOLLOW_INTERVAL = env_float("BSN_WORKER_FOLLOW_INTERVAL", 2.0)
 BSN_TOKEN_TTL_DAYS = env_int("BSN_TOKEN_TTL_DAYS", 90, minimum=1)
 BSN_PROCESS_DIR = DATA_DIR / "process-nodes"
 # Gateway → node: connect timeout (an unreachable node is skipped for the next one) and

@@ -7,7 +7,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.chainapps.workers import worker_argv
+from apps.chainapps.workers import FOLLOW_ENV, worker_argv
 from apps.regions.models import Region
 
 
@@ -32,5 +32,9 @@ class Command(BaseCommand):
         argv = worker_argv(queues, concurrency=concurrency, name=f"bsn-{os.getpid()}@%h")
         if beat:
             argv.append("-B")
-        self.stderr.write(f"consuming {', '.join(queues)}")
+        if not regions:  # every region: also those added while this worker runs
+            os.environ[FOLLOW_ENV] = "1"
+        self.stderr.write(
+            f"consuming {', '.join(queues)}" + ("" if regions else " and the queue of every region added later")
+        )
         os.execv(sys.executable, argv)  # noqa: S606 - replace this process with the worker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -59,7 +60,11 @@ class Command(BaseCommand):
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
         region.save()
         audit_record(action="region.add", object_type="region", object_id=code, actor_label="manage.py")
-        self.stdout.write(f"added region {code} ({region.driver}); workers consume queue {region.queue}")
+        self.stdout.write(
+            f"added region {code} ({region.driver}), queue {region.queue}: running workers that serve every "
+            f"region (bsn_worker without region codes) consume it within {settings.BSN_WORKER_FOLLOW_INTERVAL:g} s; "
+            f"a worker started for chosen regions needs it named (bsn_worker {code} …)"
+        )
 
     def do_list(self, **o):
         rows = regions_with_load()
