@@ -204,6 +204,8 @@ BSN_OPERATION_MAX_ATTEMPTS = env_int("BSN_OPERATION_MAX_ATTEMPTS", 5, minimum=1)
 # A running operation whose heartbeat is older than this is taken over by another worker.
 BSN_OPERATION_STALE_SECONDS = env_int("BSN_OPERATION_STALE_SECONDS", 120, minimum=5)
 BSN_RECONCILE_INTERVAL = env_float("BSN_RECONCILE_INTERVAL", 30.0)
+# A step that no worker has taken from its region's queue this long is said to be waiting (log, steps).
+BSN_STEP_PICKUP_SECONDS = env_float("BSN_STEP_PICKUP_SECONDS", 30.0)
 # A worker serving every region (bsn_worker without region codes) looks for new regions this often.
 BSN_WORKER_FOLLOW_INTERVAL = env_float("BSN_WORKER_FOLLOW_INTERVAL", 2.0)
 BSN_TOKEN_TTL_DAYS = env_int("BSN_TOKEN_TTL_DAYS", 90, minimum=1)
@@ -271,6 +273,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.chainapps.tasks.resume_stale_operations",
         "schedule": max(5.0, BSN_OPERATION_STALE_SECONDS / 4),
     },
+    "operations-waiting": {"task": "apps.chainapps.tasks.operations_waiting", "schedule": 10.0},
     "dcep-settle": {"task": "apps.dcep.tasks.settlement_scheduled", "schedule": BSN_DCEP_SETTLEMENT_INTERVAL},
     "dcep-expire-holds": {"task": "apps.dcep.tasks.holds_expire", "schedule": BSN_DCEP_HOLD_SWEEP_INTERVAL},
     "dcep-tier1-resolve": {"task": "apps.dcep.tasks.tier1_resolve", "schedule": 30.0},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -195,6 +195,76 @@ def pending_steps(op: Operation) -> list[LedgerNode]:
     return list(LedgerNode.objects.select_related("region").filter(pk__in=ids))
 
 
+def steps_dispatched(operation_id, queues: dict[str, str]) -> None:
+    """Remember on which queue and when each pending step was sent, to say so if no worker takes it."""
+    now = timezone.now().isoformat()
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        steps = dict(op.steps)
+        for node_id, queue in queues.items():
+            step = steps.get(node_id)
+            if step is not None and step["state"] == STEP_PENDING:
+                steps[node_id] = {**step, "queue": queue, "dispatched_at": now, "taken_at": None, "waiting": ""}
+        op.steps = steps
+        op.save(update_fields=["steps", "updated_at"])
+
+
+def step_taken(operation_id, node_id: str) -> None:
+    """A worker took the step from its queue (ends a "waiting for a worker" note)."""
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        step = op.steps.get(node_id) if op is not None else None
+        if step is None or step["state"] != STEP_PENDING or step.get("taken_at"):
+            return
+        now = timezone.now()
+        op.steps = {**op.steps, node_id: {**step, "taken_at": now.isoformat(), "waiting": ""}}
+        op.heartbeat_at = now
+        if step.get("waiting"):
+            line = Operation.log_line(f"a worker took the step of node {node_id} from queue {step.get('queue')}")
+            op.log = [*op.log, line][-LOG_LIMIT:]
+        op.save(update_fields=["steps", "log", "heartbeat_at", "updated_at"])
+
+
+def operations_waiting() -> int:
+    """Steps no worker has taken within BSN_STEP_PICKUP_SECONDS: say so, once, in the step and the log.
+
+    A step waits on its region's queue (``region.<code>``); nobody takes it when no running
+    worker consumes that queue. Returns how many steps got the note.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.BSN_STEP_PICKUP_SECONDS)
+    noted = 0
+    for operation_id in Operation.objects.filter(status=Operation.Status.RUNNING).values_list("pk", flat=True):
+        with transaction.atomic():
+            op = Operation.objects.select_for_update(skip_locked=True).filter(pk=operation_id).first()
+            if op is None or op.status != Operation.Status.RUNNING:
+                continue
+            steps, lines = dict(op.steps), []
+            for node_id, step in steps.items():
+                sent = step.get("dispatched_at")
+                if step["state"] != STEP_PENDING or not sent or step.get("taken_at") or step.get("waiting"):
+                    continue
+                sent_at = datetime.fromisoformat(sent)
+                if sent_at > cutoff:
+                    continue
+                queue = step.get("queue", "")
+                code = queue.removeprefix("region.")
+                steps[node_id] = {**step, "waiting": f"no worker has taken this step from queue {queue} yet"}
+                lines.append(
+                    Operation.log_line(
+                        f"waiting for a worker on queue {queue} (node {node_id}) for "
+                        f"{int((now - sent_at).total_seconds())} s: start a worker that consumes it "
+                        f"(manage.py bsn_worker {code}, or bsn_worker with no region codes) or check that it runs"
+                    )
+                )
+            if lines:
+                op.steps = steps
+                op.log = [*op.log, *lines][-LOG_LIMIT:]
+                op.save(update_fields=["steps", "log", "updated_at"])
+                noted += len(lines)
+    return noted
+
+
 def _check_still_wanted(op: Operation, app: ChainApp) -> None:
     wanted = {
         Operation.Kind.PROVISION: ChainApp.DesiredState.RUNNING,
@@ -217,6 +287,7 @@ def node_step_run(operation_id: str, node_id: str) -> str:
     step = op.steps.get(node_id)
     if step is None or step["state"] != STEP_PENDING:
         return "skipped"
+    step_taken(operation_id, node_id)
     node = LedgerNode.objects.select_related("app__framework", "app__tenant", "region").filter(pk=node_id).first()
     if node is None:
         return _record_step(operation_id, node_id, STEP_DONE, "node row gone")

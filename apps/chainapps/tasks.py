@@ -42,6 +42,7 @@ def operation_begin(operation_id: str, waits: int = 0) -> str:
     if not nodes:
         provisioning.complete_if_done(operation_id)
         return "nothing to do"
+    provisioning.steps_dispatched(operation_id, {str(node.pk): node.region.queue for node in nodes})
     for node in nodes:
         node_step.apply_async((operation_id, str(node.pk)), queue=node.region.queue)
     return f"dispatched {len(nodes)}"
@@ -69,6 +70,12 @@ def resume_stale_operations() -> int:
         logger.warning("resuming stale operation %s", operation_id)
         enqueue_operation(operation_id)
     return len(ids)
+
+
+@shared_task
+def operations_waiting() -> int:
+    """Say in their log which steps no worker has taken from their region's queue."""
+    return provisioning.operations_waiting()
 
 
 @shared_task
