@@ -258,7 +258,10 @@ class Transfer(models.Model):
     )
     tier1_tx_id = models.CharField(max_length=64, blank=True)
     tier1_height = models.PositiveBigIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(db_index=True)
+    # No index of its own: every list reads through a composite index led by a party (operator,
+    # holder, account) or the central bank's partial one; a lone created_at index would cost
+    # every payment an index entry for the Django admin's full list only.
+    created_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -308,7 +311,11 @@ class Entry(models.Model):
     # No foreign-key constraint (its check cost 9 µs a payment at commit): the journal writes an
     # entry only in the statement that writes its transfer, neither is ever deleted (triggers),
     # and ``dcep_audit`` checks that every entry's transfer exists.
-    transfer = models.ForeignKey(Transfer, on_delete=models.PROTECT, related_name="entries", db_constraint=False)
+    # Nor an index: entries are read by account (the unique (account, seq) index) and, by
+    # transfer, only in dcep_audit's full scans (two index entries less a payment).
+    transfer = models.ForeignKey(
+        Transfer, on_delete=models.PROTECT, related_name="entries", db_constraint=False, db_index=False
+    )
     # Indexed by the unique (account, seq) constraint below.
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries", db_index=False)
     amount = models.BigIntegerField()  # signed: + credit, - debit
