@@ -61,7 +61,7 @@ def test_a_half_written_message_is_left_for_a_later_read(channel):
 
 
 def test_a_file_that_never_parses_is_set_aside_not_read_forever(channel):
-    path = os.path.join(channel.data_folder_in, "1_bad.default.msg")
+    path = os.path.join(channel.data_folder_in, "0_bad.default.msg")  # sorts before any real message
     with open(path, "wb") as f:
         f.write(b"{not json")
     old = os.stat(path).st_mtime - broker_fs.UNREADABLE_GRACE - 1
