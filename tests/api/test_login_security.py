@@ -220,6 +220,15 @@ class TestTokenLifetimeAndCount:
         ok = owner_client.post("/api/v1/tokens", {"name": "month", "expires_in_days": 30}, format="json")
         assert ok.status_code == 201
 
+    def test_lowering_the_maximum_ends_older_tokens(self, owner_client, settings):
+        long_lived = owner_client.post("/api/v1/tokens", {"name": "ci", "expires_in_days": 300}, format="json").json()
+        ApiToken.objects.filter(pk=long_lived["id"]).update(created_at=timezone.now() - timedelta(days=40))
+        settings.BSN_TOKEN_MAX_TTL_DAYS = 30
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {long_lived['token']}")
+        assert_problem(client.get("/api/v1/tenant"), 401)
+        assert owner_client.get(f"/api/v1/tokens/{long_lived['id']}").json()["is_usable"] is False
+
     def test_login_tokens_are_short_lived_and_capped(self, owner, settings):
         settings.BSN_LOGIN_TOKENS_MAX = 3
         secrets = [_login("alice", PASSWORD).json()["token"] for _ in range(6)]
