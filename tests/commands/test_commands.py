@@ -88,6 +88,8 @@ def test_bsn_demo_second_run_keeps_the_logins_and_the_token(client, tmp_path):
     assert ApiToken.objects.usable().filter(name="demo").count() == 1
     assert client.get("/api/v1/tenant", HTTP_AUTHORIZATION=f"Token {third['token']}").status_code == 200
     assert get_user_model().objects.get(username="admin").check_password("chosen-by-the-operator")
+    with pytest.raises(CommandError, match="--username"):
+        run("bsn_demo", "--driver", "process", "--username", "\u0430dmin")  # Cyrillic а
 
 
 @pytest.mark.django_db

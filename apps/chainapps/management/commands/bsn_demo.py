@@ -18,8 +18,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from rest_framework.exceptions import ValidationError
 
 from apps.chainapps.models import Framework
 from apps.regions.services import DEMO_REGIONS, demo_regions_seed, driver_pick
@@ -68,7 +69,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, driver, username, login_file, **options):
         driver = driver_pick(driver)
-        username_validate(username)
+        try:
+            username_validate(username)
+        except ValidationError as exc:
+            raise CommandError(f"--username {username!r}: {exc.detail['username'][0]}") from exc
         known = _read_login_file(login_file)
         User = get_user_model()
         lines: list[str] = []
