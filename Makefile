@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 export DJANGO_SETTINGS_MODULE ?= bsn.settings
 
-.PHONY: run test lint format venv services image bench clean
+.PHONY: run test lint format venv services image bench soak clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,3 +45,8 @@ clean:
 ## bench: figures as ratios against references measured in the same run (docs/benchmarks.md)
 bench: venv services image
 	DJANGO_SETTINGS_MODULE=bsn.settings_test $(PY) -m tests.bench $(BENCH)
+
+## soak: the embedded stack (make run) for SOAK_SECONDS (default 1800) with traffic, beat ticks and
+## worker SIGKILLs; fails on any crash or lost operation (not in CI: tests/soak.py)
+soak: venv
+	$(PY) -m tests.soak

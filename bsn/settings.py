@@ -8,7 +8,10 @@ Two shapes from one module:
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -21,18 +24,37 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
-    """An explicit key wins; the embedded default keeps a random one in the data dir."""
+    """An explicit key wins; the embedded default keeps a random one in the data dir.
+
+    The file is written aside with mode 0600 (``mkstemp``) and linked into place, so it is
+    never readable by others, not even for a moment, and two processes starting at once
+    (web, worker, beat) agree on one key: the second ``link`` fails and reads the first's.
+    """
     explicit = env_str("BSN_SECRET_KEY", "")
     if explicit:
         return explicit
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
+        fd, partial = tempfile.mkstemp(dir=DATA_DIR, prefix=".secret_key-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(50))
+            try:
+                os.link(partial, key_file)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(partial)
     return key_file.read_text().strip()
 
 
 SECRET_KEY = _secret_key()
+# Key rotation: the old key(s), comma- or newline-separated (a _FILE variant works too).
+# Sessions, signed values and every secret encrypted at rest (apps/common/crypto.py)
+# made with a key listed here stay readable; new ones use SECRET_KEY.
+SECRET_KEY_FALLBACKS = [
+    k.strip() for k in env_str("BSN_SECRET_KEY_FALLBACKS", "").replace("\n", ",").split(",") if k.strip()
+]
 DEBUG = env_bool("BSN_DEBUG", False)
 ALLOWED_HOSTS = env_list("BSN_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 
@@ -47,6 +69,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI assets served locally (no CDN needed)
+    "axes",  # failed-login lockouts for the API login and the Django admin (apps/tenants/login.py)
     "apps.common",
     "apps.audit",
     "apps.tenants",
@@ -67,6 +90,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login refused because of a lockout into 429 + Retry-After.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "bsn.urls"
@@ -103,6 +128,43 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- HTTPS (production) ------------------------------------------------------------------
+# One switch for a deployment behind TLS; each part can also be set on its own.
+BSN_HTTPS = env_bool("BSN_HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("BSN_SSL_REDIRECT", BSN_HTTPS)
+# Probes from a load balancer speak plain HTTP on the inside network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env_int("BSN_HSTS_SECONDS", 31_536_000 if BSN_HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("BSN_HSTS_INCLUDE_SUBDOMAINS", BSN_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("BSN_HSTS_PRELOAD", BSN_HTTPS)
+SESSION_COOKIE_SECURE = env_bool("BSN_SESSION_COOKIE_SECURE", BSN_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("BSN_CSRF_COOKIE_SECURE", BSN_HTTPS)
+# Trust X-Forwarded-Proto only behind a proxy that sets it (and strips a client's own).
+if env_bool("BSN_PROXY_SSL_HEADER", BSN_HTTPS):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = env_list("BSN_CSRF_TRUSTED_ORIGINS", [])
+
+# --- log-in -----------------------------------------------------------------------------
+# django-axes counts failed log-ins (API and Django admin) per client address and, apart,
+# per username, in the database (shared by every web process); at the limit that address
+# or username gets 429 + Retry-After until the cool-off has passed since its last failure.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("BSN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("BSN_LOGIN_COOLOFF_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# A good log-in does not clear the failures: an attacker with an account of their own
+# could otherwise interleave it to keep guessing from one address.
+AXES_RESET_ON_SUCCESS = False
+AXES_LOCKOUT_CALLABLE = "apps.tenants.login.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "apps.tenants.login.client_address"
+AXES_VERBOSE = False
+# Proxies in front of the web process that append to X-Forwarded-For (0: use the socket
+# address). The client address is the one the outermost trusted proxy saw.
+BSN_TRUSTED_PROXY_COUNT = env_int("BSN_TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -208,7 +270,17 @@ BSN_RECONCILE_INTERVAL = env_float("BSN_RECONCILE_INTERVAL", 30.0)
 BSN_STEP_PICKUP_SECONDS = env_float("BSN_STEP_PICKUP_SECONDS", 30.0)
 # A worker serving every region (bsn_worker without region codes) looks for new regions this often.
 BSN_WORKER_FOLLOW_INTERVAL = env_float("BSN_WORKER_FOLLOW_INTERVAL", 2.0)
-BSN_TOKEN_TTL_DAYS = env_int("BSN_TOKEN_TTL_DAYS", 90, minimum=1)
+# API tokens: the default lifetime, the longest anyone may ask for, the lifetime of a
+# token from POST /auth/login, and how many log-in tokens one member keeps (older ones are
+# revoked at the next log-in).
+BSN_TOKEN_MAX_TTL_DAYS = env_int("BSN_TOKEN_MAX_TTL_DAYS", 365, minimum=1)
+BSN_TOKEN_TTL_DAYS = env_int("BSN_TOKEN_TTL_DAYS", min(90, BSN_TOKEN_MAX_TTL_DAYS), minimum=1)
+BSN_LOGIN_TOKEN_TTL_DAYS = env_int("BSN_LOGIN_TOKEN_TTL_DAYS", min(7, BSN_TOKEN_MAX_TTL_DAYS), minimum=1)
+BSN_LOGIN_TOKENS_MAX = env_int("BSN_LOGIN_TOKENS_MAX", 5, minimum=1)
+if max(BSN_TOKEN_TTL_DAYS, BSN_LOGIN_TOKEN_TTL_DAYS) > BSN_TOKEN_MAX_TTL_DAYS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("BSN_TOKEN_TTL_DAYS and BSN_LOGIN_TOKEN_TTL_DAYS must not exceed BSN_TOKEN_MAX_TTL_DAYS")
 BSN_PROCESS_DIR = DATA_DIR / "process-nodes"
 # Gateway → node: connect timeout (an unreachable node is skipped for the next one) and
 # read timeouts (a submission waits for its block; reads answer at once).

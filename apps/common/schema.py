@@ -25,6 +25,7 @@ _DESCRIPTIONS = {
     "404": "Not found (also for other tenants' objects)",
     "409": "Conflicts with the current state (duplicate, quota, capacity, operation in progress)",
     "422": "Idempotency-Key reused with another request body",
+    "429": "Too many requests (see Retry-After)",
     "500": "Unexpected error",
     "502": "The ledger node answered with an error (problem details)",
     "503": "No healthy ledger node, or the ordering service is unavailable (retry)",

@@ -79,7 +79,8 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         except UnicodeError as exc:
             raise exceptions.AuthenticationFailed("Token contains invalid characters.") from exc
         token = _usable_token(token_digest(secret))
-        if token is None or not token.membership.user.is_active:
+        # is_usable: also BSN_TOKEN_MAX_TTL_DAYS, whichever way the row was fetched.
+        if token is None or not token.is_usable or not token.membership.user.is_active:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -82,7 +83,11 @@ def token_digest(secret: str) -> str:
 class ApiTokenQuerySet(models.QuerySet):
     def usable(self) -> ApiTokenQuerySet:
         now = timezone.now()
-        return self.filter(revoked_at__isnull=True, expires_at__gt=now, membership__tenant__is_active=True)
+        # BSN_TOKEN_MAX_TTL_DAYS also ends tokens issued before it was lowered.
+        oldest = now - timedelta(days=settings.BSN_TOKEN_MAX_TTL_DAYS)
+        return self.filter(
+            revoked_at__isnull=True, expires_at__gt=now, created_at__gt=oldest, membership__tenant__is_active=True
+        )
 
 
 class ApiToken(TimeStamped):
@@ -109,4 +114,6 @@ class ApiToken(TimeStamped):
 
     @property
     def is_usable(self) -> bool:
-        return self.revoked_at is None and self.expires_at > timezone.now()
+        now = timezone.now()
+        oldest = now - timedelta(days=settings.BSN_TOKEN_MAX_TTL_DAYS)
+        return self.revoked_at is None and self.expires_at > now and self.created_at > oldest

@@ -9,8 +9,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.validators import ASCIIUsernameValidator
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import PermissionDenied, ValidationError
 
@@ -64,8 +65,9 @@ def token_issue(
     *, membership: Membership, name: str, ttl_days: int | None = None, actor=None, request=None
 ) -> IssuedToken:
     ttl = ttl_days if ttl_days is not None else settings.BSN_TOKEN_TTL_DAYS
-    if ttl < 1 or ttl > 3650:
-        raise ValidationError({"expires_in_days": "must be between 1 and 3650"})
+    longest = settings.BSN_TOKEN_MAX_TTL_DAYS
+    if ttl < 1 or ttl > longest:
+        raise ValidationError({"expires_in_days": f"must be between 1 and {longest} (BSN_TOKEN_MAX_TTL_DAYS)"})
     secret = "bsn_" + secrets.token_urlsafe(32)
     with transaction.atomic():
         token = ApiToken.objects.create(
@@ -87,6 +89,35 @@ def token_issue(
     return IssuedToken(token=token, secret=secret)
 
 
+def token_replace(*, membership: Membership, name: str, keep: int = 0, ttl_days: int | None = None, request=None):
+    """Issue a token named ``name`` and revoke the membership's older usable tokens of that
+    name beyond the newest ``keep`` (0: the new one replaces them all), so repeated log-ins
+    or demo runs do not pile up live secrets.
+    """
+    with transaction.atomic():
+        issued = token_issue(membership=membership, name=name, ttl_days=ttl_days, request=request)
+        older = (
+            ApiToken.objects.usable()
+            .filter(membership=membership, name=name)
+            .exclude(pk=issued.token.pk)
+            .order_by("-created_at")
+            .values_list("pk", flat=True)
+        )
+        stale = list(older[keep:])
+        if stale:
+            ApiToken.objects.filter(pk__in=stale).update(revoked_at=timezone.now())
+            audit_record(
+                action="token.revoke",
+                object_type="token",
+                object_id=issued.token.pk,
+                tenant=membership.tenant,
+                actor=membership.user,
+                data={"replaced": len(stale), "name": name},
+                request=request,
+            )
+    return issued
+
+
 def token_revoke(*, token: ApiToken, actor=None, request=None) -> ApiToken:
     with transaction.atomic():
         updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
@@ -103,20 +134,46 @@ def token_revoke(*, token: ApiToken, actor=None, request=None) -> ApiToken:
     return token
 
 
-def login_issue_token(*, user, tenant_slug: str | None, request=None) -> IssuedToken:
+def login_membership(*, user, tenant_slug: str | None) -> Membership | None:
+    """The one active membership a log-in acts for; None when there is none (or not the named one)."""
     memberships = Membership.objects.select_related("tenant", "user").filter(user=user, tenant__is_active=True)
     if tenant_slug:
         memberships = memberships.filter(tenant__slug=tenant_slug)
     found = list(memberships[:2])
     if not found:
-        raise PermissionDenied("This user is not a member of an active tenant.")
+        return None
     if len(found) > 1:
         raise ValidationError({"tenant": "You belong to several tenants; name one (its slug)."})
-    return token_issue(membership=found[0], name="login", actor=user, request=request)
+    return found[0]
+
+
+def login_issue_token(*, membership: Membership, request=None) -> IssuedToken:
+    """A log-in token (BSN_LOGIN_TOKEN_TTL_DAYS); a member keeps at most BSN_LOGIN_TOKENS_MAX."""
+    return token_replace(
+        membership=membership,
+        name="login",
+        keep=settings.BSN_LOGIN_TOKENS_MAX - 1,
+        ttl_days=settings.BSN_LOGIN_TOKEN_TTL_DAYS,
+        request=request,
+    )
 
 
 def _owners(tenant: Tenant) -> int:
     return Membership.objects.filter(tenant=tenant, role=Role.OWNER).count()
+
+
+def username_validate(username: str) -> str:
+    """Usernames are ASCII only (no look-alike ``аdmin`` with a Cyrillic ``а``)."""
+    try:
+        ASCIIUsernameValidator()(username)
+    except DjangoValidationError as exc:
+        raise ValidationError({"username": list(exc.messages)}) from exc
+    return username
+
+
+def member_username(*, tenant: Tenant, name: str) -> str:
+    """The login name of a member a tenant creates: ``<name>@<tenant slug>``."""
+    return f"{name}@{tenant.slug}"
 
 
 def member_add(
@@ -125,42 +182,47 @@ def member_add(
     actor_membership: Membership,
     username: str,
     role: str,
+    password: str,
     email: str = "",
-    password: str | None = None,
     request=None,
 ) -> Membership:
-    """Add an existing user of no other tenant, or create one (a password is then required)."""
+    """Create a new account ``<username>@<tenant slug>`` and make it a member.
+
+    A tenant admin only ever creates accounts, inside the tenant's own namespace: an
+    existing account (another tenant's, the platform superuser, anyone's) is never
+    attached, and since every name they can ask for is their own tenant's, the answer
+    cannot tell them whether an account exists anywhere else. Operators give existing
+    accounts more tenants (admin portal, ``manage.py bsn_tenant``).
+    """
     if role == Role.OWNER and actor_membership.role != Role.OWNER:
         raise PermissionDenied("Only an owner can add another owner.")
+    login_name = username_validate(member_username(tenant=tenant, name=username))
+    candidate = User(username=login_name, email=email)
+    try:
+        validate_password(password, candidate)
+    except DjangoValidationError as exc:
+        raise ValidationError({"password": list(exc.messages)}) from exc
+    candidate.set_password(password)
     with transaction.atomic():
-        user = User.objects.filter(username=username).first()
-        if user is None:
-            if not password:
-                raise ValidationError({"password": "required to create a new user"})
-            candidate = User(username=username, email=email)
-            try:
-                validate_password(password, candidate)
-            except DjangoValidationError as exc:
-                raise ValidationError({"password": list(exc.messages)}) from exc
-            candidate.set_password(password)
-            candidate.save()
-            user = candidate
-        elif Membership.objects.filter(user=user).exclude(tenant=tenant).exists():
-            # Usernames are global. A tenant admin must not pull another tenant's user into
-            # their tenant (nor break that user's tenant-less login); operators can.
-            raise Conflict(f"The username '{username}' is taken.", code="username-taken")
-        elif password:
-            raise ValidationError({"password": "this user already exists; leave the password out"})
-        if Membership.objects.filter(tenant=tenant, user=user).exists():
-            raise Conflict(f"'{username}' is already a member of this tenant.")
-        membership = Membership.objects.create(tenant=tenant, user=user, role=role)
+        existing = User.objects.filter(username=login_name).first()
+        if existing is not None:
+            if Membership.objects.filter(tenant=tenant, user=existing).exists():
+                raise Conflict(f"'{login_name}' is already a member of this tenant.")
+            # A former member of this tenant (removing a member keeps the account).
+            raise Conflict(f"The username '{login_name}' was used before in this tenant; choose another name.")
+        try:
+            with transaction.atomic():
+                candidate.save()
+        except IntegrityError:  # created concurrently under the same name
+            raise Conflict(f"'{login_name}' was just created by another request.") from None
+        membership = Membership.objects.create(tenant=tenant, user=candidate, role=role)
         audit_record(
             action="member.add",
             object_type="membership",
             object_id=membership.pk,
             tenant=tenant,
             actor=actor_membership.user,
-            data={"username": username, "role": role},
+            data={"username": login_name, "role": role},
             request=request,
         )
     return membership

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the embedded default on a fresh machine — SQLite and a file-system broker
 # under $BSN_DATA_DIR, the Docker driver if an engine answers (else local processes),
-# web + worker + beat under honcho. PORT and BSN_DATA_DIR can be set; DATABASE_URL and
+# web + worker + beat under supervisord (deploy/supervisor/embedded.conf: a process that
+# dies is restarted with backoff, the others keep running). PORT and BSN_DATA_DIR can be set; DATABASE_URL and
 # CELERY_BROKER_URL, when set, are used instead of SQLite and the file-system broker.
 # Seeds a demo tenant (bsn_demo) and DCEP (dcep_setup: central bank, two operator banks,
 # the tier-1 chain app, which the worker provisions once it starts).
@@ -9,14 +10,18 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PORT="${PORT:-8000}"
 export BSN_DATA_DIR="${BSN_DATA_DIR:-$PWD/.data/embedded}"
+export BSN_ROOT="$PWD"
 export DJANGO_SETTINGS_MODULE=bsn.settings
 PY=.venv/bin/python
 mkdir -p "$BSN_DATA_DIR"
+chmod 700 "$BSN_DATA_DIR"  # the database, the secret key and the printed logins live here
 
 $PY manage.py migrate --noinput -v 0
 $PY manage.py collectstatic --noinput -v 0
+# BSN_EMBEDDED_DRIVER=process|docker|auto (default auto: docker if its engine answers).
 driver=process
-if docker info >/dev/null 2>&1; then
+want="${BSN_EMBEDDED_DRIVER:-auto}"
+if [ "$want" != process ] && docker info >/dev/null 2>&1; then
     if $PY manage.py bsn_images build; then
         driver=docker
     else
@@ -24,10 +29,13 @@ if docker info >/dev/null 2>&1; then
     fi
 fi
 export BSN_DEFAULT_DRIVER=$driver
-$PY manage.py bsn_demo --driver "$driver" | tee "$BSN_DATA_DIR/demo-login.txt"
+# The first run creates the logins; later runs print the same ones again (a password
+# changed since is not printed) and reuse the token. demo-login.txt is 0600.
+$PY manage.py bsn_demo --driver "$driver" --login-file "$BSN_DATA_DIR/demo-login.txt"
 echo
 echo "DCEP (docs/dcep.md): institutions, owners and API tokens"
-if ! $PY manage.py dcep_setup --wait 0 --driver "$driver" | tee "$BSN_DATA_DIR/dcep-login.txt"; then
+rm -f "$BSN_DATA_DIR/dcep-login.txt"  # re-created 0600 below (it holds passwords and tokens)
+if ! (umask 077 && $PY manage.py dcep_setup --wait 0 --driver "$driver" | tee "$BSN_DATA_DIR/dcep-login.txt"); then
     echo "dcep_setup failed (above); the rest of bsn runs without DCEP" >&2
 fi
 echo
@@ -38,4 +46,5 @@ if [ -n "${DATABASE_URL:-}" ]; then database="\$DATABASE_URL"; fi
 if [ -n "${CELERY_BROKER_URL:-}" ]; then broker="\$CELERY_BROKER_URL"; fi
 echo "database: $database   broker: $broker"
 echo "data directory: $BSN_DATA_DIR   (Ctrl-C stops web, worker and beat)"
-exec .venv/bin/honcho -f deploy/Procfile.embedded start
+echo "processes: BSN_DATA_DIR=$BSN_DATA_DIR BSN_ROOT=$BSN_ROOT PORT=$PORT .venv/bin/supervisorctl -c deploy/supervisor/embedded.conf status"
+exec .venv/bin/supervisord -c deploy/supervisor/embedded.conf

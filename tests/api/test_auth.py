@@ -90,9 +90,10 @@ class TestLogin:
         tenant = _bearer(resp.json()["token"]).get("/api/v1/tenant").json()
         assert (tenant["slug"], tenant["role"]) == ("initech", "viewer")
 
-    def test_user_without_an_active_tenant_is_403(self, owner):
+    def test_user_without_an_active_tenant_is_refused_like_a_wrong_password(self, owner):
         Tenant.objects.filter(pk=owner.tenant_id).update(is_active=False)
-        assert_problem(APIClient().post(LOGIN, {"username": "alice", "password": PASSWORD}, format="json"), 403)
+        body = {"username": "alice", "password": PASSWORD}
+        assert_problem(APIClient().post(LOGIN, body, format="json"), 401, "authentication-failed")
 
 
 @pytest.mark.django_db

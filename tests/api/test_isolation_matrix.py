@@ -661,8 +661,15 @@ def test_outsider_cannot_read_write_or_detect_tenant_a(world, outsider_client, o
                 assert ChainApp.objects.get(pk=created["app"]).tenant == tenant_b
             elif resource == "member":
                 assert Membership.objects.get(pk=created["id"]).tenant == tenant_b
-                # and another tenant's user cannot be pulled in by name
-                assert_problem(call(path, {"username": "bob", "role": "viewer"}, format="json"), 409)
+                # and naming another tenant's user creates an account in B's own namespace:
+                # bob is neither pulled in nor detected.
+                named = call(
+                    path, {"username": "bob", "role": "viewer", "password": "another-long-passphrase"}, format="json"
+                )
+                assert named.status_code == 201 and named.json()["username"] == f"bob@{tenant_b.slug}"
+                assert list(Membership.objects.filter(user__username="bob").values_list("tenant__slug", flat=True)) == [
+                    "acme"
+                ]
             elif resource == "token":
                 assert ApiToken.objects.get(pk=created["id"]).membership == outsider
             assert not any(secret in resp.content.decode() for secret in secrets), path

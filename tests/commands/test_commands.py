@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from apps.chainapps.models import ChainApp
 from apps.regions.models import Region
@@ -42,6 +45,51 @@ def test_bsn_demo_seeds_regions_tenant_and_prints_a_working_token(client):
     assert login.status_code == 201
     run("bsn_demo", "--driver", "process")  # idempotent: runs again without error
     assert Tenant.objects.filter(slug="demo").count() == 1
+
+
+def _logins(output: str) -> dict[str, str]:
+    found = {}
+    for line in output.splitlines():
+        if line.startswith(("operator login", "tenant login")) and " / " in line:
+            user, password = line.split(": ", 1)[1].split(" / ")
+            found[user] = password
+        elif line.startswith("API token: "):
+            found["token"] = line.split(": ", 1)[1]
+    return found
+
+
+@pytest.mark.django_db
+def test_bsn_demo_second_run_keeps_the_logins_and_the_token(client, tmp_path):
+    login_file = tmp_path / "demo-login.txt"
+    login_file.write_text("left by an old run\n")
+    login_file.chmod(0o644)  # an old run's world-readable file
+    first = _logins(run("bsn_demo", "--driver", "process", "--login-file", str(login_file)))
+    assert set(first) == {"admin", "demo", "token"}
+    assert first["admin"] != first["demo"], "the operator and the tenant owner never share a password"
+    assert stat.S_IMODE(login_file.stat().st_mode) == 0o600
+    resp = client.post("/admin/login/?next=/admin/", {"username": "admin", "password": first["admin"]})
+    assert resp.status_code == 302, "the operator logs in to the Django admin"
+
+    output = run("bsn_demo", "--driver", "process", "--login-file", str(login_file))
+    assert _logins(output) == first, "a second run prints the same logins and reuses the token"
+    assert "changepassword admin" in output
+    assert ApiToken.objects.filter(name="demo").count() == 1, "no pile of demo tokens"
+    assert stat.S_IMODE(login_file.stat().st_mode) == 0o600
+
+    # The operator changed the password: it is not printed (nor reset); the way to reset is.
+    admin = get_user_model().objects.get(username="admin")
+    admin.set_password("chosen-by-the-operator")
+    admin.save()
+    ApiToken.objects.filter(name="demo").update(revoked_at=timezone.now())
+    output = run("bsn_demo", "--driver", "process", "--login-file", str(login_file))
+    third = _logins(output)
+    assert "admin" not in third and "manage.py changepassword admin" in output
+    assert third["demo"] == first["demo"] and third["token"] != first["token"]
+    assert ApiToken.objects.usable().filter(name="demo").count() == 1
+    assert client.get("/api/v1/tenant", HTTP_AUTHORIZATION=f"Token {third['token']}").status_code == 200
+    assert get_user_model().objects.get(username="admin").check_password("chosen-by-the-operator")
+    with pytest.raises(CommandError, match="--username"):
+        run("bsn_demo", "--driver", "process", "--username", "\u0430dmin")  # Cyrillic а
 
 
 @pytest.mark.django_db

@@ -84,12 +84,14 @@ class MemberOutputSerializer(serializers.ModelSerializer):
 
 
 class MemberCreateInputSerializer(StrictInputSerializer):
-    username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
+    # ASCII only; the account is created as "<username>@<tenant slug>" (its login name).
+    username = serializers.RegexField(
+        r"^[a-z0-9][a-z0-9._-]{0,79}\Z",
+        help_text="lower-case ASCII letters, digits, '.', '_', '-'; the login name is <username>@<tenant slug>",
+    )
     email = serializers.EmailField(required=False, allow_blank=True)
     role = serializers.ChoiceField(choices=Role.choices)
-    password = serializers.CharField(
-        required=False, max_length=512, trim_whitespace=False, help_text="only when creating a new user"
-    )
+    password = serializers.CharField(max_length=512, trim_whitespace=False, help_text="the new account's password")
 
 
 class MemberUpdateInputSerializer(StrictInputSerializer):

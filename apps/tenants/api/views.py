@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.exceptions import AuthenticationFailed
@@ -16,6 +15,7 @@ from apps.tenants import services
 from apps.tenants.api import serializers as s
 from apps.tenants.api.filters import TokenFilter
 from apps.tenants.context import request_membership
+from apps.tenants.login import login
 from apps.tenants.models import ApiToken, Membership, Role
 
 
@@ -27,6 +27,7 @@ def _issued(issued: services.IssuedToken) -> dict:
 
 class LoginView(APIView):
     authentication_classes: list = []
+    problem_codes = ("429",)
     permission_classes = [AllowAny]
 
     def get_authenticate_header(self, request) -> str:
@@ -34,14 +35,24 @@ class LoginView(APIView):
         # a wrong password is a 401 with a challenge like every other endpoint.
         return 'Token realm="api"'
 
-    @extend_schema(request=s.LoginInputSerializer, responses={201: s.IssuedTokenSerializer}, auth=[])
+    @extend_schema(
+        request=s.LoginInputSerializer,
+        responses={201: s.IssuedTokenSerializer},
+        auth=[],
+    )
     def post(self, request):
         data = s.LoginInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
-        if user is None:
+        issued = login(
+            request=request,
+            username=data.validated_data["username"],
+            password=data.validated_data["password"],
+            tenant_slug=data.validated_data.get("tenant"),
+        )
+        if issued is None:
+            # One answer for every refusal (see apps/tenants/login.py); after
+            # BSN_LOGIN_FAILURE_LIMIT of them axes's middleware answers 429 instead.
             raise AuthenticationFailed("Wrong username or password.")
-        issued = services.login_issue_token(user=user, tenant_slug=data.validated_data.get("tenant"), request=request)
         return Response(_issued(issued), status=status.HTTP_201_CREATED)
 
 

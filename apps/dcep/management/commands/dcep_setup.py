@@ -11,7 +11,7 @@ from apps.dcep import setup
 from apps.dcep.models import Institution
 from apps.regions.models import Region
 from apps.regions.services import demo_regions_seed, driver_pick
-from apps.tenants.services import token_issue
+from apps.tenants.services import token_replace
 
 
 class Command(BaseCommand):
@@ -72,7 +72,8 @@ class Command(BaseCommand):
         self.stdout.write(f"{'INSTITUTION':<12} {'KIND':<14} {'HOME':<14} {'OWNER':<12} {'PASSWORD':<18} TOKEN")
         for row in owned:
             inst = row.institution
-            token = token_issue(membership=row.membership, name="dcep-setup").secret
+            # A fresh token each run; the owner keeps the last five, older ones are revoked.
+            token = token_replace(membership=row.membership, name="dcep-setup", keep=4).secret
             home = inst.home_region.code if inst.home_region else "-"
             password = row.password or "(unchanged)"
             self.stdout.write(

@@ -48,6 +48,7 @@ class Command(BaseCommand):
                 if user is None:
                     if not password:
                         raise CommandError(f"user {owner} does not exist: give --password to create it")
+                    services.username_validate(owner)  # ASCII only (create_user runs no validators)
                     user = User.objects.create_user(username=owner, email=email, password=password)
                 Membership.objects.create(tenant=tenant, user=user, role=Role.OWNER)
         self.stdout.write(f"created tenant {slug} ({kind})" + (f" owned by {owner}" if owner else ""))
