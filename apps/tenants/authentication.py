@@ -22,7 +22,8 @@ def _columns(model, alias: str) -> tuple[list[str], list[str]]:
 def _token_query():
     """The rows of ``ApiToken.objects.usable().select_related(membership__user, membership__tenant)``
     for one digest, as one plain query: every API request authenticates, and compiling the
-    ORM's query cost ten times running it (docs/benchmarks.md). Same conditions as ``usable()``."""
+    ORM's query cost ten times running it (docs/benchmarks.md). The conditions of ``usable()`` but
+    the maximum lifetime, which the caller checks with ``is_usable``."""
     parts = [_columns(m, a) for m, a in ((ApiToken, "k"), (Membership, "m"), (get_user_model(), "u"), (Tenant, "t"))]
     # Names from model metadata only; the digest and the time are parameters.
     sql = (
