@@ -248,7 +248,9 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = "default"
+# The queue of operation starts and beat tasks (region steps go to region.<code>). Tests give
+# each pytest process its own, so two runs sharing one Redis never take each other's tasks.
+CELERY_TASK_DEFAULT_QUEUE = env_str("BSN_DEFAULT_QUEUE", "default")
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("BSN_TASK_TIME_LIMIT", 600, minimum=10)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("BSN_TASK_SOFT_TIME_LIMIT", 540, minimum=5)

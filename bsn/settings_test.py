@@ -8,6 +8,9 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("BSN_DATA_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".data", "test"))
 os.environ.setdefault("BSN_SECRET_KEY", "test-only-not-secret")
 os.environ.setdefault("BSN_NODE_HEALTH_TIMEOUT", "30")
+# One default queue per pytest process (the workers it starts inherit the variable): two runs
+# on one machine share Redis, and a worker of one must never take the other's tasks.
+os.environ.setdefault("BSN_DEFAULT_QUEUE", f"default-test-{os.getpid()}")
 
 from bsn.settings import *
 

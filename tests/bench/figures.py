@@ -50,7 +50,7 @@ def bench_stack(regions: int):
         "DJANGO_SETTINGS_MODULE": "bsn.settings_test",
         "PYTHONUNBUFFERED": "1",
     }
-    worker = Worker(["default", *[r.queue for r in region_rows]], log, env)
+    worker = Worker([settings.CELERY_TASK_DEFAULT_QUEUE, *[r.queue for r in region_rows]], log, env)
     connection.close()
     worker.start()
     try:

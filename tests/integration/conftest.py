@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from apps.chainapps.workers import worker_argv
@@ -122,7 +123,7 @@ def worker_factory(redis_url, tmp_path):
             "PYTHONUNBUFFERED": "1",
             **extra,
         }
-        queues = ["default", *[r.queue for r in regions]]
+        queues = [settings.CELERY_TASK_DEFAULT_QUEUE, *[r.queue for r in regions]]
         worker = Worker(queues, tmp_path / f"worker-{len(started)}.log", env)
         started.append(worker)
         return worker.start(beat=beat) if start else worker

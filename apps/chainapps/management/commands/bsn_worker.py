@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.chainapps.workers import FOLLOW_ENV, worker_argv
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         unknown = [c for c in codes if c not in known]
         if unknown:
             raise CommandError(f"unknown region(s): {', '.join(unknown)}")
-        queues = ([] if no_default else ["default"]) + [known[c].queue for c in codes]
+        queues = ([] if no_default else [settings.CELERY_TASK_DEFAULT_QUEUE]) + [known[c].queue for c in codes]
         if not queues:
             raise CommandError("no queues to consume: add a region first (manage.py bsn_region add)")
         argv = worker_argv(queues, concurrency=concurrency, name=f"bsn-{os.getpid()}@%h")
