@@ -52,7 +52,9 @@ fi
 if ! docker info >/dev/null 2>&1; then
     log "starting dockerd"
     mkdir -p /var/log
-    (setsid nohup dockerd >/var/log/bsn-dockerd.log 2>&1 &)
+    # Each app and ordering service gets its own network: /24s from one private /14 give
+    # 1,024 of them (the engine's default pools hold about 30, which parallel runs used up).
+    (setsid nohup dockerd --default-address-pool base=172.28.0.0/14,size=24 >/var/log/bsn-dockerd.log 2>&1 &)
     for _ in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
     docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/bsn-dockerd.log"; exit 1; }
 fi
