@@ -265,6 +265,7 @@ def ordering_ensure(*, timeout: float = ENSURE_TIMEOUT) -> OrderingCluster:
         cluster = _cluster_row()
         members = _member_rows()
         names = [m.name for m in members]
+        _update_peer_urls(members, cluster)
         for member in members:
             _start_member(member, cluster, names, members)
         _wait_quorum(members, timeout)
@@ -286,6 +287,7 @@ def ordering_heal() -> dict[str, Any]:
     report["members"] = len(members)
     names = [m.name for m in sorted(members, key=lambda m: m.index)]
     report["rejoined"] = []
+    report["peer_urls_updated"] = _update_peer_urls(members, cluster)
     for member in members:
         try:
             action = _start_member(member, cluster, names, members)
@@ -329,6 +331,34 @@ def _start_member(
     )
 
 
+def _update_peer_urls(members: list[OrderingMember], cluster: OrderingCluster) -> list[str]:
+    """Point the cluster at each member's ordering-network peer URL; the names updated.
+
+    Members of generation 1 advertised ``http://<name>:2380`` and listened on every
+    address; from generation 2 the peer port listens on the ordering network only, and a
+    plain container name may resolve to an app-network address. The URLs are changed
+    here, while the old members still listen everywhere, before the driver recreates
+    them. Best effort: it needs a quorum; the next heal tries again.
+    """
+    if not cluster.auth_enabled or cluster.state not in (OrderingCluster.State.HEALTHY, OrderingCluster.State.DEGRADED):
+        return []
+    network = ospec.ordering_network_name(installation_id())
+    names = {m.name for m in members}
+    updated = []
+    try:
+        root = admin_client(members=members, cluster=cluster)
+        for entry in root.member_list():
+            name = entry.get("name")
+            want = [ospec.peer_url(name, network)] if name in names else None
+            if want and list(entry.get("peerURLs") or []) != want:
+                root.member_update(int(entry["ID"]), want)
+                logger.warning("ordering member %s: peer URL is now %s", name, want[0])
+                updated.append(name)
+    except (EtcdError, RuntimeError_) as exc:
+        logger.warning("ordering: cannot check the members' peer URLs yet: %s", exc)
+    return updated
+
+
 def _lost_with_its_data(member: OrderingMember, spec: NodeSpec, cluster: OrderingCluster) -> bool:
     """The member's container and its volume are both gone from a cluster that exists.
 
@@ -349,7 +379,7 @@ def _readmit(member: OrderingMember, others: list[OrderingMember]) -> None:
     (empty; it copies everything from the leader once it starts). Repeatable: a member
     already removed, or already added and not started yet, is left as it is."""
     root = admin_client(members=others)
-    url = ospec.peer_url(member.name)
+    url = ospec.peer_url(member.name, ospec.ordering_network_name(installation_id()))
     try:
         listed = root.member_list()
         for entry in listed:
