@@ -325,3 +325,37 @@ def test_a_member_that_lost_its_volume_rejoins_as_a_new_member(ordering, docker_
     services.ordering_ensure()
     assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 60, 0.5)
     assert sorted(m["name"] for m in _root().member_list()) == sorted(m.name for m in members)
+
+
+def test_members_that_listened_everywhere_are_upgraded_in_place(ordering, docker_engine, monkeypatch):
+    """Generation-1 members (peer port on 0.0.0.0, peers by plain container name) become
+    generation 2 on the next heal: peer URLs updated first, then recreated; data kept."""
+    from apps.ordering import spec as ospec
+
+    real_command = ospec.etcd_command
+
+    def generation_1(*, network: str, **kwargs) -> list[str]:
+        cmd = real_command(network=network, **kwargs)[5:]  # without the wrapper
+        cmd = [arg.replace(f".{network}:2380", ":2380") for arg in cmd]
+        return [*cmd, "--listen-peer-urls=http://0.0.0.0:2380"]
+
+    monkeypatch.setattr(ospec, "etcd_command", generation_1)
+    monkeypatch.setattr(ospec, "GENERATION", "1")
+    services.ordering_ensure()
+    names = [m.name for m in OrderingMember.objects.order_by("index")]
+    assert {m["name"]: m["peerURLs"] for m in _root().member_list()} == {n: [f"http://{n}:2380"] for n in names}
+    _root().put("/bsn/test/kept", "1")
+    monkeypatch.undo()
+
+    report = services.ordering_heal()
+    assert sorted(report["peer_urls_updated"]) == names, report
+    assert sorted(report["upgraded"]) == names, report  # recreated one at a time, same volumes
+    assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 60, 0.5)
+    net = ordering_network_name(ordering)
+    assert {m["name"]: m["peerURLs"] for m in _root().member_list()} == {n: [f"http://{n}.{net}:2380"] for n in names}
+    for c in _containers(docker_engine, ordering):
+        assert c.labels["io.bsn.generation"] == "2"
+        assert c.attrs["Config"]["Cmd"][:3] == ["python3", "-m", "bsn.ledger.etcd_member"]
+    assert _root().get("/bsn/test/kept").value == b"1"
+    _root().put("/bsn/test/after", "2")
+    assert services.ordering_heal()["peer_urls_updated"] == []
