@@ -11,6 +11,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from apps.common.incidents import new_ref
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -132,8 +134,10 @@ def problem_exception_handler(exc, context):
     response = exception_handler(exc, context)
     instance = request.path if request is not None else ""
     if response is None:
-        logger.exception("unhandled error", exc_info=exc)
+        ref = new_ref()  # the tenant quotes it; staff find the traceback by it
+        logger.error("unhandled error [ref %s]", ref, exc_info=exc)
         body = problem(500, "server-error", "Internal server error", "An unexpected error occurred.", instance=instance)
+        body["ref"] = ref
         return Response(body, status=500, content_type=PROBLEM_CONTENT_TYPE)
     code = getattr(exc, "default_code", "error")
     if isinstance(exc, exceptions.ValidationError):

@@ -79,7 +79,7 @@ class TestEveryStatusIsAProblem:
     def test_415(self, owner_client):
         assert_problem(owner_client.post("/api/v1/tokens", "name=x", content_type="text/plain"), 415)
 
-    def test_500_inside_a_view_is_a_problem_without_internals(self, owner_client, regions, monkeypatch):
+    def test_500_inside_a_view_is_a_problem_without_internals(self, owner_client, regions, monkeypatch, caplog):
         def boom(**kwargs):
             raise RuntimeError("secret internal detail")
 
@@ -89,6 +89,8 @@ class TestEveryStatusIsAProblem:
         body = assert_problem(resp, 500, "server-error")
         assert "secret" not in resp.content.decode()
         assert body["detail"] == "An unexpected error occurred."
+        assert len(body["ref"]) == 12  # quoted by the tenant, found by staff in the log
+        assert any(body["ref"] in r.getMessage() for r in caplog.records)
         assert row_counts() == before
 
     def test_500_outside_drf(self):
