@@ -121,3 +121,27 @@ def test_a_deep_transaction_never_reaches_a_node(owner_client, app, sim, alice, 
     assert "nested deeper than 64" in body["detail"]
     body = assert_problem(owner_client.post(url, {"txs": [envelope]}, format="json"), 400, "parse-error")
     assert len(sim.blocks) == heights and "deep" not in sim.kv
+
+
+def test_a_committed_block_nested_too_deep_for_python_is_still_readable(owner_client, app):
+    """Before nodes refused deep transactions, one nested ~975 levels could be committed;
+    parsing its block raised RecursionError in the gateway (a 500, for good). The gateway
+    now relays such an answer as it came."""
+    from apps.chainapps.models import LedgerNode
+    from tests.fakenode import FakeNode
+
+    node = FakeNode()
+    try:
+        LedgerNode.objects.filter(app=app).update(state=LedgerNode.State.RUNNING, endpoint=node.endpoint)
+        deep = b'{"header":{"height":1},"txs":[{"tx":{"args":' + b"[" * 5000 + b"]" * 5000 + b"}}]}"
+        node.routes[("GET", "/blocks/1")] = (200, deep)
+        node.routes[("GET", "/state/kv/k")] = (200, b'{"key":"k","value":' + b"[" * 5000 + b"]" * 5000 + b"}")
+        resp = owner_client.get(f"/api/v1/apps/{app.pk}/blocks/1")
+        assert resp.status_code == 200 and resp["Content-Type"] == "application/json"
+        assert resp.content == deep
+        resp = owner_client.get(f"/api/v1/apps/{app.pk}/state/kv/k")
+        assert resp.status_code == 200 and resp.content.startswith(b'{"key":"k"')
+        node.routes[("GET", "/blocks/2")] = (200, {"header": {"height": 2}, "txs": []})  # the usual path
+        assert owner_client.get(f"/api/v1/apps/{app.pk}/blocks/2").json()["header"]["height"] == 2
+    finally:
+        node.close()
