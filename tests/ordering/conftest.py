@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bsn.ledger.etcd_http import EtcdClient, prefix_end, wait_ready
+from bsn.ledger.etcd_http import EtcdClient, EtcdError, prefix_end, wait_ready
 
 ETCD = shutil.which("etcd")
 
@@ -119,6 +119,38 @@ class AuthEtcd:
 
     def client(self, app: str) -> EtcdClient:
         return EtcdClient([self.endpoint], user=self.creds[app]["user"], password=self.creds[app]["password"])
+
+
+class LeasePinner:
+    """The attacker: with another app's credential, list every lease in the cluster and
+    keep them all alive (three times per TTL) until stopped."""
+
+    def __init__(self, client: EtcdClient) -> None:
+        self.client = client
+        self.stop = threading.Event()
+        self.kept: set[int] = set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def leases(self) -> list[int]:
+        return [int(lease["ID"]) for lease in self.client.call("/v3/lease/leases", {}).get("leases", [])]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for lease in self.leases():
+                    if self.client.lease_keepalive(lease) > 0:
+                        self.kept.add(lease)
+            except EtcdError:
+                pass  # a member down: the client fails over next round
+            self.stop.wait(1.0)  # the proposer lease TTL is 3 s
+
+    def __enter__(self) -> LeasePinner:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, op_put
 from bsn.ledger.ordering.etcd import LEASE_TTL, EtcdOrderer
-from tests.ordering.conftest import FakeCore, envelope, wait_until
+from tests.ordering.conftest import FakeCore, LeasePinner, envelope, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TAKEOVER_S = 8  # the node default is 10; shorter keeps the test quick
@@ -51,35 +50,6 @@ def app_a(etcd_auth):
     yield prefix, start
     for orderer in made:
         orderer.stop()
-
-
-class LeasePinner:
-    """The attacker: with app "b"'s credential, list every lease in the cluster and keep
-    them all alive (twice per TTL) until stopped."""
-
-    def __init__(self, client: EtcdClient) -> None:
-        self.client = client
-        self.stop = threading.Event()
-        self.kept: set[int] = set()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def leases(self) -> list[int]:
-        return [int(lease["ID"]) for lease in self.client.call("/v3/lease/leases", {}).get("leases", [])]
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            for lease in self.leases():
-                if self.client.lease_keepalive(lease) > 0:
-                    self.kept.add(lease)
-            self.stop.wait(LEASE_TTL / 3)
-
-    def __enter__(self) -> LeasePinner:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
 
 
 def _proposer(client: EtcdClient, prefix: str):
