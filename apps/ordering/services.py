@@ -372,7 +372,7 @@ def _update_peer_urls(members: list[OrderingMember], cluster: OrderingCluster) -
                 logger.warning("ordering member %s: peer URL is now %s", name, want[0])
                 updated.append(name)
     except (EtcdError, RuntimeError_) as exc:
-        logger.warning("ordering: cannot check the members' peer URLs yet: %s", exc)
+        logger.info("ordering: cannot check the members' peer URLs yet: %s", exc)
     return updated
 
 
