@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
@@ -175,5 +176,9 @@ def api_not_found(request, exception=None):
 
 
 def api_server_error(request):
+    """handler500 for errors outside DRF views: Django calls it while handling the exception."""
+    ref = new_ref()
+    logger.error("unhandled error [ref %s] at %s", ref, request.path, exc_info=sys.exc_info()[0] is not None)
     body = problem(500, "server-error", "Internal server error", "An unexpected error occurred.", instance=request.path)
+    body["ref"] = ref
     return JsonResponse(body, status=500, content_type=PROBLEM_CONTENT_TYPE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -93,9 +94,15 @@ class TestEveryStatusIsAProblem:
         assert any(body["ref"] in r.getMessage() for r in caplog.records)
         assert row_counts() == before
 
-    def test_500_outside_drf(self):
-        resp = api_server_error(RequestFactory().get("/healthz"))
+    def test_500_outside_drf(self, caplog):
+        try:
+            raise RuntimeError("secret internal detail")
+        except RuntimeError:  # Django calls handler500 while handling the exception
+            resp = api_server_error(RequestFactory().get("/healthz"))
         assert (resp.status_code, resp["Content-Type"]) == (500, PROBLEM)
+        body = json.loads(resp.content)
+        assert "secret" not in resp.content.decode()
+        assert any(body["ref"] in r.getMessage() and "secret" in r.exc_text for r in caplog.records if r.exc_text)
 
 
 @pytest.mark.django_db
