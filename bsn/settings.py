@@ -82,6 +82,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "apps.common.middleware.BodyLimitMiddleware",  # before anything reads a body (413)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -97,6 +98,8 @@ MIDDLEWARE = [
 ROOT_URLCONF = "bsn.urls"
 # A full DCEP batch (8,190 payments with 140-character non-ASCII memos) is about 5 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BSN_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+# JSON bodies nested deeper than this (arrays/objects) are a 400 (apps/common/parsers.py).
+BSN_MAX_JSON_DEPTH = env_int("BSN_MAX_JSON_DEPTH", 64, minimum=8)
 APPEND_SLASH = False
 WSGI_APPLICATION = "bsn.wsgi.application"
 

@@ -56,7 +56,7 @@ class FakeNode:
                 if reply is None and outer.handler is not None:
                     reply = outer.handler(self.command, path, body)
                 status, payload = reply or (404, {"error": "not_found", "detail": path})
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()  # bytes: as they are
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -19,7 +19,11 @@ BUILTIN_FRAMEWORK = {
 
 
 def ensure_builtin_framework(framework_model):
-    fields = dict(BUILTIN_FRAMEWORK)
+    from django.conf import settings
+
+    # The image the installation runs (BSN_LEDGER_IMAGE): ordering members use it too, and
+    # a test run pinned to its own build must not run app nodes from another build's tag.
+    fields = {**BUILTIN_FRAMEWORK, "image": settings.BSN_LEDGER_IMAGE}
     slug = fields.pop("slug")
     obj, _ = framework_model.objects.update_or_create(slug=slug, defaults=fields)
     return obj

@@ -239,5 +239,10 @@ class Operation(TimeStamped):
         return self.status in self.FINISHED
 
     @staticmethod
-    def log_line(message: str) -> dict:
-        return {"at": timezone.now().isoformat(), "message": message}
+    def log_line(message: str, detail: str = "") -> dict:
+        """One log entry. ``message`` is for the tenant; ``detail`` (internal: engine
+        errors, endpoints) for platform staff only (apps/common/incidents.py)."""
+        entry = {"at": timezone.now().isoformat(), "message": message}
+        if detail:
+            entry["detail"] = detail
+        return entry

@@ -20,6 +20,7 @@ from django.utils import timezone
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.node_config import node_env, node_siblings
 from apps.chainapps.ports import node_release_host_port, start_on_own_port
+from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
 from apps.runtime.drivers import driver_for_region
@@ -135,10 +136,10 @@ def node_remove(driver, node: LedgerNode, spec: NodeSpec, *, keep_data: bool) ->
     driver.remove_network(spec)
 
 
-def _append_log(operation_id, message: str, **fields) -> None:
+def _append_log(operation_id, message: str, *, detail: str = "", **fields) -> None:
     with transaction.atomic():
         op = Operation.objects.select_for_update().get(pk=operation_id)
-        op.log = [*op.log, Operation.log_line(message)][-LOG_LIMIT:]
+        op.log = [*op.log, Operation.log_line(message, detail)][-LOG_LIMIT:]
         op.heartbeat_at = timezone.now()
         for key, value in fields.items():
             setattr(op, key, value)
@@ -291,28 +292,36 @@ def node_step_run(operation_id: str, node_id: str) -> str:
     node = LedgerNode.objects.select_related("app__framework", "app__tenant", "region").filter(pk=node_id).first()
     if node is None:
         return _record_step(operation_id, node_id, STEP_DONE, "node row gone")
+    stage = "preparing the node"  # what failed, in the tenant's words
     try:
         _check_still_wanted(op, node.app)
         driver = driver_for_region(node.region)
         spec = node_spec(node, configured=False)  # names and labels; the env is built when starting
         if op.kind in (Operation.Kind.PROVISION, Operation.Kind.START):
             _append_log(operation_id, f"{node.region.code}: ensuring node {spec.name}")
+            stage = "starting the node"
             status = node_ensure_running(driver, node)
             LedgerNode.objects.filter(pk=node.pk).update(
                 runtime_id=status.runtime_id or "", endpoint=status.endpoint or "", state=LedgerNode.State.UNHEALTHY
             )
             if not status.endpoint:
                 raise TransientRuntimeError(f"{spec.name} has no published endpoint yet")
+            stage = "waiting for the node to become healthy"
             wait_healthy(status.endpoint, spec.health_path, settings.BSN_NODE_HEALTH_TIMEOUT, interval=0.02)
             LedgerNode.objects.filter(pk=node.pk).update(
                 state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
             )
-            return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: healthy at {status.endpoint}")
+            # The endpoint is operator information: in the staff-only detail.
+            return _record_step(
+                operation_id, node_id, STEP_DONE, f"{node.region.code}: healthy", detail=f"at {status.endpoint}"
+            )
         if op.kind == Operation.Kind.STOP:
+            stage = "stopping the node"
             driver.stop_node(spec)
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.STOPPED, last_seen_at=timezone.now())
             return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: stopped")
         if op.kind == Operation.Kind.DELETE:
+            stage = "removing the node"
             keep = bool(op.params.get("keep_data", True))
             node_remove(driver, node, spec, keep_data=keep)
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.REMOVED, endpoint="")
@@ -322,26 +331,31 @@ def node_step_run(operation_id: str, node_id: str) -> str:
     except Superseded as exc:
         return _record_step(operation_id, node_id, STEP_CANCELLED, str(exc))
     except PermanentRuntimeError as exc:
-        LedgerNode.objects.filter(pk=node_id).update(last_error=str(exc)[:2000])
-        return _record_step(operation_id, node_id, STEP_FAILED, f"{node.region.code}: {exc}")
+        seen = incident(f"{node.region.code}: {stage} failed: {runtime_reason(exc)}", exc)
+        LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
+        return _record_step(operation_id, node_id, STEP_FAILED, seen.message, detail=seen.detail)
     except TransientRuntimeError as exc:
-        LedgerNode.objects.filter(pk=node_id).update(last_error=str(exc)[:2000])
-        _append_log(operation_id, f"{node.region.code}: transient error, will retry: {exc}", last_error=str(exc)[:2000])
+        seen = incident(f"{node.region.code}: {stage}: {runtime_reason(exc)}, will retry", exc)
+        LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
+        _append_log(operation_id, seen.message, detail=seen.detail, last_error=seen.message)
         raise
 
 
-def step_give_up(operation_id: str, node_id: str, error: str) -> str:
-    """Retries are exhausted for this attempt: the step failed (the operation may be retried)."""
-    return _record_step(operation_id, node_id, STEP_FAILED, error)
+def step_give_up(operation_id: str, node_id: str, error: str, *, detail: str = "") -> str:
+    """Retries are exhausted for this attempt: the step failed (the operation may be retried).
+
+    ``error`` is shown to the tenant; ``detail`` to platform staff only."""
+    return _record_step(operation_id, node_id, STEP_FAILED, error, detail=detail)
 
 
-def _record_step(operation_id: str, node_id: str, state: str, message: str) -> str:
+def _record_step(operation_id: str, node_id: str, state: str, message: str, *, detail: str = "") -> str:
+    """``message`` is the tenant's (steps, log, last error); ``detail`` staff-only (log entry)."""
     with transaction.atomic():
         op = Operation.objects.select_for_update().get(pk=operation_id)
         if op.status != Operation.Status.RUNNING or op.steps.get(node_id, {}).get("state") != STEP_PENDING:
             return "skipped"
         op.steps = {**op.steps, node_id: {"state": state, "error": "" if state == STEP_DONE else message}}
-        op.log = [*op.log, Operation.log_line(message)][-LOG_LIMIT:]
+        op.log = [*op.log, Operation.log_line(message, detail)][-LOG_LIMIT:]
         op.heartbeat_at = timezone.now()
         if state == STEP_FAILED:
             op.last_error = message[:2000]

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.provisioning import app_refresh_status, node_ensure_running, node_remove, node_spec
+from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
@@ -160,8 +161,10 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
                 elif app.desired_state == ChainApp.DesiredState.DELETED:
                     fields["state"] = LedgerNode.State.REMOVED
             except (TransientRuntimeError, PermanentRuntimeError) as exc:
-                fields["last_error"] = str(exc)[:2000]
-                logger.warning("reconcile %s: %s", node.name, exc)
+                # Tenants see the node's last error: a reason and a reference, the detail in the log.
+                fields["last_error"] = incident(
+                    f"repairing the node: {runtime_reason(exc)}", f"{node.name}: {exc}"
+                ).message
         LedgerNode.objects.filter(pk=node.pk).update(**fields)
         touched.add(app.pk)
 

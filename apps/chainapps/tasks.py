@@ -9,6 +9,7 @@ from celery import shared_task
 from django.conf import settings
 
 from apps.chainapps import provisioning, reconcile
+from apps.common.incidents import incident, runtime_reason
 from apps.regions.models import Region
 from apps.runtime.base import TransientRuntimeError
 
@@ -54,12 +55,15 @@ def node_step(self, operation_id: str, node_id: str) -> str:
         return provisioning.node_step_run(operation_id, node_id)
     except TransientRuntimeError as exc:
         if self.request.retries >= STEP_MAX_RETRIES:
-            return provisioning.step_give_up(operation_id, node_id, f"gave up after retries: {exc}")
+            seen = incident(f"gave up after retries: {runtime_reason(exc)}", exc)
+            return provisioning.step_give_up(operation_id, node_id, seen.message, detail=seen.detail)
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
     except Exception as exc:
-        # A bug must not leave the operation hanging: the step fails visibly, with the error.
+        # A bug must not leave the operation hanging: the step fails visibly (the tenant sees
+        # a reference, staff the exception).
         logger.exception("node step %s/%s crashed", operation_id, node_id)
-        return provisioning.step_give_up(operation_id, node_id, f"internal error: {exc.__class__.__name__}: {exc}")
+        seen = incident("an internal error stopped this step", f"{exc.__class__.__name__}: {exc}")
+        return provisioning.step_give_up(operation_id, node_id, seen.message, detail=seen.detail)
 
 
 @shared_task(acks_late=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
@@ -10,6 +11,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from apps.common.incidents import new_ref
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ _TITLES = {
     405: "Method not allowed",
     406: "Not acceptable",
     409: "Conflict",
+    411: "Length required",
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
@@ -131,8 +135,10 @@ def problem_exception_handler(exc, context):
     response = exception_handler(exc, context)
     instance = request.path if request is not None else ""
     if response is None:
-        logger.exception("unhandled error", exc_info=exc)
+        ref = new_ref()  # the tenant quotes it; staff find the traceback by it
+        logger.error("unhandled error [ref %s]", ref, exc_info=exc)
         body = problem(500, "server-error", "Internal server error", "An unexpected error occurred.", instance=instance)
+        body["ref"] = ref
         return Response(body, status=500, content_type=PROBLEM_CONTENT_TYPE)
     code = getattr(exc, "default_code", "error")
     if isinstance(exc, exceptions.ValidationError):
@@ -170,5 +176,9 @@ def api_not_found(request, exception=None):
 
 
 def api_server_error(request):
+    """handler500 for errors outside DRF views: Django calls it while handling the exception."""
+    ref = new_ref()
+    logger.error("unhandled error [ref %s] at %s", ref, request.path, exc_info=sys.exc_info()[0] is not None)
     body = problem(500, "server-error", "Internal server error", "An unexpected error occurred.", instance=request.path)
+    body["ref"] = ref
     return JsonResponse(body, status=500, content_type=PROBLEM_CONTENT_TYPE)

@@ -1,15 +1,46 @@
-"""The API's JSON parser: DRF's, with input nested too deeply for Python's parser made a 400."""
+"""The API's JSON parser: DRF's, with a bound on nesting (400 beyond it).
+
+Deeply nested JSON costs recursion everywhere it goes: Python's parser gives up with a
+RecursionError (not a ValueError) somewhere under 1,000 levels, and so do the renderer,
+the canonical encoder and every node that later reads a block holding it. The API and
+the gateway refuse bodies nested deeper than ``BSN_MAX_JSON_DEPTH`` (64) levels of arrays
+and objects, before anything is stored or forwarded.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
 
+def too_deep(value: Any, limit: int) -> bool:
+    """True if ``value`` has more than ``limit`` levels of nested lists/dicts (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.BSN_MAX_JSON_DEPTH
         try:
-            return super().parse(stream, media_type, parser_context)
+            data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             # e.g. 100,000 nested "[": the json module gives up with RecursionError, not ValueError.
-            raise ParseError("JSON parse error - nested too deeply") from None
+            raise ParseError(f"JSON parse error - nested deeper than {limit} levels") from None
+        if too_deep(data, limit):
+            raise ParseError(f"JSON parse error - nested deeper than {limit} levels")
+        return data

@@ -25,6 +25,7 @@ from apps.audit.services import audit_record
 from apps.chainapps.keys import key_private
 from apps.chainapps.models import ChainApp, LedgerNode
 from apps.common.errors import Conflict
+from apps.common.incidents import incident
 from apps.gateway.errors import (
     GatewayError,
     LedgerRefused,
@@ -150,14 +151,20 @@ def _result(reply: NodeReply, what: str) -> Any:
         raise NodeRejected(reason, _detail(body, "the node refused the transaction"), extra=extra)
     if reply.status == 404:
         raise NodeNotFound(f"{what} not found on the app's chain.")
+    # The node's own words name etcd endpoints, hosts and paths: they go to the staff log
+    # under a reference; the tenant gets the reason and the reference.
     if reply.status == 503:
+        seen = incident("the app's ordering service is unavailable", _detail(body, "no detail"))
         raise OrderingUnavailable(
-            f"The app's ordering is unavailable right now ({_detail(body, 'no detail')}); retry — "
-            "the same signed transaction is never applied twice."
+            f"The app's ordering is unavailable right now (ref {seen.ref}); retry — "
+            "the same signed transaction is never applied twice.",
+            extra={"ref": seen.ref},
         )
     if reply.status == 504:
-        raise NodeTimeout(f"The node timed out: {_detail(body, 'no detail')}")
-    raise NodeFailed(f"The node answered HTTP {reply.status}: {_detail(body, 'no detail')}")
+        seen = incident("the node timed out", _detail(body, "no detail"))
+        raise NodeTimeout(f"The node timed out (ref {seen.ref}).", extra={"ref": seen.ref})
+    seen = incident(f"the node answered HTTP {reply.status}", _detail(body, "no detail"))
+    raise NodeFailed(f"The node failed to answer (HTTP {reply.status}, ref {seen.ref}).", extra={"ref": seen.ref})
 
 
 # --------------------------------------------------------------------------- transactions

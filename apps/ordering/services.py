@@ -34,13 +34,14 @@ from apps.runtime.base import (
     TransientRuntimeError,
 )
 from apps.runtime.drivers import driver_for_region, same_engine
-from apps.runtime.spec import NodeSpec
+from apps.runtime.spec import LABEL_GENERATION, NodeSpec
 from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnavailable, prefix_end, wait_ready
 
 logger = logging.getLogger(__name__)
 
 ENSURE_TIMEOUT = 60.0  # seconds for a new cluster to elect a leader
 READMIT_TIMEOUT = 15.0  # seconds to wait for etcd to accept re-adding a lost member
+UPGRADE_TIMEOUT = 20.0  # seconds for a recreated member to rejoin before the next one goes
 ROOT_USER = "root"
 ETCD_TIMEOUT = 3.0
 
@@ -156,9 +157,13 @@ def _observe_and_start(member: OrderingMember, spec: NodeSpec, *, start: bool) -
     action = "none"
     try:
         status = driver.observe(spec)
-        if status.state != "running" and start:
-            status = driver.ensure_service(spec)
+        outdated = status.state == "running" and status.labels.get(LABEL_GENERATION) != spec.labels[LABEL_GENERATION]
+        if (status.state != "running" or outdated) and start:
+            status = driver.ensure_service(spec)  # recreates a member of another generation
             action = "started" if status.state == "running" else "start-failed"
+            if outdated and status.state == "running":
+                action = "upgraded+started"
+                _wait_member_healthy(status.endpoint or "")  # one member at a time keeps the quorum
     except RuntimeUnavailable as exc:
         OrderingMember.objects.filter(pk=member.pk).update(state=OrderingMember.State.UNKNOWN, last_error=str(exc))
         return "engine-unavailable"
@@ -174,6 +179,15 @@ def _observe_and_start(member: OrderingMember, spec: NodeSpec, *, start: bool) -
     for key, value in fields.items():
         setattr(member, key, value)
     return action
+
+
+def _wait_member_healthy(endpoint: str, timeout: float = UPGRADE_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if member_health(endpoint):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _record_health(members: list[OrderingMember], cluster: OrderingCluster) -> str:
@@ -265,6 +279,7 @@ def ordering_ensure(*, timeout: float = ENSURE_TIMEOUT) -> OrderingCluster:
         cluster = _cluster_row()
         members = _member_rows()
         names = [m.name for m in members]
+        _update_peer_urls(members, cluster)
         for member in members:
             _start_member(member, cluster, names, members)
         _wait_quorum(members, timeout)
@@ -286,11 +301,15 @@ def ordering_heal() -> dict[str, Any]:
     report["members"] = len(members)
     names = [m.name for m in sorted(members, key=lambda m: m.index)]
     report["rejoined"] = []
+    report["upgraded"] = []
+    report["peer_urls_updated"] = _update_peer_urls(members, cluster)
     for member in members:
         try:
             action = _start_member(member, cluster, names, members)
             if action.startswith("rejoined"):
                 report["rejoined"].append(member.name)
+            if "upgraded" in action:
+                report["upgraded"].append(member.name)
             if action.endswith("started"):
                 report["restarted"].append(member.name)
         except RuntimeError_ as exc:
@@ -329,6 +348,34 @@ def _start_member(
     )
 
 
+def _update_peer_urls(members: list[OrderingMember], cluster: OrderingCluster) -> list[str]:
+    """Point the cluster at each member's ordering-network peer URL; the names updated.
+
+    Members of generation 1 advertised ``http://<name>:2380`` and listened on every
+    address; from generation 2 the peer port listens on the ordering network only, and a
+    plain container name may resolve to an app-network address. The URLs are changed
+    here, while the old members still listen everywhere, before the driver recreates
+    them. Best effort: it needs a quorum; the next heal tries again.
+    """
+    if not cluster.auth_enabled or cluster.state not in (OrderingCluster.State.HEALTHY, OrderingCluster.State.DEGRADED):
+        return []
+    network = ospec.ordering_network_name(installation_id())
+    names = {m.name for m in members}
+    updated = []
+    try:
+        root = admin_client(members=members, cluster=cluster)
+        for entry in root.member_list():
+            name = entry.get("name")
+            want = [ospec.peer_url(name, network)] if name in names else None
+            if want and list(entry.get("peerURLs") or []) != want:
+                root.member_update(int(entry["ID"]), want)
+                logger.warning("ordering member %s: peer URL is now %s", name, want[0])
+                updated.append(name)
+    except (EtcdError, RuntimeError_) as exc:
+        logger.info("ordering: cannot check the members' peer URLs yet: %s", exc)
+    return updated
+
+
 def _lost_with_its_data(member: OrderingMember, spec: NodeSpec, cluster: OrderingCluster) -> bool:
     """The member's container and its volume are both gone from a cluster that exists.
 
@@ -349,7 +396,7 @@ def _readmit(member: OrderingMember, others: list[OrderingMember]) -> None:
     (empty; it copies everything from the leader once it starts). Repeatable: a member
     already removed, or already added and not started yet, is left as it is."""
     root = admin_client(members=others)
-    url = ospec.peer_url(member.name)
+    url = ospec.peer_url(member.name, ospec.ordering_network_name(installation_id()))
     try:
         listed = root.member_list()
         for entry in listed:

@@ -29,6 +29,10 @@ MAX_REQUEST_BYTES = 8 * 1024 * 1024
 QUOTA_BACKEND_BYTES = 2 * 1024 * 1024 * 1024
 SNAPSHOT_COUNT = 10000
 BCRYPT_COST = 4
+# Bumped when the member command changes in a way a running member must pick up: the
+# driver recreates containers of another generation (same name, same volume).
+# 2: the peer port listens on the ordering network only (bsn.ledger.etcd_member).
+GENERATION = "2"
 
 
 def member_name(installation_id: str, index: int) -> str:
@@ -56,21 +60,37 @@ def client_url(name: str) -> str:
     return f"http://{name}:{CLIENT_PORT}"
 
 
-def peer_url(name: str) -> str:
-    return f"http://{name}:{PEER_PORT}"
+def peer_host(name: str, network: str) -> str:
+    """The member's name on the ordering network only: Docker's DNS resolves
+    ``<container>.<network>`` to the container's address on that network. A plain
+    container name could resolve to the member's address on a shared app network."""
+    return f"{name}.{network}"
 
 
-def etcd_command(*, name: str, members: list[str], token: str, cluster_state: str = "new") -> list[str]:
-    """``cluster_state="existing"``: the member joins a running cluster (after ``member add``)."""
-    cluster = ",".join(f"{m}=http://{m}:{PEER_PORT}" for m in members)
+def peer_url(name: str, network: str) -> str:
+    return f"http://{peer_host(name, network)}:{PEER_PORT}"
+
+
+def etcd_command(*, name: str, members: list[str], token: str, network: str, cluster_state: str = "new") -> list[str]:
+    """``cluster_state="existing"``: the member joins a running cluster (after ``member add``).
+
+    The client port listens everywhere (apps reach it on their networks); the peer port
+    only on the member's ordering-network address, which etcd needs as an IP:
+    ``bsn.ledger.etcd_member`` resolves it at start and adds ``--listen-peer-urls``.
+    """
+    cluster = ",".join(f"{m}={peer_url(m, network)}" for m in members)
     return [
+        "python3",
+        "-m",
+        "bsn.ledger.etcd_member",
+        f"--peer-host={peer_host(name, network)}",
+        "--",
         "etcd",
         f"--name={name}",
         f"--data-dir={DATA_DIR}",
         f"--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}",
         f"--advertise-client-urls={client_url(name)}",
-        f"--listen-peer-urls=http://0.0.0.0:{PEER_PORT}",
-        f"--initial-advertise-peer-urls=http://{name}:{PEER_PORT}",
+        f"--initial-advertise-peer-urls={peer_url(name, network)}",
         f"--initial-cluster={cluster}",
         f"--initial-cluster-state={cluster_state}",  # ignored once the data dir holds a member
         f"--initial-cluster-token={token}",
@@ -100,16 +120,18 @@ def build_member_spec(
     host_port: int | None = None,
 ) -> NodeSpec:
     name = members[index]
-    labels = {**service_labels(installation_id), LABEL_NODE: f"ordering-{index}", LABEL_GENERATION: "1"}
+    network = ordering_network_name(installation_id)
+    labels = {**service_labels(installation_id), LABEL_NODE: f"ordering-{index}", LABEL_GENERATION: GENERATION}
+    command = etcd_command(name=name, members=members, token=token, network=network, cluster_state=cluster_state)
     return NodeSpec(
         name=name,
         image=image,
-        command=tuple(etcd_command(name=name, members=members, token=token, cluster_state=cluster_state)),
+        command=tuple(command),
         env={"GOMAXPROCS": "2"},
         labels=labels,
         port=CLIENT_PORT,
         publish_host=publish_host,
-        network=ordering_network_name(installation_id),
+        network=network,
         volume=volume_name(name),
         health_path="/health",
         mem_limit_mb=MEMBER_MEMORY_MB,

@@ -35,6 +35,12 @@ class NodeTimeout(NodeCallError):
     """Connected, but no reply within the read timeout; the outcome is unknown."""
 
 
+class RawJSON(bytes):
+    """A node's JSON answer kept as bytes: nested deeper than Python's parser goes (a block
+    committed before nodes refused deep transactions). The gateway relays it unparsed, so
+    such a block stays readable."""
+
+
 @dataclass(frozen=True)
 class NodeReply:
     status: int
@@ -92,6 +98,8 @@ def node_call(
         raise NodeUnreachable(f"{endpoint}: {type(exc).__name__}") from exc
     try:
         parsed = response.json()
+    except RecursionError:
+        parsed = RawJSON(response.content)
     except ValueError:
         parsed = {"error": "bad_reply", "detail": response.text[:200]}
     return NodeReply(status=response.status_code, body=parsed)

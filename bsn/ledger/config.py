@@ -50,6 +50,9 @@ class Config:
     etcd_password: str | None = field(default=None, repr=False)
     etcd_prefix: str = ""  # default /bsn/apps/<app id>/
     etcd_block_window: int = 10000
+    # A proposer that leaves pending batches this long without a block is deposed
+    # (its lease may be kept alive by another app: docs/ordering.md, "Leases").
+    etcd_takeover_s: int = 10
     peers: tuple[str, ...] = ()  # the app's other nodes (http://host:port): blocks older than the window
     block_max_txs: int = 500
     block_max_wait_ms: int = 20
@@ -210,6 +213,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         etcd_prefix=prefix,
         peers=peers,
         etcd_block_window=_int("BSN_ETCD_BLOCK_WINDOW", env.get("BSN_ETCD_BLOCK_WINDOW", "10000"), 1, 10**9),
+        etcd_takeover_s=_int("BSN_ETCD_TAKEOVER_S", env.get("BSN_ETCD_TAKEOVER_S", "10"), 2, 3600),
         block_max_txs=_int("BSN_BLOCK_MAX_TXS", env.get("BSN_BLOCK_MAX_TXS", "500"), 1, 100000),
         block_max_wait_ms=_int("BSN_BLOCK_MAX_WAIT_MS", env.get("BSN_BLOCK_MAX_WAIT_MS", "20"), 0, 600000),
         tx_max_age_s=_int("BSN_TX_MAX_AGE_S", env.get("BSN_TX_MAX_AGE_S", "300"), 1, 10**7),

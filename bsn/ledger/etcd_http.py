@@ -590,6 +590,10 @@ class EtcdClient:
         """Announce a new member (root only); it must then start with --initial-cluster-state=existing."""
         return dict(self.call("/v3/cluster/member/add", {"peerURLs": list(peer_urls)}).get("member") or {})
 
+    def member_update(self, member_id: int, peer_urls: list[str]) -> None:
+        """Change the peer URLs a member is reached at (root only)."""
+        self.call("/v3/cluster/member/update", {"ID": str(member_id), "peerURLs": list(peer_urls)})
+
     def status(self, endpoint: str, *, timeout: float | None = None) -> dict[str, Any]:
         """/v3/maintenance/status of one endpoint (no failover): leader, raft index, db size."""
         status, data = self._post_once(endpoint, "/v3/maintenance/status", {}, None, timeout or self.timeout)

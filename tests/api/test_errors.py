@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -79,7 +80,7 @@ class TestEveryStatusIsAProblem:
     def test_415(self, owner_client):
         assert_problem(owner_client.post("/api/v1/tokens", "name=x", content_type="text/plain"), 415)
 
-    def test_500_inside_a_view_is_a_problem_without_internals(self, owner_client, regions, monkeypatch):
+    def test_500_inside_a_view_is_a_problem_without_internals(self, owner_client, regions, monkeypatch, caplog):
         def boom(**kwargs):
             raise RuntimeError("secret internal detail")
 
@@ -89,11 +90,19 @@ class TestEveryStatusIsAProblem:
         body = assert_problem(resp, 500, "server-error")
         assert "secret" not in resp.content.decode()
         assert body["detail"] == "An unexpected error occurred."
+        assert len(body["ref"]) == 12  # quoted by the tenant, found by staff in the log
+        assert any(body["ref"] in r.getMessage() for r in caplog.records)
         assert row_counts() == before
 
-    def test_500_outside_drf(self):
-        resp = api_server_error(RequestFactory().get("/healthz"))
+    def test_500_outside_drf(self, caplog):
+        try:
+            raise RuntimeError("secret internal detail")
+        except RuntimeError:  # Django calls handler500 while handling the exception
+            resp = api_server_error(RequestFactory().get("/healthz"))
         assert (resp.status_code, resp["Content-Type"]) == (500, PROBLEM)
+        body = json.loads(resp.content)
+        assert "secret" not in resp.content.decode()
+        assert any(body["ref"] in r.getMessage() and "secret" in r.exc_text for r in caplog.records if r.exc_text)
 
 
 @pytest.mark.django_db

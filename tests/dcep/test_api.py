@@ -522,6 +522,9 @@ def test_bodies_too_deep_or_too_big_are_clean_4xx(bank):
     item = {"from_wallet": w1, "to_wallet": w2, "amount": 1}
     with unchanged():
         assert_problem(post_raw("payments", "[" * 100_000 + "]" * 100_000), 400)
+        deep = '{"from_wallet": "' + w1 + '", "memo": ' + "[" * 64 + "]" * 64 + "}"  # 65 levels: over the limit
+        assert "nested deeper than 64" in assert_problem(post_raw("payments", deep), 400, "parse-error")["detail"]
+        assert_problem(post_raw("payments/batch", '{"payments": [' + deep + "]}"), 400, "parse-error")
         assert_problem(post_raw("payments/batch", '{"payments": ' + "[" * 50_000 + "]" * 50_000 + "}"), 400)
         assert_problem(post_raw("payments", json.dumps({**item, "memo": "x" * 9_000_000})), 413)
         many = json.dumps({"payments": [{**item, "memo": "x" * 140}] * 50_000})  # ~10 MB, over the 8 MiB limit

@@ -45,7 +45,7 @@ def _submit_until_acknowledged(client: Client, envelope: dict, *, timeout: float
         except Exception as exc:  # noqa: BLE001 - gateway 503/504 while the cluster heals
             last = exc
         time.sleep(0.3)
-    pytest.fail(f"transaction never acknowledged: {last!r}", pytrace=False)
+    pytest.fail(f"transaction {envelope['tx'].get('args')} never acknowledged: {last!r}", pytrace=False)
 
 
 def _nodes(app_id) -> list[LedgerNode]:
@@ -71,8 +71,11 @@ def _verify(app_id) -> str:
 def test_three_node_app_survives_proposer_and_member_kills(
     transactional_db, live_server, make_regions, worker_factory, docker_engine, ledger_image
 ):
+    from apps.chainapps.models import ChainApp, Framework
     from apps.ordering.models import OrderingMember
-    from apps.ordering.services import ordering_heal
+    from apps.ordering.services import admin_client, ordering_app_credentials, ordering_heal
+    from bsn.ledger.etcd_http import EtcdClient
+    from tests.ordering.conftest import LeasePinner
 
     regions = make_regions("docker", count=3)
     worker_factory(regions)
@@ -101,14 +104,36 @@ def test_three_node_app_survives_proposer_and_member_kills(
     for i in range(10):
         put(i)
 
-    # 1. kill the proposer node
+    # 1. kill the proposer node, while another app's etcd credential keeps every lease in
+    #    the cluster alive (etcd checks no permission on keep-alives): its lease outlives
+    #    it, and the app still fails over (docs/ordering.md, "Leases").
     proposer_id = wait_for(
         lambda: (_chain(_nodes(app_id)[0].endpoint) or {}).get("proposer"), timeout=30, message="a proposer"
     )
     proposer = LedgerNode.objects.get(pk=proposer_id)
-    docker_engine.containers.get(proposer.name).kill()
-    for i in range(10, 20):
-        put(i)
+    root, prefix = admin_client(), f"/bsn/apps/{app_id}/"
+    held = root.get(f"{prefix}proposer")
+    assert held.value.decode() == proposer_id and held.lease
+    other = ChainApp.objects.create(
+        tenant=TenantFactory(),
+        name="foreign",
+        framework=Framework.objects.filter(builtin=True).first(),
+        ordering="etcd",
+    )
+    creds = ordering_app_credentials(other)
+    foreign = EtcdClient(
+        [m.endpoint for m in OrderingMember.objects.all()], user=creds["user"], password=creds["password"]
+    )
+    with LeasePinner(foreign) as pinner:
+        wait_for(lambda: held.lease in pinner.kept, timeout=10, message="the proposer lease pinned")
+        docker_engine.containers.get(proposer.name).kill()
+        for i in range(10, 20):
+            put(i)
+    now = root.get(f"{prefix}proposer")
+    assert now.value.decode() != proposer_id and now.lease != held.lease
+    # Not the TTL (the lease was kept alive): a survivor saw pending work with no block and took over.
+    logs = b"".join(docker_engine.containers.get(n.name).logs() for n in _nodes(app_id) if n.pk != proposer.pk)
+    assert f"deposed proposer {proposer_id}".encode() in logs
 
     # 2. kill one ordering member
     member = OrderingMember.objects.order_by("index").first()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bsn.ledger.etcd_http import EtcdClient, wait_ready
+from bsn.ledger.etcd_http import EtcdClient, EtcdError, prefix_end, wait_ready
 
 ETCD = shutil.which("etcd")
 
@@ -94,6 +94,69 @@ def etcd_factory(tmp_path_factory) -> Iterator[Callable[[], LocalEtcd]]:
 def etcd_server(etcd_factory) -> LocalEtcd:
     """A shared etcd without auth; every test uses its own key prefix."""
     return etcd_factory()
+
+
+class AuthEtcd:
+    """A LocalEtcd with auth on: root, and apps "a" and "b" each confined to its prefix
+    (the same role layout as ``ordering_app_credentials``)."""
+
+    def __init__(self, server: LocalEtcd) -> None:
+        self.endpoint = server.endpoint
+        self.server = server
+        anon = EtcdClient([server.endpoint])
+        anon.user_add("root", "root-pw")
+        anon.role_add("root")
+        anon.user_grant_role("root", "root")
+        self.creds: dict[str, dict[str, str]] = {}
+        for app in ("a", "b"):
+            user, prefix = f"app-{app}", f"/bsn/apps/{app}/"
+            anon.user_add(user, f"{app}-pw")
+            anon.role_add(user)
+            anon.role_grant_permission(user, prefix, prefix_end(prefix), "READWRITE")
+            anon.user_grant_role(user, user)
+            self.creds[app] = {"user": user, "password": f"{app}-pw", "prefix": prefix}
+        anon.auth_enable()
+
+    def client(self, app: str) -> EtcdClient:
+        return EtcdClient([self.endpoint], user=self.creds[app]["user"], password=self.creds[app]["password"])
+
+
+class LeasePinner:
+    """The attacker: with another app's credential, list every lease in the cluster and
+    keep them all alive (three times per TTL) until stopped."""
+
+    def __init__(self, client: EtcdClient) -> None:
+        self.client = client
+        self.stop = threading.Event()
+        self.kept: set[int] = set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def leases(self) -> list[int]:
+        return [int(lease["ID"]) for lease in self.client.call("/v3/lease/leases", {}).get("leases", [])]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for lease in self.leases():
+                    if self.client.lease_keepalive(lease) > 0:
+                        self.kept.add(lease)
+            except EtcdError:
+                pass  # a member down: the client fails over next round
+            self.stop.wait(1.0)  # the proposer lease TTL is 3 s
+
+    def __enter__(self) -> LeasePinner:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def etcd_auth(etcd_factory) -> AuthEtcd:
+    """A shared etcd with auth on and two apps' credentials."""
+    return AuthEtcd(etcd_factory())
 
 
 @pytest.fixture

@@ -156,7 +156,9 @@ def _app(name: str) -> ChainApp:
     )
 
 
-def test_app_credentials_are_confined_to_the_app_prefix(ordering, docker_engine, ledger_image):
+def test_app_credentials_are_confined_to_the_app_prefix_and_apps_reach_the_client_port_only(
+    ordering, docker_engine, ledger_image
+):
     services.ordering_ensure()
     app_a, app_b = _app("a"), _app("b")
     creds_a = services.ordering_app_credentials(app_a)
@@ -226,6 +228,23 @@ def test_app_credentials_are_confined_to_the_app_prefix(ordering, docker_engine,
     assert out.decode().strip() == "1"
     assert a.get(f"{creds_a['prefix']}from-node").value == b"ok"
 
+    # From the app network: the client port answers, the peer port does not (neither by
+    # the member's name there nor at its ordering-network address).
+    ordering_net = ordering_network_name(ordering)
+    ordering_ips = {
+        c.name: c.attrs["NetworkSettings"]["Networks"][ordering_net]["IPAddress"]
+        for c in _containers(docker_engine, ordering)
+    }
+    targets = [[n, 2379] for n in names] + [[n, 2380] for n in names] + [[ordering_ips[n], 2380] for n in names]
+    reach = _probe_ports(docker_engine, ledger_image, net, ordering, targets)
+    assert reach == {f"{n}:2379": "open" for n in names} | {
+        f"{host}:2380": "closed" for host in [*names, *ordering_ips.values()]
+    }, reach
+    # The same probe on the ordering network sees the peer port open: the probe can tell.
+    peer_names = [f"{n}.{ordering_net}" for n in names]
+    on_ordering = _probe_ports(docker_engine, ledger_image, ordering_net, ordering, [[p, 2380] for p in peer_names])
+    assert on_ordering == {f"{p}:2380": "open" for p in peer_names}, on_ordering
+
     # Delete: user, role and keys go; the old password no longer works.
     assert services.ordering_revoke_app(app_a) is True
     assert not AppOrderingCredential.objects.filter(app=app_a).exists()
@@ -233,6 +252,34 @@ def test_app_credentials_are_confined_to_the_app_prefix(ordering, docker_engine,
         EtcdClient(endpoints, user=creds_a["user"], password=creds_a["password"]).get(f"{creds_a['prefix']}height")
     assert _root().range(creds_a["prefix"], prefix=True).kvs == []
     assert services.ordering_revoke_app(app_a) is False
+
+
+_PORT_PROBE = """
+import json, socket, sys
+out = {}
+for host, port in json.loads(sys.argv[1]):
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        out[f"{host}:{port}"] = "open"
+    except OSError:
+        out[f"{host}:{port}"] = "closed"
+print(json.dumps(out))
+"""
+
+
+def _probe_ports(client, image: str, network: str, inst: str, targets: list) -> dict[str, str]:
+    """{"host:port": "open" | "closed"} as seen by a container on ``network``."""
+    import json
+
+    out = client.containers.run(
+        image,
+        ["python3", "-c", _PORT_PROBE, json.dumps(targets)],
+        network=network,
+        user="10001:10001",
+        labels={LABEL_INSTALLATION: inst, "io.bsn.test": "ordering"},
+        remove=True,
+    )
+    return json.loads(out.decode().strip().splitlines()[-1])
 
 
 def test_status_command_before_and_errors(db, capsys):
@@ -278,3 +325,37 @@ def test_a_member_that_lost_its_volume_rejoins_as_a_new_member(ordering, docker_
     services.ordering_ensure()
     assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 60, 0.5)
     assert sorted(m["name"] for m in _root().member_list()) == sorted(m.name for m in members)
+
+
+def test_members_that_listened_everywhere_are_upgraded_in_place(ordering, docker_engine, monkeypatch):
+    """Generation-1 members (peer port on 0.0.0.0, peers by plain container name) become
+    generation 2 on the next heal: peer URLs updated first, then recreated; data kept."""
+    from apps.ordering import spec as ospec
+
+    real_command = ospec.etcd_command
+
+    def generation_1(*, network: str, **kwargs) -> list[str]:
+        cmd = real_command(network=network, **kwargs)[5:]  # without the wrapper
+        cmd = [arg.replace(f".{network}:2380", ":2380") for arg in cmd]
+        return [*cmd, "--listen-peer-urls=http://0.0.0.0:2380"]
+
+    monkeypatch.setattr(ospec, "etcd_command", generation_1)
+    monkeypatch.setattr(ospec, "GENERATION", "1")
+    services.ordering_ensure()
+    names = [m.name for m in OrderingMember.objects.order_by("index")]
+    assert {m["name"]: m["peerURLs"] for m in _root().member_list()} == {n: [f"http://{n}:2380"] for n in names}
+    _root().put("/bsn/test/kept", "1")
+    monkeypatch.undo()
+
+    report = services.ordering_heal()
+    assert sorted(report["peer_urls_updated"]) == names, report
+    assert sorted(report["upgraded"]) == names, report  # recreated one at a time, same volumes
+    assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 60, 0.5)
+    net = ordering_network_name(ordering)
+    assert {m["name"]: m["peerURLs"] for m in _root().member_list()} == {n: [f"http://{n}.{net}:2380"] for n in names}
+    for c in _containers(docker_engine, ordering):
+        assert c.labels["io.bsn.generation"] == "2"
+        assert c.attrs["Config"]["Cmd"][:3] == ["python3", "-m", "bsn.ledger.etcd_member"]
+    assert _root().get("/bsn/test/kept").value == b"1"
+    _root().put("/bsn/test/after", "2")
+    assert services.ordering_heal()["peer_urls_updated"] == []

@@ -20,12 +20,25 @@ def test_member_names_and_cluster_flags():
         installation_id=INST, index=1, members=names, token="tok", image="img", publish_host="10.0.0.5"
     )
     cmd = list(s.command)
-    assert cmd[0] == "etcd" and "--name=bsn-0123abcd-etcd-1" in cmd
+    # The peer port: on the ordering network only (the wrapper adds --listen-peer-urls with
+    # the member's address there); peers are named <member>.<ordering network>.
+    assert cmd[:5] == [
+        "python3",
+        "-m",
+        "bsn.ledger.etcd_member",
+        "--peer-host=bsn-0123abcd-etcd-1.bsn-0123abcd-ordering",
+        "--",
+    ]
+    assert cmd[5] == "etcd" and "--name=bsn-0123abcd-etcd-1" in cmd
+    assert not [arg for arg in cmd if arg.startswith("--listen-peer-urls")]
+    assert "--listen-client-urls=http://0.0.0.0:2379" in cmd  # apps reach the client port
+    assert "--initial-advertise-peer-urls=http://bsn-0123abcd-etcd-1.bsn-0123abcd-ordering:2380" in cmd
     assert (
-        "--initial-cluster=" + ",".join(f"{n}=http://{n}:2380" for n in names) in cmd
+        "--initial-cluster=" + ",".join(f"{n}=http://{n}.bsn-0123abcd-ordering:2380" for n in names) in cmd
         and "--initial-cluster-state=new" in cmd
         and "--initial-cluster-token=tok" in cmd
     )
+    assert s.labels["io.bsn.generation"] == "2"  # members of the 0.0.0.0 era are recreated
     assert "--auto-compaction-mode=revision" in cmd and "--auto-compaction-retention=1000" in cmd
     assert "--max-txn-ops=1024" in cmd and "--data-dir=/data/etcd" in cmd
     assert s.labels["io.bsn.role"] == "ordering" and s.labels["io.bsn.installation"] == INST
@@ -56,3 +69,24 @@ def test_secrets_round_trip_and_key_rotation():
             decrypt_secret(token)
     with pytest.raises(ValueError):
         decrypt_secret("not-a-token")
+
+
+def test_member_wrapper_binds_the_peer_port_to_the_resolved_address(monkeypatch):
+    from bsn.ledger import etcd_member
+
+    argv = ["--peer-host=m.net", "--", "etcd", "--name=m", "--listen-peer-urls=http://0.0.0.0:2380"]
+    assert etcd_member.command(argv, "172.30.0.4") == [
+        "etcd",
+        "--name=m",
+        "--listen-peer-urls=http://172.30.0.4:2380",
+    ]
+    assert etcd_member.resolve("127.0.0.1") == "127.0.0.1"
+    with pytest.raises(SystemExit, match="cannot resolve"):
+        etcd_member.resolve("no-such-host.invalid", timeout=0)
+    execs = []
+    monkeypatch.setattr(etcd_member, "resolve", lambda host: {"m.net": "10.1.2.3"}[host])
+    monkeypatch.setattr(etcd_member.os, "execvp", lambda path, args: execs.append(args))
+    etcd_member.main(["--peer-host=m.net", "--", "etcd", "--name=m"])
+    assert execs == [["etcd", "--name=m", "--listen-peer-urls=http://10.1.2.3:2380"]]
+    with pytest.raises(SystemExit, match="usage"):
+        etcd_member.main(["--", "etcd"])

@@ -2,6 +2,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
+from apps.common.incidents import sees_detail
 from apps.common.serializers import StrictInputSerializer
 from bsn.ledger.contracts import CONTRACTS
 
@@ -133,3 +134,9 @@ class OperationSerializer(serializers.ModelSerializer):
 
     def get_url(self, op) -> str:
         return reverse("operation-detail", args=[op.pk], request=self.context.get("request"))
+
+    def to_representation(self, op):
+        data = super().to_representation(op)
+        if not sees_detail(self.context.get("request")):  # internal detail is for platform staff
+            data["log"] = [{k: v for k, v in entry.items() if k != "detail"} for entry in data["log"] or []]
+        return data

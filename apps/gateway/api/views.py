@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -20,6 +21,7 @@ from apps.common.viewsets import TenantScopedViewSet
 from apps.gateway import services
 from apps.gateway.api import serializers as s
 from apps.gateway.models import AppUser
+from apps.runtime.nodeapi import RawJSON
 
 GATEWAY_PROBLEMS = ("502", "503", "504")
 APP_ID = OpenApiParameter("app_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the chain app's id")
@@ -84,6 +86,13 @@ class AppUserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         return Response(self.get_serializer(user).data)
 
 
+def _answer(result):
+    """A read's answer; one the node sent too deeply nested to parse goes out as it came."""
+    if isinstance(result, RawJSON):
+        return HttpResponse(bytes(result), content_type="application/json")
+    return Response(result)
+
+
 class AppLedgerViewSet(TenantScopedViewSet):
     """Signed transactions to, and reads from, a healthy node of the app."""
 
@@ -113,7 +122,7 @@ class AppLedgerViewSet(TenantScopedViewSet):
     @extend_schema(responses={200: s.TxLookupSerializer})
     @action(detail=True, methods=["get"], url_path=r"transactions/(?P<tx_id>[0-9a-fA-F]{64})")
     def transaction(self, request, pk=None, tx_id=None):
-        return Response(services.gateway_tx(app=self.get_object(), tx_id=tx_id))
+        return _answer(services.gateway_tx(app=self.get_object(), tx_id=tx_id))
 
     @extend_schema(
         parameters=[OpenApiParameter("height", OpenApiTypes.INT, OpenApiParameter.PATH)],
@@ -121,7 +130,7 @@ class AppLedgerViewSet(TenantScopedViewSet):
     )
     @action(detail=True, methods=["get"], url_path=r"blocks/(?P<height>[0-9]{1,19})")
     def block(self, request, pk=None, height=None):
-        return Response(services.gateway_block(app=self.get_object(), height=int(height)))
+        return _answer(services.gateway_block(app=self.get_object(), height=int(height)))
 
     @extend_schema(
         operation_id="apps_state_contract_retrieve",
@@ -130,7 +139,7 @@ class AppLedgerViewSet(TenantScopedViewSet):
     )
     @action(detail=True, methods=["get"], url_path=r"state/(?P<contract>[A-Za-z0-9_]{1,64})/(?P<key>[^/]+)")
     def contract_state(self, request, pk=None, contract=None, key=None):
-        return Response(services.gateway_state(app=self.get_object(), contract=contract, key=key))
+        return _answer(services.gateway_state(app=self.get_object(), contract=contract, key=key))
 
     @extend_schema(
         operation_id="apps_state_key_retrieve",
@@ -140,7 +149,7 @@ class AppLedgerViewSet(TenantScopedViewSet):
     @action(detail=True, methods=["get"], url_path=r"state/(?P<key>[^/]+)")
     def state(self, request, pk=None, key=None):
         app = self.get_object()
-        return Response(services.gateway_state(app=app, contract=app.contract_template, key=key))
+        return _answer(services.gateway_state(app=app, contract=app.contract_template, key=key))
 
     @extend_schema(responses={200: s.ChainSerializer}, description="Chain summary from one healthy node.")
     @action(detail=True, methods=["get"], url_path="chain")

@@ -10,6 +10,11 @@ etcd (Raft) decides the order; this module only follows the protocol page:
 - Election: a lease (TTL 3 s, kept alive every second) and
   ``create_revision(P/proposer) == 0 → put(P/proposer, me, lease)``. A keep-alive that
   fails, or a lease whose deadline passed, stops proposing at once.
+- Take-over: etcd leases are outside its RBAC, so any client (another app's credential)
+  can keep a dead proposer's lease alive. Failover therefore does not rest on the lease
+  alone: a node that sees pending batches older than ``BSN_ETCD_TAKEOVER_S`` while no
+  block was committed for as long deletes ``P/proposer`` (compare: its mod revision is
+  the one it saw) and campaigns. A proposer that sees its key deleted or taken stops.
 - The proposer catches up to ``P/height``, then loops: list ``P/pending/`` (oldest
   first, keys only), take whole batches up to a block, ``core.make_block``, and commits
   with one transaction comparing
@@ -64,6 +69,7 @@ MAX_TXN_BYTES = 4 * 1024 * 1024  # values per submit txn (base64 on the wire: x4
 MAX_TXN_OPS = 1000
 WATCH_READ_TIMEOUT = 5.0  # idle watches are re-opened (cheap) so a dead member is noticed
 IDLE_POLL = 1.0  # the proposer re-reads pending at least this often even without events
+TAKEOVER_AFTER = 10.0  # seconds of pending work without a block before the proposer is deposed
 
 
 def _envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
@@ -116,6 +122,7 @@ class EtcdOrderer:
         self.max_txs = max(1, int(_cfg(config, "block_max_txs", 500) or 500))
         self.max_wait = max(0, int(_cfg(config, "block_max_wait_ms", 20) or 0)) / 1000.0
         self.window = max(1, int(_cfg(config, "etcd_block_window", 10000) or 10000))
+        self.takeover_after = max(1.0, float(_cfg(config, "etcd_takeover_s", TAKEOVER_AFTER) or TAKEOVER_AFTER))
         self.peers = [p.rstrip("/") for p in (_cfg(config, "peers") or []) if p]
         endpoints = _cfg(config, "etcd_endpoints") or []
         if isinstance(endpoints, str):
@@ -135,6 +142,7 @@ class EtcdOrderer:
         self._watch: Any = None
         self._lease: int = 0
         self._lease_deadline = 0.0  # monotonic time the lease surely still lives until
+        self._lease_revision = 0  # etcd revision of our put of P/proposer
         self._proposer_seen: str | None = None
         self._committed_height = 0  # highest P/height observed
         self._need_sync = True  # read P/height before the next proposal
@@ -142,6 +150,11 @@ class EtcdOrderer:
         # prechecked) and other nodes' raw values seen on the watch.
         self._mine: dict[str, tuple[list[dict], int]] = {}
         self._seen: dict[str, bytes] = {}
+        # Liveness of the proposer, judged by progress and not by its lease (take-over):
+        # when each pending batch was first seen here, and the last time the chain moved.
+        self._pending_since: dict[str, float] = {}
+        self._progress_at = time.monotonic()
+        self._progress_height = 0
         self.last_error = ""
 
     # ------------------------------------------------------------------ interface
@@ -149,6 +162,8 @@ class EtcdOrderer:
     def start(self, core: Any) -> None:
         self.core = core
         self._committed_height = int(core.height)
+        self._progress_height = int(core.height)
+        self._progress_at = time.monotonic()
         for name, target in (("watch", self._watch_loop), ("elect", self._elect_loop), ("propose", self._propose_loop)):
             thread = threading.Thread(target=target, name=f"etcd-{name}-{self.node_id[:8]}", daemon=True)
             thread.start()
@@ -169,6 +184,9 @@ class EtcdOrderer:
                 self._mine.pop(key, None)  # if the put landed after all, the proposer reads it from etcd
             self.last_error = str(exc)
             raise OrderingUnavailable(f"ordering service unavailable: {exc}") from None
+        now = time.monotonic()
+        for key, _, _ in batches:
+            self._pending_since.setdefault(key, now)
         self._wake_proposer.set()
 
     def _batches(self, envelopes: list[dict]) -> list[tuple[str, bytes, list[dict]]]:
@@ -200,7 +218,11 @@ class EtcdOrderer:
         lease, self._lease = self._lease, 0
         self._lease_deadline = 0.0
         if lease:
-            try:  # hand over at once instead of after the TTL
+            # Hand over at once instead of after the TTL. The key is deleted first: a
+            # revoke fails when someone attached a key of theirs to our lease (a revoke
+            # needs write permission on every attached key).
+            try:
+                self.client.txn([compare(self.k_proposer, "LEASE", "==", lease)], [op_delete(self.k_proposer)])
                 self.client.lease_revoke(lease)
             except EtcdError as exc:
                 logger.info("could not revoke proposer lease: %s", exc)
@@ -240,7 +262,15 @@ class EtcdOrderer:
             moved = int(self.core.height) >= height
         if moved:
             self._committed_height = max(self._committed_height, height)
+            self._note_progress(height)
         return moved
+
+    def _note_progress(self, height: int | None = None) -> None:
+        """The chain moved (a block, or pending batches cleared): the proposer is alive."""
+        if height is None or height > self._progress_height:
+            self._progress_at = time.monotonic()
+            if height is not None:
+                self._progress_height = height
 
     def _catch_up(self) -> int:
         """Apply every committed block above the core's height; the revision to watch from."""
@@ -353,16 +383,23 @@ class EtcdOrderer:
                 if event.type == "PUT":
                     if key not in self._mine:
                         self._seen[key] = event.kv.value
+                    self._pending_since.setdefault(key, time.monotonic())
                     self._wake_proposer.set()
                 else:
                     self._mine.pop(key, None)
                     self._seen.pop(key, None)
+                    if self._pending_since.pop(key, None) is not None:
+                        self._note_progress()
             elif key == self.k_proposer:
                 if event.type == "DELETE":
                     self._proposer_seen = None
+                    self._deposed(event.kv.mod_revision, "the proposer key was deleted")
                     self._wake_election.set()
                 else:
-                    self._proposer_seen = event.kv.value.decode("utf-8", "replace")
+                    holder = event.kv.value.decode("utf-8", "replace")
+                    self._proposer_seen = holder
+                    if holder != self.node_id or event.kv.lease != self._lease:
+                        self._deposed(event.kv.mod_revision, f"{holder} holds the proposer key")
             elif key == self.k_height and event.type == "PUT":
                 try:
                     self._committed_height = max(self._committed_height, int(event.kv.value))
@@ -383,6 +420,8 @@ class EtcdOrderer:
                     self._stop.wait(KEEPALIVE_INTERVAL)
                 else:
                     self._campaign()
+                    if not self._lease and self._take_over():
+                        self._campaign()
                     if not self._lease:
                         self._wake_election.wait(IDLE_POLL)
                         self._wake_election.clear()
@@ -404,6 +443,7 @@ class EtcdOrderer:
             [op_put(self.k_proposer, self.node_id, lease=lease)],
             [op_range(self.k_proposer)],
         )
+        revision = int((reply.get("header") or {}).get("revision") or 0)
         if not won:
             kvs = self.client.txn_range_kvs(reply)
             self._proposer_seen = kvs[0].value.decode("utf-8", "replace") if kvs else None
@@ -412,9 +452,11 @@ class EtcdOrderer:
             except EtcdError:
                 pass  # expires by itself
             return
+        self._lease_revision = revision  # set before _lease: the watch compares with it
         self._lease = lease
         self._lease_deadline = sent + ttl - 0.5
         self._proposer_seen = self.node_id
+        self._progress_at = time.monotonic()  # give ourselves a full bound before anyone deposes us
         self._need_sync = True
         logger.info("node %s is now the proposer (lease %x)", self.node_id, lease)
         self._wake_proposer.set()
@@ -426,6 +468,71 @@ class EtcdOrderer:
             self._resign("lease expired")
             return
         self._lease_deadline = sent + ttl - 0.5
+
+    def _deposed(self, revision: int, why: str) -> None:
+        """The watch saw P/proposer change after our own put: another node took over.
+
+        Our commits would fail their lease compare anyway; stop trying, and let the lease
+        go (best effort: it may be pinned by someone else's keep-alives, which no longer
+        matters)."""
+        lease = self._lease
+        if not lease or revision <= self._lease_revision:
+            return
+        self._resign(why)
+        try:
+            self.client.lease_revoke(lease)
+        except EtcdError as exc:
+            logger.info("could not revoke the old proposer lease: %s", exc)
+
+    def _take_over(self) -> bool:
+        """Depose a proposer that leaves pending batches without a block; True if deposed.
+
+        etcd checks no permission on lease keep-alives: any authenticated client (another
+        app's credential) can keep the lease of a dead proposer alive forever, and with it
+        ``P/proposer``. So liveness is judged by progress: pending batches older than
+        ``takeover_after`` while the chain did not move for as long. Local clocks only
+        (monotonic); the chain's height and the pending keys are re-read from etcd first,
+        so a node whose own watch lags does not depose a working proposer. Deposing is
+        always safe: every commit compares ``P/height`` and the proposer's lease.
+        """
+        now = time.monotonic()
+        bound = self.takeover_after
+        seen = dict(self._pending_since)  # a copy: the watch thread changes it
+        if not seen or now - self._progress_at < bound or now - min(seen.values()) < bound:
+            return False
+        height = self._read_height()
+        if height > self._progress_height:
+            self._note_progress(height)
+            return False
+        res = self.client.range(self.k_pending, prefix_end(self.k_pending), keys_only=True)
+        live = {kv.key.decode("utf-8", "replace") for kv in res.kvs}
+        waited = [now - since for key, since in seen.items() if key in live and now - since >= bound]
+        if not waited:
+            return False
+        holder = self.client.get(self.k_proposer)
+        if holder is None:
+            return True  # gone meanwhile: campaign
+        if holder.value.decode("utf-8", "replace") == self.node_id and holder.lease == self._lease:
+            return False
+        won, _ = self.client.txn(
+            [compare(self.k_proposer, "MOD", "==", holder.mod_revision)], [op_delete(self.k_proposer)]
+        )
+        self._progress_at = now  # the next proposer gets a full bound
+        if not won:
+            return False  # changed meanwhile (another node deposed it, or a new proposer)
+        logger.warning(
+            "node %s deposed proposer %s (lease %x): pending batches waited %.0fs with no block",
+            self.node_id,
+            holder.value.decode("utf-8", "replace"),
+            holder.lease,
+            max(waited),
+        )
+        try:  # best effort: if its holder is alive, its keep-alive now reports the loss
+            self.client.lease_revoke(holder.lease)
+        except EtcdError as exc:
+            logger.info("could not revoke the deposed proposer's lease: %s", exc)
+        self._proposer_seen = None
+        return True
 
     def _resign(self, why: str) -> None:
         if self._lease:
@@ -529,13 +636,18 @@ class EtcdOrderer:
             return [], len(raw)
         return envelopes, len(raw)
 
-    def _prune_pending_cache(self) -> None:
-        """Forget cached batches that are no longer pending (their delete was missed)."""
+    def _prune_pending_cache(self) -> set[str]:
+        """Forget cached batches that are no longer pending (their delete was missed);
+        start the take-over clock of those never seen. The live pending keys."""
         res = self.client.range(self.k_pending, prefix_end(self.k_pending), keys_only=True)
         live = {kv.key.decode("utf-8", "replace") for kv in res.kvs}
-        for cache in (self._mine, self._seen):
+        for cache in (self._mine, self._seen, self._pending_since):
             for key in [k for k in cache if k not in live]:
                 cache.pop(key, None)
+        now = time.monotonic()
+        for key in live:
+            self._pending_since.setdefault(key, now)
+        return live
 
     def _commit(self, height: int, pending: list[tuple[str, list[dict]]]) -> bool:
         # The core lock is held from building the block until it is applied, so the
@@ -593,6 +705,7 @@ class EtcdOrderer:
         for key in keys:
             self._mine.pop(key, None)
             self._seen.pop(key, None)
+            self._pending_since.pop(key, None)
 
     def _note(self, message: str) -> None:
         if message != self.last_error:
