@@ -51,6 +51,10 @@ class Config:
     etcd_prefix: str = ""  # default /bsn/apps/<app id>/
     etcd_block_window: int = 10000
     peers: tuple[str, ...] = ()  # the app's other nodes (http://host:port): blocks older than the window
+    # This node's API credential (docs/ledger-protocol.md "Node authentication"); None: a
+    # development node keeps one in its data dir. Peers' credentials by peer URL.
+    api_credential: str | None = field(default=None, repr=False)
+    peer_credentials: dict[str, str] = field(default_factory=dict, repr=False)
     block_max_txs: int = 500
     block_max_wait_ms: int = 20
     tx_max_age_s: int = 300
@@ -183,6 +187,17 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     if not prefix.endswith("/"):
         prefix += "/"
 
+    credential = _secret(env, "BSN_NODE_API_CREDENTIAL")
+    if credential is not None and len(credential) < 16:
+        raise ConfigError("BSN_NODE_API_CREDENTIAL must be at least 16 characters")
+    peer_credentials: dict[str, str] = {}
+    raw_peer_credentials = _secret(env, "BSN_PEER_CREDENTIALS")
+    if raw_peer_credentials:
+        for url, value in _json_object("BSN_PEER_CREDENTIALS", raw_peer_credentials).items():
+            if not isinstance(value, str) or not value:
+                raise ConfigError("BSN_PEER_CREDENTIALS must map peer URLs to credentials")
+            peer_credentials[url.rstrip("/")] = value
+
     if ordering == "etcd":
         if private is None:
             raise ConfigError("BSN_NODE_PRIVATE_KEY (or _FILE) is required with BSN_ORDERING=etcd")
@@ -209,6 +224,8 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         etcd_password=_secret(env, "BSN_ETCD_PASSWORD"),
         etcd_prefix=prefix,
         peers=peers,
+        api_credential=credential,
+        peer_credentials=peer_credentials,
         etcd_block_window=_int("BSN_ETCD_BLOCK_WINDOW", env.get("BSN_ETCD_BLOCK_WINDOW", "10000"), 1, 10**9),
         block_max_txs=_int("BSN_BLOCK_MAX_TXS", env.get("BSN_BLOCK_MAX_TXS", "500"), 1, 100000),
         block_max_wait_ms=_int("BSN_BLOCK_MAX_WAIT_MS", env.get("BSN_BLOCK_MAX_WAIT_MS", "20"), 0, 600000),

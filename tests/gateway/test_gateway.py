@@ -10,6 +10,7 @@ from apps.chainapps.models import LedgerNode
 from bsn.client import Client
 from tests.api.conftest import assert_problem
 from tests.fakenode import FakeNode
+from tests.gateway.conftest import speak_as
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +30,7 @@ def signer(app, alice_key) -> Client:
 def fake(app):
     """A scripted node in place of the app's node."""
     node = FakeNode()
+    speak_as(node, app.nodes.get())
     LedgerNode.objects.filter(app=app).update(state=LedgerNode.State.RUNNING, endpoint=node.endpoint)
     yield node
     node.close()
@@ -122,6 +124,7 @@ def test_unreachable_node_is_skipped_for_the_next(owner_client, owner, regions, 
     dead, alive = app.nodes.order_by("region__code")
     LedgerNode.objects.filter(pk=dead.pk).update(state="running", endpoint=_closed_port_endpoint())
     LedgerNode.objects.filter(pk=alive.pk).update(state="running", endpoint=fake.endpoint)
+    speak_as(fake, alive)
     fake.routes[("GET", "/chain")] = (200, {"height": 7})
     for _ in range(6):  # random order: both orders get exercised
         assert owner_client.get(f"/api/v1/apps/{app.pk}/chain").json() == {"height": 7}
