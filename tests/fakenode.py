@@ -62,7 +62,7 @@ class FakeNode:
 
     ``credential``: check each request's signature (401 otherwise) and MAC each reply, as
     the node does. ``identity``: ``(app id, node id, base64 private key)`` to prove on
-    ``/health`` and ``/chain``.
+    ``/health`` and ``/chain``. ``port``: bind that port (an impostor on a node's port).
     """
 
     def __init__(
@@ -71,6 +71,7 @@ class FakeNode:
         *,
         credential: str | None = None,
         identity: tuple[str, str, str] | None = None,
+        port: int = 0,
     ) -> None:
         self.routes: dict[tuple[str, str], Reply] = {}
         self.handler = handler
@@ -134,7 +135,7 @@ class FakeNode:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), _H)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
