@@ -28,6 +28,7 @@ from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
 logger = logging.getLogger(__name__)
 
 ORPHAN_GRACE_SECONDS = 300
+REFRESH_PROBE_TIMEOUT = 3.0  # a node busy with a failover may answer /health slowly
 
 
 def _orphan_spec(name: str, labels: dict[str, str]) -> NodeSpec:
@@ -108,7 +109,8 @@ def _observe_chains(app: ChainApp) -> bool:
 
 def reconcile_node(node_id: str) -> str:
     """Observe one node again (its endpoint, whether it proves who it is) and record it;
-    repairs are the region pass's business. Runs in the region's worker."""
+    repairs (restarting what stopped) are the region pass's business. Runs in the region's
+    worker when the gateway found the node silent or unable to prove its identity."""
     node = (
         LedgerNode.objects.select_related("app__framework", "app__tenant", "region")
         .exclude(state=LedgerNode.State.REMOVED)
@@ -122,11 +124,17 @@ def reconcile_node(node_id: str) -> str:
     except TransientRuntimeError as exc:
         LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.UNKNOWN, last_error=str(exc)[:2000])
         return LedgerNode.State.UNKNOWN
+    if seen.state == "unknown":  # e.g. the engine is restarting it (restart policy): look later
+        return node.state
     fields: dict = {"state": LedgerNode.State.MISSING if seen.state == "missing" else LedgerNode.State.STOPPED}
     if seen.state == "running":
         auth = node_auth(node)
         path = node.app.framework.health_path
-        healthy = bool(seen.endpoint) and auth is not None and probe(seen.endpoint, path, auth=auth)
+        healthy = (
+            bool(seen.endpoint)
+            and auth is not None
+            and probe(seen.endpoint, path, auth=auth, timeout=REFRESH_PROBE_TIMEOUT)
+        )
         fields = {
             "state": LedgerNode.State.RUNNING if healthy else LedgerNode.State.UNHEALTHY,
             "endpoint": seen.endpoint or "",

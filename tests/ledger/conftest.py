@@ -59,6 +59,9 @@ class Node:
             **node_env(),
             **env,
         }
+        for name in env:  # a secret given as a file replaces the default given as a value
+            if name.endswith("_FILE") and name[:-5] not in env:
+                self.env.pop(name[:-5], None)
         if "BSN_NODE_API_CREDENTIAL_FILE" in self.env:
             self.credential = Path(self.env["BSN_NODE_API_CREDENTIAL_FILE"]).read_text().strip()
         else:
