@@ -242,7 +242,8 @@ def node_step_run(operation_id: str, node_id: str) -> str:
             LedgerNode.objects.filter(pk=node.pk).update(
                 state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
             )
-            return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: healthy at {status.endpoint}")
+            proved = f"{node.region.code}: healthy (proved it is node {node.pk})"
+            return _record_step(operation_id, node_id, STEP_DONE, proved)
         if op.kind == Operation.Kind.STOP:
             driver.stop_node(spec)
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.STOPPED, last_seen_at=timezone.now())

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from apps.runtime.base import TransientRuntimeError
-from apps.runtime.nodeapi import NodeAuth, NodeCallError, NodeUnverified, new_session, read_verified
+from apps.runtime.nodeapi import NodeAuth, NodeCallError, NodeTimeout, NodeUnverified, new_session, read_verified
 
 REQUEST_TIMEOUT = 1.0
 
@@ -44,13 +44,16 @@ def wait_healthy(endpoint: str, path: str, timeout: float, *, auth: NodeAuth, in
                 reply = read_verified(
                     endpoint, path, auth=auth, timeout=min(REQUEST_TIMEOUT, remaining), session=session
                 )
-            except NodeUnverified as exc:
-                last_error = f"not the node it should be: {exc}"
-            except NodeCallError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
+            # Reasons without the endpoint: they end up in tenant-visible operation logs.
+            except NodeUnverified:
+                last_error = "what answers there cannot prove it is this node"
+            except NodeTimeout:
+                last_error = "no answer in time"
+            except NodeCallError:
+                last_error = "no connection"
             else:
                 if reply.status == 200:
                     return reply.body if isinstance(reply.body, dict) else {"body": reply.body}
                 last_error = f"HTTP {reply.status}: {str(reply.body)[:200]}"
             time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-    raise TransientRuntimeError(f"{endpoint}{path} not healthy after {timeout:.1f}s; last error: {last_error}")
+    raise TransientRuntimeError(f"node {auth.node_id} not healthy after {timeout:.1f}s; last error: {last_error}")

@@ -55,6 +55,7 @@ class Config:
     # development node keeps one in its data dir. Peers' credentials by peer URL.
     api_credential: str | None = field(default=None, repr=False)
     peer_credentials: dict[str, str] = field(default_factory=dict, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)  # opens GET /metrics only (Prometheus)
     block_max_txs: int = 500
     block_max_wait_ms: int = 20
     tx_max_age_s: int = 300
@@ -190,6 +191,9 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     credential = _secret(env, "BSN_NODE_API_CREDENTIAL")
     if credential is not None and len(credential) < 16:
         raise ConfigError("BSN_NODE_API_CREDENTIAL must be at least 16 characters")
+    metrics_token = _secret(env, "BSN_METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token) < 16:
+        raise ConfigError("BSN_METRICS_TOKEN must be at least 16 characters")
     peer_credentials: dict[str, str] = {}
     raw_peer_credentials = _secret(env, "BSN_PEER_CREDENTIALS")
     if raw_peer_credentials:
@@ -226,6 +230,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         peers=peers,
         api_credential=credential,
         peer_credentials=peer_credentials,
+        metrics_token=metrics_token,
         etcd_block_window=_int("BSN_ETCD_BLOCK_WINDOW", env.get("BSN_ETCD_BLOCK_WINDOW", "10000"), 1, 10**9),
         block_max_txs=_int("BSN_BLOCK_MAX_TXS", env.get("BSN_BLOCK_MAX_TXS", "500"), 1, 100000),
         block_max_wait_ms=_int("BSN_BLOCK_MAX_WAIT_MS", env.get("BSN_BLOCK_MAX_WAIT_MS", "20"), 0, 600000),

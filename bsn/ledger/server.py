@@ -7,6 +7,7 @@ errors included, is JSON (``/metrics`` is Prometheus text), errors are
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import socket
@@ -166,6 +167,9 @@ class Handler(BaseHTTPRequestHandler):
         if header is None and path == "/health":
             self._auth_required = False
             return
+        if path == "/metrics" and self._scraper(header):
+            self._auth_required = False
+            return
         key = self.server.credential
         if self.headers.get("Content-Length", "0").strip() not in ("", "0"):
             if not header or not header.startswith(auth.SCHEME + " "):
@@ -175,6 +179,14 @@ class Handler(BaseHTTPRequestHandler):
         self.auth_nonce = auth.check_request(key, header, self.command, self.path, b"")
         if self.auth_nonce is None:
             self._refuse()
+
+    def _scraper(self, header: str | None) -> bool:
+        """A Prometheus scraper with the separate scrape token (``BSN_METRICS_TOKEN_FILE``):
+        it cannot sign requests, so it sends the token itself; it opens ``/metrics`` only."""
+        token = self.server.metrics_token
+        if not token or not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[7:].strip().encode("utf-8"), token)
 
     def _check_body_auth(self, raw: bytes) -> None:
         if self._auth_header is not None:
@@ -477,6 +489,7 @@ class LedgerHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, config: Config, core: LedgerCore, orderer: Orderer, credential: str) -> None:
         self.credential = credential.encode("utf-8")  # the HMAC key of the node's API credential
+        self.metrics_token = (config.metrics_token or "").encode("utf-8")
         self.core = core
         self.orderer = orderer
         self.access_log = config.access_log

@@ -126,3 +126,13 @@ def test_credential_from_a_file_and_a_dev_node_keeps_one_in_its_data_dir(make_no
     assert dev.request("GET", "/chain").status == 401
     dev.credential = kept.read_text().strip()
     assert dev.request("GET", "/chain").status == 200
+
+
+def test_a_separate_scrape_token_opens_metrics_and_nothing_else(make_node):
+    node = make_node(BSN_METRICS_TOKEN="scrape-token-0123456789abcdef").start()
+    bearer = {"Authorization": "Bearer scrape-token-0123456789abcdef"}
+    reply = node.request("GET", "/metrics", headers=bearer)
+    assert reply.status == 200 and b"bsn_block_height" in reply.body
+    assert node.request("GET", "/metrics", headers={"Authorization": "Bearer wrong-token-0123456789ab"}).status == 401
+    for path in ("/chain", "/blocks/1", "/state/kv/greeting"):
+        assert node.request("GET", path, headers=bearer).status == 401
