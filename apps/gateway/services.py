@@ -1,10 +1,11 @@
 """The gateway: tenants' signed transactions and reads go to a healthy node of their app.
 
 Node choice: the app's nodes that are ``running`` with a published endpoint, in random
-order; a node that cannot be connected to is skipped for the next (the request never
-reached it). A node that was reached but did not answer in time is a 504: the outcome is
-unknown, and a retry of the same signed envelope is safe (the node accepts a
-``(signer, nonce)`` once). Node answers map to problem details (apps.gateway.errors).
+order; a node that cannot be connected to, or whose answer does not prove it is that node
+(docs/ledger-protocol.md "Node authentication"), is skipped for the next. A node that was
+reached but did not answer in time is a 504: the outcome is unknown, and a retry of the
+same signed envelope is safe (the node accepts a ``(signer, nonce)`` once). Node answers
+map to problem details (apps.gateway.errors).
 
 App users (public-key upload mode) are registered on the ledger with `_config`
 transactions signed by the app's admin key; see ``appuser_create`` for how a write that
