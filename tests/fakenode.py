@@ -1,7 +1,10 @@
 """Stand-ins for a ledger node on 127.0.0.1, for gateway, user and verify tests.
 
 - ``FakeNode``: an HTTP server whose replies are scripted per (method, path) and which
-  records every request it gets (to prove that nothing reached it, too).
+  records every request it gets (to prove that nothing reached it, too). Given the
+  node's ``credential`` it speaks "Node authentication" of docs/ledger-protocol.md —
+  written out here from the page (hmac/hashlib), not with ``bsn.ledger.auth`` — and
+  refuses unsigned requests; without one it is an impostor: it answers anyone, unsigned.
 - ``SimLedger``: a tiny in-memory ledger speaking docs/ledger-protocol.md — it checks
   signatures over canonical JSON written out here independently (json.dumps, not the
   ledger's helper), nonces, users added by `_config`; runs ``kv``; cuts one signed block
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,14 +36,49 @@ def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-class FakeNode:
-    """HTTP server on 127.0.0.1:<free port>; ``handler(method, path, body)`` gives the reply."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
-    def __init__(self, handler: Handler | None = None) -> None:
+
+def _hmac(key: str, message: str) -> str:
+    return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def check_signed(credential: str, header: str | None, method: str, target: str, body: bytes) -> str | None:
+    """The nonce of a request signed ``BSN1 <ts>:<nonce>:<mac>`` with ``credential``, else None."""
+    if not header or not header.startswith("BSN1 "):
+        return None
+    try:
+        ts, nonce, mac = header[5:].split(":")
+        fresh = abs(time.time() - int(ts)) <= 300
+    except ValueError:
+        return None
+    expected = _hmac(credential, f"BSN1\n{method}\n{target}\n{ts}\n{nonce}\n{_sha256(body)}")
+    return nonce if fresh and hmac.compare_digest(expected, mac) else None
+
+
+class FakeNode:
+    """HTTP server on 127.0.0.1:<free port>; ``handler(method, path, body)`` gives the reply.
+
+    ``credential``: check each request's signature (401 otherwise) and MAC each reply, as
+    the node does. ``identity``: ``(app id, node id, base64 private key)`` to prove on
+    ``/health`` and ``/chain``. ``port``: bind that port (an impostor on a node's port).
+    """
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        *,
+        credential: str | None = None,
+        identity: tuple[str, str, str] | None = None,
+        port: int = 0,
+    ) -> None:
         self.routes: dict[tuple[str, str], Reply] = {}
         self.handler = handler
         self.requests: list[tuple[str, str, Any]] = []
         self.delay = 0.0
+        self.credential = credential
+        self.identity = identity
         outer = self
 
         class _H(BaseHTTPRequestHandler):
@@ -49,6 +89,13 @@ class FakeNode:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 path = unquote(self.path)
+                nonce = None
+                if outer.credential is not None:
+                    header = self.headers.get("Authorization")
+                    nonce = check_signed(outer.credential, header, self.command, self.path, raw)
+                    if nonce is None:
+                        self._reply(401, {"error": "unauthorized", "detail": "sign the request"}, None)
+                        return
                 outer.requests.append((self.command, path, body))
                 if outer.delay:
                     threading.Event().wait(outer.delay)
@@ -56,10 +103,30 @@ class FakeNode:
                 if reply is None and outer.handler is not None:
                     reply = outer.handler(self.command, path, body)
                 status, payload = reply or (404, {"error": "not_found", "detail": path})
+                if outer.identity is not None and nonce and path in ("/health", "/chain") and isinstance(payload, dict):
+                    app_id, node_id, private_b64 = outer.identity
+                    key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(private_b64))
+                    message = f"bsn-node-identity/v1\n{app_id}\n{node_id}\n{nonce}".encode()
+                    payload = {
+                        **payload,
+                        "identity": {
+                            "app_id": app_id,
+                            "node_id": node_id,
+                            "public_key": _b64(key.public_key().public_bytes_raw()),
+                            "challenge": nonce,
+                            "signature": _b64(key.sign(message)),
+                        },
+                    }
+                self._reply(status, payload, nonce)
+
+            def _reply(self, status: int, payload: Any, nonce: str | None) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()  # bytes: as they are
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if nonce is not None and outer.credential is not None:
+                    mac = _hmac(outer.credential, f"BSN1-reply\n{nonce}\n{status}\n{_sha256(data)}")
+                    self.send_header("X-BSN-Reply-MAC", mac)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -68,7 +135,7 @@ class FakeNode:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), _H)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -113,7 +180,9 @@ def merkle_root(leaves: list[bytes]) -> str:
 class SimLedger:
     """One simulated node of ``app_id`` (solo): users, nonces, kv, signed blocks."""
 
-    def __init__(self, *, app_id: str, node_id: str, node_private_b64: str, admin_public_key: str) -> None:
+    def __init__(
+        self, *, app_id: str, node_id: str, node_private_b64: str, admin_public_key: str, credential: str
+    ) -> None:
         self.app_id = app_id
         self.node_id = node_id
         self.key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(node_private_b64))
@@ -124,7 +193,7 @@ class SimLedger:
         self.receipts: dict[str, tuple[dict, dict]] = {}
         self.kv: dict[str, Any] = {}
         self.down_ordering = False
-        self.node = FakeNode(self.handle)
+        self.node = FakeNode(self.handle, credential=credential, identity=(app_id, node_id, node_private_b64))
 
     @property
     def endpoint(self) -> str:

@@ -158,6 +158,10 @@ class LedgerNode(TimeStamped):
     # every node of the app, private part only encrypted here and in the node's env.
     public_key = models.CharField(max_length=64, blank=True)
     private_key_encrypted = models.TextField(blank=True)
+    # The node's own API credential (docs/ledger-protocol.md "Node authentication"): the
+    # control plane, the gateway and the app's peers sign their requests with it and the
+    # node MACs its replies with it. Only encrypted here, and a file in the node.
+    api_credential_encrypted = models.TextField(blank=True)
     # Last /chain observation by the reconciler (empty until a running node answered).
     chain_height = models.PositiveBigIntegerField(null=True, blank=True)
     chain_head = models.CharField(max_length=64, blank=True)

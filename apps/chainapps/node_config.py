@@ -1,9 +1,12 @@
-"""The environment a ledger node is configured with (docs/ledger-protocol.md, "Node configuration").
+"""The configuration a ledger node runs with (docs/ledger-protocol.md, "Node configuration").
 
-``node_env(node)`` is called when a node spec is built, right before the driver runs it:
-that is the only moment the node's private key is decrypted, and it goes straight into
-the spec handed to the driver (never to a log, an operation line or an API response).
-``build_node_spec`` adds the per-node basics (BSN_NODE_ID, BSN_APP_ID, host, port, data).
+``node_config(node)`` is called when a node spec is built, right before the driver runs
+it (in the region's worker): that is the only moment the node's private key, its API
+credential, its peers' credentials and the app's etcd password are decrypted, and they go
+straight into the spec's ``secrets``, which the drivers deliver as files readable by the
+node's user only — never into an environment variable, a log, an operation line or an
+API response. ``build_node_spec`` adds the per-node basics (BSN_NODE_ID, BSN_APP_ID,
+host, port, data).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from django.db import transaction
 
 from apps.chainapps.keys import key_private
 from apps.chainapps.models import ChainApp, LedgerNode
+from apps.chainapps.node_auth import node_credential
 from apps.runtime.base import PermanentRuntimeError
 from apps.runtime.drivers import same_engine
 
@@ -31,39 +35,45 @@ def node_siblings(node: LedgerNode) -> list[LedgerNode]:
     return list(others.select_related("region").order_by("region__code"))
 
 
-def node_peers(node: LedgerNode) -> list[str]:
-    """Base URLs of the app's other nodes as seen from inside this node's container.
+def node_peers(node: LedgerNode) -> dict[str, LedgerNode]:
+    """``{base URL: node}`` of the app's other nodes as seen from inside this node's container.
 
     On the same Docker engine by container name (the app's nodes there share an internal
     network, see ``provisioning.node_join_peer_network``); elsewhere by the published
     endpoint.
-    A node fetches blocks older than the etcd window from these (``GET /blocks/{h}``).
+    A node fetches blocks older than the etcd window from these (``GET /blocks/{h}``),
+    signing each request with that peer's credential.
     """
     port = node.app.framework.port
-    peers = []
+    peers: dict[str, LedgerNode] = {}
     for other in node_siblings(node):
         if node.region.driver == "docker" and same_engine(other.region, node.region):
-            peers.append(f"http://{other.name}:{port}")
+            peers[f"http://{other.name}:{port}"] = other
         elif other.endpoint:
-            peers.append(other.endpoint)
+            peers[other.endpoint] = other
     return peers
 
 
-def node_env(node: LedgerNode) -> dict[str, str]:
+def node_config(node: LedgerNode) -> tuple[dict[str, str], dict[str, str]]:
+    """``(environment, secrets)`` of the node; secrets become files (``NodeSpec.secrets``)."""
     app = node.app
     try:
         private_key = key_private(node.private_key_encrypted)
     except ValueError as exc:
         # No key, or SECRET_KEY changed without keeping the old one in SECRET_KEY_FALLBACKS.
         raise PermanentRuntimeError(f"node {node.name}: its private key cannot be decrypted ({exc})") from None
+    try:
+        credential = node_credential(node)
+    except ValueError as exc:
+        raise PermanentRuntimeError(f"node {node.name}: its API credential cannot be decrypted ({exc})") from None
     env = {
         "BSN_CONTRACT": app.contract_template,
         "BSN_CONTRACT_PARAMS": json.dumps(app.contract_params or {}, sort_keys=True, separators=(",", ":")),
-        "BSN_NODE_PRIVATE_KEY": private_key,
         "BSN_ADMIN_PUBLIC_KEY": app.admin_public_key,
         "BSN_NODE_KEYS": json.dumps(node_keys(app), sort_keys=True, separators=(",", ":")),
         "BSN_ORDERING": app.ordering,
     }
+    secrets = {"BSN_NODE_PRIVATE_KEY": private_key, "BSN_NODE_API_CREDENTIAL": credential}
     if app.ordering == ChainApp.Ordering.ETCD:
         from apps.ordering.services import ordering_app_credentials, ordering_node_env
 
@@ -73,7 +83,13 @@ def node_env(node: LedgerNode) -> dict[str, str]:
         with transaction.atomic():
             ChainApp.objects.select_for_update().filter(pk=app.pk).first()
             ordering_app_credentials(app)
-        env.update(ordering_node_env(app, node))
-        env["BSN_PEERS"] = ",".join(node_peers(node))
+        ordering = ordering_node_env(app, node)
+        secrets["BSN_ETCD_PASSWORD"] = ordering.pop("BSN_ETCD_PASSWORD")  # a file, never the environment
+        env.update(ordering)
+        peers = node_peers(node)
+        env["BSN_PEERS"] = ",".join(peers)
+        secrets["BSN_PEER_CREDENTIALS"] = json.dumps(
+            {url: node_credential(other) for url, other in peers.items()}, sort_keys=True, separators=(",", ":")
+        )
         env["BSN_ETCD_BLOCK_WINDOW"] = str(settings.BSN_ETCD_BLOCK_WINDOW)
-    return env
+    return env, secrets

@@ -18,7 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
-from apps.chainapps.node_config import node_env, node_siblings
+from apps.chainapps.node_auth import node_auth
+from apps.chainapps.node_config import node_config, node_siblings
 from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
@@ -38,9 +39,10 @@ class Superseded(Exception):
 
 
 def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
-    """The node's spec. ``configured=False`` leaves out the node environment (keys,
-    ordering credentials): enough to stop, observe or remove a node, and decrypts nothing."""
+    """The node's spec. ``configured=False`` leaves out the node's configuration (keys,
+    credentials): enough to stop, observe or remove a node, and decrypts nothing."""
     app, framework, region = node.app, node.app.framework, node.region
+    env, secrets = node_config(node) if configured else ({}, {})
     return build_node_spec(
         installation_id=installation_id(),
         tenant_id=str(app.tenant_id),
@@ -56,7 +58,8 @@ def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
         mem_limit_mb=framework.default_memory_mb,
         cpus=framework.default_cpus,
         pids_limit=framework.default_pids,
-        env=node_env(node) if configured else {},
+        env=env,
+        secrets=secrets,
         host_port=node.host_port,
     )
 
@@ -307,13 +310,20 @@ def node_step_run(operation_id: str, node_id: str) -> str:
             if not status.endpoint:
                 raise TransientRuntimeError(f"{spec.name} has no published endpoint yet")
             stage = "waiting for the node to become healthy"
-            wait_healthy(status.endpoint, spec.health_path, settings.BSN_NODE_HEALTH_TIMEOUT, interval=0.02)
+            auth = node_auth(LedgerNode.objects.get(pk=node.pk))  # its credential exists by now
+            if auth is None:
+                raise PermanentRuntimeError(f"node {node.name} has no API credential")
+            wait_healthy(status.endpoint, spec.health_path, settings.BSN_NODE_HEALTH_TIMEOUT, auth=auth, interval=0.02)
             LedgerNode.objects.filter(pk=node.pk).update(
                 state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
             )
             # The endpoint is operator information: in the staff-only detail.
             return _record_step(
-                operation_id, node_id, STEP_DONE, f"{node.region.code}: healthy", detail=f"at {status.endpoint}"
+                operation_id,
+                node_id,
+                STEP_DONE,
+                f"{node.region.code}: healthy (proved it is node {node.pk})",
+                detail=f"at {status.endpoint}",
             )
         if op.kind == Operation.Kind.STOP:
             stage = "stopping the node"

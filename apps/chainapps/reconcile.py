@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.chainapps.node_auth import node_auth
 from apps.chainapps.provisioning import app_refresh_status, node_ensure_running, node_remove, node_spec
 from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
@@ -28,6 +29,7 @@ from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
 logger = logging.getLogger(__name__)
 
 ORPHAN_GRACE_SECONDS = 300
+REFRESH_PROBE_TIMEOUT = 3.0  # a node busy with a failover may answer /health slowly
 
 
 def _orphan_spec(name: str, labels: dict[str, str]) -> NodeSpec:
@@ -84,8 +86,13 @@ def _observe_chains(app: ChainApp) -> bool:
     nodes = [n for n in app.nodes.all() if n.state == LedgerNode.State.RUNNING and n.endpoint]
     if not nodes:
         return True  # nothing running: the node states alone decide
+
+    def read(node: LedgerNode) -> dict | None:
+        auth = node_auth(node)
+        return read_chain(node.endpoint, auth=auth) if auth is not None else None
+
     with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
-        chains = list(pool.map(lambda n: read_chain(n.endpoint), nodes))
+        chains = list(pool.map(read, nodes))
     now = timezone.now()
     for node, chain in zip(nodes, chains, strict=True):
         if chain is not None:
@@ -99,6 +106,45 @@ def _observe_chains(app: ChainApp) -> bool:
     if not ok:
         logger.info("app %s degraded: %s", app.pk, why)
     return ok
+
+
+def reconcile_node(node_id: str) -> str:
+    """Observe one node again (its endpoint, whether it proves who it is) and record it;
+    repairs (restarting what stopped) are the region pass's business. Runs in the region's
+    worker when the gateway found the node silent or unable to prove its identity."""
+    node = (
+        LedgerNode.objects.select_related("app__framework", "app__tenant", "region")
+        .exclude(state=LedgerNode.State.REMOVED)
+        .filter(pk=node_id)
+        .first()
+    )
+    if node is None:
+        return "gone"
+    try:
+        seen = driver_for_region(node.region).observe(node_spec(node, configured=False))
+    except TransientRuntimeError as exc:
+        LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.UNKNOWN, last_error=str(exc)[:2000])
+        return LedgerNode.State.UNKNOWN
+    if seen.state == "unknown":  # e.g. the engine is restarting it (restart policy): look later
+        return node.state
+    fields: dict = {"state": LedgerNode.State.MISSING if seen.state == "missing" else LedgerNode.State.STOPPED}
+    if seen.state == "running":
+        auth = node_auth(node)
+        path = node.app.framework.health_path
+        healthy = (
+            bool(seen.endpoint)
+            and auth is not None
+            and probe(seen.endpoint, path, auth=auth, timeout=REFRESH_PROBE_TIMEOUT)
+        )
+        fields = {
+            "state": LedgerNode.State.RUNNING if healthy else LedgerNode.State.UNHEALTHY,
+            "endpoint": seen.endpoint or "",
+            "runtime_id": seen.runtime_id or "",
+            "last_seen_at": timezone.now(),
+        }
+    LedgerNode.objects.filter(pk=node.pk).update(**fields)
+    app_refresh_status(node.app)
+    return fields["state"]
 
 
 def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
@@ -135,7 +181,10 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
         running = seen is not None and seen.state == "running"
         state = LedgerNode.State.MISSING if seen is None else LedgerNode.State.STOPPED
         if running:
-            healthy = bool(seen.endpoint) and probe(seen.endpoint, app.framework.health_path)
+            # Healthy only if what answers proves it is this node (an impostor on its port is not).
+            auth = node_auth(node)
+            path = app.framework.health_path
+            healthy = bool(seen.endpoint) and auth is not None and probe(seen.endpoint, path, auth=auth)
             state = LedgerNode.State.RUNNING if healthy else LedgerNode.State.UNHEALTHY
         fields = {"state": state}
         if running:

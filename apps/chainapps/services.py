@@ -15,6 +15,7 @@ from rest_framework.exceptions import ValidationError
 from apps.audit.services import audit_record
 from apps.chainapps.keys import key_generate
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
+from apps.chainapps.node_auth import credential_generate
 from apps.chainapps.selectors import region_node_counts, tenant_usage
 from apps.common.errors import Conflict
 from apps.common.models import installation_id
@@ -174,6 +175,7 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
                     name=node_name(installation_id=inst, app_id=str(app.pk), region_code=region.code),
                     public_key=node_key.public_key,
                     private_key_encrypted=node_key.private_key_encrypted,
+                    api_credential_encrypted=credential_generate(),
                 )
             )
         LedgerNode.objects.bulk_create(nodes)

@@ -7,6 +7,8 @@ import random
 
 from celery import shared_task
 from django.conf import settings
+from django.core.cache import cache
+from kombu.exceptions import OperationalError
 
 from apps.chainapps import provisioning, reconcile
 from apps.common.incidents import incident, runtime_reason
@@ -17,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 STEP_MAX_RETRIES = 6
 BUSY_MAX_WAITS = 30
+REFRESH_DEDUPE_SECONDS = 10
 
 
 def backoff(retries: int, *, base: float = 1.0, cap: float = 30.0) -> float:
@@ -93,3 +96,20 @@ def reconcile_all() -> int:
 @shared_task
 def reconcile_region(region_code: str) -> dict:
     return reconcile.reconcile_region(region_code)
+
+
+def node_refresh_later(node) -> None:
+    """Ask the node's region worker to look at the node again (the gateway found it silent
+    or not proving its identity). At most one request per node per few seconds; the web
+    process itself never calls the engine for it."""
+    if not cache.add(f"bsn:node-refresh:{node.pk}", 1, timeout=REFRESH_DEDUPE_SECONDS):
+        return
+    try:
+        node_refresh.apply_async((str(node.pk),), queue=node.region.queue, expires=60)
+    except OperationalError as exc:  # the broker is down: the reconciler's next pass does it
+        logger.warning("could not enqueue a refresh of node %s: %s", node.pk, exc)
+
+
+@shared_task
+def node_refresh(node_id: str) -> str:
+    return reconcile.reconcile_node(node_id)

@@ -15,7 +15,8 @@ from hashlib import sha256
 from typing import Any
 
 from apps.chainapps.models import ChainApp, LedgerNode
-from apps.runtime.nodeapi import NodeCallError, node_call
+from apps.chainapps.node_auth import node_auth
+from apps.runtime.nodeapi import NodeAuth, NodeCallError, node_call, read_verified
 from bsn.ledger import merkle
 from bsn.ledger.canonical import CanonicalError, canonical
 from bsn.ledger.crypto import SIG_BYTES, b64decode, verify_raw
@@ -85,9 +86,12 @@ def verify_blocks(blocks: Iterator[Any] | list[Any], *, app_id: str, node_keys: 
     return height, prev, count
 
 
-def _get(endpoint: str, path: str, what: str) -> Any:
+def _get(endpoint: str, path: str, what: str, auth: NodeAuth) -> Any:
     try:
-        reply = node_call(endpoint, "GET", path, connect_timeout=2.0, read_timeout=10.0)
+        if path == "/chain":  # also proves the node's identity
+            reply = read_verified(endpoint, path, auth=auth, timeout=10.0)
+        else:
+            reply = node_call(endpoint, "GET", path, auth=auth, connect_timeout=2.0, read_timeout=10.0)
     except NodeCallError as exc:
         raise ChainProblem(f"{what}: {exc}") from None
     if reply.status != 200:
@@ -106,28 +110,31 @@ def chain_verify(app: ChainApp, *, progress: Callable[[str], None] | None = None
         label = f"node {node.pk} ({node.region.code})"
         if not node.endpoint:
             raise ChainProblem(f"{label} has no endpoint (state {node.state})")
-        chain = _get(node.endpoint, "/chain", label)
+        auth = node_auth(node)
+        if auth is None:
+            raise ChainProblem(f"{label} has no API credential yet (start the app again)")
+        chain = _get(node.endpoint, "/chain", label, auth)
         if not isinstance(chain, dict):
             raise ChainProblem(f"{label}: /chain is not an object")
         if chain.get("app_id") not in (None, str(app.pk)):
             raise ChainProblem(f"{label} serves app {chain.get('app_id')!r}, not {app.pk}")
         if chain.get("public_key") not in (None, node.public_key):
             raise ChainProblem(f"{label} reports a public key that differs from the one stored for it")
-        chains.append((node, label, chain))
-    heads = {(c.get("height"), c.get("head_hash")) for _, _, c in chains}
+        chains.append((node, label, chain, auth))
+    heads = {(c.get("height"), c.get("head_hash")) for _, _, c, _ in chains}
     if len(heads) != 1:
-        detail = ", ".join(f"{label} at {c.get('height')}/{str(c.get('head_hash'))[:12]}" for _, label, c in chains)
+        detail = ", ".join(f"{label} at {c.get('height')}/{str(c.get('head_hash'))[:12]}" for _, label, c, _ in chains)
         raise ChainProblem(f"nodes disagree on the head: {detail}")
     ((height, head_hash),) = heads
     if not isinstance(height, int) or height < 0:
         raise ChainProblem(f"nodes report an invalid height {height!r}")
-    source, source_label, _ = chains[0]
+    source, source_label, _, source_auth = chains[0]
 
     def blocks() -> Iterator[Any]:
         for h in range(1, height + 1):
             if progress is not None and h % 1000 == 0:
                 progress(f"  verified {h}/{height} blocks")
-            yield _get(source.endpoint, f"/blocks/{h}", f"{source_label} block {h}")
+            yield _get(source.endpoint, f"/blocks/{h}", f"{source_label} block {h}", source_auth)
 
     verified, last_hash, transactions = verify_blocks(blocks(), app_id=str(app.pk), node_keys=node_keys)
     if height and last_hash != head_hash:

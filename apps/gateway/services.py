@@ -1,10 +1,11 @@
 """The gateway: tenants' signed transactions and reads go to a healthy node of their app.
 
 Node choice: the app's nodes that are ``running`` with a published endpoint, in random
-order; a node that cannot be connected to is skipped for the next (the request never
-reached it). A node that was reached but did not answer in time is a 504: the outcome is
-unknown, and a retry of the same signed envelope is safe (the node accepts a
-``(signer, nonce)`` once). Node answers map to problem details (apps.gateway.errors).
+order; a node that cannot be connected to, or whose answer does not prove it is that node
+(docs/ledger-protocol.md "Node authentication"), is skipped for the next. A node that was
+reached but did not answer in time is a 504: the outcome is unknown, and a retry of the
+same signed envelope is safe (the node accepts a ``(signer, nonce)`` once). Node answers
+map to problem details (apps.gateway.errors).
 
 App users (public-key upload mode) are registered on the ledger with `_config`
 transactions signed by the app's admin key; see ``appuser_create`` for how a write that
@@ -24,6 +25,8 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.chainapps.keys import key_private
 from apps.chainapps.models import ChainApp, LedgerNode
+from apps.chainapps.node_auth import node_auth
+from apps.chainapps.tasks import node_refresh_later
 from apps.common.errors import Conflict
 from apps.common.incidents import incident
 from apps.gateway.errors import (
@@ -38,7 +41,7 @@ from apps.gateway.errors import (
     OrderingUnavailable,
 )
 from apps.gateway.models import AppUser
-from apps.runtime.nodeapi import NodeReply, NodeUnreachable, node_call, path_segment
+from apps.runtime.nodeapi import NodeReply, NodeUnreachable, NodeUnverified, node_call, path_segment
 from apps.runtime.nodeapi import NodeTimeout as CallTimeout
 from bsn.ledger.tx import make_tx, sign_tx, tx_id_of
 
@@ -61,30 +64,6 @@ def healthy_nodes(app: ChainApp) -> list[LedgerNode]:
     return nodes
 
 
-def _refreshed_endpoint(node: LedgerNode) -> str | None:
-    """The node did not answer on its stored endpoint: look again.
-
-    Nodes keep their host port across restarts (``apps/chainapps/ports.py``); a node
-    created before ports were allocated, or one whose region's publish host changed, may
-    still show up elsewhere.
-    Returns the node's new endpoint (also stored) when it differs, else None. The
-    reconciler does the same on its next pass; this spares clients that wait.
-    """
-    from apps.chainapps.provisioning import node_spec
-    from apps.runtime.base import RuntimeError_
-    from apps.runtime.drivers import driver_for_region
-
-    try:
-        full = LedgerNode.objects.select_related("app__framework", "app__tenant", "region").get(pk=node.pk)
-        status = driver_for_region(full.region).observe(node_spec(full))
-    except (RuntimeError_, LedgerNode.DoesNotExist, ValueError):
-        return None
-    if status.state != "running" or not status.endpoint or status.endpoint == node.endpoint:
-        return None
-    LedgerNode.objects.filter(pk=node.pk).update(endpoint=status.endpoint)
-    return status.endpoint
-
-
 def _no_node(app: ChainApp, why: str) -> NoHealthyNode:
     return NoHealthyNode(
         f"No healthy node for app '{app.name}' ({app.pk}, status {app.status}): {why}. Retry shortly.",
@@ -93,36 +72,37 @@ def _no_node(app: ChainApp, why: str) -> NoHealthyNode:
 
 
 def _call(app: ChainApp, method: str, path: str, *, body: Any = None, read_timeout: float) -> NodeReply:
+    """One call to the first of the app's healthy nodes that answers *and proves it is that
+    node* (``nodeapi``: requests signed with the node's credential, replies MAC-checked).
+
+    A node that does not answer, or whose answer does not prove it (an impostor on its
+    port), is skipped for the next; its endpoint is looked at again by the region's worker
+    (``node_refresh``): the web process never calls the engine nor decrypts a key for it.
+    """
     nodes = healthy_nodes(app)
     if not nodes:
         raise _no_node(app, "none of its nodes is running")
     unreachable = []
     for node in nodes:
+        auth = node_auth(node)
+        if auth is None:
+            unreachable.append(node.region.code)
+            continue
         try:
             return node_call(
                 node.endpoint,
                 method,
                 path,
+                auth=auth,
                 body=body,
                 connect_timeout=settings.BSN_GATEWAY_CONNECT_TIMEOUT,
                 read_timeout=read_timeout,
             )
-        except NodeUnreachable:
-            fresh = _refreshed_endpoint(node)
-            if fresh:
-                try:
-                    return node_call(
-                        fresh,
-                        method,
-                        path,
-                        body=body,
-                        connect_timeout=settings.BSN_GATEWAY_CONNECT_TIMEOUT,
-                        read_timeout=read_timeout,
-                    )
-                except NodeUnreachable:
-                    pass
+        except NodeUnreachable as exc:
             unreachable.append(node.region.code)
-            logger.warning("gateway: node %s of app %s unreachable", node.name, app.pk)
+            verb = "did not prove its identity" if isinstance(exc, NodeUnverified) else "unreachable"
+            logger.warning("gateway: node %s of app %s %s", node.name, app.pk, verb)
+            node_refresh_later(node)
         except CallTimeout as exc:
             raise NodeTimeout(
                 f"The node of app '{app.name}' in {node.region.code} did not answer within {read_timeout:g}s; "
@@ -218,7 +198,10 @@ def gateway_state(*, app: ChainApp, contract: str, key: str) -> dict:
 
 
 def gateway_chain(*, app: ChainApp) -> dict:
-    return gateway_read(app=app, path="/chain", what="Chain")
+    chain = gateway_read(app=app, path="/chain", what="Chain")
+    if isinstance(chain, dict):
+        chain.pop("identity", None)  # the node's proof for the gateway's own challenge, not the tenant's
+    return chain
 
 
 def gateway_query(*, app: ChainApp, contract: str, function: str, args: dict) -> Any:

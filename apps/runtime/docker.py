@@ -16,7 +16,9 @@ stopped or removed.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,8 +45,11 @@ from apps.runtime.spec import (
     LABEL_NODE,
     LABEL_ROLE,
     NODE_DATA_PATH,
+    SECRETS_DIR,
     NodeSpec,
     NodeStatus,
+    secret_env,
+    secret_file_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,7 +107,7 @@ def container_create_kwargs(spec: NodeSpec, *, network: str | None = None) -> di
         "name": spec.name,
         "image": spec.image,
         "command": list(spec.command) if spec.command else None,
-        "environment": dict(spec.env),
+        "environment": {**spec.env, **secret_env(spec, f"{NODE_DATA_PATH}/{SECRETS_DIR}")},
         "labels": dict(spec.labels),
         "user": spec.user,
         "read_only": spec.read_only,
@@ -126,6 +131,24 @@ def container_create_kwargs(spec: NodeSpec, *, network: str | None = None) -> di
         "init": True,
         "detach": True,
     }
+
+
+def secrets_archive(spec: NodeSpec) -> bytes:
+    """A tar of the node's secret files for ``put_archive`` into its volume (at /data):
+    ``.secrets/`` 0700 and one file per secret 0400, owned by the node's user, so only
+    that user can read them. Written before every start; never in the container's config."""
+    uid, gid = (int(part) for part in spec.user.split(":"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo(SECRETS_DIR)
+        folder.type, folder.mode, folder.uid, folder.gid = tarfile.DIRTYPE, 0o700, uid, gid
+        tar.addfile(folder)
+        for name, value in sorted(spec.secrets.items()):
+            data = value.encode("utf-8")
+            info = tarfile.TarInfo(f"{SECRETS_DIR}/{secret_file_name(name)}")
+            info.size, info.mode, info.uid, info.gid = len(data), 0o400, uid, gid
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def format_endpoint(host: str, port: int | str) -> str:
@@ -519,6 +542,7 @@ class DockerDriver:
         elif container.status == "removing":
             raise TransientRuntimeError(f"container {spec.name} is being removed; look again")
         elif container.status != "running":
+            self._write_secrets(spec, container)
             try:
                 container.start()
             except docker.errors.APIError as exc:
@@ -536,6 +560,15 @@ class DockerDriver:
                 f"(exit code {state.get('ExitCode')}, error {state.get('Error')!r}); last log lines:\n{tail}"
             )
         return container
+
+    @staticmethod
+    def _write_secrets(spec: NodeSpec, container: Container) -> None:
+        """Secret files into the node's volume of the stopped container (the engine mounts
+        its volumes for the copy; the root filesystem stays read-only)."""
+        if not spec.secrets:
+            return
+        if not container.put_archive(NODE_DATA_PATH, secrets_archive(spec)):
+            raise TransientRuntimeError(f"could not write the secret files of {spec.name}; look again")
 
     def _status_of(self, spec: NodeSpec, container: Container) -> NodeStatus:
         state = _STATE_MAP.get(container.status, "unknown")

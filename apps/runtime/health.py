@@ -1,7 +1,11 @@
 """Health probes of a node's published endpoint.
 
 Only ever talks to the endpoint it is given (no proxies from the environment, no
-redirects followed), with short per-request timeouts.
+redirects followed), with short per-request timeouts. Healthy means: ``/health``
+answered 200 *and* proved it is the node we meant (``nodeapi.read_verified``: a reply
+MAC of the node's credential and its node key's signature over our challenge). Whatever
+else answers on the port — a leftover process, another installation's node — is not
+healthy.
 """
 
 from __future__ import annotations
@@ -9,56 +13,47 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import requests
-
 from apps.runtime.base import TransientRuntimeError
+from apps.runtime.nodeapi import NodeAuth, NodeCallError, NodeTimeout, NodeUnverified, new_session, read_verified
 
 REQUEST_TIMEOUT = 1.0
 
 
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # ignore HTTP(S)_PROXY: a node endpoint is never proxied
-    return session
-
-
-def _url(endpoint: str, path: str) -> str:
-    return endpoint.rstrip("/") + "/" + path.lstrip("/")
-
-
-def probe(endpoint: str, path: str, timeout: float = REQUEST_TIMEOUT) -> bool:
-    """True if the endpoint answers 200 on ``path`` right now."""
-    with _session() as session:
+def probe(endpoint: str, path: str, *, auth: NodeAuth, timeout: float = REQUEST_TIMEOUT) -> bool:
+    """True if the endpoint answers 200 on ``path`` right now, as the node ``auth`` names."""
+    with new_session() as session:
         try:
-            return session.get(_url(endpoint, path), timeout=timeout, allow_redirects=False).status_code == 200
-        except requests.RequestException:
+            return read_verified(endpoint, path, auth=auth, timeout=timeout, session=session).status == 200
+        except NodeCallError:
             return False
 
 
-def wait_healthy(endpoint: str, path: str, timeout: float, interval: float = 0.1) -> dict[str, Any]:
-    """Poll until ``path`` answers 200; return its JSON body (or ``{}`` if not JSON).
+def wait_healthy(endpoint: str, path: str, timeout: float, *, auth: NodeAuth, interval: float = 0.1) -> dict[str, Any]:
+    """Poll until ``path`` answers 200 as the node ``auth`` names; return its JSON body.
 
     Raises TransientRuntimeError with the last error if ``timeout`` seconds pass.
     """
-    url = _url(endpoint, path)
     deadline = time.monotonic() + timeout
     last_error = "no attempt made"
-    with _session() as session:
+    with new_session() as session:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                response = session.get(url, timeout=min(REQUEST_TIMEOUT, remaining), allow_redirects=False)
-            except requests.RequestException as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
+                reply = read_verified(
+                    endpoint, path, auth=auth, timeout=min(REQUEST_TIMEOUT, remaining), session=session
+                )
+            # Reasons without the endpoint: they end up in tenant-visible operation logs.
+            except NodeUnverified:
+                last_error = "what answers there cannot prove it is this node"
+            except NodeTimeout:
+                last_error = "no answer in time"
+            except NodeCallError:
+                last_error = "no connection"
             else:
-                if response.status_code == 200:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        return {}
-                    return body if isinstance(body, dict) else {"body": body}
-                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
+                if reply.status == 200:
+                    return reply.body if isinstance(reply.body, dict) else {"body": reply.body}
+                last_error = f"HTTP {reply.status}: {str(reply.body)[:200]}"
             time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-    raise TransientRuntimeError(f"{url} not healthy after {timeout:.1f}s; last error: {last_error}")
+    raise TransientRuntimeError(f"node {auth.node_id} not healthy after {timeout:.1f}s; last error: {last_error}")

@@ -5,9 +5,15 @@ environment, no redirects), with short timeouts, and classifies what goes wrong:
 
 - ``NodeUnreachable`` — the connection was not established: the request never reached
   the node, so trying another node is safe;
+- ``NodeUnverified`` (a ``NodeUnreachable``) — something answered, but not the node we
+  meant: its reply carries no valid MAC of the node's credential (``bsn.ledger.auth``).
+  Whatever it said is discarded: the same as no answer;
 - ``NodeTimeout`` — connected but no answer in time: the outcome is unknown;
-- anything the node answered comes back as ``NodeReply`` (status + JSON body), whatever
-  the status: mapping node errors is the caller's business.
+- anything the node answered and proved comes back as ``NodeReply`` (status + JSON body),
+  whatever the status: mapping node errors is the caller's business.
+
+Every request is signed with the node's own API credential (``NodeAuth``); the credential
+itself never goes on the wire.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from urllib.parse import quote
 
 import requests
 
+from bsn.ledger import auth as node_auth
+from bsn.ledger.crypto import verify
+
 _local = threading.local()
 
 
@@ -29,6 +38,10 @@ class NodeCallError(Exception):
 
 class NodeUnreachable(NodeCallError):
     """No connection (refused, reset before sending, connect timeout)."""
+
+
+class NodeUnverified(NodeUnreachable):
+    """An answer that does not prove it comes from the node we meant (an impostor on its port)."""
 
 
 class NodeTimeout(NodeCallError):
@@ -42,22 +55,40 @@ class RawJSON(bytes):
 
 
 @dataclass(frozen=True)
+class NodeAuth:
+    """Who we expect at an endpoint, and the credential shared with it."""
+
+    key: bytes  # the node's API credential (HMAC key)
+    app_id: str
+    node_id: str
+    public_key: str  # the node key's public part, as the control plane stored it
+
+    def __repr__(self) -> str:
+        return f"NodeAuth(app_id={self.app_id!r}, node_id={self.node_id!r})"
+
+
+@dataclass(frozen=True)
 class NodeReply:
     status: int
     body: Any  # parsed JSON, or {"error": "bad_reply", "detail": <text>} if not JSON
+    nonce: str = ""  # our challenge in this request
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
 
+def new_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # a node endpoint is never proxied
+    return session
+
+
 def _session() -> requests.Session:
     # One keep-alive session per thread: gateway requests reuse connections to nodes.
     session = getattr(_local, "session", None)
     if session is None:
-        session = requests.Session()
-        session.trust_env = False  # a node endpoint is never proxied
-        _local.session = session
+        session = _local.session = new_session()
     return session
 
 
@@ -66,14 +97,34 @@ def path_segment(value: str | int) -> str:
     return quote(str(value), safe="")
 
 
+def identity_ok(body: Any, auth: NodeAuth, nonce: str) -> bool:
+    """True when ``body["identity"]`` proves the node is ``auth.node_id`` of ``auth.app_id``:
+    the ids match and the node key we stored signed our challenge."""
+    identity = body.get("identity") if isinstance(body, dict) else None
+    if not isinstance(identity, dict) or not nonce:
+        return False
+    if (
+        identity.get("app_id") != auth.app_id
+        or identity.get("node_id") != auth.node_id
+        or identity.get("public_key") != auth.public_key
+        or identity.get("challenge") != nonce
+    ):
+        return False
+    signature = identity.get("signature")
+    message = node_auth.identity_message(auth.app_id, auth.node_id, nonce)
+    return isinstance(signature, str) and verify(auth.public_key, signature, message)
+
+
 def node_call(
     endpoint: str,
     method: str,
     path: str,
     *,
+    auth: NodeAuth,
     body: Any = None,
     connect_timeout: float = 1.0,
     read_timeout: float = 5.0,
+    session: requests.Session | None = None,
 ) -> NodeReply:
     url = endpoint.rstrip("/") + "/" + path.lstrip("/")
     data = None
@@ -81,10 +132,14 @@ def node_call(
     if body is not None:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers["Content-Type"] = "application/json"
+    session = session or _session()
     try:
-        response = _session().request(
-            method, url, data=data, headers=headers, timeout=(connect_timeout, read_timeout), allow_redirects=False
+        prepared = session.prepare_request(requests.Request(method, url, data=data, headers=headers))
+        # Signed over exactly what goes on the wire (the prepared target and body).
+        prepared.headers["Authorization"], nonce = node_auth.authorization(
+            auth.key, method, prepared.path_url, prepared.body or b""
         )
+        response = session.send(prepared, timeout=(connect_timeout, read_timeout), allow_redirects=False)
     except requests.ConnectTimeout as exc:
         raise NodeUnreachable(f"{endpoint}: connect timeout") from exc
     except requests.ConnectionError as exc:
@@ -96,19 +151,39 @@ def node_call(
         raise NodeTimeout(f"{endpoint} did not answer within {read_timeout:g}s") from exc
     except requests.RequestException as exc:
         raise NodeUnreachable(f"{endpoint}: {type(exc).__name__}") from exc
+    raw = response.content
+    mac = response.headers.get(node_auth.REPLY_HEADER)
+    if not node_auth.check_reply(auth.key, nonce, response.status_code, raw, mac):
+        raise NodeUnverified(
+            f"{endpoint} answered HTTP {response.status_code} without proving it is node {auth.node_id}"
+        )
     try:
-        parsed = response.json()
+        parsed = json.loads(raw)
     except RecursionError:
-        parsed = RawJSON(response.content)
+        parsed = RawJSON(raw)
     except ValueError:
         parsed = {"error": "bad_reply", "detail": response.text[:200]}
-    return NodeReply(status=response.status_code, body=parsed)
+    return NodeReply(status=response.status_code, body=parsed, nonce=nonce)
 
 
-def read_chain(endpoint: str, *, timeout: float = 2.0) -> dict | None:
-    """The node's ``/chain`` summary, or None if it does not answer with one."""
+def read_verified(
+    endpoint: str, path: str, *, auth: NodeAuth, timeout: float = 2.0, session: requests.Session | None = None
+) -> NodeReply:
+    """GET ``/health`` or ``/chain``: the reply only if it also proves the node's identity
+    (raises ``NodeUnverified`` otherwise)."""
+    reply = node_call(
+        endpoint, "GET", path, auth=auth, connect_timeout=min(timeout, 1.0), read_timeout=timeout, session=session
+    )
+    if not identity_ok(reply.body, auth, reply.nonce):
+        raise NodeUnverified(f"{endpoint}{path}: the answer does not prove it is node {auth.node_id}")
+    return reply
+
+
+def read_chain(endpoint: str, *, auth: NodeAuth, timeout: float = 2.0) -> dict | None:
+    """The node's ``/chain`` summary, or None if it does not answer with one (or cannot
+    prove it is the node we meant)."""
     try:
-        reply = node_call(endpoint, "GET", "/chain", connect_timeout=min(timeout, 1.0), read_timeout=timeout)
+        reply = read_verified(endpoint, "/chain", auth=auth, timeout=timeout)
     except NodeCallError:
         return None
     if reply.status != 200 or not isinstance(reply.body, dict):

@@ -10,6 +10,8 @@ name a container would get):
 - ``pid``, ``process.json``  pid plus its start marker, node id and generation, so a
                        recycled pid is never mistaken for our node
 - ``node.log``         stdout/stderr of the node
+- ``secrets/``         the node's secrets, one file each (0700 / 0600: the worker's user,
+                       which the node runs as, only); the node gets ``<NAME>_FILE``
 
 It gives no isolation and enforces no memory/CPU limits: it exists so the product works
 where no Docker engine does (development, demos, CI without Docker).
@@ -33,7 +35,16 @@ from typing import Any
 
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
 from apps.runtime.docker import format_endpoint, owned_by, volume_labels
-from apps.runtime.spec import LABEL_APP, LABEL_GENERATION, LABEL_INSTALLATION, LABEL_NODE, NodeSpec, NodeStatus
+from apps.runtime.spec import (
+    LABEL_APP,
+    LABEL_GENERATION,
+    LABEL_INSTALLATION,
+    LABEL_NODE,
+    NodeSpec,
+    NodeStatus,
+    secret_env,
+    secret_file_name,
+)
 
 # The directory that contains the ``bsn`` package: ``python -m bsn.ledger`` runs from here.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -220,6 +231,23 @@ class ProcessDriver:
         _write_atomic(port_file, f"{port}\n")
         return port
 
+    @staticmethod
+    def _write_secrets(spec: NodeSpec, node_dir: Path) -> Path:
+        """One file per secret, readable by this user only (never in the environment,
+        which /proc/<pid>/environ shows). Written before every start."""
+        folder = node_dir / "secrets"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
+        for name, value in spec.secrets.items():
+            path = folder / secret_file_name(name)
+            tmp = folder / f".{path.name}.tmp"
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(value)
+            os.replace(tmp, path)
+        return folder
+
     def _env(self, spec: NodeSpec, node_dir: Path, port: int) -> dict[str, str]:
         # Built from scratch: the control plane's own environment (database URL, secret
         # key, tokens) must never leak into a tenant's node.
@@ -229,6 +257,7 @@ class ProcessDriver:
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
             **spec.env,
+            **secret_env(spec, str(self._write_secrets(spec, node_dir))),
             "BSN_LEDGER_HOST": LOOPBACK,
             "BSN_LEDGER_PORT": str(port),
             "BSN_LEDGER_DATA": str(node_dir / "data"),

@@ -20,6 +20,10 @@ LABEL_ROLE = f"{LABEL_PREFIX}.role"
 # Uid/gid the ledger image owns /data with; never root.
 NODE_USER = "10001:10001"
 NODE_DATA_PATH = "/data"
+# Secrets reach a node as files (never environment variables, which `docker inspect` and
+# /proc/<pid>/environ show): one file per secret in this directory of the node's volume,
+# readable by the node's user only; the node reads ``<NAME>_FILE``.
+SECRETS_DIR = ".secrets"
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class NodeSpec:
     name: str  # deterministic: container name, process dir name
     image: str
     command: tuple[str, ...] | None
-    env: dict[str, str] = field(repr=False)  # holds the node's private key: never in a repr/log
+    env: dict[str, str]  # no secrets here: they go in ``secrets``
     labels: dict[str, str]
     port: int  # port the node listens on inside the container
     publish_host: str  # host address the port is published on (region's host)
@@ -46,6 +50,8 @@ class NodeSpec:
     # Host port to publish on. None lets the engine pick one at every start, so the
     # endpoint would change on each restart; the control plane allocates one per node.
     host_port: int | None = None
+    # ``{NAME: value}``: delivered as files; the node gets ``NAME_FILE`` (see secret_env).
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,16 @@ class NodeStatus:
     runtime_id: str | None = None
     endpoint: str | None = None  # http://host:port reachable from the control plane
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def secret_file_name(name: str) -> str:
+    """``BSN_NODE_PRIVATE_KEY`` → ``bsn_node_private_key``."""
+    return name.lower()
+
+
+def secret_env(spec: NodeSpec, directory: str) -> dict[str, str]:
+    """``{NAME_FILE: path}`` for each secret of the spec, its file in ``directory``."""
+    return {f"{name}_FILE": f"{directory.rstrip('/')}/{secret_file_name(name)}" for name in sorted(spec.secrets)}
 
 
 def short_id(value: str, length: int = 12) -> str:
@@ -108,6 +124,7 @@ def build_node_spec(
     cpus: float,
     pids_limit: int,
     env: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
     host_port: int | None = None,
 ) -> NodeSpec:
     name = node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
@@ -142,4 +159,5 @@ def build_node_spec(
         pids_limit=pids_limit,
         app_labels=base_labels,
         host_port=host_port,
+        secrets=dict(secrets or {}),
     )

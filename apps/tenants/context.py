@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apps.tenants.models import ApiToken, Membership
+from apps.tenants.models import ApiToken, Membership, Tenant
 
 TENANT_HEADER = "HTTP_X_BSN_TENANT"
 
@@ -25,3 +25,12 @@ def request_membership(request) -> Membership | None:
         membership = found[0] if len(found) == 1 else None
     request._bsn_membership = membership
     return membership
+
+
+def is_platform_staff(request) -> bool:
+    """The caller runs the platform (a member of the platform tenant, or Django staff):
+    they may see operator information such as where a node listens."""
+    membership = request_membership(request)
+    if membership is not None and membership.tenant.kind == Tenant.Kind.PLATFORM:
+        return True
+    return bool(getattr(request.user, "is_staff", False))

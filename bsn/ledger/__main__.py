@@ -51,9 +51,20 @@ def main() -> int:
     replay_s = time.monotonic() - started
     if config.admin_public_key is None:
         _say("warning: BSN_ADMIN_PUBLIC_KEY is not set: no user can be added, the node only serves reads")
+    credential = config.api_credential
+    if credential is None:
+        from bsn.ledger.auth import local_credential
+
+        try:
+            credential, path = local_credential(config.data_dir)
+        except OSError as exc:
+            core.close()
+            _say(f"cannot start: no BSN_NODE_API_CREDENTIAL_FILE and cannot keep one in the data dir: {exc}")
+            return 1
+        _say(f"no BSN_NODE_API_CREDENTIAL_FILE: callers authenticate with the credential in {path}")
     try:
         orderer = make_orderer(config)
-        server = LedgerHTTPServer(config, core, orderer)
+        server = LedgerHTTPServer(config, core, orderer, credential)
     except OSError as exc:
         core.close()
         _say(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")

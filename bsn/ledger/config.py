@@ -54,6 +54,11 @@ class Config:
     # (its lease may be kept alive by another app: docs/ordering.md, "Leases").
     etcd_takeover_s: int = 10
     peers: tuple[str, ...] = ()  # the app's other nodes (http://host:port): blocks older than the window
+    # This node's API credential (docs/ledger-protocol.md "Node authentication"); None: a
+    # development node keeps one in its data dir. Peers' credentials by peer URL.
+    api_credential: str | None = field(default=None, repr=False)
+    peer_credentials: dict[str, str] = field(default_factory=dict, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)  # opens GET /metrics only (Prometheus)
     block_max_txs: int = 500
     block_max_wait_ms: int = 20
     tx_max_age_s: int = 300
@@ -186,6 +191,20 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     if not prefix.endswith("/"):
         prefix += "/"
 
+    credential = _secret(env, "BSN_NODE_API_CREDENTIAL")
+    if credential is not None and len(credential) < 16:
+        raise ConfigError("BSN_NODE_API_CREDENTIAL must be at least 16 characters")
+    metrics_token = _secret(env, "BSN_METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token) < 16:
+        raise ConfigError("BSN_METRICS_TOKEN must be at least 16 characters")
+    peer_credentials: dict[str, str] = {}
+    raw_peer_credentials = _secret(env, "BSN_PEER_CREDENTIALS")
+    if raw_peer_credentials:
+        for url, value in _json_object("BSN_PEER_CREDENTIALS", raw_peer_credentials).items():
+            if not isinstance(value, str) or not value:
+                raise ConfigError("BSN_PEER_CREDENTIALS must map peer URLs to credentials")
+            peer_credentials[url.rstrip("/")] = value
+
     if ordering == "etcd":
         if private is None:
             raise ConfigError("BSN_NODE_PRIVATE_KEY (or _FILE) is required with BSN_ORDERING=etcd")
@@ -212,6 +231,9 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         etcd_password=_secret(env, "BSN_ETCD_PASSWORD"),
         etcd_prefix=prefix,
         peers=peers,
+        api_credential=credential,
+        peer_credentials=peer_credentials,
+        metrics_token=metrics_token,
         etcd_block_window=_int("BSN_ETCD_BLOCK_WINDOW", env.get("BSN_ETCD_BLOCK_WINDOW", "10000"), 1, 10**9),
         etcd_takeover_s=_int("BSN_ETCD_TAKEOVER_S", env.get("BSN_ETCD_TAKEOVER_S", "10"), 2, 3600),
         block_max_txs=_int("BSN_BLOCK_MAX_TXS", env.get("BSN_BLOCK_MAX_TXS", "500"), 1, 100000),

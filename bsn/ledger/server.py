@@ -7,6 +7,7 @@ errors included, is JSON (``/metrics`` is Prometheus text), errors are
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import socket
@@ -16,9 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from bsn.ledger import __version__
+from bsn.ledger import __version__, auth
 from bsn.ledger.blockstore import StoreError
 from bsn.ledger.canonical import CanonicalError
+from bsn.ledger.crypto import sign
 from bsn.ledger.ordering import OrderingUnavailable
 from bsn.ledger.tx import MALFORMED, Rejection
 
@@ -81,6 +83,9 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60  # idle keep-alive connections give their thread back
     server: LedgerHTTPServer
     body_canonical = False  # set by _body: the request body held no floats
+    auth_nonce: str | None = None  # the caller's nonce once its request is authenticated
+    _auth_header: str | None = None  # a request with a body: checked once _body has read it
+    _auth_required = True  # False only for a plain GET /health without credentials
 
     def setup(self) -> None:
         super().setup()
@@ -92,8 +97,12 @@ class Handler(BaseHTTPRequestHandler):
     # Dispatch.
 
     def _handle(self) -> None:
+        self.auth_nonce = self._auth_header = None  # keep-alive: nothing carries over
+        self._auth_required = True
         try:
             status, body = self._route()
+            if self.auth_nonce is None and self._auth_required:
+                self._refuse()  # a guard: no route answers a stranger by mistake
         except HTTPError as exc:
             self._send(exc.status, {"error": exc.code, "detail": exc.detail, **exc.extra}, exc.headers)
             return
@@ -110,6 +119,7 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self) -> tuple[int, Any]:
         method = self.command
         path = self.path.split("?", 1)[0].split("#", 1)[0]
+        self._authenticate(path)
         if path == "/tx":
             self._allow(method, "POST")
             return self._post_tx()
@@ -147,6 +157,65 @@ class Handler(BaseHTTPRequestHandler):
                 f"{method} is not allowed here",
                 {"Allow": ", ".join(allowed)},
             )
+
+    # Authentication (bsn/ledger/auth.py; docs/ledger-protocol.md "Node authentication").
+
+    def _authenticate(self, path: str) -> None:
+        """Every route needs the node's credential; ``/health`` without one answers its
+        status only. A request with a body is checked once ``_body`` has read it."""
+        header = self.headers.get("Authorization")
+        if header is None and path == "/health":
+            self._auth_required = False
+            return
+        if path == "/metrics" and self._scraper(header):
+            self._auth_required = False
+            return
+        key = self.server.credential
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+            if not header or not header.startswith(auth.SCHEME + " "):
+                self._refuse()
+            self._auth_header = header
+            return
+        self.auth_nonce = auth.check_request(key, header, self.command, self.path, b"")
+        if self.auth_nonce is None:
+            self._refuse()
+
+    def _scraper(self, header: str | None) -> bool:
+        """A Prometheus scraper with the separate scrape token (``BSN_METRICS_TOKEN_FILE``):
+        it cannot sign requests, so it sends the token itself; it opens ``/metrics`` only."""
+        token = self.server.metrics_token
+        if not token or not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[7:].strip().encode("utf-8"), token)
+
+    def _check_body_auth(self, raw: bytes) -> None:
+        if self._auth_header is not None:
+            header, self._auth_header = self._auth_header, None
+            self.auth_nonce = auth.check_request(self.server.credential, header, self.command, self.path, raw)
+        if self.auth_nonce is None:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        self.close_connection = True  # an unread body must not be taken for the next request
+        raise HTTPError(
+            HTTPStatus.UNAUTHORIZED,
+            "unauthorized",
+            "this node answers only its control plane, gateway and peers (docs/ledger-protocol.md)",
+            {"WWW-Authenticate": auth.SCHEME},
+        )
+
+    def _identity(self) -> dict[str, Any]:
+        """Proof that this is node ``node_id`` of ``app_id``: its node key signs the caller's nonce."""
+        core = self.server.core
+        challenge = self.auth_nonce or ""
+        message = auth.identity_message(core.app_id, core.node_id, challenge)
+        return {
+            "app_id": core.app_id,
+            "node_id": core.node_id,
+            "public_key": core.public_key,
+            "challenge": challenge,
+            "signature": sign(core.private_key, message),
+        }
 
     # Writes.
 
@@ -277,16 +346,22 @@ class Handler(BaseHTTPRequestHandler):
         info["proposer"] = status.get("proposer")
         info["is_proposer"] = bool(status.get("is_proposer"))
         info["contract"] = self.server.core.config.contract
+        info["identity"] = self._identity()
         return info
 
     def _health(self) -> tuple[int, Any]:
         core = self.server.core
+        if self.auth_nonce is None:  # a stranger: the status and nothing else
+            if core.healthy:
+                return HTTPStatus.OK, {"status": "ok"}
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"status": "error"}
         body = {
             "status": "ok",
             "node_id": core.node_id,
             "app_id": core.app_id,
             "height": core.height,
             "ordering": self.server.orderer.mode,
+            "identity": self._identity(),
         }
         if not core.healthy:
             body.update(status="error", error="storage_failure", detail=core.failure or core.store.failed)
@@ -326,6 +401,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, f"body is larger than {limit} bytes")
         raw = self.rfile.read(length)
+        self._check_body_auth(raw)
         floats: list[str] = []
 
         def parse_float(text: str) -> float:
@@ -364,6 +440,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.auth_nonce is not None:
+            self.send_header(auth.REPLY_HEADER, auth.reply_mac(self.server.credential, self.auth_nonce, status, data))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         if self.close_connection:
@@ -409,7 +487,9 @@ class LedgerHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, config: Config, core: LedgerCore, orderer: Orderer) -> None:
+    def __init__(self, config: Config, core: LedgerCore, orderer: Orderer, credential: str) -> None:
+        self.credential = credential.encode("utf-8")  # the HMAC key of the node's API credential
+        self.metrics_token = (config.metrics_token or "").encode("utf-8")
         self.core = core
         self.orderer = orderer
         self.access_log = config.access_log

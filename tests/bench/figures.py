@@ -176,8 +176,6 @@ def _tx_rate(
     ``idle_memory``: append the memory of the app's first node, idle, before the load."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import requests
-
     from bsn.ledger.crypto import generate_private_key, public_key_of
 
     _, app_id = _create_and_wait(client, regions)
@@ -188,7 +186,14 @@ def _tx_rate(
         )
         assert resp.status_code == 201, resp.content
         nodes = client.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]
-        endpoints = [n["endpoint"] for n in nodes]
+        # Tenants do not see endpoints; the bench calls the nodes as the gateway does:
+        # signed with each node's credential, replies checked (docs/ledger-protocol.md).
+        from apps.chainapps.models import LedgerNode
+        from apps.chainapps.node_auth import node_auth
+        from apps.runtime.nodeapi import node_call
+
+        rows = LedgerNode.objects.filter(pk__in=[n["id"] for n in nodes]).order_by("region__code")
+        targets = [(row.endpoint, node_auth(row)) for row in rows]
         if idle_memory is not None:
             import docker
 
@@ -204,12 +209,11 @@ def _tx_rate(
             )
         envelopes = _signed_puts(app_id, "bench", private, count)
         chunks = [envelopes[i : i + batch] for i in range(0, len(envelopes), batch)]
-        session = requests.Session()
 
         def post(index_chunk):
             index, chunk = index_chunk
-            url = endpoints[index % len(endpoints)] + "/tx/batch"
-            body = session.post(url, json={"txs": chunk}, timeout=120).json()
+            endpoint, auth = targets[index % len(targets)]
+            body = node_call(endpoint, "POST", "/tx/batch", auth=auth, body={"txs": chunk}, read_timeout=120).body
             return sum(1 for r in body["receipts"] if r.get("status") == "committed")
 
         start = time.perf_counter()

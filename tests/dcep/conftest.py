@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from apps.chainapps.builtin import ensure_builtin_framework
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
-from apps.chainapps.node_config import node_env
+from apps.chainapps.node_config import node_config
 from apps.dcep.institutions import institution_ensure, tier1_provision, tier1_register_signer
 from apps.dcep.models import Institution
 from apps.regions.models import Region
@@ -80,8 +80,13 @@ def institutions(db, home_region):
 def start_tier1_node(chain, tmp_path) -> Node:
     """Run the tier-1 app's node as the real ledger program and mark the app running."""
     node_row = LedgerNode.objects.select_related("app", "region").get(app=chain.app)
-    env = node_env(node_row)
+    env, secrets = node_config(node_row)
     env.update(BSN_APP_ID=str(chain.app_id), BSN_NODE_ID=str(node_row.pk))
+    (tmp_path / "tier1-secrets").mkdir(mode=0o700)
+    for name, value in secrets.items():  # as the drivers deliver them: files
+        path = tmp_path / "tier1-secrets" / name.lower()
+        path.write_text(value)
+        env[f"{name}_FILE"] = str(path)
     node = Node(tmp_path / "tier1", **env)
     node.start()
     LedgerNode.objects.filter(pk=node_row.pk).update(

@@ -7,6 +7,7 @@ import pytest
 from apps.chainapps.builtin import ensure_builtin_framework
 from apps.chainapps.keys import key_private
 from apps.chainapps.models import ChainApp, Framework, LedgerNode
+from apps.chainapps.node_auth import node_credential
 from bsn.client import generate_key
 from tests.api.conftest import finish_open_operations, make_app
 from tests.fakenode import SimLedger
@@ -26,12 +27,19 @@ def app(owner, regions) -> ChainApp:
     return ChainApp.objects.get(pk=app.pk)
 
 
+def speak_as(fake, node: LedgerNode) -> None:
+    """Give a FakeNode ``node``'s credential and identity: the gateway then believes it."""
+    fake.credential = node_credential(node)
+    fake.identity = (str(node.app_id), str(node.pk), key_private(node.private_key_encrypted))
+
+
 def attach_sim(node: LedgerNode) -> SimLedger:
     ledger = SimLedger(
         app_id=str(node.app_id),
         node_id=str(node.pk),
         node_private_b64=key_private(node.private_key_encrypted),
         admin_public_key=node.app.admin_public_key,
+        credential=node_credential(node),
     )
     LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.RUNNING, endpoint=ledger.endpoint)
     return ledger

@@ -100,3 +100,35 @@ def test_reconciler_degraded_without_a_proposer_for_etcd_apps(pair):
     for sim in (first, second):
         sim.node.routes[("GET", "/chain")] = (200, {"height": 0, "head_hash": "0" * 64, "proposer": None})
     assert _reconcile(app) == "degraded"
+
+
+@pytest.mark.parametrize("who", ["stranger", "other node"])
+def test_an_impostor_on_a_nodes_port_is_never_healthy_nor_running(pair, who):
+    """Something else answers 200 on a node's published port (a leftover process, another
+    app's or installation's node on a freed port): the reconciler does not believe it."""
+    from apps.chainapps.node_auth import node_auth
+    from apps.runtime.base import TransientRuntimeError
+    from apps.runtime.health import probe, wait_healthy
+    from tests.fakenode import FakeNode
+    from tests.gateway.conftest import speak_as
+
+    app, (first, second) = pair
+    assert _reconcile(app) == "running"
+    node = LedgerNode.objects.get(pk=first.node_id)
+    port = int(first.endpoint.rsplit(":", 1)[1])
+    first.close()
+    impostor = FakeNode(
+        lambda method, path, body: (200, {"status": "ok", "node_id": str(node.pk), "app_id": str(app.pk), "height": 9}),
+        port=port,
+    )
+    if who == "other node":  # it proves an identity, but not this node's
+        speak_as(impostor, LedgerNode.objects.get(pk=second.node_id))
+    try:
+        assert not probe(first.endpoint, "/health", auth=node_auth(node))
+        with pytest.raises(TransientRuntimeError, match="not healthy"):
+            wait_healthy(first.endpoint, "/health", 0.3, auth=node_auth(node))
+        assert _reconcile(app) == "degraded"
+        assert LedgerNode.objects.get(pk=node.pk).state == LedgerNode.State.UNHEALTHY
+        assert any(path == "/health" for _, path, _ in impostor.requests) or who == "other node"
+    finally:
+        impostor.close()

@@ -87,7 +87,8 @@ def test_a_rewritten_block_with_a_new_hash_breaks_the_link_or_the_signature(app,
 
 def test_a_block_signed_by_a_key_the_database_does_not_know_fails(app, chain):
     LedgerNode.objects.filter(app=app).update(public_key=generate_key()[1])
-    with pytest.raises(CommandError, match="differs from the one stored"):
+    # The node's identity proof is checked against the stored key before any block.
+    with pytest.raises(CommandError, match="does not prove it is node"):
         verify(str(app.pk))
 
 

@@ -10,6 +10,7 @@ from apps.chainapps.models import LedgerNode
 from bsn.client import Client
 from tests.api.conftest import assert_problem
 from tests.fakenode import FakeNode
+from tests.gateway.conftest import speak_as
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +30,7 @@ def signer(app, alice_key) -> Client:
 def fake(app):
     """A scripted node in place of the app's node."""
     node = FakeNode()
+    speak_as(node, app.nodes.get())
     LedgerNode.objects.filter(app=app).update(state=LedgerNode.State.RUNNING, endpoint=node.endpoint)
     yield node
     node.close()
@@ -122,6 +124,7 @@ def test_unreachable_node_is_skipped_for_the_next(owner_client, owner, regions, 
     dead, alive = app.nodes.order_by("region__code")
     LedgerNode.objects.filter(pk=dead.pk).update(state="running", endpoint=_closed_port_endpoint())
     LedgerNode.objects.filter(pk=alive.pk).update(state="running", endpoint=fake.endpoint)
+    speak_as(fake, alive)
     fake.routes[("GET", "/chain")] = (200, {"height": 7})
     for _ in range(6):  # random order: both orders get exercised
         assert owner_client.get(f"/api/v1/apps/{app.pk}/chain").json() == {"height": 7}
@@ -187,3 +190,83 @@ def test_another_tenants_app_is_404_before_any_node_is_contacted(outsider_client
     ):
         assert_problem(resp, 404, "not-found")
     assert fake.requests == []
+
+
+def _forger(method, path, body):
+    """Answers like a node, to anyone: forged state, every transaction "committed"."""
+    if path.startswith("/state/"):
+        return 200, {"contract": "kv", "key": "greeting", "value": "forged"}
+    if path == "/tx":
+        return 200, {"tx_id": "f" * 64, "status": "committed", "height": 1, "index": 0, "events": []}
+    return 200, {"status": "ok"}
+
+
+@pytest.mark.parametrize("credential", [None, "another-nodes-credential-0123456789"])
+def test_an_impostor_gets_nothing_through_the_gateway(owner_client, app, sim, alice, signer, credential):
+    """A process squatting on the node's port (or another node there, with its own
+    credential) is no answer: no forged state, no forged receipt; 503 when it is the
+    only node."""
+    real = sim.endpoint
+    impostor = FakeNode(_forger, credential=credential)
+    LedgerNode.objects.filter(app=app).update(endpoint=impostor.endpoint)
+    try:
+        resp = owner_client.get(url(app, "state/kv/greeting"))
+        assert_problem(resp, 503, "no-healthy-node")
+        assert b"forged" not in resp.content
+        envelope = signer.sign("kv", "put", {"key": "greeting", "value": "real"})
+        resp = owner_client.post(url(app, "transactions"), envelope, format="json")
+        assert_problem(resp, 503, "no-healthy-node")
+        assert b"committed" not in resp.content
+        if credential is None:
+            assert {path for _, path, _ in impostor.requests} == {"/state/kv/greeting", "/tx"}  # it was asked
+        LedgerNode.objects.filter(app=app).update(endpoint=real)
+        assert owner_client.post(url(app, "transactions"), envelope, format="json").json()["status"] == "committed"
+        assert owner_client.get(url(app, "state/kv/greeting")).json()["value"] == "real"
+    finally:
+        impostor.close()
+
+
+def test_the_gateway_moves_from_an_impostor_to_the_real_node(owner_client, owner, regions, alice_key):
+    from tests.api.conftest import finish_open_operations, make_app
+    from tests.gateway.conftest import attach_sim
+
+    two = make_app(owner, "two-real", regions=("cn-beijing", "cn-shanghai"))
+    finish_open_operations(two.pk)
+    squatted, real = two.nodes.order_by("region__code")
+    sim = attach_sim(real)
+    impostor = FakeNode(_forger)
+    LedgerNode.objects.filter(pk=squatted.pk).update(state="running", endpoint=impostor.endpoint)
+    try:
+        sim.kv["greeting"] = "real"
+        for _ in range(6):  # random order: both orders get exercised
+            resp = owner_client.get(f"/api/v1/apps/{two.pk}/state/kv/greeting")
+            assert resp.status_code == 200 and resp.json()["value"] == "real"
+    finally:
+        impostor.close()
+        sim.close()
+
+
+def test_a_viewers_read_of_a_silent_node_leaves_the_engine_and_keys_to_the_worker(client_with_role, app, monkeypatch):
+    """The web process never asks the engine where a node went, nor decrypts a node key or
+    the app's etcd credentials for it: it asks the region's worker to look (once)."""
+    import apps.chainapps.keys
+    import apps.chainapps.provisioning
+    import apps.chainapps.reconcile
+    import apps.runtime.drivers
+    from apps.chainapps import tasks
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the web process must not do this")
+
+    for module in (apps.runtime.drivers, apps.chainapps.provisioning, apps.chainapps.reconcile):
+        monkeypatch.setattr(module, "driver_for_region", forbidden)
+    monkeypatch.setattr(apps.chainapps.keys, "key_private", forbidden)
+    monkeypatch.setattr("apps.chainapps.node_config.key_private", forbidden)
+    enqueued = []
+    monkeypatch.setattr(tasks.node_refresh, "apply_async", lambda args, **kw: enqueued.append((args, kw["queue"])))
+    node = app.nodes.get()
+    LedgerNode.objects.filter(pk=node.pk).update(state="running", endpoint=_closed_port_endpoint())
+    viewer = client_with_role("viewer")
+    for _ in range(3):
+        assert_problem(viewer.get(url(app, "state/kv/greeting")), 503, "no-healthy-node")
+    assert enqueued == [((str(node.pk),), node.region.queue)]  # once, to the node's region

@@ -12,7 +12,8 @@ import pytest
 from apps.chainapps import provisioning
 from apps.chainapps.keys import key_private, public_key_valid
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
-from apps.chainapps.node_config import node_env
+from apps.chainapps.node_auth import node_credential
+from apps.chainapps.node_config import node_config
 from apps.common.crypto import decrypt_secret, encrypt_secret
 from apps.regions.models import Region
 from apps.runtime.spec import NodeStatus
@@ -96,10 +97,11 @@ def test_node_env_follows_the_protocol_page(owner, regions):
     RegionFactory(code="local-a", driver=Region.Driver.PROCESS)
     app = make_app(owner, "envy", regions=("local-a",), contract_template="asset", contract_params={"issuer": "bank"})
     node = app.nodes.get()
-    env = node_env(node)
+    env, secrets = node_config(node)
     assert env["BSN_CONTRACT"] == "asset"
     assert json.loads(env["BSN_CONTRACT_PARAMS"]) == {"issuer": "bank"}
-    assert public_key_of(env["BSN_NODE_PRIVATE_KEY"]) == node.public_key
+    assert public_key_of(secrets["BSN_NODE_PRIVATE_KEY"]) == node.public_key
+    assert set(secrets) == {"BSN_NODE_PRIVATE_KEY", "BSN_NODE_API_CREDENTIAL"}  # files, never the environment
     assert env["BSN_ADMIN_PUBLIC_KEY"] == app.admin_public_key
     assert json.loads(env["BSN_NODE_KEYS"]) == {str(node.pk): node.public_key}
     assert env["BSN_ORDERING"] == "solo"
@@ -107,8 +109,10 @@ def test_node_env_follows_the_protocol_page(owner, regions):
 
     spec = provisioning.node_spec(node)
     assert spec.env["BSN_NODE_ID"] == str(node.pk) and spec.env["BSN_APP_ID"] == str(app.pk)
-    assert env["BSN_NODE_PRIVATE_KEY"] not in repr(spec)  # specs end up in logs and tracebacks
-    assert "BSN_NODE_PRIVATE_KEY" not in provisioning.node_spec(node, configured=False).env
+    assert not set(secrets.values()) & set(spec.env.values())
+    for value in secrets.values():
+        assert value not in repr(spec)  # specs end up in logs and tracebacks
+    assert provisioning.node_spec(node, configured=False).secrets == {}
 
 
 @pytest.fixture
@@ -155,8 +159,11 @@ def test_etcd_node_step_reaches_ordering_before_the_node_and_twice_is_safe(
     with django_capture_on_commit_callbacks(execute=False):
         app = make_app(owner, "etcd-app", regions=("cn-beijing", "cn-shanghai"))
     node = app.nodes.order_by("region__code").first()
-    env = node_env(node)
+    env, secrets = node_config(node)
     assert env["BSN_ORDERING"] == "etcd" and env["BSN_ETCD_PREFIX"] == f"/bsn/apps/{app.pk}/"
+    assert "BSN_ETCD_PASSWORD" not in env and secrets["BSN_ETCD_PASSWORD"] == "pw"
+    other = app.nodes.exclude(pk=node.pk).get()
+    assert json.loads(secrets["BSN_PEER_CREDENTIALS"]) == {env["BSN_PEERS"]: node_credential(other)}
     assert set(json.loads(env["BSN_NODE_KEYS"])) == {str(n.pk) for n in app.nodes.all()}
 
     fake_ordering.clear()

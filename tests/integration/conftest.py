@@ -144,10 +144,17 @@ def operation_done(client, op_url: str, timeout: float = 90) -> dict:
 @pytest.fixture(autouse=True)
 def builtin_framework(transactional_db):
     """transactional_db flushes tables between tests, data-migration rows included."""
+    from django.conf import settings
+
     from apps.chainapps.builtin import ensure_builtin_framework
     from apps.chainapps.models import Framework
 
-    return ensure_builtin_framework(Framework)
+    framework = ensure_builtin_framework(Framework)
+    # The image this run was built for (BSN_LEDGER_IMAGE, a content-hash tag), not the
+    # shared :latest that another checkout's build may move under a running test.
+    Framework.objects.filter(pk=framework.pk).update(image=settings.BSN_LEDGER_IMAGE)
+    framework.refresh_from_db()
+    return framework
 
 
 TEST_REGION = __import__("re").compile(r"-it[0-9a-f]{6}-\d+(-data|-net)?$")
@@ -202,3 +209,57 @@ def leave_nothing_behind():
                 os.kill(pid, signal.SIGKILL)
         except (ValueError, OSError):
             pass
+
+
+def node_get(node, path: str, *, timeout: float = 5.0):
+    """``GET path`` on a node as the control plane calls it (signed with the node's
+    credential, reply checked); the ``NodeReply``. Raises ``NodeCallError`` if it cannot."""
+    from apps.chainapps.node_auth import node_auth
+    from apps.runtime.nodeapi import node_call
+
+    node.refresh_from_db()
+    return node_call(node.endpoint, "GET", path, auth=node_auth(node), connect_timeout=timeout, read_timeout=timeout)
+
+
+def _secret_values() -> set[str]:
+    """Every secret the control plane holds for nodes and the ordering service, in clear."""
+    from apps.chainapps.models import LedgerNode
+    from apps.common.crypto import decrypt_secret
+    from apps.ordering.models import AppOrderingCredential, OrderingCluster
+
+    values: set[str] = set()
+    for key, credential in LedgerNode.objects.values_list("private_key_encrypted", "api_credential_encrypted"):
+        values |= {decrypt_secret(v) for v in (key, credential) if v}
+    values |= {decrypt_secret(v) for v in AppOrderingCredential.objects.values_list("password_encrypted", flat=True)}
+    values |= {decrypt_secret(v) for v in OrderingCluster.objects.values_list("root_password_encrypted", flat=True)}
+    return values
+
+
+def assert_no_secret_in_any_environment(engine=None) -> int:
+    """Inspect every container this installation manages (``docker inspect`` Config.Env)
+    and every node process (``/proc/<pid>/environ``): no secret value in any of them.
+    Returns how many environments were inspected."""
+    from django.conf import settings
+
+    from apps.common.models import installation_id
+
+    secrets = _secret_values()
+    assert secrets, "nothing to look for"
+    environments: dict[str, str] = {}
+    if engine is not None:
+        selector = {"label": f"io.bsn.installation={installation_id()}"}
+        for container in engine.containers.list(all=True, filters=selector):
+            environments[f"container {container.name}"] = "\n".join(container.attrs["Config"]["Env"] or [])
+    for record in Path(settings.BSN_PROCESS_DIR).glob("*/*/process.json"):
+        import json
+
+        pid = json.loads(record.read_text())["pid"]
+        labels = json.loads((record.parent / "labels.json").read_text())
+        environ = Path(f"/proc/{pid}/environ")
+        if labels.get("io.bsn.installation") == installation_id() and environ.exists():
+            environments[f"process {pid} ({record.parent.name})"] = environ.read_bytes().decode(errors="replace")
+    assert environments, "no managed container or process to inspect"
+    for where, env in environments.items():
+        leaked = [s[:6] + "…" for s in secrets if s in env]
+        assert not leaked, f"{where} has secrets in its environment: {leaked}"
+    return len(environments)

@@ -19,7 +19,6 @@ import json
 import time
 
 import pytest
-import requests
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.db import connections
@@ -36,7 +35,7 @@ from apps.gateway.services import gateway_block
 from apps.runtime.spec import LABEL_APP
 from tests.dcep.conftest import Client
 from tests.factories import MembershipFactory
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import node_get, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -449,7 +448,7 @@ def test_settlement_on_the_docker_tier1_app(
     block = proofs[capture["id"]]["anchor"]["block"]
     assert block["hash"] == batch["anchor"]["block_hash"]
     node = LedgerNode.objects.filter(app_id=chain.app_id).first()
-    assert requests.get(f"{node.endpoint}/blocks/{block['header']['height']}", timeout=5).json() == block
+    assert node_get(node, f"/blocks/{block['header']['height']}").body == block
 
     phase("proofs")
 

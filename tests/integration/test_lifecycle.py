@@ -12,7 +12,7 @@ from apps.runtime.spec import LABEL_APP
 from bsn.client import Client, generate_key
 from tests.conftest import _client_for
 from tests.factories import MembershipFactory, TenantFactory
-from tests.integration.conftest import operation_done, wait_for
+from tests.integration.conftest import assert_no_secret_in_any_environment, node_get, operation_done, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +43,18 @@ def _lifecycle(api, regions, *, engine=None) -> None:
 
     nodes = api.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]
     assert sorted(n["region"] for n in nodes) == sorted(codes)
+    rows = {str(n.pk): n for n in LedgerNode.objects.filter(app_id=app_id)}
     for node in nodes:
         assert node["state"] == "running"
-        assert node["endpoint"].startswith("http://127.0.0.1:")
-        assert requests.get(node["endpoint"] + "/health", timeout=5).json()["status"] == "ok"
-    first = nodes[0]["endpoint"]
+        assert "endpoint" not in node  # operator information, not the tenant's
+        endpoint = rows[node["id"]].endpoint
+        assert endpoint.startswith("http://127.0.0.1:")
+        assert requests.get(endpoint + "/health", timeout=5).json() == {"status": "ok"}  # a stranger's view
+        assert requests.get(endpoint + "/chain", timeout=5).status_code == 401
+        assert node_get(rows[node["id"]], "/health").body["node_id"] == node["id"]
+    # Secrets reached the nodes as files: no environment shows any of them.
+    assert assert_no_secret_in_any_environment(engine) >= len(codes)
+    first = rows[nodes[0]["id"]].endpoint
     # Writes are signed transactions of a registered app user, through the gateway.
     private, public = generate_key()
     resp = api.post(f"/api/v1/apps/{app_id}/users", {"name": "alice", "public_key": public}, format="json")
@@ -71,9 +78,8 @@ def _lifecycle(api, regions, *, engine=None) -> None:
     assert resp.status_code == 202
     assert operation_done(api, resp["Location"])["status"] == "succeeded"
     assert api.get(f"/api/v1/apps/{app_id}").json()["status"] == "running"
-    restarted = {n["region"]: n["endpoint"] for n in api.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]}
-    endpoint = restarted[nodes[0]["region"]]
-    assert requests.get(f"{endpoint}/state/kv/greeting", timeout=5).json()["value"] == "ni hao"
+    restarted = {n.region.code: n.endpoint for n in LedgerNode.objects.filter(app_id=app_id).select_related("region")}
+    assert node_get(rows[nodes[0]["id"]], "/state/kv/greeting").body["value"] == "ni hao"
     assert api.get(f"/api/v1/apps/{app_id}/state/greeting").json()["value"] == "ni hao"
 
     if engine is not None:

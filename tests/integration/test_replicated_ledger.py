@@ -11,25 +11,29 @@ import io
 import time
 
 import pytest
-import requests
 from django.core.management import call_command
 
 from apps.chainapps.models import LedgerNode
 from apps.chainapps.reconcile import reconcile_region
+from apps.runtime.nodeapi import NodeCallError
 from bsn.client import Client, generate_key
 from tests.conftest import _client_for
 from tests.factories import MembershipFactory, TenantFactory
-from tests.integration.conftest import operation_done, wait_for
+from tests.integration.conftest import assert_no_secret_in_any_environment, node_get, operation_done, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 
-def _chain(endpoint: str) -> dict | None:
+def _chain(node: LedgerNode) -> dict | None:
     try:
-        resp = requests.get(endpoint + "/chain", timeout=2)
-        return resp.json() if resp.status_code == 200 else None
-    except requests.RequestException:
+        reply = node_get(node, "/chain", timeout=2)
+    except NodeCallError:
         return None
+    return reply.body if reply.status == 200 else None
+
+
+def _has_tx(node: LedgerNode, tx_id: str) -> bool:
+    return node_get(node, f"/tx/{tx_id}").status == 200
 
 
 def _submit_until_acknowledged(client: Client, envelope: dict, *, timeout: float = 60) -> dict:
@@ -53,7 +57,7 @@ def _nodes(app_id) -> list[LedgerNode]:
 
 
 def _all_at_same_head(app_id, at_least: int) -> dict | None:
-    chains = [_chain(n.endpoint) for n in _nodes(app_id)]
+    chains = [_chain(n) for n in _nodes(app_id)]
     if any(c is None for c in chains):
         return None
     heads = {(c["height"], c["head_hash"], c["state_root"]) for c in chains}
@@ -103,13 +107,13 @@ def test_three_node_app_survives_proposer_and_member_kills(
 
     for i in range(10):
         put(i)
+    # Node keys, node credentials, the app's etcd password, etcd's root password: files only.
+    assert assert_no_secret_in_any_environment(docker_engine) >= 6  # 3 nodes, 3 ordering members
 
     # 1. kill the proposer node, while another app's etcd credential keeps every lease in
     #    the cluster alive (etcd checks no permission on keep-alives): its lease outlives
     #    it, and the app still fails over (docs/ordering.md, "Leases").
-    proposer_id = wait_for(
-        lambda: (_chain(_nodes(app_id)[0].endpoint) or {}).get("proposer"), timeout=30, message="a proposer"
-    )
+    proposer_id = wait_for(lambda: (_chain(_nodes(app_id)[0]) or {}).get("proposer"), timeout=30, message="a proposer")
     proposer = LedgerNode.objects.get(pk=proposer_id)
     root, prefix = admin_client(), f"/bsn/apps/{app_id}/"
     held = root.get(f"{prefix}proposer")
@@ -153,7 +157,7 @@ def test_three_node_app_survives_proposer_and_member_kills(
     )
     for node in _nodes(app_id):
         for tx_id in acknowledged:
-            assert requests.get(f"{node.endpoint}/tx/{tx_id}", timeout=5).status_code == 200, (node.name, tx_id)
+            assert _has_tx(node, tx_id), (node.name, tx_id)
     assert "ok" in _verify(app_id).lower()
 
     # 4. restart every node and every ordering member at once
@@ -163,8 +167,7 @@ def test_three_node_app_survives_proposer_and_member_kills(
         docker_engine.containers.get(name).restart(timeout=0)
     wait_for(
         lambda: (
-            all("error" not in reconcile_region(r.code) for r in regions)
-            and all(_chain(n.endpoint) for n in _nodes(app_id))
+            all("error" not in reconcile_region(r.code) for r in regions) and all(_chain(n) for n in _nodes(app_id))
         ),
         timeout=60,
         interval=1,
@@ -181,7 +184,7 @@ def test_three_node_app_survives_proposer_and_member_kills(
     wait_for(lambda: _all_at_same_head(app_id, at_least=after["height"] + 1), timeout=60, message="the last block")
     for node in _nodes(app_id):
         for tx_id in acknowledged:
-            assert requests.get(f"{node.endpoint}/tx/{tx_id}", timeout=5).status_code == 200, (node.name, tx_id)
+            assert _has_tx(node, tx_id), (node.name, tx_id)
     assert "ok" in _verify(app_id).lower()
 
     resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
@@ -210,9 +213,9 @@ def test_a_node_away_beyond_the_etcd_window_catches_up_from_a_peer(
     assert resp.status_code == 201, resp.content
     token = api._credentials["HTTP_AUTHORIZATION"].split()[1]
     client = Client(live_server.url, token, app_id, "alice", private)
-    proposer_id = wait_for(lambda: (_chain(nodes[0].endpoint) or {}).get("proposer"), timeout=30, message="a proposer")
+    proposer_id = wait_for(lambda: (_chain(nodes[0]) or {}).get("proposer"), timeout=30, message="a proposer")
     away = next(n for n in nodes if str(n.pk) != proposer_id)
-    away_height = _chain(away.endpoint)["height"]
+    away_height = _chain(away)["height"]
     docker_engine.containers.get(away.name).stop(timeout=5)
 
     acknowledged = []
@@ -224,7 +227,7 @@ def test_a_node_away_beyond_the_etcd_window_catches_up_from_a_peer(
 
     docker_engine.containers.get(away.name).start()
     wait_for(
-        lambda: all("error" not in reconcile_region(r.code) for r in regions) and _chain(_nodes(app_id)[0].endpoint),
+        lambda: all("error" not in reconcile_region(r.code) for r in regions) and _chain(_nodes(app_id)[0]),
         timeout=60,
         interval=1,
         message="the node observed again",
@@ -234,7 +237,7 @@ def test_a_node_away_beyond_the_etcd_window_catches_up_from_a_peer(
     assert "older than the etcd window from peers" in logs, logs[-2000:]
     away = LedgerNode.objects.get(pk=away.pk)
     for tx_id in acknowledged:
-        assert requests.get(f"{away.endpoint}/tx/{tx_id}", timeout=5).status_code == 200, tx_id
+        assert _has_tx(away, tx_id), tx_id
     assert "ok" in _verify(app_id).lower()
 
     resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")

@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bsn.ledger import auth
 from tests.ledger.conftest import Node
 from tests.ledger.helpers import Key, add_user, node_env
 
@@ -35,8 +36,13 @@ def raw_verifies_per_second(seconds: float = 2.0) -> float:
     return count / (time.perf_counter() - start)
 
 
+CREDENTIAL = "bench-node-credential-0123456789"
+
+
 def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, dict]:
-    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    """POST signed with the node's credential, as the gateway does (the node refuses strangers)."""
+    authorization, _ = auth.authorization(CREDENTIAL.encode(), "POST", path, body)
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json", "Authorization": authorization})
     resp = conn.getresponse()
     return resp.status, json.loads(resp.read())
 
@@ -53,7 +59,7 @@ def main() -> None:
     verifies = raw_verifies_per_second()
     print(f"raw Ed25519 verify on one core: {verifies:,.0f}/s")
 
-    node = Node(Path(tempfile.mkdtemp()) / "data", **node_env()).start()
+    node = Node(Path(tempfile.mkdtemp()) / "data", **node_env(BSN_NODE_API_CREDENTIAL=CREDENTIAL)).start()
     try:
         alice = Key("alice")
         conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=60)

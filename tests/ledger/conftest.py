@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
+from bsn.ledger import auth
 from tests.ledger.helpers import node_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +34,11 @@ def free_port() -> int:
 
 
 class Reply:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes, verified: bool = False) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.verified = verified  # the reply carries the node's MAC over our nonce
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -57,6 +59,13 @@ class Node:
             **node_env(),
             **env,
         }
+        for name in env:  # a secret given as a file replaces the default given as a value
+            if name.endswith("_FILE") and name[:-5] not in env:
+                self.env.pop(name[:-5], None)
+        if "BSN_NODE_API_CREDENTIAL_FILE" in self.env:
+            self.credential = Path(self.env["BSN_NODE_API_CREDENTIAL_FILE"]).read_text().strip()
+        else:
+            self.credential = self.env.setdefault("BSN_NODE_API_CREDENTIAL", "test-node-credential-0123456789")
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr = ""  # what the last stopped process wrote to stderr
 
@@ -81,7 +90,7 @@ class Node:
                 self.stderr = self.proc.communicate()[1].decode()
                 raise AssertionError(f"node exited with {self.proc.returncode}: {self.stderr}")
             try:
-                if self.request("GET", "/health").status == 200:
+                if self.request("GET", "/health", signed=False).status == 200:
                     return self
             except OSError:
                 time.sleep(0.02)
@@ -98,13 +107,26 @@ class Node:
         self.stop(sig)
         return self.start()
 
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, headers=None) -> Reply:
+    def request(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, headers=None, signed: bool = True
+    ) -> Reply:
+        """One request; ``signed`` (the default) authenticates it with the node's credential
+        as the control plane does (bsn/ledger/auth.py)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
         try:
             data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-            conn.request(method, path, body=data, headers=headers or {})
+            headers = dict(headers or {})
+            nonce = None
+            if signed and "Authorization" not in headers:
+                key = self.credential.encode()
+                headers["Authorization"], nonce = auth.authorization(key, method, path, data)
+            conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
-            return Reply(resp.status, dict(resp.getheaders()), resp.read())
+            payload = resp.read()
+            verified = nonce is not None and auth.check_reply(
+                self.credential.encode(), nonce, resp.status, payload, resp.getheader(auth.REPLY_HEADER)
+            )
+            return Reply(resp.status, dict(resp.getheaders()), payload, verified)
         finally:
             conn.close()
 

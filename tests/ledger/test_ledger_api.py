@@ -25,7 +25,11 @@ def test_health_names_the_node(node):
     reply = node.request("GET", "/health")
     assert reply.status == 200
     assert reply.headers["Content-Type"] == "application/json"
-    assert reply.json() == {"status": "ok", "node_id": "node-1", "app_id": "app-1", "height": 1, "ordering": "solo"}
+    body = reply.json()
+    identity = body.pop("identity")  # tests/ledger/test_node_auth.py checks the proof
+    assert body == {"status": "ok", "node_id": "node-1", "app_id": "app-1", "height": 1, "ordering": "solo"}
+    assert (identity["app_id"], identity["node_id"]) == ("app-1", "node-1")
+    assert reply.verified
 
 
 def test_submit_answers_with_the_committed_receipt(node):
@@ -243,13 +247,17 @@ def test_malformed_request_line_gets_json_error(node):
     assert b'"error"' in body
 
 
-def test_huge_declared_body_is_refused_without_reading_it(node):
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [(b"Authorization: BSN1 1:" + b"0" * 32 + b":" + b"0" * 64 + b"\r\n", b"400"), (b"", b"401")],
+)
+def test_huge_declared_body_is_refused_without_reading_it(node, authorization, status):
     with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
-        s.sendall(b"POST /tx HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n{")
+        s.sendall(b"POST /tx HTTP/1.1\r\nHost: x\r\n" + authorization + b"Content-Length: 1000000000\r\n\r\n{")
         data = b""
         while chunk := s.recv(65536):
             data += chunk
-    assert data.startswith(b"HTTP/1.1 400")
+    assert data.startswith(b"HTTP/1.1 " + status)  # a stranger is refused before the size is looked at
     assert b"Connection: close" in data
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bsn.ledger import auth as node_auth
 from bsn.ledger.etcd_http import EtcdClient, compare, op_put
 from bsn.ledger.ordering.etcd import EtcdOrderer
 from tests.ordering.conftest import FakeCore, envelope, wait_until
@@ -176,15 +177,34 @@ def test_pending_submissions_survive_until_a_proposer_exists(etcd_server, prefix
     assert [n for n in core.tx_nonces()] == [f"p{i}" for i in range(30)]  # oldest first
 
 
+PEER_CREDENTIAL = "peer-credential-0123456789abcdef"
+
+
 class _BlocksHandler(BaseHTTPRequestHandler):
+    """A peer's ``GET /blocks/{h}``: refuses unsigned requests and MACs its replies
+    (docs/ledger-protocol.md "Node authentication"); an ``impostor`` does neither."""
+
     core: FakeCore
+    impostor = False
 
     def do_GET(self):
+        key = PEER_CREDENTIAL.encode()
+        nonce = node_auth.check_request(key, self.headers.get("Authorization"), "GET", self.path, b"")
+        if nonce is None and not self.impostor:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         height = int(self.path.rsplit("/", 1)[-1])
         block = self.core.block(height)
+        if block and self.impostor:
+            block = {**block, "hash": "0" * 64}  # forged: would not apply
         body = json.dumps(block).encode() if block else b"{}"
-        self.send_response(200 if block else 404)
+        status = 200 if block else 404
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
+        if not self.impostor:
+            self.send_header(node_auth.REPLY_HEADER, node_auth.reply_mac(key, nonce, status, body))
         self.end_headers()
         self.wfile.write(body)
 
@@ -200,17 +220,22 @@ def test_window_deletes_old_blocks_and_late_node_fetches_them_from_peers(cluster
     keys = [kv.key.decode() for kv in client(etcd_server).range(f"{prefix}blocks/", prefix=True, keys_only=True).kvs]
     assert keys == [f"{prefix}blocks/{h:020d}" for h in (4, 5, 6)]
 
-    handler = type("H", (_BlocksHandler,), {"core": core})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers = []
+    for impostor in (True, False):  # an impostor on a peer's port serves what it wants, unsigned
+        handler = type("H", (_BlocksHandler,), {"core": core, "impostor": impostor})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    peers = [f"http://127.0.0.1:{server.server_address[1]}" for server in servers]
     try:
-        late, late_core = cluster("late", peers=[f"http://127.0.0.1:{server.server_address[1]}"])
+        late, late_core = cluster("late", peers=peers, peer_credentials={url: PEER_CREDENTIAL for url in peers})
         assert late_core.wait_for(lambda: late_core.height == 6)
         assert late_core.block(6)["hash"] == core.block(6)["hash"]
         assert late.status()["lag_blocks"] == 0
     finally:
-        server.shutdown()
-        server.server_close()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 def test_submit_raises_ordering_unavailable_when_etcd_is_down():

@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from apps.runtime.nodeapi import NodeAuth
 from apps.runtime.spec import LABEL_INSTALLATION, NodeSpec, build_node_spec
+from bsn.ledger.auth import generate_credential
+from bsn.ledger.crypto import generate_private_key, public_key_of
 
 DEFAULT_IMAGE = "bsn/ledger:latest"
 LEDGER_PORT = 7000
@@ -90,11 +93,26 @@ def make_spec(installation_id: str, ledger_image: str) -> Callable[..., NodeSpec
             "mem_limit_mb": 128,
             "cpus": 0.5,
             "pids_limit": 64,
+            # Delivered as files by the drivers, as the control plane's node specs are.
+            "secrets": {
+                "BSN_NODE_PRIVATE_KEY": generate_private_key(),
+                "BSN_NODE_API_CREDENTIAL": generate_credential(),
+            },
         }
         values.update(overrides)
         return build_node_spec(**values)
 
     return factory
+
+
+def auth_of(spec: NodeSpec) -> NodeAuth:
+    """How the control plane calls the node of ``spec`` (its credential and identity)."""
+    return NodeAuth(
+        key=spec.secrets["BSN_NODE_API_CREDENTIAL"].encode(),
+        app_id=spec.env["BSN_APP_ID"],
+        node_id=spec.env["BSN_NODE_ID"],
+        public_key=public_key_of(spec.secrets["BSN_NODE_PRIVATE_KEY"]),
+    )
 
 
 def remove_installation_objects(client: Any, installation_id: str) -> None:

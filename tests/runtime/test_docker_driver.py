@@ -24,6 +24,7 @@ from apps.runtime.base import PermanentRuntimeError, PortInUse, RuntimeUnavailab
 from apps.runtime.docker import DockerDriver
 from apps.runtime.health import probe, wait_healthy
 from apps.runtime.spec import LABEL_GENERATION, LABEL_INSTALLATION
+from tests.runtime.conftest import auth_of
 
 HEALTH_TIMEOUT = 60.0
 
@@ -70,7 +71,7 @@ def test_ensure_runs_a_hardened_healthy_node(docker_driver, docker_client, make_
 
     assert status.state == "running"
     assert status.endpoint.startswith("http://127.0.0.1:")
-    assert wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT) is not None
+    assert wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec)) is not None
 
     attrs = docker_client.containers.get(spec.name).attrs
     host = attrs["HostConfig"]
@@ -107,6 +108,31 @@ def test_ensure_runs_a_hardened_healthy_node(docker_driver, docker_client, make_
         assert fields["Gid"].split()[0] == "10001"
         assert fields["NoNewPrivs"].strip() == "1"
         assert int(fields["CapEff"].strip(), 16) == 0
+
+
+def test_secrets_are_files_of_the_nodes_user_never_the_environment(docker_driver, docker_client, make_spec):
+    spec = make_spec()
+    docker_driver.ensure_node(spec)
+    wait_healthy(docker_driver.observe(spec).endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+    container = docker_client.containers.get(spec.name)
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])  # what `docker inspect` shows
+    for name, value in spec.secrets.items():
+        assert name not in env
+        assert not any(value in v for v in env.values())
+        path = env[f"{name}_FILE"]
+        assert path.startswith("/data/.secrets/")
+        code, out = container.exec_run(["stat", "-c", "%a %u:%g", path])
+        assert code == 0 and out.decode().split() == ["400", "10001:10001"], out
+        code, out = container.exec_run(["cat", path])
+        assert code == 0 and out.decode() == value
+    code, out = container.exec_run(["stat", "-c", "%a %u", "/data/.secrets"])
+    assert out.decode().split() == ["700", "10001"], out
+    code, out = container.exec_run(["sh", "-c", "cat /proc/1/environ /proc/self/environ | tr '\\0' '\\n'"])
+    assert not any(value in out.decode() for value in spec.secrets.values())
+
+    # A restart (new generation: a new container) writes them again over the kept volume.
+    again = replace(spec, labels={**spec.labels, "io.bsn.generation": "2"})
+    wait_healthy(docker_driver.ensure_node(again).endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
 
 
 def test_ensure_twice_adopts_the_same_objects(docker_driver, docker_client, make_spec, installation_id):
@@ -149,14 +175,14 @@ def test_concurrent_ensures_converge_on_one_node(docker_driver, docker_client, m
 def test_killed_node_is_started_again_by_ensure(docker_driver, docker_client, make_spec):
     spec = make_spec()
     first = docker_driver.ensure_node(spec)
-    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     docker_client.containers.get(spec.name).kill()
     wait_for(lambda: docker_driver.observe(spec).state == "stopped")
 
     again = docker_driver.ensure_node(spec)
     assert again.state == "running"
     assert again.runtime_id == first.runtime_id  # same container, restarted
-    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
 
 
 def test_crashed_node_is_restarted_by_the_engine(docker_driver, docker_client, make_spec):
@@ -169,7 +195,7 @@ def test_crashed_node_is_restarted_by_the_engine(docker_driver, docker_client, m
     container = docker_client.containers.get(spec.name)
     wait_for(lambda: container.reload() or container.attrs["RestartCount"] >= 1)
     status = wait_for(lambda: (s := docker_driver.observe(spec)).state == "running" and s.endpoint and s)
-    wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
 
 
 def test_stop_and_start_keep_volume_data_and_new_generation_recreates(docker_driver, docker_client, make_spec):
@@ -179,19 +205,19 @@ def test_stop_and_start_keep_volume_data_and_new_generation_recreates(docker_dri
 
     stopped = docker_driver.stop_node(spec)
     assert stopped.state == "stopped" and stopped.endpoint is None
-    assert not probe(first.endpoint, spec.health_path)
+    assert not probe(first.endpoint, spec.health_path, auth=auth_of(spec))
     assert docker_driver.stop_node(spec).state == "stopped"  # idempotent
 
     restarted = docker_driver.ensure_node(spec)
     assert restarted.state == "running" and restarted.runtime_id == first.runtime_id
-    wait_healthy(restarted.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(restarted.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     assert get_file(docker_client.containers.get(spec.name), "/data/marker") == b"kept"
 
     upgraded_spec = replace(spec, labels={**spec.labels, LABEL_GENERATION: "2"})
     upgraded = docker_driver.ensure_node(upgraded_spec)
     assert upgraded.runtime_id != first.runtime_id
     assert upgraded.labels[LABEL_GENERATION] == "2"
-    wait_healthy(upgraded.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(upgraded.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     assert get_file(docker_client.containers.get(spec.name), "/data/marker") == b"kept"
 
 
@@ -238,7 +264,7 @@ def test_internal_peer_network_keeps_published_ports_and_goes_when_unused(
     network = docker_client.networks.get(name)
     assert network.attrs["Internal"] is True and network.attrs["Labels"]["io.bsn.role"] == "peers"
     for spec in (a, b):  # the node's own network keeps the route its published port answers through
-        wait_healthy(docker_driver.observe(spec).endpoint, spec.health_path, HEALTH_TIMEOUT)
+        wait_healthy(docker_driver.observe(spec).endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     container = docker_client.containers.get(a.name)
     code, out = container.exec_run(
         ["python3", "-c", f"import urllib.request as u; print(u.urlopen('http://{b.name}:{b.port}/health').status)"]
@@ -280,7 +306,7 @@ def test_an_explicit_host_port_survives_restarts(docker_driver, docker_client, m
     assert port in docker_driver.published_ports()  # what allocation skips for other owners
     docker_client.containers.get(spec.name).restart(timeout=0)
     assert docker_driver.observe(spec).endpoint == f"http://127.0.0.1:{port}"
-    wait_healthy(f"http://127.0.0.1:{port}", spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(f"http://127.0.0.1:{port}", spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
 
 
 def test_a_host_port_held_by_someone_else_is_reported_and_nothing_is_left(docker_driver, docker_client, make_spec):

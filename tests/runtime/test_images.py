@@ -25,6 +25,7 @@ from apps.runtime.images import (
     ledger_context_files,
     ledger_image_ensure,
 )
+from bsn.ledger import auth as node_auth
 from tests.ledger.helpers import ADMIN, Key, add_user
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -190,10 +191,15 @@ def test_unknown_base_is_a_clear_error(client):
         ledger_image_ensure(client=client, base="alpine", say=lambda msg: None)
 
 
-def _request(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:
+def _request(port: int, method: str, path: str, body: object = None, credential: str = "") -> tuple[int, object]:
+    """One request, signed with the node's API credential when one is given."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request(method, path, body=None if body is None else json.dumps(body))
+        data = None if body is None else json.dumps(body).encode()
+        headers = {}
+        if credential:
+            headers["Authorization"] = node_auth.authorization(credential.encode(), method, path, data)[0]
+        conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
     finally:
@@ -241,14 +247,20 @@ def test_image_runs_hardened_and_keeps_data(client, built):
         assert binding["HostIp"] == "127.0.0.1"
         port = int(binding["HostPort"])
 
-        health = _wait_healthy(port)
+        assert _wait_healthy(port) == {"status": "ok"}  # all a stranger learns
+        # Started by hand without BSN_NODE_API_CREDENTIAL_FILE: the node keeps one in its volume.
+        code, out = container.exec_run(["cat", "/data/api.credential"])
+        assert code == 0
+        credential = out.decode().strip()
+        health = _request(port, "GET", "/health", credential=credential)[1]
         assert (health["status"], health["node_id"], health["app_id"]) == ("ok", "n1", "a1")
         alice = Key("alice")
-        assert _request(port, "POST", "/tx", add_user(alice, app="a1"))[0] == 200
+        assert _request(port, "POST", "/tx", add_user(alice, app="a1"))[0] == 401
+        assert _request(port, "POST", "/tx", add_user(alice, app="a1"), credential)[0] == 200
         put = alice.tx("kv", "put", {"key": "greeting", "value": {"hello": "world"}}, app="a1")
-        status, receipt = _request(port, "POST", "/tx", put)
+        status, receipt = _request(port, "POST", "/tx", put, credential)
         assert (status, receipt["status"]) == (200, "committed")
-        assert _request(port, "GET", "/state/kv/greeting")[1]["value"] == {"hello": "world"}
+        assert _request(port, "GET", "/state/kv/greeting", credential=credential)[1]["value"] == {"hello": "world"}
 
         # Idle memory goal (docs/benchmarks: <= 20 MiB), measured as `docker stats` does.
         mem = container.stats(stream=False)["memory_stats"]
@@ -265,8 +277,8 @@ def test_image_runs_hardened_and_keeps_data(client, built):
         container.reload()
         port = int(container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
         _wait_healthy(port)
-        assert _request(port, "GET", "/state/kv/greeting")[1]["value"] == {"hello": "world"}
-        assert _request(port, "GET", f"/tx/{receipt['tx_id']}")[1]["receipt"] == receipt
+        assert _request(port, "GET", "/state/kv/greeting", credential=credential)[1]["value"] == {"hello": "world"}
+        assert _request(port, "GET", f"/tx/{receipt['tx_id']}", credential=credential)[1]["receipt"] == receipt
     finally:
         if container is not None:
             container.remove(force=True)

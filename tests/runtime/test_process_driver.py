@@ -15,6 +15,7 @@ from apps.runtime.base import PermanentRuntimeError
 from apps.runtime.health import probe, wait_healthy
 from apps.runtime.process import process_start_marker
 from apps.runtime.spec import LABEL_GENERATION, LABEL_INSTALLATION
+from tests.runtime.conftest import auth_of
 
 HEALTH_TIMEOUT = 30.0
 
@@ -41,7 +42,7 @@ def test_ensure_starts_a_healthy_loopback_node_and_is_idempotent(process_driver,
     status = process_driver.ensure_node(spec)
     assert status.state == "running"
     assert status.endpoint.startswith("http://127.0.0.1:")
-    wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
 
     node_dir = process_driver.root_dir / spec.name
     assert json.loads((node_dir / "labels.json").read_text()) == spec.labels
@@ -59,12 +60,19 @@ def test_node_environment_is_built_from_scratch(process_driver, make_spec, monke
     status = process_driver.ensure_node(spec)
     # Read the environment of the node once it answers: a node that died at once (a zombie)
     # shows an empty environ, which would read as a missing variable instead of the real cause.
-    wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     environ_file = Path(f"/proc/{pid_of(status)}/environ")
     if not environ_file.exists():
         pytest.skip("no /proc")
     env = dict(item.split("=", 1) for item in environ_file.read_bytes().decode().split("\0") if "=" in item)
     assert "BSN_SECRET_KEY" not in env
+    # Secrets are files only the node's user can read, never environment variables.
+    for name, value in spec.secrets.items():
+        assert name not in env
+        assert not any(value in v for v in env.values())
+        path = Path(env[f"{name}_FILE"])
+        assert path.read_text() == value and path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o777 == 0o700
     assert env["BSN_LEDGER_HOST"] == "127.0.0.1"
     assert env["BSN_LEDGER_DATA"] == str(process_driver.root_dir / spec.name / "data")
     assert env["BSN_NODE_ID"] == spec.env["BSN_NODE_ID"]
@@ -74,37 +82,37 @@ def test_node_environment_is_built_from_scratch(process_driver, make_spec, monke
 def test_dead_node_is_restarted_on_the_same_port(process_driver, make_spec):
     spec = make_spec()
     first = process_driver.ensure_node(spec)
-    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     os.kill(pid_of(first), signal.SIGKILL)
     wait_for(lambda: process_driver.observe(spec).state == "stopped")
 
     again = process_driver.ensure_node(spec)
     assert again.state == "running" and again.runtime_id != first.runtime_id
     assert again.endpoint == first.endpoint  # the port is reused while free
-    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
 
 
 def test_stop_then_start_keeps_data_and_new_generation_restarts(process_driver, make_spec):
     spec = make_spec()
     first = process_driver.ensure_node(spec)
-    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     marker = process_driver.root_dir / spec.name / "data" / "marker"
     marker.write_text("kept")
 
     stopped = process_driver.stop_node(spec)
     assert stopped.state == "stopped" and stopped.endpoint is None
     assert not alive(pid_of(first))
-    assert not probe(first.endpoint, spec.health_path)
+    assert not probe(first.endpoint, spec.health_path, auth=auth_of(spec))
     assert process_driver.stop_node(spec).state == "stopped"  # idempotent
 
     restarted = process_driver.ensure_node(spec)
-    wait_healthy(restarted.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(restarted.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     assert marker.read_text() == "kept"
 
     upgraded = process_driver.ensure_node(replace(spec, labels={**spec.labels, LABEL_GENERATION: "2"}))
     assert upgraded.runtime_id != restarted.runtime_id
     assert not alive(pid_of(restarted))
-    wait_healthy(upgraded.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(upgraded.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     assert marker.read_text() == "kept"
 
 
@@ -121,7 +129,7 @@ def test_remove_node_keeps_or_drops_data(process_driver, make_spec, installation
     assert (node_dir / "data" / "marker").read_text() == "kept"
 
     again = process_driver.ensure_node(spec)  # adopts the kept data
-    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT)
+    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     assert (node_dir / "data" / "marker").read_text() == "kept"
 
     process_driver.remove_node(spec, keep_data=False)

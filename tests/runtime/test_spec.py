@@ -270,3 +270,23 @@ def test_factory_rejects_unknown_driver_and_half_tls(clean_driver_cache, tmp_pat
 
 def test_docker_engine_answers_is_false_for_nothing_there(tmp_path):
     assert drivers.docker_engine_answers(f"unix://{tmp_path}/no.sock") is False
+
+
+def test_secrets_are_named_in_the_environment_and_travel_as_files_only():
+    import io
+    import tarfile
+
+    from apps.runtime.docker import secrets_archive
+
+    s = spec(secrets={"BSN_NODE_PRIVATE_KEY": "k3y", "BSN_ETCD_PASSWORD": "pw"})
+    assert "k3y" not in repr(s) and "pw" not in repr(s)
+    env = container_create_kwargs(s)["environment"]
+    assert env["BSN_NODE_PRIVATE_KEY_FILE"] == "/data/.secrets/bsn_node_private_key"
+    assert env["BSN_ETCD_PASSWORD_FILE"] == "/data/.secrets/bsn_etcd_password"
+    assert "k3y" not in str(env) and "pw" not in str(env.values())
+    with tarfile.open(fileobj=io.BytesIO(secrets_archive(s))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert (members[".secrets"].mode, members[".secrets"].uid) == (0o700, 10001)
+        key = members[".secrets/bsn_node_private_key"]
+        assert (key.mode, key.uid, key.gid) == (0o400, 10001, 10001)
+        assert tar.extractfile(key).read() == b"k3y"

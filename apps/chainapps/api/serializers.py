@@ -29,6 +29,9 @@ class FrameworkSerializer(serializers.ModelSerializer):
 
 
 class NodeSerializer(serializers.ModelSerializer):
+    """A node as its tenant sees it. No endpoint: tenants reach their ledger through the
+    gateway; where a node listens is operator information (``StaffNodeSerializer``)."""
+
     region = serializers.SlugRelatedField(slug_field="code", read_only=True)
 
     class Meta:
@@ -38,7 +41,6 @@ class NodeSerializer(serializers.ModelSerializer):
             "name",
             "region",
             "state",
-            "endpoint",
             "generation",
             "public_key",
             "chain_height",
@@ -49,6 +51,13 @@ class NodeSerializer(serializers.ModelSerializer):
             "last_error",
             "created_at",
         ]
+
+
+class StaffNodeSerializer(NodeSerializer):
+    """A node as platform staff see it: with its published endpoint."""
+
+    class Meta(NodeSerializer.Meta):
+        fields = [*NodeSerializer.Meta.fields, "endpoint"]
 
 
 class AppOutputSerializer(serializers.ModelSerializer):

@@ -15,6 +15,7 @@ from apps.chainapps.api import serializers as s
 from apps.chainapps.api.filters import AppFilter, OperationFilter
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.common.viewsets import TenantScopedViewSet
+from apps.tenants.context import is_platform_staff
 
 
 def accepted(operation: Operation, request) -> Response:
@@ -90,7 +91,8 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
         app = self.get_object()
         nodes = LedgerNode.objects.filter(app=app).select_related("region").order_by("region__code")
         page = self.paginate_queryset(nodes)
-        return self.get_paginated_response(s.NodeSerializer(page, many=True).data)
+        serializer = s.StaffNodeSerializer if is_platform_staff(request) else s.NodeSerializer
+        return self.get_paginated_response(serializer(page, many=True).data)
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):

@@ -41,6 +41,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from bsn.ledger import auth
 from bsn.ledger.canonical import canonical, loads
 from bsn.ledger.etcd_http import (
     EtcdAuthError,
@@ -124,6 +125,7 @@ class EtcdOrderer:
         self.window = max(1, int(_cfg(config, "etcd_block_window", 10000) or 10000))
         self.takeover_after = max(1.0, float(_cfg(config, "etcd_takeover_s", TAKEOVER_AFTER) or TAKEOVER_AFTER))
         self.peers = [p.rstrip("/") for p in (_cfg(config, "peers") or []) if p]
+        self.peer_credentials: dict[str, str] = dict(_cfg(config, "peer_credentials") or {})
         endpoints = _cfg(config, "etcd_endpoints") or []
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -319,9 +321,23 @@ class EtcdOrderer:
 
     def _peer_block(self, height: int) -> dict | None:
         for peer in self.peers:
+            credential = self.peer_credentials.get(peer)
+            if credential is None:
+                logger.info("no credential for peer %s; skipped", peer)
+                continue
+            # Signed with the peer's own credential (docs/ledger-protocol.md "Node
+            # authentication"); an answer without the peer's reply MAC is no answer.
+            key = credential.encode("utf-8")
+            target = f"/blocks/{height}"
+            header, nonce = auth.authorization(key, "GET", target, b"")
+            request = urllib.request.Request(f"{peer}{target}", headers={"Authorization": header})  # noqa: S310
             try:
-                with urllib.request.urlopen(f"{peer}/blocks/{height}", timeout=5) as resp:  # noqa: S310 - http peers
-                    return loads(resp.read())
+                with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - http peers
+                    raw = resp.read()
+                    if not auth.check_reply(key, nonce, resp.status, raw, resp.headers.get(auth.REPLY_HEADER)):
+                        logger.warning("peer %s answered without proving it is that peer; ignored", peer)
+                        continue
+                    return loads(raw)
             except (OSError, ValueError, urllib.error.URLError) as exc:
                 logger.info("peer %s has no block %s: %s", peer, height, exc)
         return None
