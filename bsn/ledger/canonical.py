@@ -8,7 +8,10 @@ NaN/Infinity) are refused everywhere, so every implementation writes numbers ali
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+MAX_DEPTH = 64  # JSON nesting levels a new transaction's envelope may have (docs/ledger-protocol.md)
 
 _encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -69,3 +72,25 @@ def loads(data: bytes | str) -> Any:
     if isinstance(data, bytes | bytearray):
         data = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
     return _decoder.decode(data)
+
+
+# Depth without parsing: drop strings, keep brackets, then strip innermost pairs once
+# per level. Each step is one C-speed pass, so a body is checked before the parser (whose
+# recursion an attacker would otherwise drive) ever sees it. Written by hand because the
+# standard library's parser takes no depth limit.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
+def depth_within(raw: bytes, limit: int) -> bool:
+    """True when the JSON text ``raw`` nests arrays and objects at most ``limit`` levels.
+
+    Unbalanced brackets count as too deep (such text is not valid JSON either).
+    """
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return True
+        brackets = _INNERMOST.sub(b"", brackets)
+    return not brackets

@@ -30,6 +30,8 @@ REPLAYED_NONCE = "replayed_nonce"
 STALE_TIMESTAMP = "stale_timestamp"
 UNKNOWN_FUNCTION = "unknown_function"
 BAD_ARGUMENTS = "bad_arguments"
+TOO_LARGE = "too_large"  # the envelope is over BSN_TX_MAX_BYTES in canonical JSON
+TOO_DEEP = "too_deep"  # the envelope nests JSON deeper than MAX_DEPTH levels
 REJECTION_CODES = (
     MALFORMED,
     WRONG_APP,
@@ -39,6 +41,8 @@ REJECTION_CODES = (
     STALE_TIMESTAMP,
     UNKNOWN_FUNCTION,
     BAD_ARGUMENTS,
+    TOO_LARGE,
+    TOO_DEEP,
 )
 
 
