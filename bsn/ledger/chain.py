@@ -31,7 +31,7 @@ from bsn.ledger.blockstore import BlockStore, StoreError
 from bsn.ledger.canonical import MAX_DEPTH, depth_within, dumps, loads
 from bsn.ledger.config import Config
 from bsn.ledger.contracts import ADMIN, BadArguments, Context, ContractFailure, build
-from bsn.ledger.state import STATE_NAME, State, StateError, next_root, pair_key
+from bsn.ledger.state import STATE_NAME, State, StateError, pair_key, root_of_writes
 from bsn.ledger.tx import (
     BAD_ARGUMENTS,
     BAD_SIGNATURE,
@@ -46,6 +46,7 @@ from bsn.ledger.tx import (
     Rejection,
     now_ms,
     prepare,
+    release,
 )
 
 NODE_KEY_NAME = "node.key"
@@ -222,6 +223,8 @@ class LedgerCore:
         # Applied to the state database already (after it was verified in full): check
         # the block's place in the chain; the state is the one after it.
         self._check_header(checked)
+        for p in checked.txs:
+            release(p)
         self._height, self._head_hash, self._last_ts = checked.height, checked.hash, checked.header["timestamp"]
         if checked.height == self._trusted and checked.hash != self.state.head_hash:
             raise _Rebuild(f"its block {self._trusted} is not the one in the blocks file")
@@ -345,14 +348,21 @@ class LedgerCore:
         in the chain or waiting for a block (just wait for its receipt).
         """
         try:
-            return self._precheck(envelope, parsed, depth_checked)
+            p = prepare(envelope, parsed=parsed)
+            try:
+                p = self._precheck(p, depth_checked)
+            except Rejection:
+                release(p)
+                raise
+            if not p.fresh and self._pending.get(p.tx_id) is not p:
+                release(p)  # only its tx_id is used from here
+            return p
         except Rejection:
             with self._lock:
                 self.rejected += 1
             raise
 
-    def _precheck(self, envelope: Any, parsed: bool, depth_checked: bool) -> PreparedTx:
-        p = prepare(envelope, parsed=parsed)
+    def _precheck(self, p: PreparedTx, depth_checked: bool) -> PreparedTx:
         tx, tx_id = p.tx, p.tx_id
         if tx["app"] != self.app_id:
             raise Rejection(WRONG_APP, f"this node serves app {self.app_id}, not {tx['app']}", tx_id)
@@ -419,6 +429,7 @@ class LedgerCore:
             for p in prepared:
                 if self._pending.pop(p.tx_id, None) is not None:
                     self._pending_nonces.pop((p.signer, p.nonce), None)
+                release(p)
 
     # Ordering.
 
@@ -448,6 +459,7 @@ class LedgerCore:
             used = self.state.used_pairs([pair_key(p.signer, p.nonce) for p in prepared])
             for p in prepared:
                 if p.tx_id in in_chain:
+                    release(p)
                     continue
                 pair = pair_key(p.signer, p.nonce)
                 try:
@@ -508,6 +520,7 @@ class LedgerCore:
                 del self._dropped[next(iter(self._dropped))]
             self._dropped[p.tx_id] = _rejected(p.tx_id, exc.code, exc.detail)
             self._notify([p.tx_id])
+            release(p)
 
     def apply_committed(self, block: dict[str, Any], *, parsed: bool = False) -> list[dict[str, Any]]:
         """Verify, execute and durably apply the next committed block; its receipts.
@@ -537,7 +550,9 @@ class LedgerCore:
                 # Made here on this same head, make_block checked all of it against this state.
                 self._check_txs(checked)
             receipts, writes, history = self._execute(checked)
-            root = next_root(self.state.root, writes)
+            # Each value serialised once: for the root, the kv row and its history row.
+            blobs = [None if value is None else dumps(value) for _, _, value in writes]
+            root = root_of_writes(self.state.root, writes, blobs)
             line = checked.line
             if at is None:
                 if self.failure is not None:
@@ -565,6 +580,7 @@ class LedgerCore:
                         last_ts=header["timestamp"],
                         block_at=(at, len(line)),
                         writes=writes,
+                        blobs=blobs,
                         history=history,
                         txs=rows,
                         committed=committed,
@@ -583,6 +599,7 @@ class LedgerCore:
                         self._pending_nonces.pop((p.signer, p.nonce), None)
                     self._verified.pop(p.tx_id, None)
                     recent[p.tx_id] = receipt
+                    release(p)
                 while len(recent) > _MAX_RECENT:
                     recent.popitem(last=False)
                 if self._waiters:
@@ -619,7 +636,7 @@ class LedgerCore:
         height, timestamp = checked.height, checked.header["timestamp"]
         overlay: dict[tuple[str, str], Any] = {}
         writes: list[list[Any]] = []
-        history: list[tuple[str, str, dict[str, Any]]] = []
+        history: list[tuple[int, str]] = []  # (index in writes, tx_id) of contracts that keep history
         receipts: list[dict[str, Any]] = []
         state_get = self.state.get
         for index, p in enumerate(checked.txs):
@@ -644,7 +661,7 @@ class LedgerCore:
                     overlay[(name, key)] = value
                     writes.append([name, key, value])
                     if contract.keeps_history:
-                        history.append((name, key, {"height": height, "tx_id": p.tx_id, "value": value}))
+                        history.append((len(writes) - 1, p.tx_id))
             if status == "failed":
                 result, events = None, []
             receipts.append(

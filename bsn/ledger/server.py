@@ -11,6 +11,8 @@ import json
 import re
 import socket
 import sys
+import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -29,8 +31,13 @@ if TYPE_CHECKING:
 
 MAX_BODY = 1024 * 1024  # bytes, POST /query
 BODY_SLACK = 64 * 1024  # POST /tx: BSN_TX_MAX_BYTES (canonical) plus room for whitespace
-MAX_BATCH_BODY = 4 * MAX_BODY  # POST /tx/batch (a block holds at most 4 MiB as well)
+MAX_BATCH_BODY = 2 * MAX_BODY  # POST /tx/batch (two fit one block of at most 4 MiB)
 MAX_DRAIN = 2 * MAX_BATCH_BODY  # a body up to this size is read and dropped before the 413
+# Request bodies handled at once, in bytes: a parsed body and its canonical copies take
+# several times its size until the reply, so this bounds what concurrent large requests
+# can take of the node's memory. A request waits for room, then gets 503 busy.
+BODY_BUDGET = 2 * MAX_BATCH_BODY
+BODY_WAIT_S = 30.0
 _METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS")
 _TX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _HEIGHT_RE = re.compile(r"^[1-9][0-9]{0,18}$")
@@ -53,6 +60,31 @@ class HTTPError(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra or {}
+
+
+class BodyBudget:
+    """Counts the bytes of request bodies in flight; one body always fits when alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, size: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.used and self.used + size > self.limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            self.used += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._cond:
+            self.used -= size
+            self._cond.notify_all()
 
 
 def _reject_constant(name: str) -> Any:
@@ -82,6 +114,7 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60  # idle keep-alive connections give their thread back
     server: LedgerHTTPServer
     body_canonical = False  # set by _body: the request body held no floats
+    body_held = 0  # bytes of the body budget this request holds until it is answered
 
     def setup(self) -> None:
         super().setup()
@@ -331,6 +364,10 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.close_connection = True
             raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, TOO_LARGE, f"body is larger than {limit} bytes")
+        if not self.server.body_budget.acquire(length, BODY_WAIT_S):
+            self._discard(length)
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "busy", "too many large requests at once; retry")
+        self.body_held = length
         raw = self.rfile.read(length)
         if not depth_within(raw, depth):
             # Before parsing: the parser's recursion is what a deep body would drive.
@@ -350,6 +387,14 @@ class Handler(BaseHTTPRequestHandler):
         # Without floats the body holds only canonical types: precheck can skip its type walk.
         self.body_canonical = not floats
         return value
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            if self.body_held:
+                self.server.body_budget.release(self.body_held)
+                self.body_held = 0
 
     def _discard(self, length: int) -> None:
         while length > 0:
@@ -423,4 +468,5 @@ class LedgerHTTPServer(ThreadingHTTPServer):
         self.orderer = orderer
         self.access_log = config.access_log
         self.wait_s = config.tx_wait_ms / 1000
+        self.body_budget = BodyBudget(BODY_BUDGET)
         super().__init__((config.host, config.port), Handler)

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS txs (
     receipt BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY, contract TEXT NOT NULL, key TEXT NOT NULL, entry BLOB NOT NULL
+    id INTEGER PRIMARY KEY, contract TEXT NOT NULL, key TEXT NOT NULL, height INTEGER NOT NULL,
+    tx_id TEXT NOT NULL, value BLOB
 );
 CREATE INDEX IF NOT EXISTS history_key ON history (contract, key, id);
 """
@@ -58,6 +59,20 @@ CREATE INDEX IF NOT EXISTS history_key ON history (contract, key, id);
 def next_root(prev_root: bytes, write_set: list[list[Any]]) -> bytes:
     """State root after a block whose committed transactions wrote ``write_set``."""
     return sha256(prev_root + dumps(write_set)).digest()
+
+
+def root_of_writes(prev_root: bytes, writes: list[list[Any]], blobs: list[bytes | None]) -> bytes:
+    """:func:`next_root` fed piece by piece, reusing each value's canonical bytes
+    (``blobs[i]`` = canonical(writes[i][2]), None for a delete): the same bytes as
+    canonical(write_set), without another copy of every value in memory."""
+    h = sha256(prev_root)
+    h.update(b"[")
+    for i, ((contract, key, _), blob) in enumerate(zip(writes, blobs, strict=True)):
+        h.update(b"[" + dumps(contract) + b"," + dumps(key) + b",")
+        h.update(b"null" if blob is None else blob)
+        h.update(b"]," if i < len(writes) - 1 else b"]")
+    h.update(b"]")
+    return h.digest()
 
 
 def pair_key(signer: str, nonce: str) -> str:
@@ -72,7 +87,7 @@ class StateError(RuntimeError):
 class State:
     """Per-contract key-value state plus the indexes the node answers from, in SQLite."""
 
-    def __init__(self, path: str, *, cache_bytes: int = 4 << 20, cache_kib: int = 2048) -> None:
+    def __init__(self, path: str, *, cache_bytes: int = 2 << 20, cache_kib: int = 1024) -> None:
         self.path = path
         self.cache_bytes = cache_bytes
         self._cache_kib = cache_kib
@@ -229,9 +244,9 @@ class State:
     def history(self, contract: str, key: str) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT entry FROM history WHERE contract = ? AND key = ? ORDER BY id", (contract, key)
+                "SELECT height, tx_id, value FROM history WHERE contract = ? AND key = ? ORDER BY id", (contract, key)
             ).fetchall()
-        return [loads(r[0]) for r in rows]
+        return [{"height": h, "tx_id": t, "value": None if v is None else loads(v)} for h, t, v in rows]
 
     # Blocks.
 
@@ -250,7 +265,8 @@ class State:
         last_ts: int,
         block_at: tuple[int, int],
         writes: list[list[Any]],
-        history: list[tuple[str, str, dict[str, Any]]],
+        blobs: list[bytes | None],
+        history: list[tuple[int, str]],
         txs: list[tuple[bytes, str, int, int, bytes]],
         committed: int,
         failed: int,
@@ -258,18 +274,20 @@ class State:
     ) -> None:
         """Commit one block's effects in one SQLite transaction.
 
-        ``txs``: (raw tx_id, pair_key, offset, length, canonical receipt) per transaction.
+        ``blobs``: canonical bytes of each write's value (None: delete); ``history``:
+        (index in writes, tx_id) of the writes whose history is kept; ``txs``: (raw
+        tx_id, pair_key, offset, length, canonical receipt) per transaction.
         """
         upserts: dict[tuple[str, str], tuple[Any, bytes]] = {}  # the block's last write of each key
         deletes: set[tuple[str, str]] = set()
-        for contract, key, value in writes:
+        for (contract, key, value), blob in zip(writes, blobs, strict=True):
             ck = (contract, key)
-            if value is None:
+            if blob is None:
                 upserts.pop(ck, None)
                 deletes.add(ck)
             else:
                 deletes.discard(ck)
-                upserts[ck] = (value, dumps(value))
+                upserts[ck] = (value, blob)
         with self._lock:
             db = self._db
             try:
@@ -283,8 +301,8 @@ class State:
                     )
                 if history:
                     db.executemany(
-                        "INSERT INTO history (contract, key, entry) VALUES (?, ?, ?)",
-                        [(c, k, dumps(e)) for c, k, e in history],
+                        "INSERT INTO history (contract, key, height, tx_id, value) VALUES (?, ?, ?, ?, ?)",
+                        [(writes[i][0], writes[i][1], height, tx_id, blobs[i]) for i, tx_id in history],
                     )
                 db.executemany("INSERT INTO txs (tx_id, pair, off, len, receipt) VALUES (?, ?, ?, ?, ?)", txs)
                 db.execute(

@@ -127,6 +127,15 @@ def prepare(envelope: Any, *, parsed: bool = False) -> PreparedTx:
     return prepared
 
 
+def release(prepared: PreparedTx) -> None:
+    """Break the envelope <-> prepared reference cycle once the core is done with it, so
+    the memory goes back when the last reference does rather than at a rare full
+    garbage collection (large envelopes would otherwise pile up)."""
+    envelope = prepared.envelope
+    if getattr(envelope, "prepared", None) is prepared:
+        envelope.prepared = None
+
+
 def tx_id_of(tx: dict[str, Any]) -> str:
     """Hex SHA-256 of canonical(tx)."""
     return sha256(canonical(tx)).hexdigest()
