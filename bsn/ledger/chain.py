@@ -84,6 +84,18 @@ class _Waiter:
         self.event = threading.Event()
 
 
+def _receipt_json(receipt: dict[str, Any]) -> bytes:
+    """JSON of a receipt; the common shape (no result, error or events) without the encoder."""
+    if receipt["result"] is None and receipt["error"] is None and not receipt["events"]:
+        return b'{"error":null,"events":[],"height":%d,"index":%d,"result":null,"status":"%s","tx_id":"%s"}' % (
+            receipt["height"],
+            receipt["index"],
+            receipt["status"].encode("ascii"),
+            receipt["tx_id"].encode("ascii"),
+        )
+    return dumps(receipt)
+
+
 def _rejected(tx_id: str | None, code: str, detail: str) -> dict[str, Any]:
     return {"tx_id": tx_id, "status": "rejected", "error": code, "detail": detail}
 
@@ -347,30 +359,66 @@ class LedgerCore:
         now (hand ``prepared.envelope`` to the orderer) and False when it is already
         in the chain or waiting for a block (just wait for its receipt).
         """
-        try:
-            p = prepare(envelope, parsed=parsed)
+        result = self.precheck_many([envelope], parsed=parsed, depth_checked=depth_checked)[0]
+        if isinstance(result, Rejection):
+            raise result
+        return result
+
+    def precheck_many(
+        self, envelopes: list[Any], *, parsed: bool = False, depth_checked: bool = False
+    ) -> list[PreparedTx | Rejection]:
+        """:meth:`precheck` of each envelope, in order: the prepared transaction or the
+        Rejection. The chain is asked once for all of them (which are in it already,
+        which nonces are used), not once per transaction."""
+        items: list[PreparedTx | Rejection] = []
+        for envelope in envelopes:
             try:
-                p = self._precheck(p, depth_checked)
-            except Rejection:
-                release(p)
-                raise
+                items.append(prepare(envelope, parsed=parsed))
+            except Rejection as exc:
+                items.append(exc)
+        prepared = [p for p in items if isinstance(p, PreparedTx)]
+        with self._lock:
+            height = self._height
+            if len(prepared) == 1:  # one indexed lookup each is cheaper than IN (...)
+                p = prepared[0]
+                in_chain = {p.tx_id} if self.state.has_tx(p.tx_id) else set()
+                pair = pair_key(p.signer, p.nonce)
+                used = {pair} if self.state.has_pair(pair) else set()
+            else:
+                in_chain = self.state.known_txs([p.tx_id for p in prepared])
+                used = self.state.used_pairs([pair_key(p.signer, p.nonce) for p in prepared])
+        out: list[PreparedTx | Rejection] = []
+        rejected = 0
+        for item in items:
+            if isinstance(item, Rejection):
+                rejected += 1
+                out.append(item)
+                continue
+            try:
+                p = self._precheck(item, depth_checked, height, in_chain, used)
+            except Rejection as exc:
+                release(item)
+                rejected += 1
+                out.append(exc)
+                continue
             if not p.fresh and self._pending.get(p.tx_id) is not p:
                 release(p)  # only its tx_id is used from here
-            return p
-        except Rejection:
+            out.append(p)
+        if rejected:
             with self._lock:
-                self.rejected += 1
-            raise
+                self.rejected += rejected
+        return out
 
-    def _precheck(self, p: PreparedTx, depth_checked: bool) -> PreparedTx:
+    def _precheck(
+        self, p: PreparedTx, depth_checked: bool, height: int, in_chain: set[str], used: set[str]
+    ) -> PreparedTx:
+        """``in_chain`` / ``used``: tx_ids and pair keys found in the chain at ``height``."""
         tx, tx_id = p.tx, p.tx_id
         if tx["app"] != self.app_id:
             raise Rejection(WRONG_APP, f"this node serves app {self.app_id}, not {tx['app']}", tx_id)
-        with self._lock:
-            if tx_id in self._pending or self.state.has_tx(tx_id):
-                p.fresh = False
-                return p
-            height = self._height
+        if tx_id in in_chain or tx_id in self._pending:
+            p.fresh = False
+            return p
         self._limits(p, checked_depth=depth_checked)
         self._stateless(p)
         if abs(now_ms() - tx["timestamp"]) > self.max_age_ms:
@@ -380,11 +428,13 @@ class LedgerCore:
                 tx_id,
             )
         pair = (tx["signer"], tx["nonce"])
+        if pair_key(*pair) in used:
+            raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
         with self._lock:
             key = self.public_key_of(tx["signer"])
             if key is None:
                 raise Rejection(UNKNOWN_SIGNER, f"{tx['signer']!r} is not a user of this app", tx_id)
-            self._check_nonce(pair, tx_id)
+            self._check_pending_nonce(pair, tx_id)
         if p.key != key:
             if not crypto.verify(key, p.sig, p.tx_bytes):
                 raise Rejection(BAD_SIGNATURE, f"the signature does not verify with {tx['signer']}'s key", tx_id)
@@ -393,21 +443,21 @@ class LedgerCore:
             if tx_id in self._pending:
                 p.fresh = False
                 return p
-            if self._height != height:  # a block was applied meanwhile: look again
+            if self._height != height:  # a block was applied since the lookup: look again
                 if self.state.has_tx(tx_id):
                     p.fresh = False
                     return p
-                self._check_nonce(pair, tx_id)
-            elif self._pending_nonces.get(pair, tx_id) != tx_id:
-                self._check_nonce(pair, tx_id)
+                if self.state.has_pair(pair_key(*pair)):
+                    raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
+            self._check_pending_nonce(pair, tx_id)
             self._pending[tx_id] = p
             self._pending_nonces[pair] = tx_id
             self._dropped.pop(tx_id, None)
         p.fresh = True
         return p
 
-    def _check_nonce(self, pair: tuple[str, str], tx_id: str) -> None:
-        if self._pending_nonces.get(pair, tx_id) != tx_id or self.state.has_pair(pair_key(*pair)):
+    def _check_pending_nonce(self, pair: tuple[str, str], tx_id: str) -> None:
+        if self._pending_nonces.get(pair, tx_id) != tx_id:
             raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
 
     def _limits(self, p: PreparedTx, *, checked_depth: bool) -> None:
@@ -454,9 +504,13 @@ class LedgerCore:
                     prepared.append(prepare(envelope, parsed=parsed))
                 except Rejection as exc:
                     self._drop(None, exc)
-            # Two lookups for the whole block instead of two per transaction.
-            in_chain = self.state.known_txs([p.tx_id for p in prepared])
-            used = self.state.used_pairs([pair_key(p.signer, p.nonce) for p in prepared])
+            # A transaction still pending here is known not to be in the chain, nor its
+            # nonce used (applying a block evicts pending ones it conflicts with); the
+            # others are looked up together, two queries for the block.
+            pending = self._pending
+            others = [p for p in prepared if pending.get(p.tx_id) is not p]
+            in_chain = self.state.known_txs([p.tx_id for p in others]) if others else set()
+            used = self.state.used_pairs([pair_key(p.signer, p.nonce) for p in others]) if others else set()
             for p in prepared:
                 if p.tx_id in in_chain:
                     release(p)
@@ -568,7 +622,7 @@ class LedgerCore:
             committed = 0
             for p, receipt in zip(checked.txs, receipts, strict=True):
                 size = len(p.leaf)
-                rows.append((bytes.fromhex(p.tx_id), pair_key(p.signer, p.nonce), offset, size, dumps(receipt)))
+                rows.append((bytes.fromhex(p.tx_id), pair_key(p.signer, p.nonce), offset, size, _receipt_json(receipt)))
                 offset += size + 1
                 committed += receipt["status"] == "committed"
             header = checked.header
@@ -594,14 +648,21 @@ class LedgerCore:
                 self._head_hash = checked.hash
                 self._last_ts = header["timestamp"]
                 recent = self._recent
+                evicted = []
                 for p, receipt in zip(checked.txs, receipts, strict=True):
                     if self._pending.pop(p.tx_id, None) is not None:
                         self._pending_nonces.pop((p.signer, p.nonce), None)
+                    else:
+                        other = self._pending_nonces.get((p.signer, p.nonce))
+                        if other is not None:  # another tx with this nonce made it first
+                            evicted.append(self._pending[other])
                     self._verified.pop(p.tx_id, None)
                     recent[p.tx_id] = receipt
                     release(p)
                 while len(recent) > _MAX_RECENT:
                     recent.popitem(last=False)
+                for p in evicted:
+                    self._drop(p, Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used"))
                 if self._waiters:
                     self._notify([p.tx_id for p in checked.txs])
             return receipts

@@ -222,10 +222,10 @@ class Handler(BaseHTTPRequestHandler):
             )
         results: list[Any] = [None] * len(items)
         admitted = []
-        for index, envelope in enumerate(items):
-            try:
-                prepared = core.precheck(envelope, parsed=self.body_canonical, depth_checked=True)
-            except Rejection as exc:
+        checked = core.precheck_many(items, parsed=self.body_canonical, depth_checked=True)
+        for index, prepared in enumerate(checked):
+            if isinstance(prepared, Rejection):
+                exc = prepared
                 results[index] = {"tx_id": exc.tx_id, "status": "rejected", "error": exc.code, "detail": exc.detail}
                 continue
             admitted.append((index, prepared))

@@ -43,17 +43,22 @@ CREATE TABLE IF NOT EXISTS blocks (
 );
 CREATE TABLE IF NOT EXISTS kv (
     contract TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (contract, key)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS txs (
-    tx_id BLOB PRIMARY KEY, pair TEXT NOT NULL UNIQUE, off INTEGER NOT NULL, len INTEGER NOT NULL,
-    receipt BLOB NOT NULL
-);
+    tx_id BLOB PRIMARY KEY, pair TEXT NOT NULL UNIQUE, height INTEGER NOT NULL, idx INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (
+    height INTEGER NOT NULL, idx INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL,
+    receipt BLOB NOT NULL, PRIMARY KEY (height, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY, contract TEXT NOT NULL, key TEXT NOT NULL, height INTEGER NOT NULL,
-    tx_id TEXT NOT NULL, value BLOB
-);
-CREATE INDEX IF NOT EXISTS history_key ON history (contract, key, id);
+    contract TEXT NOT NULL, key TEXT NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL,
+    tx_id TEXT NOT NULL, value BLOB, PRIMARY KEY (contract, key, height, idx)
+) WITHOUT ROWID;
 """
+# WITHOUT ROWID: one b-tree per table instead of a rowid table plus its key index. The
+# tables keyed by random hashes (txs and its pair index) hold small rows; receipts go in
+# height order, which SQLite appends at the right edge of its b-tree.
 
 
 def next_root(prev_root: bytes, write_set: list[list[Any]]) -> bytes:
@@ -225,26 +230,36 @@ class State:
 
     def receipt(self, tx_id: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT receipt FROM txs WHERE tx_id = ?", (bytes.fromhex(tx_id),)).fetchone()
+            row = self._db.execute(
+                "SELECT r.receipt FROM txs t JOIN receipts r ON r.height = t.height AND r.idx = t.idx "
+                "WHERE t.tx_id = ?",
+                (bytes.fromhex(tx_id),),
+            ).fetchone()
         return None if row is None else loads(row[0])
 
     def tx_location(self, tx_id: str) -> tuple[bytes, int, int] | None:
         """(receipt JSON, offset, length) of the envelope's bytes in the blocks file."""
         with self._lock:
             row = self._db.execute(
-                "SELECT receipt, off, len FROM txs WHERE tx_id = ?", (bytes.fromhex(tx_id),)
+                "SELECT r.receipt, r.off, r.len FROM txs t JOIN receipts r ON r.height = t.height AND r.idx = t.idx "
+                "WHERE t.tx_id = ?",
+                (bytes.fromhex(tx_id),),
             ).fetchone()
         return None if row is None else (bytes(row[0]), row[1], row[2])
 
     def all_receipts(self) -> dict[str, dict[str, Any]]:
         """Every receipt by tx_id (tests and tools; reads them all)."""
         with self._lock:
-            return {bytes(t).hex(): loads(r) for t, r in self._db.execute("SELECT tx_id, receipt FROM txs")}
+            rows = self._db.execute(
+                "SELECT t.tx_id, r.receipt FROM txs t JOIN receipts r ON r.height = t.height AND r.idx = t.idx"
+            )
+            return {bytes(t).hex(): loads(r) for t, r in rows}
 
     def history(self, contract: str, key: str) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT height, tx_id, value FROM history WHERE contract = ? AND key = ? ORDER BY id", (contract, key)
+                "SELECT height, tx_id, value FROM history WHERE contract = ? AND key = ? ORDER BY height, idx",
+                (contract, key),
             ).fetchall()
         return [{"height": h, "tx_id": t, "value": None if v is None else loads(v)} for h, t, v in rows]
 
@@ -301,10 +316,17 @@ class State:
                     )
                 if history:
                     db.executemany(
-                        "INSERT INTO history (contract, key, height, tx_id, value) VALUES (?, ?, ?, ?, ?)",
-                        [(writes[i][0], writes[i][1], height, tx_id, blobs[i]) for i, tx_id in history],
+                        "INSERT INTO history (contract, key, height, idx, tx_id, value) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(writes[i][0], writes[i][1], height, i, tx_id, blobs[i]) for i, tx_id in history],
                     )
-                db.executemany("INSERT INTO txs (tx_id, pair, off, len, receipt) VALUES (?, ?, ?, ?, ?)", txs)
+                db.executemany(
+                    "INSERT INTO txs (tx_id, pair, height, idx) VALUES (?, ?, ?, ?)",
+                    [(t[0], t[1], height, i) for i, t in enumerate(txs)],
+                )
+                db.executemany(
+                    "INSERT INTO receipts (height, idx, off, len, receipt) VALUES (?, ?, ?, ?, ?)",
+                    [(height, i, t[2], t[3], t[4]) for i, t in enumerate(txs)],
+                )
                 db.execute(
                     "INSERT INTO blocks (height, hash, off, len) VALUES (?, ?, ?, ?)", (height, head_hash, *block_at)
                 )
