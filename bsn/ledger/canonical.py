@@ -74,12 +74,14 @@ def loads(data: bytes | str) -> Any:
     return _decoder.decode(data)
 
 
-# Depth without parsing: drop strings, keep brackets, then strip innermost pairs once
-# per level. Each step is one C-speed pass, so a body is checked before the parser (whose
-# recursion an attacker would otherwise drive) ever sees it. Written by hand because the
-# standard library's parser takes no depth limit.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# Depth without parsing, in a few C-speed passes, so a body is checked before the parser
+# (whose recursion an attacker would otherwise drive) sees it: drop escape pairs, keep
+# only quotes and brackets, drop the strings (now only quotes and brackets), then strip
+# innermost bracket pairs once per level. Written by hand because the standard
+# library's parser takes no depth limit.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_STRING = re.compile(rb'"[^"]*"')
 _INNERMOST = re.compile(rb"\[\]|\{\}")
 
 
@@ -88,7 +90,11 @@ def depth_within(raw: bytes, limit: int) -> bool:
 
     Unbalanced brackets count as too deep (such text is not valid JSON either).
     """
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if b"\\" in raw:
+        raw = _ESCAPE.sub(b"", raw)
+    brackets = raw.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = _STRING.sub(b"", brackets)
     for _ in range(limit):
         if not brackets:
             return True

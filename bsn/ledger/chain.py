@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -58,6 +59,13 @@ _MAX_RECENT = 4096  # receipts of the last blocks kept in memory for the clients
 # JSON parser's recursion limit then); they must still parse and serialise on replay.
 # New transactions are refused beyond MAX_DEPTH (64) levels.
 _RECURSION_LIMIT = 5000
+# Group commit of the state database: its transaction takes up to this many blocks, and a
+# background flush commits it once no block came for _FLUSH_IDLE_S seconds. The blocks
+# file is durable per block either way; a crash only means re-applying these blocks.
+_GROUP_BLOCKS = 16
+_MAX_USER_KEYS = 10000
+_FLUSH_IDLE_S = 0.1
+_SHRINK_IDLE_S = 5.0  # then SQLite's page cache is given back too
 
 __all__ = ["BlockInvalid", "ChainError", "LedgerCore", "Rejection", "StoreError"]
 
@@ -124,6 +132,10 @@ class LedgerCore:
         self._dropped: dict[str, dict[str, Any]] = {}
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._trusted = 0  # during open: the height the state database already holds
+        self._last_apply = 0.0  # monotonic time of the last block applied
+        self._user_keys: dict[str, Any] = {}  # signer -> key (None: no such user); cleared by _config writes
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
         self._waiters: dict[str, list[_Waiter]] = {}
         self.rejected = 0
         self.failure: str | None = None
@@ -154,6 +166,7 @@ class LedgerCore:
                 self._warn(f"rebuilding the state database from the blocks file: {exc}")
                 self.state.reset()
                 self._replay()
+            self.state.commit()
         except BlockInvalid as exc:
             self._close_all()
             raise ChainError(f"the chain in {self.store.path} does not verify: {exc}") from None
@@ -163,7 +176,28 @@ class LedgerCore:
         except BaseException:
             self._close_all()
             raise
+        self._flusher = threading.Thread(target=self._flush_loop, name="state-flush", daemon=True)
+        self._flusher.start()
         return self._height
+
+    def _flush_loop(self) -> None:
+        shrunk = True
+        while not self._stop.wait(_FLUSH_IDLE_S):
+            idle = time.monotonic() - self._last_apply
+            try:
+                if self.state.uncommitted and idle >= _FLUSH_IDLE_S:
+                    self.state.commit()
+                    shrunk = False
+                elif not shrunk and idle >= _SHRINK_IDLE_S:
+                    self.state.shrink()
+                    shrunk = True
+            except StateError as exc:
+                self.fail(str(exc))
+                return
+            except Exception:  # noqa: BLE001 - closed meanwhile (stop is set) or a bug: stop flushing
+                if not self._stop.is_set():
+                    self.fail("the state database flush stopped")
+                return
 
     def _replay(self) -> None:
         self._trusted = self.state.height
@@ -178,6 +212,9 @@ class LedgerCore:
         self.store.close()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
         with self._apply_lock:
             self._close_all()
 
@@ -271,7 +308,14 @@ class LedgerCore:
         """The key ``signer`` signs with now (``_admin``: the configured admin key)."""
         if signer == ADMIN:
             return self.config.admin_public_key
-        return self.state.get("_config", signer)
+        keys = self._user_keys
+        key = keys.get(signer, _MISSING)
+        if key is _MISSING:
+            key = self.state.get("_config", signer)
+            if len(keys) >= _MAX_USER_KEYS:
+                keys.clear()
+            keys[signer] = key
+        return key
 
     def receipt(self, tx_id: str) -> dict[str, Any] | None:
         return self._lookup(tx_id)
@@ -640,13 +684,17 @@ class LedgerCore:
                         committed=committed,
                         failed=len(receipts) - committed,
                         root=root,
+                        commit=self.state.uncommitted + 1 >= _GROUP_BLOCKS,
                     )
                 except StateError as exc:
                     self.fail(str(exc))
                     raise StoreError(str(exc)) from None
+                if any(w[0] == "_config" for w in writes):
+                    self._user_keys = {}  # under the lock, after the write: no stale key is cached
                 self._height = height
                 self._head_hash = checked.hash
                 self._last_ts = header["timestamp"]
+                self._last_apply = time.monotonic()
                 recent = self._recent
                 evicted = []
                 for p, receipt in zip(checked.txs, receipts, strict=True):

@@ -6,10 +6,11 @@ changes it is durable in ``blocks.jsonl``. ``root`` chains as
 SHA-256(prev_root || canonical(write_set)) (docs/ledger-protocol.md).
 
 Storage is the standard library's ``sqlite3`` (``<data>/state.sqlite``, WAL journal,
-``synchronous=NORMAL``): one SQLite transaction per block, so the database is always the
-state after some block ``height`` (recorded in the same transaction). It may lag the
-blocks file after a crash (its commits are not fsynced: the blocks file is the durable
-record); the core then re-applies the blocks after ``height``. Memory stays bounded as
+``synchronous=NORMAL``). Blocks are written in SQLite transactions of one or more blocks
+(group commit: the pages a block dirties are written once for several blocks), each
+recording its ``height``, so the database is always the state after some block. It may
+lag the blocks file after a crash (the blocks file is the durable record); the core then
+re-applies the blocks after ``height``. Memory stays bounded as
 the chain grows: SQLite's page cache is capped (``cache_kib``) and values are cached in a
 small LRU (``cache_bytes``) -- the hot keys (the app's users, balances being moved).
 """
@@ -92,13 +93,15 @@ class StateError(RuntimeError):
 class State:
     """Per-contract key-value state plus the indexes the node answers from, in SQLite."""
 
-    def __init__(self, path: str, *, cache_bytes: int = 2 << 20, cache_kib: int = 1024) -> None:
+    def __init__(self, path: str, *, cache_bytes: int = 2 << 20, cache_kib: int = 4096) -> None:
         self.path = path
         self.cache_bytes = cache_bytes
         self._cache_kib = cache_kib
         self._lock = threading.RLock()
         self._cache: OrderedDict[tuple[str, str], tuple[Any, int]] = OrderedDict()
         self._cached = 0
+        self._in_tx = False  # an SQLite transaction holds applied blocks not committed yet
+        self.uncommitted = 0  # blocks in it
         self._db = self._connect()
         self._load_meta()
 
@@ -143,6 +146,10 @@ class State:
     def reset(self) -> None:
         """Forget everything (the state is rebuilt from the blocks file)."""
         with self._lock:
+            if self._in_tx:
+                self._db.execute("ROLLBACK")
+                self._in_tx = False
+                self.uncommitted = 0
             self._db.close()
             self._remove_files()
             self._cache.clear()
@@ -152,7 +159,27 @@ class State:
 
     def close(self) -> None:
         with self._lock:
+            self.commit()
             self._db.close()
+
+    def commit(self) -> None:
+        """Commit the blocks applied so far (a no-op when there are none)."""
+        with self._lock:
+            if not self._in_tx:
+                return
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._in_tx = False
+                raise StateError(f"writing {self.path} failed: {exc}") from exc
+            self._in_tx = False
+            self.uncommitted = 0
+
+    def shrink(self) -> None:
+        """Give SQLite's page cache back (an idle node)."""
+        with self._lock:
+            self.commit()
+            self._db.execute("PRAGMA shrink_memory")
 
     # Values, with a bounded cache of parsed values (absent keys included).
 
@@ -286,8 +313,10 @@ class State:
         committed: int,
         failed: int,
         root: bytes,
+        commit: bool = True,
     ) -> None:
-        """Commit one block's effects in one SQLite transaction.
+        """Write one block's effects; ``commit`` ends the SQLite transaction (else the
+        next block joins it: call :meth:`commit` soon).
 
         ``blobs``: canonical bytes of each write's value (None: delete); ``history``:
         (index in writes, tx_id) of the writes whose history is kept; ``txs``: (raw
@@ -306,7 +335,9 @@ class State:
         with self._lock:
             db = self._db
             try:
-                db.execute("BEGIN")
+                if not self._in_tx:
+                    db.execute("BEGIN")
+                    self._in_tx = True
                 if deletes:
                     db.executemany("DELETE FROM kv WHERE contract = ? AND key = ?", deletes)
                 if upserts:
@@ -335,12 +366,20 @@ class State:
                     "VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
                     (FORMAT, height, head_hash, last_ts, root, self.committed + committed, self.failed + failed),
                 )
-                db.execute("COMMIT")
+                self.uncommitted += 1
+                if commit:
+                    db.execute("COMMIT")
+                    self._in_tx = False
+                    self.uncommitted = 0
             except BaseException as exc:
+                # Blocks applied earlier in this transaction are rolled back too: the
+                # state is now behind the core, which stops serving (a restart re-applies).
                 try:
                     db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+                self._in_tx = False
+                self.uncommitted = 0
                 # The cache may hold nothing the database does not: drop it.
                 self._cache.clear()
                 self._cached = 0
