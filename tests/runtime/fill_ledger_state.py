@@ -120,13 +120,9 @@ def fill(
     return request(port, "GET", "/chain")[1]
 
 
-def main(argv: list[str]) -> int:
-    import docker
-
-    mib = int(argv[0]) if argv else 1024
-    image = os.environ.get("BSN_LEDGER_IMAGE", "bsn/ledger:latest")
-    client = docker.from_env(timeout=600)
-    name = f"bsn-fill-{os.getpid()}"
+def measure(client, image: str, mib: int, *, say=print) -> dict[str, Any]:
+    """Fill a 64 MiB node with ``mib`` MiB of state, restart it, and report its memory."""
+    name = f"bsn-fill-{os.getpid()}-{int(time.time())}"
     peak = {"stats": 0, "anon": 0}
     started = time.monotonic()
     with node_container(client, image, name, memory=64 * 2**20) as (container, port):
@@ -140,10 +136,9 @@ def main(argv: list[str]) -> int:
                 m = container_memory(container)
                 for k in peak:
                     peak[k] = max(peak[k], m[k])
-                print(
+                say(
                     f"{written / 2**20:7.0f} MiB of state: stats {m['stats'] / 2**20:5.1f} MiB, "
-                    f"anon {m['anon'] / 2**20:5.1f} MiB, {time.monotonic() - started:6.0f} s",
-                    flush=True,
+                    f"anon {m['anon'] / 2**20:5.1f} MiB, {time.monotonic() - started:6.0f} s"
                 )
 
         chain = fill(port, mib * 2**20, report=report)
@@ -160,8 +155,8 @@ def main(argv: list[str]) -> int:
         time.sleep(2)
         idle_after = container_memory(container)
         container.reload()
-        sizes = container.exec_run("sh -c 'du -sk /data/*'", user="10001").output.decode()
-        result = {
+        sizes = container.exec_run(["sh", "-c", "du -sk /data/*"], user="10001").output.decode()
+        return {
             "state_mib": mib,
             "height": chain["height"],
             "same_root_after_restart": again["state_root"] == chain["state_root"],
@@ -173,9 +168,17 @@ def main(argv: list[str]) -> int:
             "idle_after_restart": idle_after,
             "fill_s": round(filled_s, 1),
             "restart_to_chain_s": round(restart_s, 1),
-            "data_kib": sizes,
+            "data_kib": dict(reversed(line.split("\t")) for line in sizes.split("\n") if "\t" in line),
         }
-    print(json.dumps(result, indent=1))
+
+
+def main(argv: list[str]) -> int:
+    import docker
+
+    mib = int(argv[0]) if argv else 1024
+    image = os.environ.get("BSN_LEDGER_IMAGE", "bsn/ledger:latest")
+    client = docker.from_env(timeout=600)
+    print(json.dumps(measure(client, image, mib), indent=1))
     return 0
 
 
