@@ -249,3 +249,13 @@ def test_a_proposer_leaves_out_a_deep_or_large_envelope_it_did_not_precheck(tmp_
 )
 def test_depth_within(text, limit, within):
     assert depth_within(text, limit) is within
+
+
+def test_limits_are_configurable_within_bounds():
+    from bsn.ledger.config import ConfigError, load
+
+    config = load({"BSN_TX_MAX_BYTES": "4096", "BSN_BATCH_MAX_TXS": "10", "BSN_STATE_CACHE_BYTES": "0"})
+    assert (config.tx_max_bytes, config.batch_max_txs, config.state_cache_bytes) == (4096, 10, 0)
+    for name, value in (("BSN_TX_MAX_BYTES", "2000000"), ("BSN_TX_MAX_BYTES", "10"), ("BSN_BATCH_MAX_TXS", "0")):
+        with pytest.raises(ConfigError, match=name):
+            load({name: value})
