@@ -28,6 +28,8 @@ def bench_stack(regions: int):
     from tests.integration.conftest import Worker, _database_url
 
     ensure_builtin_framework(Framework)
+    # The image named by BSN_LEDGER_IMAGE (the shared `latest` tag may be another build).
+    Framework.objects.filter(builtin=True).update(image=settings.BSN_LEDGER_IMAGE)
     tag = uuid.uuid4().hex[:6]
     region_rows = [
         Region.objects.create(code=f"bench{tag}-{i}", name=f"bench {i}", driver="docker") for i in range(regions)
