@@ -123,7 +123,7 @@ def _result(reply: NodeReply, what: str) -> Any:
     if reply.ok:
         return reply.body
     body = reply.body if isinstance(reply.body, dict) else {}
-    if reply.status == 400:
+    if reply.status in (400, 413):  # 413: over the node's transaction or body size limit
         reason = body.get("error")
         if not isinstance(reason, str) or not reason.replace("_", "").isalnum():
             reason = "rejected"

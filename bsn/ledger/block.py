@@ -54,7 +54,7 @@ def block_line(block_hash: str, header_bytes: bytes, signature: str, leaves: Ite
 class CheckedBlock:
     """A block that passed the stateless checks, with its parts serialised once."""
 
-    __slots__ = ("block", "hash", "header", "line", "txs")
+    __slots__ = ("block", "hash", "header", "line", "made_on", "txs")
 
     def __init__(self, block: dict[str, Any], header: dict[str, Any], txs: list[PreparedTx], line: bytes) -> None:
         self.block = block
@@ -62,6 +62,7 @@ class CheckedBlock:
         self.hash = block["hash"]
         self.txs = txs
         self.line = line
+        self.made_on: str | None = None  # the head hash make_block checked its txs against
 
     @property
     def height(self) -> int:

@@ -4,8 +4,8 @@
 share a data directory. On open the lines are handed to a callback in order; bytes that
 do not form a complete line at the *end* (a write torn by a crash, never acknowledged)
 are cut off with a warning, while an unreadable line followed by readable ones is
-corruption and the node refuses to start. Blocks are read back with ``pread`` through
-an in-memory index of line offsets.
+corruption and the node refuses to start. Blocks and transactions are read back with
+``pread`` at offsets the state database keeps (nothing per block stays in memory).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import fcntl
 import os
 import sys
 import threading
-from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -44,16 +43,11 @@ class BlockStore:
         self._warn = warn or (lambda msg: print(f"bsn-ledger: {msg}", file=sys.stderr, flush=True))
         self._lock = threading.Lock()
         self._fd: int | None = None
-        self._offsets = array("Q")  # offset of block h at index h-1
-        self._lengths = array("Q")  # its line length without the newline
+        self.count = 0  # block lines replayed or appended
         self.size = 0
         self.failed: str | None = None
 
-    @property
-    def count(self) -> int:
-        return len(self._offsets)
-
-    def open(self, replay: Callable[[bytes, Any], None]) -> int:
+    def open(self, replay: Callable[[bytes, Any, int], None]) -> int:
         """:meth:`lock` then :meth:`replay`; returns the number of blocks replayed."""
         self.lock()
         try:
@@ -80,12 +74,13 @@ class BlockStore:
         if created:
             _fsync_dir(self.data_dir)
 
-    def replay(self, replay: Callable[[bytes, Any], None]) -> None:
-        """Hand every stored block line to ``replay(line, parsed_block)``, which raises
-        to refuse the chain; cut off a torn tail."""
+    def replay(self, replay: Callable[[bytes, Any, int], None]) -> None:
+        """Hand every stored block line to ``replay(line, parsed_block, offset)``, which
+        raises to refuse the chain; cut off a torn tail."""
+        self.count = 0
         self._replay(replay)
 
-    def _replay(self, replay: Callable[[bytes, Any], None]) -> None:
+    def _replay(self, replay: Callable[[bytes, Any, int], None]) -> None:
         good_end = 0  # offset just past the last good block line
         bad_at: int | None = None  # first unreadable line after good_end
         with open(self.path, "rb") as f:
@@ -95,7 +90,7 @@ class BlockStore:
                 if line.endswith(b"\n"):
                     try:
                         block = loads(line[:-1])
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         block = None
                 if not isinstance(block, dict):
                     if bad_at is None:
@@ -107,9 +102,8 @@ class BlockStore:
                         f"{self.path} is corrupt at byte {bad_at}: an unreadable line is followed by "
                         f"blocks; refusing to start (move the file aside to inspect it)"
                     )
-                replay(line[:-1], block)  # raises to refuse the chain
-                self._offsets.append(offset)
-                self._lengths.append(len(line) - 1)
+                replay(line[:-1], block, offset)  # raises to refuse the chain
+                self.count += 1
                 offset += len(line)
                 good_end = offset
         size = os.fstat(self._fd).st_size
@@ -120,8 +114,10 @@ class BlockStore:
             os.fsync(self._fd)
         self.size = good_end
 
-    def append(self, line: bytes) -> None:
-        """Durably append one block line (no newline inside); fsync before returning."""
+    def append(self, line: bytes) -> int:
+        """Durably append one block line (no newline inside); fsync before returning.
+
+        Returns the line's offset in the file."""
         with self._lock:
             if self._fd is None:
                 raise StoreError("blocks file is closed")
@@ -136,9 +132,10 @@ class BlockStore:
             except OSError as exc:
                 self._undo(exc)
                 raise StoreError(f"write to {self.path} failed: {exc}") from exc
-            self._offsets.append(self.size)
-            self._lengths.append(len(line))
+            offset = self.size
+            self.count += 1
             self.size += len(data)
+            return offset
 
     def _undo(self, exc: OSError) -> None:
         try:
@@ -147,14 +144,12 @@ class BlockStore:
         except OSError as again:
             self.failed = f"blocks file is in an unknown state after a failed write ({exc}; then {again})"
 
-    def read(self, height: int) -> bytes | None:
-        """The stored line of block ``height`` (1-based), or None."""
-        if not 1 <= height <= len(self._offsets):
-            return None
+    def read_at(self, offset: int, length: int) -> bytes | None:
+        """``length`` bytes at ``offset`` (a block line or a transaction in one), or None."""
         fd = self._fd
-        if fd is None:
+        if fd is None or offset + length > self.size:
             return None
-        return os.pread(fd, self._lengths[height - 1], self._offsets[height - 1])
+        return os.pread(fd, length, offset)
 
     def close(self) -> None:
         with self._lock:

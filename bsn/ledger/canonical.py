@@ -8,7 +8,10 @@ NaN/Infinity) are refused everywhere, so every implementation writes numbers ali
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+MAX_DEPTH = 64  # JSON nesting levels a new transaction's envelope may have (docs/ledger-protocol.md)
 
 _encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -69,3 +72,31 @@ def loads(data: bytes | str) -> Any:
     if isinstance(data, bytes | bytearray):
         data = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
     return _decoder.decode(data)
+
+
+# Depth without parsing, in a few C-speed passes, so a body is checked before the parser
+# (whose recursion an attacker would otherwise drive) sees it: drop escape pairs, keep
+# only quotes and brackets, drop the strings (now only quotes and brackets), then strip
+# innermost bracket pairs once per level. Written by hand because the standard
+# library's parser takes no depth limit.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_STRING = re.compile(rb'"[^"]*"')
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
+def depth_within(raw: bytes, limit: int) -> bool:
+    """True when the JSON text ``raw`` nests arrays and objects at most ``limit`` levels.
+
+    Unbalanced brackets count as too deep (such text is not valid JSON either).
+    """
+    if b"\\" in raw:
+        raw = _ESCAPE.sub(b"", raw)
+    brackets = raw.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = _STRING.sub(b"", brackets)
+    for _ in range(limit):
+        if not brackets:
+            return True
+        brackets = _INNERMOST.sub(b"", brackets)
+    return not brackets

@@ -3,10 +3,12 @@
 One :class:`LedgerCore` per node. Thread-safe: the orderer thread calls
 :meth:`~LedgerCore.make_block` and :meth:`~LedgerCore.apply_committed` while HTTP
 threads call :meth:`~LedgerCore.precheck`, :meth:`~LedgerCore.wait_receipts` and the
-lookups. A block is persisted (one write + fsync) before memory changes, so whatever a
-client saw acknowledged survives a crash; at start every stored block is verified again
-(proposer signature, links, Merkle root, every transaction signature) while state is
-rebuilt, and a chain that does not verify stops the node.
+lookups. A block is persisted (one write + fsync) before state changes, so whatever a
+client saw acknowledged survives a crash. State lives on disk (:mod:`bsn.ledger.state`):
+at start every stored block is checked again (canonical form, hash, proposer signature,
+links, Merkle root) and the blocks the state database has not applied yet -- all of them
+when it is missing -- are verified in full (every transaction signature, signers,
+nonces) and executed. A chain that does not verify stops the node.
 
 Signature checks happen once per node: a transaction prechecked here remembers the key
 its signature verified against, so applying the block that carries it does not verify
@@ -16,7 +18,10 @@ it again; blocks from elsewhere are verified in full.
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,15 +29,17 @@ from bsn.ledger import crypto
 from bsn.ledger.block import GENESIS_PREV, BlockInvalid, CheckedBlock, check_block
 from bsn.ledger.block import make_block as build_block
 from bsn.ledger.blockstore import BlockStore, StoreError
-from bsn.ledger.canonical import loads
+from bsn.ledger.canonical import MAX_DEPTH, depth_within, dumps, loads
 from bsn.ledger.config import Config
 from bsn.ledger.contracts import ADMIN, BadArguments, Context, ContractFailure, build
-from bsn.ledger.state import State, next_root
+from bsn.ledger.state import STATE_NAME, State, StateError, pair_key, root_of_writes
 from bsn.ledger.tx import (
     BAD_ARGUMENTS,
     BAD_SIGNATURE,
     REPLAYED_NONCE,
     STALE_TIMESTAMP,
+    TOO_DEEP,
+    TOO_LARGE,
     UNKNOWN_FUNCTION,
     UNKNOWN_SIGNER,
     WRONG_APP,
@@ -40,18 +47,35 @@ from bsn.ledger.tx import (
     Rejection,
     now_ms,
     prepare,
+    release,
 )
 
 NODE_KEY_NAME = "node.key"
 _MISSING = object()
 _MAX_DROPPED = 10000  # rejection receipts of transactions a block left out
-_MAX_VERIFIED = 200000  # (tx_id -> signature, key) of signatures verified but not yet in a block
+_MAX_VERIFIED = 20000  # (tx_id -> signature, key) of signatures verified but not yet in a block
+_MAX_RECENT = 4096  # receipts of the last blocks kept in memory for the clients waiting on them
+# Blocks committed by earlier versions may hold values nested up to ~1,000 levels (the
+# JSON parser's recursion limit then); they must still parse and serialise on replay.
+# New transactions are refused beyond MAX_DEPTH (64) levels.
+_RECURSION_LIMIT = 5000
+# Group commit of the state database: its transaction takes up to this many blocks, and a
+# background flush commits it once no block came for _FLUSH_IDLE_S seconds. The blocks
+# file is durable per block either way; a crash only means re-applying these blocks.
+_GROUP_BLOCKS = 16
+_MAX_USER_KEYS = 10000
+_FLUSH_IDLE_S = 0.1
+_SHRINK_IDLE_S = 5.0  # then SQLite's page cache is given back too
 
 __all__ = ["BlockInvalid", "ChainError", "LedgerCore", "Rejection", "StoreError"]
 
 
 class ChainError(RuntimeError):
     """The node cannot serve this chain (it does not verify, or the key is unusable)."""
+
+
+class _Rebuild(Exception):
+    """The state database does not match the blocks file: rebuild it by replaying."""
 
 
 class Block(dict):
@@ -68,6 +92,18 @@ class _Waiter:
         self.event = threading.Event()
 
 
+def _receipt_json(receipt: dict[str, Any]) -> bytes:
+    """JSON of a receipt; the common shape (no result, error or events) without the encoder."""
+    if receipt["result"] is None and receipt["error"] is None and not receipt["events"]:
+        return b'{"error":null,"events":[],"height":%d,"index":%d,"result":null,"status":"%s","tx_id":"%s"}' % (
+            receipt["height"],
+            receipt["index"],
+            receipt["status"].encode("ascii"),
+            receipt["tx_id"].encode("ascii"),
+        )
+    return dumps(receipt)
+
+
 def _rejected(tx_id: str | None, code: str, detail: str) -> dict[str, Any]:
     return {"tx_id": tx_id, "status": "rejected", "error": code, "detail": detail}
 
@@ -82,7 +118,8 @@ class LedgerCore:
         self.contracts = build(config.contract, config.contract_params)
         self._warn = warn or (lambda message: None)
         self.store = BlockStore(config.data_dir, warn=warn)
-        self.state = State()
+        self.state: State = None  # type: ignore[assignment]  # opened by open()
+        self.max_tx_bytes = config.tx_max_bytes
         self.max_age_ms = config.tx_max_age_s * 1000
         self._lock = threading.RLock()  # state, indexes, pending, waiters
         self._apply_lock = threading.RLock()  # one block applied at a time
@@ -93,6 +130,12 @@ class LedgerCore:
         self._pending_nonces: dict[tuple[str, str], str] = {}
         self._verified: dict[str, tuple[str, str]] = {}  # tx_id -> (sig, key) checked here
         self._dropped: dict[str, dict[str, Any]] = {}
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._trusted = 0  # during open: the height the state database already holds
+        self._last_apply = 0.0  # monotonic time of the last block applied
+        self._user_keys: dict[str, Any] = {}  # signer -> key (None: no such user); cleared by _config writes
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
         self._waiters: dict[str, list[_Waiter]] = {}
         self.rejected = 0
         self.failure: str | None = None
@@ -107,23 +150,73 @@ class LedgerCore:
 
         Raises StoreError or ChainError; returns the height reached.
         """
+        if sys.getrecursionlimit() < _RECURSION_LIMIT:
+            sys.setrecursionlimit(_RECURSION_LIMIT)
         self.store.lock()
         if os.path.exists(os.path.join(self.config.data_dir, "wal.jsonl")) and self.store.size == 0:
             self._warn("ignoring wal.jsonl from the unsigned node of an earlier version")
         try:
             self._load_keys()
-            self.store.replay(self._replay_line)
+            self.state = State(
+                os.path.join(self.config.data_dir, STATE_NAME), cache_bytes=self.config.state_cache_bytes
+            )
+            try:
+                self._replay()
+            except _Rebuild as exc:
+                self._warn(f"rebuilding the state database from the blocks file: {exc}")
+                self.state.reset()
+                self._replay()
+            self.state.commit()
         except BlockInvalid as exc:
-            self.store.close()
+            self._close_all()
             raise ChainError(f"the chain in {self.store.path} does not verify: {exc}") from None
+        except StateError as exc:
+            self._close_all()
+            raise StoreError(str(exc)) from None
         except BaseException:
-            self.store.close()
+            self._close_all()
             raise
+        self._flusher = threading.Thread(target=self._flush_loop, name="state-flush", daemon=True)
+        self._flusher.start()
         return self._height
 
+    def _flush_loop(self) -> None:
+        shrunk = True
+        while not self._stop.wait(_FLUSH_IDLE_S):
+            idle = time.monotonic() - self._last_apply
+            try:
+                if self.state.uncommitted and idle >= _FLUSH_IDLE_S:
+                    self.state.commit()
+                    shrunk = False
+                elif not shrunk and idle >= _SHRINK_IDLE_S:
+                    self.state.shrink()
+                    shrunk = True
+            except StateError as exc:
+                self.fail(str(exc))
+                return
+            except Exception:  # noqa: BLE001 - closed meanwhile (stop is set) or a bug: stop flushing
+                if not self._stop.is_set():
+                    self.fail("the state database flush stopped")
+                return
+
+    def _replay(self) -> None:
+        self._trusted = self.state.height
+        self._height, self._head_hash, self._last_ts = 0, GENESIS_PREV, 0
+        self.store.replay(self._replay_line)
+        if self._height < self._trusted:
+            raise _Rebuild(f"it holds height {self._trusted}, the blocks file ends at {self._height}")
+
+    def _close_all(self) -> None:
+        if self.state is not None:
+            self.state.close()
+        self.store.close()
+
     def close(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
         with self._apply_lock:
-            self.store.close()
+            self._close_all()
 
     def _load_keys(self) -> None:
         config = self.config
@@ -169,11 +262,21 @@ class LedgerCore:
             raise ChainError(f"the node key {path} is not base64 of 32 bytes: {exc}") from None
         return key
 
-    def _replay_line(self, line: bytes, block: Any) -> None:
+    def _replay_line(self, line: bytes, block: Any, offset: int) -> None:
         checked = check_block(block, self.node_keys, parsed=True)
         if checked.line != line:
             raise BlockInvalid(f"block {checked.height} is not stored in canonical form")
-        self._apply(checked, persist=False)
+        if checked.height > self._trusted:
+            self._apply(checked, at=offset)
+            return
+        # Applied to the state database already (after it was verified in full): check
+        # the block's place in the chain; the state is the one after it.
+        self._check_header(checked)
+        for p in checked.txs:
+            release(p)
+        self._height, self._head_hash, self._last_ts = checked.height, checked.hash, checked.header["timestamp"]
+        if checked.height == self._trusted and checked.hash != self.state.head_hash:
+            raise _Rebuild(f"its block {self._trusted} is not the one in the blocks file")
 
     # Read-only views.
 
@@ -199,41 +302,56 @@ class LedgerCore:
         return self.failure is None and self.store.failed is None
 
     def users(self) -> list[str]:
-        with self._lock:
-            return sorted(self.state.data.get("_config", {}))
+        return self.state.keys("_config")
 
     def public_key_of(self, signer: str) -> str | None:
         """The key ``signer`` signs with now (``_admin``: the configured admin key)."""
         if signer == ADMIN:
             return self.config.admin_public_key
-        return self.state.get("_config", signer)
+        keys = self._user_keys
+        key = keys.get(signer, _MISSING)
+        if key is _MISSING:
+            key = self.state.get("_config", signer)
+            if len(keys) >= _MAX_USER_KEYS:
+                keys.clear()
+            keys[signer] = key
+        return key
 
     def receipt(self, tx_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self.state.receipts.get(tx_id) or self._dropped.get(tx_id)
+        return self._lookup(tx_id)
+
+    def transaction_json(self, tx_id: str) -> bytes | None:
+        """``{"receipt", "tx"}`` of a transaction in the chain as JSON bytes, composed
+        from stored bytes (the envelope is never parsed, however deeply it nests)."""
+        found = self.state.tx_location(tx_id)
+        if found is None:
+            return None
+        receipt, offset, length = found
+        envelope = self.store.read_at(offset, length)
+        if envelope is None:
+            return None
+        return b'{"receipt":' + receipt + b',"tx":' + envelope + b"}"
 
     def transaction(self, tx_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(receipt, signed envelope) of a transaction in the chain."""
-        receipt = self.state.receipts.get(tx_id)
-        if receipt is None:
+        raw = self.transaction_json(tx_id)
+        if raw is None:
             return None
-        block = self.block(receipt["height"])
-        if block is None:
-            return None
-        return receipt, block["txs"][receipt["index"]]
+        both = loads(raw)
+        return both["receipt"], both["tx"]
 
     def block_line(self, height: int) -> bytes | None:
         """canonical(block) as stored, or None."""
-        return self.store.read(height)
+        found = self.state.block_location(height)
+        return None if found is None else self.store.read_at(found[1], found[2])
 
     def block(self, height: int) -> dict[str, Any] | None:
-        line = self.store.read(height)
+        line = self.block_line(height)
         return None if line is None else loads(line)
 
     def value(self, contract: str, key: str) -> Any:
         """Current value of ``key`` in a deployed contract; None when absent."""
-        with self._lock:
-            return self.state.get(contract, key)
+        return self.state.get(contract, key)
 
     def query(self, contract_name: str, function: str, args: Any) -> Any:
         """Answer a read-only function; raises Rejection (unknown_function, bad_arguments)."""
@@ -248,9 +366,9 @@ class LedgerCore:
             contract.validate_query(function, args)
         except BadArguments as exc:
             raise Rejection(BAD_ARGUMENTS, str(exc)) from None
-        with self._lock:
+        with self._lock:  # one state: no block is applied between a query's reads
             if contract.keeps_history and function == "history":
-                return list(self.state.history.get((contract_name, args["key"]), ()))
+                return self.state.history(contract_name, args["key"])
             return contract.query(lambda key: self.state.get(contract_name, key), function, args)
 
     # Admission.
@@ -275,29 +393,77 @@ class LedgerCore:
             raise Rejection(BAD_ARGUMENTS, str(exc), p.tx_id) from None
         p.valid = True
 
-    def precheck(self, envelope: Any, *, parsed: bool = False) -> PreparedTx:
+    def precheck(self, envelope: Any, *, parsed: bool = False, depth_checked: bool = False) -> PreparedTx:
         """Admit a signed envelope for ordering, or raise Rejection.
+
+        ``depth_checked``: the request body it came in was found nested at most
+        MAX_DEPTH levels per envelope (:func:`bsn.ledger.canonical.depth_within`).
 
         Returns the prepared transaction; ``fresh`` is True when it was registered
         now (hand ``prepared.envelope`` to the orderer) and False when it is already
         in the chain or waiting for a block (just wait for its receipt).
         """
-        try:
-            return self._precheck(envelope, parsed)
-        except Rejection:
-            with self._lock:
-                self.rejected += 1
-            raise
+        result = self.precheck_many([envelope], parsed=parsed, depth_checked=depth_checked)[0]
+        if isinstance(result, Rejection):
+            raise result
+        return result
 
-    def _precheck(self, envelope: Any, parsed: bool) -> PreparedTx:
-        p = prepare(envelope, parsed=parsed)
+    def precheck_many(
+        self, envelopes: list[Any], *, parsed: bool = False, depth_checked: bool = False
+    ) -> list[PreparedTx | Rejection]:
+        """:meth:`precheck` of each envelope, in order: the prepared transaction or the
+        Rejection. The chain is asked once for all of them (which are in it already,
+        which nonces are used), not once per transaction."""
+        items: list[PreparedTx | Rejection] = []
+        for envelope in envelopes:
+            try:
+                items.append(prepare(envelope, parsed=parsed))
+            except Rejection as exc:
+                items.append(exc)
+        prepared = [p for p in items if isinstance(p, PreparedTx)]
+        with self._lock:
+            height = self._height
+            if len(prepared) == 1:  # one indexed lookup each is cheaper than IN (...)
+                p = prepared[0]
+                in_chain = {p.tx_id} if self.state.has_tx(p.tx_id) else set()
+                pair = pair_key(p.signer, p.nonce)
+                used = {pair} if self.state.has_pair(pair) else set()
+            else:
+                in_chain = self.state.known_txs([p.tx_id for p in prepared])
+                used = self.state.used_pairs([pair_key(p.signer, p.nonce) for p in prepared])
+        out: list[PreparedTx | Rejection] = []
+        rejected = 0
+        for item in items:
+            if isinstance(item, Rejection):
+                rejected += 1
+                out.append(item)
+                continue
+            try:
+                p = self._precheck(item, depth_checked, height, in_chain, used)
+            except Rejection as exc:
+                release(item)
+                rejected += 1
+                out.append(exc)
+                continue
+            if not p.fresh and self._pending.get(p.tx_id) is not p:
+                release(p)  # only its tx_id is used from here
+            out.append(p)
+        if rejected:
+            with self._lock:
+                self.rejected += rejected
+        return out
+
+    def _precheck(
+        self, p: PreparedTx, depth_checked: bool, height: int, in_chain: set[str], used: set[str]
+    ) -> PreparedTx:
+        """``in_chain`` / ``used``: tx_ids and pair keys found in the chain at ``height``."""
         tx, tx_id = p.tx, p.tx_id
         if tx["app"] != self.app_id:
             raise Rejection(WRONG_APP, f"this node serves app {self.app_id}, not {tx['app']}", tx_id)
-        with self._lock:
-            if tx_id in self.state.receipts or tx_id in self._pending:
-                p.fresh = False
-                return p
+        if tx_id in in_chain or tx_id in self._pending:
+            p.fresh = False
+            return p
+        self._limits(p, checked_depth=depth_checked)
         self._stateless(p)
         if abs(now_ms() - tx["timestamp"]) > self.max_age_ms:
             raise Rejection(
@@ -306,29 +472,50 @@ class LedgerCore:
                 tx_id,
             )
         pair = (tx["signer"], tx["nonce"])
+        if pair_key(*pair) in used:
+            raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
         with self._lock:
             key = self.public_key_of(tx["signer"])
             if key is None:
                 raise Rejection(UNKNOWN_SIGNER, f"{tx['signer']!r} is not a user of this app", tx_id)
-            self._check_nonce(pair, tx_id)
+            self._check_pending_nonce(pair, tx_id)
         if p.key != key:
             if not crypto.verify(key, p.sig, p.tx_bytes):
                 raise Rejection(BAD_SIGNATURE, f"the signature does not verify with {tx['signer']}'s key", tx_id)
             p.key = key
         with self._lock:
-            if tx_id in self.state.receipts or tx_id in self._pending:
+            if tx_id in self._pending:
                 p.fresh = False
                 return p
-            self._check_nonce(pair, tx_id)
+            if self._height != height:  # a block was applied since the lookup: look again
+                if self.state.has_tx(tx_id):
+                    p.fresh = False
+                    return p
+                if self.state.has_pair(pair_key(*pair)):
+                    raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
+            self._check_pending_nonce(pair, tx_id)
             self._pending[tx_id] = p
             self._pending_nonces[pair] = tx_id
             self._dropped.pop(tx_id, None)
         p.fresh = True
         return p
 
-    def _check_nonce(self, pair: tuple[str, str], tx_id: str) -> None:
-        if pair in self.state.nonces or self._pending_nonces.get(pair, tx_id) != tx_id:
+    def _check_pending_nonce(self, pair: tuple[str, str], tx_id: str) -> None:
+        if self._pending_nonces.get(pair, tx_id) != tx_id:
             raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
+
+    def _limits(self, p: PreparedTx, *, checked_depth: bool) -> None:
+        """Size and nesting of a new transaction (blocks already committed are not held to them).
+
+        ``checked_depth``: the request body it came in was already checked for depth."""
+        if len(p.leaf) > self.max_tx_bytes:
+            raise Rejection(
+                TOO_LARGE,
+                f"the signed envelope is {len(p.leaf)} bytes in canonical JSON; at most {self.max_tx_bytes}",
+                p.tx_id,
+            )
+        if not checked_depth and not depth_within(p.tx_bytes, MAX_DEPTH - 1):
+            raise Rejection(TOO_DEEP, f"the envelope nests JSON deeper than {MAX_DEPTH} levels", p.tx_id)
 
     def forget(self, prepared: Iterable[PreparedTx]) -> None:
         """Unregister prechecked transactions that could not be handed to ordering."""
@@ -336,6 +523,7 @@ class LedgerCore:
             for p in prepared:
                 if self._pending.pop(p.tx_id, None) is not None:
                     self._pending_nonces.pop((p.signer, p.nonce), None)
+                release(p)
 
     # Ordering.
 
@@ -352,20 +540,31 @@ class LedgerCore:
         commit such a block). Does not change state: commit with apply_committed.
         """
         chosen: list[PreparedTx] = []
-        seen: set[tuple[str, str]] = set()
+        seen: set[str] = set()
         with self._apply_lock:
+            prepared = []
             for envelope in envelopes:
                 try:
-                    p = prepare(envelope, parsed=parsed)
+                    prepared.append(prepare(envelope, parsed=parsed))
                 except Rejection as exc:
                     self._drop(None, exc)
+            # A transaction still pending here is known not to be in the chain, nor its
+            # nonce used (applying a block evicts pending ones it conflicts with); the
+            # others are looked up together, two queries for the block.
+            pending = self._pending
+            others = [p for p in prepared if pending.get(p.tx_id) is not p]
+            in_chain = self.state.known_txs([p.tx_id for p in others]) if others else set()
+            used = self.state.used_pairs([pair_key(p.signer, p.nonce) for p in others]) if others else set()
+            for p in prepared:
+                if p.tx_id in in_chain:
+                    release(p)
                     continue
-                if p.tx_id in self.state.receipts:
-                    continue
-                pair = (p.signer, p.nonce)
+                pair = pair_key(p.signer, p.nonce)
                 try:
-                    if pair in self.state.nonces or pair in seen:
+                    if pair in used or pair in seen:
                         raise Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used")
+                    if not p.valid:  # not prechecked here: held to the limits now
+                        self._limits(p, checked_depth=False)
                     self._stateless(p)
                     self._check_signature(p)
                 except Rejection as exc:
@@ -382,6 +581,7 @@ class LedgerCore:
                 private_key=self.private_key,
                 txs=chosen,
             )
+            checked.made_on = self._head_hash
         block = Block(checked.block)
         block.checked = checked
         return block
@@ -418,6 +618,7 @@ class LedgerCore:
                 del self._dropped[next(iter(self._dropped))]
             self._dropped[p.tx_id] = _rejected(p.tx_id, exc.code, exc.detail)
             self._notify([p.tx_id])
+            release(p)
 
     def apply_committed(self, block: dict[str, Any], *, parsed: bool = False) -> list[dict[str, Any]]:
         """Verify, execute and durably apply the next committed block; its receipts.
@@ -430,58 +631,109 @@ class LedgerCore:
         checked = getattr(block, "checked", None)
         if checked is None:
             checked = check_block(block, self.node_keys, parsed=parsed)
-        return self._apply(checked, persist=True)
+        return self._apply(checked)
 
-    def _apply(self, checked: CheckedBlock, *, persist: bool) -> list[dict[str, Any]]:
+    def _apply(self, checked: CheckedBlock, *, at: int | None = None) -> list[dict[str, Any]]:
+        """Apply the next block: appended to the blocks file first, unless ``at`` gives
+        the offset where it is already stored (replay)."""
         with self._apply_lock:
-            header, height = checked.header, checked.height
+            height = checked.height
             if height <= self._height:
-                line = self.store.read(height)
-                if line is not None and loads(line)["hash"] == checked.hash:
-                    return [self.state.receipts[p.tx_id] for p in checked.txs]
+                found = self.state.block_location(height)
+                if found is not None and found[0] == checked.hash:
+                    return [self._lookup(p.tx_id) for p in checked.txs]
                 raise BlockInvalid(f"block {height} conflicts with the block already at that height")
-            if height != self._height + 1:
-                raise BlockInvalid(f"block {height} does not follow height {self._height}")
-            if header["app"] != self.app_id:
-                raise BlockInvalid(f"block {height} belongs to app {header['app']!r}")
-            if header["prev_hash"] != self._head_hash:
-                raise BlockInvalid(f"block {height}: prev_hash does not link to block {self._height}")
-            if header["timestamp"] < self._last_ts:
-                raise BlockInvalid(f"block {height}: timestamp goes backwards")
-            self._check_txs(checked)
+            self._check_header(checked)
+            if getattr(checked, "made_on", None) != self._head_hash:
+                # Made here on this same head, make_block checked all of it against this state.
+                self._check_txs(checked)
             receipts, writes, history = self._execute(checked)
-            root = next_root(self.state.root, writes)
-            if persist:
+            # Each value serialised once: for the root, the kv row and its history row.
+            blobs = [None if value is None else dumps(value) for _, _, value in writes]
+            root = root_of_writes(self.state.root, writes, blobs)
+            line = checked.line
+            if at is None:
                 if self.failure is not None:
                     raise StoreError(self.failure)
                 try:
-                    self.store.append(checked.line)
+                    at = self.store.append(line)
                 except StoreError as exc:
                     self.fail(str(exc))
                     raise
-            nonces = [(p.signer, p.nonce) for p in checked.txs]
+            # Where each envelope sits in the file: the line ends with ``[leaf,leaf,...]}``.
+            offset = at + len(line) - 2 - sum(len(p.leaf) for p in checked.txs) - max(len(checked.txs) - 1, 0)
+            rows = []
+            committed = 0
+            for p, receipt in zip(checked.txs, receipts, strict=True):
+                size = len(p.leaf)
+                rows.append((bytes.fromhex(p.tx_id), pair_key(p.signer, p.nonce), offset, size, _receipt_json(receipt)))
+                offset += size + 1
+                committed += receipt["status"] == "committed"
+            header = checked.header
             with self._lock:
-                self.state.apply(writes, history, nonces, receipts, root)
+                try:
+                    self.state.apply(
+                        height=height,
+                        head_hash=checked.hash,
+                        last_ts=header["timestamp"],
+                        block_at=(at, len(line)),
+                        writes=writes,
+                        blobs=blobs,
+                        history=history,
+                        txs=rows,
+                        committed=committed,
+                        failed=len(receipts) - committed,
+                        root=root,
+                        commit=self.state.uncommitted + 1 >= _GROUP_BLOCKS,
+                    )
+                except StateError as exc:
+                    self.fail(str(exc))
+                    raise StoreError(str(exc)) from None
+                if any(w[0] == "_config" for w in writes):
+                    self._user_keys = {}  # under the lock, after the write: no stale key is cached
                 self._height = height
                 self._head_hash = checked.hash
                 self._last_ts = header["timestamp"]
-                tx_ids = [p.tx_id for p in checked.txs]
-                for p in checked.txs:
+                self._last_apply = time.monotonic()
+                recent = self._recent
+                evicted = []
+                for p, receipt in zip(checked.txs, receipts, strict=True):
                     if self._pending.pop(p.tx_id, None) is not None:
                         self._pending_nonces.pop((p.signer, p.nonce), None)
+                    else:
+                        other = self._pending_nonces.get((p.signer, p.nonce))
+                        if other is not None:  # another tx with this nonce made it first
+                            evicted.append(self._pending[other])
                     self._verified.pop(p.tx_id, None)
+                    recent[p.tx_id] = receipt
+                    release(p)
+                while len(recent) > _MAX_RECENT:
+                    recent.popitem(last=False)
+                for p in evicted:
+                    self._drop(p, Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used"))
                 if self._waiters:
-                    self._notify(tx_ids)
+                    self._notify([p.tx_id for p in checked.txs])
             return receipts
+
+    def _check_header(self, checked: CheckedBlock) -> None:
+        header, height = checked.header, checked.height
+        if height != self._height + 1:
+            raise BlockInvalid(f"block {height} does not follow height {self._height}")
+        if header["app"] != self.app_id:
+            raise BlockInvalid(f"block {height} belongs to app {header['app']!r}")
+        if header["prev_hash"] != self._head_hash:
+            raise BlockInvalid(f"block {height}: prev_hash does not link to block {self._height}")
+        if header["timestamp"] < self._last_ts:
+            raise BlockInvalid(f"block {height}: timestamp goes backwards")
 
     def _check_txs(self, checked: CheckedBlock) -> None:
         """Every transaction valid against the state at the start of the block."""
-        seen: set[tuple[str, str]] = set()
-        nonces = self.state.nonces
-        for index, p in enumerate(checked.txs):
-            pair = (p.signer, p.nonce)
+        seen: set[str] = set()
+        pairs = [pair_key(p.signer, p.nonce) for p in checked.txs]
+        used = self.state.used_pairs(pairs)
+        for index, (p, pair) in enumerate(zip(checked.txs, pairs, strict=True)):
             try:
-                if pair in nonces or pair in seen:
+                if pair in used or pair in seen:
                     raise Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used")
                 self._stateless(p)
                 self._check_signature(p)
@@ -493,7 +745,7 @@ class LedgerCore:
         height, timestamp = checked.height, checked.header["timestamp"]
         overlay: dict[tuple[str, str], Any] = {}
         writes: list[list[Any]] = []
-        history: list[tuple[str, str, dict[str, Any]]] = []
+        history: list[tuple[int, str]] = []  # (index in writes, tx_id) of contracts that keep history
         receipts: list[dict[str, Any]] = []
         state_get = self.state.get
         for index, p in enumerate(checked.txs):
@@ -518,7 +770,7 @@ class LedgerCore:
                     overlay[(name, key)] = value
                     writes.append([name, key, value])
                     if contract.keeps_history:
-                        history.append((name, key, {"height": height, "tx_id": p.tx_id, "value": value}))
+                        history.append((len(writes) - 1, p.tx_id))
             if status == "failed":
                 result, events = None, []
             receipts.append(
@@ -557,7 +809,10 @@ class LedgerCore:
                         waiter.event.set()
 
     def _lookup(self, tx_id: str) -> dict[str, Any] | None:
-        return self.state.receipts.get(tx_id) or self._dropped.get(tx_id)
+        found = self._recent.get(tx_id) or self._dropped.get(tx_id)
+        if found is None and tx_id not in self._pending:
+            found = self.state.receipt(tx_id)
+        return found
 
     def wait_receipts(self, tx_ids: list[str], timeout: float) -> list[dict[str, Any] | None]:
         """Receipts (or rejection receipts) in order; None for those not ready in time."""
@@ -596,7 +851,7 @@ class LedgerCore:
                 "head_hash": self._head_hash,
                 "state_root": self.state.root.hex(),
                 "nodes": [{"node_id": n, "public_key": k} for n, k in sorted(self.node_keys.items())],
-                "users": sorted(self.state.data.get("_config", {})),
+                "users": self.state.keys("_config"),
             }
 
     def counters(self) -> dict[str, int]:

@@ -63,6 +63,9 @@ class Config:
     block_max_wait_ms: int = 20
     tx_max_age_s: int = 300
     tx_wait_ms: int = 10000  # how long POST /tx waits for its block before 504
+    tx_max_bytes: int = 256 * 1024  # a signed envelope in canonical JSON
+    batch_max_txs: int = 1000  # envelopes in one POST /tx/batch
+    state_cache_bytes: int = 2 * 1024 * 1024  # parsed state values kept in memory
 
 
 def _int(name: str, raw: str, low: int, high: int) -> int:
@@ -240,4 +243,10 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         block_max_wait_ms=_int("BSN_BLOCK_MAX_WAIT_MS", env.get("BSN_BLOCK_MAX_WAIT_MS", "20"), 0, 600000),
         tx_max_age_s=_int("BSN_TX_MAX_AGE_S", env.get("BSN_TX_MAX_AGE_S", "300"), 1, 10**7),
         tx_wait_ms=_int("BSN_TX_WAIT_MS", env.get("BSN_TX_WAIT_MS", "10000"), 1, 600000),
+        # An envelope must fit one etcd pending batch (1 MiB) with room to spare.
+        tx_max_bytes=_int("BSN_TX_MAX_BYTES", env.get("BSN_TX_MAX_BYTES", str(256 * 1024)), 1024, 768 * 1024),
+        batch_max_txs=_int("BSN_BATCH_MAX_TXS", env.get("BSN_BATCH_MAX_TXS", "1000"), 1, 10000),
+        state_cache_bytes=_int(
+            "BSN_STATE_CACHE_BYTES", env.get("BSN_STATE_CACHE_BYTES", str(2 * 1024 * 1024)), 0, 1 << 30
+        ),
     )

@@ -12,6 +12,8 @@ import json
 import re
 import socket
 import sys
+import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -19,19 +21,25 @@ from urllib.parse import unquote
 
 from bsn.ledger import __version__, auth
 from bsn.ledger.blockstore import StoreError
-from bsn.ledger.canonical import CanonicalError
+from bsn.ledger.canonical import MAX_DEPTH, CanonicalError, depth_within
 from bsn.ledger.crypto import sign
 from bsn.ledger.ordering import OrderingUnavailable
-from bsn.ledger.tx import MALFORMED, Rejection
+from bsn.ledger.tx import MALFORMED, TOO_DEEP, TOO_LARGE, Rejection
 
 if TYPE_CHECKING:
     from bsn.ledger.chain import LedgerCore
     from bsn.ledger.config import Config
     from bsn.ledger.ordering import Orderer
 
-MAX_BODY = 1024 * 1024  # bytes, for single requests
-MAX_BATCH_BODY = 8 * MAX_BODY  # POST /tx/batch
-MAX_DRAIN = 2 * MAX_BATCH_BODY  # a body up to this size is read and dropped before the 400
+MAX_BODY = 1024 * 1024  # bytes, POST /query
+BODY_SLACK = 64 * 1024  # POST /tx: BSN_TX_MAX_BYTES (canonical) plus room for whitespace
+MAX_BATCH_BODY = 2 * MAX_BODY  # POST /tx/batch (two fit one block of at most 4 MiB)
+MAX_DRAIN = 2 * MAX_BATCH_BODY  # a body up to this size is read and dropped before the 413
+# Request bodies handled at once, in bytes: a parsed body and its canonical copies take
+# several times its size until the reply, so this bounds what concurrent large requests
+# can take of the node's memory. A request waits for room, then gets 503 busy.
+BODY_BUDGET = 2 * MAX_BATCH_BODY
+BODY_WAIT_S = 30.0
 _METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS")
 _TX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _HEIGHT_RE = re.compile(r"^[1-9][0-9]{0,18}$")
@@ -54,6 +62,31 @@ class HTTPError(Exception):
         self.detail = detail
         self.headers = headers or {}
         self.extra = extra or {}
+
+
+class BodyBudget:
+    """Counts the bytes of request bodies in flight; one body always fits when alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, size: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.used and self.used + size > self.limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            self.used += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._cond:
+            self.used -= size
+            self._cond.notify_all()
 
 
 def _reject_constant(name: str) -> Any:
@@ -86,6 +119,7 @@ class Handler(BaseHTTPRequestHandler):
     auth_nonce: str | None = None  # the caller's nonce once its request is authenticated
     _auth_header: str | None = None  # a request with a body: checked once _body has read it
     _auth_required = True  # False only for a plain GET /health without credentials
+    body_held = 0  # bytes of the body budget this request holds until it is answered
 
     def setup(self) -> None:
         super().setup()
@@ -220,11 +254,11 @@ class Handler(BaseHTTPRequestHandler):
     # Writes.
 
     def _post_tx(self) -> tuple[int, Any]:
-        envelope = self._body(MAX_BODY)
         server = self.server
         core = server.core
+        envelope = self._body(core.max_tx_bytes + BODY_SLACK)
         try:
-            prepared = core.precheck(envelope, parsed=self.body_canonical)
+            prepared = core.precheck(envelope, parsed=self.body_canonical, depth_checked=True)
         except Rejection as exc:
             raise HTTPError(HTTPStatus.BAD_REQUEST, exc.code, exc.detail, extra={"tx_id": exc.tx_id}) from None
         self._order([prepared])
@@ -244,17 +278,23 @@ class Handler(BaseHTTPRequestHandler):
         return HTTPStatus.OK, receipt
 
     def _post_batch(self) -> tuple[int, Any]:
-        body = self._body(MAX_BATCH_BODY)
+        body = self._body(MAX_BATCH_BODY, depth=MAX_DEPTH + 2)  # each envelope MAX_DEPTH deep
         if not isinstance(body, dict) or body.keys() != {"txs"} or not isinstance(body["txs"], list):
             raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, 'body must be {"txs": [signed envelopes]}')
         core = self.server.core
         items = body["txs"]
+        if len(items) > core.config.batch_max_txs:
+            raise HTTPError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                TOO_LARGE,
+                f"a batch holds at most {core.config.batch_max_txs} envelopes, this one {len(items)}",
+            )
         results: list[Any] = [None] * len(items)
         admitted = []
-        for index, envelope in enumerate(items):
-            try:
-                prepared = core.precheck(envelope, parsed=self.body_canonical)
-            except Rejection as exc:
+        checked = core.precheck_many(items, parsed=self.body_canonical, depth_checked=True)
+        for index, prepared in enumerate(checked):
+            if isinstance(prepared, Rejection):
+                exc = prepared
                 results[index] = {"tx_id": exc.tx_id, "status": "rejected", "error": exc.code, "detail": exc.detail}
                 continue
             admitted.append((index, prepared))
@@ -299,15 +339,14 @@ class Handler(BaseHTTPRequestHandler):
         if not _TX_ID_RE.match(tx_id):
             raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", "a tx_id is 64 lowercase hex characters")
         core = self.server.core
-        found = core.transaction(tx_id)
+        found = core.transaction_json(tx_id)  # stored bytes: never parsed, however deep
         if found is None:
             dropped = core.receipt(tx_id)
             detail = "no such transaction in the chain"
             if dropped is not None and dropped["status"] == "rejected":
                 detail = f"rejected: {dropped['error']}: {dropped['detail']}"
             raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", detail)
-        receipt, envelope = found
-        return HTTPStatus.OK, {"receipt": receipt, "tx": envelope}
+        return HTTPStatus.OK, found
 
     def _get_block(self, raw: str) -> tuple[int, Any]:
         line = self.server.core.block_line(int(raw)) if _HEIGHT_RE.match(raw) else None
@@ -380,7 +419,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # Input.
 
-    def _body(self, limit: int) -> Any:
+    def _body(self, limit: int, depth: int = MAX_DEPTH) -> Any:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, "chunked bodies are not supported; send Content-Length")
@@ -399,9 +438,16 @@ class Handler(BaseHTTPRequestHandler):
                 self._discard(length)
             else:
                 self.close_connection = True
-            raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, f"body is larger than {limit} bytes")
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, TOO_LARGE, f"body is larger than {limit} bytes")
+        if not self.server.body_budget.acquire(length, BODY_WAIT_S):
+            self._discard(length)
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, "busy", "too many large requests at once; retry")
+        self.body_held = length
         raw = self.rfile.read(length)
         self._check_body_auth(raw)
+        if not depth_within(raw, depth):
+            # Before parsing: the parser's recursion is what a deep body would drive.
+            raise HTTPError(HTTPStatus.BAD_REQUEST, TOO_DEEP, f"JSON nested deeper than {depth} levels")
         floats: list[str] = []
 
         def parse_float(text: str) -> float:
@@ -412,11 +458,19 @@ class Handler(BaseHTTPRequestHandler):
             value = json.JSONDecoder(parse_float=parse_float, parse_constant=_reject_constant).decode(
                 raw.decode("utf-8")
             )
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, "body is not valid UTF-8 JSON") from None
         # Without floats the body holds only canonical types: precheck can skip its type walk.
         self.body_canonical = not floats
         return value
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            if self.body_held:
+                self.server.body_budget.release(self.body_held)
+                self.body_held = 0
 
     def _discard(self, length: int) -> None:
         while length > 0:
@@ -494,4 +548,5 @@ class LedgerHTTPServer(ThreadingHTTPServer):
         self.orderer = orderer
         self.access_log = config.access_log
         self.wait_s = config.tx_wait_ms / 1000
+        self.body_budget = BodyBudget(BODY_BUDGET)
         super().__init__((config.host, config.port), Handler)

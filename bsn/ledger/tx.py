@@ -30,6 +30,8 @@ REPLAYED_NONCE = "replayed_nonce"
 STALE_TIMESTAMP = "stale_timestamp"
 UNKNOWN_FUNCTION = "unknown_function"
 BAD_ARGUMENTS = "bad_arguments"
+TOO_LARGE = "too_large"  # the envelope is over BSN_TX_MAX_BYTES in canonical JSON
+TOO_DEEP = "too_deep"  # the envelope nests JSON deeper than MAX_DEPTH levels
 REJECTION_CODES = (
     MALFORMED,
     WRONG_APP,
@@ -39,6 +41,8 @@ REJECTION_CODES = (
     STALE_TIMESTAMP,
     UNKNOWN_FUNCTION,
     BAD_ARGUMENTS,
+    TOO_LARGE,
+    TOO_DEEP,
 )
 
 
@@ -121,6 +125,15 @@ def prepare(envelope: Any, *, parsed: bool = False) -> PreparedTx:
     prepared = PreparedTx(env, tx, tx_bytes, sig)
     env.prepared = prepared
     return prepared
+
+
+def release(prepared: PreparedTx) -> None:
+    """Break the envelope <-> prepared reference cycle once the core is done with it, so
+    the memory goes back when the last reference does rather than at a rare full
+    garbage collection (large envelopes would otherwise pile up)."""
+    envelope = prepared.envelope
+    if getattr(envelope, "prepared", None) is prepared:
+        envelope.prepared = None
 
 
 def tx_id_of(tx: dict[str, Any]) -> str:

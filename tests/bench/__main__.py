@@ -18,7 +18,11 @@ def main() -> int:
     import subprocess
 
     # A fresh database each run: a new installation id, so nothing of an earlier run is reused.
-    for argv in (["dropdb", "--if-exists", "bsn_bench"], ["createdb", "bsn_bench"]):
+    # The name follows DATABASE_URL, so runs from several worktrees can use their own.
+    from urllib.parse import urlparse
+
+    name = urlparse(os.environ["DATABASE_URL"]).path.lstrip("/") or "bsn_bench"
+    for argv in (["dropdb", "--if-exists", name], ["createdb", name]):
         subprocess.run(argv, check=True, env={**os.environ, "PGHOST": "/var/run/postgresql"})
     import django
 

@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bsn.ledger.tx import now_ms
+from bsn.ledger.canonical import canonical
+from bsn.ledger.tx import now_ms, tx_id_of
 from tests.ledger.helpers import ADMIN, Key, add_user, revoke_user
 
 ALICE = Key("alice")
@@ -228,12 +229,28 @@ def test_query_errors(node):
 
 def test_body_limits(node):
     big = b'{"tx": "' + b"x" * (1024 * 1024) + b'"}'
-    assert node.request("POST", "/tx", raw=big).status == 400
-    value = "x" * (1024 * 1024 - 600)
-    assert node.submit(ALICE.tx("kv", "put", {"key": "big", "value": value})).status == 200
-    batch = [ALICE.tx("kv", "put", {"key": f"b{i}", "value": "y" * 900_000}) for i in range(10)]
-    assert node.batch(batch).status == 400  # over 8 MiB
-    assert node.batch(batch[:9]).status == 200
+    reply = node.request("POST", "/tx", raw=big)
+    assert (reply.status, reply.json()["error"]) == (413, "too_large")
+    limit = 256 * 1024  # BSN_TX_MAX_BYTES default: the canonical envelope
+    ts = now_ms()
+    empty = ALICE.tx("kv", "put", {"key": "big", "value": ""}, nonce="fit", timestamp=ts)
+    value = "x" * (limit - len(canonical(empty)))
+    fits = ALICE.tx("kv", "put", {"key": "big", "value": value}, nonce="fit", timestamp=ts)
+    assert len(canonical(fits)) == limit
+    assert node.submit(fits).status == 200
+    over = ALICE.tx("kv", "put", {"key": "big", "value": "x" * limit})
+    reply = node.submit(over)
+    assert (reply.status, reply.json()["error"]) == (400, "too_large")
+    assert "262144" in reply.json()["detail"]
+    assert node.request("GET", f"/tx/{tx_id_of(over['tx'])}").status == 404  # never in a block
+    batch = [ALICE.tx("kv", "put", {"key": f"b{i}", "value": "y" * 200_000}) for i in range(11)]
+    reply = node.batch(batch)
+    assert (reply.status, reply.json()["error"]) == (413, "too_large")  # over 2 MiB
+    assert node.batch(batch[:10]).status == 200
+    many = [ALICE.tx("kv", "put", {"key": "m", "value": i}) for i in range(1001)]
+    reply = node.batch(many)
+    assert (reply.status, reply.json()["error"]) == (413, "too_large")
+    assert "1000 envelopes" in reply.json()["detail"]
 
 
 def test_malformed_request_line_gets_json_error(node):
@@ -249,7 +266,7 @@ def test_malformed_request_line_gets_json_error(node):
 
 @pytest.mark.parametrize(
     ("authorization", "status"),
-    [(b"Authorization: BSN1 1:" + b"0" * 32 + b":" + b"0" * 64 + b"\r\n", b"400"), (b"", b"401")],
+    [(b"Authorization: BSN1 1:" + b"0" * 32 + b":" + b"0" * 64 + b"\r\n", b"413"), (b"", b"401")],
 )
 def test_huge_declared_body_is_refused_without_reading_it(node, authorization, status):
     with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:

@@ -1,7 +1,7 @@
 """Solo ordering: this node cuts and commits every block itself (process driver, dev).
 
 A thread collects submitted envelopes and cuts a block when ``BSN_BLOCK_MAX_TXS`` are
-waiting or ``BSN_BLOCK_MAX_WAIT_MS`` passed since the oldest arrived, then commits it
+waiting (or 4 MiB of envelopes) or ``BSN_BLOCK_MAX_WAIT_MS`` passed since the oldest arrived, then commits it
 with ``core.make_block`` + ``core.apply_committed``. Submissions live in memory only:
 a client is answered after its block is durable, so a crash loses only unacknowledged
 transactions (which the client retries; the nonce prevents a double apply).
@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from bsn.ledger.ordering import OrderingUnavailable
 from bsn.ledger.tx import now_ms
+
+MAX_BLOCK_BYTES = 4 * 1024 * 1024  # of envelopes in one block, as the etcd orderer cuts
 
 if TYPE_CHECKING:
     from bsn.ledger.chain import LedgerCore
@@ -77,8 +79,14 @@ class SoloOrderer:
                     break
                 self._cond.wait(left)
             queue = self._queue
-            count = min(len(queue), self.max_txs)
-            batch = [queue.popleft() for _ in range(count)]
+            batch = []
+            size = 0
+            while queue and len(batch) < self.max_txs:
+                prepared = getattr(queue[0], "prepared", None)
+                size += len(prepared.leaf) if prepared is not None else 0
+                if batch and size > MAX_BLOCK_BYTES:
+                    break
+                batch.append(queue.popleft())
             if queue:
                 self._first_at = time.monotonic()
             return batch
