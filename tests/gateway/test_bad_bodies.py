@@ -129,9 +129,11 @@ def test_a_committed_block_nested_too_deep_for_python_is_still_readable(owner_cl
     now relays such an answer as it came."""
     from apps.chainapps.models import LedgerNode
     from tests.fakenode import FakeNode
+    from tests.gateway.conftest import speak_as
 
     node = FakeNode()
     try:
+        speak_as(node, app.nodes.get())  # the real node's credential and identity: the gateway believes it
         LedgerNode.objects.filter(app=app).update(state=LedgerNode.State.RUNNING, endpoint=node.endpoint)
         deep = b'{"header":{"height":1},"txs":[{"tx":{"args":' + b"[" * 5000 + b"]" * 5000 + b"}}]}"
         node.routes[("GET", "/blocks/1")] = (200, deep)

@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
+from bsn.ledger import auth
 from tests.ledger.helpers import ADMIN, Key, add_user
 
 APP = "mem-app"
@@ -25,10 +26,26 @@ ALICE = Key("alice", "ulzo9/vKGFhocA8V/q88YWP/sZm/nhxR+SeL8EurkKY=")
 LABELS = {"io.bsn.test": "1"}
 
 
+# The node's API credential by port: a node started without one keeps its own in
+# /data/api.credential (docs/ledger-protocol.md, "Node authentication"); requests are signed with it.
+_KEYS: dict[int, bytes] = {}
+
+
+def learn_credential(container, port: int) -> None:
+    """Read the credential the node made for itself, to sign what is sent to ``port``."""
+    out = container.exec_run(["cat", f"/data/{auth.CREDENTIAL_FILE}"], user="10001")
+    assert out.exit_code == 0, out.output
+    _KEYS[port] = out.output.strip()
+
+
 def request(port: int, method: str, path: str, body: Any = None, timeout: float = 120) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=None if body is None else json.dumps(body, separators=(",", ":")))
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {}
+        if port in _KEYS:
+            headers["Authorization"], _ = auth.authorization(_KEYS[port], method, path, data)
+        conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read())
     finally:
@@ -126,7 +143,8 @@ def measure(client, image: str, mib: int, *, say=print) -> dict[str, Any]:
     peak = {"stats": 0, "anon": 0}
     started = time.monotonic()
     with node_container(client, image, name, memory=64 * 2**20) as (container, port):
-        wait_healthy(port)
+        wait_healthy(port)  # a stranger's /health: status only
+        learn_credential(container, port)
         idle = container_memory(container)
         last = [0]
 
@@ -150,6 +168,8 @@ def measure(client, image: str, mib: int, *, say=print) -> dict[str, Any]:
         container.reload()
         port = int(container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
         restart_at = time.monotonic()
+        wait_healthy(port, timeout=600)
+        learn_credential(container, port)
         again = wait_healthy(port, path="/chain", timeout=600)
         restart_s = time.monotonic() - restart_at
         time.sleep(2)

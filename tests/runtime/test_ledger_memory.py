@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings
 
 from apps.runtime.images import ledger_image_ensure
-from tests.runtime.fill_ledger_state import container_memory, fill, node_container, wait_healthy
+from tests.runtime.fill_ledger_state import container_memory, fill, learn_credential, node_container, wait_healthy
 
 MEMORY_LIMIT = 64 * 2**20
 STATE_BYTES = 96 * 2**20  # of values: 1.5 times the memory limit
@@ -43,7 +43,8 @@ def test_a_node_with_more_state_than_memory_keeps_running(engine):
     image = ledger_image_ensure(client=engine, say=lambda msg: None).tag  # the current sources
     name = f"bsn-test-ledger-mem-{uuid.uuid4().hex[:8]}"
     with node_container(engine, image, name, memory=MEMORY_LIMIT) as (container, port):
-        wait_healthy(port)
+        wait_healthy(port)  # a stranger's /health: status only
+        learn_credential(container, port)  # the node made its own; every other route needs it
         idle_before = container_memory(container)
         filled = fill(port, STATE_BYTES)
         container.reload()
@@ -57,6 +58,8 @@ def test_a_node_with_more_state_than_memory_keeps_running(engine):
         container.restart(timeout=10)
         container.reload()
         port = int(container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
+        wait_healthy(port)
+        learn_credential(container, port)
         chain = wait_healthy(port, path="/chain")
         assert (chain["height"], chain["state_root"]) == (filled["height"], filled["state_root"])
         time.sleep(1)
