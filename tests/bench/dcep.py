@@ -6,7 +6,7 @@
 - settlement of 100,000 cross-operator transfers (claim, net, Merkle root, anchor on a real
   tier-1 node) in seconds;
 - the embedded default (SQLite file, file-system broker, web + worker + beat as
-  deploy/Procfile.embedded): single payments per second with 16 clients and the number of
+  deploy/supervisor/embedded.conf): single payments per second with 16 clients and the number of
   "database is locked" errors that reached a client (must be 0).
 
 Every load loop is bounded in count and time and talks to loopback only. The seeding
@@ -48,7 +48,7 @@ WALLET_FUNDS = 10_000_000  # fen per wallet (¥100,000): far more than the bench
 # keep-alive connections wait in each worker's poller). Batches: 2 x 2, two clients.
 SINGLE_SHAPE = (3, 2)
 BATCH_SHAPE = (2, 2)
-EMBEDDED_SHAPE = (2, 4)  # deploy/Procfile.embedded
+EMBEDDED_SHAPE = (2, 4)  # deploy/supervisor/embedded.conf
 SINGLE_MAX_REQUESTS = 40_000
 SINGLE_SECONDS = 15.0
 BATCH_CLIENTS = 2
@@ -598,9 +598,9 @@ def dcep_embedded(notes: list[str], workdir: Path) -> tuple[Load, int]:
     failed = load.requests - load.ok
     print(f"   embedded: statuses {load.statuses}, locked {load.locked} (answers) {in_logs} (logs)", flush=True)
     notes.append(
-        f"- embedded (SQLite file, file-system broker, web + worker + beat as deploy/Procfile.embedded, gunicorn "
-        f"--workers {EMBEDDED_SHAPE[0]} --threads {EMBEDDED_SHAPE[1]}): {load.ok:,} of {load.requests:,} requests "
-        f"201 in {load.elapsed:.1f} s = {load.rate:,.0f}/s with {CLIENTS} clients; answers other than 201: "
+        f"- embedded (SQLite file, file-system broker, web + worker + beat as deploy/supervisor/embedded.conf, "
+        f"gunicorn --workers {EMBEDDED_SHAPE[0]} --threads {EMBEDDED_SHAPE[1]}): {load.ok:,} of {load.requests:,} "
+        f"requests 201 in {load.elapsed:.1f} s = {load.rate:,.0f}/s with {CLIENTS} clients; answers other than 201: "
         f"{failed} {dict((k, v) for k, v in load.statuses.items() if k != 201)}; 'database is locked' reaching a "
         f"client: {load.locked}, in the server logs: {in_logs}; latency p50 {load.percentile(0.5) * 1000:.1f} ms, "
         f"p99 {load.percentile(0.99) * 1000:.1f} ms; vaults funded by journal-only issuances (no tier-1 node here)"
@@ -616,43 +616,38 @@ ANALYSIS = [
     "- Everything shares the two cores: the load clients (16 threads of the bench process), the",
     "  gunicorn workers, PostgreSQL and, for the settlement, the tier-1 node. pgbench with scale 1",
     "  and 16 clients is bound by the one `pgbench_branches` row every transaction updates and by",
-    "  commit flushes, our figures by CPU: the reference moved between 509 and 2,325 tps on this",
-    "  machine while other test runs shared it, and the ratios move with it. The reference is the",
-    "  mean of a pgbench run before and one after the DCEP runs. Over five `make bench` runs on 1-2",
-    "  December (with and without other test runs): single payments 88-252/s (0.06-0.12×), batches",
-    "  4,100-14,400/s (3.0-8.9×), settlement 6.2-9.3 s, embedded 92-148/s, and not one 'database is",
-    "  locked' answer. Both goals are missed; what bounds each figure follows.",
-    "- Single payments are CPU-bound. Per payment, measured in-process on an idle machine: about",
-    "  4.2 ms of CPU in the web process and 2-3 ms in PostgreSQL (16 statements where TPC-B has 7:",
-    "  token and institution lookups, the idempotency key claimed and its response stored, two",
-    "  savepoints, the account lock, two COPYs, one UPDATE, the slugs; at commit 10 foreign-key",
-    "  checks and 28 index entries). Of the web process's 4.2 ms, DRF token authentication is",
-    "  0.8 ms (an ORM query with three joins; the same rows by one plain query cost 0.1 ms) and the",
-    "  DCEP code about 1.5 ms; the rest is Django and DRF handling. Three gunicorn workers of two",
-    "  threads measured best (2 x 8 and 4 x 4 lost 10-40% to GIL contention). It started at 85/s",
-    "  (0.07× of 1,174 tps) before the changes listed last.",
-    "- Batch payments are bound by PostgreSQL: about 110 µs of its CPU a payment against 34 µs of",
-    "  Python (280 ms for 8,190 payments: validation 8 ms, posting 110 ms, COPY 46 ms, response",
-    "  50 ms). A transfer row has 20 indexes and 6 non-null foreign keys, an entry row 4 indexes and",
-    "  2 foreign keys. On a scratch copy, dropping the 7 single-column indexes whose column already",
-    "  leads a composite index (and entry(account_id), led by the unique (account_id, seq)) took",
-    "  PostgreSQL from about 110 to 78 µs a payment; the foreign-key checks at commit are about",
-    "  40 µs more. Schema changes were out of this work's scope. It started at 6,317/s (5.4×).",
-    "- Settlement: the claim is one UPDATE of 100,000 transfers (about half of it: `settlement_id`",
-    "  is indexed, so no row is updated in place and each gets new entries in all 20 indexes, the",
-    "  immutability trigger runs per row, and a foreign-key check per row at commit), then the",
-    "  leaves query, canonical JSON and SHA-256 of every leaf in Python, and the netting GROUP BY;",
+    "  commit flushes, our figures by CPU, so the ratios move with whatever else runs: run it on",
+    "  an idle machine. The reference is the mean of a pgbench run before and one after the DCEP",
+    "  runs. The CPU split in the details (load clients, gunicorn processes, the PostgreSQL",
+    "  backends of the web workers) is per payment and moves far less with other load.",
+    "- Single payments are CPU-bound: about 2 ms in the web process and 1 ms in PostgreSQL a",
+    "  payment (in-process, idle machine), from 4.2 and 2-3 ms on 1 December. A payment is five",
+    "  statements where it was sixteen: the token (one plain query), the two wallets locked",
+    "  with their operators' slugs (one SELECT … FOR UPDATE), the transfer, its two entries and",
+    "  both balances (one statement of data-modifying WITH queries), the idempotency key",
+    "  inserted with the stored answer at the end (no claim first, no savepoints: a key that",
+    "  exists rolls the work back and replays), and the commit; the caller's institution is",
+    "  remembered per process (immutable once made). Statements are prepared on each",
+    "  connection (server-side parameters, `prepare_threshold`): planning the token lookup's",
+    "  joins cost four times running it; PostgreSQL's CPU a payment fell by a third. The body",
+    "  is checked without building a DRF serializer when it is already in final form (a",
+    "  Hypothesis test shows both ways accept and refuse alike). Three gunicorn workers of two",
+    "  threads measured best on two cores.",
+    "- Batch payments: about 30 µs of Python and 36 µs of PostgreSQL a payment. PostgreSQL writes",
+    "  10 index entries a payment (17 on 1 December): the holder, hold and settlement indexes",
+    "  of transfers are partial (only rows that have one), no lone created_at index, no",
+    "  transfer index on entries, and the entry → transfer reference is not checked at commit",
+    "  (dcep_audit checks it). In Python: items are not run through a child field each, tier",
+    "  caps are read once, the batch's shared time is encoded once, transfer ids come 4,096 at",
+    "  a time from one read of the random source. The stored answer (megabytes of JSON) is",
+    "  compressed with lz4.",
+    "- Settlement: the claim is one UPDATE of 100,000 transfers (`settlement_id` is indexed, so",
+    "  no row is updated in place; the immutability trigger runs per row), then the leaves",
+    "  query, canonical JSON and SHA-256 of every leaf in Python, and the netting GROUP BY;",
     "  anchoring one transaction on the tier-1 node takes about 0.1 s.",
     "- The embedded default runs SQLite in WAL mode with IMMEDIATE transactions and a 30 s busy",
     "  timeout: writers queue for the one write lock instead of failing, so no 'database is",
     "  locked' reached a client. Its vaults are funded by journal-only issuances (no tier-1 node).",
-    "- Hot-path changes measured for these figures (in-process A/B, CPU per request): idempotency",
-    "  key claimed by one INSERT … ON CONFLICT (6-13% less), account lock as one plain SELECT … FOR",
-    "  UPDATE (5-9%), transfer body built by hand with the slugs from one plain query (12-18%),",
-    "  the caller's institution by one raw query (7-11%); for batches: operator id computed once",
-    "  per actor (payment_batch 18-30% less), transfer ids passed to COPY as text (5-15%), check",
-    "  digits verified once per wallet number (validation 43 → 8 ms), wallets found through a dict",
-    "  (a one-payer, 8,190-payee batch 1.38 → 0.6 s of CPU).",
 ]
 
 

@@ -1,6 +1,6 @@
 """The concurrent bank: ≥ 10,000 random payments through the HTTP API on a real gunicorn.
 
-gunicorn runs as deployed (deploy/Procfile.embedded: ``bsn.wsgi``, 3 workers × 4 threads)
+gunicorn runs as deployed (``bsn.wsgi``, like deploy/supervisor/embedded.conf; 3 workers × 4 threads)
 on the pytest database; 16 client threads (one ``requests.Session`` each) pay among 56
 wallets of two operator banks (tiers 1-4, so the caps bite), same and cross operator,
 with deliberate over-cap and overdraft attempts, resends of the same Idempotency-Key
