@@ -267,8 +267,10 @@ class Journal:
         Balances move in memory at once (later transfers of a batch see them). Returns the
         transfer as a dict (what the API shows).
         """
-        legs = legs or [(source, -amount), (target, amount)]
-        assert sum(value for _, value in legs) == 0, "legs must sum to zero"
+        if legs is None:
+            legs = ((source, -amount), (target, amount))  # sums to zero by construction
+        elif sum(value for _, value in legs) != 0:
+            raise AssertionError("legs must sum to zero")
         tid = self._new_id()  # rows carry the text: psycopg dumps a str in C, a UUID in Python
         for acc, value in legs:
             acc.balance += value
