@@ -161,3 +161,24 @@ def test_command_errors_are_one_line_and_non_zero(tmp_path):
     result = manage("bsn_region", "drain", "no-such-region")
     assert result.returncode == 1
     assert result.stderr.strip() == "CommandError: no region no-such-region"
+
+
+# --------------------------------------------------------------------------- bsn_reconcile
+
+
+def test_reconcile_runs_a_pass_now_and_says_what_it_did(db, tmp_path):
+    Region.objects.create(code="rc-proc", name="procs", driver=Region.Driver.PROCESS)
+    Region.objects.create(
+        code="rc-gone", name="gone", driver=Region.Driver.DOCKER, docker_base_url=f"unix://{tmp_path}/no-engine.sock"
+    )
+    out = run("bsn_reconcile", "--region", "rc-proc")
+    assert "observed" in out and "restarted" in out
+    row = next(line for line in out.splitlines() if line.startswith("rc-proc"))
+    assert row.split()[1:] == ["0", "0", "0", "0", "0", "ok"]
+    assert "dry run" in run("bsn_reconcile", "--region", "rc-proc", "--dry-run")
+
+    with pytest.raises(CommandError, match="could not be reconciled: rc-gone"):
+        run("bsn_reconcile", "--region", "rc-proc", "--region", "rc-gone")
+    assert Region.objects.get(code="rc-gone").status == Region.Status.UNAVAILABLE  # what the pass found
+    with pytest.raises(CommandError, match="unknown region"):
+        run("bsn_reconcile", "--region", "nowhere")
