@@ -32,5 +32,15 @@ def regions_with_load():
     )
 
 
+def region_running_counts() -> dict:
+    """region id -> (nodes whose app is wanted running, of those the ones observed running)."""
+    rows = (
+        LedgerNode.objects.filter(app__deleted_at__isnull=True, app__desired_state=ChainApp.DesiredState.RUNNING)
+        .values("region_id")
+        .annotate(wanted=Count("id"), running=Count("id", filter=Q(state=LedgerNode.State.RUNNING)))
+    )
+    return {row["region_id"]: (row["wanted"], row["running"]) for row in rows}
+
+
 def app_open_operation(*, app: ChainApp) -> Operation | None:
     return Operation.objects.filter(app=app).open().order_by("created_at").first()

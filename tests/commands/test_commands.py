@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from apps.chainapps.models import ChainApp
+from apps.chainapps.models import ChainApp, LedgerNode
 from apps.regions.models import Region
 from apps.tenants.models import ApiToken, Membership, Tenant, token_digest
 from tests.factories import MembershipFactory, TenantFactory
@@ -145,6 +145,14 @@ def test_bsn_status_shows_regions_apps_and_operations(owner_client, regions):
     output = run("bsn_status")
     assert "cn-beijing" in output and "acme/shown" in output
     assert ChainApp.objects.filter(name="shown").exists()
+    # Per region: nodes wanted running, observed running, the drift, what the engine last said.
+    row = next(line for line in output.splitlines() if line.strip().startswith("cn-beijing"))
+    fields = row.split()
+    assert fields[1] == "active" and fields[4:7] == ["1", "0", "1"], row  # wanted 1, running 0: drift 1
+    LedgerNode.objects.filter(app__name="shown").update(state=LedgerNode.State.RUNNING)
+    Region.objects.filter(code="cn-beijing").update(status=Region.Status.UNAVAILABLE, last_error="engine gone\ndetail")
+    row = next(line for line in run("bsn_status").splitlines() if line.strip().startswith("cn-beijing"))
+    assert row.split()[1] == "unavailable" and row.split()[4:7] == ["1", "1", "0"] and row.endswith("engine gone"), row
 
 
 def test_command_errors_are_one_line_and_non_zero(tmp_path):

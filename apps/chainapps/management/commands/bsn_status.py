@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from apps.chainapps.models import ChainApp, Operation
-from apps.chainapps.selectors import regions_with_load
+from apps.chainapps.selectors import region_running_counts, regions_with_load
 
 
 class Command(BaseCommand):
@@ -16,11 +16,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         out = self.stdout.write
-        out("REGIONS")
-        out(f"  {'CODE':<16} {'STATUS':<12} {'DRIVER':<8} {'NODES':>9}  LAST SEEN")
+        out("REGIONS  (from the reconciler's last pass: `bsn_reconcile` runs one now)")
+        out(
+            f"  {'CODE':<16} {'ENGINE':<12} {'DRIVER':<8} {'NODES':>9} {'WANTED':>6} {'RUNNING':>7} {'DRIFT':>5}"
+            "  LAST SEEN            LAST ERROR"
+        )
+        wanted = region_running_counts()
         for r in regions_with_load():
             seen = r.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_seen_at else "-"
-            out(f"  {r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4}  {seen}")
+            want, running = wanted.get(r.pk, (0, 0))
+            error = (r.last_error or "-").splitlines()[0][:60] if r.last_error else "-"
+            out(
+                f"  {r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4} {want:>6} "
+                f"{running:>7} {want - running:>5}  {seen:<19}  {error}"
+            )
         apps = (
             ChainApp.objects.select_related("tenant").prefetch_related("nodes__region").order_by("tenant__slug", "name")
         )
