@@ -17,11 +17,33 @@ from django.db.models import Q, QuerySet, Sum
 from apps.dcep.models import Account, Hold, Institution, Settlement, Tier1Op, Transfer
 from apps.tenants.models import Tenant
 
+_INSTITUTION_OF = "SELECT id, kind FROM dcep_institution WHERE tenant_id = %s"
+# tenant id -> (institution id, kind). Every DCEP request asks; the answer never changes once
+# there is one (an institution is never deleted, its tenant and kind are read-only), so each
+# process remembers it. A tenant without an institution is asked again (it may become one).
+_INSTITUTION_IDS: dict = {}
+_INSTITUTION_IDS_MAX = 10_000
+
 
 def institution_of(tenant: Tenant | None) -> Institution | None:
+    """The tenant's institution with its id and kind loaded (other fields load when read: never stale)."""
     if tenant is None:
         return None
-    return Institution.objects.filter(tenant=tenant).first()
+    found = _INSTITUTION_IDS.get(tenant.pk)
+    if found is None:
+        tenant_id = Institution._meta.get_field("tenant").get_db_prep_value(tenant.pk, connection)
+        with connection.cursor() as cursor:
+            cursor.execute(_INSTITUTION_OF, [tenant_id])
+            found = cursor.fetchone()
+        if found is None:
+            return None
+        if len(_INSTITUTION_IDS) >= _INSTITUTION_IDS_MAX:
+            _INSTITUTION_IDS.clear()
+        _INSTITUTION_IDS[tenant.pk] = found
+    institution = Institution.from_db(connection.alias, ["id", "kind"], found)
+    institution.tenant_id = tenant.pk
+    Institution.tenant.field.set_cached_value(institution, tenant)
+    return institution
 
 
 _SLUGS = "SELECT i.id, t.slug FROM dcep_institution i JOIN tenants_tenant t ON t.id = i.tenant_id"

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from functools import cached_property
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -20,36 +20,9 @@ from apps.common.errors import DomainError
 from apps.dcep.errors import Invalid, NotFound, refusal
 from apps.dcep.journal import Acc, Journal
 from apps.dcep.models import Account, Hold, Institution
+from apps.dcep.selectors import institution_of
 from apps.dcep.tiers import caps, new_wallet_number
 from apps.tenants.models import Tenant
-
-_INSTITUTION_OF = "SELECT id, kind FROM dcep_institution WHERE tenant_id = %s"
-# tenant id -> (institution id, kind). Every DCEP request asks; the answer never changes once
-# there is one (an institution is never deleted, its tenant and kind are read-only), so each
-# process remembers it. A tenant without an institution is asked again (it may become one).
-_INSTITUTION_IDS: dict = {}
-_INSTITUTION_IDS_MAX = 10_000
-
-
-def institution_of_tenant(tenant: Tenant | None) -> Institution | None:
-    """The tenant's institution with its id and kind loaded (other fields load when read: never stale)."""
-    if tenant is None:
-        return None
-    found = _INSTITUTION_IDS.get(tenant.pk)
-    if found is None:
-        tenant_id = Institution._meta.get_field("tenant").get_db_prep_value(tenant.pk, connection)
-        with connection.cursor() as cursor:
-            cursor.execute(_INSTITUTION_OF, [tenant_id])
-            found = cursor.fetchone()
-        if found is None:
-            return None
-        if len(_INSTITUTION_IDS) >= _INSTITUTION_IDS_MAX:
-            _INSTITUTION_IDS.clear()
-        _INSTITUTION_IDS[tenant.pk] = found
-    institution = Institution.from_db(connection.alias, ["id", "kind"], found)
-    institution.tenant_id = tenant.pk
-    Institution.tenant.field.set_cached_value(institution, tenant)
-    return institution
 
 
 @dataclass(frozen=True)
@@ -62,7 +35,7 @@ class Actor:
 
     @classmethod
     def of(cls, tenant: Tenant, user=None) -> Actor:
-        return cls(tenant=tenant, institution=institution_of_tenant(tenant), user=user)
+        return cls(tenant=tenant, institution=institution_of(tenant), user=user)
 
     @cached_property  # asked for twice a payment of a batch; the actor never changes (frozen)
     def operator_id(self) -> int | None:
