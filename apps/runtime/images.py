@@ -54,7 +54,8 @@ DEBIAN_VARIANT = "minbase"
 # debootstrap does not resolve virtual packages, so python3-cryptography's
 # python3-cffi-backend-api-* dependency is named by its provider. etcd-server: the same
 # image runs the ordering service's members (apps/ordering) with a different command.
-DEBIAN_PACKAGES = ("python3-minimal", "python3-cryptography", "python3-cffi-backend", "etcd-server")
+# python3-nacl (libsodium): the node's fast signature check (bsn/ledger/crypto.py).
+DEBIAN_PACKAGES = ("python3-minimal", "python3-cryptography", "python3-cffi-backend", "python3-nacl", "etcd-server")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Removed from the root filesystem before import: caches, docs, locales, logs.
 STRIP_PATHS = (

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import json
 import re
+from json.encoder import c_make_encoder
+from json.encoder import encode_basestring as _encode_basestring
 from typing import Any
 
 MAX_DEPTH = 64  # JSON nesting levels a new transaction's envelope may have (docs/ledger-protocol.md)
 
 _encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# The C encoder behind _encoder, made once: JSONEncoder.encode builds a new one per call.
+# No cycle markers (values come from parsed JSON, which cannot hold cycles), so it keeps
+# no state between calls and threads may share it.
+if c_make_encoder is not None:
+    _c_encode = c_make_encoder(None, _encoder.default, _encode_basestring, None, ":", ",", True, False, False)
+else:  # an interpreter without the C accelerator
+    _c_encode = _encoder.iterencode
 
 
 class CanonicalError(ValueError):
@@ -23,12 +32,19 @@ class CanonicalError(ValueError):
 def canonical(obj: Any) -> bytes:
     """Canonical UTF-8 bytes of ``obj``; raises CanonicalError for floats and odd types."""
     check(obj)
-    return _encoder.encode(obj).encode("utf-8")
+    return dumps(obj)
+
+
+def encode_string(text: str) -> bytes:
+    """canonical(text) for a string: the encoder's own C routine for string values."""
+    return _encode_basestring(text).encode("utf-8")
 
 
 def dumps(obj: Any) -> bytes:
     """Canonical bytes of a value already known to be valid (no type walk)."""
-    return _encoder.encode(obj).encode("utf-8")
+    if type(obj) is str:
+        return _encode_basestring(obj).encode("utf-8")
+    return "".join(_c_encode(obj, 0)).encode("utf-8")
 
 
 def check(obj: Any) -> None:

@@ -32,7 +32,7 @@ from bsn.ledger.blockstore import BlockStore, StoreError
 from bsn.ledger.canonical import MAX_DEPTH, depth_within, dumps, loads
 from bsn.ledger.config import Config
 from bsn.ledger.contracts import ADMIN, BadArguments, Context, ContractFailure, build
-from bsn.ledger.state import STATE_NAME, State, StateError, pair_key, root_of_writes
+from bsn.ledger.state import STATE_NAME, State, StateError, plain_receipt_json, root_of_writes
 from bsn.ledger.tx import (
     BAD_ARGUMENTS,
     BAD_SIGNATURE,
@@ -92,16 +92,32 @@ class _Waiter:
         self.event = threading.Event()
 
 
-def _receipt_json(receipt: dict[str, Any]) -> bytes:
-    """JSON of a receipt; the common shape (no result, error or events) without the encoder."""
-    if receipt["result"] is None and receipt["error"] is None and not receipt["events"]:
-        return b'{"error":null,"events":[],"height":%d,"index":%d,"result":null,"status":"%s","tx_id":"%s"}' % (
-            receipt["height"],
-            receipt["index"],
-            receipt["status"].encode("ascii"),
-            receipt["tx_id"].encode("ascii"),
-        )
+def _is_plain(receipt: dict[str, Any]) -> bool:
+    """Committed (so no error) with no result or events: the state stores no JSON for it."""
+    return receipt["status"] == "committed" and receipt["result"] is None and not receipt["events"]
+
+
+def receipt_json(receipt: dict[str, Any]) -> bytes:
+    """JSON of a receipt; the plain shape without the encoder."""
+    if _is_plain(receipt):
+        return plain_receipt_json(receipt["height"], receipt["index"], receipt["tx_id"])
     return dumps(receipt)
+
+
+def _failed(tx_id: str, error: str, height: int, index: int) -> dict[str, Any]:
+    return {
+        "tx_id": tx_id,
+        "status": "failed",
+        "result": None,
+        "error": error,
+        "height": height,
+        "index": index,
+        "events": [],
+    }
+
+
+def _replayed(p: PreparedTx) -> Rejection:
+    return Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used", p.tx_id)
 
 
 def _rejected(tx_id: str | None, code: str, detail: str) -> dict[str, Any]:
@@ -127,7 +143,7 @@ class LedgerCore:
         self._head_hash = GENESIS_PREV
         self._last_ts = 0
         self._pending: dict[str, PreparedTx] = {}  # prechecked here, not in a block yet
-        self._pending_nonces: dict[tuple[str, str], str] = {}
+        self._pending_nonces: dict[str, str] = {}  # pair_key -> tx_id pending here
         self._verified: dict[str, tuple[str, str]] = {}  # tx_id -> (sig, key) checked here
         self._dropped: dict[str, dict[str, Any]] = {}
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -413,96 +429,99 @@ class LedgerCore:
     ) -> list[PreparedTx | Rejection]:
         """:meth:`precheck` of each envelope, in order: the prepared transaction or the
         Rejection. The chain is asked once for all of them (which are in it already,
-        which nonces are used), not once per transaction."""
-        items: list[PreparedTx | Rejection] = []
+        which nonces are used), not once per transaction, and the core's lock is taken
+        twice for the batch: signatures are checked between the two, without it."""
+        out: list[PreparedTx | Rejection] = []
         for envelope in envelopes:
             try:
-                items.append(prepare(envelope, parsed=parsed))
+                out.append(prepare(envelope, parsed=parsed))
             except Rejection as exc:
-                items.append(exc)
-        prepared = [p for p in items if isinstance(p, PreparedTx)]
+                out.append(exc)
+        prepared = [p for p in out if type(p) is PreparedTx]
         with self._lock:
             height = self._height
             if len(prepared) == 1:  # one indexed lookup each is cheaper than IN (...)
                 p = prepared[0]
                 in_chain = {p.tx_id} if self.state.has_tx(p.tx_id) else set()
-                pair = pair_key(p.signer, p.nonce)
-                used = {pair} if self.state.has_pair(pair) else set()
+                used = {p.pair} if self.state.has_pair(p.pair) else set()
             else:
                 in_chain = self.state.known_txs([p.tx_id for p in prepared])
-                used = self.state.used_pairs([pair_key(p.signer, p.nonce) for p in prepared])
-        out: list[PreparedTx | Rejection] = []
-        rejected = 0
-        for item in items:
-            if isinstance(item, Rejection):
-                rejected += 1
-                out.append(item)
+                used = self.state.used_pairs([p.pair for p in prepared])
+        pending = self._pending
+        app_id, max_age, now = self.app_id, self.max_age_ms, now_ms()
+        # 1. What depends on the transaction alone (and the lookups above).
+        todo: list[int] = []
+        for index, p in enumerate(out):
+            if type(p) is not PreparedTx:
                 continue
+            tx = p.tx
             try:
-                p = self._precheck(item, depth_checked, height, in_chain, used)
-            except Rejection as exc:
-                release(item)
-                rejected += 1
-                out.append(exc)
-                continue
-            if not p.fresh and self._pending.get(p.tx_id) is not p:
-                release(p)  # only its tx_id is used from here
-            out.append(p)
-        if rejected:
-            with self._lock:
-                self.rejected += rejected
-        return out
-
-    def _precheck(
-        self, p: PreparedTx, depth_checked: bool, height: int, in_chain: set[str], used: set[str]
-    ) -> PreparedTx:
-        """``in_chain`` / ``used``: tx_ids and pair keys found in the chain at ``height``."""
-        tx, tx_id = p.tx, p.tx_id
-        if tx["app"] != self.app_id:
-            raise Rejection(WRONG_APP, f"this node serves app {self.app_id}, not {tx['app']}", tx_id)
-        if tx_id in in_chain or tx_id in self._pending:
-            p.fresh = False
-            return p
-        self._limits(p, checked_depth=depth_checked)
-        self._stateless(p)
-        if abs(now_ms() - tx["timestamp"]) > self.max_age_ms:
-            raise Rejection(
-                STALE_TIMESTAMP,
-                f"timestamp is more than {self.config.tx_max_age_s} s away from the node's clock",
-                tx_id,
-            )
-        pair = (tx["signer"], tx["nonce"])
-        if pair_key(*pair) in used:
-            raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
-        with self._lock:
-            key = self.public_key_of(tx["signer"])
-            if key is None:
-                raise Rejection(UNKNOWN_SIGNER, f"{tx['signer']!r} is not a user of this app", tx_id)
-            self._check_pending_nonce(pair, tx_id)
-        if p.key != key:
-            if not crypto.verify(key, p.sig, p.tx_bytes):
-                raise Rejection(BAD_SIGNATURE, f"the signature does not verify with {tx['signer']}'s key", tx_id)
-            p.key = key
-        with self._lock:
-            if tx_id in self._pending:
-                p.fresh = False
-                return p
-            if self._height != height:  # a block was applied since the lookup: look again
-                if self.state.has_tx(tx_id):
+                if tx["app"] != app_id:
+                    raise Rejection(WRONG_APP, f"this node serves app {app_id}, not {tx['app']}", p.tx_id)
+                if p.tx_id in in_chain or p.tx_id in pending:
                     p.fresh = False
-                    return p
-                if self.state.has_pair(pair_key(*pair)):
-                    raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
-            self._check_pending_nonce(pair, tx_id)
-            self._pending[tx_id] = p
-            self._pending_nonces[pair] = tx_id
-            self._dropped.pop(tx_id, None)
-        p.fresh = True
-        return p
-
-    def _check_pending_nonce(self, pair: tuple[str, str], tx_id: str) -> None:
-        if self._pending_nonces.get(pair, tx_id) != tx_id:
-            raise Rejection(REPLAYED_NONCE, f"nonce {pair[1]!r} of {pair[0]} was already used", tx_id)
+                    continue
+                if not p.valid:
+                    self._limits(p, checked_depth=depth_checked)
+                    self._stateless(p)
+                if abs(now - tx["timestamp"]) > max_age:
+                    raise Rejection(
+                        STALE_TIMESTAMP,
+                        f"timestamp is more than {self.config.tx_max_age_s} s away from the node's clock",
+                        p.tx_id,
+                    )
+                if p.pair in used:
+                    raise Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used", p.tx_id)
+            except Rejection as exc:
+                out[index] = exc
+                continue
+            todo.append(index)
+        # 2. Signers' keys and nonces waiting for a block, under the lock.
+        keys: list[str | None] = []
+        with self._lock:
+            for index in todo:
+                p = out[index]
+                key = self.public_key_of(p.signer)
+                if key is None:
+                    out[index] = Rejection(UNKNOWN_SIGNER, f"{p.signer!r} is not a user of this app", p.tx_id)
+                elif self._pending_nonces.get(p.pair, p.tx_id) != p.tx_id:
+                    out[index] = _replayed(p)
+                keys.append(key)
+        # 3. Signatures, without the lock (the only work that must be done per transaction).
+        verified: list[int] = []
+        for index, key in zip(todo, keys, strict=True):
+            p = out[index]
+            if type(p) is not PreparedTx:
+                continue
+            if p.key != key:
+                if not crypto.verify(key, p.sig, p.tx_bytes):
+                    out[index] = Rejection(
+                        BAD_SIGNATURE, f"the signature does not verify with {p.signer}'s key", p.tx_id
+                    )
+                    continue
+                p.key = key
+            verified.append(index)
+        # 4. Register them for ordering, looking again at what changed meanwhile.
+        with self._lock:
+            moved = self._height != height  # a block was applied since the lookup
+            pending_nonces, dropped = self._pending_nonces, self._dropped
+            for index in verified:
+                p = out[index]
+                if p.tx_id in pending or (moved and self.state.has_tx(p.tx_id)):
+                    p.fresh = False
+                    continue
+                if (moved and self.state.has_pair(p.pair)) or pending_nonces.get(p.pair, p.tx_id) != p.tx_id:
+                    out[index] = _replayed(p)
+                    continue
+                pending[p.tx_id] = p
+                pending_nonces[p.pair] = p.tx_id
+                dropped.pop(p.tx_id, None)
+                p.fresh = True
+            self.rejected += sum(1 for item in out if type(item) is not PreparedTx)
+        for p in prepared:
+            if not p.fresh and pending.get(p.tx_id) is not p:
+                release(p)  # rejected, or only its tx_id is used from here
+        return out
 
     def _limits(self, p: PreparedTx, *, checked_depth: bool) -> None:
         """Size and nesting of a new transaction (blocks already committed are not held to them).
@@ -522,7 +541,7 @@ class LedgerCore:
         with self._lock:
             for p in prepared:
                 if self._pending.pop(p.tx_id, None) is not None:
-                    self._pending_nonces.pop((p.signer, p.nonce), None)
+                    self._pending_nonces.pop(p.pair, None)
                 release(p)
 
     # Ordering.
@@ -544,29 +563,34 @@ class LedgerCore:
         with self._apply_lock:
             prepared = []
             for envelope in envelopes:
-                try:
-                    prepared.append(prepare(envelope, parsed=parsed))
-                except Rejection as exc:
-                    self._drop(None, exc)
+                p = getattr(envelope, "prepared", None)  # prechecked here: prepared already
+                if p is None:
+                    try:
+                        p = prepare(envelope, parsed=parsed)
+                    except Rejection as exc:
+                        self._drop(None, exc)
+                        continue
+                prepared.append(p)
             # A transaction still pending here is known not to be in the chain, nor its
             # nonce used (applying a block evicts pending ones it conflicts with); the
             # others are looked up together, two queries for the block.
             pending = self._pending
             others = [p for p in prepared if pending.get(p.tx_id) is not p]
             in_chain = self.state.known_txs([p.tx_id for p in others]) if others else set()
-            used = self.state.used_pairs([pair_key(p.signer, p.nonce) for p in others]) if others else set()
+            used = self.state.used_pairs([p.pair for p in others]) if others else set()
             for p in prepared:
                 if p.tx_id in in_chain:
                     release(p)
                     continue
-                pair = pair_key(p.signer, p.nonce)
+                pair = p.pair
                 try:
                     if pair in used or pair in seen:
-                        raise Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used")
+                        raise _replayed(p)
                     if not p.valid:  # not prechecked here: held to the limits now
                         self._limits(p, checked_depth=False)
-                    self._stateless(p)
-                    self._check_signature(p)
+                        self._stateless(p)
+                    if p.key is None or p.key != self.public_key_of(p.signer):
+                        self._check_signature(p)
                 except Rejection as exc:
                     self._drop(p, exc)
                     continue
@@ -612,8 +636,8 @@ class LedgerCore:
             if p is None:
                 return
             self._pending.pop(p.tx_id, None)
-            if self._pending_nonces.get((p.signer, p.nonce)) == p.tx_id:
-                del self._pending_nonces[(p.signer, p.nonce)]
+            if self._pending_nonces.get(p.pair) == p.tx_id:
+                del self._pending_nonces[p.pair]
             if len(self._dropped) >= _MAX_DROPPED:
                 del self._dropped[next(iter(self._dropped))]
             self._dropped[p.tx_id] = _rejected(p.tx_id, exc.code, exc.detail)
@@ -666,9 +690,14 @@ class LedgerCore:
             committed = 0
             for p, receipt in zip(checked.txs, receipts, strict=True):
                 size = len(p.leaf)
-                rows.append((bytes.fromhex(p.tx_id), pair_key(p.signer, p.nonce), offset, size, _receipt_json(receipt)))
+                if _is_plain(receipt):
+                    stored = None
+                    committed += 1
+                else:
+                    stored = dumps(receipt)
+                    committed += receipt["status"] == "committed"
+                rows.append((p.digest, p.pair, offset, size, stored))
                 offset += size + 1
-                committed += receipt["status"] == "committed"
             header = checked.header
             with self._lock:
                 try:
@@ -699,9 +728,9 @@ class LedgerCore:
                 evicted = []
                 for p, receipt in zip(checked.txs, receipts, strict=True):
                     if self._pending.pop(p.tx_id, None) is not None:
-                        self._pending_nonces.pop((p.signer, p.nonce), None)
+                        self._pending_nonces.pop(p.pair, None)
                     else:
-                        other = self._pending_nonces.get((p.signer, p.nonce))
+                        other = self._pending_nonces.get(p.pair)
                         if other is not None:  # another tx with this nonce made it first
                             evicted.append(self._pending[other])
                     self._verified.pop(p.tx_id, None)
@@ -710,7 +739,7 @@ class LedgerCore:
                 while len(recent) > _MAX_RECENT:
                     recent.popitem(last=False)
                 for p in evicted:
-                    self._drop(p, Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used"))
+                    self._drop(p, _replayed(p))
                 if self._waiters:
                     self._notify([p.tx_id for p in checked.txs])
             return receipts
@@ -729,12 +758,12 @@ class LedgerCore:
     def _check_txs(self, checked: CheckedBlock) -> None:
         """Every transaction valid against the state at the start of the block."""
         seen: set[str] = set()
-        pairs = [pair_key(p.signer, p.nonce) for p in checked.txs]
-        used = self.state.used_pairs(pairs)
-        for index, (p, pair) in enumerate(zip(checked.txs, pairs, strict=True)):
+        used = self.state.used_pairs([p.pair for p in checked.txs])
+        for index, p in enumerate(checked.txs):
+            pair = p.pair
             try:
                 if pair in used or pair in seen:
-                    raise Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used")
+                    raise _replayed(p)
                 self._stateless(p)
                 self._check_signature(p)
             except Rejection as exc:
@@ -748,37 +777,42 @@ class LedgerCore:
         history: list[tuple[int, str]] = []  # (index in writes, tx_id) of contracts that keep history
         receipts: list[dict[str, Any]] = []
         state_get = self.state.get
+        contracts = self.contracts
+        readers: dict[str, Callable[[str], Any]] = {}  # one per contract in this block
+
+        def reader(name: str) -> Callable[[str], Any]:
+            def read(key: str) -> Any:
+                value = overlay.get((name, key), _MISSING)
+                return state_get(name, key) if value is _MISSING else value
+
+            return readers.setdefault(name, read)
+
         for index, p in enumerate(checked.txs):
             tx = p.tx
             name = tx["contract"]
-            contract = self.contracts[name]
-
-            def read(key: str, _name: str = name) -> Any:
-                value = overlay.get((_name, key), _MISSING)
-                return state_get(_name, key) if value is _MISSING else value
-
+            contract = contracts[name]
+            read = readers.get(name) or reader(name)
             ctx = Context(tx["signer"], height, timestamp, p.tx_id, read)
-            result, error, events, status = None, None, [], "committed"
             try:
                 result, tx_writes, events = contract.execute(ctx, tx["function"], tx["args"])
             except ContractFailure as exc:
-                status, error = "failed", str(exc)
+                receipts.append(_failed(p.tx_id, str(exc), height, index))
+                continue
             except Exception as exc:  # noqa: BLE001 - a contract bug fails the tx, deterministically
-                status, error = "failed", f"contract error: {type(exc).__name__}: {exc}"
-            else:
-                for key, value in tx_writes:
-                    overlay[(name, key)] = value
-                    writes.append([name, key, value])
-                    if contract.keeps_history:
-                        history.append((len(writes) - 1, p.tx_id))
-            if status == "failed":
-                result, events = None, []
+                receipts.append(_failed(p.tx_id, f"contract error: {type(exc).__name__}: {exc}", height, index))
+                continue
+            keeps_history = contract.keeps_history
+            for key, value in tx_writes:
+                overlay[(name, key)] = value
+                writes.append([name, key, value])
+                if keeps_history:
+                    history.append((len(writes) - 1, p.tx_id))
             receipts.append(
                 {
                     "tx_id": p.tx_id,
-                    "status": status,
+                    "status": "committed",
                     "result": result,
-                    "error": error,
+                    "error": None,
                     "height": height,
                     "index": index,
                     "events": events,

@@ -25,11 +25,11 @@ from collections.abc import Iterable
 from hashlib import sha256
 from typing import Any
 
-from bsn.ledger.canonical import dumps, loads
+from bsn.ledger.canonical import dumps, encode_string, loads
 
 ZERO_ROOT = bytes(32)
 STATE_NAME = "state.sqlite"
-FORMAT = 1  # bump (and rebuild from the blocks file) when the schema changes
+FORMAT = 2  # bump (and rebuild from the blocks file) when the schema changes
 _MISSING = object()
 _ENTRY_OVERHEAD = 160  # bytes a cached entry costs beyond its value's JSON (dict slot, tuple, key)
 
@@ -46,20 +46,18 @@ CREATE TABLE IF NOT EXISTS kv (
     contract TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (contract, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS txs (
-    tx_id BLOB PRIMARY KEY, pair TEXT NOT NULL UNIQUE, height INTEGER NOT NULL, idx INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS receipts (
-    height INTEGER NOT NULL, idx INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL,
-    receipt BLOB NOT NULL, PRIMARY KEY (height, idx)
+    tx_id BLOB PRIMARY KEY, pair TEXT NOT NULL UNIQUE, height INTEGER NOT NULL, idx INTEGER NOT NULL,
+    off INTEGER NOT NULL, len INTEGER NOT NULL, receipt BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     contract TEXT NOT NULL, key TEXT NOT NULL, height INTEGER NOT NULL, idx INTEGER NOT NULL,
     tx_id TEXT NOT NULL, value BLOB, PRIMARY KEY (contract, key, height, idx)
 ) WITHOUT ROWID;
 """
-# WITHOUT ROWID: one b-tree per table instead of a rowid table plus its key index. The
-# tables keyed by random hashes (txs and its pair index) hold small rows; receipts go in
-# height order, which SQLite appends at the right edge of its b-tree.
+# WITHOUT ROWID: one b-tree per table instead of a rowid table plus its key index. A
+# transaction is one row (its tx_id, its pair index entry): where its envelope sits in
+# the blocks file and its receipt, NULL for the plain committed one (no result, error or
+# events: most of them), which plain_receipt() rebuilds from the row.
 
 
 def next_root(prev_root: bytes, write_set: list[list[Any]]) -> bytes:
@@ -68,19 +66,34 @@ def next_root(prev_root: bytes, write_set: list[list[Any]]) -> bytes:
 
 
 def root_of_writes(prev_root: bytes, writes: list[list[Any]], blobs: list[bytes | None]) -> bytes:
-    """:func:`next_root` fed piece by piece, reusing each value's canonical bytes
-    (``blobs[i]`` = canonical(writes[i][2]), None for a delete): the same bytes as
-    canonical(write_set), without another copy of every value in memory."""
-    if sum(len(b) for b in blobs if b is not None) < 1 << 20:
-        return next_root(prev_root, writes)  # small values: one encoder call is cheaper
-    h = sha256(prev_root)
-    h.update(b"[")
-    for i, ((contract, key, _), blob) in enumerate(zip(writes, blobs, strict=True)):
-        h.update(b"[" + dumps(contract) + b"," + dumps(key) + b",")
-        h.update(b"null" if blob is None else blob)
-        h.update(b"]," if i < len(writes) - 1 else b"]")
-    h.update(b"]")
-    return h.digest()
+    """:func:`next_root`, with canonical(write_set) composed from each value's canonical
+    bytes (``blobs[i]`` = canonical(writes[i][2]), None for a delete) instead of
+    serialising every value a second time: the same bytes, one join."""
+    parts = []
+    for (contract, key, _), blob in zip(writes, blobs, strict=True):
+        parts.append(b"[%s,%s,%s]" % (encode_string(contract), encode_string(key), b"null" if blob is None else blob))
+    return sha256(prev_root + b"[" + b",".join(parts) + b"]").digest()
+
+
+def plain_receipt_json(height: int, index: int, tx_id: str) -> bytes:
+    """Canonical JSON of a committed transaction's receipt with no result, error or events."""
+    return b'{"error":null,"events":[],"height":%d,"index":%d,"result":null,"status":"committed","tx_id":"%s"}' % (
+        height,
+        index,
+        tx_id.encode("ascii"),
+    )
+
+
+def plain_receipt(height: int, index: int, tx_id: str) -> dict[str, Any]:
+    return {
+        "tx_id": tx_id,
+        "status": "committed",
+        "result": None,
+        "error": None,
+        "height": height,
+        "index": index,
+        "events": [],
+    }
 
 
 def pair_key(signer: str, nonce: str) -> str:
@@ -260,29 +273,30 @@ class State:
     def receipt(self, tx_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT r.receipt FROM txs t JOIN receipts r ON r.height = t.height AND r.idx = t.idx "
-                "WHERE t.tx_id = ?",
-                (bytes.fromhex(tx_id),),
+                "SELECT receipt, height, idx FROM txs WHERE tx_id = ?", (bytes.fromhex(tx_id),)
             ).fetchone()
-        return None if row is None else loads(row[0])
+        if row is None:
+            return None
+        return plain_receipt(row[1], row[2], tx_id) if row[0] is None else loads(row[0])
 
     def tx_location(self, tx_id: str) -> tuple[bytes, int, int] | None:
         """(receipt JSON, offset, length) of the envelope's bytes in the blocks file."""
         with self._lock:
             row = self._db.execute(
-                "SELECT r.receipt, r.off, r.len FROM txs t JOIN receipts r ON r.height = t.height AND r.idx = t.idx "
-                "WHERE t.tx_id = ?",
-                (bytes.fromhex(tx_id),),
+                "SELECT receipt, off, len, height, idx FROM txs WHERE tx_id = ?", (bytes.fromhex(tx_id),)
             ).fetchone()
-        return None if row is None else (bytes(row[0]), row[1], row[2])
+        if row is None:
+            return None
+        receipt = plain_receipt_json(row[3], row[4], tx_id) if row[0] is None else bytes(row[0])
+        return receipt, row[1], row[2]
 
     def all_receipts(self) -> dict[str, dict[str, Any]]:
         """Every receipt by tx_id (tests and tools; reads them all)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT t.tx_id, r.receipt FROM txs t JOIN receipts r ON r.height = t.height AND r.idx = t.idx"
-            )
-            return {bytes(t).hex(): loads(r) for t, r in rows}
+            rows = self._db.execute("SELECT tx_id, receipt, height, idx FROM txs")
+            return {
+                bytes(t).hex(): plain_receipt(h, i, bytes(t).hex()) if r is None else loads(r) for t, r, h, i in rows
+            }
 
     def history(self, contract: str, key: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -311,7 +325,7 @@ class State:
         writes: list[list[Any]],
         blobs: list[bytes | None],
         history: list[tuple[int, str]],
-        txs: list[tuple[bytes, str, int, int, bytes]],
+        txs: list[tuple[bytes, str, int, int, bytes | None]],
         committed: int,
         failed: int,
         root: bytes,
@@ -322,7 +336,8 @@ class State:
 
         ``blobs``: canonical bytes of each write's value (None: delete); ``history``:
         (index in writes, tx_id) of the writes whose history is kept; ``txs``: (raw
-        tx_id, pair_key, offset, length, canonical receipt) per transaction.
+        tx_id, pair_key, offset, length, canonical receipt or None for a plain one) per
+        transaction.
         """
         upserts: dict[tuple[str, str], tuple[Any, bytes]] = {}  # the block's last write of each key
         deletes: set[tuple[str, str]] = set()
@@ -353,12 +368,8 @@ class State:
                         [(writes[i][0], writes[i][1], height, i, tx_id, blobs[i]) for i, tx_id in history],
                     )
                 db.executemany(
-                    "INSERT INTO txs (tx_id, pair, height, idx) VALUES (?, ?, ?, ?)",
-                    [(t[0], t[1], height, i) for i, t in enumerate(txs)],
-                )
-                db.executemany(
-                    "INSERT INTO receipts (height, idx, off, len, receipt) VALUES (?, ?, ?, ?, ?)",
-                    [(height, i, t[2], t[3], t[4]) for i, t in enumerate(txs)],
+                    "INSERT INTO txs (tx_id, pair, height, idx, off, len, receipt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(t[0], t[1], height, i, t[2], t[3], t[4]) for i, t in enumerate(txs)],
                 )
                 db.execute(
                     "INSERT INTO blocks (height, hash, off, len) VALUES (?, ?, ?, ?)", (height, head_hash, *block_at)

@@ -13,7 +13,7 @@ import time
 from hashlib import sha256
 from typing import Any
 
-from bsn.ledger.canonical import CanonicalError, canonical, check, dumps
+from bsn.ledger.canonical import CanonicalError, canonical, check, dumps, encode_string
 
 TX_FIELDS = frozenset({"app", "contract", "function", "args", "signer", "nonce", "timestamp"})
 ENVELOPE_FIELDS = frozenset({"tx", "sig"})
@@ -66,27 +66,37 @@ class Envelope(dict):
 class PreparedTx:
     """An envelope with its canonical bytes computed once."""
 
-    __slots__ = ("envelope", "fresh", "key", "leaf", "sig", "tx", "tx_bytes", "tx_id", "valid")
+    __slots__ = (
+        "digest",
+        "envelope",
+        "fresh",
+        "key",
+        "leaf",
+        "nonce",
+        "pair",
+        "sig",
+        "signer",
+        "tx",
+        "tx_bytes",
+        "tx_id",
+        "valid",
+    )
 
     def __init__(self, envelope: Envelope, tx: dict[str, Any], tx_bytes: bytes, sig: str) -> None:
         self.envelope = envelope
         self.tx = tx
         self.tx_bytes = tx_bytes  # canonical(tx): what the signer signed
-        self.tx_id = sha256(tx_bytes).hexdigest()
+        self.digest = sha256(tx_bytes).digest()
+        self.tx_id = self.digest.hex()
         self.sig = sig
+        self.signer = signer = tx["signer"]
+        self.nonce = nonce = tx["nonce"]
+        self.pair = f"{signer}\n{nonce}"  # bsn.ledger.state.pair_key: the replay index key
         # canonical(envelope), composed: keys sort as "sig" < "tx".
-        self.leaf = b'{"sig":' + dumps(sig) + b',"tx":' + tx_bytes + b"}"
+        self.leaf = b'{"sig":%s,"tx":%s}' % (encode_string(sig), tx_bytes)
         self.key: str | None = None  # the public key the signature verified against, once verified
         self.fresh = False  # set by LedgerCore.precheck: newly admitted, to be ordered
         self.valid = False  # passed the stateless checks (app, function, arguments) here
-
-    @property
-    def signer(self) -> str:
-        return self.tx["signer"]
-
-    @property
-    def nonce(self) -> str:
-        return self.tx["nonce"]
 
 
 def prepare(envelope: Any, *, parsed: bool = False) -> PreparedTx:

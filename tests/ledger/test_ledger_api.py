@@ -304,3 +304,21 @@ def test_sigterm_stops_fast_and_cleanly(node):
     assert node.stop() == 0
     assert time.monotonic() - started < 1.5
     assert "stopped" in node.stderr
+
+
+def test_a_batch_with_duplicates_and_conflicts_inside_it(node):
+    """Checks made for the whole batch at once still decide each item on its own."""
+    first = ALICE.tx("kv", "put", {"key": "dup", "value": 1}, nonce="batch-nonce")
+    same_nonce = ALICE.tx("kv", "put", {"key": "dup", "value": 2}, nonce="batch-nonce")
+    stranger = Key("mallory").tx("kv", "put", {"key": "m", "value": 1})
+    forged = ALICE.tx("kv", "put", {"key": "forged", "value": 1})
+    forged = {"tx": forged["tx"], "sig": ALICE.tx("kv", "put", {"key": "other", "value": 1})["sig"]}
+    last = ALICE.tx("kv", "put", {"key": "last", "value": 3})
+    reply = node.batch([first, first, same_nonce, stranger, forged, last])
+    assert reply.status == 200
+    receipts = reply.json()["receipts"]
+    assert [r["status"] for r in receipts] == ["committed", "committed", "rejected", "rejected", "rejected", "committed"]
+    assert receipts[0]["tx_id"] == receipts[1]["tx_id"]
+    assert [r.get("error") for r in receipts[2:5]] == ["replayed_nonce", "unknown_signer", "bad_signature"]
+    assert node.state("kv", "dup").json()["value"] == 1
+    assert node.state("kv", "forged").status == 404

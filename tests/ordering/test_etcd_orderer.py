@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -142,10 +143,11 @@ def test_lost_compare_and_swap_resyncs_without_fork(etcd_server, prefix):
         [op_put(f"{prefix}height", "1"), op_put(f"{prefix}blocks/{1:020d}", json.dumps(block))],
     )
     assert ok
-    orderer.submit([envelope("mine")])
+    orderer.submit([envelope("mine")])  # the proposer keeps its own submissions in memory
+    assert pending_nonces(c, prefix) == []
     assert orderer._commit(0, orderer._read_pending()) is True  # CAS lost, nothing written
     assert int(c.get(f"{prefix}height").value) == 1
-    assert pending_nonces(c, prefix) == ["mine"]  # still pending
+    assert [e["tx"]["nonce"] for e in orderer._local] == ["mine"]  # still waiting for a block
     orderer._catch_up()
     assert core.tx_nonces() == ["rival"]
     assert orderer._propose_once()  # now on top of the rival's block
@@ -164,7 +166,40 @@ def test_deposed_proposer_cannot_commit(etcd_server, prefix):
     orderer.submit([envelope("x")])
     assert orderer._commit(0, orderer._read_pending()) is True
     assert client(etcd_server).get(f"{prefix}height") is None
+    # Once it notices, what it was given goes to P/pending for the next proposer: not lost.
+    orderer._resign("test: the lease is gone")
+    assert orderer._hand_over_local() is True
+    assert pending_nonces(client(etcd_server), prefix) == ["x"]
+    assert not orderer._local
     orderer.stop()
+
+
+def test_the_proposer_orders_its_own_submissions_without_pending_keys(cluster, etcd_server, prefix):
+    orderer, core = cluster("solo-ish")
+    assert wait_until(lambda: orderer.is_proposer, 5)
+    c = client(etcd_server)
+    puts = []
+    real_txn = orderer.client.txn
+    orderer.client.txn = lambda compares, ops, *a, **kw: puts.extend(ops) or real_txn(compares, ops, *a, **kw)
+    orderer.submit([envelope(f"m{i}") for i in range(20)])
+    assert core.wait_for(lambda: len(core.tx_nonces()) == 20)
+    assert core.tx_nonces() == [f"m{i}" for i in range(20)]
+    written = [base64.b64decode(op["request_put"]["key"]).decode() for op in puts if "request_put" in op]
+    assert not [k for k in written if "/pending/" in k]  # only height and blocks
+    assert pending_nonces(c, prefix) == [] and not orderer._local
+
+
+def test_submissions_held_by_a_proposer_that_stops_go_to_the_next_one(cluster, etcd_server, prefix):
+    first = EtcdOrderer({"node_id": "first", "etcd_endpoints": [etcd_server.endpoint], "etcd_prefix": prefix})
+    first.core = FakeCore("first")
+    first._campaign()  # proposer, but its propose loop never runs: submissions wait in memory
+    assert first.is_proposer
+    first.submit([envelope(f"h{i}") for i in range(5)])
+    assert pending_nonces(client(etcd_server), prefix) == []
+    first.stop()  # hands them over, then gives the proposer key up
+    assert pending_nonces(client(etcd_server), prefix) == [f"h{i}" for i in range(5)]
+    _, core = cluster("second")
+    assert core.wait_for(lambda: core.tx_nonces() == [f"h{i}" for i in range(5)])
 
 
 def test_pending_submissions_survive_until_a_proposer_exists(etcd_server, prefix, cluster):

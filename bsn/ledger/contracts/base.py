@@ -21,6 +21,7 @@ MAX_KEY = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Write = tuple[str, Any]
+_UNSET = object()
 
 
 class BadArguments(ValueError):
@@ -123,7 +124,12 @@ class Contract:
             raise ValueError(f"contract {self.name!r} takes no parameters")
 
     def _method(self, prefix: str, function: str) -> Callable[..., Any] | None:
-        return getattr(self, prefix + function.replace(".", "_"), None)
+        key = (prefix, function)
+        methods = self.__dict__.setdefault("_methods", {})  # per instance: bound methods
+        found = methods.get(key, _UNSET)
+        if found is _UNSET:
+            found = methods[key] = getattr(self, prefix + function.replace(".", "_"), None)
+        return found
 
     def validate(self, function: str, args: dict[str, Any], signer: str) -> None:
         """Stateless checks of a write function's arguments; raises BadArguments."""

@@ -7,6 +7,11 @@ etcd (Raft) decides the order; this module only follows the protocol page:
   acknowledges a submission only once its block is applied. The node keeps its own
   batches (already parsed and verified) in memory and caches the raw values of other
   nodes' batches from the watch, so the proposer normally lists pending keys only.
+- The proposer does not write what it receives itself to ``P/pending``: it orders it
+  from memory, after the batches other nodes wrote, and acknowledges it once the block
+  is committed, so a crash loses only what was never acknowledged (as with solo
+  ordering). If it stops proposing first, it writes them to ``P/pending`` for the next
+  proposer (retrying until etcd takes them).
 - Election: a lease (TTL 3 s, kept alive every second) and
   ``create_revision(P/proposer) == 0 → put(P/proposer, me, lease)``. A keep-alive that
   fails, or a lease whose deadline passed, stops proposing at once.
@@ -38,6 +43,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -152,6 +158,10 @@ class EtcdOrderer:
         # prechecked) and other nodes' raw values seen on the watch.
         self._mine: dict[str, tuple[list[dict], int]] = {}
         self._seen: dict[str, bytes] = {}
+        # Submissions received while proposing, ordered from memory (never in P/pending
+        # unless this node stops proposing before they are in a block).
+        self._local: deque[dict] = deque()
+        self._local_lock = threading.Lock()
         # Liveness of the proposer, judged by progress and not by its lease (take-over):
         # when each pending batch was first seen here, and the last time the chain moved.
         self._pending_since: dict[str, float] = {}
@@ -172,9 +182,20 @@ class EtcdOrderer:
             self._threads.append(thread)
 
     def submit(self, envelopes: list[dict]) -> None:
-        """Durably hand envelopes to ordering (P/pending/<batch id>); raise OrderingUnavailable if not possible."""
+        """Hand envelopes to ordering: the proposer keeps them for its next block, any
+        other node puts them durably in P/pending/<batch id>; raise OrderingUnavailable
+        if neither is possible."""
         if not envelopes:
             return
+        with self._local_lock:  # the propose loop moves _local to P/pending under this lock
+            if self.is_proposer and not self._stop.is_set():
+                self._local.extend(envelopes)
+                self._wake_proposer.set()
+                return
+        self._put_pending(envelopes)
+
+    def _put_pending(self, envelopes: list[dict]) -> None:
+        """Put envelopes in P/pending/ as batches; raise OrderingUnavailable if etcd does not take them."""
         batches = self._batches(envelopes)
         for key, value, chunk in batches:
             self._mine[key] = (chunk, len(value))  # before the put: the proposer may see it at once
@@ -214,6 +235,7 @@ class EtcdOrderer:
         self._stop.set()
         self._wake_proposer.set()
         self._wake_election.set()
+        self._hand_over_local()  # best effort: the next proposer orders them
         watch = self._watch
         if watch is not None:
             watch.close()
@@ -562,6 +584,9 @@ class EtcdOrderer:
     def _propose_loop(self) -> None:
         while not self._stop.is_set():
             if not self.is_proposer:
+                if self._local and not self._hand_over_local():
+                    self._stop.wait(0.2)  # etcd did not take them: try again
+                    continue
                 self._wake_proposer.wait(0.5)
                 self._wake_proposer.clear()
                 continue
@@ -597,6 +622,25 @@ class EtcdOrderer:
             pending = self._read_pending() or pending
         return self._commit(committed, pending)
 
+    def _hand_over_local(self) -> bool:
+        """No longer proposing: put what this node received meanwhile in P/pending, for
+        whichever node proposes next. False when etcd did not take them (kept to retry)."""
+        with self._local_lock:
+            if self.is_proposer and not self._stop.is_set():
+                return True  # proposing again: they go in its blocks
+            envelopes = list(self._local)
+            self._local.clear()
+        if not envelopes:
+            return True
+        try:
+            self._put_pending(envelopes)
+        except OrderingUnavailable:
+            with self._local_lock:
+                self._local.extendleft(reversed(envelopes))
+            return False
+        logger.info("node %s handed %d submissions to the next proposer", self.node_id, len(envelopes))
+        return True
+
     def _catch_up_for_proposal(self, committed: int) -> None:
         deadline = time.monotonic() + 5.0
         while int(self.core.height) < committed and time.monotonic() < deadline and self.is_proposer:
@@ -605,8 +649,9 @@ class EtcdOrderer:
             except _Gap:
                 pass
 
-    def _read_pending(self) -> list[tuple[str, list[dict]]]:
-        """(key, envelopes) of the oldest whole pending batches that fit in one block.
+    def _read_pending(self) -> list[tuple[str | None, list[dict]]]:
+        """(key, envelopes) of the oldest whole pending batches that fit in one block,
+        then (None, envelopes) of this node's own submissions that still fit.
 
         Lists keys only; a batch's envelopes come from this node's own submissions or
         from the watch, and are read from etcd only when neither has them. An
@@ -630,6 +675,17 @@ class EtcdOrderer:
             out.append((key, envelopes))
             count += len(envelopes)
             size += nbytes
+        local: list[dict] = []
+        with self._local_lock:
+            for envelope in self._local:
+                nbytes = len(_envelope_bytes(envelope)) + 1
+                if (out or local) and (count + 1 > self.max_txs or size + nbytes > MAX_BLOCK_BYTES):
+                    break
+                local.append(envelope)
+                count += 1
+                size += nbytes
+        if local:
+            out.append((None, local))  # this node's own, from memory (always last)
         return out
 
     def _pending_batch(self, key: str) -> tuple[list[dict], int]:
@@ -665,16 +721,17 @@ class EtcdOrderer:
             self._pending_since.setdefault(key, now)
         return live
 
-    def _commit(self, height: int, pending: list[tuple[str, list[dict]]]) -> bool:
+    def _commit(self, height: int, pending: list[tuple[str | None, list[dict]]]) -> bool:
         # The core lock is held from building the block until it is applied, so the
         # watch, which delivers this same block, waits and then skips it instead of
         # parsing and verifying it again.
         with self._core_lock:
             return self._commit_locked(height, pending)
 
-    def _commit_locked(self, height: int, pending: list[tuple[str, list[dict]]]) -> bool:
+    def _commit_locked(self, height: int, pending: list[tuple[str | None, list[dict]]]) -> bool:
         envelopes = [env for _, batch in pending for env in batch]
-        keys = [key for key, _ in pending]
+        keys = [key for key, _ in pending if key is not None]
+        local = sum(len(batch) for key, batch in pending if key is None)
         if int(self.core.height) != height:
             return True  # moved meanwhile; look again
         prev_ts = getattr(self.core, "last_timestamp", None)
@@ -691,8 +748,11 @@ class EtcdOrderer:
         if not block.get("txs"):
             # Everything was left out (already in the chain, replayed nonce, bad signature):
             # no empty block; just clear those entries, still only as the proposer.
-            self.client.txn([compare(self.k_proposer, "LEASE", "==", self._lease)], [op_delete(key) for key in keys])
-            self._forget(keys)
+            if keys:
+                self.client.txn(
+                    [compare(self.k_proposer, "LEASE", "==", self._lease)], [op_delete(key) for key in keys]
+                )
+            self._forget(keys, local)
             return True
         compares = [
             compare(self.k_height, "VALUE", "==", str(height)) if height else compare(self.k_height, "CREATE", "==", 0),
@@ -712,12 +772,17 @@ class EtcdOrderer:
             logger.info("block %s lost the compare-and-swap; re-syncing", new_height)
             self._need_sync = True
             return True
-        self._forget(keys)
+        self._forget(keys, local)
         self._committed_height = max(self._committed_height, new_height)
         self._apply(new_height, block)
         return True
 
-    def _forget(self, keys: list[str]) -> None:
+    def _forget(self, keys: list[str], local: int = 0) -> None:
+        """Forget included batches, and the first ``local`` of this node's own submissions."""
+        if local:
+            with self._local_lock:  # stop() may have handed them over meanwhile
+                for _ in range(min(local, len(self._local))):
+                    self._local.popleft()
         for key in keys:
             self._mine.pop(key, None)
             self._seen.pop(key, None)
