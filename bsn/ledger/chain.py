@@ -94,7 +94,7 @@ class _Waiter:
 
 def _is_plain(receipt: dict[str, Any]) -> bool:
     """Committed (so no error) with no result or events: the state stores no JSON for it."""
-    return receipt["status"] == "committed" and receipt["result"] is None and not receipt["events"]
+    return receipt["status"] == "committed" and receipt.get("result") is None and not receipt.get("events")
 
 
 def receipt_json(receipt: dict[str, Any]) -> bytes:
