@@ -501,16 +501,22 @@ class LedgerCore:
                     continue
                 p.key = key
             verified.append(index)
-        # 4. Register them for ordering, looking again at what changed meanwhile.
+        # 4. Register them for ordering, looking again at what changed meanwhile: when a
+        # block was applied since the lookup, the chain is asked again, once for all
+        # (blocks are applied under this same lock, so what it answers stays true).
         with self._lock:
-            moved = self._height != height  # a block was applied since the lookup
+            in_chain = used = ()
+            if self._height != height:
+                candidates = [out[index] for index in verified]
+                in_chain = self.state.known_txs([p.tx_id for p in candidates])
+                used = self.state.used_pairs([p.pair for p in candidates])
             pending_nonces, dropped = self._pending_nonces, self._dropped
             for index in verified:
                 p = out[index]
-                if p.tx_id in pending or (moved and self.state.has_tx(p.tx_id)):
+                if p.tx_id in pending or p.tx_id in in_chain:
                     p.fresh = False
                     continue
-                if (moved and self.state.has_pair(p.pair)) or pending_nonces.get(p.pair, p.tx_id) != p.tx_id:
+                if p.pair in used or pending_nonces.get(p.pair, p.tx_id) != p.tx_id:
                     out[index] = _replayed(p)
                     continue
                 pending[p.tx_id] = p
@@ -851,8 +857,11 @@ class LedgerCore:
     def wait_receipts(self, tx_ids: list[str], timeout: float) -> list[dict[str, Any] | None]:
         """Receipts (or rejection receipts) in order; None for those not ready in time."""
         with self._lock:
-            missing = {t for t in tx_ids if self._lookup(t) is None}
-            if missing and self.failure is None:
+            found = [self._lookup(t) for t in tx_ids]
+            missing = {t for t, r in zip(tx_ids, found, strict=True) if r is None}
+            if not missing:
+                return found
+            if self.failure is None:
                 waiter = _Waiter(len(missing))
                 for tx_id in missing:
                     self._waiters.setdefault(tx_id, []).append(waiter)

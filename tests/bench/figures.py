@@ -234,14 +234,23 @@ def _tx_rate(
 def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
     from tests.bench.suite import ed25519_verifications_per_second
 
-    reference = ed25519_verifications_per_second()
-    notes.append(f"- raw Ed25519 verifications on one core (cryptography/OpenSSL): {reference:,.0f}/s")
     with bench_stack(regions=3) as (regions, token):
         client = _api(token)
         codes = [r.code for r in regions]
         idle: list[int] = []
+        # The reference is measured right before and right after the one-node run and
+        # averaged: this shared machine's speed drifts by a fifth within minutes.
+        before = ed25519_verifications_per_second()
         one = _tx_rate(client, codes[:1], count=20_000, batch=500, threads=2, notes=notes, idle_memory=idle)
+        after = ed25519_verifications_per_second()
+        sodium = ed25519_verifications_per_second(library="libsodium")
         three = _tx_rate(client, codes, count=20_000, batch=500, threads=3, notes=notes)
+    reference = (before + after) / 2
+    notes.append(
+        f"- raw Ed25519 verifications on one core (cryptography/OpenSSL, the reference): {reference:,.0f}/s "
+        f"({before:,.0f} before the one-node run, {after:,.0f} after); with libsodium (PyNaCl, which the node "
+        f"asks first): {sodium:,.0f}/s, so against libsodium the one-node figure is {one / sodium:.2f}×"
+    )
     return [
         Figure(
             "signed tx/s, one node",
@@ -249,8 +258,8 @@ def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
             "tx/s",
             reference,
             "Ed25519 verifications/s, one core",
-            "≥ 0.5×",
-            one / reference >= 0.5,
+            "≥ 0.8×",
+            one / reference >= 0.8,
         ),
         Figure(
             "signed tx/s, 3-node app (etcd ordering)",
