@@ -120,7 +120,8 @@ def admin_client(*, members: list[OrderingMember] | None = None, cluster: Orderi
     cluster = cluster or OrderingCluster.objects.filter(pk=1).first()
     if cluster is not None and members and not any(member_health(m.endpoint) for m in members):
         # A restarted member may be published on a new host port: look at the containers.
-        names = [m.name for m in sorted(members, key=lambda m: m.index)]
+        # Specs name every member of the cluster, also when asked about some of them.
+        names = [m.name for m in OrderingMember.objects.order_by("index")]
         for member in members:
             try:
                 _observe_and_start(member, member_spec(member, cluster, names), start=False)

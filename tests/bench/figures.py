@@ -59,24 +59,6 @@ def bench_stack(regions: int):
         yield region_rows, token
     finally:
         worker.stop()
-        _remove_installation()
-
-
-def _remove_installation() -> None:
-    """Remove what this run made in Docker (the ordering cluster stays after its apps are
-    deleted, as in the product): each run has a fresh database, so its own installation id."""
-    import docker
-
-    from apps.common.models import installation_id
-
-    engine = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL, timeout=30)
-    selector = {"label": f"io.bsn.installation={installation_id()}"}
-    for container in engine.containers.list(all=True, filters=selector):
-        container.remove(force=True, v=True)
-    for network in engine.networks.list(filters=selector):
-        network.remove()
-    for volume in engine.volumes.list(filters=selector):
-        volume.remove(force=True)
 
 
 def _api(token: str):

@@ -359,3 +359,17 @@ def test_members_that_listened_everywhere_are_upgraded_in_place(ordering, docker
     assert _root().get("/bsn/test/kept").value == b"1"
     _root().put("/bsn/test/after", "2")
     assert services.ordering_heal()["peer_urls_updated"] == []
+
+
+def test_all_members_lost_is_a_clear_error_not_a_crash(ordering, docker_engine):
+    """Every member's disk gone (found by the bench, which removed an installation's objects
+    between two figures): ensuring the service says what is wrong instead of an IndexError
+    from building one member's spec with the other members' names only."""
+    services.ordering_ensure()
+    for member in OrderingMember.objects.order_by("index"):
+        docker_engine.containers.get(member.name).remove(force=True)
+        docker_engine.volumes.get(f"{member.name}-data").remove(force=True)
+    with pytest.raises(Exception) as caught:
+        services.ordering_ensure()
+    assert not isinstance(caught.value, IndexError), caught.value
+    assert "ordering" in str(caught.value).lower() or "etcd" in str(caught.value).lower(), caught.value
