@@ -86,6 +86,8 @@ class ChainApp(TimeStamped):
     contract_params = models.JSONField(default=dict, blank=True)
     tps_quota = models.PositiveIntegerField(default=10)
     storage_mb = models.PositiveIntegerField(default=1024)
+    # Why the app is failed (the error of the operation that gave up); empty otherwise.
+    status_reason = models.CharField(max_length=500, blank=True)
     desired_state = models.CharField(max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     version = models.PositiveIntegerField(default=1)
@@ -125,8 +127,12 @@ class ChainApp(TimeStamped):
             return self.Status.RUNNING if chain_ok else self.Status.DEGRADED
         if healthy:
             return self.Status.DEGRADED
-        starting = self.status in (self.Status.PENDING, self.Status.PROVISIONING)
-        return self.Status.PROVISIONING if starting else self.Status.FAILED
+        if self.status in (self.Status.PENDING, self.Status.PROVISIONING):
+            return self.Status.PROVISIONING
+        # No node healthy: the reconciler is restoring them (degraded), unless the platform
+        # gave up (an operation failed: it set FAILED with the reason, which stays until a
+        # node is healthy again). A node being healed never makes the app "failed".
+        return self.Status.FAILED if self.status == self.Status.FAILED else self.Status.DEGRADED
 
 
 class LedgerNode(TimeStamped):
@@ -184,6 +190,10 @@ class OperationQuerySet(models.QuerySet):
         return self.filter(status__in=[Operation.Status.PENDING, Operation.Status.RUNNING])
 
 
+class InvalidTransition(Exception):
+    """An operation was asked to make a status change its state machine does not allow."""
+
+
 class Operation(TimeStamped):
     """A long-running job on a chain app, with its state machine and log."""
 
@@ -200,9 +210,11 @@ class Operation(TimeStamped):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
+    # Every status change goes through move_to(), which refuses anything not listed here.
+    # RUNNING -> RUNNING: a worker takes over an operation whose worker stopped.
     TRANSITIONS = {
         Status.PENDING: {Status.RUNNING, Status.CANCELLED, Status.FAILED},
-        Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.PENDING, Status.RUNNING},
+        Status.RUNNING: {Status.SUCCEEDED, Status.FAILED, Status.PENDING, Status.RUNNING, Status.CANCELLED},
         Status.SUCCEEDED: set(),
         Status.FAILED: set(),
         Status.CANCELLED: set(),
@@ -237,6 +249,21 @@ class Operation(TimeStamped):
 
     def can_become(self, status: str) -> bool:
         return status in self.TRANSITIONS[self.Status(self.status)]
+
+    def move_to(self, status: str, **fields) -> bool:
+        """The one way an operation's status changes: one conditional UPDATE, from the
+        status this object holds to ``status`` (with ``fields``). Raises InvalidTransition
+        for a change TRANSITIONS does not allow; returns False, changing nothing, when
+        another process moved the operation first."""
+        current = self.Status(self.status)
+        if not self.can_become(status):
+            raise InvalidTransition(f"operation {self.pk}: {current} cannot become {status}")
+        fields = {**fields, "status": status, "updated_at": timezone.now()}
+        if not type(self).objects.filter(pk=self.pk, status=current).update(**fields):
+            return False
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return True
 
     @property
     def is_finished(self) -> bool:

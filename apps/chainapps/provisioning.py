@@ -21,6 +21,7 @@ from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.node_auth import node_auth
 from apps.chainapps.node_config import node_config, node_siblings
 from apps.chainapps.ports import node_release_host_port, start_on_own_port
+from apps.common.errors import Conflict
 from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
@@ -179,14 +180,15 @@ def operation_claim(operation_id: str) -> tuple[Operation | None, str]:
             if step["state"] == STEP_FAILED:
                 step.update(state=STEP_PENDING, error="")
         now = timezone.now()
-        op.status = Operation.Status.RUNNING
-        op.attempts += 1
-        op.started_at = op.started_at or now
-        op.heartbeat_at = now
-        op.steps = steps
         verb = "taken over (previous worker stopped)" if stale else "started"
-        op.log = [*op.log, Operation.log_line(f"attempt {op.attempts} {verb}")][-LOG_LIMIT:]
-        op.save()
+        op.move_to(
+            Operation.Status.RUNNING,
+            attempts=op.attempts + 1,
+            started_at=op.started_at or now,
+            heartbeat_at=now,
+            steps=steps,
+            log=[*op.log, Operation.log_line(f"attempt {op.attempts + 1} {verb}")][-LOG_LIMIT:],
+        )
         if op.kind in (Operation.Kind.PROVISION, Operation.Kind.START) and app.status not in (
             ChainApp.Status.DELETING,
         ):
@@ -394,29 +396,56 @@ def _complete(op: Operation, app: ChainApp) -> None:
         _finish(op, app, Operation.Status.SUCCEEDED, "")
 
 
-def _finish(op: Operation, app: ChainApp, status: str, error: str) -> None:
-    now = timezone.now()
-    op.status = status
-    op.finished_at = now
-    if error:
-        op.last_error = error[:2000]
-    op.log = [*op.log, Operation.log_line(f"{op.kind} {status}" + (f": {error}" if error else ""))][-LOG_LIMIT:]
-    op.save()
-    app_refresh_status(app, failed=status == Operation.Status.FAILED)
+def _finish(op: Operation, app: ChainApp, status: str, error: str, **fields) -> None:
+    """End the operation (the caller holds its row lock) and derive the app's status."""
+    op.move_to(
+        status,
+        finished_at=timezone.now(),
+        last_error=error[:2000] if error else op.last_error,
+        log=[*op.log, Operation.log_line(f"{op.kind} {status}" + (f": {error}" if error else ""))][-LOG_LIMIT:],
+        **fields,
+    )
+    app_refresh_status(app, failed=status == Operation.Status.FAILED, reason=error)
 
 
-def app_refresh_status(app: ChainApp, *, failed: bool = False, chain_ok: bool = True) -> str:
+def operation_cancel(operation_id: str, *, by: str) -> Operation:
+    """Cancel an operation that has not finished: its steps not done yet are marked
+    cancelled and a worker that is still on one records nothing more (it checks the
+    status at each step). The app keeps its desired state, which the reconciler keeps
+    converging to: stop or delete the app to change that. A delete cannot be cancelled
+    (its data may be going already). Raises Conflict."""
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if op is None:
+            raise Conflict("No such operation.", code="not-found")
+        if op.is_finished:
+            raise Conflict(f"Operation {op.pk} already {op.status}.", code="operation-finished")
+        if op.kind == Operation.Kind.DELETE:
+            raise Conflict("A delete cannot be cancelled.", code="operation-not-cancellable")
+        app = ChainApp.objects.select_for_update().get(pk=op.app_id)
+        steps = {
+            node: {**step, "state": STEP_CANCELLED} if step["state"] == STEP_PENDING else step
+            for node, step in op.steps.items()
+        }
+        _finish(op, app, Operation.Status.CANCELLED, f"cancelled by {by}", steps=steps)
+    return op
+
+
+def app_refresh_status(app: ChainApp, *, failed: bool = False, chain_ok: bool = True, reason: str = "") -> str:
     """Derive and store the app's status from its nodes' observed states (and, from the
-    reconciler, whether their chains agree)."""
+    reconciler, whether their chains agree). ``failed``: an operation gave up (``reason``
+    says why): with no node healthy the app is then ``failed`` until one is again."""
     states = [s for s in app.nodes.values_list("state", flat=True) if s != LedgerNode.State.REMOVED]
     if app.desired_state == ChainApp.DesiredState.DELETED:
         status = ChainApp.Status.DELETED if not states else ChainApp.Status.DELETING
     else:
         status = app.derive_status(states, chain_ok=chain_ok)
-        if failed and status != ChainApp.Status.RUNNING and app.desired_state == ChainApp.DesiredState.RUNNING:
-            status = ChainApp.Status.FAILED if status != ChainApp.Status.DEGRADED else status
-    ChainApp.objects.filter(pk=app.pk).update(status=status, updated_at=timezone.now())
-    app.status = status
+        none_healthy = LedgerNode.State.RUNNING not in states
+        if failed and none_healthy and app.desired_state == ChainApp.DesiredState.RUNNING:
+            status = ChainApp.Status.FAILED
+    status_reason = (reason or app.status_reason)[:500] if status == ChainApp.Status.FAILED else ""
+    ChainApp.objects.filter(pk=app.pk).update(status=status, status_reason=status_reason, updated_at=timezone.now())
+    app.status, app.status_reason = status, status_reason
     return status
 
 

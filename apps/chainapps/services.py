@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from apps.audit.services import audit_record
+from apps.chainapps import provisioning
 from apps.chainapps.keys import key_generate
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.chainapps.node_auth import credential_generate
@@ -244,9 +245,8 @@ def _change_desired(
         if busy is not None:
             # Delete wins over whatever was pending: the pending job is cancelled, a running
             # one notices the new desired state at its next step and stops.
-            Operation.objects.filter(pk=busy.pk, status=Operation.Status.PENDING).update(
-                status=Operation.Status.CANCELLED, finished_at=timezone.now(), last_error="superseded by delete"
-            )
+            if busy.status == Operation.Status.PENDING:
+                busy.move_to(Operation.Status.CANCELLED, finished_at=timezone.now(), last_error="superseded by delete")
         locked.desired_state = desired
         locked.status = status
         update = ["desired_state", "status", "updated_at"]
@@ -276,6 +276,21 @@ def chainapp_start(*, app: ChainApp, actor, request=None) -> Operation:
         status=ChainApp.Status.PROVISIONING,
         request=request,
     )
+
+
+def operation_cancel(*, operation: Operation, actor, request=None) -> Operation:
+    """Cancel an operation of the caller's tenant (apps.chainapps.provisioning.operation_cancel)."""
+    cancelled = provisioning.operation_cancel(str(operation.pk), by=getattr(actor, "username", "") or "the platform")
+    audit_record(
+        action="operation.cancel",
+        object_type="operation",
+        object_id=str(operation.pk),
+        tenant=operation.tenant,
+        actor=actor,
+        data={"kind": operation.kind, "app": str(operation.app_id)},
+        request=request,
+    )
+    return cancelled
 
 
 def chainapp_stop(*, app: ChainApp, actor, request=None) -> Operation:

@@ -108,6 +108,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("delete", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
     ("get", "/api/v1/operations/"): ("list", "operation"),
     ("get", "/api/v1/operations/{id}/"): ("object", "operation"),
+    ("post", "/api/v1/operations/{id}/cancel/"): ("object", "operation"),
     ("get", "/api/v1/audit-events/"): ("list", "event"),
     ("get", "/api/v1/audit-events/{id}/"): ("object", "event"),
     ("get", "/api/v1/dcep/institutions/"): ("catalogue", None),

@@ -72,3 +72,109 @@ class TestOperations:
             make_app(owner, f"many-{n}")
         assert member_client.get(URL).json()["count"] == 10
         assert count_queries(member_client, URL) == few
+
+
+@pytest.mark.django_db
+class TestOperationStateMachine:
+    """Every status change goes through Operation.move_to (TRANSITIONS); cancelling."""
+
+    def test_cancel_a_pending_operation(self, member_client, owner, regions):
+        from apps.audit.models import AuditEvent
+
+        app = make_app(owner, "a")
+        op = Operation.objects.get(app=app)
+        resp = member_client.post(f"{URL}/{op.pk}/cancel")
+        assert resp.status_code == 200, resp.content
+        body = resp.json()
+        assert (body["status"], body["last_error"]) == ("cancelled", "cancelled by bob")
+        assert body["log"][-1]["message"] == "provision cancelled: cancelled by bob"
+        assert AuditEvent.objects.filter(action="operation.cancel", object_id=str(op.pk)).exists()
+        again = member_client.post(f"{URL}/{op.pk}/cancel")
+        assert_problem(again, 409, "operation-finished")
+
+    def test_who_may_cancel(self, client_with_role, outsider_client, owner, regions):
+        app = make_app(owner, "a")
+        op = Operation.objects.get(app=app)
+        assert_problem(client_with_role("viewer").post(f"{URL}/{op.pk}/cancel"), 403)
+        assert_problem(outsider_client.post(f"{URL}/{op.pk}/cancel"), 404, "not-found")
+        op.refresh_from_db()
+        assert op.status == Operation.Status.PENDING  # nothing changed
+
+    def test_a_delete_cannot_be_cancelled(self, owner_client, owner, regions):
+        app = make_app(owner, "a")
+        finish_open_operations(app.pk)
+        delete = owner_client.delete(f"/api/v1/apps/{app.pk}")
+        assert delete.status_code == 202
+        assert_problem(owner_client.post(f"{delete['Location']}/cancel"), 409, "operation-not-cancellable")
+
+    def test_cancel_a_running_operation_stops_recording_its_steps(self, owner_client, owner, regions):
+        from apps.chainapps import provisioning
+
+        app = make_app(owner, "a", regions=("cn-beijing", "cn-shanghai", "cn-shenzhen"))
+        op, why = provisioning.operation_claim(str(Operation.objects.get(app=app).pk))
+        assert (op.status, why) == (Operation.Status.RUNNING, "")
+        nodes = list(op.steps)
+        assert provisioning._record_step(str(op.pk), nodes[0], provisioning.STEP_DONE, "done") == "done"
+        assert owner_client.post(f"{URL}/{op.pk}/cancel").status_code == 200
+        op.refresh_from_db()
+        assert op.status == Operation.Status.CANCELLED
+        assert [op.steps[n]["state"] for n in nodes] == ["done", "cancelled", "cancelled"]
+        # A worker still busy with a step finds the operation over and records nothing.
+        assert provisioning._record_step(str(op.pk), nodes[1], provisioning.STEP_DONE, "late") == "skipped"
+        op.refresh_from_db()
+        assert op.status == Operation.Status.CANCELLED and op.steps[nodes[1]]["state"] == "cancelled"
+
+    def test_transitions_are_enforced_in_one_conditional_update(self, owner, regions):
+        from apps.chainapps.models import InvalidTransition
+
+        app = make_app(owner, "a")
+        op = Operation.objects.get(app=app)
+        stale_copy = Operation.objects.get(pk=op.pk)
+        assert op.move_to(Operation.Status.RUNNING)
+        # Another process moved it first: the stale copy changes nothing.
+        assert stale_copy.move_to(Operation.Status.CANCELLED) is False
+        assert Operation.objects.get(pk=op.pk).status == Operation.Status.RUNNING
+        assert op.move_to(Operation.Status.SUCCEEDED)
+        with pytest.raises(InvalidTransition):
+            op.move_to(Operation.Status.RUNNING)  # a finished operation stays finished
+        assert Operation.objects.get(pk=op.pk).status == Operation.Status.SUCCEEDED
+
+    def test_claim_busy_exhausted_and_superseded(self, owner_client, owner, regions):
+        from apps.chainapps import provisioning
+
+        app = make_app(owner, "a")
+        first = Operation.objects.get(app=app)
+        assert provisioning.operation_claim(str(first.pk))[1] == ""
+        # Busy: another operation of the same app waits while one runs.
+        second = Operation.objects.create(tenant=app.tenant, app=app, kind=Operation.Kind.START)
+        assert provisioning.operation_claim(str(second.pk)) == (None, "busy")
+        assert Operation.objects.get(pk=second.pk).status == Operation.Status.PENDING
+        first.refresh_from_db()
+        assert first.move_to(Operation.Status.SUCCEEDED)
+        # Exhausted: no attempts left ends it failed, with the reason.
+        Operation.objects.filter(pk=second.pk).update(attempts=5, max_attempts=5, last_error="engine down")
+        assert provisioning.operation_claim(str(second.pk)) == (None, "exhausted")
+        second.refresh_from_db()
+        assert second.status == Operation.Status.FAILED
+        assert second.last_error == "gave up after 5 attempts: engine down"
+        # Superseded: a delete cancels what was still pending.
+        third = Operation.objects.create(tenant=app.tenant, app=app, kind=Operation.Kind.STOP)
+        assert owner_client.delete(f"/api/v1/apps/{app.pk}").status_code == 202
+        third.refresh_from_db()
+        assert (third.status, third.last_error) == (Operation.Status.CANCELLED, "superseded by delete")
+
+    def test_an_operation_that_gives_up_fails_the_app_with_its_reason(self, owner_client, owner, regions):
+        from apps.chainapps import provisioning
+        from apps.chainapps.models import ChainApp, LedgerNode
+
+        app = make_app(owner, "a")
+        op, _ = provisioning.operation_claim(str(Operation.objects.get(app=app).pk))
+        node = next(iter(op.steps))
+        provisioning.step_give_up(str(op.pk), node, "the region's engine refused the container")
+        body = owner_client.get(f"/api/v1/apps/{app.pk}").json()
+        assert (body["status"], body["status_reason"]) == ("failed", "the region's engine refused the container")
+        # The reconciler finds the node healthy later: running again, the reason gone.
+        LedgerNode.objects.filter(pk=node).update(state=LedgerNode.State.RUNNING)
+        provisioning.app_refresh_status(ChainApp.objects.get(pk=app.pk))
+        body = owner_client.get(f"/api/v1/apps/{app.pk}").json()
+        assert (body["status"], body["status_reason"]) == ("running", "")

@@ -47,6 +47,19 @@ def test_status_running_with_everything_healthy_only():
     assert app.derive_status(["running", "missing"], chain_ok=True) == "degraded"
 
 
+def test_a_node_being_healed_never_makes_the_app_failed():
+    """No node healthy is "degraded" while the platform restores them; "failed" only
+    when an operation gave up, and it stays until a node is healthy again."""
+    healing = ChainApp(desired_state="running", status="running")
+    assert healing.derive_status(["missing"]) == "degraded"
+    assert healing.derive_status(["unhealthy", "unknown"]) == "degraded"
+    starting = ChainApp(desired_state="running", status="provisioning")
+    assert starting.derive_status(["pending"]) == "provisioning"
+    given_up = ChainApp(desired_state="running", status="failed")
+    assert given_up.derive_status(["missing"]) == "failed"
+    assert given_up.derive_status(["running"]) == "running"
+
+
 class ListingDriver:
     """A driver that reports the app's nodes as running at their sims' endpoints."""
 

@@ -82,6 +82,7 @@ class AppOutputSerializer(serializers.ModelSerializer):
             "storage_mb",
             "desired_state",
             "status",
+            "status_reason",
             "version",
             "created_at",
             "updated_at",

@@ -100,3 +100,10 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantS
     serializer_class = s.OperationSerializer
     filterset_class = OperationFilter
     ordering_fields = ["created_at", "status"]
+
+    @extend_schema(request=None, responses={200: s.OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel an operation that has not finished (not a delete); 409 otherwise."""
+        operation = services.operation_cancel(operation=self.get_object(), actor=request.user, request=request)
+        return Response(self.get_serializer(operation).data)
