@@ -41,9 +41,28 @@ def _orphan_spec(name: str, labels: dict[str, str]) -> NodeSpec:
         labels=labels,
         port=0,
         publish_host="",
-        network="",
+        network=f"{name}-net",  # apps.runtime.spec.network_name of the node of that name
         volume=volume_name(name),
     )
+
+
+def _orphan_is_mine(name: str, region: Region) -> bool:
+    """Exactly one region's reconciler acts on an orphan, also when several regions share
+    one engine (each sees it): the region its name was made for
+    (apps.runtime.spec.node_name ends with the region code), or, when no region of that
+    code is on this engine any more, the first of the engine's regions by code. Two
+    reconcilers removing one container raced to "removal already in progress" (409) and
+    left its network and volume behind."""
+    same_engine = sorted(
+        Region.objects.filter(driver=region.driver, docker_base_url=region.docker_base_url).values_list(
+            "code", flat=True
+        )
+    )
+    parts = name.split("-", 3)
+    made_for = parts[3] if len(parts) == 4 and parts[0] == "bsn" else ""
+    if made_for in same_engine:
+        return made_for == region.code
+    return bool(same_engine) and same_engine[0] == region.code
 
 
 def _orphan_due(name: str) -> bool:
@@ -224,13 +243,25 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
         .exclude(state=LedgerNode.State.REMOVED)
         .values_list("name", flat=True)
     )
+    # A node the database knows as removed (its app deleted with its data kept) keeps its
+    # data volume if its container shows up again; the leftovers of a create that never
+    # reached the database (no row at all) go entirely: container, network and volume.
+    kept = set(LedgerNode.objects.filter(name__in=list(observed)).values_list("name", flat=True))
     for name, status in observed.items():  # labelled by us, unknown to the database
         if status.labels.get(LABEL_ROLE, "ledger") != "ledger" or name in known_elsewhere:
             continue  # ordering members are apps.ordering's to heal, never app orphans
+        if not _orphan_is_mine(name, region):
+            continue  # another region's reconciler on this engine acts on it
         report["orphans"] += 1
         if repair and _orphan_due(name):
+            spec = _orphan_spec(name, status.labels)
             try:
-                driver.remove_node(_orphan_spec(name, status.labels), keep_data=True)
+                driver.remove_node(spec, keep_data=name in kept)
+                if region.driver == Region.Driver.DOCKER:  # ordering members join app networks
+                    from apps.ordering.services import ordering_detach
+
+                    ordering_detach(spec.network)
+                driver.remove_network(spec)
                 report["removed"] += 1
             except (TransientRuntimeError, PermanentRuntimeError) as exc:
                 logger.warning("reconcile orphan %s: %s", name, exc)

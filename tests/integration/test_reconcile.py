@@ -100,3 +100,51 @@ def _cleanup(app: ChainApp) -> None:
 
     for node in app.nodes.select_related("region", "app__framework", "app__tenant"):
         driver_for_region(node.region).remove_node(provisioning.node_spec(node), keep_data=False)
+
+
+@pytest.mark.docker
+def test_one_reconciler_collects_an_orphan_on_a_shared_engine(
+    api, make_regions, django_capture_on_commit_callbacks, docker_engine, ledger_image, monkeypatch
+):
+    """Two regions on one engine both see a leftover of a create the database lost:
+    exactly one reconciler removes it -- container, network and volume -- after the grace
+    period, and never before (they raced to 409 "removal already in progress" and left
+    the network and volume behind)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import docker.errors
+
+    from apps.chainapps import reconcile
+
+    here, there = make_regions("docker", 2)
+    app = _provision_by_hand(api, here, django_capture_on_commit_callbacks)
+    node = app.nodes.get()
+    name, spec = node.name, provisioning.node_spec(node)
+    LedgerNode.objects.filter(pk=node.pk).delete()  # the database no longer knows it
+
+    reports = [reconcile_region(here.code), reconcile_region(there.code)]
+    assert [r["orphans"] for r in reports] == [1, 0]  # seen by both, owned by one
+    assert sum(r["removed"] for r in reports) == 0  # within the grace period: kept
+    docker_engine.containers.get(name)
+
+    monkeypatch.setattr(reconcile, "_orphan_due", lambda name: True)
+
+    def reconcile_in_thread(code: str) -> dict:
+        from django.db import connection
+
+        try:
+            return reconcile_region(code)
+        finally:
+            connection.close()  # each thread has its own connection
+
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(reconcile_in_thread, [here.code, there.code]))
+    assert all("error" not in r for r in reports), reports
+    assert sum(r["removed"] for r in reports) == 1
+    for getter, ref in (
+        (docker_engine.containers.get, name),
+        (docker_engine.volumes.get, spec.volume),
+        (docker_engine.networks.get, spec.network),
+    ):
+        with pytest.raises(docker.errors.NotFound):
+            getter(ref)
