@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
+from apps.regions.models import Region
+
+# Actions only queue work for the region's worker: the web process never calls an engine.
 
 
 @admin.register(Framework)
@@ -8,22 +11,84 @@ class FrameworkAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "version", "image", "port", "builtin", "is_active"]
 
 
+NODE_HEALTH_FIELDS = [
+    "name",
+    "region",
+    "state",
+    "endpoint",
+    "runtime_id",
+    "last_seen_at",
+    "chain_height",
+    "chain_head",
+    "chain_proposer",
+    "chain_seen_at",
+    "last_error",
+    "public_key",
+]
+
+
 class LedgerNodeInline(admin.TabularInline):
     model = LedgerNode
     extra = 0
-    readonly_fields = ["name", "region", "state", "endpoint", "runtime_id", "last_seen_at", "public_key"]
-    exclude = ["private_key_encrypted"]  # ciphertext only, but nothing to look at or edit
+    fields = ["name", "region", "state", "chain_height", "last_seen_at", "last_error"]
+    readonly_fields = fields
     can_delete = False
+    show_change_link = True
+
+
+def _reconcile_regions(modeladmin, request, regions) -> None:
+    from apps.chainapps.tasks import region_reconcile_now
+
+    queues = region_reconcile_now(regions)
+    modeladmin.message_user(request, f"A reconcile pass was queued on {', '.join(sorted(queues)) or 'no queue'}.")
 
 
 @admin.register(ChainApp)
 class ChainAppAdmin(admin.ModelAdmin):
-    list_display = ["name", "tenant", "status", "desired_state", "created_at"]
+    list_display = ["name", "tenant", "status", "status_reason", "desired_state", "created_at"]
     list_filter = ["status", "desired_state"]
     search_fields = ["name", "tenant__slug"]
-    readonly_fields = ["status", "desired_state", "deleted_at", "ordering", "admin_public_key"]
+    readonly_fields = ["status", "status_reason", "desired_state", "deleted_at", "ordering", "admin_public_key"]
     exclude = ["admin_private_key_encrypted"]
     inlines = [LedgerNodeInline]
+    actions = ["reconcile_now"]
+
+    @admin.action(description="Reconcile the regions of the selected apps now")
+    def reconcile_now(self, request, queryset):
+        _reconcile_regions(self, request, Region.objects.filter(nodes__app__in=queryset).distinct())
+
+
+@admin.register(LedgerNode)
+class LedgerNodeAdmin(admin.ModelAdmin):
+    """Node health as last observed (state, chain, errors); restart and reconcile-now."""
+
+    list_display = ["name", "app", "region", "state", "chain_height", "chain_seen_at", "last_seen_at", "last_error"]
+    list_filter = ["state", "region"]
+    search_fields = ["name", "app__name", "app__tenant__slug"]
+    fields = NODE_HEALTH_FIELDS
+    readonly_fields = NODE_HEALTH_FIELDS
+    actions = ["restart", "reconcile_now"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # nodes are made by creating apps
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # and removed by deleting them
+
+    @admin.action(description="Restart the selected nodes (stop, start, verify)")
+    def restart(self, request, queryset):
+        from apps.chainapps.tasks import node_restart
+
+        nodes = list(queryset.exclude(state=LedgerNode.State.REMOVED).select_related("region"))
+        for node in nodes:
+            node_restart.apply_async((str(node.pk),), queue=node.region.queue, expires=300)
+        skipped = queryset.count() - len(nodes)
+        note = f" ({skipped} removed node(s) skipped)" if skipped else ""
+        self.message_user(request, f"Restart of {len(nodes)} node(s) queued on their regions' workers{note}.")
+
+    @admin.action(description="Reconcile the regions of the selected nodes now")
+    def reconcile_now(self, request, queryset):
+        _reconcile_regions(self, request, Region.objects.filter(nodes__in=queryset).distinct())
 
 
 @admin.register(Operation)
@@ -31,3 +96,20 @@ class OperationAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "status", "app", "attempts", "created_at", "finished_at"]
     list_filter = ["status", "kind"]
     readonly_fields = [f.name for f in Operation._meta.fields]
+    actions = ["cancel"]
+
+    @admin.action(description="Cancel the selected operations (not deletes)")
+    def cancel(self, request, queryset):
+        from apps.chainapps.provisioning import operation_cancel
+        from apps.common.errors import Conflict
+
+        done, refused = 0, []
+        for op in queryset:
+            try:
+                operation_cancel(str(op.pk), by=request.user.get_username() or "platform staff")
+                done += 1
+            except Conflict as exc:
+                refused.append(f"{op.pk}: {exc.detail}")
+        self.message_user(request, f"{done} operation(s) cancelled.")
+        if refused:
+            self.message_user(request, "Not cancelled: " + "; ".join(refused), level=messages.WARNING)

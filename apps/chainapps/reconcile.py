@@ -22,7 +22,7 @@ from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
 from apps.runtime.drivers import driver_for_region
-from apps.runtime.health import probe
+from apps.runtime.health import probe, wait_healthy
 from apps.runtime.nodeapi import read_chain
 from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
 
@@ -164,6 +164,42 @@ def reconcile_node(node_id: str) -> str:
     LedgerNode.objects.filter(pk=node.pk).update(**fields)
     app_refresh_status(node.app)
     return fields["state"]
+
+
+def node_restart(node_id: str) -> str:
+    """Stop the node and start it again (an operator's "restart" in the admin), then look
+    at it; runs in the region's worker. Returns what happened, for the task result."""
+    node = (
+        LedgerNode.objects.select_related("app__framework", "app__tenant", "region")
+        .exclude(state=LedgerNode.State.REMOVED)
+        .filter(pk=node_id)
+        .first()
+    )
+    if node is None:
+        return "gone"
+    if node.app.desired_state != ChainApp.DesiredState.RUNNING:
+        return f"not restarted: the app is {node.app.desired_state}"
+    driver = driver_for_region(node.region)
+    try:
+        driver.stop_node(node_spec(node, configured=False))
+        status = node_ensure_running(driver, node)
+        LedgerNode.objects.filter(pk=node.pk).update(
+            endpoint=status.endpoint or "", runtime_id=status.runtime_id or "", state=LedgerNode.State.UNHEALTHY
+        )
+        auth = node_auth(node)
+        if auth is None:
+            raise PermanentRuntimeError(f"node {node.name} has no API credential")
+        # Running again only once it answers as this node, as after provisioning.
+        wait_healthy(status.endpoint, node.app.framework.health_path, settings.BSN_NODE_HEALTH_TIMEOUT, auth=auth)
+    except (TransientRuntimeError, PermanentRuntimeError) as exc:
+        message = incident(f"restarting the node: {runtime_reason(exc)}", f"{node.name}: {exc}").message
+        LedgerNode.objects.filter(pk=node.pk).update(last_error=message)
+        return f"failed: {message}"
+    LedgerNode.objects.filter(pk=node.pk).update(
+        state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
+    )
+    app_refresh_status(node.app)
+    return "restarted"
 
 
 def reconcile_region(region_code: str, *, repair: bool = True) -> dict:

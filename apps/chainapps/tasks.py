@@ -113,3 +113,18 @@ def node_refresh_later(node) -> None:
 @shared_task
 def node_refresh(node_id: str) -> str:
     return reconcile.reconcile_node(node_id)
+
+
+@shared_task(acks_late=True)
+def node_restart(node_id: str) -> str:
+    return reconcile.node_restart(node_id)
+
+
+def region_reconcile_now(regions) -> list[str]:
+    """Send a reconcile pass to each region's queue now (the admin's "reconcile now");
+    the queues it went to."""
+    queues = []
+    for region in regions:
+        reconcile_region.apply_async((region.code,), queue=region.queue, expires=settings.BSN_RECONCILE_INTERVAL * 2)
+        queues.append(region.queue)
+    return queues

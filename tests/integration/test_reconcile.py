@@ -148,3 +148,23 @@ def test_one_reconciler_collects_an_orphan_on_a_shared_engine(
     ):
         with pytest.raises(docker.errors.NotFound):
             getter(ref)
+
+
+def test_an_operator_restart_stops_starts_and_verifies_the_node(
+    api, make_regions, django_capture_on_commit_callbacks
+):
+    """The admin's "restart" (apps.chainapps.reconcile.node_restart, run by the region's worker)."""
+    from apps.chainapps.reconcile import node_restart
+
+    (region,) = make_regions("process")
+    app = _provision_by_hand(api, region, django_capture_on_commit_callbacks)
+    node = app.nodes.get()
+    before = node.runtime_id
+    assert node_restart(str(node.pk)) == "restarted"
+    node.refresh_from_db()
+    assert node.runtime_id != before  # a new process
+    assert node.state == "running" and node.last_error == ""
+    assert _answers(node.endpoint)
+    ChainApp.objects.filter(pk=app.pk).update(desired_state=ChainApp.DesiredState.STOPPED)
+    assert node_restart(str(node.pk)) == "not restarted: the app is stopped"
+    _cleanup(app)
