@@ -282,6 +282,9 @@ BSN_RECONCILE_INTERVAL = env_float("BSN_RECONCILE_INTERVAL", 30.0)
 BSN_STEP_PICKUP_SECONDS = env_float("BSN_STEP_PICKUP_SECONDS", 30.0)
 # A worker serving every region (bsn_worker without region codes) looks for new regions this often.
 BSN_WORKER_FOLLOW_INTERVAL = env_float("BSN_WORKER_FOLLOW_INTERVAL", 2.0)
+# Workers restart a node at once when its region's engine reports it died or was removed
+# (apps/chainapps/healing.py); the periodic reconcile pass stays the backstop.
+BSN_HEAL_ON_EVENTS = env_bool("BSN_HEAL_ON_EVENTS", True)
 # API tokens: the default lifetime, the longest anyone may ask for, the lifetime of a
 # token from POST /auth/login, and how many log-in tokens one member keeps (older ones are
 # revoked at the next log-in).

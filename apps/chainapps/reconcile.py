@@ -166,22 +166,25 @@ def reconcile_node(node_id: str) -> str:
     return fields["state"]
 
 
-def node_restart(node_id: str) -> str:
-    """Stop the node and start it again (an operator's "restart" in the admin), then look
-    at it; runs in the region's worker. Returns what happened, for the task result."""
-    node = (
+HEAL_LOCK_SECONDS = 120  # at most this long one worker owns a node's restart or heal
+
+
+def _node_for_repair(node_id: str) -> LedgerNode | None:
+    return (
         LedgerNode.objects.select_related("app__framework", "app__tenant", "region")
         .exclude(state=LedgerNode.State.REMOVED)
         .filter(pk=node_id)
         .first()
     )
-    if node is None:
-        return "gone"
-    if node.app.desired_state != ChainApp.DesiredState.RUNNING:
-        return f"not restarted: the app is {node.app.desired_state}"
+
+
+def _bring_up(node: LedgerNode, *, stop_first: bool) -> str:
+    """(Stop and) start the node, then wait until it answers as itself, as after
+    provisioning; record what happened. Returns "restarted"/"healed" or "failed: ..."."""
     driver = driver_for_region(node.region)
     try:
-        driver.stop_node(node_spec(node, configured=False))
+        if stop_first:
+            driver.stop_node(node_spec(node, configured=False))
         status = node_ensure_running(driver, node)
         LedgerNode.objects.filter(pk=node.pk).update(
             endpoint=status.endpoint or "", runtime_id=status.runtime_id or "", state=LedgerNode.State.UNHEALTHY
@@ -189,17 +192,61 @@ def node_restart(node_id: str) -> str:
         auth = node_auth(node)
         if auth is None:
             raise PermanentRuntimeError(f"node {node.name} has no API credential")
-        # Running again only once it answers as this node, as after provisioning.
         wait_healthy(status.endpoint, node.app.framework.health_path, settings.BSN_NODE_HEALTH_TIMEOUT, auth=auth)
     except (TransientRuntimeError, PermanentRuntimeError) as exc:
-        message = incident(f"restarting the node: {runtime_reason(exc)}", f"{node.name}: {exc}").message
+        what = "restarting" if stop_first else "restoring"
+        message = incident(f"{what} the node: {runtime_reason(exc)}", f"{node.name}: {exc}").message
         LedgerNode.objects.filter(pk=node.pk).update(last_error=message)
         return f"failed: {message}"
     LedgerNode.objects.filter(pk=node.pk).update(
         state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
     )
     app_refresh_status(node.app)
-    return "restarted"
+    return "restarted" if stop_first else "healed"
+
+
+def node_restart(node_id: str) -> str:
+    """Stop the node and start it again (an operator's "restart" in the admin); runs in
+    the region's worker. Holds the node's repair lock, so the engine event its stop
+    causes does not start a heal of it meanwhile."""
+    node = _node_for_repair(node_id)
+    if node is None:
+        return "gone"
+    if node.app.desired_state != ChainApp.DesiredState.RUNNING:
+        return f"not restarted: the app is {node.app.desired_state}"
+    key = f"bsn:heal:{node_id}"
+    owned = cache.add(key, "restart", timeout=HEAL_LOCK_SECONDS)
+    try:
+        return _bring_up(node, stop_first=True)
+    finally:
+        if owned:
+            cache.delete(key)
+
+
+def node_heal(node_id: str) -> str:
+    """Start again, at once, a node that died or was removed behind the platform's back
+    (the region's engine reported it: apps.chainapps.healing); the periodic pass stays
+    the backstop. Nothing happens when the app is not meant to run, an operation of the
+    app is open (it drives the nodes), the node runs already, or another worker is on it."""
+    node = _node_for_repair(node_id)
+    if node is None:
+        return "gone"
+    if node.app.desired_state != ChainApp.DesiredState.RUNNING:
+        return f"skipped: the app is {node.app.desired_state}"
+    if Operation.objects.open().filter(app_id=node.app_id).exists():
+        return "skipped: an operation of the app is open"
+    key = f"bsn:heal:{node_id}"
+    if not cache.add(key, "heal", timeout=HEAL_LOCK_SECONDS):
+        return "skipped: another worker is on it"
+    try:
+        seen = driver_for_region(node.region).observe(node_spec(node, configured=False))
+        if seen.state == "running":
+            return "skipped: it runs"  # e.g. the engine's restart policy brought it back
+        return _bring_up(node, stop_first=False)
+    except (TransientRuntimeError, PermanentRuntimeError) as exc:
+        return f"failed: {exc}"
+    finally:
+        cache.delete(key)
 
 
 def reconcile_region(region_code: str, *, repair: bool = True) -> dict:

@@ -76,9 +76,13 @@ def follow_regions(consumer, *, interval: float, stop: threading.Event | None = 
 
 
 def on_worker_ready(sender=None, **kwargs) -> None:
-    """``worker_ready`` handler: follow the regions when ``bsn_worker`` asked for it."""
-    if os.environ.get(FOLLOW_ENV) != "1":
-        return
+    """``worker_ready`` handler: follow the regions when ``bsn_worker`` asked for it, and
+    heal nodes from the engine events of the regions this worker serves."""
     from django.conf import settings
 
-    follow_regions(sender, interval=settings.BSN_WORKER_FOLLOW_INTERVAL)
+    if os.environ.get(FOLLOW_ENV) == "1":
+        follow_regions(sender, interval=settings.BSN_WORKER_FOLLOW_INTERVAL)
+    if settings.BSN_HEAL_ON_EVENTS:
+        from apps.chainapps.healing import watch_consumed_regions
+
+        watch_consumed_regions(sender, interval=settings.BSN_WORKER_FOLLOW_INTERVAL)

@@ -285,6 +285,44 @@ class DockerDriver:
 
     # -- protocol
 
+    def node_events(self, *, installation_id: str, stop) -> Iterator[tuple[str, str]]:
+        """(container name, action) of this installation's ledger containers that died or
+        were destroyed, as the engine reports them, until ``stop`` is set or the stream
+        breaks (raises TransientRuntimeError: the caller reconnects). A client of its own:
+        the stream blocks a connection for as long as it is open."""
+        with self._translate():
+            client = docker.DockerClient(
+                base_url=self.base_url,
+                timeout=self.timeout,
+                tls=self.tls or False,
+                version="auto",
+                use_ssh_client=self.base_url.startswith("ssh://"),
+            )
+        try:
+            with self._translate():
+                stream = client.events(
+                    decode=True,
+                    filters={
+                        "type": "container",
+                        "event": ["die", "destroy"],
+                        "label": [f"{LABEL_INSTALLATION}={installation_id}", f"{LABEL_ROLE}=ledger"],
+                    },
+                )
+            # The SDK reads events with no timeout: an idle stream waits; closing it ends it.
+            try:
+                with self._translate():
+                    for event in stream:
+                        if stop.is_set():
+                            return
+                        actor = event.get("Actor") or {}
+                        name = (actor.get("Attributes") or {}).get("name")
+                        if name:
+                            yield name, str(event.get("Action") or event.get("status") or "")
+            finally:
+                stream.close()
+        finally:
+            client.close()
+
     def ping(self) -> None:
         client = self._client()
         with self._translate():

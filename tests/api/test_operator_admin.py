@@ -55,7 +55,8 @@ class TestOperatorAdmin:
         admin_client.post("/admin/chainapps/chainapp/", {"action": "reconcile_now", "_selected_action": [str(app.pk)]})
         assert sorted(q for _, _, q in sent) == ["region.cn-beijing", "region.cn-shanghai"]
         sent.clear()
-        admin_client.post("/admin/regions/region/", {"action": "reconcile_now", "_selected_action": [str(regions[2].pk)]})
+        action = {"action": "reconcile_now", "_selected_action": [str(regions[2].pk)]}
+        admin_client.post("/admin/regions/region/", action)
         assert sent == [(tasks.reconcile_region.name, ("cn-shenzhen",), "region.cn-shenzhen")]
 
     def test_cancel_from_the_admin(self, admin_client, owner, regions):
