@@ -150,9 +150,7 @@ def test_one_reconciler_collects_an_orphan_on_a_shared_engine(
             getter(ref)
 
 
-def test_an_operator_restart_stops_starts_and_verifies_the_node(
-    api, make_regions, django_capture_on_commit_callbacks
-):
+def test_an_operator_restart_stops_starts_and_verifies_the_node(api, make_regions, django_capture_on_commit_callbacks):
     """The admin's "restart" (apps.chainapps.reconcile.node_restart, run by the region's worker)."""
     from apps.chainapps.reconcile import node_restart
 
