@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.ordering.models import AppOrderingCredential, OrderingCluster, OrderingMember
-from apps.ordering.services import member_health
+from apps.ordering.services import engine_of, member_health
 
 
 def ordering_status(*, probe: bool = True) -> dict[str, Any]:
@@ -20,6 +20,7 @@ def ordering_status(*, probe: bool = True) -> dict[str, Any]:
                 "index": member.index,
                 "name": member.name,
                 "region": member.region.code,
+                "engine": engine_of(member.region),
                 "state": member.state,
                 "endpoint": member.endpoint,
                 "answers": live is not None,
@@ -30,8 +31,14 @@ def ordering_status(*, probe: bool = True) -> dict[str, Any]:
                 "last_error": member.last_error,
             }
         )
+    per_engine: dict[str, int] = {}
+    for m in members:
+        per_engine[m["engine"]] = per_engine.get(m["engine"], 0) + 1
     return {
         "provisioned": cluster is not None,
+        # Members on the busiest engine: losing that engine loses them (quorum needs 2 of 3).
+        "engines": len(per_engine),
+        "most_on_one_engine": max(per_engine.values(), default=0),
         "state": cluster.state if cluster else "absent",
         "auth_enabled": bool(cluster and cluster.auth_enabled),
         "last_checked_at": cluster.last_checked_at if cluster else None,

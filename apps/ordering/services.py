@@ -78,19 +78,36 @@ def _cluster_row() -> OrderingCluster:
     return cluster
 
 
+def engine_of(region: Region) -> str:
+    """Which engine a region's nodes run on: regions with the same URL share one."""
+    return region.docker_base_url or "local"
+
+
+def member_placement(regions: list[Region], count: int = MEMBER_COUNT) -> list[Region]:
+    """The region of each member: over distinct engines first, so that losing one engine
+    loses as few members as possible (with three engines, one each), then over the other
+    regions of each engine. ``regions`` in a stable order (by code)."""
+    by_engine: dict[str, list[Region]] = {}
+    for region in regions:
+        by_engine.setdefault(engine_of(region), []).append(region)
+    engines = list(by_engine.values())
+    return [engines[i % len(engines)][(i // len(engines)) % len(engines[i % len(engines)])] for i in range(count)]
+
+
 def _member_rows() -> list[OrderingMember]:
-    """One row per member index, spread over the Docker regions (several per region if few)."""
+    """One row per member index, placed by member_placement (members stay where they were
+    first placed: moving one is a new member, which heal does for a lost one)."""
     existing = {m.index: m for m in OrderingMember.objects.select_related("region")}
     if len(existing) < MEMBER_COUNT:
         regions = _docker_regions()
         if not regions:
             raise OrderingMisconfigured("the ordering service needs at least one region with the docker driver")
+        placement = member_placement(regions)
         inst = installation_id()
         for index in range(MEMBER_COUNT):
             if index not in existing:
                 existing[index], _ = OrderingMember.objects.get_or_create(
-                    index=index,
-                    defaults={"region": regions[index % len(regions)], "name": ospec.member_name(inst, index)},
+                    index=index, defaults={"region": placement[index], "name": ospec.member_name(inst, index)}
                 )
     return [existing[i] for i in range(MEMBER_COUNT)]
 

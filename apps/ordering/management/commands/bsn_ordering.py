@@ -50,13 +50,14 @@ class Command(BaseCommand):
             return
         auth = "on" if status["auth_enabled"] else "OFF"
         self.stdout.write(f"cluster: {status['state']}, auth {auth}, {status['apps']} app(s) with credentials")
-        rows = [["#", "MEMBER", "REGION", "STATE", "ANSWERS", "LEADER", "ENDPOINT", "DB", "LAST ERROR"]]
+        rows = [["#", "MEMBER", "REGION", "ENGINE", "STATE", "ANSWERS", "LEADER", "ENDPOINT", "DB", "LAST ERROR"]]
         for m in status["members"]:
             rows.append(
                 [
                     str(m["index"]),
                     m["name"],
                     m["region"],
+                    m["engine"],
                     m["state"],
                     "yes" if m["answers"] else "no",
                     "*" if m["is_leader"] else "",
@@ -66,5 +67,10 @@ class Command(BaseCommand):
                 ]
             )
         self.stdout.write(_table(rows))
+        most, engines = status["most_on_one_engine"], status["engines"]
+        line = f"placement: {len(status['members'])} members on {engines} engine(s)"
+        if most > 1:  # two of three members make the quorum
+            line += f"; losing one engine loses {most} members and the quorum"
+        self.stdout.write(line)
         if status["state"] not in ("healthy",) and status["last_error"]:
             self.stdout.write(f"last error: {status['last_error'].splitlines()[0]}")
