@@ -285,6 +285,9 @@ BSN_WORKER_FOLLOW_INTERVAL = env_float("BSN_WORKER_FOLLOW_INTERVAL", 2.0)
 # Workers restart a node at once when its region's engine reports it died or was removed
 # (apps/chainapps/healing.py); the periodic reconcile pass stays the backstop.
 BSN_HEAL_ON_EVENTS = env_bool("BSN_HEAL_ON_EVENTS", True)
+# Node facts in the API (state, chain height/head/proposer) older than this get a refresh
+# queued on the region's worker when read, and after each transaction through the gateway.
+BSN_NODE_FACTS_MAX_AGE = env_float("BSN_NODE_FACTS_MAX_AGE", 5.0)
 # API tokens: the default lifetime, the longest anyone may ask for, the lifetime of a
 # token from POST /auth/login, and how many log-in tokens one member keeps (older ones are
 # revoked at the next log-in).

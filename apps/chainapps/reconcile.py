@@ -161,6 +161,14 @@ def reconcile_node(node_id: str) -> str:
             "runtime_id": seen.runtime_id or "",
             "last_seen_at": timezone.now(),
         }
+        chain = read_chain(seen.endpoint, auth=auth) if healthy else None
+        if chain is not None:  # the facts the API shows: height, head and proposer, read together
+            fields.update(
+                chain_height=int(chain.get("height") or 0),
+                chain_head=str(chain.get("head_hash") or "")[:64],
+                chain_proposer=str(chain.get("proposer") or "")[:64],
+                chain_seen_at=timezone.now(),
+            )
     LedgerNode.objects.filter(pk=node.pk).update(**fields)
     app_refresh_status(node.app)
     return fields["state"]

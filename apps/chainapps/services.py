@@ -6,6 +6,7 @@ The background half (executing an operation) lives in ``apps.chainapps.provision
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -276,6 +277,23 @@ def chainapp_start(*, app: ChainApp, actor, request=None) -> Operation:
         status=ChainApp.Status.PROVISIONING,
         request=request,
     )
+
+
+def node_facts_refresh_if_old(nodes) -> int:
+    """Nodes whose state and chain facts are older than BSN_NODE_FACTS_MAX_AGE get a refresh
+    queued on their region's worker (deduplicated per node): the next read shows current
+    facts within seconds. Queues only; returns how many were asked for."""
+    from apps.chainapps.tasks import node_refresh_later
+
+    max_age = settings.BSN_NODE_FACTS_MAX_AGE
+    cutoff = timezone.now() - timedelta(seconds=max_age)
+    asked = 0
+    for node in nodes:
+        if node.state == LedgerNode.State.REMOVED or (node.chain_seen_at and node.chain_seen_at >= cutoff):
+            continue
+        node_refresh_later(node, dedupe=max_age)
+        asked += 1
+    return asked
 
 
 def operation_cancel(*, operation: Operation, actor, request=None) -> Operation:

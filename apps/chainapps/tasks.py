@@ -98,11 +98,13 @@ def reconcile_region(region_code: str) -> dict:
     return reconcile.reconcile_region(region_code)
 
 
-def node_refresh_later(node) -> None:
-    """Ask the node's region worker to look at the node again (the gateway found it silent
-    or not proving its identity). At most one request per node per few seconds; the web
-    process itself never calls the engine for it."""
-    if not cache.add(f"bsn:node-refresh:{node.pk}", 1, timeout=REFRESH_DEDUPE_SECONDS):
+def node_refresh_later(node, *, dedupe: float = REFRESH_DEDUPE_SECONDS) -> None:
+    """Ask the node's region worker to look at the node again: its state, and its chain
+    (height, head, proposer) when it answers (the gateway found it silent or not proving
+    its identity, or the facts an API reader sees are getting old). At most one request
+    per node per ``dedupe`` seconds; the web process itself never calls the engine or
+    the node for it."""
+    if not cache.add(f"bsn:node-refresh:{node.pk}", 1, timeout=max(1, int(dedupe))):
         return
     try:
         node_refresh.apply_async((str(node.pk),), queue=node.region.queue, expires=60)

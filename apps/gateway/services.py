@@ -89,7 +89,7 @@ def _call(app: ChainApp, method: str, path: str, *, body: Any = None, read_timeo
             unreachable.append(node.region.code)
             continue
         try:
-            return node_call(
+            reply = node_call(
                 node.endpoint,
                 method,
                 path,
@@ -98,6 +98,9 @@ def _call(app: ChainApp, method: str, path: str, *, body: Any = None, read_timeo
                 connect_timeout=settings.BSN_GATEWAY_CONNECT_TIMEOUT,
                 read_timeout=read_timeout,
             )
+            if method == "POST" and reply.ok:  # the chain moved: the API's node facts follow within seconds
+                node_refresh_later(node, dedupe=settings.BSN_NODE_FACTS_MAX_AGE)
+            return reply
         except NodeUnreachable as exc:
             unreachable.append(node.region.code)
             verb = "did not prove its identity" if isinstance(exc, NodeUnverified) else "unreachable"

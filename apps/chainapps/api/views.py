@@ -91,6 +91,7 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
         app = self.get_object()
         nodes = LedgerNode.objects.filter(app=app).select_related("region").order_by("region__code")
         page = self.paginate_queryset(nodes)
+        services.node_facts_refresh_if_old(page)
         serializer = s.StaffNodeSerializer if is_platform_staff(request) else s.NodeSerializer
         return self.get_paginated_response(serializer(page, many=True).data)
 
