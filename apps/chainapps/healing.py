@@ -6,7 +6,7 @@ region, started when the worker is ready; regions it starts consuming later get 
 too). The engine reports a ledger container of this installation that died or was
 destroyed; the worker looks the node up and, if its app is meant to run and no operation
 of the app is open, brings it up again (``reconcile.node_heal``: one worker per node at a
-time, through a lock in the shared cache). A driver without ``node_events`` (the process
+time, through a lock in the shared cache). A driver without the NodeEvents capability (the process
 driver) is healed by the periodic pass alone, which stays the backstop for every driver:
 events lost while a stream reconnects are found there.
 """
@@ -61,6 +61,7 @@ class RegionWatcher(threading.Thread):
 
         from apps.common.models import installation_id
         from apps.regions.models import Region
+        from apps.runtime.base import NodeEvents, supports
         from apps.runtime.drivers import driver_for_region
 
         delay = 0.5
@@ -70,12 +71,12 @@ class RegionWatcher(threading.Thread):
                 region = Region.objects.filter(code=self.code).first()
                 if region is None:
                     return  # the region was removed
-                events = getattr(driver_for_region(region), "node_events", None)
+                driver = driver_for_region(region)
                 inst = installation_id()
                 connection.close()
-                if events is None:
+                if not supports(driver, NodeEvents):
                     return  # this driver reports no events: the periodic pass heals
-                for name, action in events(installation_id=inst, stop=self.stop):
+                for name, action in driver.node_events(installation_id=inst, stop=self.stop):
                     delay = 0.5
                     self.pool.submit(_heal_by_name, name, action)
             except Exception as exc:  # noqa: BLE001 - the engine or database is away: reconnect with backoff

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, models, transaction
 
 from apps.chainapps.models import LedgerNode
-from apps.runtime.base import PermanentRuntimeError, PortInUse, TransientRuntimeError
+from apps.runtime.base import PermanentRuntimeError, PortInUse, PublishedPorts, TransientRuntimeError, supports
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ def host_port(
 
 def engine_busy_ports(driver) -> set[int]:
     """What the driver's engine already publishes (empty for drivers that cannot tell)."""
-    published = getattr(driver, "published_ports", None)
-    return published() if published is not None else set()
+    return driver.published_ports() if supports(driver, PublishedPorts) else set()
 
 
 def start_on_own_port(
@@ -92,7 +91,7 @@ def start_on_own_port(
     """``start(host_port)`` with the row's own host port, allocated first where the engine
     publishes ports (the process driver picks its own: ``start(None)``). A port the engine
     refuses (``PortInUse``) is replaced by the next free one, up to PORT_ATTEMPTS times."""
-    if getattr(driver, "published_ports", None) is not None and not row.host_port:
+    if supports(driver, PublishedPorts) and not row.host_port:
         host_port(row, from_top=from_top, busy=engine_busy_ports(driver))
     for _ in range(PORT_ATTEMPTS):
         try:

@@ -24,7 +24,7 @@ from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.common.errors import Conflict
 from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
-from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
+from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
 from apps.runtime.spec import NodeSpec, NodeStatus, build_node_spec, peer_network_name
@@ -83,9 +83,8 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
     if etcd:
         from apps.ordering.services import ordering_attach
 
-        ensure_network = getattr(driver, "ensure_network", None)
-        if ensure_network is not None:  # the process driver has no networks (and no etcd apps)
-            ensure_network(spec)
+        if supports(driver, Networks):  # the process driver has no networks (and no etcd apps)
+            driver.ensure_network(spec)
         ordering_attach(spec.network)
     status = start_on_own_port(
         node, driver, lambda port: driver.ensure_node(replace(spec, host_port=port)), what=f"node {node.name}"
@@ -103,7 +102,7 @@ def node_join_peer_network(driver, node: LedgerNode, spec: NodeSpec) -> None:
     """The app's nodes on one engine share an internal network, so that BSN_PEERS can name
     them by container name (``node_config.node_peers``). Internal: no gateway, so joining
     it never moves the node's default route or its published port. Idempotent."""
-    if getattr(driver, "ensure_internal_network", None) is None:
+    if not supports(driver, Networks):
         return  # the process driver has no networks
     if not node_siblings(node):
         return  # a one-node app has no peers
@@ -134,9 +133,8 @@ def node_remove(driver, node: LedgerNode, spec: NodeSpec, *, keep_data: bool) ->
     node_release_host_port(node)
     if node.app.ordering == ChainApp.Ordering.ETCD:
         node_release_ordering(node, spec, purge=not keep_data)
-        remove_unused = getattr(driver, "remove_unused_network", None)
-        if remove_unused is not None:  # the last node of the app on this engine removes it
-            remove_unused(_peer_network(node), installation_id=installation_id())
+        if supports(driver, Networks):  # the last node of the app on this engine removes it
+            driver.remove_unused_network(_peer_network(node), installation_id=installation_id())
     driver.remove_network(spec)
 
 

@@ -21,7 +21,7 @@ from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
-from apps.runtime.drivers import driver_for_region
+from apps.runtime.drivers import driver_for_region, engine_key
 from apps.runtime.health import probe, wait_healthy
 from apps.runtime.nodeapi import read_chain
 from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
@@ -53,11 +53,8 @@ def _orphan_is_mine(name: str, region: Region) -> bool:
     code is on this engine any more, the first of the engine's regions by code. Two
     reconcilers removing one container raced to "removal already in progress" (409) and
     left its network and volume behind."""
-    same_engine = sorted(
-        Region.objects.filter(driver=region.driver, docker_base_url=region.docker_base_url).values_list(
-            "code", flat=True
-        )
-    )
+    mine = engine_key(region)
+    same_engine = sorted(r.code for r in Region.objects.filter(driver=region.driver) if engine_key(r) == mine)
     parts = name.split("-", 3)
     made_for = parts[3] if len(parts) == 4 and parts[0] == "bsn" else ""
     if made_for in same_engine:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from apps.ordering.models import AppOrderingCredential, OrderingCluster, OrderingMember
-from apps.ordering.services import engine_of, member_health
+from apps.ordering.services import member_health
+from apps.runtime.drivers import engine_key
 
 
 def ordering_status(*, probe: bool = True) -> dict[str, Any]:
@@ -20,7 +21,7 @@ def ordering_status(*, probe: bool = True) -> dict[str, Any]:
                 "index": member.index,
                 "name": member.name,
                 "region": member.region.code,
-                "engine": engine_of(member.region),
+                "engine": engine_key(member.region).removeprefix("docker:"),
                 "state": member.state,
                 "endpoint": member.endpoint,
                 "answers": live is not None,

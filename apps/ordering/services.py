@@ -29,11 +29,13 @@ from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCl
 from apps.regions.models import Region
 from apps.runtime.base import (
     PermanentRuntimeError,
+    PlatformServices,
     RuntimeError_,
     RuntimeUnavailable,
     TransientRuntimeError,
+    supports,
 )
-from apps.runtime.drivers import driver_for_region, same_engine
+from apps.runtime.drivers import driver_for_region, engine_key, same_engine
 from apps.runtime.spec import LABEL_GENERATION, NodeSpec
 from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnavailable, prefix_end, wait_ready
 
@@ -78,18 +80,13 @@ def _cluster_row() -> OrderingCluster:
     return cluster
 
 
-def engine_of(region: Region) -> str:
-    """Which engine a region's nodes run on: regions with the same URL share one."""
-    return region.docker_base_url or "local"
-
-
 def member_placement(regions: list[Region], count: int = MEMBER_COUNT) -> list[Region]:
     """The region of each member: over distinct engines first, so that losing one engine
     loses as few members as possible (with three engines, one each), then over the other
     regions of each engine. ``regions`` in a stable order (by code)."""
     by_engine: dict[str, list[Region]] = {}
     for region in regions:
-        by_engine.setdefault(engine_of(region), []).append(region)
+        by_engine.setdefault(engine_key(region), []).append(region)
     engines = list(by_engine.values())
     return [engines[i % len(engines)][(i // len(engines)) % len(engines[i % len(engines)])] for i in range(count)]
 
@@ -403,10 +400,9 @@ def _lost_with_its_data(member: OrderingMember, spec: NodeSpec, cluster: Orderin
     if not cluster.auth_enabled:
         return False  # not bootstrapped yet: ordering_ensure creates members as "new"
     driver = driver_for_region(member.region)
-    volume_exists = getattr(driver, "volume_exists", None)
-    if volume_exists is None or driver.observe(spec).state != "missing":
+    if not supports(driver, PlatformServices) or driver.observe(spec).state != "missing":
         return False
-    return not volume_exists(spec.volume)
+    return not driver.volume_exists(spec.volume)
 
 
 def _readmit(member: OrderingMember, others: list[OrderingMember]) -> None:

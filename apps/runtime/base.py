@@ -8,7 +8,9 @@ invalid config — retrying cannot help).
 
 from __future__ import annotations
 
-from typing import Protocol
+import threading
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from apps.runtime.spec import NodeSpec, NodeStatus
 
@@ -60,3 +62,58 @@ class RuntimeDriver(Protocol):
 
     def list_nodes(self, *, installation_id: str) -> list[NodeStatus]:
         """Every node this installation owns on this engine (for the reconciler)."""
+
+
+# Capabilities beyond RuntimeDriver. A driver declares the ones it implements in
+# ``CAPABILITIES`` (and implements every method of each); callers ask ``supports(driver,
+# Capability)`` instead of probing for methods, and the conformance suite
+# (tests/runtime/test_driver_conformance.py) holds every driver to its declaration.
+
+
+@runtime_checkable
+class Networks(Protocol):
+    """Nodes live on per-app networks the driver makes, joins and removes (Docker; the
+    process driver's nodes share loopback and have none)."""
+
+    def ensure_network(self, spec: NodeSpec) -> str: ...
+
+    def ensure_internal_network(self, name: str, labels: dict[str, str]) -> None: ...
+
+    def connect_to_network(self, container_name: str, network_name: str, *, installation_id: str) -> bool: ...
+
+    def disconnect_from_network(self, container_name: str, network_name: str, *, installation_id: str) -> bool: ...
+
+    def remove_unused_network(self, name: str, *, installation_id: str) -> bool: ...
+
+    def owned_networks(self, *, installation_id: str, label: str = ...) -> list[str]: ...
+
+
+@runtime_checkable
+class PlatformServices(Protocol):
+    """The platform's own services (the ordering members) run on this engine."""
+
+    def ensure_service(self, spec: NodeSpec) -> NodeStatus: ...
+
+    def volume_exists(self, name: str) -> bool: ...
+
+
+@runtime_checkable
+class PublishedPorts(Protocol):
+    """Nodes publish a host port the driver must choose free of what the engine publishes."""
+
+    def published_ports(self) -> set[int]: ...
+
+
+@runtime_checkable
+class NodeEvents(Protocol):
+    """The engine reports nodes that die or are removed (healing in seconds)."""
+
+    def node_events(self, *, installation_id: str, stop: threading.Event) -> Iterator[tuple[str, str]]: ...
+
+
+CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents)
+
+
+def supports(driver: object, capability: type) -> bool:
+    """Whether ``driver`` declares ``capability`` (one of CAPABILITIES)."""
+    return capability in getattr(driver, "CAPABILITIES", ())

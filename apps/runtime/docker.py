@@ -31,8 +31,12 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from apps.runtime.base import (
+    Networks,
+    NodeEvents,
     PermanentRuntimeError,
+    PlatformServices,
     PortInUse,
+    PublishedPorts,
     RuntimeError_,
     RuntimeUnavailable,
     TransientRuntimeError,
@@ -238,6 +242,7 @@ def _is_conflict(exc: BaseException) -> bool:
 class DockerDriver:
     """Executes node specs on one Docker Engine (local socket, tcp+TLS or ssh)."""
 
+    CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents)
     name = "docker"
 
     def __init__(self, base_url: str, timeout: int, tls: docker.tls.TLSConfig | None = None) -> None:

@@ -58,14 +58,21 @@ def driver_for_region(region: Any) -> RuntimeDriver:
         return driver
 
 
+def engine_key(region: Any) -> str:
+    """Which engine a region's nodes run on, as ``<driver>:<where>``: Docker regions by
+    the URL their driver uses (a blank URL is the local engine's), process regions all on
+    this host. Regions with the same key share one engine."""
+    if region.driver == "docker":
+        return f"docker:{driver_for_region(region).base_url}"
+    return f"{region.driver}:local"
+
+
 def same_engine(a: Any, b: Any) -> bool:
     """Do regions ``a`` and ``b`` run their containers on one Docker engine (so containers
     can share networks and reach each other by name)?"""
     if a.pk == b.pk:
         return True
-    if a.driver != "docker" or b.driver != "docker":
-        return False
-    return getattr(driver_for_region(a), "base_url", None) == getattr(driver_for_region(b), "base_url", None)
+    return a.driver == b.driver == "docker" and engine_key(a) == engine_key(b)
 
 
 def clear_driver_cache() -> None:

@@ -128,6 +128,10 @@ def _process_cmdline(pid: int) -> str:
 class ProcessDriver:
     """Executes node specs as detached local processes under ``root_dir``."""
 
+    # None of the capabilities beyond RuntimeDriver: nodes share loopback (no networks),
+    # platform services need Docker, ports are chosen by the OS, and there are no events
+    # (the periodic reconcile pass heals processes).
+    CAPABILITIES = ()
     name = "process"
 
     def __init__(self, root_dir: Path, python: str = sys.executable) -> None:

@@ -35,5 +35,7 @@ def test_status_shows_each_members_engine_and_what_losing_one_costs(capsys):
         OrderingMember.objects.create(index=index, region=region, name=f"m{index}")
     call_command("bsn_ordering", "status")
     out = capsys.readouterr().out
-    assert "ENGINE" in out and "tcp://10.0.0.2:2376" in out and "local" in out
+    from django.conf import settings
+
+    assert "ENGINE" in out and "tcp://10.0.0.2:2376" in out and settings.BSN_DOCKER_BASE_URL in out
     assert "placement: 3 members on 2 engine(s); losing one engine loses 2 members and the quorum" in out

@@ -321,23 +321,6 @@ def test_a_host_port_held_by_someone_else_is_reported_and_nothing_is_left(docker
     assert docker_driver.observe(spec).state == "missing"  # the unstartable container was removed
 
 
-def test_list_nodes_sees_only_this_installation(docker_driver, make_spec, installation_id):
-    a, b = make_spec(), make_spec()
-    other = make_spec(installation_id=uuid.uuid4().hex)
-    docker_driver.ensure_node(a)
-    docker_driver.ensure_node(b)
-    docker_driver.stop_node(b)
-    try:
-        docker_driver.ensure_node(other)
-        listed = {s.name: s for s in docker_driver.list_nodes(installation_id=installation_id)}
-        assert set(listed) == {a.name, b.name}
-        assert listed[a.name].state == "running" and listed[a.name].endpoint
-        assert listed[b.name].state == "stopped" and listed[b.name].endpoint is None
-    finally:
-        docker_driver.remove_node(other, keep_data=False)
-        docker_driver.remove_network(other)
-
-
 def test_foreign_objects_are_refused_and_left_alone(docker_driver, docker_client, make_spec, foreign_objects):
     # a network with our name but without our labels
     spec = make_spec()

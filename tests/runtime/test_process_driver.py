@@ -159,24 +159,6 @@ def test_a_recycled_pid_is_never_adopted_or_signalled(process_driver, make_spec)
     process_driver.stop_node(spec)
 
 
-def test_list_nodes_sees_only_this_installation(process_driver, make_spec, installation_id):
-    import uuid
-
-    a, b = make_spec(), make_spec()
-    other = make_spec(installation_id=uuid.uuid4().hex)
-    process_driver.ensure_node(a)
-    process_driver.ensure_node(b)
-    process_driver.stop_node(b)
-    try:
-        process_driver.ensure_node(other)
-        listed = {s.name: s for s in process_driver.list_nodes(installation_id=installation_id)}
-        assert set(listed) == {a.name, b.name}
-        assert listed[a.name].state == "running" and listed[a.name].endpoint
-        assert listed[b.name].state == "stopped" and listed[b.name].endpoint is None
-    finally:
-        process_driver.remove_node(other, keep_data=False)
-
-
 def test_foreign_node_dir_is_refused(process_driver, make_spec):
     spec = make_spec()
     node_dir = process_driver.root_dir / spec.name
