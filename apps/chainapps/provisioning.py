@@ -24,7 +24,7 @@ from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.common.errors import Conflict
 from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
-from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
+from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, is_transient, supports
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
 from apps.runtime.spec import NodeSpec, NodeStatus, build_node_spec, peer_network_name
@@ -344,7 +344,9 @@ def node_step_run(operation_id: str, node_id: str) -> str:
         seen = incident(f"{node.region.code}: {stage} failed: {runtime_reason(exc)}", exc)
         LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
         return _record_step(operation_id, node_id, STEP_FAILED, seen.message, detail=seen.detail)
-    except TransientRuntimeError as exc:
+    except Exception as exc:
+        if not is_transient(exc):
+            raise  # a bug: node_step makes it a visible failure with a reference
         seen = incident(f"{node.region.code}: {stage}: {runtime_reason(exc)}, will retry", exc)
         LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
         _append_log(operation_id, seen.message, detail=seen.detail, last_error=seen.message)

@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 from apps.chainapps import provisioning, reconcile
 from apps.common.incidents import incident, runtime_reason
 from apps.regions.models import Region
-from apps.runtime.base import TransientRuntimeError
+from apps.runtime.base import is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +56,12 @@ def operation_begin(operation_id: str, waits: int = 0) -> str:
 def node_step(self, operation_id: str, node_id: str) -> str:
     try:
         return provisioning.node_step_run(operation_id, node_id)
-    except TransientRuntimeError as exc:
-        if self.request.retries >= STEP_MAX_RETRIES:
-            seen = incident(f"gave up after retries: {runtime_reason(exc)}", exc)
-            return provisioning.step_give_up(operation_id, node_id, seen.message, detail=seen.detail)
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
     except Exception as exc:
+        if is_transient(exc):  # whichever adapter raised it: try again with backoff
+            if self.request.retries >= STEP_MAX_RETRIES:
+                seen = incident(f"gave up after retries: {runtime_reason(exc)}", exc)
+                return provisioning.step_give_up(operation_id, node_id, seen.message, detail=seen.detail)
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
         # A bug must not leave the operation hanging: the step fails visibly (the tenant sees
         # a reference, staff the exception).
         logger.exception("node step %s/%s crashed", operation_id, node_id)

@@ -52,7 +52,7 @@ def sees_detail(request) -> bool:
 
 def runtime_reason(exc: BaseException) -> str:
     """A tenant-facing reason for a driver or ordering error, from its class (never its text)."""
-    from apps.runtime.base import PermanentRuntimeError, PortInUse, RuntimeUnavailable, TransientRuntimeError
+    from apps.runtime.base import PermanentRuntimeError, PortInUse, RuntimeUnavailable, is_transient
 
     # Ordering errors subclass the runtime ones; named by their module to avoid an import cycle.
     name = type(exc).__name__
@@ -64,7 +64,7 @@ def runtime_reason(exc: BaseException) -> str:
         return "the region's container engine does not answer"
     if isinstance(exc, PortInUse):
         return "the node's port was taken on the host"
-    if isinstance(exc, TransientRuntimeError):
+    if is_transient(exc):  # a driver's, etcd's or a node call's: the same flag
         return "a temporary error in the region"
     if isinstance(exc, PermanentRuntimeError):
         return "the region refused the node (the platform operator can look it up by the reference)"

@@ -18,13 +18,31 @@ from apps.runtime.spec import NodeSpec, NodeStatus
 class RuntimeError_(Exception):
     """Base class of driver errors."""
 
+    transient = False
+
 
 class TransientRuntimeError(RuntimeError_):
     """Retry later; the real state is unknown until observed again."""
 
+    transient = True
+
 
 class PermanentRuntimeError(RuntimeError_):
     """Retrying will not help."""
+
+    transient = False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The one question retry logic asks of an error, whichever adapter raised it: may
+    trying again later succeed? Every adapter's error family carries the same
+    ``transient`` flag -- drivers (TransientRuntimeError), etcd (EtcdUnavailable,
+    EtcdCompacted), node calls (NodeCallError) -- and so do OSError's connection and
+    timeout errors; anything else (a bug, a refusal) is not transient."""
+    flag = getattr(exc, "transient", None)
+    if flag is not None:
+        return bool(flag)
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 class RuntimeUnavailable(TransientRuntimeError):

@@ -33,7 +33,10 @@ _local = threading.local()
 
 
 class NodeCallError(Exception):
-    """Base class: no usable reply from the node."""
+    """Base class: no usable reply from the node. All are ``transient`` (apps.runtime.base.
+    is_transient): another try, or another node, may answer."""
+
+    transient = True
 
 
 class NodeUnreachable(NodeCallError):

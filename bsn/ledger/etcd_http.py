@@ -61,7 +61,12 @@ _AUTH_MESSAGES = (
 
 
 class EtcdError(Exception):
-    """etcd refused a request (bad argument, missing user, …)."""
+    """etcd refused a request (bad argument, missing user, …).
+
+    ``transient``: the one flag retry logic reads, shared by every adapter's errors
+    (apps.runtime.base.is_transient): True when trying again later may succeed."""
+
+    transient = False
 
     def __init__(self, message: str, *, code: int | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -72,6 +77,8 @@ class EtcdError(Exception):
 class EtcdUnavailable(EtcdError):
     """No endpoint answered usefully; the outcome of the last request is unknown."""
 
+    transient = True
+
 
 class EtcdAuthError(EtcdError):
     """Wrong credentials, or the user may not touch those keys (permission denied)."""
@@ -79,6 +86,8 @@ class EtcdAuthError(EtcdError):
 
 class EtcdCompacted(EtcdError):
     """A watch asked for revisions that were compacted away; re-read and watch again."""
+
+    transient = True
 
     def __init__(self, compact_revision: int) -> None:
         super().__init__(f"revision compacted (oldest kept: {compact_revision})")
