@@ -41,6 +41,13 @@ def _heal_by_name(name: str, action: str) -> None:
             return  # not a node of ours (an orphan is the reconciler's business)
         result = node_heal(str(node_id))
         logger.warning("engine event %s for node %s: %s", action, name, result)
+        from django.utils import timezone
+
+        from apps.regions.models import Region
+
+        Region.objects.filter(nodes__pk=node_id).update(
+            last_event=f"{action} {name}: {result}"[:300], last_event_at=timezone.now()
+        )
     except Exception:  # a bug or the database away: the periodic pass heals it
         logger.exception("healing node %s after %s failed", name, action)
     finally:

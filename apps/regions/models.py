@@ -44,6 +44,10 @@ class Region(TimeStamped):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The last engine event a worker acted on (apps/chainapps/healing.py), e.g.
+    # "destroy bsn-…-cn-beijing: healed"; shown by bsn_status.
+    last_event = models.CharField(max_length=300, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
 
     objects = RegionQuerySet.as_manager()
 

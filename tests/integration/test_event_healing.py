@@ -60,6 +60,15 @@ def test_a_node_killed_or_removed_behind_the_platforms_back_comes_back_at_once(
             message=f"the node to come back ({how})",
         )
         assert ChainApp.objects.get(pk=app_id).status == "running"
+    region.refresh_from_db()
+    assert region.last_event.endswith(f"{node.name}: healed") and region.last_event_at
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("bsn_status", stdout=out)
+    assert f"last engine event {region.last_event_at:%Y-%m-%d %H:%M:%S}: {region.last_event}" in out.getvalue()
 
     # Stopped on purpose: the die events change nothing.
     resp = api.post(f"/api/v1/apps/{app_id}/stop")

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         out("REGIONS  (from the reconciler's last pass: `bsn_reconcile` runs one now)")
         out(
             f"  {'CODE':<16} {'ENGINE':<12} {'DRIVER':<8} {'NODES':>9} {'WANTED':>6} {'RUNNING':>7} {'DRIFT':>5}"
-            "  LAST SEEN            LAST ERROR"
+            "  LAST SEEN            LAST ERROR / LAST ENGINE EVENT"
         )
         wanted = region_running_counts()
         for r in regions_with_load():
@@ -30,6 +30,8 @@ class Command(BaseCommand):
                 f"  {r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4} {want:>6} "
                 f"{running:>7} {want - running:>5}  {seen:<19}  {error}"
             )
+            if r.last_event_at:
+                out(f"  {'':<16} last engine event {r.last_event_at:%Y-%m-%d %H:%M:%S}: {r.last_event}")
         apps = (
             ChainApp.objects.select_related("tenant").prefetch_related("nodes__region").order_by("tenant__slug", "name")
         )
