@@ -291,7 +291,7 @@ def node_facts_refresh_if_old(nodes) -> int:
     for node in nodes:
         if node.state == LedgerNode.State.REMOVED or (node.chain_seen_at and node.chain_seen_at >= cutoff):
             continue
-        node_refresh_later(node, dedupe=max_age)
+        node_refresh_later(node, facts=True)
         asked += 1
     return asked
 

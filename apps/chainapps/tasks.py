@@ -98,13 +98,19 @@ def reconcile_region(region_code: str) -> dict:
     return reconcile.reconcile_region(region_code)
 
 
-def node_refresh_later(node, *, dedupe: float = REFRESH_DEDUPE_SECONDS) -> None:
+def node_refresh_later(node, *, facts: bool = False) -> None:
     """Ask the node's region worker to look at the node again: its state, and its chain
-    (height, head, proposer) when it answers (the gateway found it silent or not proving
-    its identity, or the facts an API reader sees are getting old). At most one request
-    per node per ``dedupe`` seconds; the web process itself never calls the engine or
-    the node for it."""
-    if not cache.add(f"bsn:node-refresh:{node.pk}", 1, timeout=max(1, int(dedupe))):
+    (height, head, proposer) when it answers. Two reasons, each deduplicated per node on
+    its own, so that a refresh for fresh facts never swallows one for trouble: trouble
+    (the gateway found the node silent or not proving its identity; at most once per
+    REFRESH_DEDUPE_SECONDS) and ``facts`` (what an API reader sees is older than
+    BSN_NODE_FACTS_MAX_AGE; at most once per that). The web process itself never calls
+    the engine or the node for it."""
+    if facts:
+        key, dedupe = f"bsn:node-facts:{node.pk}", settings.BSN_NODE_FACTS_MAX_AGE
+    else:
+        key, dedupe = f"bsn:node-refresh:{node.pk}", REFRESH_DEDUPE_SECONDS
+    if not cache.add(key, 1, timeout=max(1, int(dedupe))):
         return
     try:
         node_refresh.apply_async((str(node.pk),), queue=node.region.queue, expires=60)

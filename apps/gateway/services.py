@@ -99,7 +99,7 @@ def _call(app: ChainApp, method: str, path: str, *, body: Any = None, read_timeo
                 read_timeout=read_timeout,
             )
             if method == "POST" and reply.ok:  # the chain moved: the API's node facts follow within seconds
-                node_refresh_later(node, dedupe=settings.BSN_NODE_FACTS_MAX_AGE)
+                node_refresh_later(node, facts=True)
             return reply
         except NodeUnreachable as exc:
             unreachable.append(node.region.code)

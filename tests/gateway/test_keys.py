@@ -16,6 +16,7 @@ from apps.chainapps.node_auth import node_credential
 from apps.chainapps.node_config import node_config
 from apps.common.crypto import decrypt_secret, encrypt_secret
 from apps.regions.models import Region
+from apps.runtime.base import Networks
 from apps.runtime.spec import NodeStatus
 from bsn.ledger.crypto import public_key_of
 from tests.api.conftest import assert_problem
@@ -137,10 +138,20 @@ def fake_ordering(monkeypatch):
 
 
 class RecordingDriver:
+    """Records what provisioning asks of a Docker-like driver (with Networks, as it declares)."""
+
     name = "docker"
+    CAPABILITIES = (Networks,)
 
     def __init__(self, calls):
         self.calls = calls
+
+    # The app's internal peer network (tested with the real engine elsewhere): not recorded.
+    def ensure_internal_network(self, name, labels):
+        pass
+
+    def connect_to_network(self, container_name, network_name, *, installation_id):
+        return True
 
     def ensure_network(self, spec):
         self.calls.append(("network", spec.network))
