@@ -264,16 +264,18 @@ class DockerDriver:
         with self._lock, self._translate():
             client = self._clients.get(self.base_url)
             if client is None:
-                # version="auto" asks the engine once, so old engines (API < SDK default) work.
-                client = docker.DockerClient(
-                    base_url=self.base_url,
-                    timeout=self.timeout,
-                    tls=self.tls or False,
-                    version="auto",
-                    use_ssh_client=self.base_url.startswith("ssh://"),
-                )
-                self._clients[self.base_url] = client
+                client = self._clients[self.base_url] = self._new_client()
             return client
+
+    def _new_client(self) -> docker.DockerClient:
+        # version="auto" asks the engine once, so old engines (API < SDK default) work.
+        return docker.DockerClient(
+            base_url=self.base_url,
+            timeout=self.timeout,
+            tls=self.tls or False,
+            version="auto",
+            use_ssh_client=self.base_url.startswith("ssh://"),
+        )
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
@@ -296,13 +298,7 @@ class DockerDriver:
         breaks (raises TransientRuntimeError: the caller reconnects). A client of its own:
         the stream blocks a connection for as long as it is open."""
         with self._translate():
-            client = docker.DockerClient(
-                base_url=self.base_url,
-                timeout=self.timeout,
-                tls=self.tls or False,
-                version="auto",
-                use_ssh_client=self.base_url.startswith("ssh://"),
-            )
+            client = self._new_client()
         try:
             with self._translate():
                 stream = client.events(
