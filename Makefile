@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 export DJANGO_SETTINGS_MODULE ?= bsn.settings
 
-.PHONY: run test lint format venv services image bench soak clean
+.PHONY: run test lint format venv services image bench soak chaos clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,8 @@ bench: venv services image
 ## worker SIGKILLs; fails on any crash or lost operation (not in CI: tests/soak.py)
 soak: venv
 	$(PY) -m tests.soak
+
+## chaos: the worker-SIGKILL chaos test for CHAOS_ROUNDS rounds (default 20; make test runs 2)
+chaos: venv services image
+	CHAOS_ROUNDS=$${CHAOS_ROUNDS:-20} DJANGO_SETTINGS_MODULE=bsn.settings_test $(VENV)/bin/pytest -s \
+		tests/integration/test_chaos_workers.py
