@@ -122,6 +122,12 @@ def test_one_reconciler_collects_an_orphan_on_a_shared_engine(
     name, spec = node.name, provisioning.node_spec(node)
     LedgerNode.objects.filter(pk=node.pk).delete()  # the database no longer knows it
 
+    # Another installation's leftover on the same engine, named as ours would be: never touched.
+    foreign = docker_engine.containers.create(
+        ledger_image,
+        name=f"{name}-foreign",
+        labels={"io.bsn.managed": "true", "io.bsn.installation": "another-installation", "io.bsn.role": "ledger"},
+    )
     reports = [reconcile_region(here.code), reconcile_region(there.code)]
     assert [r["orphans"] for r in reports] == [1, 0]  # seen by both, owned by one
     assert sum(r["removed"] for r in reports) == 0  # within the grace period: kept
@@ -148,6 +154,8 @@ def test_one_reconciler_collects_an_orphan_on_a_shared_engine(
     ):
         with pytest.raises(docker.errors.NotFound):
             getter(ref)
+    foreign.reload()  # still there, untouched
+    foreign.remove(force=True)
 
 
 def test_an_operator_restart_stops_starts_and_verifies_the_node(api, make_regions, django_capture_on_commit_callbacks):
