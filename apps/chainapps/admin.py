@@ -36,7 +36,9 @@ class LedgerNodeInline(admin.TabularInline):
     show_change_link = True
 
 
-def _reconcile_regions(modeladmin, request, regions) -> None:
+def reconcile_regions_now(modeladmin, request, regions) -> None:
+    """Queue a reconcile pass on each region's worker and say where (the admin action of
+    apps, nodes and regions)."""
     from apps.chainapps.tasks import region_reconcile_now
 
     queues = region_reconcile_now(regions)
@@ -55,7 +57,7 @@ class ChainAppAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reconcile the regions of the selected apps now")
     def reconcile_now(self, request, queryset):
-        _reconcile_regions(self, request, Region.objects.filter(nodes__app__in=queryset).distinct())
+        reconcile_regions_now(self, request, Region.objects.filter(nodes__app__in=queryset).distinct())
 
 
 @admin.register(LedgerNode)
@@ -88,7 +90,7 @@ class LedgerNodeAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reconcile the regions of the selected nodes now")
     def reconcile_now(self, request, queryset):
-        _reconcile_regions(self, request, Region.objects.filter(nodes__in=queryset).distinct())
+        reconcile_regions_now(self, request, Region.objects.filter(nodes__in=queryset).distinct())
 
 
 @admin.register(Operation)

@@ -94,6 +94,21 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
     return status
 
 
+def node_wait_verified(node: LedgerNode, status: NodeStatus) -> None:
+    """Wait until a started node answers ``/health`` as itself (signed request, reply MAC,
+    identity proof with its node key), then record it running. Raises TransientRuntimeError
+    when it does not within BSN_NODE_HEALTH_TIMEOUT, PermanentRuntimeError without a
+    credential. Provisioning, an operator's restart and a heal all end here."""
+    auth = node_auth(LedgerNode.objects.get(pk=node.pk))  # its credential exists by now
+    if auth is None:
+        raise PermanentRuntimeError(f"node {node.name} has no API credential")
+    health_path = node.app.framework.health_path
+    wait_healthy(status.endpoint, health_path, settings.BSN_NODE_HEALTH_TIMEOUT, auth=auth, interval=0.02)
+    LedgerNode.objects.filter(pk=node.pk).update(
+        state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
+    )
+
+
 def _peer_network(node: LedgerNode) -> str:
     return peer_network_name(installation_id=installation_id(), app_id=str(node.app_id))
 
@@ -310,13 +325,7 @@ def node_step_run(operation_id: str, node_id: str) -> str:
             if not status.endpoint:
                 raise TransientRuntimeError(f"{spec.name} has no published endpoint yet")
             stage = "waiting for the node to become healthy"
-            auth = node_auth(LedgerNode.objects.get(pk=node.pk))  # its credential exists by now
-            if auth is None:
-                raise PermanentRuntimeError(f"node {node.name} has no API credential")
-            wait_healthy(status.endpoint, spec.health_path, settings.BSN_NODE_HEALTH_TIMEOUT, auth=auth, interval=0.02)
-            LedgerNode.objects.filter(pk=node.pk).update(
-                state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
-            )
+            node_wait_verified(node, status)
             # The endpoint is operator information: in the staff-only detail.
             return _record_step(
                 operation_id,

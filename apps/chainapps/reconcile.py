@@ -16,13 +16,19 @@ from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.node_auth import node_auth
-from apps.chainapps.provisioning import app_refresh_status, node_ensure_running, node_remove, node_spec
+from apps.chainapps.provisioning import (
+    app_refresh_status,
+    node_ensure_running,
+    node_remove,
+    node_spec,
+    node_wait_verified,
+)
 from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
 from apps.regions.models import Region
-from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError
+from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
 from apps.runtime.drivers import driver_for_region, engine_key
-from apps.runtime.health import probe, wait_healthy
+from apps.runtime.health import probe
 from apps.runtime.nodeapi import read_chain
 from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
 
@@ -124,16 +130,20 @@ def _observe_chains(app: ChainApp) -> bool:
     return ok
 
 
-def reconcile_node(node_id: str) -> str:
-    """Observe one node again (its endpoint, whether it proves who it is) and record it;
-    repairs (restarting what stopped) are the region pass's business. Runs in the region's
-    worker when the gateway found the node silent or unable to prove its identity."""
-    node = (
+def _node_for_repair(node_id: str) -> LedgerNode | None:
+    return (
         LedgerNode.objects.select_related("app__framework", "app__tenant", "region")
         .exclude(state=LedgerNode.State.REMOVED)
         .filter(pk=node_id)
         .first()
     )
+
+
+def reconcile_node(node_id: str) -> str:
+    """Observe one node again (its endpoint, whether it proves who it is) and record it;
+    repairs (restarting what stopped) are the region pass's business. Runs in the region's
+    worker when the gateway found the node silent or unable to prove its identity."""
+    node = _node_for_repair(node_id)
     if node is None:
         return "gone"
     try:
@@ -174,13 +184,9 @@ def reconcile_node(node_id: str) -> str:
 HEAL_LOCK_SECONDS = 120  # at most this long one worker owns a node's restart or heal
 
 
-def _node_for_repair(node_id: str) -> LedgerNode | None:
-    return (
-        LedgerNode.objects.select_related("app__framework", "app__tenant", "region")
-        .exclude(state=LedgerNode.State.REMOVED)
-        .filter(pk=node_id)
-        .first()
-    )
+def _repair_lock(node_id: str) -> str:
+    """The cache key one worker holds while it restarts or heals the node."""
+    return f"bsn:heal:{node_id}"
 
 
 def _bring_up(node: LedgerNode, *, stop_first: bool) -> str:
@@ -194,18 +200,12 @@ def _bring_up(node: LedgerNode, *, stop_first: bool) -> str:
         LedgerNode.objects.filter(pk=node.pk).update(
             endpoint=status.endpoint or "", runtime_id=status.runtime_id or "", state=LedgerNode.State.UNHEALTHY
         )
-        auth = node_auth(node)
-        if auth is None:
-            raise PermanentRuntimeError(f"node {node.name} has no API credential")
-        wait_healthy(status.endpoint, node.app.framework.health_path, settings.BSN_NODE_HEALTH_TIMEOUT, auth=auth)
+        node_wait_verified(node, status)
     except (TransientRuntimeError, PermanentRuntimeError) as exc:
         what = "restarting" if stop_first else "restoring"
         message = incident(f"{what} the node: {runtime_reason(exc)}", f"{node.name}: {exc}").message
         LedgerNode.objects.filter(pk=node.pk).update(last_error=message)
         return f"failed: {message}"
-    LedgerNode.objects.filter(pk=node.pk).update(
-        state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
-    )
     app_refresh_status(node.app)
     return "restarted" if stop_first else "healed"
 
@@ -219,7 +219,7 @@ def node_restart(node_id: str) -> str:
         return "gone"
     if node.app.desired_state != ChainApp.DesiredState.RUNNING:
         return f"not restarted: the app is {node.app.desired_state}"
-    key = f"bsn:heal:{node_id}"
+    key = _repair_lock(node_id)
     owned = cache.add(key, "restart", timeout=HEAL_LOCK_SECONDS)
     try:
         return _bring_up(node, stop_first=True)
@@ -240,7 +240,7 @@ def node_heal(node_id: str) -> str:
         return f"skipped: the app is {node.app.desired_state}"
     if Operation.objects.open().filter(app_id=node.app_id).exists():
         return "skipped: an operation of the app is open"
-    key = f"bsn:heal:{node_id}"
+    key = _repair_lock(node_id)
     if not cache.add(key, "heal", timeout=HEAL_LOCK_SECONDS):
         return "skipped: another worker is on it"
     try:
@@ -345,7 +345,7 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
             spec = _orphan_spec(name, status.labels)
             try:
                 driver.remove_node(spec, keep_data=name in kept)
-                if region.driver == Region.Driver.DOCKER:  # ordering members join app networks
+                if supports(driver, Networks):  # ordering members join app networks
                     from apps.ordering.services import ordering_detach
 
                     ordering_detach(spec.network)

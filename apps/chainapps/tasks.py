@@ -87,10 +87,7 @@ def operations_waiting() -> int:
 
 @shared_task
 def reconcile_all() -> int:
-    codes = list(Region.objects.values_list("code", flat=True))
-    for code in codes:
-        reconcile_region.apply_async((code,), queue=f"region.{code}", expires=settings.BSN_RECONCILE_INTERVAL * 2)
-    return len(codes)
+    return len(region_reconcile_now(Region.objects.only("code")))
 
 
 @shared_task
@@ -129,8 +126,8 @@ def node_restart(node_id: str) -> str:
 
 
 def region_reconcile_now(regions) -> list[str]:
-    """Send a reconcile pass to each region's queue now (the admin's "reconcile now");
-    the queues it went to."""
+    """Send a reconcile pass to each region's queue now (beat's periodic pass and the
+    admin's "reconcile now"); the queues it went to."""
     queues = []
     for region in regions:
         reconcile_region.apply_async((region.code,), queue=region.queue, expires=settings.BSN_RECONCILE_INTERVAL * 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from apps.ordering.models import AppOrderingCredential, OrderingCluster, OrderingMember
@@ -32,9 +33,7 @@ def ordering_status(*, probe: bool = True) -> dict[str, Any]:
                 "last_error": member.last_error,
             }
         )
-    per_engine: dict[str, int] = {}
-    for m in members:
-        per_engine[m["engine"]] = per_engine.get(m["engine"], 0) + 1
+    per_engine = Counter(m["engine"] for m in members)
     return {
         "provisioned": cluster is not None,
         # Members on the busiest engine: losing that engine loses them (quorum needs 2 of 3).

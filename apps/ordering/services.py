@@ -88,7 +88,11 @@ def member_placement(regions: list[Region], count: int = MEMBER_COUNT) -> list[R
     for region in regions:
         by_engine.setdefault(engine_key(region), []).append(region)
     engines = list(by_engine.values())
-    return [engines[i % len(engines)][(i // len(engines)) % len(engines[i % len(engines)])] for i in range(count)]
+    placement = []
+    for i in range(count):
+        regions_of_engine = engines[i % len(engines)]  # the next engine, round-robin
+        placement.append(regions_of_engine[(i // len(engines)) % len(regions_of_engine)])
+    return placement
 
 
 def _member_rows() -> list[OrderingMember]:

@@ -12,7 +12,6 @@ class RegionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reconcile the selected regions now")
     def reconcile_now(self, request, queryset):
-        from apps.chainapps.tasks import region_reconcile_now
+        from apps.chainapps.admin import reconcile_regions_now
 
-        queues = region_reconcile_now(queryset)
-        self.message_user(request, f"A reconcile pass was queued on {', '.join(sorted(queues)) or 'no queue'}.")
+        reconcile_regions_now(self, request, queryset)

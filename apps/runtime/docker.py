@@ -301,6 +301,7 @@ class DockerDriver:
             client = self._new_client()
         try:
             with self._translate():
+                # The SDK reads events with no timeout: an idle stream waits; closing it ends it.
                 stream = client.events(
                     decode=True,
                     filters={
@@ -309,9 +310,7 @@ class DockerDriver:
                         "label": [f"{LABEL_INSTALLATION}={installation_id}", f"{LABEL_ROLE}=ledger"],
                     },
                 )
-            # The SDK reads events with no timeout: an idle stream waits; closing it ends it.
-            try:
-                with self._translate():
+                try:
                     for event in stream:
                         if stop.is_set():
                             return
@@ -319,8 +318,8 @@ class DockerDriver:
                         name = (actor.get("Attributes") or {}).get("name")
                         if name:
                             yield name, str(event.get("Action") or event.get("status") or "")
-            finally:
-                stream.close()
+                finally:
+                    stream.close()
         finally:
             client.close()
 

@@ -43,7 +43,7 @@ def encode_string(text: str) -> bytes:
 def dumps(obj: Any) -> bytes:
     """Canonical bytes of a value already known to be valid (no type walk)."""
     if type(obj) is str:
-        return _encode_basestring(obj).encode("utf-8")
+        return encode_string(obj)
     return "".join(_c_encode(obj, 0)).encode("utf-8")
 
 

@@ -32,7 +32,7 @@ from bsn.ledger.blockstore import BlockStore, StoreError
 from bsn.ledger.canonical import MAX_DEPTH, depth_within, dumps, loads
 from bsn.ledger.config import Config
 from bsn.ledger.contracts import ADMIN, BadArguments, Context, ContractFailure, build
-from bsn.ledger.state import STATE_NAME, State, StateError, plain_receipt_json, root_of_writes
+from bsn.ledger.state import STATE_NAME, State, StateError, make_receipt, plain_receipt_json, root_of_writes
 from bsn.ledger.tx import (
     BAD_ARGUMENTS,
     BAD_SIGNATURE,
@@ -102,18 +102,6 @@ def receipt_json(receipt: dict[str, Any]) -> bytes:
     if _is_plain(receipt):
         return plain_receipt_json(receipt["height"], receipt["index"], receipt["tx_id"])
     return dumps(receipt)
-
-
-def _failed(tx_id: str, error: str, height: int, index: int) -> dict[str, Any]:
-    return {
-        "tx_id": tx_id,
-        "status": "failed",
-        "result": None,
-        "error": error,
-        "height": height,
-        "index": index,
-        "events": [],
-    }
 
 
 def _replayed(p: PreparedTx) -> Rejection:
@@ -471,7 +459,7 @@ class LedgerCore:
                         p.tx_id,
                     )
                 if p.pair in used:
-                    raise Rejection(REPLAYED_NONCE, f"nonce {p.nonce!r} of {p.signer} was already used", p.tx_id)
+                    raise _replayed(p)
             except Rejection as exc:
                 out[index] = exc
                 continue
@@ -595,8 +583,7 @@ class LedgerCore:
                     if not p.valid:  # not prechecked here: held to the limits now
                         self._limits(p, checked_depth=False)
                         self._stateless(p)
-                    if p.key is None or p.key != self.public_key_of(p.signer):
-                        self._check_signature(p)
+                    self._check_signature(p)
                 except Rejection as exc:
                     self._drop(p, exc)
                     continue
@@ -802,10 +789,11 @@ class LedgerCore:
             try:
                 result, tx_writes, events = contract.execute(ctx, tx["function"], tx["args"])
             except ContractFailure as exc:
-                receipts.append(_failed(p.tx_id, str(exc), height, index))
+                receipts.append(make_receipt(p.tx_id, height, index, status="failed", error=str(exc)))
                 continue
             except Exception as exc:  # noqa: BLE001 - a contract bug fails the tx, deterministically
-                receipts.append(_failed(p.tx_id, f"contract error: {type(exc).__name__}: {exc}", height, index))
+                error = f"contract error: {type(exc).__name__}: {exc}"
+                receipts.append(make_receipt(p.tx_id, height, index, status="failed", error=error))
                 continue
             keeps_history = contract.keeps_history
             for key, value in tx_writes:
@@ -813,17 +801,7 @@ class LedgerCore:
                 writes.append([name, key, value])
                 if keeps_history:
                     history.append((len(writes) - 1, p.tx_id))
-            receipts.append(
-                {
-                    "tx_id": p.tx_id,
-                    "status": "committed",
-                    "result": result,
-                    "error": None,
-                    "height": height,
-                    "index": index,
-                    "events": events,
-                }
-            )
+            receipts.append(make_receipt(p.tx_id, height, index, result=result, events=events))
         return receipts, writes, history
 
     def fail(self, reason: str) -> None:

@@ -69,8 +69,13 @@ def _private(private_key_b64: str) -> Ed25519PrivateKey:
 
 
 @lru_cache(maxsize=4096)
+def _public_raw(public_key_b64: str) -> bytes:
+    return b64decode(public_key_b64, KEY_BYTES)
+
+
+@lru_cache(maxsize=4096)
 def _public(public_key_b64: str) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(b64decode(public_key_b64, KEY_BYTES))
+    return Ed25519PublicKey.from_public_bytes(_public_raw(public_key_b64))
 
 
 def public_key_of(private_key_b64: str) -> str:
@@ -86,11 +91,6 @@ def check_public_key(public_key_b64: str) -> None:
 def sign(private_key_b64: str, data: bytes) -> str:
     """Base64 Ed25519 signature of ``data``."""
     return b64encode(_private(private_key_b64).sign(data))
-
-
-@lru_cache(maxsize=4096)
-def _public_raw(public_key_b64: str) -> bytes:
-    return b64decode(public_key_b64, KEY_BYTES)
 
 
 def verify_raw(public_key_b64: str, signature: bytes, data: bytes) -> bool:

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS history (
 # WITHOUT ROWID: one b-tree per table instead of a rowid table plus its key index. A
 # transaction is one row (its tx_id, its pair index entry): where its envelope sits in
 # the blocks file and its receipt, NULL for the plain committed one (no result, error or
-# events: most of them), which plain_receipt() rebuilds from the row.
+# events: most of them), which make_receipt() rebuilds from the row.
 
 
 def next_root(prev_root: bytes, write_set: list[list[Any]]) -> bytes:
@@ -84,15 +84,26 @@ def plain_receipt_json(height: int, index: int, tx_id: str) -> bytes:
     )
 
 
-def plain_receipt(height: int, index: int, tx_id: str) -> dict[str, Any]:
+def make_receipt(
+    tx_id: str,
+    height: int,
+    index: int,
+    *,
+    status: str = "committed",
+    result: Any = None,
+    error: str | None = None,
+    events: list | None = None,
+) -> dict[str, Any]:
+    """A receipt of a transaction in a block (docs/ledger-protocol.md "Receipt"); by
+    default the plain committed one."""
     return {
         "tx_id": tx_id,
-        "status": "committed",
-        "result": None,
-        "error": None,
+        "status": status,
+        "result": result,
+        "error": error,
         "height": height,
         "index": index,
-        "events": [],
+        "events": [] if events is None else events,
     }
 
 
@@ -277,7 +288,7 @@ class State:
             ).fetchone()
         if row is None:
             return None
-        return plain_receipt(row[1], row[2], tx_id) if row[0] is None else loads(row[0])
+        return make_receipt(tx_id, row[1], row[2]) if row[0] is None else loads(row[0])
 
     def tx_location(self, tx_id: str) -> tuple[bytes, int, int] | None:
         """(receipt JSON, offset, length) of the envelope's bytes in the blocks file."""
@@ -295,7 +306,7 @@ class State:
         with self._lock:
             rows = self._db.execute("SELECT tx_id, receipt, height, idx FROM txs")
             return {
-                bytes(t).hex(): plain_receipt(h, i, bytes(t).hex()) if r is None else loads(r) for t, r, h, i in rows
+                bytes(t).hex(): make_receipt(bytes(t).hex(), h, i) if r is None else loads(r) for t, r, h, i in rows
             }
 
     def history(self, contract: str, key: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from hashlib import sha256
 from typing import Any
 
 from bsn.ledger.canonical import CanonicalError, canonical, check, dumps, encode_string
+from bsn.ledger.state import pair_key
 
 TX_FIELDS = frozenset({"app", "contract", "function", "args", "signer", "nonce", "timestamp"})
 ENVELOPE_FIELDS = frozenset({"tx", "sig"})
@@ -91,7 +92,7 @@ class PreparedTx:
         self.sig = sig
         self.signer = signer = tx["signer"]
         self.nonce = nonce = tx["nonce"]
-        self.pair = f"{signer}\n{nonce}"  # bsn.ledger.state.pair_key: the replay index key
+        self.pair = pair_key(signer, nonce)  # the replay index key
         # canonical(envelope), composed: keys sort as "sig" < "tx".
         self.leaf = b'{"sig":%s,"tx":%s}' % (encode_string(sig), tx_bytes)
         self.key: str | None = None  # the public key the signature verified against, once verified
