@@ -82,7 +82,9 @@ def test_three_node_app_survives_proposer_and_member_kills(
     from tests.ordering.conftest import LeasePinner
 
     regions = make_regions("docker", count=3)
-    worker_factory(regions)
+    # The killed proposer must stay down: ordering's failover is under test, not healing
+    # (with it on, the restarted node may win the next election itself).
+    worker_factory(regions, env={"BSN_HEAL_ON_EVENTS": "false"})
     api = _client_for(MembershipFactory(tenant=TenantFactory(), role="developer"))
     resp = api.post("/api/v1/apps", {"name": "replicated", "regions": [r.code for r in regions]}, format="json")
     assert resp.status_code == 202, resp.content
@@ -196,7 +198,8 @@ def test_a_node_away_beyond_the_etcd_window_catches_up_from_a_peer(
     transactional_db, live_server, make_regions, worker_factory, docker_engine, ledger_image
 ):
     regions = make_regions("docker", count=2)
-    worker_factory(regions, env={"BSN_ETCD_BLOCK_WINDOW": "3"})  # etcd keeps the last 3 blocks
+    # etcd keeps the last 3 blocks; the stopped node must stay away (no healing from events)
+    worker_factory(regions, env={"BSN_ETCD_BLOCK_WINDOW": "3", "BSN_HEAL_ON_EVENTS": "false"})
     api = _client_for(MembershipFactory(tenant=TenantFactory(), role="developer"))
     resp = api.post("/api/v1/apps", {"name": "peers", "regions": [r.code for r in regions]}, format="json")
     assert resp.status_code == 202, resp.content
