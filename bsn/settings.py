@@ -272,6 +272,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 BSN_DEFAULT_DRIVER = env_choice("BSN_DEFAULT_DRIVER", "auto", {"auto", "docker", "process"})
 BSN_DOCKER_BASE_URL = env_str("BSN_DOCKER_BASE_URL", "unix:///var/run/docker.sock")
 BSN_DOCKER_TIMEOUT = env_int("BSN_DOCKER_TIMEOUT", 30, minimum=1)
+# The engine the ledger image is built on (bsn_images build); regions on other engines get
+# it streamed from here by content (apps/runtime/image_sync.py). Blank: none, every engine
+# must hold the image itself.
+BSN_IMAGE_SOURCE_URL = env_str("BSN_IMAGE_SOURCE_URL", BSN_DOCKER_BASE_URL)
+# A Docker region reached over tcp:// without TLS is refused unless this is set (development).
+BSN_ALLOW_INSECURE_ENGINES = env_bool("BSN_ALLOW_INSECURE_ENGINES", False)
 BSN_LEDGER_IMAGE = env_str("BSN_LEDGER_IMAGE", "bsn/ledger:latest")
 BSN_NODE_HEALTH_TIMEOUT = env_float("BSN_NODE_HEALTH_TIMEOUT", 60.0)
 BSN_OPERATION_MAX_ATTEMPTS = env_int("BSN_OPERATION_MAX_ATTEMPTS", 5, minimum=1)

@@ -67,6 +67,55 @@ def ledger_image(docker_engine) -> str:
     return settings.BSN_LEDGER_IMAGE
 
 
+ENGINES_STATE = "/var/lib/bsn-test-engines"  # data roots kept between runs (images stay loaded)
+
+
+def _clear_engine(client) -> None:
+    """Every object a test made on an engine only tests use (never the main engine)."""
+    for container in client.containers.list(all=True):
+        if container.name.startswith("bsn-"):
+            container.remove(force=True, v=True)
+    for network in client.networks.list():
+        if network.name.startswith("bsn-") and network.name != "bsn-test-publish":
+            network.remove()
+    for volume in client.volumes.list():
+        if volume.name.startswith("bsn-"):
+            volume.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def extra_engines(docker_engine, ledger_image):
+    """Two more Docker engines on this machine (tests/engines.py): ``e2`` on its own unix
+    socket, ``e3`` over TCP with TLS and client certificates. Stopped at the end."""
+    from pathlib import Path
+
+    from tests.engines import publish_network_gateway, start_engine
+
+    started, problem = [], ""
+    try:
+        for name, pool, tls in (("e2", "172.24.0.0/16", False), ("e3", "172.25.0.0/16", True)):
+            engine = start_engine(name, pool=pool, tls=tls, state_dir=Path(ENGINES_STATE))
+            started.append(engine)
+            client = engine.client()
+            _clear_engine(client)
+            engine.publish_host = publish_network_gateway(client)
+            client.close()
+    except (OSError, RuntimeError) as exc:
+        problem = str(exc)
+        for engine in started:
+            engine.stop()
+    require(not problem and len(started) == 2, f"two more Docker engines ({problem})")
+    yield {e.name: e for e in started}
+    for engine in started:
+        try:
+            client = engine.client()
+            _clear_engine(client)
+            client.close()
+        except Exception:  # noqa: BLE001, S110 - best effort before the engine stops
+            pass
+        engine.stop()
+
+
 def _client_for(membership) -> APIClient:
     client = APIClient()
     issued = token_issue(membership=membership, name="test")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.core.validators import RegexValidator
 from django.db import models
 
+from apps.common.crypto import decrypt_secret, encrypt_secret
 from apps.common.models import TimeStamped
+from apps.regions.engine_tls import EngineTLS
 
 region_code_validator = RegexValidator(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$", "lower-case letters, digits and dashes")
 
@@ -34,9 +36,10 @@ class Region(TimeStamped):
     operator = models.CharField(max_length=100, blank=True)
     driver = models.CharField(max_length=16, choices=Driver.choices, default=Driver.DOCKER)
     docker_base_url = models.CharField(max_length=255, blank=True, help_text="blank: the local engine")
-    tls_ca_file = models.CharField(max_length=255, blank=True)
-    tls_cert_file = models.CharField(max_length=255, blank=True)
-    tls_key_file = models.CharField(max_length=255, blank=True)
+    # TLS to a remote engine (apps/regions/engine_tls.py): PEM texts, only encrypted here.
+    tls_ca_encrypted = models.TextField(blank=True)
+    tls_cert_encrypted = models.TextField(blank=True)
+    tls_key_encrypted = models.TextField(blank=True)
     publish_host = models.CharField(max_length=255, default="127.0.0.1")
     max_nodes = models.PositiveIntegerField(default=100)
     cpu_capacity = models.FloatField(default=2.0, help_text="CPUs available for nodes")
@@ -56,6 +59,21 @@ class Region(TimeStamped):
 
     def __str__(self) -> str:
         return self.code
+
+    def tls(self) -> EngineTLS | None:
+        """The engine's TLS material, decrypted (None: a local socket or ssh)."""
+        if not (self.tls_ca_encrypted or self.tls_cert_encrypted or self.tls_key_encrypted):
+            return None
+        return EngineTLS(
+            ca=decrypt_secret(self.tls_ca_encrypted),
+            cert=decrypt_secret(self.tls_cert_encrypted),
+            key=decrypt_secret(self.tls_key_encrypted),
+        )
+
+    def set_tls(self, tls: EngineTLS | None) -> None:
+        self.tls_ca_encrypted = encrypt_secret(tls.ca) if tls else ""
+        self.tls_cert_encrypted = encrypt_secret(tls.cert) if tls else ""
+        self.tls_key_encrypted = encrypt_secret(tls.key) if tls else ""
 
     @property
     def queue(self) -> str:

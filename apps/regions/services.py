@@ -1,10 +1,15 @@
-"""Region writes shared by the demo commands (``bsn_demo``, ``dcep_setup``)."""
+"""Region writes: registering a region (``bsn_region add``) and the demo regions (``bsn_demo``, ``dcep_setup``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from apps.audit.services import audit_record
+from apps.regions.engine_tls import EngineTLS, EngineTLSInvalid, check_engine_access
 from apps.regions.models import Region
 
 DEMO_REGIONS = [
@@ -41,3 +46,40 @@ def demo_regions_seed(*, driver: str) -> list[Region]:
             )
             regions.append(region)
     return regions
+
+
+class RegionInvalid(ValueError):
+    """The region cannot be registered as given; ``errors`` maps field to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def region_add(*, code: str, tls: EngineTLS | None = None, actor_label: str = "", **fields: Any) -> Region:
+    """Register a region. An engine reached over the network needs TLS material
+    (``engine_tls.check_engine_access``); the material is stored encrypted. Audited."""
+    if Region.objects.filter(code=code).exists():
+        raise RegionInvalid({"code": [f"region {code} already exists"]})
+    region = Region(code=code, **fields)
+    region.name = region.name or code
+    try:
+        check_engine_access(
+            region.driver, region.docker_base_url, tls, allow_insecure=settings.BSN_ALLOW_INSECURE_ENGINES
+        )
+    except EngineTLSInvalid as exc:
+        raise RegionInvalid({"tls": [str(exc)]}) from None
+    region.set_tls(tls)
+    try:
+        region.full_clean()
+    except ValidationError as exc:
+        raise RegionInvalid(exc.message_dict) from None
+    region.save()
+    audit_record(
+        action="region.add",
+        object_type="region",
+        object_id=code,
+        actor_label=actor_label,
+        data={"driver": region.driver, "tls": tls.describe() if tls else None},
+    )
+    return region

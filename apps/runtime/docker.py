@@ -30,6 +30,7 @@ import requests.exceptions
 from docker.models.containers import Container
 from docker.models.networks import Network
 
+from apps.runtime import image_sync
 from apps.runtime.base import (
     Networks,
     NodeEvents,
@@ -238,6 +239,32 @@ def _is_conflict(exc: BaseException) -> bool:
 
 # --------------------------------------------------------------------------- driver
 
+MIN_API_VERSION = "1.24"  # what the SDK still speaks; the engine's own version is asked
+
+
+def engine_client(base_url: str, *, timeout: int, tls: docker.tls.TLSConfig | None = None) -> docker.DockerClient:
+    """A client of the engine at ``base_url`` speaking the engine's API version.
+
+    With TLS, the region's CA must be the one that verifies the engine. requests lets
+    ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` from the environment override a session's
+    CA (psf/requests#3829), and the SDK's ``version="auto"`` probe runs inside the
+    constructor, before the session can be told otherwise; so the version is asked by a
+    client that ignores the environment, and the real client is made with it.
+    """
+    ssh = base_url.startswith("ssh://")
+    if not tls:
+        # version="auto" asks the engine once, so old engines (API < SDK default) work.
+        return docker.DockerClient(base_url=base_url, timeout=timeout, version="auto", use_ssh_client=ssh)
+    probe = docker.DockerClient(base_url=base_url, timeout=timeout, tls=tls, version=MIN_API_VERSION)
+    probe.api.trust_env = False
+    try:
+        version = probe.version(api_version=False)["ApiVersion"]
+    finally:
+        probe.close()
+    client = docker.DockerClient(base_url=base_url, timeout=timeout, tls=tls, version=version)
+    client.api.trust_env = False
+    return client
+
 
 class DockerDriver:
     """Executes node specs on one Docker Engine (local socket, tcp+TLS or ssh)."""
@@ -245,10 +272,20 @@ class DockerDriver:
     CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents)
     name = "docker"
 
-    def __init__(self, base_url: str, timeout: int, tls: docker.tls.TLSConfig | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: int,
+        tls: docker.tls.TLSConfig | None = None,
+        *,
+        image_source_url: str | None = None,
+    ) -> None:
         self.base_url = base_url
         self.timeout = timeout
         self.tls = tls
+        # The engine images are built on (apps/runtime/image_sync.py); None: this engine
+        # must hold the images itself.
+        self.image_source_url = image_source_url
         self._clients: dict[str, docker.DockerClient] = {}
         self._lock = threading.Lock()
 
@@ -267,15 +304,25 @@ class DockerDriver:
                 client = self._clients[self.base_url] = self._new_client()
             return client
 
+    def _image_source(self) -> docker.DockerClient | None:
+        url = self.image_source_url
+        if not url:
+            return None
+        if url == self.base_url:
+            return self._client()
+        client = self._clients.get(url)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(url)
+                if client is None:
+                    # The source is the control plane's own engine: a local socket, no TLS.
+                    client = self._clients[url] = docker.DockerClient(
+                        base_url=url, timeout=max(self.timeout, 120), version="auto"
+                    )
+        return client
+
     def _new_client(self) -> docker.DockerClient:
-        # version="auto" asks the engine once, so old engines (API < SDK default) work.
-        return docker.DockerClient(
-            base_url=self.base_url,
-            timeout=self.timeout,
-            tls=self.tls or False,
-            version="auto",
-            use_ssh_client=self.base_url.startswith("ssh://"),
-        )
+        return engine_client(self.base_url, timeout=self.timeout, tls=self.tls)
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
@@ -544,6 +591,9 @@ class DockerDriver:
             )
 
     def _create_container(self, client: docker.DockerClient, spec: NodeSpec, network: Network) -> Container:
+        # The image by content (its id), streamed from the image source if this engine
+        # lacks it or holds a stale one under the same tag.
+        image_sync.image_ensure(client, self.base_url, spec.image, self._image_source)
         try:
             return client.containers.create(**container_create_kwargs(spec, network=network.id))
         except docker.errors.APIError as exc:

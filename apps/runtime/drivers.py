@@ -12,31 +12,41 @@ _cache: dict[tuple[Any, ...], RuntimeDriver] = {}
 _lock = threading.Lock()
 
 
-def _tls_config(region: Any) -> Any:
+def _tls_config(region: Any, tls: Any) -> Any:
+    """docker.tls.TLSConfig of a region's engine (apps/regions/engine_tls.py), or None."""
     import docker.tls
+    from django.conf import settings
 
-    ca = (getattr(region, "tls_ca_file", "") or "").strip()
-    cert = (getattr(region, "tls_cert_file", "") or "").strip()
-    key = (getattr(region, "tls_key_file", "") or "").strip()
-    if not (ca or cert or key):
+    from apps.regions.engine_tls import EngineTLSInvalid, check_engine_access, tls_files
+
+    try:
+        check_engine_access(
+            region.driver, region.docker_base_url or "", tls, allow_insecure=settings.BSN_ALLOW_INSECURE_ENGINES
+        )
+    except EngineTLSInvalid as exc:
+        raise PermanentRuntimeError(f"region {region.code}: {exc}") from None
+    if tls is None:
         return None
-    if bool(cert) != bool(key):
-        raise PermanentRuntimeError(f"region {region.code}: tls_cert_file and tls_key_file go together")
-    for path in (ca, cert, key):
-        if path and not Path(path).is_file():
-            raise PermanentRuntimeError(f"region {region.code}: TLS file {path} does not exist")
-    return docker.tls.TLSConfig(client_cert=(cert, key) if cert else None, ca_cert=ca or None, verify=ca or True)
+    ca, cert, key = tls_files(tls)
+    return docker.tls.TLSConfig(client_cert=(cert, key), ca_cert=ca, verify=ca)
+
+
+def _region_tls(region: Any) -> Any:
+    get = getattr(region, "tls", None)
+    return get() if callable(get) else None
 
 
 def driver_for_region(region: Any) -> RuntimeDriver:
-    """The driver for ``region`` (anything with driver, docker_base_url, tls_*_file, code)."""
+    """The driver for ``region`` (anything with driver, docker_base_url, code and
+    optionally ``tls()``, see apps/regions/models.py)."""
     from django.conf import settings
 
     kind = region.driver
     if kind == "docker":
         base_url = (region.docker_base_url or "").strip() or settings.BSN_DOCKER_BASE_URL
-        tls_files = tuple((getattr(region, f, "") or "") for f in ("tls_ca_file", "tls_cert_file", "tls_key_file"))
-        key: tuple[Any, ...] = ("docker", region.code, base_url, settings.BSN_DOCKER_TIMEOUT, tls_files)
+        tls = _region_tls(region)
+        fingerprint = tls.fingerprint if tls else ""
+        key: tuple[Any, ...] = ("docker", region.code, base_url, settings.BSN_DOCKER_TIMEOUT, fingerprint)
     elif kind == "process":
         root = Path(settings.BSN_PROCESS_DIR) / region.code
         key = ("process", region.code, str(root))
@@ -49,7 +59,12 @@ def driver_for_region(region: Any) -> RuntimeDriver:
             if kind == "docker":
                 from apps.runtime.docker import DockerDriver
 
-                driver = DockerDriver(base_url, settings.BSN_DOCKER_TIMEOUT, tls=_tls_config(region))
+                driver = DockerDriver(
+                    base_url,
+                    settings.BSN_DOCKER_TIMEOUT,
+                    tls=_tls_config(region, tls),
+                    image_source_url=settings.BSN_IMAGE_SOURCE_URL or None,
+                )
             else:
                 from apps.runtime.process import ProcessDriver
 

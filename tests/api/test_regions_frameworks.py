@@ -21,7 +21,7 @@ class TestRegions:
         assert row["status"] == "active"
         assert row["node_count"] == 0
         assert row["queue"] == "region.cn-beijing"
-        for secret in ("docker_base_url", "tls_key_file", "tls_cert_file", "tls_ca_file"):
+        for secret in ("docker_base_url", "tls_key_encrypted", "tls_cert_encrypted", "tls_ca_encrypted"):
             assert secret not in row
 
     def test_detail_counts_live_nodes_of_every_tenant(self, member_client, owner, outsider, regions):

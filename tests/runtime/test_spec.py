@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import docker.errors
 import pytest
 import requests
 
+from apps.regions.engine_tls import EngineTLS
 from apps.runtime import drivers
 from apps.runtime.base import PermanentRuntimeError, RuntimeUnavailable, TransientRuntimeError
 from apps.runtime.docker import classify_error as classify
@@ -27,6 +29,7 @@ from apps.runtime.spec import (
     LABEL_TENANT,
     build_node_spec,
 )
+from tests.engines import make_tls
 
 INSTALLATION = "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
 APP = "11111111-2222-3333-4444-555555555555"
@@ -230,12 +233,10 @@ def region(**overrides):
         "code": "cn-test",
         "driver": "docker",
         "docker_base_url": "",
-        "tls_ca_file": "",
-        "tls_cert_file": "",
-        "tls_key_file": "",
     }
+    tls = overrides.pop("tls", None)
     values.update(overrides)
-    return SimpleNamespace(**values)
+    return SimpleNamespace(**values, tls=lambda: tls)
 
 
 @pytest.fixture
@@ -251,21 +252,26 @@ def test_factory_builds_and_caches_drivers_per_region(settings, tmp_path, clean_
     d1 = drivers.driver_for_region(region())
     assert d1.name == "docker" and d1.base_url == "unix:///nonexistent/docker.sock"
     assert drivers.driver_for_region(region()) is d1
-    d2 = drivers.driver_for_region(region(docker_base_url="tcp://10.0.0.9:2376"))
+    material = make_tls()
+    tls = EngineTLS(ca=material.ca, cert=material.client_cert, key=material.client_key)
+    d2 = drivers.driver_for_region(region(docker_base_url="tcp://10.0.0.9:2376", tls=tls))
     assert d2 is not d1 and d2.base_url == "tcp://10.0.0.9:2376"
+    ca, (cert, key) = d2.tls.ca_cert, d2.tls.cert
+    assert Path(key).read_text() == tls.key and Path(ca).read_text() == tls.ca and Path(cert).read_text() == tls.cert
+    assert all(Path(f).stat().st_mode & 0o077 == 0 for f in (ca, cert, key))  # this user only
+    assert d2.tls.verify == ca
     p = drivers.driver_for_region(region(driver="process", code="cn-local"))
     assert p.name == "process" and p.root_dir == tmp_path / "cn-local"
 
 
-def test_factory_rejects_unknown_driver_and_half_tls(clean_driver_cache, tmp_path):
+def test_factory_rejects_unknown_driver_and_engines_over_the_network_without_tls(clean_driver_cache, settings):
     with pytest.raises(PermanentRuntimeError):
         drivers.driver_for_region(region(driver="kubernetes"))
-    cert = tmp_path / "cert.pem"
-    cert.write_text("x")
-    with pytest.raises(PermanentRuntimeError, match="go together"):
-        drivers.driver_for_region(region(tls_cert_file=str(cert)))
-    with pytest.raises(PermanentRuntimeError, match="does not exist"):
-        drivers.driver_for_region(region(tls_ca_file=str(tmp_path / "missing.pem")))
+    settings.BSN_ALLOW_INSECURE_ENGINES = False
+    with pytest.raises(PermanentRuntimeError, match=r"over the network.*BSN_ALLOW_INSECURE_ENGINES"):
+        drivers.driver_for_region(region(docker_base_url="tcp://10.0.0.9:2375"))
+    settings.BSN_ALLOW_INSECURE_ENGINES = True  # development only
+    assert drivers.driver_for_region(region(docker_base_url="tcp://10.0.0.9:2375")).tls is None
 
 
 def test_docker_engine_answers_is_false_for_nothing_there(tmp_path):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.audit.services import audit_record
 from apps.chainapps.selectors import regions_with_load
+from apps.regions.engine_tls import EngineTLSInvalid, parse_tls
 from apps.regions.models import Region
+from apps.regions.services import RegionInvalid, region_add
 
 
 class Command(BaseCommand):
@@ -24,9 +27,9 @@ class Command(BaseCommand):
         add.add_argument("--operator", default="")
         add.add_argument("--driver", choices=[c for c, _ in Region.Driver.choices], default=Region.Driver.DOCKER)
         add.add_argument("--docker-url", default="", help="engine base URL (blank: local engine)")
-        add.add_argument("--tls-ca", default="")
-        add.add_argument("--tls-cert", default="")
-        add.add_argument("--tls-key", default="")
+        add.add_argument("--tls-ca", default="", metavar="FILE", help="PEM of the engine's CA (tcp:// engines)")
+        add.add_argument("--tls-cert", default="", metavar="FILE", help="PEM of the client certificate")
+        add.add_argument("--tls-key", default="", metavar="FILE", help="PEM of the client key (stored encrypted)")
         add.add_argument("--publish-host", default="127.0.0.1")
         add.add_argument("--max-nodes", type=int, default=100)
         sub.add_parser("list", help="list regions")
@@ -38,28 +41,29 @@ class Command(BaseCommand):
         getattr(self, f"do_{action}")(**options)
 
     def do_add(self, code, **o):
-        if Region.objects.filter(code=code).exists():
-            raise CommandError(f"region {code} already exists")
-        region = Region(
-            code=code,
-            name=o["name"] or code,
-            city=o["city"],
-            country=o["country"],
-            operator=o["operator"],
-            driver=o["driver"],
-            docker_base_url=o["docker_url"],
-            tls_ca_file=o["tls_ca"],
-            tls_cert_file=o["tls_cert"],
-            tls_key_file=o["tls_key"],
-            publish_host=o["publish_host"],
-            max_nodes=o["max_nodes"],
-        )
+        texts = []
+        for option in ("tls_ca", "tls_cert", "tls_key"):
+            path = o[option]
+            try:
+                texts.append(Path(path).read_text() if path else "")
+            except OSError as exc:
+                raise CommandError(f"--{option.replace('_', '-')} {path}: {exc.strerror}") from None
         try:
-            region.full_clean()
-        except ValidationError as exc:
-            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
-        region.save()
-        audit_record(action="region.add", object_type="region", object_id=code, actor_label="manage.py")
+            region = region_add(
+                code=code,
+                tls=parse_tls(*texts),
+                actor_label="manage.py",
+                name=o["name"],
+                city=o["city"],
+                country=o["country"],
+                operator=o["operator"],
+                driver=o["driver"],
+                docker_base_url=o["docker_url"],
+                publish_host=o["publish_host"],
+                max_nodes=o["max_nodes"],
+            )
+        except (RegionInvalid, EngineTLSInvalid) as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(
             f"added region {code} ({region.driver}), queue {region.queue}: running workers that serve every "
             f"region (bsn_worker without region codes) consume it within {settings.BSN_WORKER_FOLLOW_INTERVAL:g} s; "
