@@ -449,7 +449,8 @@ def _progress_begin(op: Operation, node: LedgerNode, *, action: str, target: Fra
             return None
         if "head" in step:
             return step
-        row = LedgerNode.objects.select_for_update().select_related("framework", "app__framework").get(pk=node.pk)
+        row = LedgerNode.objects.select_for_update(of=("self",)).select_related("framework", "app__framework")
+        row = row.get(pk=node.pk)
         progress = {"head": head, "since": time.time()}
         code = node.region.code
         if action == ACTION_ADD:
@@ -476,12 +477,22 @@ def _progress_begin(op: Operation, node: LedgerNode, *, action: str, target: Fra
     return step
 
 
+class NodeNotBack(PermanentRuntimeError):
+    """A node of an upgrade or scale was not healthy at the chain head within its bound.
+    ``reason`` is for the tenant (it names the node, never an engine's text)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 def _bound_reached(progress: dict, node: LedgerNode, exc: BaseException) -> None:
     """A node that is not back within BSN_LIFECYCLE_NODE_TIMEOUT fails its step for good."""
     bound = settings.BSN_LIFECYCLE_NODE_TIMEOUT
     if time.time() - progress["since"] >= bound:
-        raise PermanentRuntimeError(
-            f"node {node.name} did not come back within {bound:g} s: {runtime_reason(exc)}"
+        raise NodeNotBack(
+            f"node {node.name} did not come back healthy at the chain head within {bound:g} s ({runtime_reason(exc)})",
+            f"{node.name}: {exc}",
         ) from exc
 
 
@@ -635,8 +646,13 @@ def node_step_run(operation_id: str, node_id: str) -> str:
         raise PermanentRuntimeError(f"unknown operation kind {op.kind}")
     except Superseded as exc:
         return _record_step(operation_id, node_id, STEP_CANCELLED, str(exc))
+    except NodeNotBack as exc:
+        seen = incident(f"{node.region.code}: {exc.reason}; stopped while {where.now}", exc)
+        LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
+        return _record_step(operation_id, node_id, STEP_FAILED, seen.message, detail=seen.detail)
     except PermanentRuntimeError as exc:
-        seen = incident(f"{node.region.code}: {where.now} failed: {runtime_reason(exc)}", exc)
+        who = f"{node.region.code}: node {node.name}" if step.get("action") else node.region.code
+        seen = incident(f"{who}: {where.now} failed: {runtime_reason(exc)}", exc)
         LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
         return _record_step(operation_id, node_id, STEP_FAILED, seen.message, detail=seen.detail)
     except Exception as exc:
@@ -651,7 +667,11 @@ def node_step_run(operation_id: str, node_id: str) -> str:
 def step_give_up(operation_id: str, node_id: str, error: str, *, detail: str = "") -> str:
     """Retries are exhausted for this attempt: the step failed (the operation may be retried).
 
-    ``error`` is shown to the tenant; ``detail`` to platform staff only."""
+    ``error`` is shown to the tenant (prefixed with the node's region and name: an upgrade
+    or scale stops at that node); ``detail`` to platform staff only."""
+    node = LedgerNode.objects.select_related("region").filter(pk=node_id).first()
+    if node is not None and not error.startswith(f"{node.region.code}:"):
+        error = f"{node.region.code}: node {node.name}: {error}"
     return _record_step(operation_id, node_id, STEP_FAILED, error, detail=detail)
 
 
