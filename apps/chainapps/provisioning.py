@@ -508,8 +508,10 @@ def _bring_up_to_head(op: Operation, node: LedgerNode, driver, where: _Stage, pr
         )
         if not status.endpoint:
             raise TransientRuntimeError(f"{node.name} has no published endpoint yet")
+        _touch(op.pk)
         where.now = "waiting for the node to become healthy"
         node_wait_verified(node, status, timeout=min(settings.BSN_NODE_HEALTH_TIMEOUT, deadline - time.time()))
+        _touch(op.pk)
         where.now = "waiting for the node to reach the chain head"
         height = node_wait_height(node, status.endpoint, progress["head"], deadline=deadline, operation_id=op.pk)
     except Exception as exc:
@@ -543,6 +545,7 @@ def _step_replace(op: Operation, node: LedgerNode, driver, where: _Stage, *, act
         if seen.state == "running" and seen.labels.get(LABEL_GENERATION) != str(progress["generation"]):
             driver.stop_node(spec)  # a clean stop; the new generation's container replaces it
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.STOPPED)
+            _touch(op.pk)
     except Exception as exc:
         if is_transient(exc):
             _bound_reached(progress, node, exc)
@@ -667,10 +670,12 @@ def node_step_run(operation_id: str, node_id: str) -> str:
 def step_give_up(operation_id: str, node_id: str, error: str, *, detail: str = "") -> str:
     """Retries are exhausted for this attempt: the step failed (the operation may be retried).
 
-    ``error`` is shown to the tenant (prefixed with the node's region and name: an upgrade
-    or scale stops at that node); ``detail`` to platform staff only."""
+    ``error`` is shown to the tenant (for an upgrade or scale step prefixed with the node's
+    region and name: the operation stops at that node); ``detail`` to platform staff only."""
+    op = Operation.objects.filter(pk=operation_id).only("steps").first()
     node = LedgerNode.objects.select_related("region").filter(pk=node_id).first()
-    if node is not None and not error.startswith(f"{node.region.code}:"):
+    lifecycle = op is not None and (op.steps.get(node_id) or {}).get("action")
+    if lifecycle and node is not None and not error.startswith(f"{node.region.code}:"):
         error = f"{node.region.code}: node {node.name}: {error}"
     return _record_step(operation_id, node_id, STEP_FAILED, error, detail=detail)
 

@@ -258,3 +258,46 @@ def test_scale_out_catches_up_and_scale_in_removes_the_node(
     ledger.assert_whole()
     assert Operation.objects.filter(app_id=ledger.id, kind="scale", status="succeeded").count() == 4
     ledger.delete()
+
+
+def test_a_worker_killed_mid_upgrade_replaces_no_node_twice(
+    api, live_server, make_regions, worker_factory, docker_engine, ledger_image, builtin_framework
+):
+    regions = make_regions("docker", count=2)
+    worker = worker_factory(regions, stale_seconds=8, env={"BSN_HEAL_ON_EVENTS": "false"})
+    ledger = Ledger(api, live_server, regions, "killed-upgrade")
+    for i in range(4):
+        ledger.put(f"k{i}", i)
+    generations = {n.pk: n.generation for n in _live(ledger.id)}
+    target = _version(builtin_framework, "0.2.2")
+    resp = ledger.post("upgrade", {"framework": target.slug})
+    op_id = resp.json()["id"]
+
+    # SIGKILL the worker once the first node's replacement has begun (its new generation
+    # and the chain head are recorded), before the node is back.
+    first = _live(ledger.id)[0]
+    wait_for(
+        lambda: "head" in (Operation.objects.get(pk=op_id).steps.get(str(first.pk)) or {}),
+        timeout=60,
+        interval=0.02,
+        message="the first node's replacement to begin",
+    )
+    worker.kill()
+    op = Operation.objects.get(pk=op_id)
+    assert op.status == "running" and op.steps[str(first.pk)]["state"] == "pending"
+
+    # A fresh worker (with beat, which resumes the stale operation) finishes it.
+    worker_factory(regions, stale_seconds=8, beat=True, env={"BSN_HEAL_ON_EVENTS": "false"})
+    final = operation_done(api, resp["Location"], timeout=240)
+    assert final["status"] == "succeeded", (final["last_error"], final["log"][-8:])
+    assert final["attempts"] >= 2
+    for node in _live(ledger.id):  # each node replaced exactly once
+        assert node.generation == generations[node.pk] + 1, node.name
+        assert _generation(docker_engine, node) == str(node.generation)
+        assert node.framework == target
+    went = [line["message"] for line in final["log"] if "upgrading node" in line["message"]]
+    assert len(went) == 2, went  # the first node's replacement was recorded once, then resumed
+    ledger.assert_whole()  # its data survived
+    ledger.put("after", 1)
+    ledger.assert_whole()
+    ledger.delete()
