@@ -600,7 +600,11 @@ def node_step_run(operation_id: str, node_id: str) -> str:
     if step is None or step["state"] != STEP_PENDING:
         return "skipped"
     step_taken(operation_id, node_id)
-    node = LedgerNode.objects.select_related("app__framework", "app__tenant", "region").filter(pk=node_id).first()
+    node = (
+        LedgerNode.objects.select_related("app__framework", "app__tenant", "region", "framework")
+        .filter(pk=node_id)
+        .first()
+    )
     if node is None:
         return _record_step(operation_id, node_id, STEP_DONE, "node row gone")
     where = _Stage("preparing the node")
