@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -300,4 +301,37 @@ def test_a_worker_killed_mid_upgrade_replaces_no_node_twice(
     ledger.assert_whole()  # its data survived
     ledger.put("after", 1)
     ledger.assert_whole()
+    ledger.delete()
+
+
+def test_a_node_whose_new_version_keeps_exiting_fails_the_upgrade_within_its_bound(
+    api, live_server, make_regions, worker_factory, docker_engine, ledger_image, builtin_framework
+):
+    regions = make_regions("docker", count=2)
+    bound = 15
+    worker_factory(
+        regions,
+        env={
+            "BSN_HEAL_ON_EVENTS": "false",
+            "BSN_LIFECYCLE_NODE_TIMEOUT": str(bound),
+            "BSN_NODE_HEALTH_TIMEOUT": "5",
+        },
+    )
+    ledger = Ledger(api, live_server, regions, "crashing-upgrade")
+    ledger.put("k", 1)
+    crashing = _version(builtin_framework, "0.2.9")
+    Framework.objects.filter(pk=crashing.pk).update(command=["python3", "-c", "raise SystemExit(3)"])
+    first, second = _live(ledger.id)
+
+    op = operation_done(api, ledger.post("upgrade", {"framework": crashing.slug})["Location"], timeout=180)
+    assert op["status"] == "failed", op
+    assert f"node {first.name} did not come back healthy at the chain head within {bound} s" in op["last_error"]
+    assert op["steps"][str(second.pk)]["state"] == "skipped"
+    went = next(line["at"] for line in op["log"] if "upgrading node" in line["message"])
+    took = (datetime.fromisoformat(op["finished_at"]) - datetime.fromisoformat(went)).total_seconds()
+    assert bound <= took < bound + 60, took  # retried until the bound, then gave up
+    assert ChainApp.objects.get(pk=ledger.id).framework == builtin_framework
+    assert ChainApp.objects.get(pk=ledger.id).status == "degraded"
+    assert LedgerNode.objects.get(pk=second.pk).framework == builtin_framework
+    ledger.put("still-serving", 2)  # the node on the old version commits alone
     ledger.delete()
