@@ -765,6 +765,17 @@ def _finish(op: Operation, app: ChainApp, status: str, error: str, **fields) -> 
         framework = Framework.objects.get(slug=op.params["framework"])
         ChainApp.objects.filter(pk=app.pk).update(framework=framework, updated_at=timezone.now())
         app.framework = framework
+    if op.kind == Operation.Kind.SCALE and status != Operation.Status.SUCCEEDED:
+        # Nodes a scale added but never started (an earlier step failed, or it was
+        # cancelled) are not left for the reconciler to start behind the operation's back.
+        never = [
+            node_id
+            for node_id, step in op.steps.items()
+            if step.get("action") == ACTION_ADD and step["state"] in (STEP_SKIPPED, STEP_CANCELLED)
+        ]
+        LedgerNode.objects.filter(pk__in=never, state=LedgerNode.State.PENDING).update(
+            state=LedgerNode.State.REMOVED, updated_at=timezone.now()
+        )
     app_refresh_status(app, failed=status == Operation.Status.FAILED, reason=error)
 
 

@@ -296,3 +296,16 @@ def test_both_are_in_the_schema(owner_client):
         operation = schema["paths"][f"/api/v1/apps/{{id}}/{name}/"]["post"]
         assert "202" in operation["responses"]
         assert operation["requestBody"]["required"] is True
+
+
+def test_nodes_a_scale_never_started_are_not_left_to_the_reconciler(owner_client, running_app):
+    op = accepted(scale(owner_client, running_app, ["cn-beijing", "cn-shanghai", "cn-shenzhen"]), "scale")
+    claimed, _ = provisioning.operation_claim(str(op.pk))
+    refresh = next(i for i, s in claimed.steps.items() if s["order"] == 0)
+    provisioning.step_give_up(str(op.pk), refresh, "cn-beijing: node x did not come back")
+    op.refresh_from_db()
+    added = LedgerNode.objects.get(app=running_app, region__code="cn-shenzhen")
+    assert op.status == "failed"
+    assert op.steps[str(added.pk)]["state"] == "skipped"
+    assert added.state == "removed"  # not pending: the reconciler would start it
+    assert owner_client.get(f"/api/v1/apps/{running_app.pk}").json()["regions"] == ["cn-beijing", "cn-shanghai"]
