@@ -280,6 +280,9 @@ BSN_IMAGE_SOURCE_URL = env_str("BSN_IMAGE_SOURCE_URL", BSN_DOCKER_BASE_URL)
 BSN_ALLOW_INSECURE_ENGINES = env_bool("BSN_ALLOW_INSECURE_ENGINES", False)
 BSN_LEDGER_IMAGE = env_str("BSN_LEDGER_IMAGE", "bsn/ledger:latest")
 BSN_NODE_HEALTH_TIMEOUT = env_float("BSN_NODE_HEALTH_TIMEOUT", 60.0)
+# Upgrade and scale: how long one node may take to come back (or, added, to start) healthy
+# at the chain head; past it the operation fails naming the node, and no later node is touched.
+BSN_LIFECYCLE_NODE_TIMEOUT = env_float("BSN_LIFECYCLE_NODE_TIMEOUT", 300.0)
 BSN_OPERATION_MAX_ATTEMPTS = env_int("BSN_OPERATION_MAX_ATTEMPTS", 5, minimum=1)
 # A running operation whose heartbeat is older than this is taken over by another worker.
 BSN_OPERATION_STALE_SECONDS = env_int("BSN_OPERATION_STALE_SECONDS", 120, minimum=5)

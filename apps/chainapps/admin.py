@@ -14,6 +14,8 @@ class FrameworkAdmin(admin.ModelAdmin):
 NODE_HEALTH_FIELDS = [
     "name",
     "region",
+    "framework",
+    "generation",
     "state",
     "endpoint",
     "runtime_id",
@@ -30,7 +32,7 @@ NODE_HEALTH_FIELDS = [
 class LedgerNodeInline(admin.TabularInline):
     model = LedgerNode
     extra = 0
-    fields = ["name", "region", "state", "chain_height", "last_seen_at", "last_error"]
+    fields = ["name", "region", "framework", "state", "chain_height", "last_seen_at", "last_error"]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
@@ -64,8 +66,18 @@ class ChainAppAdmin(admin.ModelAdmin):
 class LedgerNodeAdmin(admin.ModelAdmin):
     """Node health as last observed (state, chain, errors); restart and reconcile-now."""
 
-    list_display = ["name", "app", "region", "state", "chain_height", "chain_seen_at", "last_seen_at", "last_error"]
-    list_filter = ["state", "region"]
+    list_display = [
+        "name",
+        "app",
+        "region",
+        "framework",
+        "state",
+        "chain_height",
+        "chain_seen_at",
+        "last_seen_at",
+        "last_error",
+    ]
+    list_filter = ["state", "region", "framework"]
     search_fields = ["name", "app__name", "app__tenant__slug"]
     fields = NODE_HEALTH_FIELDS
     readonly_fields = NODE_HEALTH_FIELDS

@@ -45,6 +45,27 @@ class Framework(TimeStamped):
         """
         return list(CONTRACTS) if self.builtin else list(self.contract_templates)
 
+    def upgrade_refusal(self, app: ChainApp) -> str:
+        """Why ``app`` cannot move to this framework ("" if it can).
+
+        A framework's ``name`` is its ledger family (one node program, successive
+        ``version``s): its nodes read the same data volume, speak the same protocol and
+        run the same contracts. An app moves only between versions of one family, to a
+        framework that is active and offers the app's contract template.
+        """
+        current = app.framework
+        if not self.is_active:
+            return f"framework {self.slug} is not active"
+        if self.name != current.name:
+            return (
+                f"{self.slug} is {self.name!r}, another ledger family than the app's {current.slug} "
+                f"({current.name!r}); an app moves only between versions of its own family"
+            )
+        offered = self.offered_templates()
+        if offered and app.contract_template not in offered:
+            return f"{self.slug} does not offer the app's contract template {app.contract_template!r}"
+        return ""
+
 
 class ChainAppQuerySet(models.QuerySet):
     def for_tenant(self, tenant: Tenant) -> ChainAppQuerySet:
@@ -168,6 +189,10 @@ class LedgerNode(TimeStamped):
     # control plane, the gateway and the app's peers sign their requests with it and the
     # node MACs its replies with it. Only encrypted here, and a file in the node.
     api_credential_encrypted = models.TextField(blank=True)
+    # What this node runs: the app's framework, until a rolling upgrade moves the nodes one
+    # at a time (a failed upgrade leaves nodes on both; the app's framework changes once
+    # all have moved). Empty on rows made before nodes recorded it: the app's framework.
+    framework = models.ForeignKey(Framework, null=True, blank=True, on_delete=models.PROTECT, related_name="nodes")
     # Last /chain observation by the reconciler (empty until a running node answered).
     chain_height = models.PositiveBigIntegerField(null=True, blank=True)
     chain_head = models.CharField(max_length=64, blank=True)
@@ -180,6 +205,11 @@ class LedgerNode(TimeStamped):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def current_framework(self) -> Framework:
+        """The framework this node runs (its own, else the app's)."""
+        return self.framework if self.framework_id else self.app.framework
 
 
 class OperationQuerySet(models.QuerySet):
@@ -202,6 +232,8 @@ class Operation(TimeStamped):
         START = "start"
         STOP = "stop"
         DELETE = "delete"
+        UPGRADE = "upgrade"  # rolling: one node at a time to another framework version
+        SCALE = "scale"  # nodes added on new regions, removed from dropped ones
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -231,7 +263,9 @@ class Operation(TimeStamped):
     max_attempts = models.PositiveIntegerField(default=5)
     last_error = models.TextField(blank=True)
     log = models.JSONField(default=list, blank=True)
-    # One entry per node: {"<node id>": {"state": "pending|done|failed|cancelled", "error": ""}}
+    # One entry per node: {"<node id>": {"state": "pending|done|failed|cancelled|skipped", "error": ""}};
+    # upgrade and scale steps also carry "order" (steps run order by order: all of one
+    # order, then the next), "action" and their progress (provisioning.py).
     steps = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     started_at = models.DateTimeField(null=True, blank=True)

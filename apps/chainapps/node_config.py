@@ -30,9 +30,9 @@ def node_keys(app: ChainApp) -> dict[str, str]:
 
 
 def node_siblings(node: LedgerNode) -> list[LedgerNode]:
-    """The app's other nodes, by region code."""
-    others = LedgerNode.objects.filter(app_id=node.app_id).exclude(pk=node.pk)
-    return list(others.select_related("region").order_by("region__code"))
+    """The app's other nodes (not those scaled away or deleted), by region code."""
+    others = LedgerNode.objects.filter(app_id=node.app_id).exclude(pk=node.pk).exclude(state=LedgerNode.State.REMOVED)
+    return list(others.select_related("region", "framework", "app__framework").order_by("region__code"))
 
 
 def node_peers(node: LedgerNode) -> dict[str, LedgerNode]:
@@ -40,15 +40,15 @@ def node_peers(node: LedgerNode) -> dict[str, LedgerNode]:
 
     On the same Docker engine by container name (the app's nodes there share an internal
     network, see ``provisioning.node_join_peer_network``); elsewhere by the published
-    endpoint.
+    endpoint. Each peer on its own framework's port (nodes of one app differ during a
+    rolling upgrade).
     A node fetches blocks older than the etcd window from these (``GET /blocks/{h}``),
     signing each request with that peer's credential.
     """
-    port = node.app.framework.port
     peers: dict[str, LedgerNode] = {}
     for other in node_siblings(node):
         if node.region.driver == "docker" and same_engine(other.region, node.region):
-            peers[f"http://{other.name}:{port}"] = other
+            peers[f"http://{other.name}:{other.current_framework.port}"] = other
         elif other.endpoint:
             peers[other.endpoint] = other
     return peers

@@ -10,14 +10,17 @@ drivers create or adopt objects by deterministic name and labels.
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
-from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.chainapps.node_auth import node_auth
 from apps.chainapps.node_config import node_config, node_siblings
 from apps.chainapps.ports import node_release_host_port, start_on_own_port
@@ -27,12 +30,19 @@ from apps.common.models import installation_id
 from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, is_transient, supports
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
-from apps.runtime.spec import NodeSpec, NodeStatus, build_node_spec, peer_network_name
+from apps.runtime.nodeapi import read_chain
+from apps.runtime.spec import LABEL_GENERATION, NodeSpec, NodeStatus, build_node_spec, peer_network_name
 
 logger = logging.getLogger(__name__)
 
 STEP_PENDING, STEP_DONE, STEP_FAILED, STEP_CANCELLED = "pending", "done", "failed", "cancelled"
+STEP_SKIPPED = "skipped"  # never started: a step of an earlier order failed
+# What a step does (upgrade and scale steps name it; the others do what their kind says).
+ACTION_UPGRADE, ACTION_REFRESH, ACTION_ADD, ACTION_REMOVE = "upgrade", "refresh", "add", "remove"
+# Keys of a step that only matter while it waits for a worker (dropped once it finished).
+DISPATCH_KEYS = ("queue", "dispatched_at", "taken_at", "waiting")
 LOG_LIMIT = 200
+HEARTBEAT_EVERY = 10.0  # seconds between heartbeats while a step waits for a node
 
 
 class Superseded(Exception):
@@ -42,7 +52,7 @@ class Superseded(Exception):
 def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
     """The node's spec. ``configured=False`` leaves out the node's configuration (keys,
     credentials): enough to stop, observe or remove a node, and decrypts nothing."""
-    app, framework, region = node.app, node.app.framework, node.region
+    app, framework, region = node.app, node.current_framework, node.region
     env, secrets = node_config(node) if configured else ({}, {})
     return build_node_spec(
         installation_id=installation_id(),
@@ -94,16 +104,19 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
     return status
 
 
-def node_wait_verified(node: LedgerNode, status: NodeStatus) -> None:
+def node_wait_verified(node: LedgerNode, status: NodeStatus, *, timeout: float | None = None) -> None:
     """Wait until a started node answers ``/health`` as itself (signed request, reply MAC,
     identity proof with its node key), then record it running. Raises TransientRuntimeError
-    when it does not within BSN_NODE_HEALTH_TIMEOUT, PermanentRuntimeError without a
-    credential. Provisioning, an operator's restart and a heal all end here."""
-    auth = node_auth(LedgerNode.objects.get(pk=node.pk))  # its credential exists by now
+    when it does not within ``timeout`` (default BSN_NODE_HEALTH_TIMEOUT),
+    PermanentRuntimeError without a credential. Provisioning, an operator's restart, a heal
+    and the upgrade and scale steps all end here."""
+    row = LedgerNode.objects.select_related("framework", "app__framework").get(pk=node.pk)
+    auth = node_auth(row)  # its credential exists by now
     if auth is None:
         raise PermanentRuntimeError(f"node {node.name} has no API credential")
-    health_path = node.app.framework.health_path
-    wait_healthy(status.endpoint, health_path, settings.BSN_NODE_HEALTH_TIMEOUT, auth=auth, interval=0.02)
+    health_path = row.current_framework.health_path
+    wait = settings.BSN_NODE_HEALTH_TIMEOUT if timeout is None else max(1.0, timeout)
+    wait_healthy(status.endpoint, health_path, wait, auth=auth, interval=0.02)
     LedgerNode.objects.filter(pk=node.pk).update(
         state=LedgerNode.State.RUNNING, last_seen_at=timezone.now(), last_error=""
     )
@@ -139,15 +152,22 @@ def node_release_ordering(node: LedgerNode, spec: NodeSpec, *, purge: bool) -> N
     ordering.ordering_detach(spec.network)
 
 
-def node_remove(driver, node: LedgerNode, spec: NodeSpec, *, keep_data: bool) -> None:
+def node_remove(driver, node: LedgerNode, spec: NodeSpec, *, keep_data: bool, app_gone: bool = True) -> None:
     """Remove the node, release what the ordering service holds for it, then its network.
 
-    One path for the delete operation and the reconciler; idempotent.
+    One path for the delete operation, the reconciler and scaling in; idempotent.
+    ``app_gone=False`` (scaling in: the app lives on on its other nodes) keeps the app's
+    etcd user and keys; only this node's network is released.
     """
     driver.remove_node(spec, keep_data=keep_data)
     node_release_host_port(node)
     if node.app.ordering == ChainApp.Ordering.ETCD:
-        node_release_ordering(node, spec, purge=not keep_data)
+        if app_gone:
+            node_release_ordering(node, spec, purge=not keep_data)
+        else:
+            from apps.ordering.services import ordering_detach
+
+            ordering_detach(spec.network)  # the members leave this node's network before it goes
         if supports(driver, Networks):  # the last node of the app on this engine removes it
             driver.remove_unused_network(_peer_network(node), installation_id=installation_id())
     driver.remove_network(spec)
@@ -187,10 +207,9 @@ def operation_claim(operation_id: str) -> tuple[Operation | None, str]:
         if op.attempts >= op.max_attempts:
             _finish(op, app, Operation.Status.FAILED, f"gave up after {op.attempts} attempts: {op.last_error}")
             return None, "exhausted"
-        nodes = list(app.nodes.all())
-        steps = {str(n.pk): op.steps.get(str(n.pk), {"state": STEP_PENDING, "error": ""}) for n in nodes}
-        for step in steps.values():  # a retried operation retries its failed steps
-            if step["state"] == STEP_FAILED:
+        steps = _plan_steps(op, app)
+        for step in steps.values():  # a retried operation retries its failed (and skipped) steps
+            if step["state"] in (STEP_FAILED, STEP_SKIPPED):
                 step.update(state=STEP_PENDING, error="")
         now = timezone.now()
         verb = "taken over (previous worker stopped)" if stale else "started"
@@ -209,9 +228,57 @@ def operation_claim(operation_id: str) -> tuple[Operation | None, str]:
     return op, ""
 
 
+def _new_step(*, order: int = 0, action: str = "") -> dict:
+    step = {"state": STEP_PENDING, "error": ""}
+    if action:
+        step.update(order=order, action=action)
+    return step
+
+
+def _plan_steps(op: Operation, app: ChainApp) -> dict[str, dict]:
+    """The operation's steps, ``{node id: step}``: those it has (a retried or taken-over
+    operation keeps them and their progress), else a fresh plan.
+
+    provision/start/stop: one step per live node, all at once. delete: every node of the
+    app, also those scaled away earlier (their kept volumes go too when asked). upgrade:
+    one node at a time, by region code. scale: when nodes are added, first the kept
+    nodes one at a time get their configuration refreshed (the new nodes' keys and
+    addresses), then the new nodes start (together), then the dropped ones go.
+    """
+    live = list(app.nodes.exclude(state=LedgerNode.State.REMOVED).select_related("region").order_by("region__code"))
+    if op.kind in (Operation.Kind.UPGRADE, Operation.Kind.SCALE) and op.steps:
+        return {node_id: dict(step) for node_id, step in op.steps.items()}
+    if op.kind == Operation.Kind.UPGRADE:
+        return {str(n.pk): _new_step(order=i, action=ACTION_UPGRADE) for i, n in enumerate(live)}
+    if op.kind == Operation.Kind.SCALE:
+        added, removed = set(op.params.get("added", [])), set(op.params.get("removed", []))
+        kept = [n for n in live if n.region.code not in added | removed]
+        steps = {}
+        if added:
+            steps = {str(n.pk): _new_step(order=i, action=ACTION_REFRESH) for i, n in enumerate(kept)}
+        order = len(steps)
+        steps.update({str(n.pk): _new_step(order=order, action=ACTION_ADD) for n in live if n.region.code in added})
+        order += bool(added)
+        steps.update(
+            {str(n.pk): _new_step(order=order, action=ACTION_REMOVE) for n in live if n.region.code in removed}
+        )
+        return steps
+    nodes = list(app.nodes.all()) if op.kind == Operation.Kind.DELETE else live
+    return {str(n.pk): dict(op.steps.get(str(n.pk), _new_step())) for n in nodes}
+
+
+def ready_step_ids(op: Operation) -> list[str]:
+    """Pending steps that may run now: those of the lowest order still pending."""
+    pending = {node_id: step for node_id, step in op.steps.items() if step["state"] == STEP_PENDING}
+    if not pending:
+        return []
+    first = min(step.get("order", 0) for step in pending.values())
+    return [node_id for node_id, step in pending.items() if step.get("order", 0) == first]
+
+
 def pending_steps(op: Operation) -> list[LedgerNode]:
-    ids = [node_id for node_id, step in op.steps.items() if step["state"] == STEP_PENDING]
-    return list(LedgerNode.objects.select_related("region").filter(pk__in=ids))
+    """The nodes whose steps may run now (``ready_step_ids``)."""
+    return list(LedgerNode.objects.select_related("region").filter(pk__in=ready_step_ids(op)))
 
 
 def steps_dispatched(operation_id, queues: dict[str, str]) -> None:
@@ -290,9 +357,235 @@ def _check_still_wanted(op: Operation, app: ChainApp) -> None:
         Operation.Kind.START: ChainApp.DesiredState.RUNNING,
         Operation.Kind.STOP: ChainApp.DesiredState.STOPPED,
         Operation.Kind.DELETE: ChainApp.DesiredState.DELETED,
+        Operation.Kind.UPGRADE: ChainApp.DesiredState.RUNNING,
+        Operation.Kind.SCALE: ChainApp.DesiredState.RUNNING,
     }[Operation.Kind(op.kind)]
     if app.desired_state != wanted:
         raise Superseded(f"app is now wanted {app.desired_state}")
+
+
+class _Stage:
+    """What a step is doing, in the tenant's words: named in its error when it fails."""
+
+    def __init__(self, now: str) -> None:
+        self.now = now
+
+
+def _node_row(node_id) -> LedgerNode:
+    return LedgerNode.objects.select_related("app__framework", "app__tenant", "region", "framework").get(pk=node_id)
+
+
+def chain_head(app_id, *, exclude=None) -> int:
+    """The chain head of the app now: the highest height its running nodes report (read
+    together); the highest recorded height when none answers."""
+    nodes = list(
+        LedgerNode.objects.filter(app_id=app_id, state=LedgerNode.State.RUNNING)
+        .exclude(endpoint="")
+        .exclude(pk=exclude)
+    )
+
+    def read(node: LedgerNode) -> dict | None:
+        auth = node_auth(node)
+        return read_chain(node.endpoint, auth=auth) if auth is not None else None
+
+    chains = []
+    if nodes:
+        with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
+            chains = [c for c in pool.map(read, nodes) if c is not None]
+    if chains:
+        return max(int(c.get("height") or 0) for c in chains)
+    recorded = LedgerNode.objects.filter(app_id=app_id).exclude(state=LedgerNode.State.REMOVED).exclude(pk=exclude)
+    return recorded.aggregate(top=Max("chain_height"))["top"] or 0
+
+
+def _touch(operation_id) -> None:
+    Operation.objects.filter(pk=operation_id, status=Operation.Status.RUNNING).update(heartbeat_at=timezone.now())
+
+
+def node_wait_height(node: LedgerNode, endpoint: str, height: int, *, deadline: float, operation_id=None) -> int:
+    """Wait until the node's chain reaches ``height`` (it fetches what it misses from etcd
+    and its peers), recording its chain facts; its height. Raises TransientRuntimeError
+    at ``deadline`` (``time.time()``), saying where it got to. Keeps the operation's
+    heartbeat fresh while it waits, so no other worker takes it over."""
+    auth = node_auth(LedgerNode.objects.get(pk=node.pk))
+    if auth is None:
+        raise PermanentRuntimeError(f"node {node.name} has no API credential")
+    seen, beat = None, time.monotonic()
+    while True:
+        chain = read_chain(endpoint, auth=auth)
+        if chain is not None:
+            seen = int(chain.get("height") or 0)
+            if seen >= height:
+                LedgerNode.objects.filter(pk=node.pk).update(
+                    chain_height=seen,
+                    chain_head=str(chain.get("head_hash") or "")[:64],
+                    chain_proposer=str(chain.get("proposer") or "")[:64],
+                    chain_seen_at=timezone.now(),
+                )
+                return seen
+        if time.time() >= deadline:
+            where = "does not answer /chain" if seen is None else f"is at height {seen}"
+            raise TransientRuntimeError(f"node {node.name} {where}; the chain head is {height}")
+        if operation_id is not None and time.monotonic() - beat >= HEARTBEAT_EVERY:
+            _touch(operation_id)
+            beat = time.monotonic()
+        time.sleep(0.2)
+
+
+def _progress_begin(op: Operation, node: LedgerNode, *, action: str, target: Framework | None) -> dict | None:
+    """Once per step, recorded in the step under the operation's lock: the chain head the
+    node must reach and when the wait for it began; for a replacement also the node's new
+    generation and framework (written to the node row in the same transaction). A retried
+    or taken-over step finds them recorded and goes on from there, so a node is never
+    replaced twice. None when the step is no longer pending."""
+    step = Operation.objects.get(pk=op.pk).steps.get(str(node.pk)) or {}
+    if "head" in step:
+        return step
+    head = chain_head(node.app_id, exclude=node.pk if action == ACTION_ADD else None)
+    with transaction.atomic():
+        locked = Operation.objects.select_for_update().get(pk=op.pk)
+        step = locked.steps.get(str(node.pk)) or {}
+        if locked.status != Operation.Status.RUNNING or step.get("state") != STEP_PENDING:
+            return None
+        if "head" in step:
+            return step
+        row = LedgerNode.objects.select_for_update(of=("self",)).select_related("framework", "app__framework")
+        row = row.get(pk=node.pk)
+        progress = {"head": head, "since": time.time()}
+        code = node.region.code
+        if action == ACTION_ADD:
+            line = f"{code}: adding node {row.name}; it must reach the chain head {head}"
+        else:
+            before = row.current_framework
+            after = target or before
+            row.generation += 1
+            row.framework = after
+            row.save(update_fields=["generation", "framework", "updated_at"])
+            progress.update({"generation": row.generation, "from": before.slug, "to": after.slug})
+            if action == ACTION_UPGRADE:
+                line = (
+                    f"{code}: upgrading node {row.name} from {before.slug} {before.version} to "
+                    f"{after.slug} {after.version}; chain head {head}"
+                )
+            else:
+                line = f"{code}: restarting node {row.name} with the app's new node set; chain head {head}"
+        step = {**step, **progress}
+        locked.steps = {**locked.steps, str(node.pk): step}
+        locked.log = [*locked.log, Operation.log_line(line)][-LOG_LIMIT:]
+        locked.heartbeat_at = timezone.now()
+        locked.save(update_fields=["steps", "log", "heartbeat_at", "updated_at"])
+    return step
+
+
+class NodeNotBack(PermanentRuntimeError):
+    """A node of an upgrade or scale was not healthy at the chain head within its bound.
+    ``reason`` is for the tenant (it names the node, never an engine's text)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _bound_reached(progress: dict, node: LedgerNode, exc: BaseException) -> None:
+    """A node that is not back within BSN_LIFECYCLE_NODE_TIMEOUT fails its step for good."""
+    bound = settings.BSN_LIFECYCLE_NODE_TIMEOUT
+    if time.time() - progress["since"] >= bound:
+        raise NodeNotBack(
+            f"node {node.name} did not come back healthy at the chain head within {bound:g} s ({runtime_reason(exc)})",
+            f"{node.name}: {exc}",
+        ) from exc
+
+
+def _bring_up_to_head(op: Operation, node: LedgerNode, driver, where: _Stage, progress: dict) -> tuple[int, float]:
+    """Start the node (create or adopt by name and generation), wait until it answers as
+    itself and its chain reaches the recorded head; (its height, seconds since the step began)."""
+    deadline = progress["since"] + settings.BSN_LIFECYCLE_NODE_TIMEOUT
+    try:
+        where.now = "starting the node"
+        status = node_ensure_running(driver, node)
+        LedgerNode.objects.filter(pk=node.pk).update(
+            runtime_id=status.runtime_id or "", endpoint=status.endpoint or "", state=LedgerNode.State.UNHEALTHY
+        )
+        if not status.endpoint:
+            raise TransientRuntimeError(f"{node.name} has no published endpoint yet")
+        _touch(op.pk)
+        where.now = "waiting for the node to become healthy"
+        node_wait_verified(node, status, timeout=min(settings.BSN_NODE_HEALTH_TIMEOUT, deadline - time.time()))
+        _touch(op.pk)
+        where.now = "waiting for the node to reach the chain head"
+        height = node_wait_height(node, status.endpoint, progress["head"], deadline=deadline, operation_id=op.pk)
+    except Exception as exc:
+        if is_transient(exc):
+            _bound_reached(progress, node, exc)
+        raise
+    return height, time.time() - progress["since"]
+
+
+def _step_replace(op: Operation, node: LedgerNode, driver, where: _Stage, *, action: str) -> str:
+    """Upgrade (to the operation's framework) or refresh (same framework, configuration
+    built anew) one node: stop it, replace its container with a new generation on the same
+    data volume, key and credential, and wait until it is healthy at the chain head it
+    left. Idempotent: the new generation is recorded once, so a retry adopts the container
+    it made."""
+    node_id, code = str(node.pk), node.region.code
+    target = None
+    if action == ACTION_UPGRADE:
+        target = Framework.objects.get(slug=op.params["framework"])
+        step = op.steps.get(node_id) or {}
+        if "head" not in step and node.framework_id == target.pk and node.state == LedgerNode.State.RUNNING:
+            return _record_step(op.pk, node_id, STEP_DONE, f"{code}: node {node.name} already runs {target.slug}")
+    progress = _progress_begin(op, node, action=action, target=target)
+    if progress is None:
+        return "skipped"
+    node = _node_row(node_id)
+    spec = node_spec(node, configured=False)
+    try:
+        where.now = "stopping the node"
+        seen = driver.observe(spec)
+        if seen.state == "running" and seen.labels.get(LABEL_GENERATION) != str(progress["generation"]):
+            driver.stop_node(spec)  # a clean stop; the new generation's container replaces it
+            LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.STOPPED)
+            _touch(op.pk)
+    except Exception as exc:
+        if is_transient(exc):
+            _bound_reached(progress, node, exc)
+        raise
+    height, took = _bring_up_to_head(op, node, driver, where, progress)
+    now_on = node.current_framework
+    verb = f"back on {now_on.slug} {now_on.version}" if action == ACTION_UPGRADE else "back with the new node set"
+    head = progress["head"]
+    message = f"{code}: node {node.name} {verb}, healthy at height {height} (chain head {head}) after {took:.1f} s"
+    return _record_step(op.pk, node_id, STEP_DONE, message)
+
+
+def _step_add(op: Operation, node: LedgerNode, driver, where: _Stage) -> str:
+    """Start a node on a region the app was scaled to and wait until it caught up with the
+    chain head (from etcd, and from its peers beyond the etcd window)."""
+    progress = _progress_begin(op, node, action=ACTION_ADD, target=None)
+    if progress is None:
+        return "skipped"
+    node = _node_row(node.pk)
+    height, took = _bring_up_to_head(op, node, driver, where, progress)
+    return _record_step(
+        op.pk,
+        str(node.pk),
+        STEP_DONE,
+        f"{node.region.code}: node {node.name} added, healthy at height {height} "
+        f"(chain head {progress['head']}) after {took:.1f} s",
+    )
+
+
+def _step_remove(op: Operation, node: LedgerNode, driver, spec: NodeSpec, where: _Stage) -> str:
+    """Stop (cleanly) and remove a node of a region the app was scaled away from; its data
+    volume stays unless ``keep_data`` is false. The app's etcd user and its other nodes stay."""
+    keep = bool(op.params.get("keep_data", True))
+    where.now = "stopping the node"
+    driver.stop_node(spec)
+    where.now = "removing the node"
+    node_remove(driver, node, spec, keep_data=keep, app_gone=False)
+    LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.REMOVED, endpoint="")
+    kept = "data volume kept" if keep else "data volume removed"
+    return _record_step(op.pk, str(node.pk), STEP_DONE, f"{node.region.code}: node {node.name} removed ({kept})")
 
 
 def node_step_run(operation_id: str, node_id: str) -> str:
@@ -307,24 +600,35 @@ def node_step_run(operation_id: str, node_id: str) -> str:
     if step is None or step["state"] != STEP_PENDING:
         return "skipped"
     step_taken(operation_id, node_id)
-    node = LedgerNode.objects.select_related("app__framework", "app__tenant", "region").filter(pk=node_id).first()
+    node = (
+        LedgerNode.objects.select_related("app__framework", "app__tenant", "region", "framework")
+        .filter(pk=node_id)
+        .first()
+    )
     if node is None:
         return _record_step(operation_id, node_id, STEP_DONE, "node row gone")
-    stage = "preparing the node"  # what failed, in the tenant's words
+    where = _Stage("preparing the node")
     try:
         _check_still_wanted(op, node.app)
         driver = driver_for_region(node.region)
         spec = node_spec(node, configured=False)  # names and labels; the env is built when starting
+        action = step.get("action")
+        if action in (ACTION_UPGRADE, ACTION_REFRESH):
+            return _step_replace(op, node, driver, where, action=action)
+        if action == ACTION_ADD:
+            return _step_add(op, node, driver, where)
+        if action == ACTION_REMOVE:
+            return _step_remove(op, node, driver, spec, where)
         if op.kind in (Operation.Kind.PROVISION, Operation.Kind.START):
             _append_log(operation_id, f"{node.region.code}: ensuring node {spec.name}")
-            stage = "starting the node"
+            where.now = "starting the node"
             status = node_ensure_running(driver, node)
             LedgerNode.objects.filter(pk=node.pk).update(
                 runtime_id=status.runtime_id or "", endpoint=status.endpoint or "", state=LedgerNode.State.UNHEALTHY
             )
             if not status.endpoint:
                 raise TransientRuntimeError(f"{spec.name} has no published endpoint yet")
-            stage = "waiting for the node to become healthy"
+            where.now = "waiting for the node to become healthy"
             node_wait_verified(node, status)
             # The endpoint is operator information: in the staff-only detail.
             return _record_step(
@@ -335,12 +639,12 @@ def node_step_run(operation_id: str, node_id: str) -> str:
                 detail=f"at {status.endpoint}",
             )
         if op.kind == Operation.Kind.STOP:
-            stage = "stopping the node"
+            where.now = "stopping the node"
             driver.stop_node(spec)
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.STOPPED, last_seen_at=timezone.now())
             return _record_step(operation_id, node_id, STEP_DONE, f"{node.region.code}: stopped")
         if op.kind == Operation.Kind.DELETE:
-            stage = "removing the node"
+            where.now = "removing the node"
             keep = bool(op.params.get("keep_data", True))
             node_remove(driver, node, spec, keep_data=keep)
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.REMOVED, endpoint="")
@@ -349,14 +653,19 @@ def node_step_run(operation_id: str, node_id: str) -> str:
         raise PermanentRuntimeError(f"unknown operation kind {op.kind}")
     except Superseded as exc:
         return _record_step(operation_id, node_id, STEP_CANCELLED, str(exc))
+    except NodeNotBack as exc:
+        seen = incident(f"{node.region.code}: {exc.reason}; stopped while {where.now}", exc)
+        LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
+        return _record_step(operation_id, node_id, STEP_FAILED, seen.message, detail=seen.detail)
     except PermanentRuntimeError as exc:
-        seen = incident(f"{node.region.code}: {stage} failed: {runtime_reason(exc)}", exc)
+        who = f"{node.region.code}: node {node.name}" if step.get("action") else node.region.code
+        seen = incident(f"{who}: {where.now} failed: {runtime_reason(exc)}", exc)
         LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
         return _record_step(operation_id, node_id, STEP_FAILED, seen.message, detail=seen.detail)
     except Exception as exc:
         if not is_transient(exc):
             raise  # a bug: node_step makes it a visible failure with a reference
-        seen = incident(f"{node.region.code}: {stage}: {runtime_reason(exc)}, will retry", exc)
+        seen = incident(f"{node.region.code}: {where.now}: {runtime_reason(exc)}, will retry", exc)
         LedgerNode.objects.filter(pk=node_id).update(last_error=seen.message)
         _append_log(operation_id, seen.message, detail=seen.detail, last_error=seen.message)
         raise
@@ -365,7 +674,13 @@ def node_step_run(operation_id: str, node_id: str) -> str:
 def step_give_up(operation_id: str, node_id: str, error: str, *, detail: str = "") -> str:
     """Retries are exhausted for this attempt: the step failed (the operation may be retried).
 
-    ``error`` is shown to the tenant; ``detail`` to platform staff only."""
+    ``error`` is shown to the tenant (for an upgrade or scale step prefixed with the node's
+    region and name: the operation stops at that node); ``detail`` to platform staff only."""
+    op = Operation.objects.filter(pk=operation_id).only("steps").first()
+    node = LedgerNode.objects.select_related("region").filter(pk=node_id).first()
+    lifecycle = op is not None and (op.steps.get(node_id) or {}).get("action")
+    if lifecycle and node is not None and not error.startswith(f"{node.region.code}:"):
+        error = f"{node.region.code}: node {node.name}: {error}"
     return _record_step(operation_id, node_id, STEP_FAILED, error, detail=detail)
 
 
@@ -375,8 +690,24 @@ def _record_step(operation_id: str, node_id: str, state: str, message: str, *, d
         op = Operation.objects.select_for_update().get(pk=operation_id)
         if op.status != Operation.Status.RUNNING or op.steps.get(node_id, {}).get("state") != STEP_PENDING:
             return "skipped"
-        op.steps = {**op.steps, node_id: {"state": state, "error": "" if state == STEP_DONE else message}}
-        op.log = [*op.log, Operation.log_line(message, detail)][-LOG_LIMIT:]
+        old = {k: v for k, v in op.steps[node_id].items() if k not in DISPATCH_KEYS}
+        steps = {**op.steps, node_id: {**old, "state": state, "error": "" if state == STEP_DONE else message}}
+        lines = [Operation.log_line(message, detail)]
+        if state in (STEP_FAILED, STEP_CANCELLED):
+            # Later orders never start: an upgrade stops at the node that did not come back.
+            later = [
+                other
+                for other, step in steps.items()
+                if step["state"] == STEP_PENDING and step.get("order", 0) > old.get("order", 0)
+            ]
+            after = STEP_SKIPPED if state == STEP_FAILED else STEP_CANCELLED
+            for other in later:
+                kept = {k: v for k, v in steps[other].items() if k not in DISPATCH_KEYS}
+                steps[other] = {**kept, "state": after, "error": f"not started: {message}"[:500]}
+            if later:
+                lines.append(Operation.log_line(f"{len(later)} later step(s) not started"))
+        op.steps = steps
+        op.log = [*op.log, *lines][-LOG_LIMIT:]
         op.heartbeat_at = timezone.now()
         if state == STEP_FAILED:
             op.last_error = message[:2000]
@@ -384,7 +715,21 @@ def _record_step(operation_id: str, node_id: str, state: str, message: str, *, d
         if all(s["state"] != STEP_PENDING for s in op.steps.values()):
             app = ChainApp.objects.select_for_update().get(pk=op.app_id)
             _complete(op, app)
+        elif state == STEP_DONE:
+            _dispatch_ready_on_commit(op)
     return state
+
+
+def _dispatch_ready_on_commit(op: Operation) -> None:
+    """The steps of the next order become ready once the last of this order is done:
+    send them to their regions' workers after this transaction commits."""
+    ready = [node_id for node_id in ready_step_ids(op) if not op.steps[node_id].get("dispatched_at")]
+    if not ready:
+        return
+    from apps.chainapps.tasks import dispatch_steps
+
+    operation_id = str(op.pk)
+    transaction.on_commit(lambda: dispatch_steps(operation_id, ready))
 
 
 def complete_if_done(operation_id: str) -> None:
@@ -414,6 +759,23 @@ def _finish(op: Operation, app: ChainApp, status: str, error: str, **fields) -> 
         log=[*op.log, Operation.log_line(f"{op.kind} {status}" + (f": {error}" if error else ""))][-LOG_LIMIT:],
         **fields,
     )
+    if op.kind == Operation.Kind.UPGRADE and status == Operation.Status.SUCCEEDED:
+        # Every node runs the new framework now: so does the app. A failed upgrade leaves
+        # the app's framework as it was; each node row says what it runs.
+        framework = Framework.objects.get(slug=op.params["framework"])
+        ChainApp.objects.filter(pk=app.pk).update(framework=framework, updated_at=timezone.now())
+        app.framework = framework
+    if op.kind == Operation.Kind.SCALE and status != Operation.Status.SUCCEEDED:
+        # Nodes a scale added but never started (an earlier step failed, or it was
+        # cancelled) are not left for the reconciler to start behind the operation's back.
+        never = [
+            node_id
+            for node_id, step in op.steps.items()
+            if step.get("action") == ACTION_ADD and step["state"] in (STEP_SKIPPED, STEP_CANCELLED)
+        ]
+        LedgerNode.objects.filter(pk__in=never, state=LedgerNode.State.PENDING).update(
+            state=LedgerNode.State.REMOVED, updated_at=timezone.now()
+        )
     app_refresh_status(app, failed=status == Operation.Status.FAILED, reason=error)
 
 

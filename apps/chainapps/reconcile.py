@@ -132,7 +132,7 @@ def _observe_chains(app: ChainApp) -> bool:
 
 def _node_for_repair(node_id: str) -> LedgerNode | None:
     return (
-        LedgerNode.objects.select_related("app__framework", "app__tenant", "region")
+        LedgerNode.objects.select_related("app__framework", "app__tenant", "region", "framework")
         .exclude(state=LedgerNode.State.REMOVED)
         .filter(pk=node_id)
         .first()
@@ -156,7 +156,7 @@ def reconcile_node(node_id: str) -> str:
     fields: dict = {"state": LedgerNode.State.MISSING if seen.state == "missing" else LedgerNode.State.STOPPED}
     if seen.state == "running":
         auth = node_auth(node)
-        path = node.app.framework.health_path
+        path = node.current_framework.health_path
         healthy = (
             bool(seen.endpoint)
             and auth is not None
@@ -279,7 +279,7 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
     nodes = (
         LedgerNode.objects.filter(region=region)
         .exclude(state=LedgerNode.State.REMOVED)
-        .select_related("app__framework", "app__tenant", "region")
+        .select_related("app__framework", "app__tenant", "region", "framework")
     )
     now = timezone.now()
     for node in nodes:
@@ -290,7 +290,7 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
         if running:
             # Healthy only if what answers proves it is this node (an impostor on its port is not).
             auth = node_auth(node)
-            path = app.framework.health_path
+            path = node.current_framework.health_path
             healthy = bool(seen.endpoint) and auth is not None and probe(seen.endpoint, path, auth=auth)
             state = LedgerNode.State.RUNNING if healthy else LedgerNode.State.UNHEALTHY
         fields = {"state": state}

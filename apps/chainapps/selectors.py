@@ -14,28 +14,30 @@ def tenant_usage(*, tenant: Tenant) -> dict[str, int]:
     totals = apps.aggregate(tps=Sum("tps_quota"), storage=Sum("storage_mb"))
     return {
         "apps": apps.count(),
-        "nodes": LedgerNode.objects.filter(app__in=apps).count(),
+        "nodes": LedgerNode.objects.filter(app__in=apps).exclude(state=LedgerNode.State.REMOVED).count(),
         "tps": totals["tps"] or 0,
         "storage_mb": totals["storage"] or 0,
     }
 
 
 def region_node_counts() -> dict[int, int]:
-    """Live nodes per region id (what counts against a region's capacity)."""
-    rows = LedgerNode.objects.filter(app__deleted_at__isnull=True).values("region_id").annotate(n=Count("id"))
+    """Live nodes per region id (what counts against a region's capacity); a node scaled
+    away (removed) no longer counts."""
+    live = LedgerNode.objects.filter(app__deleted_at__isnull=True).exclude(state=LedgerNode.State.REMOVED)
+    rows = live.values("region_id").annotate(n=Count("id"))
     return {row["region_id"]: row["n"] for row in rows}
 
 
 def regions_with_load():
-    return Region.objects.annotate(node_count=Count("nodes", filter=Q(nodes__app__deleted_at__isnull=True))).order_by(
-        "code"
-    )
+    live = Q(nodes__app__deleted_at__isnull=True) & ~Q(nodes__state=LedgerNode.State.REMOVED)
+    return Region.objects.annotate(node_count=Count("nodes", filter=live)).order_by("code")
 
 
 def region_running_counts() -> dict:
     """region id -> (nodes whose app is wanted running, of those the ones observed running)."""
     rows = (
         LedgerNode.objects.filter(app__deleted_at__isnull=True, app__desired_state=ChainApp.DesiredState.RUNNING)
+        .exclude(state=LedgerNode.State.REMOVED)
         .values("region_id")
         .annotate(wanted=Count("id"), running=Count("id", filter=Q(state=LedgerNode.State.RUNNING)))
     )

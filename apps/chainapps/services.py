@@ -62,7 +62,8 @@ def _new_operation(*, app: ChainApp, kind: str, actor, params: dict | None = Non
     return operation
 
 
-def _resolve_regions(codes: list[str]) -> list[Region]:
+def _find_regions(codes: list[str]) -> dict[str, Region]:
+    """``{code: region}`` of a region list from a request: at least one, each once, all known."""
     if not codes:
         raise ValidationError({"regions": "choose at least one region"})
     if len(set(codes)) != len(codes):
@@ -71,15 +72,39 @@ def _resolve_regions(codes: list[str]) -> list[Region]:
     unknown = [c for c in codes if c not in found]
     if unknown:
         raise ValidationError({"regions": f"unknown region(s): {', '.join(unknown)}"})
-    closed = [c for c in codes if found[c].status != Region.Status.ACTIVE]
+    return {c: found[c] for c in codes}
+
+
+def _check_can_take_nodes(regions: list[Region]) -> None:
+    """Each region accepts a new node: active, and below its capacity."""
+    closed = [r for r in regions if r.status != Region.Status.ACTIVE]
     if closed:
-        states = ", ".join(f"{c} is {found[c].status}" for c in closed)
+        states = ", ".join(f"{r.code} is {r.status}" for r in closed)
         raise Conflict(f"Region not accepting new nodes: {states}.", code="region-unavailable")
     counts = region_node_counts()
-    full = [c for c in codes if counts.get(found[c].pk, 0) >= found[c].max_nodes]
+    full = [r.code for r in regions if counts.get(r.pk, 0) >= r.max_nodes]
     if full:
         raise Conflict(f"Region full: {', '.join(full)} has no capacity left.", code="region-full")
-    return [found[c] for c in codes]
+
+
+def _resolve_regions(codes: list[str]) -> list[Region]:
+    regions = list(_find_regions(codes).values())
+    _check_can_take_nodes(regions)
+    return regions
+
+
+def _new_node(*, app: ChainApp, region: Region) -> LedgerNode:
+    """An unsaved node row of ``app`` in ``region``: deterministic name, its own key and credential."""
+    node_key = key_generate()
+    return LedgerNode(
+        app=app,
+        region=region,
+        framework=app.framework,
+        name=node_name(installation_id=installation_id(), app_id=str(app.pk), region_code=region.code),
+        public_key=node_key.public_key,
+        private_key_encrypted=node_key.private_key_encrypted,
+        api_credential_encrypted=credential_generate(),
+    )
 
 
 def ordering_for(regions: list[Region]) -> str:
@@ -134,6 +159,15 @@ def _check_contract(*, tenant: Tenant, framework: Framework, spec: ChainAppSpec)
         raise ValidationError({"contract_params": [str(exc)]}) from None
 
 
+def framework_find(ref: str) -> Framework | None:
+    """An active framework by slug (as the create API names them) or by ``name:version``."""
+    framework = Framework.objects.filter(slug=ref, is_active=True).first()
+    if framework is None and ":" in ref:
+        name, _, version = ref.rpartition(":")
+        framework = Framework.objects.filter(name=name, version=version, is_active=True).first()
+    return framework
+
+
 def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) -> Operation:
     """Validate, then write app + nodes + provision operation in one transaction."""
     framework = Framework.objects.filter(slug=spec.framework, is_active=True).first()
@@ -166,21 +200,7 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
                 )
         except IntegrityError as exc:
             raise Conflict(f"An app named '{spec.name}' already exists in this tenant.", code="duplicate-name") from exc
-        inst = installation_id()
-        nodes = []
-        for region in regions:
-            node_key = key_generate()
-            nodes.append(
-                LedgerNode(
-                    app=app,
-                    region=region,
-                    name=node_name(installation_id=inst, app_id=str(app.pk), region_code=region.code),
-                    public_key=node_key.public_key,
-                    private_key_encrypted=node_key.private_key_encrypted,
-                    api_credential_encrypted=credential_generate(),
-                )
-            )
-        LedgerNode.objects.bulk_create(nodes)
+        LedgerNode.objects.bulk_create([_new_node(app=app, region=region) for region in regions])
         operation = _new_operation(app=app, kind=Operation.Kind.PROVISION, actor=actor)
         audit_record(
             action="app.create",
@@ -332,3 +352,103 @@ def chainapp_delete(*, app: ChainApp, actor, keep_data: bool = True, request=Non
         params={"keep_data": keep_data},
         request=request,
     )
+
+
+def _lock_for_lifecycle(app: ChainApp) -> ChainApp:
+    """The app's row, locked, if it may start an upgrade or a scale: not deleted, meant
+    to run, and no other operation open. Raises Conflict otherwise. Call in a transaction."""
+    locked = ChainApp.objects.select_for_update().select_related("framework").get(pk=app.pk)
+    if locked.desired_state == ChainApp.DesiredState.DELETED:
+        raise Conflict("This app is deleted.", code="app-deleted")
+    busy = Operation.objects.filter(app=locked).open().first()
+    if busy is not None:
+        raise Conflict(
+            f"Operation {busy.pk} ({busy.kind}) is still {busy.status}; wait for it to finish.",
+            code="operation-in-progress",
+        )
+    if locked.desired_state != ChainApp.DesiredState.RUNNING:
+        raise Conflict(
+            f"The app is {locked.desired_state}: start it before upgrading or scaling it.", code="app-not-running"
+        )
+    return locked
+
+
+def chainapp_upgrade(*, app: ChainApp, actor, framework: str, request=None) -> Operation:
+    """Move the app's nodes to another version of its framework, one node at a time
+    (provisioning: each node healthy at the chain head before the next is touched)."""
+    target = framework_find(framework)
+    if target is None:
+        raise ValidationError({"framework": f"unknown framework '{framework}'"})
+    with transaction.atomic():
+        locked = _lock_for_lifecycle(app)
+        refusal = target.upgrade_refusal(locked)
+        if refusal:
+            raise Conflict(f"Cannot upgrade to {target.slug}: {refusal}.", code="framework-incompatible")
+        nodes = list(locked.nodes.exclude(state=LedgerNode.State.REMOVED).select_related("framework"))
+        if locked.framework_id == target.pk and all(n.current_framework.pk == target.pk for n in nodes):
+            raise Conflict(f"The app already runs {target.slug} on every node.", code="framework-unchanged")
+        params = {"framework": target.slug, "version": target.version, "from": locked.framework.slug}
+        operation = _new_operation(app=locked, kind=Operation.Kind.UPGRADE, actor=actor, params=params)
+        audit_record(
+            action="app.upgrade",
+            object_type="app",
+            object_id=locked.pk,
+            tenant=locked.tenant,
+            actor=actor,
+            data={"operation": str(operation.pk), **params},
+            request=request,
+        )
+    return operation
+
+
+def chainapp_scale(*, app: ChainApp, actor, regions: list[str], keep_data: bool = True, request=None) -> Operation:
+    """Set the regions the app runs in: nodes are added on new regions (as at create:
+    region state and capacity, the tenant's node quota, the app's ordering) and removed
+    from dropped ones (their data volumes kept unless ``keep_data`` is false)."""
+    with transaction.atomic():
+        # The tenant row first (as create): the node quota check and the new rows are one decision.
+        tenant = Tenant.objects.select_for_update().get(pk=app.tenant_id)
+        locked = _lock_for_lifecycle(app)
+        wanted = _find_regions(regions)
+        rows = {n.region.code: n for n in locked.nodes.select_related("region")}
+        current = [code for code, n in rows.items() if n.state != LedgerNode.State.REMOVED]
+        added = [code for code in wanted if code not in current]
+        removed = sorted(code for code in current if code not in wanted)
+        if not added and not removed:
+            raise Conflict("The app already runs in exactly these regions.", code="regions-unchanged")
+        if not any(code in wanted for code in current):
+            raise ValidationError(
+                {"regions": "keep at least one of the app's current regions: its chain lives on their nodes"}
+            )
+        if ordering_for(list(wanted.values())) != locked.ordering:
+            raise ValidationError({"regions": f"the app is ordered {locked.ordering}; these regions need another"})
+        _check_can_take_nodes([wanted[code] for code in added])
+        usage = tenant_usage(tenant=tenant)
+        if usage["nodes"] + len(added) > tenant.max_nodes:
+            raise Conflict(
+                f"Tenant quota exceeded: nodes {usage['nodes']}+{len(added)}>{tenant.max_nodes}.",
+                code="quota-exceeded",
+            )
+        for code in added:
+            node = rows.get(code)
+            if node is None:
+                _new_node(app=locked, region=wanted[code]).save()
+                continue
+            # The region's node was scaled away before: it comes back as itself (key,
+            # credential, and its data volume if that was kept), as a new generation.
+            node.state, node.endpoint, node.last_error = LedgerNode.State.PENDING, "", ""
+            node.generation += 1
+            node.framework = locked.framework
+            node.save(update_fields=["state", "endpoint", "last_error", "generation", "framework", "updated_at"])
+        params = {"regions": list(wanted), "added": added, "removed": removed, "keep_data": keep_data}
+        operation = _new_operation(app=locked, kind=Operation.Kind.SCALE, actor=actor, params=params)
+        audit_record(
+            action="app.scale",
+            object_type="app",
+            object_id=locked.pk,
+            tenant=locked.tenant,
+            actor=actor,
+            data={"operation": str(operation.pk), **params},
+            request=request,
+        )
+    return operation

@@ -46,10 +46,27 @@ def operation_begin(operation_id: str, waits: int = 0) -> str:
     if not nodes:
         provisioning.complete_if_done(operation_id)
         return "nothing to do"
+    _send_steps(operation_id, nodes)
+    return f"dispatched {len(nodes)}"
+
+
+def _send_steps(operation_id: str, nodes) -> None:
     provisioning.steps_dispatched(operation_id, {str(node.pk): node.region.queue for node in nodes})
     for node in nodes:
         node_step.apply_async((operation_id, str(node.pk)), queue=node.region.queue)
-    return f"dispatched {len(nodes)}"
+
+
+def dispatch_steps(operation_id: str, node_ids: list[str]) -> None:
+    """Send steps that became ready (the next order of an upgrade or scale) to their
+    regions' queues. Called after the commit that finished the previous order; if the
+    broker is away, the operation goes stale and resume_stale_operations sends them."""
+    from apps.chainapps.models import LedgerNode
+
+    nodes = list(LedgerNode.objects.select_related("region").filter(pk__in=node_ids))
+    try:
+        _send_steps(operation_id, nodes)
+    except OperationalError as exc:
+        logger.warning("could not send the next steps of operation %s: %s", operation_id, exc)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=STEP_MAX_RETRIES)

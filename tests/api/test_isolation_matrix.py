@@ -96,6 +96,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("get", "/api/v1/apps/{id}/nodes/"): ("object", "app"),
     ("post", "/api/v1/apps/{id}/start/"): ("object", "app"),
     ("post", "/api/v1/apps/{id}/stop/"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/upgrade/"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/scale/"): ("object", "app"),
     ("post", "/api/v1/apps/{id}/transactions/"): ("object", "app"),
     ("get", "/api/v1/apps/{id}/transactions/{tx_id}/"): ("object", "app"),
     ("get", "/api/v1/apps/{id}/blocks/{height}/"): ("object", "app"),
@@ -180,6 +182,8 @@ BODIES = {
 
 # Bodies for routes whose (method, resource) pair has another body above.
 PATH_BODIES = {
+    ("post", "/api/v1/apps/{id}/upgrade/"): lambda a: {"framework": "bsn-ledger"},
+    ("post", "/api/v1/apps/{id}/scale/"): lambda a: {"regions": ["cn-beijing", "cn-shenzhen"]},
     ("post", "/api/v1/apps/{app_id}/users/"): lambda a: {"name": "b-user", "public_key": generate_key()[1]},
     ("post", "/api/v1/apps/{id}/transactions/"): lambda a: {
         "tx": {

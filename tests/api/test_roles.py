@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.chainapps.models import ChainApp, Operation
+from apps.chainapps.models import ChainApp, Framework, Operation
 from apps.tenants.models import ROLE_RANK, ApiToken, Membership, Role
 from apps.tenants.services import token_issue
 from tests.api.conftest import assert_problem, row_counts
@@ -41,6 +41,8 @@ ACTIONS = {
     "apps.update": ("patch", "/api/v1/apps/{app}", {"description": "edited"}, Role.DEVELOPER, 200),
     "apps.stop": ("post", "/api/v1/apps/{app}/stop", None, Role.DEVELOPER, 202),
     "apps.start": ("post", "/api/v1/apps/{app}/start", None, Role.DEVELOPER, 202),
+    "apps.upgrade": ("post", "/api/v1/apps/{app}/upgrade", {"framework": "bsn-ledger-next"}, Role.DEVELOPER, 202),
+    "apps.scale": ("post", "/api/v1/apps/{app}/scale", {"regions": ["cn-beijing"]}, Role.DEVELOPER, 202),
     "apps.delete": ("delete", "/api/v1/apps/{app}", None, Role.DEVELOPER, 202),
     "operations.list": ("get", "/api/v1/operations", None, Role.VIEWER, 200),
     "operations.read": ("get", "/api/v1/operations/{operation}", None, Role.VIEWER, 200),
@@ -61,8 +63,12 @@ def _state(tenant) -> tuple:
 @pytest.mark.django_db
 @pytest.mark.parametrize("role", list(Role))
 @pytest.mark.parametrize("action", list(ACTIONS))
-def test_role_matrix(client_with_role, owner, app_a, action, role):
+def test_role_matrix(client_with_role, owner, app_a, builtin_framework, action, role):
     method, template, body, least, ok_status = ACTIONS[action]
+    # The next version of the app's framework, for the upgrade.
+    Framework.objects.create(
+        slug="bsn-ledger-next", name=builtin_framework.name, version="0.3.0", image=builtin_framework.image
+    )
     # Objects the action may act on, none of them the caller's own membership or token.
     target = MembershipFactory(tenant=owner.tenant, role=Role.VIEWER)
     MembershipFactory(tenant=owner.tenant, role=Role.OWNER)  # so removing/demoting `owner` is not the last owner

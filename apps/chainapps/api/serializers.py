@@ -33,6 +33,8 @@ class NodeSerializer(serializers.ModelSerializer):
     gateway; where a node listens is operator information (``StaffNodeSerializer``)."""
 
     region = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    framework = serializers.SerializerMethodField(help_text="slug of the framework this node runs")
+    framework_version = serializers.SerializerMethodField()
 
     class Meta:
         model = LedgerNode
@@ -40,6 +42,8 @@ class NodeSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "region",
+            "framework",
+            "framework_version",
             "state",
             "generation",
             "public_key",
@@ -51,6 +55,12 @@ class NodeSerializer(serializers.ModelSerializer):
             "last_error",
             "created_at",
         ]
+
+    def get_framework(self, node) -> str:
+        return node.current_framework.slug
+
+    def get_framework_version(self, node) -> str:
+        return node.current_framework.version
 
 
 class StaffNodeSerializer(NodeSerializer):
@@ -89,7 +99,9 @@ class AppOutputSerializer(serializers.ModelSerializer):
         ]
 
     def get_regions(self, app) -> list[str]:
-        return [node.region.code for node in app.nodes.all()]
+        """Where the app runs: nodes scaled away are no longer listed (a deleted app's are)."""
+        removed = LedgerNode.State.REMOVED
+        return [node.region.code for node in app.nodes.all() if app.deleted_at or node.state != removed]
 
     def get_url(self, app) -> str:
         return reverse("app-detail", args=[app.pk], request=self.context.get("request"))
@@ -115,6 +127,24 @@ class AppUpdateInputSerializer(StrictInputSerializer):
         error_messages={"invalid": "1–63 letters, digits, '.', '_' or '-'"},
     )
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class AppUpgradeInputSerializer(StrictInputSerializer):
+    framework = serializers.CharField(
+        max_length=140, help_text="the framework to move to: its slug, or name:version (same family as the app's)"
+    )
+
+
+class AppScaleInputSerializer(StrictInputSerializer):
+    regions = serializers.ListField(
+        child=serializers.CharField(max_length=32),
+        min_length=1,
+        max_length=16,
+        help_text="the full set of regions the app is to run in",
+    )
+    keep_data = serializers.BooleanField(
+        required=False, default=True, help_text="keep the data volumes of nodes on dropped regions"
+    )
 
 
 class OperationSerializer(serializers.ModelSerializer):

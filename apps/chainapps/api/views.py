@@ -85,11 +85,37 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
     def stop(self, request, pk=None):
         return accepted(services.chainapp_stop(app=self.get_object(), actor=request.user, request=request), request)
 
+    @extend_schema(request=s.AppUpgradeInputSerializer, responses={202: s.OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def upgrade(self, request, pk=None):
+        """Rolling upgrade to another version of the app's framework, one node at a time."""
+        app = self.get_object()
+        data = s.AppUpgradeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        operation = services.chainapp_upgrade(
+            app=app, actor=request.user, framework=data.validated_data["framework"], request=request
+        )
+        return accepted(operation, request)
+
+    @extend_schema(request=s.AppScaleInputSerializer, responses={202: s.OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def scale(self, request, pk=None):
+        """Set the regions the app runs in: nodes are added on new ones, removed from dropped ones."""
+        app = self.get_object()
+        data = s.AppScaleInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        operation = services.chainapp_scale(app=app, actor=request.user, **data.validated_data, request=request)
+        return accepted(operation, request)
+
     @extend_schema(responses=s.NodeSerializer(many=True), filters=False)
     @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=[])
     def nodes(self, request, pk=None):
         app = self.get_object()
-        nodes = LedgerNode.objects.filter(app=app).select_related("region").order_by("region__code")
+        nodes = (
+            LedgerNode.objects.filter(app=app)
+            .select_related("region", "framework", "app__framework")
+            .order_by("region__code")
+        )
         page = self.paginate_queryset(nodes)
         services.node_facts_refresh_if_old(page)
         serializer = s.StaffNodeSerializer if is_platform_staff(request) else s.NodeSerializer
