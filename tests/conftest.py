@@ -89,8 +89,9 @@ def extra_engines(docker_engine, ledger_image):
     socket, ``e3`` over TCP with TLS and client certificates. Stopped at the end."""
     from pathlib import Path
 
-    from tests.engines import publish_network_gateway, start_engine
+    from tests.engines import engines_lock, publish_network_gateway, start_engine
 
+    lock = engines_lock(Path(ENGINES_STATE))  # one test session at a time owns these engines
     started, problem = [], ""
     try:
         for name, pool, tls in (("e2", "172.24.0.0/16", False), ("e3", "172.25.0.0/16", True)):
@@ -105,7 +106,17 @@ def extra_engines(docker_engine, ledger_image):
         for engine in started:
             engine.stop()
     require(not problem and len(started) == 2, f"two more Docker engines ({problem})")
-    yield {e.name: e for e in started}
+    from django.conf import settings
+
+    from tests.engines import PUBLISH_NETWORK, Engine
+
+    main = Engine(name="main", base_url=settings.BSN_DOCKER_BASE_URL, root=Path(ENGINES_STATE) / "main")
+    main.publish_host = publish_network_gateway(docker_engine)
+    yield {"main": main, **{e.name: e for e in started}}
+    try:
+        docker_engine.networks.get(PUBLISH_NETWORK).remove()
+    except Exception:  # noqa: BLE001, S110 - best effort: in use by a leftover, or gone
+        pass
     for engine in started:
         try:
             client = engine.client()
@@ -114,6 +125,7 @@ def extra_engines(docker_engine, ledger_image):
         except Exception:  # noqa: BLE001, S110 - best effort before the engine stops
             pass
         engine.stop()
+    lock.close()
 
 
 def _client_for(membership) -> APIClient:

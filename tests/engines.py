@@ -15,7 +15,9 @@ container's own), so nodes on different engines reach each other's published por
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -91,6 +93,24 @@ def make_tls(client_name: str = "bsn-control-plane") -> TlsSet:
     )
 
 
+def engines_lock(state_dir: Path, timeout: float = 1800):
+    """An exclusive lock on the extra engines for this test session (released when the
+    returned file is closed): two sessions on one machine would start daemons on the same
+    sockets, data roots and address pools and stop each other's."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "engines.lock", "w")  # held for the whole session
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                raise RuntimeError(f"another test session holds {state_dir / 'engines.lock'}") from None
+            time.sleep(1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,6 +126,7 @@ class Engine:
     tls: TlsSet | None = None
     publish_host: str = ""
     extra: dict = field(default_factory=dict)
+    keep_bridge: list[str] = field(default_factory=list)
 
     def client(self) -> docker.DockerClient:
         tls = False
@@ -137,6 +158,7 @@ class Engine:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        restore_main_bridge(self.keep_bridge)
 
 
 def start_engine(name: str, *, pool: str, tls: bool = False, state_dir: Path, timeout: float = 60) -> Engine:
@@ -199,8 +221,9 @@ def start_engine(name: str, *, pool: str, tls: bool = False, state_dir: Path, ti
             pass
     allow_inside(pool)
     log = open(root / "dockerd.log", "ab")  # the daemon writes it for its whole life
+    keep = main_bridge_addresses()
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    engine = Engine(name=name, base_url=base_url, root=root, process=process, tls=material)
+    engine = Engine(name=name, base_url=base_url, root=root, process=process, tls=material, keep_bridge=keep)
     deadline = time.monotonic() + timeout
     while not engine.answers():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -208,7 +231,36 @@ def start_engine(name: str, *, pool: str, tls: bool = False, state_dir: Path, ti
             tail = (root / "dockerd.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"dockerd {name} did not start:\n{tail}")
         time.sleep(0.2)
+    restore_main_bridge(keep)
     return engine
+
+
+MAIN_BRIDGE = "docker0"
+
+
+def main_bridge_addresses() -> list[str]:
+    """The main engine's default bridge addresses (``ip -j addr``), to put back if needed."""
+    out = subprocess.run(
+        [shutil.which("ip") or "ip", "-j", "addr", "show", "dev", MAIN_BRIDGE], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        return []
+    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out.stdout) for a in link.get("addr_info", [])]
+
+
+def restore_main_bridge(addresses: list[str]) -> None:
+    """dockerd 20.10, restarted on a data root it has used before with its own
+    ``--bridge``, deletes the host's ``docker0`` while it clears its stale default network
+    (reproduced: first start fine, every restart removes it), and the main engine's
+    default network then fails with "could not find bridge docker0". Put the interface
+    back with its addresses; the main engine finds it by name again."""
+    if not addresses or Path(f"/sys/class/net/{MAIN_BRIDGE}").exists():
+        return
+    ip = shutil.which("ip") or "ip"
+    subprocess.run([ip, "link", "add", MAIN_BRIDGE, "type", "bridge"], check=True, capture_output=True)
+    for address in addresses:
+        subprocess.run([ip, "addr", "add", address, "dev", MAIN_BRIDGE], check=True, capture_output=True)
+    subprocess.run([ip, "link", "set", MAIN_BRIDGE, "up"], check=True, capture_output=True)
 
 
 def own_bridge(name: str, pool: str) -> str:

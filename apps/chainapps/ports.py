@@ -42,25 +42,33 @@ def _taken(row: models.Model) -> set[int]:
     from apps.ordering.models import OrderingMember
 
     taken: set[int] = set()
-    for model in (LedgerNode, OrderingMember):
-        rows = model.objects.exclude(host_port=None)
+    for model, field in ((LedgerNode, "host_port"), (OrderingMember, "host_port"), (OrderingMember, "peer_host_port")):
+        rows = model.objects.exclude(**{field: None})
         if isinstance(row, model):
             rows = rows.exclude(pk=row.pk)
-        taken.update(rows.values_list("host_port", flat=True))
+        taken.update(rows.values_list(field, flat=True))
+    if isinstance(row, OrderingMember):  # its other port is taken too
+        taken.update(p for p in (row.host_port, row.peer_host_port) if p)
     return taken
 
 
 def host_port(
-    row: models.Model, *, refused: int | None = None, from_top: bool = False, busy: set[int] | None = None
+    row: models.Model,
+    *,
+    refused: int | None = None,
+    from_top: bool = False,
+    busy: set[int] | None = None,
+    field: str = "host_port",
 ) -> int:
-    """The row's host port (a LedgerNode or an OrderingMember), allocating a free one if it has none.
+    """The row's host port (a LedgerNode or an OrderingMember; ``field`` names the column,
+    e.g. a member's ``peer_host_port``), allocating a free one if it has none.
 
     ``refused``: the engine could not bind that port: allocate the next free one after it
     (in the search direction) instead. ``busy``: ports the engine already publishes for
     containers outside our records (another installation's, say), skipped as well.
     """
-    if row.host_port and refused is None:
-        return row.host_port
+    if getattr(row, field) and refused is None:
+        return getattr(row, field)
     low, high = port_range()
     order = list(range(high, low - 1, -1)) if from_top else list(range(low, high + 1))
     if refused is not None and refused in order:
@@ -72,10 +80,10 @@ def host_port(
             continue
         try:
             with transaction.atomic():
-                type(row).objects.filter(pk=row.pk).update(host_port=port)
+                type(row).objects.filter(pk=row.pk).update(**{field: port})
         except IntegrityError:
             continue  # another row took it meanwhile
-        row.host_port = port
+        setattr(row, field, port)
         return port
     raise PermanentRuntimeError(f"no free host port left in BSN_NODE_PORT_RANGE {low}-{high}")
 

@@ -27,6 +27,9 @@ class OrderingCluster(TimeStamped):
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The CA of peer TLS when members span engines (apps/ordering/peer_tls.py).
+    peer_ca_cert = models.TextField(blank=True)
+    peer_ca_key_encrypted = models.TextField(blank=True)
 
     def __str__(self) -> str:
         return f"ordering cluster ({self.state})"
@@ -51,6 +54,11 @@ class OrderingMember(TimeStamped):
     host_port = models.PositiveIntegerField(
         null=True, blank=True, unique=True, help_text="published client port, kept across restarts"
     )
+    peer_host_port = models.PositiveIntegerField(
+        null=True, blank=True, unique=True, help_text="published peer port when the members span engines"
+    )
+    peer_cert = models.TextField(blank=True)  # its peer TLS certificate (members spanning engines)
+    peer_key_encrypted = models.TextField(blank=True)
     runtime_id = models.CharField(max_length=128, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -9,6 +9,7 @@ runtime drivers': ``TransientRuntimeError`` (retry with backoff) or
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import time
@@ -21,9 +22,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode
-from apps.chainapps.ports import start_on_own_port
+from apps.chainapps.ports import engine_busy_ports, host_port, start_on_own_port
 from apps.common.crypto import decrypt_secret, encrypt_secret
 from apps.common.models import installation_id
+from apps.ordering import peer_tls
 from apps.ordering import spec as ospec
 from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCluster, OrderingMember
 from apps.regions.models import Region
@@ -113,9 +115,87 @@ def _member_rows() -> list[OrderingMember]:
     return [existing[i] for i in range(MEMBER_COUNT)]
 
 
+def spans_engines(members: list[OrderingMember]) -> bool:
+    """Are the members on more than one engine (then they peer through published ports)?"""
+    return len({engine_key(m.region) for m in members}) > 1
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def peer_urls(members: list[OrderingMember], cluster: OrderingCluster) -> tuple[dict[str, str], bool]:
+    """``({member name: peer URL}, published)`` for all members. On one engine, the
+    ordering network's names (``ospec.peer_url``). Spread over engines, each member's peer
+    port published on its region's host address (allocated once like its client port, and
+    kept), with peer TLS (``_peer_tls_ready``); a loopback address cannot be reached from
+    another engine's containers, so such a placement is refused with the reason."""
+    network = ospec.ordering_network_name(installation_id())
+    if not spans_engines(members):
+        return {m.name: ospec.peer_url(m.name, network) for m in members}, False
+    loopback = sorted({m.region.code for m in members if _loopback(m.region.publish_host)})
+    if loopback:
+        raise OrderingMisconfigured(
+            f"the ordering members are spread over several engines, but region(s) {', '.join(loopback)} publish "
+            "on a loopback address, which containers on the other engines cannot reach: set the region's "
+            "publish_host to an address of that engine's host that the other engines reach"
+        )
+    for member in members:
+        if not member.peer_host_port:
+            busy = engine_busy_ports(driver_for_region(member.region))
+            host_port(member, from_top=True, busy=busy, field="peer_host_port")
+    _peer_tls_ready(members, cluster)
+    return {m.name: ospec.published_peer_url(m.region.publish_host, m.peer_host_port) for m in members}, True
+
+
+def _peer_tls_ready(members: list[OrderingMember], cluster: OrderingCluster) -> None:
+    """The cluster's peer CA and each member's certificate for its current publish
+    address exist (made once; a member whose address changed gets a new one). Conditional
+    updates, so concurrent callers agree on one CA."""
+    if not cluster.peer_ca_cert:
+        cert, key = peer_tls.new_ca(installation_id()[:8])
+        OrderingCluster.objects.filter(pk=cluster.pk, peer_ca_cert="").update(
+            peer_ca_cert=cert, peer_ca_key_encrypted=encrypt_secret(key)
+        )
+        fresh = OrderingCluster.objects.get(pk=cluster.pk)
+        cluster.peer_ca_cert, cluster.peer_ca_key_encrypted = fresh.peer_ca_cert, fresh.peer_ca_key_encrypted
+    for member in members:
+        host = member.region.publish_host
+        if peer_tls.certificate_names(member.peer_cert, cluster.peer_ca_cert, host):
+            continue
+        cert, key = peer_tls.member_certificate(
+            cluster.peer_ca_cert, decrypt_secret(cluster.peer_ca_key_encrypted), member.name, host
+        )
+        OrderingMember.objects.filter(pk=member.pk, peer_cert=member.peer_cert).update(
+            peer_cert=cert, peer_key_encrypted=encrypt_secret(key)
+        )
+        fresh = OrderingMember.objects.get(pk=member.pk)
+        member.peer_cert, member.peer_key_encrypted = fresh.peer_cert, fresh.peer_key_encrypted
+
+
 def member_spec(
-    member: OrderingMember, cluster: OrderingCluster, names: list[str], *, cluster_state: str = "new"
+    member: OrderingMember,
+    cluster: OrderingCluster,
+    names: list[str],
+    *,
+    cluster_state: str = "new",
+    urls: tuple[dict[str, str], bool] | None = None,
 ) -> NodeSpec:
+    """``urls``: what ``peer_urls`` gives; None where only the container's state is looked
+    at (the command does not matter there)."""
+    by_name, published = urls if urls is not None else (None, False)
+    tls = (
+        {
+            ospec.PEER_CA: cluster.peer_ca_cert,
+            ospec.PEER_CERT: member.peer_cert,
+            ospec.PEER_KEY: decrypt_secret(member.peer_key_encrypted),
+        }
+        if published
+        else None
+    )
     return ospec.build_member_spec(
         installation_id=installation_id(),
         index=member.index,
@@ -125,6 +205,9 @@ def member_spec(
         publish_host=member.region.publish_host,
         cluster_state=cluster_state,
         host_port=member.host_port,
+        peer_urls=by_name,
+        peer_host_port=member.peer_host_port if published else None,
+        peer_tls=tls,
     )
 
 
@@ -354,10 +437,11 @@ def _start_member(
     kept across restarts and network changes; one the engine refuses is replaced.
     """
     state, prefix = "new", ""
+    urls = peer_urls(members, cluster)
     if _lost_with_its_data(member, member_spec(member, cluster, names), cluster):
-        _readmit(member, [m for m in members if m.pk != member.pk])
+        _readmit(member, [m for m in members if m.pk != member.pk], urls[0][member.name])
         state, prefix = "existing", "rejoined+"
-    spec = member_spec(member, cluster, names, cluster_state=state)
+    spec = member_spec(member, cluster, names, cluster_state=state, urls=urls)
     return prefix + start_on_own_port(
         member,
         driver_for_region(member.region),
@@ -378,14 +462,13 @@ def _update_peer_urls(members: list[OrderingMember], cluster: OrderingCluster) -
     """
     if not cluster.auth_enabled or cluster.state not in (OrderingCluster.State.HEALTHY, OrderingCluster.State.DEGRADED):
         return []
-    network = ospec.ordering_network_name(installation_id())
-    names = {m.name for m in members}
+    urls, _ = peer_urls(members, cluster)
     updated = []
     try:
         root = admin_client(members=members, cluster=cluster)
         for entry in root.member_list():
             name = entry.get("name")
-            want = [ospec.peer_url(name, network)] if name in names else None
+            want = [urls[name]] if name in urls else None
             if want and list(entry.get("peerURLs") or []) != want:
                 root.member_update(int(entry["ID"]), want)
                 logger.warning("ordering member %s: peer URL is now %s", name, want[0])
@@ -409,12 +492,12 @@ def _lost_with_its_data(member: OrderingMember, spec: NodeSpec, cluster: Orderin
     return not driver.volume_exists(spec.volume)
 
 
-def _readmit(member: OrderingMember, others: list[OrderingMember]) -> None:
+def _readmit(member: OrderingMember, others: list[OrderingMember], url: str) -> None:
     """Replace the lost member's identity in the cluster: remove the old one, add it again
-    (empty; it copies everything from the leader once it starts). Repeatable: a member
-    already removed, or already added and not started yet, is left as it is."""
+    at peer URL ``url`` (empty; it copies everything from the leader once it starts).
+    Repeatable: a member already removed, or already added and not started yet, is left
+    as it is."""
     root = admin_client(members=others)
-    url = ospec.peer_url(member.name, ospec.ordering_network_name(installation_id()))
     try:
         listed = root.member_list()
         for entry in listed:

@@ -9,7 +9,9 @@ from apps.runtime.spec import (
     LABEL_NODE,
     LABEL_ROLE,
     NODE_DATA_PATH,
+    SECRETS_DIR,
     NodeSpec,
+    secret_file_name,
     short_id,
     volume_name,
 )
@@ -71,26 +73,71 @@ def peer_url(name: str, network: str) -> str:
     return f"http://{peer_host(name, network)}:{PEER_PORT}"
 
 
-def etcd_command(*, name: str, members: list[str], token: str, network: str, cluster_state: str = "new") -> list[str]:
+def published_peer_url(publish_host: str, host_port: int) -> str:
+    """A member's peer URL when the cluster spans engines: its peer port published on its
+    region's host address (containers of other engines cannot resolve its name), over
+    TLS with client certificates (apps/ordering/peer_tls.py)."""
+    host = f"[{publish_host}]" if ":" in publish_host else publish_host
+    return f"https://{host}:{host_port}"
+
+
+# Peer TLS material of a member spanning engines: secrets, so files in its volume.
+PEER_CA, PEER_CERT, PEER_KEY = "BSN_ETCD_PEER_CA", "BSN_ETCD_PEER_CERT", "BSN_ETCD_PEER_KEY"
+
+
+def _secret_path(name: str) -> str:
+    return f"{NODE_DATA_PATH}/{SECRETS_DIR}/{secret_file_name(name)}"
+
+
+def peer_tls_flags() -> list[str]:
+    """etcd flags of peer TLS: listen on every address of the container (the engine maps
+    the published peer port to whichever network carries its default route), admit only
+    peers with a certificate of the cluster's CA."""
+    return [
+        f"--listen-peer-urls=https://0.0.0.0:{PEER_PORT}",
+        f"--peer-cert-file={_secret_path(PEER_CERT)}",
+        f"--peer-key-file={_secret_path(PEER_KEY)}",
+        f"--peer-trusted-ca-file={_secret_path(PEER_CA)}",
+        "--peer-client-cert-auth",
+        "--experimental-peer-skip-client-san-verification",
+    ]
+
+
+def etcd_command(
+    *,
+    name: str,
+    members: list[str],
+    token: str,
+    network: str,
+    cluster_state: str = "new",
+    peer_urls: dict[str, str] | None = None,
+    peer_tls: bool = False,
+) -> list[str]:
     """``cluster_state="existing"``: the member joins a running cluster (after ``member add``).
 
     The client port listens everywhere (apps reach it on their networks); the peer port
     only on the member's ordering-network address, which etcd needs as an IP:
     ``bsn.ledger.etcd_member`` resolves it at start and adds ``--listen-peer-urls``.
+    ``peer_urls`` (``{member: URL}``): the URLs members advertise when the cluster spans
+    engines (``published_peer_url``); by default each member's ordering-network URL.
+    ``peer_tls``: the members span engines; etcd runs directly with ``peer_tls_flags``.
     """
-    cluster = ",".join(f"{m}={peer_url(m, network)}" for m in members)
+    urls = peer_urls or {m: peer_url(m, network) for m in members}
+    cluster = ",".join(f"{m}={urls[m]}" for m in members)
+    if peer_tls:
+        start, tail = ["etcd"], peer_tls_flags()
+    else:
+        start, tail = (
+            ["python3", "-m", "bsn.ledger.etcd_member", f"--peer-host={peer_host(name, network)}", "--", "etcd"],
+            [],
+        )
     return [
-        "python3",
-        "-m",
-        "bsn.ledger.etcd_member",
-        f"--peer-host={peer_host(name, network)}",
-        "--",
-        "etcd",
+        *start,
         f"--name={name}",
         f"--data-dir={DATA_DIR}",
         f"--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}",
         f"--advertise-client-urls={client_url(name)}",
-        f"--initial-advertise-peer-urls={peer_url(name, network)}",
+        f"--initial-advertise-peer-urls={urls[name]}",
         f"--initial-cluster={cluster}",
         f"--initial-cluster-state={cluster_state}",  # ignored once the data dir holds a member
         f"--initial-cluster-token={token}",
@@ -105,6 +152,7 @@ def etcd_command(*, name: str, members: list[str], token: str, network: str, clu
         f"--bcrypt-cost={BCRYPT_COST}",
         "--logger=zap",
         "--log-level=warn",
+        *tail,
     ]
 
 
@@ -118,11 +166,25 @@ def build_member_spec(
     publish_host: str,
     cluster_state: str = "new",
     host_port: int | None = None,
+    peer_urls: dict[str, str] | None = None,
+    peer_host_port: int | None = None,
+    peer_tls: dict[str, str] | None = None,
 ) -> NodeSpec:
+    """``peer_urls``, ``peer_host_port`` and ``peer_tls`` (``{PEER_CA|PEER_CERT|PEER_KEY:
+    PEM}``) when the cluster spans engines: the member publishes its peer port there,
+    advertises ``peer_urls[name]`` and speaks TLS to its peers."""
     name = members[index]
     network = ordering_network_name(installation_id)
     labels = {**service_labels(installation_id), LABEL_NODE: f"ordering-{index}", LABEL_GENERATION: GENERATION}
-    command = etcd_command(name=name, members=members, token=token, network=network, cluster_state=cluster_state)
+    command = etcd_command(
+        name=name,
+        members=members,
+        token=token,
+        network=network,
+        cluster_state=cluster_state,
+        peer_urls=peer_urls,
+        peer_tls=bool(peer_tls),
+    )
     return NodeSpec(
         name=name,
         image=image,
@@ -139,4 +201,6 @@ def build_member_spec(
         pids_limit=MEMBER_PIDS,
         app_labels=service_labels(installation_id),
         host_port=host_port,
+        extra_ports=((PEER_PORT, peer_host_port),) if peer_host_port else (),
+        secrets=dict(peer_tls or {}),
     )

@@ -124,7 +124,10 @@ def container_create_kwargs(spec: NodeSpec, *, network: str | None = None) -> di
         "memswap_limit": f"{spec.mem_limit_mb}m",  # same as memory: no swap
         "nano_cpus": int(spec.cpus * 1e9),
         "pids_limit": spec.pids_limit,
-        "ports": {f"{spec.port}/tcp": (spec.publish_host, spec.host_port)},
+        "ports": {
+            f"{spec.port}/tcp": (spec.publish_host, spec.host_port),
+            **{f"{inner}/tcp": (spec.publish_host, outer) for inner, outer in spec.extra_ports},
+        },
         "volumes": {spec.volume: {"bind": NODE_DATA_PATH, "mode": "rw"}},
         "network": network or spec.network,
         "restart_policy": dict(RESTART_POLICY),

@@ -50,6 +50,9 @@ class NodeSpec:
     # Host port to publish on. None lets the engine pick one at every start, so the
     # endpoint would change on each restart; the control plane allocates one per node.
     host_port: int | None = None
+    # More ``(container port, host port)`` pairs published on ``publish_host`` (an ordering
+    # member's peer port when the cluster spans engines; apps/ordering/spec.py).
+    extra_ports: tuple[tuple[int, int], ...] = ()
     # ``{NAME: value}``: delivered as files; the node gets ``NAME_FILE`` (see secret_env).
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 

@@ -23,7 +23,7 @@ from apps.runtime.docker import engine_client
 from bsn.client import Client, generate_key
 from tests.conftest import _client_for
 from tests.factories import MembershipFactory, TenantFactory
-from tests.integration.conftest import operation_done
+from tests.integration.conftest import operation_done, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -49,11 +49,11 @@ def _empty_tar() -> bytes:
 
 def _managed(client: docker.DockerClient) -> list[str]:
     selector = {"label": "io.bsn.managed=true"}
-    return sorted(
-        [c.name for c in client.containers.list(all=True, filters=selector)]
-        + [n.name for n in client.networks.list(filters=selector)]
-        + [v.name for v in client.volumes.list(filters=selector)]
-    )
+    # The low-level lists: no inspect per object, which another test's removal may race.
+    containers = [name.lstrip("/") for c in client.api.containers(all=True, filters=selector) for name in c["Names"]]
+    networks = [n["Name"] for n in client.api.networks(filters=selector)]
+    volumes = [v["Name"] for v in (client.api.volumes(filters=selector).get("Volumes") or [])]
+    return sorted(containers + networks + volumes)
 
 
 def _engine_story(client: docker.DockerClient) -> str:
@@ -137,3 +137,67 @@ def test_an_app_on_an_engine_over_tls_with_client_certificates(api, extra_engine
     worker_factory([region])
     _run_app_on(api, region, client)
     assert client.images.get(settings.BSN_LEDGER_IMAGE).id == docker_engine.images.get(settings.BSN_LEDGER_IMAGE).id
+
+
+def test_an_app_across_three_engines_replicates_and_its_ordering_spans_them(
+    api, extra_engines, worker_factory, docker_engine
+):
+    """One node per engine (main, e2 over a unix socket, e3 over TLS); the ordering
+    members land one per engine and peer through published ports on the hosts' addresses;
+    the nodes reach each other and the members by published endpoints."""
+    from apps.ordering.models import OrderingMember
+    from apps.runtime.drivers import engine_key
+
+    main, e2, e3 = extra_engines["main"], extra_engines["e2"], extra_engines["e3"]
+    tag = uuid.uuid4().hex[:6]
+    material = e3.tls
+    regions = [
+        region_add(code=f"it{tag}-0", name="main", driver="docker", docker_base_url="", publish_host=main.publish_host),
+        region_add(
+            code=f"it{tag}-1", name="e2", driver="docker", docker_base_url=e2.base_url, publish_host=e2.publish_host
+        ),
+        region_add(
+            code=f"it{tag}-2", name="e3", driver="docker", docker_base_url=e3.base_url, publish_host=e3.publish_host,
+            tls=EngineTLS(ca=material.ca, cert=material.client_cert, key=material.client_key),
+        ),
+    ]  # fmt: skip
+    worker_factory(regions)
+    resp = api.post("/api/v1/apps", {"name": "spread", "regions": [r.code for r in regions]}, format="json")
+    assert resp.status_code == 202, resp.content
+    clients = {"main": docker_engine, "e2": e2.client(), "e3": e3.client()}
+    try:
+        op = operation_done(api, resp["Location"], timeout=240)
+    except BaseException:
+        print("\n".join(_engine_story(c) for c in clients.values()))
+        raise
+    assert op["status"] == "succeeded", (op.get("last_error"), op.get("log", [])[-6:])
+    app_id = resp.json()["app"]
+
+    members = list(OrderingMember.objects.select_related("region"))
+    assert len({engine_key(m.region) for m in members}) == 3  # one member per engine
+    assert all(m.peer_host_port for m in members)  # peering through published ports
+
+    private, public = generate_key()
+    added = api.post(f"/api/v1/apps/{app_id}/users", {"name": "alice", "public_key": public}, format="json")
+    if added.status_code != 201:
+        print(added.content, "\n".join(_engine_story(c) for c in clients.values()))
+    assert added.status_code == 201
+    signer = Client("http://unused", "-", app_id, "alice", private)
+    for i in range(10):
+        envelope = signer.sign("kv", "put", {"key": f"k{i}", "value": i})
+        reply = api.post(f"/api/v1/apps/{app_id}/transactions", envelope, format="json")
+        assert reply.status_code == 200 and reply.json()["status"] == "committed", reply.content
+    top = reply.json()["height"]
+
+    def replicated():
+        nodes = api.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]
+        heads = {(n["chain_height"], n["chain_head"]) for n in nodes}
+        return nodes if len(nodes) == 3 and len(heads) == 1 and (nodes[0]["chain_height"] or 0) >= top else None
+
+    nodes = wait_for(replicated, timeout=60, interval=0.5, message="every node at the same head")
+    assert {n["region"] for n in nodes} == {r.code for r in regions}
+    resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    assert operation_done(api, resp["Location"], timeout=120)["status"] == "succeeded"
+    for name, client in clients.items():
+        left = [n for n in _managed(client) if tag in n]
+        assert left == [], (name, left)

@@ -20,7 +20,7 @@ from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.integration]
 
-DEAD_ENGINE = "tcp://127.0.0.1:9"  # discard port on loopback: nothing answers Docker there
+DEAD_ENGINE = "unix:///run/bsn-no-engine-here.sock"  # nothing answers Docker there
 REF = re.compile(r"\(ref ([0-9a-f]{12})\)")
 
 
@@ -43,7 +43,7 @@ def test_operation_errors_show_tenants_a_reference_and_staff_the_detail(transact
 
     body = wait_for(retrying, timeout=60, message="the first transient error in the operation log")
     shown = json.dumps(body) + json.dumps(api.get(f"/api/v1/apps/{app_id}/nodes").json())
-    for internal in ("127.0.0.1:9", "tcp://", "Docker engine", "Traceback"):
+    for internal in ("bsn-no-engine-here", "unix://", "Docker engine", "Traceback"):
         assert internal not in shown, internal
     index, entry = next((i, e) for i, e in enumerate(body["log"]) if "will retry" in e["message"])
     assert "the region's container engine does not answer" in entry["message"]
