@@ -14,6 +14,7 @@ import uuid
 import docker
 import docker.tls
 import pytest
+import requests
 from django.conf import settings
 
 from apps.regions.engine_tls import EngineTLS
@@ -195,6 +196,14 @@ def test_an_app_across_three_engines_replicates_and_its_ordering_spans_them(
         return nodes if len(nodes) == 3 and len(heads) == 1 and (nodes[0]["chain_height"] or 0) >= top else None
 
     nodes = wait_for(replicated, timeout=60, interval=0.5, message="every node at the same head")
+    # A stranger on a member's published peer port (any container on that host can reach
+    # it) gets no raft: without a certificate of the cluster's CA the handshake fails.
+    for member in members:
+        url = f"https://{member.region.publish_host}:{member.peer_host_port}/members"
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(url, verify=False, timeout=5)  # noqa: S501 - a stranger does not verify either
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(url.replace("https://", "http://"), timeout=5)
     assert {n["region"] for n in nodes} == {r.code for r in regions}
     resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
     assert operation_done(api, resp["Location"], timeout=120)["status"] == "succeeded"
