@@ -51,7 +51,7 @@ bench: venv services image
 soak: venv
 	$(PY) -m tests.soak
 
-## chaos: the worker-SIGKILL chaos test for CHAOS_ROUNDS rounds (default 20; make test runs 2)
+## chaos: the chaos tests (worker SIGKILLs; nodes and members killed or removed under writes) for CHAOS_ROUNDS rounds (default 20; make test runs 2)
 chaos: venv services image
 	CHAOS_ROUNDS=$${CHAOS_ROUNDS:-20} DJANGO_SETTINGS_MODULE=bsn.settings_test $(VENV)/bin/pytest -s \
-		tests/integration/test_chaos_workers.py
+		tests/integration/test_chaos_workers.py tests/integration/test_chaos_ledger.py
