@@ -21,9 +21,26 @@ logger = logging.getLogger(__name__)
 
 REGION_QUEUE_PREFIX = "region."
 HEAL_WORKERS = 4  # nodes healed at once by one worker process
+# A heal that failed (the node did not come back verified) is tried again after these
+# pauses, then left to the periodic pass with the node's last error visible: a restart
+# loop backs off and ends, it never spins.
+RETRY_DELAYS = (2.0, 5.0, 10.0, 20.0)
 
 
-def _heal_by_name(name: str, action: str) -> None:
+def _heal_with_retries(name: str, action: str, stop: threading.Event | None = None) -> None:
+    for delay in (0.0, *RETRY_DELAYS):
+        if delay and (stop.wait(delay) if stop is not None else threading.Event().wait(delay)):
+            return
+        result = _heal_by_name(name, action)
+        if not (result or "").startswith("failed"):
+            return
+        action = f"{action.split(' ')[0]} (retry)"
+    logger.warning(
+        "engine event for node %s: gave up after %d attempts; the periodic pass takes over", name, 1 + len(RETRY_DELAYS)
+    )
+
+
+def _heal_by_name(name: str, action: str) -> str | None:
     from django.db import close_old_connections, connection
 
     from apps.chainapps.models import LedgerNode
@@ -38,7 +55,7 @@ def _heal_by_name(name: str, action: str) -> None:
             .first()
         )
         if node_id is None:
-            return  # not a node of ours (an orphan is the reconciler's business)
+            return None  # not a node of ours (an orphan is the reconciler's business)
         result = node_heal(str(node_id))
         logger.warning("engine event %s for node %s: %s", action, name, result)
         from django.utils import timezone
@@ -48,8 +65,10 @@ def _heal_by_name(name: str, action: str) -> None:
         Region.objects.filter(nodes__pk=node_id).update(
             last_event=f"{action} {name}: {result}"[:300], last_event_at=timezone.now()
         )
+        return result
     except Exception:  # a bug or the database away: the periodic pass heals it
         logger.exception("healing node %s after %s failed", name, action)
+        return None
     finally:
         connection.close()
 
@@ -85,7 +104,7 @@ class RegionWatcher(threading.Thread):
                     return  # this driver reports no events: the periodic pass heals
                 for name, action in driver.node_events(installation_id=inst, stop=self.stop):
                     delay = 0.5
-                    self.pool.submit(_heal_by_name, name, action)
+                    self.pool.submit(_heal_with_retries, name, action, self.stop)
             except Exception as exc:  # noqa: BLE001 - the engine or database is away: reconnect with backoff
                 logger.info("events of region %s: %s; reconnecting in %.1fs", self.code, exc, delay)
             self.stop.wait(delay)
