@@ -22,8 +22,8 @@ import requests
 
 from apps.runtime.base import PermanentRuntimeError, PortInUse, RuntimeUnavailable, TransientRuntimeError
 from apps.runtime.docker import DockerDriver
-from apps.runtime.health import probe, wait_healthy
-from apps.runtime.spec import LABEL_GENERATION, LABEL_INSTALLATION
+from apps.runtime.health import wait_healthy
+from apps.runtime.spec import LABEL_INSTALLATION
 from tests.runtime.conftest import auth_of
 
 HEALTH_TIMEOUT = 60.0
@@ -172,19 +172,6 @@ def test_concurrent_ensures_converge_on_one_node(docker_driver, docker_client, m
     assert len(containers) == 1 and len(volumes) == 1 and len(networks) == 1
 
 
-def test_killed_node_is_started_again_by_ensure(docker_driver, docker_client, make_spec):
-    spec = make_spec()
-    first = docker_driver.ensure_node(spec)
-    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-    docker_client.containers.get(spec.name).kill()
-    wait_for(lambda: docker_driver.observe(spec).state == "stopped")
-
-    again = docker_driver.ensure_node(spec)
-    assert again.state == "running"
-    assert again.runtime_id == first.runtime_id  # same container, restarted
-    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-
-
 def test_crashed_node_is_restarted_by_the_engine(docker_driver, docker_client, make_spec):
     spec = make_spec()
     docker_driver.ensure_node(spec)
@@ -196,48 +183,6 @@ def test_crashed_node_is_restarted_by_the_engine(docker_driver, docker_client, m
     wait_for(lambda: container.reload() or container.attrs["RestartCount"] >= 1)
     status = wait_for(lambda: (s := docker_driver.observe(spec)).state == "running" and s.endpoint and s)
     wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-
-
-def test_stop_and_start_keep_volume_data_and_new_generation_recreates(docker_driver, docker_client, make_spec):
-    spec = make_spec()
-    first = docker_driver.ensure_node(spec)
-    put_file(docker_client.containers.get(spec.name), "/data", "marker", b"kept")
-
-    stopped = docker_driver.stop_node(spec)
-    assert stopped.state == "stopped" and stopped.endpoint is None
-    assert not probe(first.endpoint, spec.health_path, auth=auth_of(spec))
-    assert docker_driver.stop_node(spec).state == "stopped"  # idempotent
-
-    restarted = docker_driver.ensure_node(spec)
-    assert restarted.state == "running" and restarted.runtime_id == first.runtime_id
-    wait_healthy(restarted.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-    assert get_file(docker_client.containers.get(spec.name), "/data/marker") == b"kept"
-
-    upgraded_spec = replace(spec, labels={**spec.labels, LABEL_GENERATION: "2"})
-    upgraded = docker_driver.ensure_node(upgraded_spec)
-    assert upgraded.runtime_id != first.runtime_id
-    assert upgraded.labels[LABEL_GENERATION] == "2"
-    wait_healthy(upgraded.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-    assert get_file(docker_client.containers.get(spec.name), "/data/marker") == b"kept"
-
-
-def test_remove_node_keeps_or_drops_data(docker_driver, docker_client, make_spec):
-    spec = make_spec()
-    docker_driver.ensure_node(spec)
-    put_file(docker_client.containers.get(spec.name), "/data", "marker", b"kept")
-
-    docker_driver.remove_node(spec, keep_data=True)
-    assert docker_driver.observe(spec).state == "missing"
-    docker_client.volumes.get(spec.volume)  # still there
-    docker_driver.remove_node(spec, keep_data=True)  # idempotent
-
-    docker_driver.ensure_node(spec)
-    assert get_file(docker_client.containers.get(spec.name), "/data/marker") == b"kept"
-
-    docker_driver.remove_node(spec, keep_data=False)
-    assert docker_driver.observe(spec).state == "missing"
-    assert not [v for v in docker_client.volumes.list() if v.name == spec.volume]
-    docker_driver.remove_node(spec, keep_data=False)  # idempotent
 
 
 def test_remove_network_only_when_unused(docker_driver, docker_client, make_spec):

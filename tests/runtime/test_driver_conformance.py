@@ -7,12 +7,18 @@ has (networks, hardening, pids) stays in its own test file."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import uuid
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
 from apps.runtime.base import CAPABILITIES, NodeEvents, RuntimeDriver, supports
-from apps.runtime.health import wait_healthy
+from apps.runtime.health import probe, wait_healthy
+from apps.runtime.spec import LABEL_GENERATION
 from tests.runtime.conftest import auth_of
 
 DRIVERS = ["process_driver", "docker_driver"]
@@ -22,6 +28,38 @@ HEALTH_TIMEOUT = 60.0
 @pytest.fixture(params=DRIVERS)
 def driver(request):
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def reach(driver, request):
+    """How a test reaches into a node's data and process, per driver: the only
+    driver-specific part of the shared behaviour tests below."""
+    if driver.name == "docker":
+        from tests.runtime.test_docker_driver import get_file, put_file
+
+        client = request.getfixturevalue("docker_client")
+        return SimpleNamespace(
+            write=lambda spec: put_file(client.containers.get(spec.name), "/data", "marker", b"kept"),
+            read=lambda spec: get_file(client.containers.get(spec.name), "/data/marker").decode(),
+            data_gone=lambda spec: not [v for v in client.volumes.list() if v.name == spec.volume],
+            kill=lambda spec, status: client.containers.get(spec.name).kill(),
+        )
+    folder = lambda spec: driver.root_dir / spec.name  # noqa: E731
+    return SimpleNamespace(
+        write=lambda spec: (folder(spec) / "data" / "marker").write_text("kept"),
+        read=lambda spec: (folder(spec) / "data" / "marker").read_text(),
+        data_gone=lambda spec: not folder(spec).exists(),
+        kill=lambda spec, status: os.kill(int(status.runtime_id.split(":")[0]), signal.SIGKILL),
+    )
+
+
+def _wait(predicate, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
 
 
 def test_a_driver_implements_the_contract_and_exactly_what_it_declares(driver):
@@ -70,3 +108,51 @@ def test_list_nodes_sees_only_this_installation(driver, make_spec, installation_
     finally:
         driver.remove_node(other, keep_data=False)
         driver.remove_network(other)
+
+
+def test_a_killed_node_is_started_again_by_ensure(driver, make_spec, reach):
+    spec = make_spec()
+    first = driver.ensure_node(spec)
+    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+    reach.kill(spec, first)
+    _wait(lambda: driver.observe(spec).state == "stopped")
+    again = driver.ensure_node(spec)
+    assert again.state == "running"
+    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+
+
+def test_stop_and_start_keep_the_data_and_a_new_generation_replaces_the_node(driver, make_spec, reach):
+    spec = make_spec()
+    first = driver.ensure_node(spec)
+    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+    reach.write(spec)
+    stopped = driver.stop_node(spec)
+    assert stopped.state == "stopped" and stopped.endpoint is None
+    assert not probe(first.endpoint, spec.health_path, auth=auth_of(spec))
+    restarted = driver.ensure_node(spec)
+    wait_healthy(restarted.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+    assert reach.read(spec) == "kept"
+
+    upgraded = driver.ensure_node(replace(spec, labels={**spec.labels, LABEL_GENERATION: "2"}))
+    assert upgraded.runtime_id != restarted.runtime_id and upgraded.labels[LABEL_GENERATION] == "2"
+    wait_healthy(upgraded.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+    assert reach.read(spec) == "kept"
+
+
+def test_remove_node_keeps_or_drops_the_data(driver, make_spec, reach, installation_id):
+    spec = make_spec()
+    driver.ensure_node(spec)
+    reach.write(spec)
+    driver.remove_node(spec, keep_data=True)
+    assert driver.observe(spec).state == "missing"
+    assert driver.list_nodes(installation_id=installation_id) == []
+    assert not reach.data_gone(spec)
+    driver.remove_node(spec, keep_data=True)  # twice is fine
+
+    again = driver.ensure_node(spec)  # adopts the kept data
+    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+    assert reach.read(spec) == "kept"
+
+    driver.remove_node(spec, keep_data=False)
+    assert driver.observe(spec).state == "missing" and reach.data_gone(spec)
+    driver.remove_node(spec, keep_data=False)

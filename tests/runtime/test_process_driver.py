@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from apps.runtime.base import PermanentRuntimeError
-from apps.runtime.health import probe, wait_healthy
+from apps.runtime.health import wait_healthy
 from apps.runtime.process import process_start_marker
-from apps.runtime.spec import LABEL_GENERATION, LABEL_INSTALLATION
+from apps.runtime.spec import LABEL_INSTALLATION
 from tests.runtime.conftest import auth_of
 
 HEALTH_TIMEOUT = 30.0
@@ -77,67 +75,6 @@ def test_node_environment_is_built_from_scratch(process_driver, make_spec, monke
     assert env["BSN_LEDGER_DATA"] == str(process_driver.root_dir / spec.name / "data")
     assert env["BSN_NODE_ID"] == spec.env["BSN_NODE_ID"]
     assert env["BSN_CONTRACT"] == "kv"
-
-
-def test_dead_node_is_restarted_on_the_same_port(process_driver, make_spec):
-    spec = make_spec()
-    first = process_driver.ensure_node(spec)
-    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-    os.kill(pid_of(first), signal.SIGKILL)
-    wait_for(lambda: process_driver.observe(spec).state == "stopped")
-
-    again = process_driver.ensure_node(spec)
-    assert again.state == "running" and again.runtime_id != first.runtime_id
-    assert again.endpoint == first.endpoint  # the port is reused while free
-    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-
-
-def test_stop_then_start_keeps_data_and_new_generation_restarts(process_driver, make_spec):
-    spec = make_spec()
-    first = process_driver.ensure_node(spec)
-    wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-    marker = process_driver.root_dir / spec.name / "data" / "marker"
-    marker.write_text("kept")
-
-    stopped = process_driver.stop_node(spec)
-    assert stopped.state == "stopped" and stopped.endpoint is None
-    assert not alive(pid_of(first))
-    assert not probe(first.endpoint, spec.health_path, auth=auth_of(spec))
-    assert process_driver.stop_node(spec).state == "stopped"  # idempotent
-
-    restarted = process_driver.ensure_node(spec)
-    wait_healthy(restarted.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-    assert marker.read_text() == "kept"
-
-    upgraded = process_driver.ensure_node(replace(spec, labels={**spec.labels, LABEL_GENERATION: "2"}))
-    assert upgraded.runtime_id != restarted.runtime_id
-    assert not alive(pid_of(restarted))
-    wait_healthy(upgraded.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-    assert marker.read_text() == "kept"
-
-
-def test_remove_node_keeps_or_drops_data(process_driver, make_spec, installation_id):
-    spec = make_spec()
-    status = process_driver.ensure_node(spec)
-    node_dir = process_driver.root_dir / spec.name
-    (node_dir / "data" / "marker").write_text("kept")
-
-    process_driver.remove_node(spec, keep_data=True)
-    assert not alive(pid_of(status))
-    assert process_driver.observe(spec).state == "missing"
-    assert process_driver.list_nodes(installation_id=installation_id) == []
-    assert (node_dir / "data" / "marker").read_text() == "kept"
-
-    again = process_driver.ensure_node(spec)  # adopts the kept data
-    wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
-    assert (node_dir / "data" / "marker").read_text() == "kept"
-
-    process_driver.remove_node(spec, keep_data=False)
-    assert not alive(pid_of(again))
-    assert not node_dir.exists()
-    process_driver.remove_node(spec, keep_data=False)  # idempotent
-    process_driver.remove_network(spec)  # no-op
-    assert process_driver.stop_node(spec).state == "missing"
 
 
 def test_a_recycled_pid_is_never_adopted_or_signalled(process_driver, make_spec):
