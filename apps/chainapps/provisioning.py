@@ -9,6 +9,7 @@ drivers create or adopt objects by deterministic name and labels.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -80,9 +81,10 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
 
     Every call is idempotent, in this order: the ordering service exists, the node's
     configuration is built (it includes the app's etcd credentials), the app's network
-    exists, the ordering service is attached to that network (so the node can reach etcd
-    from its first second), then the node, on its own host port (``ports.py``; a port
-    the engine refuses is replaced by the next free one). A retry repeats them all safely.
+    exists, then the ordering members are attached to that network while the node starts
+    on its own host port (``ports.py``; a port the engine refuses is replaced by the next
+    free one) -- independent engine calls side by side; the step waits for both, and the
+    node retries etcd until the members are there. A retry repeats them all safely.
     """
     etcd = node.app.ordering == ChainApp.Ordering.ETCD
     if etcd:
@@ -90,16 +92,24 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
 
         ordering_ensure()
     spec = node_spec(node)
+    attached = None
     if etcd:
-        from apps.ordering.services import ordering_attach
+        from apps.ordering.services import ordering_attach_begin
 
         if supports(driver, Networks):  # the process driver has no networks (and no etcd apps)
             driver.ensure_network(spec)
-        ordering_attach(spec.network)
-    status = start_on_own_port(
-        node, driver, lambda port: driver.ensure_node(replace(spec, host_port=port)), what=f"node {node.name}"
-    )
-    if etcd:
+        attached = ordering_attach_begin(spec.network)  # the connects run beside the node's start
+    try:
+        status = start_on_own_port(
+            node, driver, lambda port: driver.ensure_node(replace(spec, host_port=port)), what=f"node {node.name}"
+        )
+    except BaseException:
+        if attached is not None:
+            with contextlib.suppress(Exception):  # the start's error is the one to report
+                attached()
+        raise
+    if attached is not None:
+        attached()
         node_join_peer_network(driver, node, spec)
     return status
 

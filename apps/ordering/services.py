@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -550,16 +551,26 @@ def ordering_attach(network_name: str, *, region: Region | None = None) -> list[
     members on that region's engine (default: every member whose engine has the network).
     A member that is down is skipped here; ``ordering_heal`` attaches it once it is back.
     """
+    return ordering_attach_begin(network_name, region=region)()
+
+
+def ordering_attach_begin(network_name: str, *, region: Region | None = None) -> Callable[[], list[str]]:
+    """``ordering_attach`` started, not waited for: the members are read here, the engine
+    calls run in threads (no database there), and calling the result waits for them and
+    gives the names attached (or raises what a connect raised). Provisioning starts the
+    node's container meanwhile: the connects and the container start are independent
+    engine calls, and a node retries etcd until its members are attached."""
     inst = installation_id()
     members = [
         m
         for m in OrderingMember.objects.select_related("region").order_by("index")
         if region is None or same_engine(m.region, region)
     ]
+    drivers = {m.pk: driver_for_region(m.region) for m in members}
 
     def attach(member: OrderingMember) -> str | None:
         try:
-            driver_for_region(member.region).connect_to_network(member.name, network_name, installation_id=inst)
+            drivers[member.pk].connect_to_network(member.name, network_name, installation_id=inst)
         except TransientRuntimeError as exc:
             if "does not exist" in str(exc):
                 logger.info("ordering_attach: %s", exc)  # other engine, or the member is down
@@ -567,9 +578,15 @@ def ordering_attach(network_name: str, *, region: Region | None = None) -> list[
             raise
         return member.name
 
-    # The three connects are independent engine calls: run them side by side.
-    with ThreadPoolExecutor(max_workers=max(1, len(members))) as pool:
-        return [name for name in pool.map(attach, members) if name]
+    # The connects are independent engine calls: run them side by side.
+    pool = ThreadPoolExecutor(max_workers=max(1, len(members)), thread_name_prefix="bsn-attach")
+    futures = [pool.submit(attach, m) for m in members]
+    pool.shutdown(wait=False)
+
+    def wait() -> list[str]:
+        return [name for name in (f.result() for f in futures) if name]
+
+    return wait
 
 
 def ordering_detach(network_name: str) -> list[str]:
