@@ -114,6 +114,19 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
     return status
 
 
+def node_start_recorded(driver, node: LedgerNode) -> NodeStatus:
+    """``node_ensure_running``, then record where the node runs (not yet verified:
+    ``unhealthy`` until ``node_wait_verified``). TransientRuntimeError while the engine
+    has published no endpoint for it yet."""
+    status = node_ensure_running(driver, node)
+    LedgerNode.objects.filter(pk=node.pk).update(
+        runtime_id=status.runtime_id or "", endpoint=status.endpoint or "", state=LedgerNode.State.UNHEALTHY
+    )
+    if not status.endpoint:
+        raise TransientRuntimeError(f"{node.name} has no published endpoint yet")
+    return status
+
+
 def node_wait_verified(node: LedgerNode, status: NodeStatus, *, timeout: float | None = None) -> None:
     """Wait until a started node answers ``/health`` as itself (signed request, reply MAC,
     identity proof with its node key), then record it running. Raises TransientRuntimeError
@@ -512,12 +525,7 @@ def _bring_up_to_head(op: Operation, node: LedgerNode, driver, where: _Stage, pr
     deadline = progress["since"] + settings.BSN_LIFECYCLE_NODE_TIMEOUT
     try:
         where.now = "starting the node"
-        status = node_ensure_running(driver, node)
-        LedgerNode.objects.filter(pk=node.pk).update(
-            runtime_id=status.runtime_id or "", endpoint=status.endpoint or "", state=LedgerNode.State.UNHEALTHY
-        )
-        if not status.endpoint:
-            raise TransientRuntimeError(f"{node.name} has no published endpoint yet")
+        status = node_start_recorded(driver, node)
         _touch(op.pk)
         where.now = "waiting for the node to become healthy"
         node_wait_verified(node, status, timeout=min(settings.BSN_NODE_HEALTH_TIMEOUT, deadline - time.time()))
@@ -632,12 +640,7 @@ def node_step_run(operation_id: str, node_id: str) -> str:
         if op.kind in (Operation.Kind.PROVISION, Operation.Kind.START):
             _append_log(operation_id, f"{node.region.code}: ensuring node {spec.name}")
             where.now = "starting the node"
-            status = node_ensure_running(driver, node)
-            LedgerNode.objects.filter(pk=node.pk).update(
-                runtime_id=status.runtime_id or "", endpoint=status.endpoint or "", state=LedgerNode.State.UNHEALTHY
-            )
-            if not status.endpoint:
-                raise TransientRuntimeError(f"{spec.name} has no published endpoint yet")
+            status = node_start_recorded(driver, node)
             where.now = "waiting for the node to become healthy"
             node_wait_verified(node, status)
             # The endpoint is operator information: in the staff-only detail.

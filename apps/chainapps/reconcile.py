@@ -21,6 +21,7 @@ from apps.chainapps.provisioning import (
     node_ensure_running,
     node_remove,
     node_spec,
+    node_start_recorded,
     node_wait_verified,
 )
 from apps.common.incidents import incident, runtime_reason
@@ -196,11 +197,7 @@ def _bring_up(node: LedgerNode, *, stop_first: bool) -> str:
     try:
         if stop_first:
             driver.stop_node(node_spec(node, configured=False))
-        status = node_ensure_running(driver, node)
-        LedgerNode.objects.filter(pk=node.pk).update(
-            endpoint=status.endpoint or "", runtime_id=status.runtime_id or "", state=LedgerNode.State.UNHEALTHY
-        )
-        node_wait_verified(node, status)
+        node_wait_verified(node, node_start_recorded(driver, node))
     except (TransientRuntimeError, PermanentRuntimeError) as exc:
         what = "restarting" if stop_first else "restoring"
         message = incident(f"{what} the node: {runtime_reason(exc)}", f"{node.name}: {exc}").message

@@ -62,6 +62,19 @@ def _new_operation(*, app: ChainApp, kind: str, actor, params: dict | None = Non
     return operation
 
 
+def _audit_operation(app: ChainApp, operation: Operation, *, actor, request, **data) -> None:
+    """Audit an operation started on an app: ``app.<kind>`` with the operation's id and ``data``."""
+    audit_record(
+        action=f"app.{operation.kind}",
+        object_type="app",
+        object_id=app.pk,
+        tenant=app.tenant,
+        actor=actor,
+        data={"operation": str(operation.pk), **data},
+        request=request,
+    )
+
+
 def _find_regions(codes: list[str]) -> dict[str, Region]:
     """``{code: region}`` of a region list from a request: at least one, each once, all known."""
     if not codes:
@@ -276,15 +289,7 @@ def _change_desired(
             update.append("deleted_at")
         locked.save(update_fields=update)
         operation = _new_operation(app=locked, kind=kind, actor=actor, params=params)
-        audit_record(
-            action=f"app.{kind}",
-            object_type="app",
-            object_id=locked.pk,
-            tenant=locked.tenant,
-            actor=actor,
-            data={"operation": str(operation.pk), **(params or {})},
-            request=request,
-        )
+        _audit_operation(locked, operation, actor=actor, request=request, **(params or {}))
     return operation
 
 
@@ -389,15 +394,7 @@ def chainapp_upgrade(*, app: ChainApp, actor, framework: str, request=None) -> O
             raise Conflict(f"The app already runs {target.slug} on every node.", code="framework-unchanged")
         params = {"framework": target.slug, "version": target.version, "from": locked.framework.slug}
         operation = _new_operation(app=locked, kind=Operation.Kind.UPGRADE, actor=actor, params=params)
-        audit_record(
-            action="app.upgrade",
-            object_type="app",
-            object_id=locked.pk,
-            tenant=locked.tenant,
-            actor=actor,
-            data={"operation": str(operation.pk), **params},
-            request=request,
-        )
+        _audit_operation(locked, operation, actor=actor, request=request, **params)
     return operation
 
 
@@ -442,13 +439,5 @@ def chainapp_scale(*, app: ChainApp, actor, regions: list[str], keep_data: bool 
             node.save(update_fields=["state", "endpoint", "last_error", "generation", "framework", "updated_at"])
         params = {"regions": list(wanted), "added": added, "removed": removed, "keep_data": keep_data}
         operation = _new_operation(app=locked, kind=Operation.Kind.SCALE, actor=actor, params=params)
-        audit_record(
-            action="app.scale",
-            object_type="app",
-            object_id=locked.pk,
-            tenant=locked.tenant,
-            actor=actor,
-            data={"operation": str(operation.pk), **params},
-            request=request,
-        )
+        _audit_operation(locked, operation, actor=actor, request=request, **params)
     return operation
