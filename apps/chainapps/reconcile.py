@@ -140,6 +140,13 @@ def _node_for_repair(node_id: str) -> LedgerNode | None:
     )
 
 
+def _unless_removed(node: LedgerNode):
+    """The node's row, unless a delete or scale step marked it removed meanwhile: an
+    observation made before that must not bring it back (the app would read `deleting`
+    for ever)."""
+    return LedgerNode.objects.filter(pk=node.pk).exclude(state=LedgerNode.State.REMOVED)
+
+
 def reconcile_node(node_id: str) -> str:
     """Observe one node again (its endpoint, whether it proves who it is) and record it;
     repairs (restarting what stopped) are the region pass's business. Runs in the region's
@@ -150,7 +157,7 @@ def reconcile_node(node_id: str) -> str:
     try:
         seen = driver_for_region(node.region).observe(node_spec(node, configured=False))
     except TransientRuntimeError as exc:
-        LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.UNKNOWN, last_error=str(exc)[:2000])
+        _unless_removed(node).update(state=LedgerNode.State.UNKNOWN, last_error=str(exc)[:2000])
         return LedgerNode.State.UNKNOWN
     if seen.state == "unknown":  # e.g. the engine is restarting it (restart policy): look later
         return node.state
@@ -177,7 +184,8 @@ def reconcile_node(node_id: str) -> str:
                 chain_proposer=str(chain.get("proposer") or "")[:64],
                 chain_seen_at=timezone.now(),
             )
-    LedgerNode.objects.filter(pk=node.pk).update(**fields)
+    if not _unless_removed(node).update(**fields):
+        return "gone"  # removed while we looked (a delete or scale step): it stays removed
     app_refresh_status(node.app)
     return fields["state"]
 
