@@ -2,14 +2,17 @@
 
     from bsn.client import Client, generate_key
 
-    private, public = generate_key()          # register `public` as an app user first
+    private, public = generate_key()          # keep `private` secret; `public` is registered
     client = Client("https://bsn.example", token, app_id, "alice", private)
+    client.register()                         # once: app user "alice" with that public key
     receipt = client.submit("kv", "put", {"key": "greeting", "value": "ni hao"})
     print(client.state("kv", "greeting")["value"], client.block(receipt["height"])["hash"])
 
 The private key never leaves this process: transactions are signed here with Ed25519
 over their canonical JSON (docs/ledger-protocol.md) using the ledger's own helpers, so
-signer and verifier cannot disagree. Needs only ``requests`` and ``cryptography``.
+signer and verifier cannot disagree. Needs only ``requests`` and ``cryptography``;
+installable on its own: ``pip install <this repository>`` (pyproject.toml) installs
+``bsn.client`` with the ledger's signing code and nothing of the control plane.
 """
 
 from __future__ import annotations
@@ -80,6 +83,13 @@ class Client:
         """A signed envelope ``{"tx", "sig"}`` with a fresh nonce (uuid4 hex) and the time in ms."""
         tx = make_tx(self.app_id, contract, function, dict(args or {}), self.user, nonce=uuid.uuid4().hex)
         return sign_tx(tx, self._private_key)
+
+    # -- the app user
+
+    def register(self) -> dict[str, Any]:
+        """Register this client's user (``user``, its public key) on the app: once, by a
+        token of a member who may manage app users. ClientError 409 if the name is taken."""
+        return self._request("POST", "users", json={"name": self.user, "public_key": self.public_key})
 
     # -- writes
 

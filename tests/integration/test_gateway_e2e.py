@@ -33,12 +33,13 @@ def test_signed_transactions_through_the_gateway_on_a_process_node(live_server, 
     app = ChainApp.objects.get(pk=app_id)
     assert app.ordering == "solo" and app.status == "running"
 
+    # As the README shows it: the client registers its own user, then signs and sends.
     private, public = generate_key()
-    resp = api.post(f"/api/v1/apps/{app_id}/users", {"name": "alice", "public_key": public}, format="json")
-    assert resp.status_code == 201, resp.content
-    user_url = resp["Location"]
     token = api._credentials["HTTP_AUTHORIZATION"].split()[1]
     client = Client(live_server.url, token, app_id, "alice", private)
+    registered = client.register()
+    assert registered["public_key"] == public
+    user_url = f"/api/v1/apps/{app_id}/users/{registered['id']}"
 
     receipt = client.submit("kv", "put", {"key": "greeting", "value": "ni hao"})
     assert receipt["status"] == "committed", receipt
