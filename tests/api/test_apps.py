@@ -345,6 +345,14 @@ class TestUpdate:
         app_a.refresh_from_db()
         assert (app_a.name, app_a.tps_quota) == ("ledger-a", 10)
 
+    @pytest.mark.parametrize(
+        ("field", "says"),
+        [("tps_quota", "platform staff"), ("regions", "/scale"), ("framework", "/upgrade"), ("status", "/start")],
+    )
+    def test_fields_changed_elsewhere_say_where_or_by_whom(self, owner_client, app_a, field, says):
+        problem = assert_problem(owner_client.patch(f"{URL}/{app_a.pk}", {field: "x"}, format="json"), 400)
+        assert says in str(problem["errors"][field])
+
     def test_put_is_not_offered(self, owner_client, app_a):
         assert_problem(owner_client.put(f"{URL}/{app_a.pk}", {"name": "x"}, format="json"), 405)
 

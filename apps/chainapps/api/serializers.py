@@ -128,6 +128,14 @@ class AppUpdateInputSerializer(StrictInputSerializer):
     )
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
+    not_here = {
+        "tps_quota": "quotas are set by platform staff, not by the tenant: ask your platform operator",
+        "framework": "change the framework with POST /api/v1/apps/{id}/upgrade",
+        "regions": "change the regions with POST /api/v1/apps/{id}/scale",
+        "status": "derived from the nodes: use POST /api/v1/apps/{id}/start or /stop",
+        "ordering": "chosen at creation from the regions; it cannot be changed",
+    }
+
 
 class AppUpgradeInputSerializer(StrictInputSerializer):
     framework = serializers.CharField(
