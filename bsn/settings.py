@@ -315,6 +315,11 @@ BSN_GATEWAY_CONNECT_TIMEOUT = env_float("BSN_GATEWAY_CONNECT_TIMEOUT", 1.0)
 BSN_GATEWAY_SUBMIT_TIMEOUT = env_float("BSN_GATEWAY_SUBMIT_TIMEOUT", 15.0)
 BSN_GATEWAY_READ_TIMEOUT = env_float("BSN_GATEWAY_READ_TIMEOUT", 5.0)
 BSN_GATEWAY_MAX_BATCH = env_int("BSN_GATEWAY_MAX_BATCH", 500, minimum=1)
+# Where the gateway's TPS buckets live (apps/gateway/ratelimit.py): Redis, shared by every
+# web process; default the broker when it is Redis; anything else keeps them per process.
+BSN_RATE_LIMIT_URL = env_str(
+    "BSN_RATE_LIMIT_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
 # Reconciler: an app is `degraded` when a node's chain is more than this many blocks
 # behind the highest node of the app (0: every node at exactly the same head).
 # Host ports ledger nodes are published on (one per node, kept across restarts). Keep it

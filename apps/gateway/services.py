@@ -15,6 +15,7 @@ the ledger did not confirm is finished by a retry.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from typing import Any
 
@@ -27,8 +28,9 @@ from apps.chainapps.keys import key_private
 from apps.chainapps.models import ChainApp, LedgerNode
 from apps.chainapps.node_auth import node_auth
 from apps.chainapps.tasks import node_refresh_later
-from apps.common.errors import Conflict
+from apps.common.errors import Conflict, DomainError
 from apps.common.incidents import incident
+from apps.gateway import ratelimit
 from apps.gateway.errors import (
     GatewayError,
     LedgerRefused,
@@ -163,21 +165,61 @@ def _check_envelope(app: ChainApp, envelope: Any, where: str = "") -> None:
         )
 
 
-def gateway_submit(*, app: ChainApp, envelope: Any) -> dict:
-    """Forward one signed envelope; the receipt once its block is committed."""
+def gateway_admit(*, app: ChainApp, count: int) -> None:
+    """Take ``count`` transactions from the app's and its tenant's TPS buckets
+    (``ratelimit``), or refuse: 429 ``tps-quota-exceeded`` naming the limit, with
+    Retry-After; a batch no bucket could ever hold is a 400. Tenant-facing submissions
+    only: the platform's own (DCEP anchoring) are not metered against a tenant."""
+    buckets = [
+        ratelimit.Bucket(f"app:{app.pk}", app.tps_quota, app.tps_quota),
+        ratelimit.Bucket(f"tenant:{app.tenant_id}", app.tenant.max_tps, app.tenant.max_tps),
+    ]
+    too_big = [b for b in buckets if count > b.capacity]
+    if too_big:
+        scope = "app" if too_big[0] is buckets[0] else "tenant"
+        raise DomainError(
+            f"A batch of {count} transactions is more than the {scope}'s limit of {int(too_big[0].rate)} per "
+            f"second; send at most {int(too_big[0].rate)} at once.",
+            code="batch-over-tps-quota",
+            status=400,
+            extra={"limit_tps": int(too_big[0].rate), "scope": scope},
+        )
+    verdict = ratelimit.store().take(buckets, count)
+    if verdict.admitted:
+        return
+    scope = "app" if verdict.refused_by is buckets[0] else "tenant"
+    limit = int(verdict.refused_by.rate)
+    raise DomainError(
+        f"The {scope}'s limit of {limit} transactions per second is reached; retry after "
+        f"{verdict.wait_s:.2f} s (quotas are set by platform staff).",
+        code="tps-quota-exceeded",
+        status=429,
+        extra={"limit_tps": limit, "scope": scope},
+        retry_after=max(1, math.ceil(verdict.wait_s)),
+    )
+
+
+def gateway_submit(*, app: ChainApp, envelope: Any, metered: bool = False) -> dict:
+    """Forward one signed envelope; the receipt once its block is committed. ``metered``:
+    a tenant's submission, admitted by the TPS buckets (``gateway_admit``) once well formed."""
     _check_envelope(app, envelope)
+    if metered:
+        gateway_admit(app=app, count=1)
     reply = _call(app, "POST", "/tx", body=envelope, read_timeout=settings.BSN_GATEWAY_SUBMIT_TIMEOUT)
     return _result(reply, "transaction")
 
 
-def gateway_submit_batch(*, app: ChainApp, envelopes: Any) -> dict:
-    """Forward ``{"txs": [...]}``; ``{"receipts": [...]}`` in order (rejected items inline)."""
+def gateway_submit_batch(*, app: ChainApp, envelopes: Any, metered: bool = False) -> dict:
+    """Forward ``{"txs": [...]}``; ``{"receipts": [...]}`` in order (rejected items inline).
+    ``metered``: as for ``gateway_submit``, every transaction of the batch counted."""
     if not isinstance(envelopes, list) or not envelopes:
         raise NodeRejected(MALFORMED, '"txs" must be a non-empty list of signed envelopes')
     if len(envelopes) > settings.BSN_GATEWAY_MAX_BATCH:
         raise NodeRejected(MALFORMED, f"a batch holds at most {settings.BSN_GATEWAY_MAX_BATCH} transactions")
     for index, envelope in enumerate(envelopes):
         _check_envelope(app, envelope, where=f"txs[{index}]: ")
+    if metered:
+        gateway_admit(app=app, count=len(envelopes))
     reply = _call(app, "POST", "/tx/batch", body={"txs": envelopes}, read_timeout=settings.BSN_GATEWAY_SUBMIT_TIMEOUT)
     return _result(reply, "batch")
 

@@ -79,6 +79,8 @@ def _depth_cases(app, owner) -> dict[tuple[str, str], str]:
         ("post", "/api/v1/apps/"): "/api/v1/apps",
         ("patch", "/api/v1/apps/{id}/"): f"/api/v1/apps/{app.pk}",
         ("post", "/api/v1/apps/{id}/transactions/"): f"/api/v1/apps/{app.pk}/transactions",
+        ("post", "/api/v1/apps/{id}/upgrade/"): f"/api/v1/apps/{app.pk}/upgrade",
+        ("post", "/api/v1/apps/{id}/scale/"): f"/api/v1/apps/{app.pk}/scale",
         ("post", "/api/v1/apps/{app_id}/users/"): f"/api/v1/apps/{app.pk}/users",
         ("post", "/api/v1/auth/login"): "/api/v1/auth/login",
         ("post", "/api/v1/tenant/members/"): "/api/v1/tenant/members",

@@ -123,6 +123,12 @@ def fake_ordering(monkeypatch):
     module = types.ModuleType("apps.ordering.services")
     module.ordering_ensure = lambda: calls.append(("ensure",))
     module.ordering_attach = lambda network: calls.append(("attach", network))
+
+    def attach_begin(network):  # the connects start before the node; waited for after it
+        calls.append(("attach", network))
+        return lambda: calls.append(("attached",)) or []
+
+    module.ordering_attach_begin = attach_begin
     module.ordering_app_credentials = lambda app: calls.append(("credentials",))
     module.ordering_node_env = lambda app, node: {
         "BSN_ETCD_ENDPOINTS": "http://etcd-0:2379",
@@ -190,9 +196,10 @@ def test_etcd_node_step_reaches_ordering_before_the_node_and_twice_is_safe(
         ("network", spec.network),
         ("attach", spec.network),
         ("node", spec.name, f"/bsn/apps/{app.pk}/"),
+        ("attached",),
     ]
     # A redelivered step repeats the same idempotent calls, in the same order.
     Operation.objects.filter(pk=op.pk).update(steps={**claimed.steps, str(node.pk): {"state": "pending", "error": ""}})
     fake_ordering.clear()
     assert provisioning.node_step_run(str(op.pk), str(node.pk)) == "done"
-    assert [c[0] for c in fake_ordering] == ["ensure", "credentials", "network", "attach", "node"]
+    assert [c[0] for c in fake_ordering] == ["ensure", "credentials", "network", "attach", "node", "attached"]

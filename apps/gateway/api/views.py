@@ -108,7 +108,10 @@ class AppLedgerViewSet(TenantScopedViewSet):
             "Submit one signed envelope `{tx, sig}` (answer: its receipt) or a batch `{txs: [...]}` (answer: "
             "`{receipts: [...]}` in order). Answers once the block is committed. A refused transaction is a "
             "400 whose `code` is the node's reason (`bad_signature`, `replayed_nonce`, `unknown_signer`, …). "
-            "`tx.app` must be this app's id. 503/504 are safe to retry with the same envelope."
+            "`tx.app` must be this app's id. 503/504 are safe to retry with the same envelope. Every "
+            "transaction counts against the app's `tps_quota` and the tenant's `max_tps` (token buckets "
+            "shared by all web processes): over either, 429 `tps-quota-exceeded` with `Retry-After`, "
+            "`limit_tps` and `scope`."
         ),
     )
     @action(detail=True, methods=["post"], url_path="transactions")
@@ -116,8 +119,8 @@ class AppLedgerViewSet(TenantScopedViewSet):
         app = self.get_object()
         data = request.data
         if isinstance(data, dict) and "txs" in data and "tx" not in data:
-            return Response(services.gateway_submit_batch(app=app, envelopes=data["txs"]))
-        return Response(services.gateway_submit(app=app, envelope=data))
+            return Response(services.gateway_submit_batch(app=app, envelopes=data["txs"], metered=True))
+        return Response(services.gateway_submit(app=app, envelope=data, metered=True))
 
     @extend_schema(responses={200: s.TxLookupSerializer})
     @action(detail=True, methods=["get"], url_path=r"transactions/(?P<tx_id>[0-9a-fA-F]{64})")
