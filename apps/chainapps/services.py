@@ -19,7 +19,7 @@ from apps.chainapps.keys import key_generate
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.chainapps.node_auth import credential_generate
 from apps.chainapps.selectors import region_node_counts, tenant_usage
-from apps.common.errors import Conflict
+from apps.common.errors import Conflict, DomainError
 from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.spec import node_name
@@ -228,14 +228,32 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
 
 
 def chainapp_update(*, app: ChainApp, actor, data: dict, request=None) -> ChainApp:
-    allowed = {"name", "description"}
+    """Rename or describe the app; platform staff may also set its ``tps_quota`` (within
+    the tenant's ``max_tps``; enforced at the gateway at once, audited with before/after)."""
+    allowed = {"name", "description", "tps_quota"}
     changes = {k: v for k, v in data.items() if k in allowed}
     if app.deleted_at is not None:
         raise Conflict("This app is deleted.", code="app-deleted")
     if not changes:
         return app
+    if "tps_quota" in changes and not getattr(actor, "is_staff", False):
+        raise DomainError(
+            "Quotas are set by platform staff, not by the tenant: ask your platform operator.",
+            code="staff-only",
+            status=403,
+        )
     duplicate = Conflict(f"An app named '{changes.get('name')}' already exists in this tenant.", code="duplicate-name")
     with transaction.atomic():
+        if "tps_quota" in changes:
+            tenant = Tenant.objects.select_for_update().get(pk=app.tenant_id)
+            others = tenant_usage(tenant=tenant)["tps"] - app.tps_quota
+            if others + changes["tps_quota"] > tenant.max_tps:
+                raise Conflict(
+                    f"Tenant quota exceeded: TPS {others}+{changes['tps_quota']}>{tenant.max_tps}; "
+                    "raise the tenant's max_tps first.",
+                    code="quota-exceeded",
+                )
+            changes["tps_quota_before"] = app.tps_quota
         if (
             "name" in changes
             and ChainApp.objects.for_tenant(app.tenant)
@@ -244,11 +262,12 @@ def chainapp_update(*, app: ChainApp, actor, data: dict, request=None) -> ChainA
             .exists()
         ):
             raise duplicate
-        for key, value in changes.items():
-            setattr(app, key, value)
+        fields = [k for k in changes if k in allowed]
+        for key in fields:
+            setattr(app, key, changes[key])
         try:
             with transaction.atomic():  # a concurrent rename can still hit the unique constraint
-                app.save(update_fields=[*changes, "updated_at"])
+                app.save(update_fields=[*fields, "updated_at"])
         except IntegrityError as exc:
             raise duplicate from exc
         audit_record(

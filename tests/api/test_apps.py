@@ -328,7 +328,7 @@ class TestUpdate:
         ("body", "status", "field"),
         [
             ({"regions": ["cn-shenzhen"]}, 400, "regions"),
-            ({"tps_quota": 1000}, 400, "tps_quota"),
+            ({"tps_quota": 1000}, 403, None),
             ({"name": "bad name"}, 400, "name"),
             ({"description": ["x"]}, 400, "description"),
             ({"name": "other"}, 409, None),
@@ -347,11 +347,23 @@ class TestUpdate:
 
     @pytest.mark.parametrize(
         ("field", "says"),
-        [("tps_quota", "platform staff"), ("regions", "/scale"), ("framework", "/upgrade"), ("status", "/start")],
+        [("regions", "/scale"), ("framework", "/upgrade"), ("status", "/start")],
     )
     def test_fields_changed_elsewhere_say_where_or_by_whom(self, owner_client, app_a, field, says):
         problem = assert_problem(owner_client.patch(f"{URL}/{app_a.pk}", {field: "x"}, format="json"), 400)
         assert says in str(problem["errors"][field])
+
+    def test_quotas_are_set_by_platform_staff_within_the_tenants_and_audited(self, owner_client, owner, app_a):
+        problem = assert_problem(owner_client.patch(f"{URL}/{app_a.pk}", {"tps_quota": 50}, format="json"), 403)
+        assert problem["code"] == "staff-only" and "platform staff" in problem["detail"]
+        owner.user.is_staff = True
+        owner.user.save(update_fields=["is_staff"])
+        over = owner_client.patch(f"{URL}/{app_a.pk}", {"tps_quota": owner.tenant.max_tps + 1}, format="json")
+        assert_problem(over, 409, "quota-exceeded")
+        resp = owner_client.patch(f"{URL}/{app_a.pk}", {"tps_quota": 50}, format="json")
+        assert resp.status_code == 200 and resp.json()["tps_quota"] == 50
+        event = AuditEvent.objects.filter(action="app.update", object_id=str(app_a.pk)).latest("id")
+        assert event.data == {"tps_quota": 50, "tps_quota_before": 10}
 
     def test_put_is_not_offered(self, owner_client, app_a):
         assert_problem(owner_client.put(f"{URL}/{app_a.pk}", {"name": "x"}, format="json"), 405)

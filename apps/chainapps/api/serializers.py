@@ -127,9 +127,11 @@ class AppUpdateInputSerializer(StrictInputSerializer):
         error_messages={"invalid": "1–63 letters, digits, '.', '_' or '-'"},
     )
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    tps_quota = serializers.IntegerField(
+        min_value=1, max_value=100_000, required=False, help_text="platform staff only (403 staff-only otherwise)"
+    )
 
     not_here = {
-        "tps_quota": "quotas are set by platform staff, not by the tenant: ask your platform operator",
         "framework": "change the framework with POST /api/v1/apps/{id}/upgrade",
         "regions": "change the regions with POST /api/v1/apps/{id}/scale",
         "status": "derived from the nodes: use POST /api/v1/apps/{id}/start or /stop",
