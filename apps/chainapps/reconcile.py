@@ -270,9 +270,15 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
     except TransientRuntimeError as exc:
         Region.objects.filter(pk=region.pk, status=Region.Status.ACTIVE).update(status=Region.Status.UNAVAILABLE)
         Region.objects.filter(pk=region.pk).update(last_error=str(exc)[:2000])
-        LedgerNode.objects.filter(region=region).exclude(state=LedgerNode.State.REMOVED).update(
-            state=LedgerNode.State.UNKNOWN
-        )
+        nodes = LedgerNode.objects.filter(region=region).exclude(state=LedgerNode.State.REMOVED)
+        app_ids = set(nodes.values_list("app_id", flat=True))
+        nodes.update(state=LedgerNode.State.UNKNOWN)
+        # Their apps' status follows at once (degraded, never failed: derive_status), or an
+        # app whose only node is out of sight would still say "running". An app with an open
+        # operation is left to it, as in the pass below.
+        busy_apps = set(Operation.objects.open().values_list("app_id", flat=True))
+        for app in ChainApp.objects.filter(pk__in=app_ids - busy_apps):
+            app_refresh_status(app)
         report["error"] = str(exc)
         return report
     Region.objects.filter(pk=region.pk, status=Region.Status.UNAVAILABLE).update(status=Region.Status.ACTIVE)

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from apps.chainapps import provisioning
-from apps.chainapps.models import ChainApp, LedgerNode
+from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.reconcile import reconcile_region
 from apps.regions.models import Region
 from tests.conftest import _client_for
@@ -68,7 +68,33 @@ def test_unreachable_engine_makes_region_unavailable_and_nodes_unknown(api, tran
     node.refresh_from_db()
     assert region.status == Region.Status.UNAVAILABLE
     assert node.state == "unknown", "never deleted because the engine did not answer"
-    assert ChainApp.objects.filter(pk=app.pk).exists()
+    assert ChainApp.objects.get(pk=app.pk).status == "degraded", "out of sight is not running, nor failed"
+
+
+def test_an_unavailable_engine_leaves_an_app_with_an_open_operation_to_it(api, transactional_db):
+    region = RegionFactory(code="itdead1-0", driver="docker", docker_base_url="unix:///nonexistent/docker.sock")
+    tenant = TenantFactory()
+    app = ChainApp.objects.create(tenant=tenant, name="x", framework_id=_framework_id(), status="provisioning")
+    LedgerNode.objects.create(app=app, region=region, name="bsn-x-itdead1-0", state="pending")
+    Operation.objects.create(tenant=tenant, app=app, kind="provision", status="running")
+
+    reconcile_region(region.code)
+    assert LedgerNode.objects.get(app=app).state == "unknown"
+    assert ChainApp.objects.get(pk=app.pk).status == "provisioning"
+
+
+def test_a_region_back_from_unavailable_is_active_and_its_nodes_observed(api, make_regions):
+    (region,) = make_regions("process")
+    Region.objects.filter(pk=region.pk).update(status=Region.Status.UNAVAILABLE, last_error="engine away")
+    tenant = TenantFactory()
+    app = ChainApp.objects.create(tenant=tenant, name="x", framework_id=_framework_id(), status="degraded")
+    node = LedgerNode.objects.create(app=app, region=region, name=f"bsn-x-{region.code}", state="unknown")
+
+    reconcile_region(region.code, repair=False)
+    region.refresh_from_db()
+    node.refresh_from_db()
+    assert (region.status, region.last_error) == (Region.Status.ACTIVE, "")
+    assert node.state == "missing"  # observed again: the engine holds no such node
 
 
 def test_reconciler_stops_nodes_of_a_stopped_app(api, make_regions, django_capture_on_commit_callbacks):
