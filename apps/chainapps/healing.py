@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,13 @@ HEAL_WORKERS = 4  # nodes healed at once by one worker process
 # pauses, then left to the periodic pass with the node's last error visible: a restart
 # loop backs off and ends, it never spins.
 RETRY_DELAYS = (2.0, 5.0, 10.0, 20.0)
+# Reconnecting to an engine that is down: first after RECONNECT_MIN seconds, doubling up
+# to RECONNECT_MAX. A refused connection costs nothing, and the cap bounds how long after
+# the engine's return its events still go unseen. A stream that was open for
+# STREAM_SETTLED seconds before it broke starts the backoff over.
+RECONNECT_MIN = 0.5
+RECONNECT_MAX = 5.0
+STREAM_SETTLED = 5.0
 
 
 def _heal_with_retries(name: str, action: str, stop: threading.Event | None = None) -> None:
@@ -90,8 +98,9 @@ class RegionWatcher(threading.Thread):
         from apps.runtime.base import NodeEvents, supports
         from apps.runtime.drivers import driver_for_region
 
-        delay = 0.5
+        delay = RECONNECT_MIN
         while not self.stop.is_set():
+            opened = time.monotonic()
             try:
                 close_old_connections()
                 region = Region.objects.filter(code=self.code).first()
@@ -103,12 +112,14 @@ class RegionWatcher(threading.Thread):
                 if not supports(driver, NodeEvents):
                     return  # this driver reports no events: the periodic pass heals
                 for name, action in driver.node_events(installation_id=inst, stop=self.stop):
-                    delay = 0.5
+                    delay = RECONNECT_MIN
                     self.pool.submit(_heal_with_retries, name, action, self.stop)
             except Exception as exc:  # noqa: BLE001 - the engine or database is away: reconnect with backoff
                 logger.info("events of region %s: %s; reconnecting in %.1fs", self.code, exc, delay)
+            if time.monotonic() - opened >= STREAM_SETTLED:
+                delay = RECONNECT_MIN  # it was connected: the engine just went (or restarts)
             self.stop.wait(delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, RECONNECT_MAX)
 
 
 def watch_consumed_regions(consumer, *, interval: float, stop: threading.Event | None = None) -> threading.Thread:
