@@ -160,12 +160,35 @@ class Engine:
                 self.process.wait(10)
         restore_main_bridge(self.keep_bridge)
 
+    def start(self, timeout: float = 60) -> None:
+        """Start the stopped daemon again on the same data root, with the same socket, or
+        the same port and TLS material (a machine coming back, as the regions stored it)."""
+        again = start_engine(
+            self.name,
+            pool=self.extra["pool"],
+            tls=self.tls or False,
+            port=self.extra.get("port"),
+            state_dir=self.root.parent,
+            timeout=timeout,
+        )
+        self.process, self.keep_bridge = again.process, again.keep_bridge
 
-def start_engine(name: str, *, pool: str, tls: bool = False, state_dir: Path, timeout: float = 60) -> Engine:
+
+def start_engine(
+    name: str,
+    *,
+    pool: str,
+    tls: bool | TlsSet = False,
+    state_dir: Path,
+    timeout: float = 60,
+    port: int | None = None,
+) -> Engine:
     """Start (or restart on the same data root) engine ``name``; wait until it answers.
 
     ``pool`` is its own address pool (e.g. ``172.24.0.0/16``), distinct from every other
     engine's. The data root outlives the process, so a restart keeps images and volumes.
+    ``tls``: True makes new TLS material, a ``TlsSet`` reuses it; ``port`` (TLS only) is
+    the port to listen on, else a free one (``Engine.start`` passes both back).
     """
     root = state_dir / name
     run = Path(f"/run/bsn-test-{name}")  # unix socket paths must stay short
@@ -185,7 +208,7 @@ def start_engine(name: str, *, pool: str, tls: bool = False, state_dir: Path, ti
     ]
     material = None
     if tls:
-        material = make_tls()
+        material = tls if isinstance(tls, TlsSet) else make_tls()
         certs = root / "server"
         client_dir = root / "client"
         for d in (certs, client_dir):
@@ -200,7 +223,7 @@ def start_engine(name: str, *, pool: str, tls: bool = False, state_dir: Path, ti
         ):
             path.write_text(text)
             path.chmod(0o600)
-        port = free_port()
+        port = port or free_port()
         base_url = f"tcp://127.0.0.1:{port}"
         argv += [
             "--tlsverify",
@@ -223,7 +246,15 @@ def start_engine(name: str, *, pool: str, tls: bool = False, state_dir: Path, ti
     log = open(root / "dockerd.log", "ab")  # the daemon writes it for its whole life
     keep = main_bridge_addresses()
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    engine = Engine(name=name, base_url=base_url, root=root, process=process, tls=material, keep_bridge=keep)
+    engine = Engine(
+        name=name,
+        base_url=base_url,
+        root=root,
+        process=process,
+        tls=material,
+        keep_bridge=keep,
+        extra={"pool": pool, "port": port if tls else None},
+    )
     deadline = time.monotonic() + timeout
     while not engine.answers():
         if process.poll() is not None or time.monotonic() > deadline:
