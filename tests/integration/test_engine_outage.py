@@ -29,8 +29,10 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode
@@ -217,6 +219,12 @@ def test_an_engine_that_stops_and_comes_back(api, e2, extra_engines, worker_fact
     assert api.get(f"/api/v1/apps/{a}/nodes").json()["results"][0]["state"] == "unknown"
     assert api.get(f"/api/v1/apps/{a}").json()["status"] == "degraded"
     assert {code for code, _ in a_refusals} == {503}, a_refusals
+    status = StringIO()
+    call_command("bsn_status", stdout=status)  # what the operator sees
+    lines = status.getvalue().splitlines()
+    assert any(line.split()[:2] == [region_a.code, "unavailable"] for line in lines), status.getvalue()
+    (a_line,) = [line for line in lines if "/outage-a " in line]
+    assert "degraded" in a_line.split() and f"{region_a.code}: unknown" in a_line, a_line
     assert max(t for _, t in a_refusals) < API_BOUND, a_refusals
     assert traffic.b_failures == [], traffic.b_failures
     for what in ("list apps", "get A", "get B", "get region", "A's nodes", "B commit"):
