@@ -174,8 +174,13 @@ def _remember_installation(transactional_db):
 
 
 def _ours(obj) -> bool:
+    """Made by this session: its installation's label, or (unlabelled) a test region's name.
+    Another session's objects carry their own installation: never touched here."""
     labels = obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}
-    return TEST_REGION.search(obj.name) is not None or labels.get("io.bsn.installation") in _installations_seen
+    installation = labels.get("io.bsn.installation")
+    if installation:
+        return installation in _installations_seen
+    return TEST_REGION.search(obj.name) is not None
 
 
 @pytest.fixture(scope="session", autouse=True)

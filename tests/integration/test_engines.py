@@ -109,7 +109,7 @@ def test_an_app_on_a_second_engine_gets_the_image_by_content_and_leaves_nothing(
     tag = uuid.uuid4().hex[:6]
     region = region_add(
         code=f"it{tag}-0", name="second engine", driver="docker", docker_base_url=engine.base_url,
-        publish_host="127.0.0.1",
+        publish_host=engine.publish_host,
     )  # fmt: skip
     worker_factory([region])
     _run_app_on(api, region, client)
@@ -132,7 +132,7 @@ def test_an_app_on_an_engine_over_tls_with_client_certificates(api, extra_engine
     material = engine.tls
     region = region_add(
         code=f"it{tag}-0", name="tls engine", driver="docker", docker_base_url=engine.base_url,
-        publish_host="127.0.0.1",
+        publish_host=engine.publish_host,
         tls=EngineTLS(ca=material.ca, cert=material.client_cert, key=material.client_key),
     )  # fmt: skip
     worker_factory([region])
