@@ -145,8 +145,9 @@ INTRO = [
     "",
     "Produced by `make bench` (tests/bench). Every figure is measured against a reference in the",
     "same run on the same machine; loops are bounded and talk to loopback only. `make bench",
-    "BENCH=<name>` runs some figures only (ledger, memory, provisioning, healing, dcep, nodestate, reconcile200) and",
-    "regenerates their section; the other sections are kept from the earlier run that measured them.",
+    "BENCH=<name>` runs some figures only (ledger, memory, provisioning, healing, dcep, nodestate,",
+    "reconcile200) and regenerates their section; the other sections are kept from the earlier",
+    "run that measured them.",
 ]
 
 
