@@ -334,12 +334,11 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
 
     busy_apps = set(Operation.objects.open().values_list("app_id", flat=True))
     touched: set = set()
-    nodes = (
+    nodes = list(
         LedgerNode.objects.filter(region=region)
         .exclude(state=LedgerNode.State.REMOVED)
         .select_related("app__framework", "app__tenant", "region", "framework")
     )
-    nodes = list(nodes)
 
     chains: dict = {}  # node pk -> its /chain, read on the probe's connection
 
