@@ -287,6 +287,9 @@ BSN_OPERATION_MAX_ATTEMPTS = env_int("BSN_OPERATION_MAX_ATTEMPTS", 5, minimum=1)
 # A running operation whose heartbeat is older than this is taken over by another worker.
 BSN_OPERATION_STALE_SECONDS = env_int("BSN_OPERATION_STALE_SECONDS", 120, minimum=5)
 BSN_RECONCILE_INTERVAL = env_float("BSN_RECONCILE_INTERVAL", 30.0)
+# Node calls (health probes, /chain reads) a reconcile pass makes at once: a pass over 200
+# nodes waited 2 s on them one after another.
+BSN_RECONCILE_CONCURRENCY = env_int("BSN_RECONCILE_CONCURRENCY", 16, minimum=1)
 # A step that no worker has taken from its region's queue this long is said to be waiting (log, steps).
 BSN_STEP_PICKUP_SECONDS = env_float("BSN_STEP_PICKUP_SECONDS", 30.0)
 # A worker serving every region (bsn_worker without region codes) looks for new regions this often.

@@ -815,11 +815,8 @@ def operation_cancel(operation_id: str, *, by: str) -> Operation:
     return op
 
 
-def app_refresh_status(app: ChainApp, *, failed: bool = False, chain_ok: bool = True, reason: str = "") -> str:
-    """Derive and store the app's status from its nodes' observed states (and, from the
-    reconciler, whether their chains agree). ``failed``: an operation gave up (``reason``
-    says why): with no node healthy the app is then ``failed`` until one is again."""
-    states = [s for s in app.nodes.values_list("state", flat=True) if s != LedgerNode.State.REMOVED]
+def _status_from(app: ChainApp, states: list[str], *, failed: bool, chain_ok: bool, reason: str) -> tuple[str, str]:
+    """(status, status reason) of ``app`` given its nodes' states (removed ones left out)."""
     if app.desired_state == ChainApp.DesiredState.DELETED:
         status = ChainApp.Status.DELETED if not states else ChainApp.Status.DELETING
     else:
@@ -828,9 +825,41 @@ def app_refresh_status(app: ChainApp, *, failed: bool = False, chain_ok: bool = 
         if failed and none_healthy and app.desired_state == ChainApp.DesiredState.RUNNING:
             status = ChainApp.Status.FAILED
     status_reason = (reason or app.status_reason)[:500] if status == ChainApp.Status.FAILED else ""
+    return status, status_reason
+
+
+def app_refresh_status(app: ChainApp, *, failed: bool = False, chain_ok: bool = True, reason: str = "") -> str:
+    """Derive and store the app's status from its nodes' observed states (and, from the
+    reconciler, whether their chains agree). ``failed``: an operation gave up (``reason``
+    says why): with no node healthy the app is then ``failed`` until one is again."""
+    states = [s for s in app.nodes.values_list("state", flat=True) if s != LedgerNode.State.REMOVED]
+    status, status_reason = _status_from(app, states, failed=failed, chain_ok=chain_ok, reason=reason)
     ChainApp.objects.filter(pk=app.pk).update(status=status, status_reason=status_reason, updated_at=timezone.now())
     app.status, app.status_reason = status, status_reason
     return status
+
+
+def apps_refresh_status(apps: list[ChainApp], *, chain_ok: dict | None = None) -> dict:
+    """``app_refresh_status`` of many apps at once (the reconciler's pass): their nodes'
+    states in one query and one UPDATE per distinct outcome, not two statements an app.
+    ``chain_ok`` maps an app's pk to its chain verdict (True when absent). Returns
+    ``{app pk: status}``."""
+    chain_ok = chain_ok or {}
+    states: dict = {app.pk: [] for app in apps}
+    rows = LedgerNode.objects.filter(app_id__in=list(states)).exclude(state=LedgerNode.State.REMOVED)
+    for app_id, state in rows.values_list("app_id", "state"):
+        states[app_id].append(state)
+    outcome: dict[tuple[str, str], list] = {}
+    for app in apps:
+        status, status_reason = _status_from(
+            app, states[app.pk], failed=False, chain_ok=chain_ok.get(app.pk, True), reason=""
+        )
+        outcome.setdefault((status, status_reason), []).append(app.pk)
+        app.status, app.status_reason = status, status_reason
+    now = timezone.now()
+    for (status, status_reason), pks in outcome.items():
+        ChainApp.objects.filter(pk__in=pks).update(status=status, status_reason=status_reason, updated_at=now)
+    return {app.pk: app.status for app in apps}
 
 
 def stale_operations() -> list[str]:

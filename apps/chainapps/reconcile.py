@@ -18,6 +18,7 @@ from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.node_auth import node_auth
 from apps.chainapps.provisioning import (
     app_refresh_status,
+    apps_refresh_status,
     node_ensure_running,
     node_remove,
     node_spec,
@@ -30,7 +31,7 @@ from apps.regions.models import Region
 from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
 from apps.runtime.drivers import driver_for_region, engine_key
 from apps.runtime.health import probe
-from apps.runtime.nodeapi import read_chain
+from apps.runtime.nodeapi import new_session, read_chain
 from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
 
 logger = logging.getLogger(__name__)
@@ -104,31 +105,77 @@ def chain_verdict(*, ordering: str, chains: list[dict | None], max_lag: int) -> 
     return True, ""
 
 
-def _observe_chains(app: ChainApp) -> bool:
-    """Read /chain of the app's running nodes (every region), record it, judge agreement."""
-    nodes = [n for n in app.nodes.all() if n.state == LedgerNode.State.RUNNING and n.endpoint]
-    if not nodes:
-        return True  # nothing running: the node states alone decide
+def _in_parallel(fn, items: list) -> list:
+    """``[fn(item) for item in items]``, at most BSN_RECONCILE_CONCURRENCY at a time (node
+    calls: the pass waits on the network, not on this process)."""
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(settings.BSN_RECONCILE_CONCURRENCY, len(items))) as pool:
+        return list(pool.map(fn, items))
 
-    def read(node: LedgerNode) -> dict | None:
-        auth = node_auth(node)
-        return read_chain(node.endpoint, auth=auth) if auth is not None else None
 
-    with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
-        chains = list(pool.map(read, nodes))
+def _read_chain_of(node: LedgerNode) -> dict | None:
+    auth = node_auth(node)
+    return read_chain(node.endpoint, auth=auth) if auth is not None else None
+
+
+def _write_grouped(observations: list[tuple[LedgerNode, dict]]) -> int:
+    """Store what the pass observed of nodes (``[(node, {field: value})]``) in few UPDATEs;
+    returns how many. A value the node's row already holds (as loaded in this pass) is not
+    written again, and nodes left with the same values are written together: a steady
+    region (every node running where it ran, seen now) is one statement, where it was one
+    per node (issue 9: 200 nodes, 1,000 statements a pass). Django's ``bulk_update``
+    builds a CASE per row and cost more than it saved."""
+    groups: dict[tuple, list] = {}
+    for node, fields in observations:
+        news = tuple(sorted((name, value) for name, value in fields.items() if getattr(node, name) != value))
+        if news:
+            groups.setdefault(news, []).append(node.pk)
+    for news, pks in groups.items():
+        LedgerNode.objects.filter(pk__in=pks).update(**dict(news))
+    return len(groups)
+
+
+def _observe_chains(apps: list[ChainApp], *, read: dict | None = None) -> dict:
+    """Read /chain of the apps' running nodes (every region), record it, judge each app's
+    agreement: ``{app pk: ok}``. One query for the nodes of all the apps, the reads in
+    parallel (bounded), their facts written grouped (``_write_grouped``). ``read``: ``{node pk: chain}``
+    already read in this pass (right after the node's health probe, on its connection)."""
+    if not apps:
+        return {}
+    read = read or {}
+    nodes = list(
+        LedgerNode.objects.filter(app_id__in=[app.pk for app in apps], state=LedgerNode.State.RUNNING)
+        .exclude(endpoint="")
+        .order_by("app_id", "pk")
+    )
+    unread = [node for node in nodes if node.pk not in read]
+    fresh = dict(zip([node.pk for node in unread], _in_parallel(_read_chain_of, unread), strict=True))
+    chains = [read[node.pk] if node.pk in read else fresh[node.pk] for node in nodes]
     now = timezone.now()
+    by_app: dict = {}
+    answered = []
     for node, chain in zip(nodes, chains, strict=True):
+        by_app.setdefault(node.app_id, []).append(chain)
         if chain is not None:
-            LedgerNode.objects.filter(pk=node.pk).update(
-                chain_height=int(chain.get("height") or 0),
-                chain_head=str(chain.get("head_hash") or "")[:64],
-                chain_proposer=str(chain.get("proposer") or "")[:64],
-                chain_seen_at=now,
-            )
-    ok, why = chain_verdict(ordering=app.ordering, chains=chains, max_lag=settings.BSN_CHAIN_MAX_LAG)
-    if not ok:
-        logger.info("app %s degraded: %s", app.pk, why)
-    return ok
+            facts = {
+                "chain_height": int(chain.get("height") or 0),
+                "chain_head": str(chain.get("head_hash") or "")[:64],
+                "chain_proposer": str(chain.get("proposer") or "")[:64],
+                "chain_seen_at": now,
+            }
+            answered.append((node, facts))
+    _write_grouped(answered)
+    verdicts = {}
+    for app in apps:
+        if app.pk not in by_app:
+            verdicts[app.pk] = True  # nothing running: the node states alone decide
+            continue
+        ok, why = chain_verdict(ordering=app.ordering, chains=by_app[app.pk], max_lag=settings.BSN_CHAIN_MAX_LAG)
+        if not ok:
+            logger.info("app %s degraded: %s", app.pk, why)
+        verdicts[app.pk] = ok
+    return verdicts
 
 
 def _node_for_repair(node_id: str) -> LedgerNode | None:
@@ -259,6 +306,17 @@ def node_heal(node_id: str) -> str:
         cache.delete(key)
 
 
+def _repair_due(app: ChainApp, *, running: bool) -> bool:
+    """Whether the pass has something to do to a node of ``app`` (start, stop, remove it,
+    or mark it removed), given whether its container runs."""
+    wants = app.desired_state
+    return (
+        (wants == ChainApp.DesiredState.RUNNING and not running)
+        or (wants == ChainApp.DesiredState.STOPPED and running)
+        or wants == ChainApp.DesiredState.DELETED
+    )
+
+
 def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
     region = Region.objects.filter(code=region_code).first()
     if region is None:
@@ -287,27 +345,46 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
 
     busy_apps = set(Operation.objects.open().values_list("app_id", flat=True))
     touched: set = set()
-    nodes = (
+    nodes = list(
         LedgerNode.objects.filter(region=region)
         .exclude(state=LedgerNode.State.REMOVED)
         .select_related("app__framework", "app__tenant", "region", "framework")
     )
+
+    chains: dict = {}  # node pk -> its /chain, read on the probe's connection
+
+    def healthy(node: LedgerNode) -> bool | None:
+        """None: not running; else whether what answers proves it is this node (an
+        impostor on its port is not). A healthy node of an app whose chains this pass
+        judges is asked for its /chain right away, on the same connection."""
+        seen = observed.get(node.name)
+        if seen is None or seen.state != "running":
+            return None
+        auth = node_auth(node)
+        if not seen.endpoint or auth is None:
+            return False
+        path = node.current_framework.health_path
+        with new_session() as session:
+            ok = probe(seen.endpoint, path, auth=auth, session=session)
+            if ok and node.app.desired_state == ChainApp.DesiredState.RUNNING and node.app_id not in busy_apps:
+                chains[node.pk] = read_chain(seen.endpoint, auth=auth, session=session)
+        return ok
+
+    probed = _in_parallel(healthy, nodes)
     now = timezone.now()
-    for node in nodes:
+    observed_only: list[tuple[LedgerNode, dict]] = []  # written together after the loop
+    for node, healthy_now in zip(nodes, probed, strict=True):
         app = node.app
         seen = observed.pop(node.name, None)
         running = seen is not None and seen.state == "running"
         state = LedgerNode.State.MISSING if seen is None else LedgerNode.State.STOPPED
         if running:
-            # Healthy only if what answers proves it is this node (an impostor on its port is not).
-            auth = node_auth(node)
-            path = node.current_framework.health_path
-            healthy = bool(seen.endpoint) and auth is not None and probe(seen.endpoint, path, auth=auth)
-            state = LedgerNode.State.RUNNING if healthy else LedgerNode.State.UNHEALTHY
+            state = LedgerNode.State.RUNNING if healthy_now else LedgerNode.State.UNHEALTHY
         fields = {"state": state}
         if running:
             fields.update(last_seen_at=now, endpoint=seen.endpoint or "", runtime_id=seen.runtime_id or "")
-        if repair and app.pk not in busy_apps:
+        acted = repair and app.pk not in busy_apps and _repair_due(app, running=running)
+        if acted:
             try:
                 if app.desired_state == ChainApp.DesiredState.RUNNING and not running:
                     status = node_ensure_running(driver, node)
@@ -332,8 +409,12 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
                 fields["last_error"] = incident(
                     f"repairing the node: {runtime_reason(exc)}", f"{node.name}: {exc}"
                 ).message
-        LedgerNode.objects.filter(pk=node.pk).update(**fields)
+        if acted:  # what a repair did is recorded at once, as it happens
+            LedgerNode.objects.filter(pk=node.pk).update(**fields)
+        else:
+            observed_only.append((node, fields))
         touched.add(app.pk)
+    _write_grouped(observed_only)
 
     # Several regions may share one engine (one host, or tests): a container another region's
     # row knows is that region's business, not an orphan.
@@ -365,7 +446,7 @@ def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
             except (TransientRuntimeError, PermanentRuntimeError) as exc:
                 logger.warning("reconcile orphan %s: %s", name, exc)
 
-    for app in ChainApp.objects.filter(pk__in=touched).exclude(pk__in=busy_apps):
-        chain_ok = app.desired_state != ChainApp.DesiredState.RUNNING or _observe_chains(app)
-        app_refresh_status(app, chain_ok=chain_ok)
+    apps = list(ChainApp.objects.filter(pk__in=touched).exclude(pk__in=busy_apps))
+    chain_ok = _observe_chains([app for app in apps if app.desired_state == ChainApp.DesiredState.RUNNING], read=chains)
+    apps_refresh_status(apps, chain_ok=chain_ok)
     return report

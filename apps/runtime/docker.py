@@ -176,6 +176,35 @@ def endpoint_from_attrs(attrs: dict[str, Any], spec_port: int, publish_host: str
     return format_endpoint(publish_host, chosen["HostPort"])
 
 
+def status_from_summary(summary: dict[str, Any]) -> NodeStatus:
+    """A node's status from its entry in the engine's container list (``GET /containers/json``).
+
+    The list carries everything the reconciler needs (name, state, id, published ports,
+    labels), so observing a region is one request, not one inspect per container. The
+    endpoint is the first published TCP port in the order an inspect shows them (by
+    "port/proto", IPv4 before IPv6), on its host IP (127.0.0.1 when it has none), and
+    only while the container runs.
+    """
+    status = summary.get("State") or ""
+    if isinstance(status, dict):  # an inspect-shaped entry
+        status = status.get("Status") or ""
+    names = summary.get("Names") or [""]
+    published = [
+        p for p in summary.get("Ports") or [] if p.get("Type") == "tcp" and p.get("PublicPort") and p.get("PrivatePort")
+    ]
+    published.sort(key=lambda p: (f"{p['PrivatePort']}/tcp", ":" in (p.get("IP") or "")))
+    endpoint = None
+    if published and status == "running":
+        endpoint = format_endpoint(published[0].get("IP") or "127.0.0.1", published[0]["PublicPort"])
+    return NodeStatus(
+        name=names[0].lstrip("/"),
+        state=_STATE_MAP.get(status, "unknown"),
+        runtime_id=summary.get("Id"),
+        endpoint=endpoint,
+        labels=dict(summary.get("Labels") or {}),
+    )
+
+
 def owned_by(labels: dict[str, str] | None, installation_id: str) -> bool:
     labels = labels or {}
     return labels.get(LABEL_MANAGED) == "true" and labels.get(LABEL_INSTALLATION) == installation_id
@@ -451,7 +480,9 @@ class DockerDriver:
     def list_nodes(self, *, installation_id: str) -> list[NodeStatus]:
         client = self._client()
         with self._translate():
-            containers = client.containers.list(
+            # One list request: the summaries hold all we need (no inspect per container,
+            # which made a pass over 200 nodes cost 0.8 s here).
+            summaries = client.api.containers(
                 all=True,
                 # Ledger nodes only: ordering members carry role=ordering and are healed by
                 # apps.ordering, never treated as orphans of an app.
@@ -462,26 +493,8 @@ class DockerDriver:
                         f"{LABEL_ROLE}=ledger",
                     ]
                 },
-                ignore_removed=True,
             )
-            result = []
-            for c in containers:
-                endpoint = None
-                for key, bindings in ((c.attrs.get("NetworkSettings") or {}).get("Ports") or {}).items():
-                    if key.endswith("/tcp") and bindings and bindings[0].get("HostPort"):
-                        host = bindings[0].get("HostIp") or "127.0.0.1"
-                        endpoint = format_endpoint(host, bindings[0]["HostPort"])
-                        break
-                result.append(
-                    NodeStatus(
-                        name=c.name,
-                        state=_STATE_MAP.get(c.status, "unknown"),
-                        runtime_id=c.id,
-                        endpoint=endpoint if c.status == "running" else None,
-                        labels=dict(c.labels),
-                    )
-                )
-            return result
+            return [status_from_summary(summary) for summary in summaries]
 
     # -- steps of ensure_node
 

@@ -13,19 +13,33 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import requests
+
 from apps.runtime.base import TransientRuntimeError
 from apps.runtime.nodeapi import NodeAuth, NodeCallError, NodeTimeout, NodeUnverified, new_session, read_verified
 
 REQUEST_TIMEOUT = 1.0
 
 
-def probe(endpoint: str, path: str, *, auth: NodeAuth, timeout: float = REQUEST_TIMEOUT) -> bool:
-    """True if the endpoint answers 200 on ``path`` right now, as the node ``auth`` names."""
-    with new_session() as session:
-        try:
-            return read_verified(endpoint, path, auth=auth, timeout=timeout, session=session).status == 200
-        except NodeCallError:
-            return False
+def probe(
+    endpoint: str,
+    path: str,
+    *,
+    auth: NodeAuth,
+    timeout: float = REQUEST_TIMEOUT,
+    session: requests.Session | None = None,
+) -> bool:
+    """True if the endpoint answers 200 on ``path`` right now, as the node ``auth`` names.
+
+    ``session``: the caller's (the reconciler reads /chain on the same connection next),
+    else a fresh one."""
+    if session is None:
+        with new_session() as own:
+            return probe(endpoint, path, auth=auth, timeout=timeout, session=own)
+    try:
+        return read_verified(endpoint, path, auth=auth, timeout=timeout, session=session).status == 200
+    except NodeCallError:
+        return False
 
 
 def wait_healthy(endpoint: str, path: str, timeout: float, *, auth: NodeAuth, interval: float = 0.1) -> dict[str, Any]:

@@ -182,11 +182,13 @@ def read_verified(
     return reply
 
 
-def read_chain(endpoint: str, *, auth: NodeAuth, timeout: float = 2.0) -> dict | None:
+def read_chain(
+    endpoint: str, *, auth: NodeAuth, timeout: float = 2.0, session: requests.Session | None = None
+) -> dict | None:
     """The node's ``/chain`` summary, or None if it does not answer with one (or cannot
     prove it is the node we meant)."""
     try:
-        reply = read_verified(endpoint, "/chain", auth=auth, timeout=timeout)
+        reply = read_verified(endpoint, "/chain", auth=auth, timeout=timeout, session=session)
     except NodeCallError:
         return None
     if reply.status != 200 or not isinstance(reply.body, dict):

@@ -385,6 +385,14 @@ def healing(engine, notes: list[str]) -> list[Figure]:
     return [Figure("removed node verified again (s), median of 10", median, "s", None, "", "≤ 5 s", median <= 5)]
 
 
+def reconcile200(engine, notes: list[str]) -> list[Figure]:
+    """A reconcile pass over one Docker region of 200 running nodes, and their idle memory
+    (tests/bench/region200.py)."""
+    from tests.bench.region200 import reconcile200 as measure
+
+    return measure(engine=engine, notes=notes)
+
+
 ALL = [
     ("ledger", ledger_throughput),
     ("memory", memory),
@@ -392,4 +400,5 @@ ALL = [
     ("healing", healing),
     ("dcep", dcep),
     ("nodestate", node_state),
+    ("reconcile200", reconcile200),
 ]

@@ -138,14 +138,16 @@ SECTIONS = {
     "healing": ("Healing from engine events", ("healing",)),
     "dcep": ("DCEP (digital currency) against pgbench", ("dcep",)),
     "nodestate": ("A ledger node with 1 GB of state", ("nodestate",)),
+    "reconcile200": ("A region of 200 nodes: reconcile pass and idle memory", ("reconcile200",)),
 }
 INTRO = [
     "# Benchmarks",
     "",
     "Produced by `make bench` (tests/bench). Every figure is measured against a reference in the",
     "same run on the same machine; loops are bounded and talk to loopback only. `make bench",
-    "BENCH=<name>` runs some figures only (ledger, memory, provisioning, healing, dcep, nodestate) and",
-    "regenerates their section; the other sections are kept from the earlier run that measured them.",
+    "BENCH=<name>` runs some figures only (ledger, memory, provisioning, healing, dcep, nodestate,",
+    "reconcile200) and regenerates their section; the other sections are kept from the earlier",
+    "run that measured them.",
 ]
 
 
@@ -184,13 +186,14 @@ def _render_section(name: str, figures: list[Figure], notes: list[str], analysis
 
 def write_results(measured: dict[str, tuple[list[Figure], list[str]]]) -> None:
     """Regenerate the sections in ``measured`` ({section: (figures, notes)}), keep the others."""
-    from tests.bench import dcep
+    from tests.bench import dcep, region200
 
     analysis = {
         "platform": ANALYSIS,
         "healing": HEALING_ANALYSIS,
         "dcep": dcep.ANALYSIS,
         "nodestate": NODESTATE_ANALYSIS,
+        "reconcile200": region200.ANALYSIS,
     }
     kept = _existing_sections(RESULTS.read_text()) if RESULTS.exists() else {}
     blocks = []

@@ -145,3 +145,98 @@ def test_an_impostor_on_a_nodes_port_is_never_healthy_nor_running(pair, who):
         assert any(path == "/health" for _, path, _ in impostor.requests) or who == "other node"
     finally:
         impostor.close()
+
+
+@pytest.fixture
+def one_node_apps(owner, regions, monkeypatch):
+    """``make(n)``: n more one-node apps on cn-beijing, each node a simulated ledger that
+    the listing driver reports running."""
+    endpoints, sims = {}, []
+
+    def make(count: int) -> list:
+        made = []
+        for _ in range(count):
+            app = make_app(owner, f"one-{len(sims)}")
+            finish_open_operations(app.pk)
+            node = app.nodes.get()
+            sims.append(attach_sim(node))
+            endpoints[node.name] = sims[-1].endpoint
+            made.append(app)
+        return made
+
+    monkeypatch.setattr(reconcile, "driver_for_region", lambda region: ListingDriver(endpoints))
+    yield make
+    for sim in sims:
+        sim.close()
+
+
+def _pass_queries() -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        report = reconcile_region("cn-beijing")
+    assert "error" not in report and report["restarted"] == 0, report
+    return len(ctx.captured_queries)
+
+
+def test_a_pass_asks_the_database_as_often_for_many_nodes_as_for_few(one_node_apps):
+    """The pass over a region reads its nodes, their apps and their chains' nodes in a few
+    queries and writes what it observed in one UPDATE per kind (issue 9: 200 nodes took
+    1,000 statements), whatever the number of nodes; every node still gets its facts."""
+    one_node_apps(2)
+    _pass_queries()  # the first pass records the nodes' endpoints
+    few = _pass_queries()
+    apps = one_node_apps(5)
+    _pass_queries()
+    assert _pass_queries() == few
+    for app in apps:
+        node = LedgerNode.objects.get(app=app)
+        assert node.state == LedgerNode.State.RUNNING and node.chain_seen_at and node.last_seen_at
+        assert ChainApp.objects.get(pk=app.pk).status == ChainApp.Status.RUNNING
+
+
+@pytest.mark.parametrize("chain_ok", [True, False])
+def test_apps_refresh_status_at_once_is_app_refresh_status_of_each(owner, regions, chain_ok):
+    """The reconciler's one-shot status update gives every app what the per-app one gives."""
+    from apps.chainapps.provisioning import app_refresh_status, apps_refresh_status
+
+    cases = [
+        ("running", "running", ["running", "running"]),
+        ("running", "running", ["running", "missing"]),
+        ("running", "failed", ["unhealthy", "missing"]),
+        ("running", "failed", ["running", "missing"]),
+        ("running", "provisioning", ["pending", "pending"]),
+        ("running", "running", ["removed", "removed"]),
+        ("stopped", "running", ["running", "stopped"]),
+        ("stopped", "stopping", ["stopped", "stopped"]),
+        ("deleted", "deleting", ["removed", "removed"]),
+        ("deleted", "deleting", ["removed", "running"]),
+    ]
+    apps = []
+    for i, (desired, status, states) in enumerate(cases):
+        app = make_app(owner, f"case-{i}", regions=("cn-beijing", "cn-shanghai"))
+        finish_open_operations(app.pk)
+        ChainApp.objects.filter(pk=app.pk).update(desired_state=desired, status=status, status_reason="gave up")
+        for node, state in zip(app.nodes.order_by("region__code"), states, strict=True):
+            LedgerNode.objects.filter(pk=node.pk).update(state=state)
+        apps.append(app.pk)
+
+    def statuses():
+        return {pk: (a.status, a.status_reason) for pk, a in ChainApp.objects.in_bulk(apps).items()}
+
+    def fresh():
+        ChainApp.objects.filter(pk__in=apps).update(status_reason="gave up")
+        for i, (_, status, _) in enumerate(cases):
+            ChainApp.objects.filter(pk=apps[i]).update(status=status)
+        return [ChainApp.objects.get(pk=pk) for pk in apps]
+
+    for app in fresh():
+        app_refresh_status(app, chain_ok=chain_ok)
+    each = statuses()
+    returned = apps_refresh_status(fresh(), chain_ok=dict.fromkeys(apps, chain_ok))
+    assert statuses() == each
+    assert returned == {pk: status for pk, (status, _) in each.items()}
+    seen = {status for status, _ in each.values()}
+    assert seen >= {"degraded", "failed", "provisioning", "stopping", "deleting"}
+    assert ("running" in seen) is chain_ok

@@ -96,14 +96,20 @@ def test_lifecycle_is_idempotent_and_missing_is_never_an_error(driver, make_spec
 def test_list_nodes_sees_only_this_installation(driver, make_spec, installation_id):
     a, b = make_spec(), make_spec()
     other = make_spec(installation_id=uuid.uuid4().hex)
-    driver.ensure_node(a)
+    started = driver.ensure_node(a)
     driver.ensure_node(b)
     driver.stop_node(b)
     try:
         driver.ensure_node(other)
         listed = {s.name: s for s in driver.list_nodes(installation_id=installation_id)}
         assert set(listed) == {a.name, b.name}
-        assert listed[a.name].state == "running" and listed[a.name].endpoint
+        # What one listing shows of a node is what observing that node shows.
+        for spec in (a, b):
+            seen = driver.observe(spec)
+            assert (listed[spec.name].state, listed[spec.name].endpoint) == (seen.state, seen.endpoint)
+            assert listed[spec.name].runtime_id == seen.runtime_id
+            assert listed[spec.name].labels == seen.labels
+        assert listed[a.name].state == "running" and listed[a.name].endpoint == started.endpoint
         assert listed[b.name].state == "stopped" and listed[b.name].endpoint is None
     finally:
         driver.remove_node(other, keep_data=False)

@@ -18,6 +18,7 @@ from apps.runtime.docker import (
     container_create_kwargs,
     endpoint_from_attrs,
     network_create_kwargs,
+    status_from_summary,
     volume_create_kwargs,
 )
 from apps.runtime.spec import (
@@ -165,6 +166,51 @@ def test_endpoint_is_read_back_from_the_port_bindings():
     assert endpoint_from_attrs({"NetworkSettings": {"Ports": {}}}, 7000, "127.0.0.1") is None
     v6 = {"NetworkSettings": {"Ports": {"7000/tcp": [{"HostIp": "::1", "HostPort": "5"}]}}}
     assert endpoint_from_attrs(v6, 7000, "::1") == "http://[::1]:5"
+
+
+def _summary(state="running", ports=None, **extra):
+    """An entry of the engine's container list (GET /containers/json), as the engine sends it."""
+    return {
+        "Id": "c0ffee",
+        "Names": ["/bsn-abc-def-cn-beijing"],
+        "State": state,
+        "Status": "Up 3 minutes",
+        "Ports": [{"IP": "127.0.0.1", "PrivatePort": 8080, "PublicPort": 49153, "Type": "tcp"}]
+        if ports is None
+        else ports,
+        "Labels": {LABEL_MANAGED: "true", LABEL_NODE: "n1"},
+        **extra,
+    }
+
+
+def test_a_listed_container_gives_the_status_an_inspect_gave():
+    """One list request observes a region (no inspect per container): name, state, id,
+    endpoint (only while running) and labels come from the list entry."""
+    status = status_from_summary(_summary())
+    assert (status.name, status.state, status.runtime_id) == ("bsn-abc-def-cn-beijing", "running", "c0ffee")
+    assert status.endpoint == "http://127.0.0.1:49153"
+    assert status.labels == {LABEL_MANAGED: "true", LABEL_NODE: "n1"}
+    for engine_state, ours in [("exited", "stopped"), ("created", "stopped"), ("dead", "stopped"),
+                               ("paused", "stopped"), ("restarting", "unknown"), ("removing", "unknown"),
+                               ("something new", "unknown")]:  # fmt: skip
+        seen = status_from_summary(_summary(engine_state))
+        assert (seen.state, seen.endpoint) == (ours, None), engine_state
+
+
+def test_the_listed_endpoint_is_the_first_published_tcp_port_ipv4_first():
+    ports = [
+        {"PrivatePort": 9000, "Type": "tcp"},  # exposed, not published
+        {"IP": "127.0.0.1", "PrivatePort": 8080, "PublicPort": 40000, "Type": "udp"},
+        {"IP": "::", "PrivatePort": 8080, "PublicPort": 40002, "Type": "tcp"},
+        {"IP": "0.0.0.0", "PrivatePort": 8080, "PublicPort": 40001, "Type": "tcp"},
+    ]
+    assert status_from_summary(_summary(ports=ports)).endpoint == "http://0.0.0.0:40001"
+    assert status_from_summary(_summary(ports=ports[:1])).endpoint is None
+    assert status_from_summary(_summary(ports=[{"PrivatePort": 8080, "PublicPort": 5, "Type": "tcp"}])).endpoint == (
+        "http://127.0.0.1:5"
+    )
+    v6 = [{"IP": "::1", "PrivatePort": 8080, "PublicPort": 5, "Type": "tcp"}]
+    assert status_from_summary(_summary(ports=v6)).endpoint == "http://[::1]:5"
 
 
 def test_frozen_spec_can_be_replaced_for_a_new_generation():
