@@ -51,6 +51,27 @@ return {1, 0, 0}
 """
 
 
+# KEYS: the buckets; ARGV: rate and capacity per bucket. The tokens each holds now
+# (refilled, nothing taken or written), as strings.
+_PEEK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i, key in ipairs(KEYS) do
+  local rate, cap = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local v = redis.call('HMGET', key, 'tokens', 'at')
+  local have, at = tonumber(v[1]), tonumber(v[2])
+  if have == nil then have, at = cap, now end
+  out[i] = tostring(math.min(cap, have + math.max(0, now - at) * rate / 1000))
+end
+return out
+"""
+
+
+class Unavailable(Exception):
+    """The bucket store (Redis) did not answer."""
+
+
 @dataclass(frozen=True)
 class Bucket:
     key: str  # e.g. "app:<id>", "tenant:<id>"
@@ -72,15 +93,31 @@ class RedisBuckets:
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
         self.script = self.client.register_script(_TAKE)
+        self.peek_script = self.client.register_script(_PEEK)
 
     def take(self, buckets: list[Bucket], n: int = 1) -> Verdict:
+        import redis
+
         args: list[float] = [n]
         for b in buckets:
             args += [b.rate, b.capacity]
-        ok, wait_ms, who = self.script(keys=[self.prefix + b.key for b in buckets], args=args)
+        try:
+            ok, wait_ms, who = self.script(keys=[self.prefix + b.key for b in buckets], args=args)
+        except redis.RedisError as exc:
+            raise Unavailable(str(exc)) from exc
         if ok:
             return Verdict(True)
         return Verdict(False, int(wait_ms) / 1000, buckets[int(who) - 1])
+
+    def peek(self, buckets: list[Bucket]) -> list[float]:
+        """The tokens each bucket holds now (nothing taken)."""
+        import redis
+
+        args = [x for b in buckets for x in (b.rate, b.capacity)]
+        try:
+            return [float(v) for v in self.peek_script(keys=[self.prefix + b.key for b in buckets], args=args)]
+        except redis.RedisError as exc:
+            raise Unavailable(str(exc)) from exc
 
 
 class LocalBuckets:
@@ -105,6 +142,15 @@ class LocalBuckets:
             for b, have in zip(buckets, tokens, strict=True):
                 self.state[b.key] = (have - n, now)
             return Verdict(True)
+
+    def peek(self, buckets: list[Bucket]) -> list[float]:
+        with self.lock:
+            now = time.monotonic()
+            out = []
+            for b in buckets:
+                have, at = self.state.get(b.key, (b.capacity, now))
+                out.append(min(b.capacity, have + max(0.0, now - at) * b.rate))
+            return out
 
 
 _store: RedisBuckets | LocalBuckets | None = None

@@ -165,15 +165,31 @@ def _check_envelope(app: ChainApp, envelope: Any, where: str = "") -> None:
         )
 
 
+def _app_bucket(app: ChainApp) -> ratelimit.Bucket:
+    return ratelimit.Bucket(f"app:{app.pk}", app.tps_quota, app.tps_quota)
+
+
+def _tenant_bucket(tenant) -> ratelimit.Bucket:
+    return ratelimit.Bucket(f"tenant:{tenant.pk}", tenant.max_tps, tenant.max_tps)
+
+
+def tps_in_use(*, app: ChainApp | None = None, tenant=None) -> int | None:
+    """Transactions the app's (or the tenant's) bucket admitted within about the last
+    second: its size less what it holds now. None when the buckets do not answer."""
+    bucket = _app_bucket(app) if app is not None else _tenant_bucket(tenant)
+    try:
+        (available,) = ratelimit.store().peek([bucket])
+    except ratelimit.Unavailable:
+        return None
+    return max(0, round(bucket.capacity - available))
+
+
 def gateway_admit(*, app: ChainApp, count: int) -> None:
     """Take ``count`` transactions from the app's and its tenant's TPS buckets
     (``ratelimit``), or refuse: 429 ``tps-quota-exceeded`` naming the limit, with
     Retry-After; a batch no bucket could ever hold is a 400. Tenant-facing submissions
     only: the platform's own (DCEP anchoring) are not metered against a tenant."""
-    buckets = [
-        ratelimit.Bucket(f"app:{app.pk}", app.tps_quota, app.tps_quota),
-        ratelimit.Bucket(f"tenant:{app.tenant_id}", app.tenant.max_tps, app.tenant.max_tps),
-    ]
+    buckets = [_app_bucket(app), _tenant_bucket(app.tenant)]
     too_big = [b for b in buckets if count > b.capacity]
     if too_big:
         scope = "app" if too_big[0] is buckets[0] else "tenant"
@@ -184,7 +200,16 @@ def gateway_admit(*, app: ChainApp, count: int) -> None:
             status=400,
             extra={"limit_tps": int(too_big[0].rate), "scope": scope},
         )
-    verdict = ratelimit.store().take(buckets, count)
+    try:
+        verdict = ratelimit.store().take(buckets, count)
+    except ratelimit.Unavailable as exc:
+        logger.warning("TPS buckets unavailable: %s", exc)
+        raise DomainError(
+            "The quota service does not answer; nothing was sent. Retry shortly.",
+            code="quota-unavailable",
+            status=503,
+            retry_after=1,
+        ) from None
     if verdict.admitted:
         return
     scope = "app" if verdict.refused_by is buckets[0] else "tenant"

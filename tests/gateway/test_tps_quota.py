@@ -44,6 +44,7 @@ def test_over_the_apps_quota_is_429_naming_the_limit_and_nothing_reaches_the_nod
     redis_url,  # noqa: F811
 ):
     ChainApp.objects.filter(pk=app.pk).update(tps_quota=3)
+    Tenant.objects.filter(pk=app.tenant_id).update(max_tps=5)  # refills slowly enough to see in use
     for i in range(3):  # the bucket holds one second's worth
         resp = owner_client.post(
             url(app, "transactions"), signer.sign("kv", "put", {"key": "k", "value": i}), format="json"
@@ -57,6 +58,9 @@ def test_over_the_apps_quota_is_429_naming_the_limit_and_nothing_reaches_the_nod
     assert (body["limit_tps"], body["scope"]) == (3, "app") and "3 transactions per second" in body["detail"]
     assert int(resp["Retry-After"]) >= 1
     assert len(sim.blocks) == blocks  # refused before any node saw it
+    detail = owner_client.get(f"/api/v1/apps/{app.pk}").json()
+    assert (detail["tps_quota"], detail["tps_in_use"]) == (3, 3)  # the bucket is spent
+    assert owner_client.get("/api/v1/tenant").json()["usage"]["tps_in_use"] >= 1
     time.sleep(0.5)  # half a second refills 1.5 tokens
     resp = owner_client.post(
         url(app, "transactions"), signer.sign("kv", "put", {"key": "k", "value": 10}), format="json"
@@ -133,3 +137,17 @@ def test_the_in_process_buckets_of_the_embedded_default_follow_the_same_rules():
     assert local.take([ratelimit.Bucket("app:w", 5, 5), tight], 1).admitted
     assert not local.take([ratelimit.Bucket("app:w", 5, 5), tight], 1).admitted  # the tenant refuses …
     assert local.state["app:w"][0] == 4  # … and the app's token stays
+
+
+def test_a_quota_service_that_does_not_answer_is_503_and_nothing_is_sent(
+    owner_client, app, sim, alice, signer, settings
+):
+    settings.BSN_RATE_LIMIT_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    ratelimit.reset_store()
+    blocks = len(sim.blocks)
+    resp = owner_client.post(
+        url(app, "transactions"), signer.sign("kv", "put", {"key": "k", "value": 1}), format="json"
+    )
+    assert_problem(resp, 503, "quota-unavailable")
+    assert resp["Retry-After"] == "1" and len(sim.blocks) == blocks
+    assert owner_client.get(f"/api/v1/apps/{app.pk}").json()["tps_in_use"] is None  # the detail still answers

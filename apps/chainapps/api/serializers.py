@@ -74,6 +74,10 @@ class AppOutputSerializer(serializers.ModelSerializer):
     framework = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     regions = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    tps_in_use = serializers.SerializerMethodField(
+        help_text="transactions admitted within about the last second, of tps_quota (the app's detail only; "
+        "null in lists or when the quota service does not answer)"
+    )
 
     class Meta:
         model = ChainApp
@@ -89,6 +93,7 @@ class AppOutputSerializer(serializers.ModelSerializer):
             "admin_public_key",
             "regions",
             "tps_quota",
+            "tps_in_use",
             "storage_mb",
             "desired_state",
             "status",
@@ -97,6 +102,9 @@ class AppOutputSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+    def get_tps_in_use(self, app) -> int | None:
+        return (self.context.get("tps_in_use") or {}).get(str(app.pk))
 
     def get_regions(self, app) -> list[str]:
         """Where the app runs: nodes scaled away are no longer listed (a deleted app's are)."""

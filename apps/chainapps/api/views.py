@@ -46,6 +46,13 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
             queryset = queryset.filter(deleted_at__isnull=True)
         return queryset
 
+    def retrieve(self, request, *args, **kwargs):
+        from apps.gateway.services import tps_in_use
+
+        app = self.get_object()
+        context = {**self.get_serializer_context(), "tps_in_use": {str(app.pk): tps_in_use(app=app)}}
+        return Response(self.get_serializer_class()(app, context=context).data)
+
     @extend_schema(request=s.AppCreateInputSerializer, responses={202: s.OperationSerializer})
     def create(self, request):
         data = s.AppCreateInputSerializer(data=request.data)

@@ -44,7 +44,10 @@ class TokenCreateInputSerializer(StrictInputSerializer):
 class UsageSerializer(serializers.Serializer):
     apps = serializers.IntegerField()
     nodes = serializers.IntegerField()
-    tps = serializers.IntegerField()
+    tps = serializers.IntegerField(help_text="the apps' tps_quota added up (what max_tps limits at creation)")
+    tps_in_use = serializers.IntegerField(
+        allow_null=True, help_text="transactions the tenant's bucket admitted within about the last second"
+    )
     storage_mb = serializers.IntegerField()
 
 

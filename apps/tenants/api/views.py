@@ -72,7 +72,10 @@ class TenantView(APIView):
     @extend_schema(responses=s.TenantOutputSerializer)
     def get(self, request):
         membership = request_membership(request)
-        context = {"usage": tenant_usage(tenant=membership.tenant), "role": membership.role}
+        from apps.gateway.services import tps_in_use
+
+        usage = {**tenant_usage(tenant=membership.tenant), "tps_in_use": tps_in_use(tenant=membership.tenant)}
+        context = {"usage": usage, "role": membership.role}
         return Response(s.TenantOutputSerializer(membership.tenant, context=context).data)
 
 
