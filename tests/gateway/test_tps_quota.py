@@ -59,7 +59,8 @@ def test_over_the_apps_quota_is_429_naming_the_limit_and_nothing_reaches_the_nod
     assert int(resp["Retry-After"]) >= 1
     assert len(sim.blocks) == blocks  # refused before any node saw it
     detail = owner_client.get(f"/api/v1/apps/{app.pk}").json()
-    assert (detail["tps_quota"], detail["tps_in_use"]) == (3, 3)  # the bucket is spent
+    # The bucket was just spent; it refills at 3/s while the request runs, so at least 1 shows.
+    assert detail["tps_quota"] == 3 and 1 <= detail["tps_in_use"] <= 3
     assert owner_client.get("/api/v1/tenant").json()["usage"]["tps_in_use"] >= 1
     time.sleep(0.5)  # half a second refills 1.5 tokens
     resp = owner_client.post(
