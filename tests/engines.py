@@ -321,6 +321,24 @@ def allow_inside(pool: str) -> None:
         subprocess.run([iptables, "-I", *rule], check=True, capture_output=True)
 
 
+def engine_region(engine: Engine, code: str, name: str):
+    """Register a Docker region on ``engine`` through the operator's service
+    (``region_add``, as ``bsn_region add`` does): its publish address, and its TLS
+    material when the engine demands client certificates. The main engine is the local one."""
+    from apps.regions.engine_tls import EngineTLS
+    from apps.regions.services import region_add
+
+    tls = engine.tls
+    return region_add(
+        code=code,
+        name=name,
+        driver="docker",
+        docker_base_url="" if engine.name == "main" else engine.base_url,
+        publish_host=engine.publish_host,
+        tls=EngineTLS(ca=tls.ca, cert=tls.client_cert, key=tls.client_key) if tls else None,
+    )
+
+
 def publish_network_gateway(client: docker.DockerClient) -> str:
     """The host-side address of the test's publish network on this engine (created if
     needed): where regions on this engine publish node ports for the other engines."""

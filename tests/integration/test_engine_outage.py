@@ -39,10 +39,10 @@ from django.core.management import call_command
 from apps.chainapps.models import ChainApp, LedgerNode
 from apps.ordering.models import OrderingMember
 from apps.regions.models import Region
-from apps.regions.services import region_add
 from apps.runtime.nodeapi import NodeCallError
 from bsn.client import Client, generate_key
 from tests.conftest import _clear_engine, _client_for
+from tests.engines import engine_region
 from tests.factories import MembershipFactory, RegionFactory, TenantFactory
 from tests.integration.conftest import node_get, operation_done, wait_for
 
@@ -190,10 +190,8 @@ def test_an_engine_that_stops_and_comes_back(api, e2, extra_engines, worker_fact
     b, signer_b = _app(api, "outage-b", region_b)
     assert {m.region_id for m in OrderingMember.objects.all()} == {region_b.pk}
 
-    region_a = region_add(
-        code=f"it{uuid.uuid4().hex[:6]}-0", name="e2", driver="docker", docker_base_url=e2.base_url,
-        publish_host=e2.publish_host,  # its own address: 127.0.0.1's ports are the main engine's to hand out
-    )  # fmt: skip
+    # On e2's own address: 127.0.0.1's ports are the main engine's to hand out.
+    region_a = engine_region(e2, f"it{uuid.uuid4().hex[:6]}-0", "e2")
     worker_a = worker_factory([region_a], env=env)  # that region's worker: runs its passes, follows e2's events
     a, signer_a = _app(api, "outage-a", region_a)
     node_a = LedgerNode.objects.get(app_id=a)
@@ -315,17 +313,11 @@ def test_an_engine_that_stops_and_comes_back(api, e2, extra_engines, worker_fact
 def test_an_engine_over_tls_comes_back_where_its_region_expects_it(extra_engines, transactional_db):
     """The harness restarts e3 on its port with its certificates, as a real engine comes
     back: the driver of a region registered before the stop reaches it again unchanged."""
-    from apps.regions.engine_tls import EngineTLS
     from apps.runtime.base import RuntimeUnavailable
     from apps.runtime.drivers import driver_for_region
 
     e3 = extra_engines["e3"]
-    material = e3.tls
-    region = region_add(
-        code=f"it{uuid.uuid4().hex[:6]}-0", name="e3", driver="docker", docker_base_url=e3.base_url,
-        publish_host=e3.publish_host,
-        tls=EngineTLS(ca=material.ca, cert=material.client_cert, key=material.client_key),
-    )  # fmt: skip
+    region = engine_region(e3, f"it{uuid.uuid4().hex[:6]}-0", "e3")
     driver = driver_for_region(region)
     driver.ping()
     e3.stop()
@@ -356,22 +348,15 @@ def test_an_app_across_three_engines_keeps_committing_while_one_is_down(
     ``unknown`` and the app ``degraded``; e2 starts again: its member rejoins, its node
     catches up to the same head, the app is ``running``, nothing duplicated on e2."""
     from apps.ordering.models import OrderingCluster
-    from apps.regions.engine_tls import EngineTLS
     from apps.runtime.drivers import engine_key
 
     main, e3 = extra_engines["main"], e3_cleared
     tag = uuid.uuid4().hex[:6]
-    material = e3.tls
     regions = [
-        region_add(code=f"eo{tag}-m", name="main", driver="docker", docker_base_url="", publish_host=main.publish_host),
-        region_add(
-            code=f"it{tag}-1", name="e2", driver="docker", docker_base_url=e2.base_url, publish_host=e2.publish_host
-        ),
-        region_add(
-            code=f"it{tag}-2", name="e3", driver="docker", docker_base_url=e3.base_url, publish_host=e3.publish_host,
-            tls=EngineTLS(ca=material.ca, cert=material.client_cert, key=material.client_key),
-        ),
-    ]  # fmt: skip
+        engine_region(main, f"eo{tag}-m", "main"),
+        engine_region(e2, f"it{tag}-1", "e2"),
+        engine_region(e3, f"it{tag}-2", "e3"),
+    ]
     region_e2 = regions[1]
     worker_factory(regions, beat=True, env={"BSN_RECONCILE_INTERVAL": str(PASS)})
     app, signer = _app(api, "spread", *regions)

@@ -17,12 +17,11 @@ import pytest
 import requests
 from django.conf import settings
 
-from apps.regions.engine_tls import EngineTLS
-from apps.regions.services import region_add
 from apps.runtime import image_sync
 from apps.runtime.docker import engine_client
 from bsn.client import Client, generate_key
 from tests.conftest import _client_for
+from tests.engines import engine_region
 from tests.factories import MembershipFactory, TenantFactory
 from tests.integration.conftest import operation_done, wait_for
 
@@ -107,10 +106,7 @@ def test_an_app_on_a_second_engine_gets_the_image_by_content_and_leaves_nothing(
     client = engine.client()
     _drop_ledger_images(client)
     tag = uuid.uuid4().hex[:6]
-    region = region_add(
-        code=f"it{tag}-0", name="second engine", driver="docker", docker_base_url=engine.base_url,
-        publish_host=engine.publish_host,
-    )  # fmt: skip
+    region = engine_region(engine, f"it{tag}-0", "second engine")
     worker_factory([region])
     _run_app_on(api, region, client)
     want = docker_engine.images.get(settings.BSN_LEDGER_IMAGE).id
@@ -129,12 +125,7 @@ def test_an_app_on_an_engine_over_tls_with_client_certificates(api, extra_engine
     client.api.import_image_from_data(_empty_tar(), repository=repository, tag=version)
     assert client.images.get(settings.BSN_LEDGER_IMAGE).id != docker_engine.images.get(settings.BSN_LEDGER_IMAGE).id
     tag = uuid.uuid4().hex[:6]
-    material = engine.tls
-    region = region_add(
-        code=f"it{tag}-0", name="tls engine", driver="docker", docker_base_url=engine.base_url,
-        publish_host=engine.publish_host,
-        tls=EngineTLS(ca=material.ca, cert=material.client_cert, key=material.client_key),
-    )  # fmt: skip
+    region = engine_region(engine, f"it{tag}-0", "tls engine")
     worker_factory([region])
     _run_app_on(api, region, client)
     assert client.images.get(settings.BSN_LEDGER_IMAGE).id == docker_engine.images.get(settings.BSN_LEDGER_IMAGE).id
@@ -151,17 +142,7 @@ def test_an_app_across_three_engines_replicates_and_its_ordering_spans_them(
 
     main, e2, e3 = extra_engines["main"], extra_engines["e2"], extra_engines["e3"]
     tag = uuid.uuid4().hex[:6]
-    material = e3.tls
-    regions = [
-        region_add(code=f"it{tag}-0", name="main", driver="docker", docker_base_url="", publish_host=main.publish_host),
-        region_add(
-            code=f"it{tag}-1", name="e2", driver="docker", docker_base_url=e2.base_url, publish_host=e2.publish_host
-        ),
-        region_add(
-            code=f"it{tag}-2", name="e3", driver="docker", docker_base_url=e3.base_url, publish_host=e3.publish_host,
-            tls=EngineTLS(ca=material.ca, cert=material.client_cert, key=material.client_key),
-        ),
-    ]  # fmt: skip
+    regions = [engine_region(e, f"it{tag}-{i}", e.name) for i, e in enumerate((main, e2, e3))]
     worker_factory(regions)
     resp = api.post("/api/v1/apps", {"name": "spread", "regions": [r.code for r in regions]}, format="json")
     assert resp.status_code == 202, resp.content
