@@ -79,6 +79,11 @@ INSTALLED_APPS = [
     "apps.ordering",
     "apps.gateway",
     "apps.dcep",
+    "apps.metering",  # usage per app per hour, storage and daily-volume quotas (issue 10)
+    "apps.events",  # contract events read from committed blocks, one cursor per app and consumer
+    "apps.webhooks",  # signed deliveries of contract events
+    "apps.custody",  # platform-held app-user keys (envelope encryption)
+    "apps.billing",  # price lists, invoices paid in digital currency
 ]
 
 MIDDLEWARE = [
