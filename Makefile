@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 export DJANGO_SETTINGS_MODULE ?= bsn.settings
 
-.PHONY: run test lint format venv services image bench soak chaos clean
+.PHONY: run test lint format venv services image bench soak chaos contract clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ format: venv
 
 clean:
 	rm -rf .data/test .pytest_cache
+
+## contract: schemathesis over the whole API with 40 examples per operation (make test runs 20)
+contract: venv services image
+	BSN_SCHEMATHESIS_EXAMPLES=$${BSN_SCHEMATHESIS_EXAMPLES:-40} DJANGO_SETTINGS_MODULE=bsn.settings_test \
+		$(VENV)/bin/pytest -q tests/contract
 
 ## bench: figures as ratios against references measured in the same run (docs/benchmarks.md)
 bench: venv services image

@@ -7,8 +7,9 @@ from rest_framework.permissions import AllowAny
 
 from apps.audit.api import AuditEventViewSet
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
+from apps.common.api.index import api_index
 from apps.common.health import healthz, readyz
-from apps.common.routers import OptionalSlashRouter
+from apps.common.routers import OptionalSlashRouter, optional_slash
 from apps.gateway.api.views import AppLedgerViewSet, AppUserViewSet
 from apps.regions.api.views import RegionViewSet
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
@@ -27,11 +28,12 @@ router.register("audit-events", AuditEventViewSet, basename="auditevent")
 public = {"permission_classes": [AllowAny], "authentication_classes": []}
 
 api_v1 = [
-    path("auth/login", LoginView.as_view(), name="auth-login"),
-    path("auth/logout", LogoutView.as_view(), name="auth-logout"),
-    path("tenant", TenantView.as_view(), name="tenant"),
-    path("schema", SpectacularAPIView.as_view(**public), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
+    path("", api_index, name="api-index"),
+    optional_slash("auth/login", LoginView.as_view(), name="auth-login"),
+    optional_slash("auth/logout", LogoutView.as_view(), name="auth-logout"),
+    optional_slash("tenant", TenantView.as_view(), name="tenant"),
+    optional_slash("schema", SpectacularAPIView.as_view(**public), name="schema"),
+    optional_slash("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
     path("dcep/", include("apps.dcep.api.urls")),
     *router.urls,
 ]

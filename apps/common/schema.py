@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import force_instance
 from rest_framework import serializers
+
+from apps.common.serializers import StrictInputSerializer
 
 
 class ProblemSerializer(serializers.Serializer):
@@ -34,6 +37,24 @@ _DESCRIPTIONS = {
 
 
 class ProblemAutoSchema(AutoSchema):
+    def _map_serializer(self, serializer, direction, bypass_extensions=False):
+        schema = super()._map_serializer(serializer, direction, bypass_extensions)
+        # A strict input refuses fields it does not know: say so, so that clients (and
+        # schemathesis) do not read "extra properties allowed" into the schema.
+        instance = force_instance(serializer)
+        if "__doc__" not in type(instance).__dict__ or not type(instance).__doc__:
+            schema.pop("description", None)  # not a base class's docstring on every input
+        if direction == "request" and isinstance(instance, StrictInputSerializer):
+            schema["additionalProperties"] = False
+        if direction == "request" and hasattr(instance, "fields"):
+            # DRF refuses "" unless allow_blank; drf-spectacular does not write that down.
+            for name, field in instance.fields.items():
+                prop = schema.get("properties", {}).get(name)
+                if isinstance(field, serializers.CharField) and not field.allow_blank and isinstance(prop, dict):
+                    if prop.get("type") == "string" and "minLength" not in prop:
+                        prop["minLength"] = 1
+        return schema
+
     def _error_codes(self) -> list[str]:
         codes = ["401", "403", "500"]
         if "{" in self.path:
@@ -64,3 +85,10 @@ class ProblemAutoSchema(AutoSchema):
                 },
             )
         return responses
+
+
+def one_spelling_per_path(result, generator, request, public):
+    """Every route answers with and without the trailing slash; the schema (and the docs)
+    write each path once, without it."""
+    result["paths"] = {(p.rstrip("/") or "/"): ops for p, ops in result["paths"].items()}
+    return result

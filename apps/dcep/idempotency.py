@@ -49,13 +49,14 @@ def request_key(request) -> str:
     raw = request.META.get(HEADER)
     if raw is None:
         raise DcepError(
-            "This request moves money or changes a wallet: send an Idempotency-Key header (1-255 characters).",
+            "This request moves money or changes a wallet: send an Idempotency-Key header "
+            "(1-255 printable ASCII characters).",
             code="idempotency-key-required",
             status=400,
         )
-    if not 1 <= len(raw) <= 255 or not raw.isprintable():
+    if not 1 <= len(raw) <= 255 or not (raw.isascii() and raw.isprintable()):
         raise DcepError(
-            "Idempotency-Key must be 1-255 printable characters.", code="idempotency-key-invalid", status=400
+            "Idempotency-Key must be 1-255 printable ASCII characters.", code="idempotency-key-invalid", status=400
         )
     return raw
 

@@ -19,6 +19,7 @@ from apps.audit.api import AuditEventViewSet
 from apps.audit.models import AuditEvent
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.common.api.index import api_index
 from apps.dcep import tier1
 from apps.dcep.api.ledger import ChainView, InstitutionViewSet, SettlementViewSet, SupplyView, TransferViewSet
 from apps.dcep.api.money import (
@@ -75,68 +76,68 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", "/api/v1/auth/login"): ("login", None),
     ("post", "/api/v1/auth/logout"): ("self", None),
     ("get", "/api/v1/tenant"): ("self", None),
-    ("get", "/api/v1/regions/"): ("catalogue", None),
-    ("get", "/api/v1/regions/{code}/"): ("catalogue", None),
-    ("get", "/api/v1/frameworks/"): ("catalogue", None),
-    ("get", "/api/v1/frameworks/{slug}/"): ("catalogue", None),
-    ("get", "/api/v1/tenant/members/"): ("list", "member"),
-    ("post", "/api/v1/tenant/members/"): ("create", "member"),
-    ("get", "/api/v1/tenant/members/{id}/"): ("object", "member"),
-    ("patch", "/api/v1/tenant/members/{id}/"): ("object", "member"),
-    ("delete", "/api/v1/tenant/members/{id}/"): ("object", "member"),
-    ("get", "/api/v1/tokens/"): ("list", "token"),
-    ("post", "/api/v1/tokens/"): ("create", "token"),
-    ("get", "/api/v1/tokens/{id}/"): ("object", "token"),
-    ("delete", "/api/v1/tokens/{id}/"): ("object", "token"),
-    ("get", "/api/v1/apps/"): ("list", "app"),
-    ("post", "/api/v1/apps/"): ("create", "app"),
-    ("get", "/api/v1/apps/{id}/"): ("object", "app"),
-    ("patch", "/api/v1/apps/{id}/"): ("object", "app"),
-    ("delete", "/api/v1/apps/{id}/"): ("object", "app"),
-    ("get", "/api/v1/apps/{id}/nodes/"): ("object", "app"),
-    ("post", "/api/v1/apps/{id}/start/"): ("object", "app"),
-    ("post", "/api/v1/apps/{id}/stop/"): ("object", "app"),
-    ("post", "/api/v1/apps/{id}/upgrade/"): ("object", "app"),
-    ("post", "/api/v1/apps/{id}/scale/"): ("object", "app"),
-    ("post", "/api/v1/apps/{id}/transactions/"): ("object", "app"),
-    ("get", "/api/v1/apps/{id}/transactions/{tx_id}/"): ("object", "app"),
-    ("get", "/api/v1/apps/{id}/blocks/{height}/"): ("object", "app"),
-    ("get", "/api/v1/apps/{id}/state/{contract}/{key}/"): ("object", "app"),
-    ("get", "/api/v1/apps/{id}/state/{key}/"): ("object", "app"),
-    ("get", "/api/v1/apps/{id}/chain/"): ("object", "app"),
-    ("get", "/api/v1/apps/{app_id}/users/"): ("object", "app"),
-    ("post", "/api/v1/apps/{app_id}/users/"): ("object", "app"),
-    ("get", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
-    ("delete", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
-    ("get", "/api/v1/operations/"): ("list", "operation"),
-    ("get", "/api/v1/operations/{id}/"): ("object", "operation"),
-    ("post", "/api/v1/operations/{id}/cancel/"): ("object", "operation"),
-    ("get", "/api/v1/audit-events/"): ("list", "event"),
-    ("get", "/api/v1/audit-events/{id}/"): ("object", "event"),
-    ("get", "/api/v1/dcep/institutions/"): ("catalogue", None),
+    ("get", "/api/v1/regions"): ("catalogue", None),
+    ("get", "/api/v1/regions/{code}"): ("catalogue", None),
+    ("get", "/api/v1/frameworks"): ("catalogue", None),
+    ("get", "/api/v1/frameworks/{slug}"): ("catalogue", None),
+    ("get", "/api/v1/tenant/members"): ("list", "member"),
+    ("post", "/api/v1/tenant/members"): ("create", "member"),
+    ("get", "/api/v1/tenant/members/{id}"): ("object", "member"),
+    ("patch", "/api/v1/tenant/members/{id}"): ("object", "member"),
+    ("delete", "/api/v1/tenant/members/{id}"): ("object", "member"),
+    ("get", "/api/v1/tokens"): ("list", "token"),
+    ("post", "/api/v1/tokens"): ("create", "token"),
+    ("get", "/api/v1/tokens/{id}"): ("object", "token"),
+    ("delete", "/api/v1/tokens/{id}"): ("object", "token"),
+    ("get", "/api/v1/apps"): ("list", "app"),
+    ("post", "/api/v1/apps"): ("create", "app"),
+    ("get", "/api/v1/apps/{id}"): ("object", "app"),
+    ("patch", "/api/v1/apps/{id}"): ("object", "app"),
+    ("delete", "/api/v1/apps/{id}"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/nodes"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/start"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/stop"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/upgrade"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/scale"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/transactions"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/transactions/{tx_id}"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/blocks/{height}"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/state/{contract}/{key}"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/state/{key}"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/chain"): ("object", "app"),
+    ("get", "/api/v1/apps/{app_id}/users"): ("object", "app"),
+    ("post", "/api/v1/apps/{app_id}/users"): ("object", "app"),
+    ("get", "/api/v1/apps/{app_id}/users/{id}"): ("app-child", "appuser"),
+    ("delete", "/api/v1/apps/{app_id}/users/{id}"): ("app-child", "appuser"),
+    ("get", "/api/v1/operations"): ("list", "operation"),
+    ("get", "/api/v1/operations/{id}"): ("object", "operation"),
+    ("post", "/api/v1/operations/{id}/cancel"): ("object", "operation"),
+    ("get", "/api/v1/audit-events"): ("list", "event"),
+    ("get", "/api/v1/audit-events/{id}"): ("object", "event"),
+    ("get", "/api/v1/dcep/institutions"): ("catalogue", None),
     ("get", "/api/v1/dcep/chain"): ("catalogue", None),
     ("get", "/api/v1/dcep/supply"): ("dcep-central", None),
-    ("post", "/api/v1/dcep/issuances/"): ("dcep-central", "operator"),
-    ("post", "/api/v1/dcep/withdrawals/"): ("dcep-central", "operator"),
-    ("post", "/api/v1/dcep/settlements/"): ("dcep-central", None),
-    ("get", "/api/v1/dcep/settlements/"): ("dcep-settlement", None),
-    ("get", "/api/v1/dcep/settlements/{id}/"): ("dcep-settlement", "settlement"),
-    ("get", "/api/v1/dcep/wallets/"): ("dcep-list", "wallet"),
-    ("post", "/api/v1/dcep/wallets/"): ("dcep-open", "wallet"),
-    ("get", "/api/v1/dcep/wallets/{id}/"): ("dcep-object", "wallet"),
-    ("patch", "/api/v1/dcep/wallets/{id}/"): ("dcep-object", "wallet"),
-    ("post", "/api/v1/dcep/exchanges/"): ("dcep-create", "wallet"),
-    ("post", "/api/v1/dcep/redemptions/"): ("dcep-create", "wallet"),
-    ("post", "/api/v1/dcep/payments/"): ("dcep-create", "wallet"),
-    ("post", "/api/v1/dcep/payments/batch/"): ("dcep-create", "wallet"),
-    ("post", "/api/v1/dcep/holds/"): ("dcep-create", "wallet"),
-    ("get", "/api/v1/dcep/holds/"): ("dcep-list", "hold"),
-    ("get", "/api/v1/dcep/holds/{id}/"): ("dcep-object", "hold"),
-    ("post", "/api/v1/dcep/holds/{id}/capture/"): ("dcep-object", "hold"),
-    ("post", "/api/v1/dcep/holds/{id}/void/"): ("dcep-object", "hold"),
-    ("get", "/api/v1/dcep/transfers/"): ("dcep-list", "transfer"),
-    ("get", "/api/v1/dcep/transfers/{id}/"): ("dcep-object", "transfer"),
-    ("get", "/api/v1/dcep/transfers/{id}/proof/"): ("dcep-object", "transfer"),
+    ("post", "/api/v1/dcep/issuances"): ("dcep-central", "operator"),
+    ("post", "/api/v1/dcep/withdrawals"): ("dcep-central", "operator"),
+    ("post", "/api/v1/dcep/settlements"): ("dcep-central", None),
+    ("get", "/api/v1/dcep/settlements"): ("dcep-settlement", None),
+    ("get", "/api/v1/dcep/settlements/{id}"): ("dcep-settlement", "settlement"),
+    ("get", "/api/v1/dcep/wallets"): ("dcep-list", "wallet"),
+    ("post", "/api/v1/dcep/wallets"): ("dcep-open", "wallet"),
+    ("get", "/api/v1/dcep/wallets/{id}"): ("dcep-object", "wallet"),
+    ("patch", "/api/v1/dcep/wallets/{id}"): ("dcep-object", "wallet"),
+    ("post", "/api/v1/dcep/exchanges"): ("dcep-create", "wallet"),
+    ("post", "/api/v1/dcep/redemptions"): ("dcep-create", "wallet"),
+    ("post", "/api/v1/dcep/payments"): ("dcep-create", "wallet"),
+    ("post", "/api/v1/dcep/payments/batch"): ("dcep-create", "wallet"),
+    ("post", "/api/v1/dcep/holds"): ("dcep-create", "wallet"),
+    ("get", "/api/v1/dcep/holds"): ("dcep-list", "hold"),
+    ("get", "/api/v1/dcep/holds/{id}"): ("dcep-object", "hold"),
+    ("post", "/api/v1/dcep/holds/{id}/capture"): ("dcep-object", "hold"),
+    ("post", "/api/v1/dcep/holds/{id}/void"): ("dcep-object", "hold"),
+    ("get", "/api/v1/dcep/transfers"): ("dcep-list", "transfer"),
+    ("get", "/api/v1/dcep/transfers/{id}"): ("dcep-object", "transfer"),
+    ("get", "/api/v1/dcep/transfers/{id}/proof"): ("dcep-object", "transfer"),
 }
 
 # Every view class mounted under /api/v1/. A plain Django view or a view left out of the
@@ -168,7 +169,12 @@ API_VIEWS = {
     SettlementViewSet,
     SpectacularAPIView,
     SpectacularSwaggerView,
+    api_index,  # GET /api/v1/: links only, no tenant data
 }
+
+# One spelling per path (no trailing slash, as the schema writes it); a key written with the
+# slash still counts.
+ROUTES = {(method, path.rstrip("/")): kind for (method, path), kind in ROUTES.items()}
 
 # Valid bodies, so that only scoping can be the reason for a refusal.
 BODIES = {
@@ -182,10 +188,10 @@ BODIES = {
 
 # Bodies for routes whose (method, resource) pair has another body above.
 PATH_BODIES = {
-    ("post", "/api/v1/apps/{id}/upgrade/"): lambda a: {"framework": "bsn-ledger"},
-    ("post", "/api/v1/apps/{id}/scale/"): lambda a: {"regions": ["cn-beijing", "cn-shenzhen"]},
-    ("post", "/api/v1/apps/{app_id}/users/"): lambda a: {"name": "b-user", "public_key": generate_key()[1]},
-    ("post", "/api/v1/apps/{id}/transactions/"): lambda a: {
+    ("post", "/api/v1/apps/{id}/upgrade"): lambda a: {"framework": "bsn-ledger"},
+    ("post", "/api/v1/apps/{id}/scale"): lambda a: {"regions": ["cn-beijing", "cn-shenzhen"]},
+    ("post", "/api/v1/apps/{app_id}/users"): lambda a: {"name": "b-user", "public_key": generate_key()[1]},
+    ("post", "/api/v1/apps/{id}/transactions"): lambda a: {
         "tx": {
             "app": str(a["app"]),
             "contract": "kv",
@@ -198,6 +204,7 @@ PATH_BODIES = {
         "sig": "AAAA",
     },
 }
+PATH_BODIES = {(method, path.rstrip("/")): body for (method, path), body in PATH_BODIES.items()}
 # Values for path parameters that do not name the object under test.
 PATH_PARAMS = {"{tx_id}": "ab" * 32, "{height}": "1", "{contract}": "kv", "{key}": "greeting"}
 
@@ -293,7 +300,7 @@ def dcep(owner, outsider, tenant_a, tenant_b, regions, tmp_path):
 
     def as_a(path: str, body: dict | None = None, status: int = 201, method: str = "post") -> dict:
         key = f"acme-key-{len(keys)}-{uuid.uuid4().hex[:6]}"
-        keys[f"/api/v1/dcep/{path}/"] = (key, body)  # the very path the walk will send it to
+        keys[f"/api/v1/dcep/{path}"] = (key, body)  # the very path the walk will send it to
         return created(getattr(a, method)(f"{path}/", body, key=key), status)
 
     issue(cb, tenant_a.slug, 20_000_000)
@@ -464,11 +471,11 @@ def _dcep_bodies(path: str, wallet: str, own: str) -> list[dict]:
     """Valid bodies of a dcep-create POST that name ``wallet`` (A's or a random one) as the money's source."""
     payment = {"from_wallet": wallet, "to_wallet": own, "amount": 1}
     return {
-        "/api/v1/dcep/exchanges/": [{"wallet": wallet, "amount": 1}],
-        "/api/v1/dcep/redemptions/": [{"wallet": wallet, "amount": 1}],
-        "/api/v1/dcep/payments/": [payment],
-        "/api/v1/dcep/payments/batch/": [{"payments": [payment]}, {"payments": [payment], "linked": True}],
-        "/api/v1/dcep/holds/": [{**payment, "expires_in_s": 600}],
+        "/api/v1/dcep/exchanges": [{"wallet": wallet, "amount": 1}],
+        "/api/v1/dcep/redemptions": [{"wallet": wallet, "amount": 1}],
+        "/api/v1/dcep/payments": [payment],
+        "/api/v1/dcep/payments/batch": [{"payments": [payment]}, {"payments": [payment], "linked": True}],
+        "/api/v1/dcep/holds": [{**payment, "expires_in_s": 600}],
     }[path]
 
 
@@ -567,18 +574,18 @@ def _walk_dcep(client, walker: str, kind: str, resource, method: str, path: str,
                 theirs = _send(client, method, path, theirs_body)
                 nowhere = _send(client, method, path, nowhere_body)
                 _same_answer(theirs, nowhere, wallet, nowhere_wallet)
-                if path.endswith("/batch/"):
+                if path.endswith("/batch"):
                     refused = theirs.json()["results"][0]
                     assert (refused["status"], refused["code"]) == (404, "not-found"), theirs.content
                     assert theirs.json()["succeeded"] == 0
                     assert theirs.status_code == (409 if theirs_body.get("linked") else 201)
-                elif walker == "enterprise" and path.endswith(("/exchanges/", "/redemptions/")):
+                elif walker == "enterprise" and path.endswith(("/exchanges", "/redemptions")):
                     assert_problem(theirs, 403, "not-allowed")
                 else:
                     assert_problem(theirs, 404, "not-found")
 
     elif kind == "dcep-object":
-        body = {"status": "frozen"} if method == "patch" else {"amount": 1} if path.endswith("/capture/") else None
+        body = {"status": "frozen"} if method == "patch" else {"amount": 1} if path.endswith("/capture") else None
         for their_id in of_a[resource]:
             no_id = new_wallet_number() if resource == "wallet" else str(uuid.uuid4())
             target, nowhere = _fill(path, id=their_id), _fill(path, id=no_id)
@@ -720,9 +727,9 @@ def test_enterprise_sees_only_its_own_dcep(world):
         (method, path): op
         for path, ops in schema["paths"].items()
         for method, op in ops.items()
-        if path.startswith("/api/v1/dcep/")
+        if path.startswith("/api/v1/dcep")
     }
-    assert set(operations) == {route for route in ROUTES if route[1].startswith("/api/v1/dcep/")}
+    assert set(operations) == {route for route in ROUTES if route[1].startswith("/api/v1/dcep")}
     of_a, dcep_secrets = _dcep_view("enterprise", dcep["enterprise"])
     assert {"acme-holder-one", "acme-memo-rent", "globex-memo", dcep["own_wallet"]["operator"]} <= dcep_secrets
     assert not {"initech", "initech-treasury", "initech-memo", dcep["own_wallet"]["enterprise"]} & dcep_secrets

@@ -293,7 +293,7 @@ class TestScaleRequest:
 def test_both_are_in_the_schema(owner_client):
     schema = owner_client.get("/api/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     for name in ("upgrade", "scale"):
-        operation = schema["paths"][f"/api/v1/apps/{{id}}/{name}/"]["post"]
+        operation = schema["paths"][f"/api/v1/apps/{{id}}/{name}"]["post"]
         assert "202" in operation["responses"]
         assert operation["requestBody"]["required"] is True
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 
 from apps.common.viewsets import TenantScopedViewSet
@@ -15,11 +14,11 @@ from apps.tenants.models import Tenant
 
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    OpenApiTypes.STR,
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
     location=OpenApiParameter.HEADER,
     required=True,
-    description="1-255 characters, unique per request of your tenant; a resend with the same key and body "
-    "gets the first response (kept at least 24 h).",
+    description="1-255 printable ASCII characters, unique per request of your tenant; a resend with the same "
+    "key and body gets the first response (kept at least 24 h).",
 )
 
 
@@ -27,7 +26,7 @@ class DcepCaller:
     """The caller as an ``Actor``, and the check of its kind of institution (views and viewsets)."""
 
     problem_codes = ("503",)
-    write_problem_codes = ("422",)  # idempotency-key-reused
+    write_problem_codes = ("404", "422")  # a wallet that is not there or not yours; idempotency-key-reused
 
     @property
     def tenant(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.common.serializers import StrictInputSerializer
@@ -38,6 +39,9 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": "^[0-9]{16}$", "description": "16 digits, the last a Luhn check digit"}
+)
 class WalletNumberField(serializers.CharField):
     default_error_messages = {"wallet": "a 16-digit wallet number with a valid check digit"}
 
@@ -99,7 +103,8 @@ class _UncheckedItemsListField(serializers.ListField):
 
 
 class PaymentBatchInput(StrictInputSerializer):
-    payments = _UncheckedItemsListField(min_length=1)  # items checked in validate_payments
+    # Items checked in validate_payments; the child is what the schema shows for each item.
+    payments = _UncheckedItemsListField(child=PaymentInput(), min_length=1)
     linked = StrictBooleanField(required=False, default=False)
 
     def validate_payments(self, payments):

@@ -1,8 +1,6 @@
 """Routes under /api/v1/dcep/ (included by bsn/urls.py)."""
 
-from django.urls import path
-
-from apps.common.routers import OptionalSlashRouter
+from apps.common.routers import OptionalSlashRouter, optional_slash
 from apps.dcep.api.ledger import ChainView, InstitutionViewSet, SettlementViewSet, SupplyView, TransferViewSet
 from apps.dcep.api.money import (
     ExchangeViewSet,
@@ -27,7 +25,7 @@ router.register("transfers", TransferViewSet, basename="dcep-transfer")
 router.register("settlements", SettlementViewSet, basename="dcep-settlement")
 
 urlpatterns = [
-    path("chain", ChainView.as_view(), name="dcep-chain"),
-    path("supply", SupplyView.as_view(), name="dcep-supply"),
+    optional_slash("chain", ChainView.as_view(), name="dcep-chain"),
+    optional_slash("supply", SupplyView.as_view(), name="dcep-supply"),
     *router.urls,
 ]

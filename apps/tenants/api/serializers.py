@@ -1,3 +1,4 @@
+from django.conf import settings
 from rest_framework import serializers
 
 from apps.common.serializers import StrictInputSerializer
@@ -38,7 +39,7 @@ class IssuedTokenSerializer(TokenOutputSerializer):
 
 class TokenCreateInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=100)
-    expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+    expires_in_days = serializers.IntegerField(min_value=1, max_value=settings.BSN_TOKEN_MAX_TTL_DAYS, required=False)
 
 
 class UsageSerializer(serializers.Serializer):
@@ -79,7 +80,7 @@ class TenantOutputSerializer(serializers.ModelSerializer):
 
 class MemberOutputSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username")
-    email = serializers.EmailField(source="user.email")
+    email = serializers.CharField(source="user.email", help_text="an email address, or empty when none was given")
 
     class Meta:
         model = Membership
