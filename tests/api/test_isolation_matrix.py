@@ -6,6 +6,7 @@ nobody adds an endpoint without deciding how it is scoped.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
@@ -19,6 +20,9 @@ from apps.audit.api import AuditEventViewSet
 from apps.audit.models import AuditEvent
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.custody import envelope
+from apps.custody.models import CustodyKey, TenantDataKey
+from apps.custody.services import datakey_get_or_create, master_ring
 from apps.dcep import tier1
 from apps.dcep.api.ledger import ChainView, InstitutionViewSet, SettlementViewSet, SupplyView, TransferViewSet
 from apps.dcep.api.money import (
@@ -108,6 +112,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", "/api/v1/apps/{app_id}/users/"): ("object", "app"),
     ("get", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
     ("delete", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
+    ("post", "/api/v1/apps/{app_id}/users/{id}/transactions/"): ("app-child", "custodyuser"),
+    ("post", "/api/v1/apps/{app_id}/users/{id}/export/"): ("app-child", "custodyuser"),
     ("get", "/api/v1/operations/"): ("list", "operation"),
     ("get", "/api/v1/operations/{id}/"): ("object", "operation"),
     ("post", "/api/v1/operations/{id}/cancel/"): ("object", "operation"),
@@ -185,6 +191,11 @@ PATH_BODIES = {
     ("post", "/api/v1/apps/{id}/upgrade/"): lambda a: {"framework": "bsn-ledger"},
     ("post", "/api/v1/apps/{id}/scale/"): lambda a: {"regions": ["cn-beijing", "cn-shenzhen"]},
     ("post", "/api/v1/apps/{app_id}/users/"): lambda a: {"name": "b-user", "public_key": generate_key()[1]},
+    ("post", "/api/v1/apps/{app_id}/users/{id}/transactions/"): lambda a: {
+        "contract": "kv",
+        "function": "put",
+        "args": {"key": "k", "value": "pwned"},
+    },
     ("post", "/api/v1/apps/{id}/transactions/"): lambda a: {
         "tx": {
             "app": str(a["app"]),
@@ -235,6 +246,8 @@ def _snapshot(tenant) -> dict:
         "tokens": rows(ApiToken.objects.filter(membership__tenant=tenant)),
         "audit": rows(AuditEvent.objects.filter(tenant=tenant)),
         "appusers": rows(AppUser.objects.filter(app__tenant=tenant)),
+        "custody": rows(CustodyKey.objects.filter(user__app__tenant=tenant)),
+        "datakeys": rows(TenantDataKey.objects.filter(tenant=tenant)),
     }
 
 
@@ -362,9 +375,26 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
     a_user = AppUser.objects.create(
         app=app_a, name="alice-user", public_key=generate_key()[1], status=AppUser.Status.ACTIVE
     )
+    # A custody user with its sealed key, as custody_user_create leaves it (no ledger here).
+    a_private, a_public = generate_key()
+    a_custody = AppUser.objects.create(
+        app=app_a, name="carol-custody", public_key=a_public, status=AppUser.Status.ACTIVE, mode="custody"
+    )
+    data_key = datakey_get_or_create(tenant=owner.tenant)
+    CustodyKey.objects.create(
+        user=a_custody,
+        data_key=data_key,
+        ciphertext=envelope.seal(
+            envelope.unwrap(master_ring(), str(owner.tenant.pk), data_key.master_key_id, data_key.wrapped),
+            str(a_custody.pk),
+            a_public,
+            base64.b64decode(a_private),
+        ),
+    )
     a = {
         "b_app": b_app.pk,
         "appuser": a_user.pk,
+        "custodyuser": a_custody.pk,
         "tenant": owner.tenant,
         "app": app_a.pk,
         "app_name": app_a.name,
@@ -389,6 +419,7 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
             *AuditEvent.objects.filter(tenant=owner.tenant).values_list("pk", flat=True),
             *AppUser.objects.filter(app__tenant=owner.tenant).values_list("pk", flat=True),
             *AppUser.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
+            a_private,
             app_a.admin_public_key,
             *LedgerNode.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
             # Not A's event hashes: the audit chain is platform-wide, so B's first event after one

@@ -320,3 +320,10 @@ def test_custody_signatures_count_against_the_tps_quota(owner_client, app, sim, 
     assert codes.count(200) <= 3 and 429 in codes, codes  # 2/s bucket (+ at most one refill meanwhile)
     refused = assert_problem(answers[codes.index(429)], 429, "tps-quota-exceeded")
     assert refused["scope"] == "app" and answers[codes.index(429)]["Retry-After"]
+
+
+def test_with_no_master_keys_configured_one_is_derived_from_the_secret_key(owner_client, app, sim, settings):
+    settings.BSN_CUSTODY_MASTER_KEYS = []
+    user = owner_client.post(users_url(app), {"name": "gina", "mode": "custody"}, format="json").json()
+    assert TenantDataKey.objects.get().master_key_id == "secret-key"
+    assert owner_client.post(sign_url(app, user), PUT, format="json").json()["status"] == "committed"
