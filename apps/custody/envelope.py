@@ -17,6 +17,7 @@ SP 800-38D: up to 2^32 encryptions per key).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -27,7 +28,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 NONCE_BYTES = 12
 KEY_BYTES = 32
-DERIVED_KEY_ID = "secret-key"
 _WRAP_AAD = b"bsn custody data key v1|"
 _SEAL_AAD = b"bsn custody private key v1|"
 
@@ -44,11 +44,13 @@ class Unreadable(Exception):
     """A stored value does not authenticate: altered, moved to another row, or a wrong key."""
 
 
-def derived_master_key(secret_key: str) -> bytes:
-    """The embedded default's master key: HKDF-SHA256 of the Django secret key."""
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"bsn custody master v1").derive(
+def derived_master_key(secret_key: str) -> tuple[str, bytes]:
+    """A master key entry for the embedded default: HKDF-SHA256 of a Django secret key, named
+    ``sk-<8 hex of its SHA-256>`` so that keys derived from old secret keys keep their own ids."""
+    key = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"bsn custody master v1").derive(
         secret_key.encode()
     )
+    return f"sk-{hashlib.sha256(key).hexdigest()[:8]}", key
 
 
 def new_data_key() -> bytes:

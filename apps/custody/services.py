@@ -38,9 +38,14 @@ from bsn.ledger.tx import tx_id_of
 
 
 def master_ring() -> list[tuple[str, bytes]]:
-    """The configured master keys, newest first; the embedded default derives one from SECRET_KEY."""
+    """The configured master keys, newest first. None configured (the embedded default): keys
+    derived from SECRET_KEY and its fallbacks, so rotating the secret key the documented way
+    (old one in SECRET_KEY_FALLBACKS, then ``bsn_custody rotate-master``) carries custody along."""
     ring = list(getattr(settings, "BSN_CUSTODY_MASTER_KEYS", None) or [])
-    return ring or [(envelope.DERIVED_KEY_ID, envelope.derived_master_key(settings.SECRET_KEY))]
+    if ring:
+        return ring
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
+    return [envelope.derived_master_key(secret) for secret in secrets]
 
 
 # --------------------------------------------------------------------------- data keys

@@ -322,8 +322,20 @@ def test_custody_signatures_count_against_the_tps_quota(owner_client, app, sim, 
     assert refused["scope"] == "app" and answers[codes.index(429)]["Retry-After"]
 
 
-def test_with_no_master_keys_configured_one_is_derived_from_the_secret_key(owner_client, app, sim, settings):
+def test_with_no_master_keys_configured_they_derive_from_the_secret_key_and_follow_its_rotation(
+    owner_client, app, sim, settings
+):
+    from django.core.management import call_command
+
     settings.BSN_CUSTODY_MASTER_KEYS = []
     user = owner_client.post(users_url(app), {"name": "gina", "mode": "custody"}, format="json").json()
-    assert TenantDataKey.objects.get().master_key_id == "secret-key"
+    first = TenantDataKey.objects.get().master_key_id
+    assert first.startswith("sk-")
+    assert owner_client.post(sign_url(app, user), PUT, format="json").json()["status"] == "committed"
+    # the secret key rotated the documented way: the old one in the fallbacks
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-new-secret-key", [settings.SECRET_KEY]
+    assert owner_client.post(sign_url(app, user), PUT, format="json").json()["status"] == "committed"
+    call_command("bsn_custody", "rotate-master")
+    assert TenantDataKey.objects.get().master_key_id not in (first, "")
+    settings.SECRET_KEY_FALLBACKS = []
     assert owner_client.post(sign_url(app, user), PUT, format="json").json()["status"] == "committed"

@@ -34,7 +34,7 @@ class AppUserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
     """An app's users: registering or revoking one is a ledger transaction. Custody-mode
     users also sign through the platform (developer) and export their key once (admin)."""
 
-    queryset = AppUser.objects.select_related("created_by")
+    queryset = AppUser.objects.select_related("created_by", "app__tenant")
     serializer_class = s.AppUserSerializer
     tenant_field = "app__tenant"
     filterset_fields = ["status", "name", "mode"]
