@@ -35,7 +35,7 @@ class CustodyKey(TimeStamped):
     """The encrypted private key of one custody-mode app user; ``ciphertext`` is null once destroyed."""
 
     user = models.OneToOneField(AppUser, on_delete=models.CASCADE, primary_key=True, related_name="custody_key")
-    data_key = models.ForeignKey(TenantDataKey, on_delete=models.PROTECT, related_name="keys")
+    data_key = models.ForeignKey(TenantDataKey, on_delete=models.RESTRICT, related_name="keys")
     ciphertext = models.BinaryField(null=True, help_text="12-byte nonce + AES-GCM(data key, Ed25519 seed)")
     destroyed_at = models.DateTimeField(null=True, blank=True)
 

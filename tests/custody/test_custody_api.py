@@ -339,3 +339,29 @@ def test_with_no_master_keys_configured_they_derive_from_the_secret_key_and_foll
     assert TenantDataKey.objects.get().master_key_id not in (first, "")
     settings.SECRET_KEY_FALLBACKS = []
     assert owner_client.post(sign_url(app, user), PUT, format="json").json()["status"] == "committed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_exports_at_once_hand_the_key_out_once(client_with_role, app, sim, carol):
+    """Two admins ask at the same moment: the row lock lets one through, the other is a 409."""
+    import threading
+
+    from django.db import connection
+
+    clients = [client_with_role("admin"), client_with_role("owner")]
+    barrier, answers = threading.Barrier(2), []
+
+    def export(client):
+        try:
+            barrier.wait()
+            answers.append(client.post(export_url(app, carol)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=export, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.content for a in answers]
+    assert AuditEvent.objects.filter(action="custody.export").count() == 1
