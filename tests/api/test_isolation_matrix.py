@@ -6,7 +6,6 @@ nobody adds an endpoint without deciding how it is scoped.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 
@@ -20,9 +19,7 @@ from apps.audit.api import AuditEventViewSet
 from apps.audit.models import AuditEvent
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
-from apps.custody import envelope
 from apps.custody.models import CustodyKey, TenantDataKey
-from apps.custody.services import datakey_get_or_create, master_ring
 from apps.dcep import tier1
 from apps.dcep.api.ledger import ChainView, InstitutionViewSet, SettlementViewSet, SupplyView, TransferViewSet
 from apps.dcep.api.money import (
@@ -50,7 +47,7 @@ from tests.api.conftest import assert_problem, make_app
 from tests.dcep.conftest import Client as DcepClient
 from tests.dcep.conftest import start_tier1_node
 from tests.dcep.helpers import created, funded_wallet, issue, open_wallet, operator_snapshot
-from tests.factories import MembershipFactory
+from tests.factories import MembershipFactory, custody_user
 from tests.fakenode import FakeNode
 
 # kind, resource. Kinds:
@@ -375,22 +372,7 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
     a_user = AppUser.objects.create(
         app=app_a, name="alice-user", public_key=generate_key()[1], status=AppUser.Status.ACTIVE
     )
-    # A custody user with its sealed key, as custody_user_create leaves it (no ledger here).
-    a_private, a_public = generate_key()
-    a_custody = AppUser.objects.create(
-        app=app_a, name="carol-custody", public_key=a_public, status=AppUser.Status.ACTIVE, mode="custody"
-    )
-    data_key = datakey_get_or_create(tenant=owner.tenant)
-    CustodyKey.objects.create(
-        user=a_custody,
-        data_key=data_key,
-        ciphertext=envelope.seal(
-            envelope.unwrap(master_ring(), str(owner.tenant.pk), data_key.master_key_id, data_key.wrapped),
-            str(a_custody.pk),
-            a_public,
-            base64.b64decode(a_private),
-        ),
-    )
+    a_custody, a_private = custody_user(app_a, "carol-custody")  # its sealed key too (no ledger here)
     a = {
         "b_app": b_app.pk,
         "appuser": a_user.pk,

@@ -75,12 +75,9 @@ def test_a_body_at_the_limit_is_read(owner_client):
 def _depth_cases(app, owner) -> dict[tuple[str, str], str]:
     """Every non-DCEP route that reads a body, with a URL naming real objects.
     (DCEP routes: tests/dcep/test_api.py, test_bodies_too_deep_or_too_big_are_clean_4xx.)"""
-    from apps.gateway.models import AppUser
-    from bsn.client import generate_key
+    from tests.factories import custody_user
 
-    user = AppUser.objects.create(
-        app=app, name="carol", public_key=generate_key()[1], status=AppUser.Status.ACTIVE, mode="custody"
-    )
+    user, _ = custody_user(app, "carol")
     sign = f"/api/v1/apps/{app.pk}/users/{user.pk}/transactions"
     return {
         ("post", "/api/v1/apps/{app_id}/users/{id}/transactions/"): sign,
