@@ -33,6 +33,7 @@ from apps.custody.models import CustodyKey, TenantDataKey
 from apps.gateway.models import AppUser
 from apps.gateway.services import appuser_register, appuser_reserve, gateway_submit
 from bsn.client import sign_call
+from bsn.ledger import crypto as ledger_crypto
 from bsn.ledger.crypto import b64decode, b64encode, generate_private_key, public_key_of
 from bsn.ledger.tx import tx_id_of
 
@@ -46,6 +47,14 @@ def master_ring() -> list[tuple[str, bytes]]:
         return ring
     secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
     return [envelope.derived_master_key(secret) for secret in secrets]
+
+
+def _forget_parsed_keys() -> None:
+    """The ledger's signing helper keeps parsed private keys in an LRU cache (for the
+    client's and nodes' speed); a custodied key must not stay there after its one use.
+    Clearing the whole cache costs the web process a re-parse (~50 µs) of the few keys it
+    signs with otherwise (app admin keys)."""
+    ledger_crypto._private.cache_clear()
 
 
 # --------------------------------------------------------------------------- data keys
@@ -119,7 +128,9 @@ def _open_private_key(user: AppUser, key: CustodyKey) -> str:
             extra={"ref": seen.ref},
         ) from None
     private = b64encode(seed)
-    if public_key_of(private) != user.public_key:  # cannot happen unless the AAD check is bypassed
+    matches = public_key_of(private) == user.public_key
+    _forget_parsed_keys()
+    if not matches:  # cannot happen unless the AAD check is bypassed
         raise KeyUnreadable(f"The stored private key of user '{user.name}' does not match its public key.")
     return private
 
@@ -142,6 +153,7 @@ def custody_user_create(*, app: ChainApp, actor, name: str, request=None) -> App
     data_key = datakey_get_or_create(tenant=app.tenant)
     private = generate_private_key()
     public = public_key_of(private)
+    _forget_parsed_keys()
     with transaction.atomic():
         user, created = appuser_reserve(app=app, actor=actor, name=name, public_key=public, mode=AppUser.Mode.CUSTODY)
         if created:
@@ -176,7 +188,10 @@ def custody_submit(
         )
     key = _custody_key(user)
     app = user.app
-    signed = sign_call(str(app.pk), user.name, _open_private_key(user, key), contract, function, args, nonce=nonce)
+    try:
+        signed = sign_call(str(app.pk), user.name, _open_private_key(user, key), contract, function, args, nonce=nonce)
+    finally:
+        _forget_parsed_keys()
     tx_id = tx_id_of(signed["tx"])
     audit_record(
         action="custody.sign",

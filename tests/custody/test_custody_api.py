@@ -365,3 +365,11 @@ def test_two_exports_at_once_hand_the_key_out_once(client_with_role, app, sim, c
         thread.join(30)
     assert sorted(a.status_code for a in answers) == [200, 409], [a.content for a in answers]
     assert AuditEvent.objects.filter(action="custody.export").count() == 1
+
+
+def test_no_custodied_key_stays_in_the_signing_helpers_cache(owner_client, app, sim, carol):
+    from bsn.ledger import crypto
+
+    assert owner_client.post(sign_url(app, carol), PUT, format="json").json()["status"] == "committed"
+    assert owner_client.post(export_url(app, carol)).status_code == 200
+    assert crypto._private.cache_info().currsize == 0
