@@ -13,6 +13,7 @@ from rest_framework.reverse import reverse
 from apps.chainapps.keys import public_key_valid
 from apps.common.serializers import StrictInputSerializer
 from apps.gateway.models import RESERVED_NAMES, USER_NAME_RE, AppUser
+from bsn.ledger.canonical import CanonicalError, check
 
 
 class AppUserSerializer(serializers.ModelSerializer):
@@ -102,6 +103,13 @@ class CustodySignInputSerializer(StrictInputSerializer):
         "refused with `replayed_nonce`). Default: a fresh random one.",
         error_messages={"invalid": "1-64 letters, digits, '.', '_', ':' or '-'"},
     )
+
+    def validate_args(self, value: dict) -> dict:
+        try:
+            check(value)  # what the signature covers must be canonical JSON (docs/ledger-protocol.md)
+        except CanonicalError as exc:
+            raise serializers.ValidationError(f"not canonical JSON: {exc}") from None
+        return value
 
 
 class CustodyExportSerializer(serializers.Serializer):
