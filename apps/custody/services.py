@@ -8,6 +8,7 @@ it is never logged, serialised or put in an audit event (only the public key and
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +89,12 @@ def _open_data_key(data_key: TenantDataKey) -> bytes:
             extra={"ref": seen.ref},
         ) from None
     except envelope.Unreadable:
-        seen = incident("a custody data key fails authentication", f"tenant {data_key.tenant_id}, row {data_key.pk}")
+        seen = incident(
+            "a custody data key fails authentication",
+            f"tenant {data_key.tenant_id}, row {data_key.pk}: altered at rest, or a master key with this id but "
+            "other bytes",
+            level=logging.ERROR,
+        )
         raise KeyUnreadable(
             f"This tenant's custody data key fails its integrity check (ref {seen.ref}); nothing was signed "
             "or exported. Platform staff have the details.",
@@ -121,7 +127,11 @@ def _open_private_key(user: AppUser, key: CustodyKey) -> str:
     try:
         seed = envelope.unseal(data_key, str(user.pk), user.public_key, key.ciphertext)
     except envelope.Unreadable:
-        seen = incident("a custodied private key fails authentication", f"app user {user.pk} ({user.name})")
+        seen = incident(
+            "a custodied private key fails authentication",
+            f"app user {user.pk} ({user.name}): its ciphertext was altered or moved from another row",
+            level=logging.ERROR,
+        )
         raise KeyUnreadable(
             f"The stored private key of user '{user.name}' fails its integrity check (ref {seen.ref}); nothing "
             "was signed or exported. Platform staff have the details.",
