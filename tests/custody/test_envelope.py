@@ -86,3 +86,33 @@ def test_a_bad_keyring_fails_fast_naming_the_variable(monkeypatch, value, says):
     with pytest.raises(ImproperlyConfigured) as excinfo:
         env_keyring("BSN_TEST_RING")
     assert "BSN_TEST_RING" in str(excinfo.value) and says in str(excinfo.value)
+
+
+def test_settings_read_the_master_keys_from_a_file_and_refuse_a_bad_one_at_start_up(tmp_path):
+    """A fresh process, as a deployment starts it: BSN_CUSTODY_MASTER_KEYS_FILE (one a line)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BSN_", "DATABASE_URL", "CELERY_"))}
+    env.update({"DJANGO_SETTINGS_MODULE": "bsn.settings", "BSN_DATA_DIR": str(tmp_path / "data")})
+    a, b = os.urandom(32), os.urandom(32)
+    ring = tmp_path / "custody-master-keys"
+    ring.write_text(f"k2:{_b64(a)}\nk1:{_b64(b)}\n")
+    code = (
+        "import json, django; django.setup(); from django.conf import settings\n"
+        "print(json.dumps([[i, k.hex()] for i, k in settings.BSN_CUSTODY_MASTER_KEYS]))"
+    )
+
+    def start(**extra):
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=root, env={**env, **extra}, capture_output=True, text=True, timeout=120
+        )
+
+    ok = start(BSN_CUSTODY_MASTER_KEYS_FILE=str(ring))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout.splitlines()[-1]) == [["k2", a.hex()], ["k1", b.hex()]]
+    bad = start(BSN_CUSTODY_MASTER_KEYS=f"k1:{_b64(bytes(31))}")
+    assert bad.returncode != 0 and "ImproperlyConfigured" in bad.stderr and "BSN_CUSTODY_MASTER_KEYS" in bad.stderr
