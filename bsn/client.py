@@ -26,13 +26,30 @@ import requests
 from bsn.ledger.crypto import generate_private_key, public_key_of
 from bsn.ledger.tx import make_tx, sign_tx, tx_id_of
 
-__all__ = ["Client", "ClientError", "generate_key", "tx_id_of"]
+__all__ = ["Client", "ClientError", "generate_key", "sign_call", "tx_id_of"]
 
 
 def generate_key() -> tuple[str, str]:
     """A new Ed25519 key pair ``(private_b64, public_b64)``: keep the first, register the second."""
     private = generate_private_key()
     return private, public_key_of(private)
+
+
+def sign_call(
+    app_id: str,
+    user: str,
+    private_key_b64: str,
+    contract: str,
+    function: str,
+    args: dict[str, Any] | None = None,
+    *,
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """The signed envelope ``{"tx", "sig"}`` of one contract call by ``user``: a fresh nonce
+    (uuid4 hex) unless one is given, the time in ms. The platform's key custody signs with
+    this very function, so a custodied user's transactions have the client's shape."""
+    tx = make_tx(str(app_id), contract, function, dict(args or {}), user, nonce=nonce or uuid.uuid4().hex)
+    return sign_tx(tx, private_key_b64)
 
 
 class ClientError(Exception):
@@ -81,8 +98,7 @@ class Client:
 
     def sign(self, contract: str, function: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """A signed envelope ``{"tx", "sig"}`` with a fresh nonce (uuid4 hex) and the time in ms."""
-        tx = make_tx(self.app_id, contract, function, dict(args or {}), self.user, nonce=uuid.uuid4().hex)
-        return sign_tx(tx, self._private_key)
+        return sign_call(self.app_id, self.user, self._private_key, contract, function, args)
 
     # -- the app user
 

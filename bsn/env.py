@@ -82,3 +82,37 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r} must be one of {sorted(choices)}")
     return value
+
+
+def env_keyring(name: str, *, key_bytes: int = 32) -> list[tuple[str, bytes]]:
+    """Named keys ``id:base64`` separated by commas or newlines, in the order given.
+
+    For keys that wrap other keys (``BSN_CUSTODY_MASTER_KEYS``): each id names its key in
+    what it wraps, so several can be configured at once while one is rotated out. Ids are
+    1-32 letters, digits, ``.``, ``_`` or ``-``; each key is base64 of ``key_bytes`` bytes.
+    """
+    import base64
+    import binascii
+    import re
+
+    value = _raw(name)
+    if value is None or not value.strip():
+        return []
+    ring: list[tuple[str, bytes]] = []
+    for item in (part.strip() for part in value.replace("\n", ",").split(",")):
+        if not item:
+            continue
+        key_id, sep, encoded = item.partition(":")
+        key_id = key_id.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", key_id):
+            raise ImproperlyConfigured(f"{name}: each entry is '<id>:<base64 key>' with a 1-32 character id")
+        try:
+            raw = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ImproperlyConfigured(f"{name}: the key of '{key_id}' is not base64") from None
+        if len(raw) != key_bytes:
+            raise ImproperlyConfigured(f"{name}: the key of '{key_id}' has {len(raw)} bytes, not {key_bytes}")
+        if any(key_id == seen for seen, _ in ring):
+            raise ImproperlyConfigured(f"{name}: the id '{key_id}' is given twice")
+        ring.append((key_id, raw))
+    return ring

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from bsn.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from bsn.env import env_bool, env_choice, env_float, env_int, env_keyring, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("BSN_DATA_DIR", str(BASE_DIR / ".data"))).resolve()
@@ -331,6 +331,11 @@ BSN_GATEWAY_CONNECT_TIMEOUT = env_float("BSN_GATEWAY_CONNECT_TIMEOUT", 1.0)
 BSN_GATEWAY_SUBMIT_TIMEOUT = env_float("BSN_GATEWAY_SUBMIT_TIMEOUT", 15.0)
 BSN_GATEWAY_READ_TIMEOUT = env_float("BSN_GATEWAY_READ_TIMEOUT", 5.0)
 BSN_GATEWAY_MAX_BATCH = env_int("BSN_GATEWAY_MAX_BATCH", 500, minimum=1)
+# Key custody (apps/custody, docs/custody.md): master keys that wrap each tenant's data key,
+# "<id>:<base64 of 32 bytes>" separated by commas or newlines; the FIRST wraps new data keys
+# and is the one `bsn_custody rotate-master` rewraps onto; the others only unwrap. Empty:
+# one key derived from SECRET_KEY (id "secret-key"), for the embedded default only.
+BSN_CUSTODY_MASTER_KEYS = env_keyring("BSN_CUSTODY_MASTER_KEYS")
 # Where the gateway's TPS buckets live (apps/gateway/ratelimit.py): Redis, shared by every
 # web process; default the broker when it is Redis; anything else keeps them per process.
 BSN_RATE_LIMIT_URL = env_str(

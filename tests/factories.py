@@ -45,3 +45,23 @@ class RegionFactory(factory.django.DjangoModelFactory):
     city = "Testville"
     country = "CN"
     driver = Region.Driver.PROCESS
+
+
+def custody_user(app, name: str, *, status: str = "active"):
+    """A custody-mode app user with its sealed key, as ``custody_user_create`` leaves it once
+    the ledger confirmed it (no ledger involved): ``(user, private key base64)``."""
+    import base64
+
+    from apps.custody import envelope
+    from apps.custody.models import CustodyKey
+    from apps.custody.services import _open_data_key, datakey_get_or_create
+    from apps.gateway.models import AppUser
+    from bsn.ledger.crypto import generate_private_key, public_key_of
+
+    private = generate_private_key()
+    public = public_key_of(private)
+    user = AppUser.objects.create(app=app, name=name, public_key=public, status=status, mode=AppUser.Mode.CUSTODY)
+    data_key = datakey_get_or_create(tenant=app.tenant)
+    sealed = envelope.seal(_open_data_key(data_key), str(user.pk), public, base64.b64decode(private))
+    CustodyKey.objects.create(user=user, data_key=data_key, ciphertext=sealed)
+    return user, private

@@ -24,7 +24,10 @@ class AppUserQuerySet(models.QuerySet):
 class AppUser(TimeStamped):
     """A participant of one chain app, with the Ed25519 public key it signs with.
 
-    Public-key upload mode: the private key never leaves the tenant. The row follows the
+    Two key modes: ``upload`` (the tenant registered its public key; the private key never
+    leaves the tenant) and ``custody`` (the platform generated the key and keeps the
+    private part encrypted in ``apps.custody``; ``exported_at`` once it was handed out,
+    which happens at most once). The row follows the
     ledger: ``pending`` until the node confirmed the `_config` ``user.add`` transaction,
     ``revoking`` until it confirmed ``user.revoke``. ``pending_tx`` keeps the signed
     envelope in flight so that a retry re-sends exactly the same transaction (same
@@ -37,11 +40,17 @@ class AppUser(TimeStamped):
         REVOKING = "revoking"
         REVOKED = "revoked"
 
+    class Mode(models.TextChoices):
+        UPLOAD = "upload"
+        CUSTODY = "custody"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     app = models.ForeignKey(ChainApp, on_delete=models.CASCADE, related_name="users")
     name = models.CharField(max_length=64)
     public_key = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.UPLOAD)
+    exported_at = models.DateTimeField(null=True, blank=True, help_text="custody: when its private key was exported")
     pending_tx = models.JSONField(null=True, blank=True, help_text="signed _config envelope awaiting confirmation")
     last_error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

@@ -376,32 +376,45 @@ def _unconfirmed(user: AppUser, exc: GatewayError, *, state: str, again: str) ->
     )
 
 
-def appuser_create(*, app: ChainApp, actor, name: str, public_key: str, request=None) -> AppUser:
-    """Register ``name`` with ``public_key`` on the app's ledger; the row once confirmed.
+def appuser_reserve(*, app: ChainApp, actor, name: str, public_key: str, mode: str = AppUser.Mode.UPLOAD):
+    """The ``pending`` row of a registration: ``(user, created)``. Call inside a transaction.
 
-    Sending the same name and key again finishes a registration left ``pending``.
+    An existing row is returned only when it is the same registration left unfinished
+    (pending, same mode, and in upload mode the same key); anything else is a 409
+    ``duplicate-name``. Custody mode generates its key itself, so a retry finishes the
+    pending row with the key already stored for it.
     """
     if app.desired_state == ChainApp.DesiredState.DELETED:
         raise Conflict("This app is deleted.", code="app-deleted")
     duplicate = Conflict(f"A user named '{name}' already exists in this app.", code="duplicate-name")
-    with transaction.atomic():
-        user = AppUser.objects.select_for_update().filter(app=app, name=name).first()
-        if user is not None and not (user.status == AppUser.Status.PENDING and user.public_key == public_key):
+    user = AppUser.objects.select_for_update().filter(app=app, name=name).first()
+    if user is not None:
+        unfinished = user.status == AppUser.Status.PENDING and user.mode == mode
+        if not unfinished or (mode == AppUser.Mode.UPLOAD and user.public_key != public_key):
             raise duplicate
-        if user is None:
-            try:
-                with transaction.atomic():
-                    user = AppUser.objects.create(
-                        app=app,
-                        name=name,
-                        public_key=public_key,
-                        status=AppUser.Status.PENDING,
-                        created_by=actor if getattr(actor, "pk", None) else None,
-                    )
-            except IntegrityError as exc:  # a concurrent create of the same name
-                raise duplicate from exc
-            user.pending_tx = _admin_envelope(app, user, "add")
-            user.save(update_fields=["pending_tx", "updated_at"])
+        return user, False
+    try:
+        with transaction.atomic():
+            user = AppUser.objects.create(
+                app=app,
+                name=name,
+                public_key=public_key,
+                mode=mode,
+                status=AppUser.Status.PENDING,
+                created_by=actor if getattr(actor, "pk", None) else None,
+            )
+    except IntegrityError as exc:  # a concurrent create of the same name
+        raise duplicate from exc
+    user.pending_tx = _admin_envelope(app, user, "add")
+    user.save(update_fields=["pending_tx", "updated_at"])
+    return user, True
+
+
+def appuser_register(*, user: AppUser, actor, request=None) -> AppUser:
+    """Send a reserved user's `_config` ``user.add`` until the ledger answers; the row once
+    confirmed (``active``, audited). Refused for good: the row (and what hangs on it) is
+    removed. Not confirmed: 503 and the row stays ``pending`` for a retry to finish."""
+    app, name = user.app, user.name
     try:
         receipt = _confirm(app, user, "add")
     except Definitive as exc:
@@ -419,10 +432,25 @@ def appuser_create(*, app: ChainApp, actor, name: str, public_key: str, request=
             object_id=user.pk,
             tenant=app.tenant,
             actor=actor,
-            data={"app": str(app.pk), "name": name, "public_key": public_key, "tx_id": receipt.get("tx_id")},
+            data={
+                "app": str(app.pk),
+                "name": name,
+                "mode": user.mode,
+                "public_key": user.public_key,
+                "tx_id": receipt.get("tx_id"),
+            },
             request=request,
         )
     return AppUser.objects.get(pk=user.pk)
+
+
+def appuser_create(*, app: ChainApp, actor, name: str, public_key: str, request=None) -> AppUser:
+    """Register ``name`` with ``public_key`` (upload mode) on the app's ledger; the row once
+    confirmed. Sending the same name and key again finishes a registration left ``pending``.
+    Custody mode: ``apps.custody.services.custody_user_create``."""
+    with transaction.atomic():
+        user, _ = appuser_reserve(app=app, actor=actor, name=name, public_key=public_key)
+    return appuser_register(user=user, actor=actor, request=request)
 
 
 def appuser_revoke(*, user: AppUser, actor, request=None) -> AppUser:
@@ -455,6 +483,12 @@ def appuser_revoke(*, user: AppUser, actor, request=None) -> AppUser:
         AppUser.objects.filter(pk=user.pk, status=AppUser.Status.REVOKING).update(
             status=AppUser.Status.REVOKED, pending_tx=None, last_error="", revoked_at=timezone.now()
         )
+        if user.mode == AppUser.Mode.CUSTODY:
+            # In the transaction that marks it revoked: no revoked custody user keeps a key.
+            # Imported here: custody sits above the gateway (it signs through it).
+            from apps.custody.services import custody_key_destroy
+
+            custody_key_destroy(user=user)
         audit_record(
             action="appuser.revoke",
             object_type="appuser",

@@ -33,6 +33,9 @@ REQUIRED_OPERATIONS = {
     ("get", "/api/v1/operations"),
     ("get", "/api/v1/operations/{id}"),
     ("get", "/api/v1/audit-events"),
+    ("post", "/api/v1/apps/{app_id}/users"),
+    ("post", "/api/v1/apps/{app_id}/users/{id}/transactions"),
+    ("post", "/api/v1/apps/{app_id}/users/{id}/export"),
 }
 
 

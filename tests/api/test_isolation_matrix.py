@@ -20,6 +20,7 @@ from apps.audit.models import AuditEvent
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.common.api.index import api_index
+from apps.custody.models import CustodyKey, TenantDataKey
 from apps.dcep import tier1
 from apps.dcep.api.ledger import ChainView, InstitutionViewSet, SettlementViewSet, SupplyView, TransferViewSet
 from apps.dcep.api.money import (
@@ -47,7 +48,7 @@ from tests.api.conftest import assert_problem, make_app
 from tests.dcep.conftest import Client as DcepClient
 from tests.dcep.conftest import start_tier1_node
 from tests.dcep.helpers import created, funded_wallet, issue, open_wallet, operator_snapshot
-from tests.factories import MembershipFactory
+from tests.factories import MembershipFactory, custody_user
 from tests.fakenode import FakeNode
 
 # kind, resource. Kinds:
@@ -109,6 +110,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", "/api/v1/apps/{app_id}/users"): ("object", "app"),
     ("get", "/api/v1/apps/{app_id}/users/{id}"): ("app-child", "appuser"),
     ("delete", "/api/v1/apps/{app_id}/users/{id}"): ("app-child", "appuser"),
+    ("post", "/api/v1/apps/{app_id}/users/{id}/transactions"): ("app-child", "custodyuser"),
+    ("post", "/api/v1/apps/{app_id}/users/{id}/export"): ("app-child", "custodyuser"),
     ("get", "/api/v1/operations"): ("list", "operation"),
     ("get", "/api/v1/operations/{id}"): ("object", "operation"),
     ("post", "/api/v1/operations/{id}/cancel"): ("object", "operation"),
@@ -191,6 +194,11 @@ PATH_BODIES = {
     ("post", "/api/v1/apps/{id}/upgrade"): lambda a: {"framework": "bsn-ledger"},
     ("post", "/api/v1/apps/{id}/scale"): lambda a: {"regions": ["cn-beijing", "cn-shenzhen"]},
     ("post", "/api/v1/apps/{app_id}/users"): lambda a: {"name": "b-user", "public_key": generate_key()[1]},
+    ("post", "/api/v1/apps/{app_id}/users/{id}/transactions"): lambda a: {
+        "contract": "kv",
+        "function": "put",
+        "args": {"key": "k", "value": "pwned"},
+    },
     ("post", "/api/v1/apps/{id}/transactions"): lambda a: {
         "tx": {
             "app": str(a["app"]),
@@ -242,6 +250,8 @@ def _snapshot(tenant) -> dict:
         "tokens": rows(ApiToken.objects.filter(membership__tenant=tenant)),
         "audit": rows(AuditEvent.objects.filter(tenant=tenant)),
         "appusers": rows(AppUser.objects.filter(app__tenant=tenant)),
+        "custody": rows(CustodyKey.objects.filter(user__app__tenant=tenant)),
+        "datakeys": rows(TenantDataKey.objects.filter(tenant=tenant)),
     }
 
 
@@ -369,9 +379,11 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
     a_user = AppUser.objects.create(
         app=app_a, name="alice-user", public_key=generate_key()[1], status=AppUser.Status.ACTIVE
     )
+    a_custody, a_private = custody_user(app_a, "carol-custody")  # its sealed key too (no ledger here)
     a = {
         "b_app": b_app.pk,
         "appuser": a_user.pk,
+        "custodyuser": a_custody.pk,
         "tenant": owner.tenant,
         "app": app_a.pk,
         "app_name": app_a.name,
@@ -396,6 +408,7 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
             *AuditEvent.objects.filter(tenant=owner.tenant).values_list("pk", flat=True),
             *AppUser.objects.filter(app__tenant=owner.tenant).values_list("pk", flat=True),
             *AppUser.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
+            a_private,
             app_a.admin_public_key,
             *LedgerNode.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
             # Not A's event hashes: the audit chain is platform-wide, so B's first event after one

@@ -75,7 +75,12 @@ def test_a_body_at_the_limit_is_read(owner_client):
 def _depth_cases(app, owner) -> dict[tuple[str, str], str]:
     """Every non-DCEP route that reads a body, with a URL naming real objects.
     (DCEP routes: tests/dcep/test_api.py, test_bodies_too_deep_or_too_big_are_clean_4xx.)"""
-    cases = {
+    from tests.factories import custody_user
+
+    user, _ = custody_user(app, "carol")
+    sign = f"/api/v1/apps/{app.pk}/users/{user.pk}/transactions"
+    return {
+        ("post", "/api/v1/apps/{app_id}/users/{id}/transactions"): sign,
         ("post", "/api/v1/apps"): "/api/v1/apps",
         ("patch", "/api/v1/apps/{id}"): f"/api/v1/apps/{app.pk}",
         ("post", "/api/v1/apps/{id}/transactions"): f"/api/v1/apps/{app.pk}/transactions",
@@ -87,7 +92,6 @@ def _depth_cases(app, owner) -> dict[tuple[str, str], str]:
         ("patch", "/api/v1/tenant/members/{id}"): f"/api/v1/tenant/members/{owner.pk}",
         ("post", "/api/v1/tokens"): "/api/v1/tokens",
     }
-    return {(method, path.rstrip("/")): url for (method, path), url in cases.items()}  # the schema's spelling
 
 
 def test_json_nested_deeper_than_the_limit_is_400_on_every_route_that_reads_a_body(owner_client, owner, app, sim):

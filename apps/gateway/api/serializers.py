@@ -13,6 +13,7 @@ from rest_framework.reverse import reverse
 from apps.chainapps.keys import public_key_valid
 from apps.common.serializers import StrictInputSerializer
 from apps.gateway.models import RESERVED_NAMES, USER_NAME_RE, AppUser
+from bsn.ledger.canonical import CanonicalError, check
 
 
 class AppUserSerializer(serializers.ModelSerializer):
@@ -28,12 +29,14 @@ class AppUserSerializer(serializers.ModelSerializer):
             "app",
             "name",
             "public_key",
+            "mode",
             "status",
             "last_error",
             "created_by",
             "created_at",
             "activated_at",
             "revoked_at",
+            "exported_at",
         ]
 
     def get_url(self, user) -> str:
@@ -46,8 +49,17 @@ class AppUserCreateInputSerializer(StrictInputSerializer):
         max_length=64,
         error_messages={"invalid": "1–64 letters, digits, '.', '_' or '-'"},
     )
+    mode = serializers.ChoiceField(
+        choices=AppUser.Mode.choices,
+        default=AppUser.Mode.UPLOAD,
+        help_text="`upload`: you keep the private key and send `public_key`; `custody`: the platform generates "
+        "the key, keeps it encrypted and signs for the user (docs/custody.md)",
+    )
     public_key = serializers.CharField(
-        max_length=64, help_text="base64 (standard alphabet, padded) of the 32 raw bytes of an Ed25519 public key"
+        max_length=64,
+        required=False,
+        help_text="upload mode only (required there): base64 (standard alphabet, padded) of the 32 raw bytes of "
+        "an Ed25519 public key",
     )
 
     def validate_name(self, value: str) -> str:
@@ -62,6 +74,53 @@ class AppUserCreateInputSerializer(StrictInputSerializer):
                 "encoding a valid curve point"
             )
         return value
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs["mode"] == AppUser.Mode.CUSTODY and "public_key" in attrs:
+            raise serializers.ValidationError(
+                {"public_key": "not accepted in custody mode: the platform generates the key pair"}
+            )
+        if attrs["mode"] == AppUser.Mode.UPLOAD and "public_key" not in attrs:
+            raise serializers.ValidationError({"public_key": "required in upload mode (the default)"})
+        return attrs
+
+
+class CustodySignInputSerializer(StrictInputSerializer):
+    """One contract call the platform signs as a custody user (the client's ``sign`` arguments)."""
+
+    contract = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9_]{0,63}$",
+        error_messages={"invalid": "a contract name (1-64 letters, digits or '_'; '_…' names are the platform's)"},
+    )
+    function = serializers.RegexField(
+        r"^[A-Za-z0-9_.-]{1,64}$", error_messages={"invalid": "a function name (1-64 letters, digits, '.', '_', '-')"}
+    )
+    args = serializers.DictField(required=False, default=dict, help_text="the function's arguments (JSON object)")
+    nonce = serializers.RegexField(
+        r"^[A-Za-z0-9_.:-]{1,64}$",
+        required=False,
+        help_text="optional; yours to choose so that a retry after a 504 can never apply twice (a used nonce is "
+        "refused with `replayed_nonce`). Default: a fresh random one.",
+        error_messages={"invalid": "1-64 letters, digits, '.', '_', ':' or '-'"},
+    )
+
+    def validate_args(self, value: dict) -> dict:
+        try:
+            check(value)  # what the signature covers must be canonical JSON (docs/ledger-protocol.md)
+        except CanonicalError as exc:
+            raise serializers.ValidationError(f"not canonical JSON: {exc}") from None
+        return value
+
+
+class CustodyExportSerializer(serializers.Serializer):
+    """The one answer that ever holds a custodied private key."""
+
+    id = serializers.UUIDField(source="user.pk")
+    name = serializers.CharField(source="user.name")
+    public_key = serializers.CharField(source="user.public_key")
+    private_key = serializers.CharField(help_text="base64 of the 32-byte Ed25519 seed (what bsn.client.Client takes)")
+    private_key_pem = serializers.CharField(help_text="the same key as unencrypted PKCS#8 PEM")
+    exported_at = serializers.DateTimeField()
 
 
 # --------------------------------------------------------------------------- ledger formats (schema only)

@@ -18,10 +18,12 @@ from rest_framework.response import Response
 
 from apps.chainapps.models import ChainApp
 from apps.common.viewsets import TenantScopedViewSet
+from apps.custody import services as custody
 from apps.gateway import services
 from apps.gateway.api import serializers as s
 from apps.gateway.models import AppUser
 from apps.runtime.nodeapi import RawJSON
+from apps.tenants.models import Role
 
 GATEWAY_PROBLEMS = ("502", "503", "504")
 APP_ID = OpenApiParameter("app_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the chain app's id")
@@ -29,14 +31,17 @@ APP_ID = OpenApiParameter("app_id", OpenApiTypes.UUID, OpenApiParameter.PATH, de
 
 @extend_schema(parameters=[APP_ID])
 class AppUserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
-    """An app's users (public-key upload mode): registering or revoking one is a ledger transaction."""
+    """An app's users: registering or revoking one is a ledger transaction. Custody-mode
+    users also sign through the platform (developer) and export their key once (admin)."""
 
-    queryset = AppUser.objects.select_related("created_by")
+    queryset = AppUser.objects.select_related("created_by", "app__tenant")
     serializer_class = s.AppUserSerializer
     tenant_field = "app__tenant"
-    filterset_fields = ["status", "name"]
+    filterset_fields = ["status", "name", "mode"]
     ordering_fields = ["created_at", "name"]
     problem_codes = ("503",)
+    action_roles = {"export": Role.ADMIN}
+    action_problem_codes = {"transactions": ("429", "502", "504")}
 
     def get_app(self) -> ChainApp:
         """The parent app, scoped like every object (another tenant's app is a 404)."""
@@ -61,14 +66,22 @@ class AppUserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         description=(
             "Registers the user on the app's ledger (a `_config` `user.add` transaction signed with the app's "
             "admin key) and answers once a node confirmed it. 503 when it could not be confirmed: the user is "
-            "then kept as `pending`, and sending the same request again finishes it."
+            "then kept as `pending`, and sending the same request again finishes it. `mode: custody` "
+            "(`{name, mode}`, no `public_key`): the platform generates the key pair and keeps the private key "
+            "encrypted (docs/custody.md)."
         ),
     )
     def create(self, request, *args, **kwargs):
         app = self.get_app()
         data = s.AppUserCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = services.appuser_create(app=app, actor=request.user, request=request, **data.validated_data)
+        values = data.validated_data
+        if values["mode"] == AppUser.Mode.CUSTODY:
+            user = custody.custody_user_create(app=app, actor=request.user, name=values["name"], request=request)
+        else:
+            user = services.appuser_create(
+                app=app, actor=request.user, name=values["name"], public_key=values["public_key"], request=request
+            )
         body = self.get_serializer(user).data
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
 
@@ -84,6 +97,39 @@ class AppUserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
     def destroy(self, request, *args, **kwargs):
         user = services.appuser_revoke(user=self.get_object(), actor=request.user, request=request)
         return Response(self.get_serializer(user).data)
+
+    @extend_schema(
+        request=s.CustodySignInputSerializer,
+        responses={200: s.ReceiptSerializer},
+        description=(
+            "Custody users only: the platform builds the transaction `{contract, function, args}` as the client "
+            "would, signs it with the user's custodied key, records the signature in the audit log "
+            "(`custody.sign`, with the tx id) and submits it like `POST /apps/{id}/transactions`: the receipt, "
+            "with the same codes (400 with the node's reason, 429 `tps-quota-exceeded`, 503, 504). 409 "
+            "`user-not-in-custody` for an upload-mode user, `user-not-active` for a pending or revoked one."
+        ),
+    )
+    @action(detail=True, methods=["post"], url_path="transactions")
+    def transactions(self, request, app_id=None, pk=None):
+        user = self.get_object()
+        data = s.CustodySignInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        receipt = custody.custody_submit(user=user, actor=request.user, request=request, **data.validated_data)
+        return Response(receipt)
+
+    @extend_schema(
+        request=None,
+        responses={200: s.CustodyExportSerializer},
+        description=(
+            "Custody users only, tenant admins only: answers the private key once (`private_key`: base64 of the "
+            "32-byte Ed25519 seed; `private_key_pem`: PKCS#8) and marks the user exported (audited). A second "
+            "export is 409 `key-already-exported`; a revoked user's key is destroyed (409 `key-destroyed`)."
+        ),
+    )
+    @action(detail=True, methods=["post"], url_path="export")
+    def export(self, request, app_id=None, pk=None):
+        exported = custody.custody_export(user=self.get_object(), actor=request.user, request=request)
+        return Response(s.CustodyExportSerializer(exported).data, headers={"Cache-Control": "no-store"})
 
 
 def _answer(result):
