@@ -100,7 +100,7 @@ def test_a_block_range_is_cut_after_the_block_that_passes_the_byte_bound(tmp_pat
     # A bound smaller than one block: one block per answer, never zero (no reader is stuck).
     assert core.events(0, 1000, 10)[2] == 1
     # ~1 KiB per reject block: a 2 KiB bound stops once it is passed, on a block boundary.
-    head_, part, next_after = core.events(2, 1000, 2048)
+    _, part, next_after = core.events(2, 1000, 2048)
     assert 3 <= next_after < head
     assert {e["height"] for e in part} == set(range(3, next_after + 1))
     core.close()
