@@ -83,6 +83,8 @@ def address_allowed(address: str) -> bool:
     for IPv6 forms that carry such an IPv4 address (mapped, 6to4, Teredo)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # a zone id (fe80::1%eth0) is link-local anyway
     if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d reaches a.b.c.d: judged as that address
+            return address_allowed(str(ip.ipv4_mapped))
         embedded = [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
         if any(not address_allowed(str(a)) for a in embedded):
             return False
