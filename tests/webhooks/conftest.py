@@ -57,7 +57,10 @@ class Receiver:
                     self.send_header("Location", receiver.url + "/elsewhere")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the sender gave up (timeout) or was killed: what a real receiver sees too
 
             def log_message(self, *args: Any) -> None:
                 pass
