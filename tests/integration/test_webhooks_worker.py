@@ -31,6 +31,15 @@ WORKER_ENV = {
 }
 
 
+LC_TERMS = {
+    "applicant": "buyer",
+    "beneficiary": "seller",
+    "amount": 100_000,
+    "currency": "CNY",
+    "documents_required": ["invoice"],
+}
+
+
 def signed_ok(secret: str, item) -> bool:
     parts = dict(p.split("=", 1) for p in item.headers["BSN-Signature"].split(","))
     mac = hmac.new(secret.encode(), f"{parts['t']}.".encode() + item.body, hashlib.sha256).hexdigest()
@@ -103,8 +112,18 @@ def test_worker_sigkilled_mid_pump_and_mid_delivery_loses_nothing(transactional_
     assert list(dict.fromkeys(lcs)) == [f"LC-{n}" for n in range(6)]
     assert all(signed_ok(hook["secret"], item) for item in inbox.received)
     assert EventCursor.objects.get(app=app, consumer="webhooks").height >= head
+    # 4. With a worker running: from the commit of an LC's last step to its event at the receiver.
+    inbox.status_for = lambda item: 200
+    before = len(inbox.received)
+    committed = time.monotonic()
+    tf.submit("bank", "issue", {**LC_TERMS, "lc_id": "LC-late"})
+    wait_for(lambda: len(inbox.received) > before, timeout=30, interval=0.02, message="the late event")
+    latency = inbox.received[before].at - committed
+    assert json.loads(inbox.received[before].body)["event"]["payload"]["lc_id"] == "LC-late"
+
     duplicates = len(keys) - len(first_seen)
     print(
         f"\nFIGURE worker-kill: {expected_count} events, {len(keys)} requests ({duplicates} duplicate after the "
-        f"kills), {delivered_before} before the second kill, rest in {time.monotonic() - started:.1f} s"
+        f"kills), {delivered_before} before the second kill, rest in {time.monotonic() - started:.1f} s; "
+        f"commit → receiver {latency:.2f} s (pump every 0.5 s)"
     )
