@@ -115,6 +115,8 @@ def webhook_update(*, webhook: Webhook, actor, changes: dict[str, Any], request=
         _check_url(changes["url"])
     with transaction.atomic():
         locked = Webhook.objects.select_for_update().get(pk=webhook.pk)
+        if changes.get("active") and not locked.active:
+            locked.events_since = timezone.now()  # what was committed while it was off is not sent
         for field, value in changes.items():
             setattr(locked, field, value)
         locked.save()
@@ -173,12 +175,12 @@ def event_document(event) -> dict[str, Any]:
 def deliveries_create(*, app_id, events: list) -> int:
     """One pending delivery per (active webhook wanting it, event); idempotent on the event key.
 
-    A webhook gets the events of blocks made after it was created (block time), not the
-    app's whole history."""
+    A webhook gets the events of blocks made since it was created or last reactivated
+    (block time, ``events_since``), not the app's history."""
     hooks = list(Webhook.objects.filter(app_id=app_id, active=True))
     rows = []
     for hook in hooks:
-        since_ms = int(hook.created_at.timestamp() * 1000)
+        since_ms = int(hook.events_since.timestamp() * 1000)
         for event in events:
             if event.block_time_ms >= since_ms and hook.wants(event.name):
                 rows.append(

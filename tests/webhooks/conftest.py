@@ -31,6 +31,7 @@ class Received:
     at: float  # time.monotonic()
     headers: dict[str, str]
     body: bytes
+    path: str = ""
 
 
 class Receiver:
@@ -47,7 +48,7 @@ class Receiver:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                item = Received(time.monotonic(), dict(self.headers.items()), self.rfile.read(length))
+                item = Received(time.monotonic(), dict(self.headers.items()), self.rfile.read(length), self.path)
                 with receiver.lock:
                     receiver.received.append(item)
                 status = receiver.status_for(item)
