@@ -317,3 +317,11 @@ def due_webhook_ids(now: datetime | None = None) -> list[str]:
         .distinct()
     )
     return [str(i) for i in ids]
+
+
+def deliveries_purge(*, now: datetime | None = None) -> int:
+    """Remove finished deliveries older than ``BSN_WEBHOOKS_LOG_DAYS``; pending ones stay."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.BSN_WEBHOOKS_LOG_DAYS)
+    finished = WebhookDelivery.objects.exclude(status=WebhookDelivery.Status.PENDING)
+    deleted, _ = finished.filter(finished_at__lt=cutoff).delete()
+    return deleted
