@@ -138,7 +138,13 @@ def delivery_redeliver(*, delivery: WebhookDelivery, actor, request=None, now: d
     in the order (older than anything still pending, so it goes next)."""
     now = now or timezone.now()
     with transaction.atomic():
-        locked = WebhookDelivery.objects.select_for_update().select_related("webhook__app__tenant").get(pk=delivery.pk)
+        # of=self: the joined webhook, app and tenant rows are read, not locked (a sender
+        # holds the webhook's row while it attempts; locking it here could deadlock with it).
+        locked = (
+            WebhookDelivery.objects.select_for_update(of=("self",))
+            .select_related("webhook__app__tenant")
+            .get(pk=delivery.pk)
+        )
         if locked.status == WebhookDelivery.Status.PENDING:
             raise WebhookConflict("this delivery is still pending; it is sent on its own", code="delivery-pending")
         locked.status = WebhookDelivery.Status.PENDING

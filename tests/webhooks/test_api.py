@@ -143,6 +143,8 @@ def test_another_tenant_sees_nothing_and_changes_nothing(app, owner_client, outs
     assert_problem(outsider_client.post(base(app), {"url": URL, "events": ["*"]}, format="json"), 404)
     assert_problem(outsider_client.get(nowhere), 404, "not-found")
     assert Webhook.objects.get(pk=hook["id"]).url == URL and Webhook.objects.count() == 1
+    assert_problem(owner_client.get(f"{base(app)}/not-a-uuid"), 404, "not-found")
+    assert_problem(owner_client.get(f"{theirs}/deliveries/not-a-uuid"), 404, "not-found")
 
 
 def test_list_queries_do_not_grow_with_rows(app, owner_client):
