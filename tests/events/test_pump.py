@@ -165,3 +165,26 @@ def test_every_consumer_in_the_feed_resolves():
     assert [c.name for c in resolved if not c.ok] == []
     for consumer in resolved:
         list(consumer.interested_apps())
+
+
+@pytest.mark.django_db
+def test_events_pump_command_pumps_now_and_prints_the_cursors(trade_app):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from apps.webhooks.services import webhook_create
+
+    webhook_create(app=trade_app.app, actor=None, url="https://hooks.example.com/x", events=["*"])
+    trade_app.letter_of_credit("LC-1")
+    head = trade_app.node.chain()["height"]
+    out = io.StringIO()
+    call_command("events_pump", stdout=out)
+    text = out.getvalue()
+    assert f"app {trade_app.app.pk}:" in text and f"webhooks: height {head}" in text, text
+    LedgerNode.objects.filter(app=trade_app.app).update(endpoint="http://127.0.0.1:9")
+    trade_app.node.proc.kill()
+    with pytest.raises(CommandError, match="could not be pumped"):
+        call_command("events_pump", str(trade_app.app.pk), stdout=io.StringIO())
+    with pytest.raises(CommandError, match="not an app id"):
+        call_command("events_pump", "nope", stdout=io.StringIO())
