@@ -99,6 +99,15 @@ def test_reads_in_rounds_of_blocks_and_only_for_interested_consumers(trade_app, 
     assert elsewhere.calls == [] and not EventCursor.objects.filter(consumer="elsewhere").exists()
     assert interested_app_ids([good.consumer(), elsewhere.consumer()]) == {app.pk: ["good"]}
 
+    def broken_interest():
+        raise RuntimeError("a bug in a consumer's interest query")
+
+    broken = Consumer("broken", good.on_chain_events, broken_interest)
+    assert interested_app_ids([broken, good.consumer()]) == {app.pk: ["good"]}
+    trade_app.letter_of_credit("LC-3")
+    pump_app(app.pk, resolved=[broken, good.consumer()])
+    assert cursor(app, "good") == trade_app.node.chain()["height"]
+
 
 @pytest.mark.django_db
 def test_an_unreachable_node_moves_no_cursor(trade_app):
