@@ -32,7 +32,7 @@ from django.utils.module_loading import import_string
 from apps.chainapps.models import ChainApp
 from apps.events.feed import CONSUMERS, ChainEvent
 from apps.events.models import EventCursor, EventFeed
-from apps.gateway.errors import GatewayError
+from apps.gateway.errors import GatewayError, NodeNotFound
 from apps.gateway.services import gateway_read
 
 logger = logging.getLogger(__name__)
@@ -141,6 +141,8 @@ def _pump_round(app_id: UUID, resolved: list[Consumer]) -> tuple[int, bool]:
             events = _events_of(app_id, answer["events"])
         except (GatewayError, KeyError, TypeError, ValueError) as exc:
             detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, NodeNotFound):  # a node on a ledger image from before GET /events
+                detail = "the node does not serve GET /events: its ledger image predates it; upgrade the app"
             EventFeed.objects.filter(pk=app_id).update(last_error=str(detail)[:1000])
             logger.warning("events: reading app %s failed: %s", app_id, detail)
             return 0, False
