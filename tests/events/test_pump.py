@@ -197,3 +197,18 @@ def test_events_pump_command_pumps_now_and_prints_the_cursors(trade_app):
         call_command("events_pump", str(trade_app.app.pk), stdout=io.StringIO())
     with pytest.raises(CommandError, match="not an app id"):
         call_command("events_pump", "nope", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_a_node_on_an_image_without_the_events_route_is_named(trade_app, monkeypatch):
+    from apps.events import services
+    from apps.gateway.errors import NodeNotFound
+
+    def old_node(**kw):  # what the gateway raises for the 404 of a node that predates GET /events
+        raise NodeNotFound("Events not found on the app's chain.")
+
+    good = Recorder("good", [trade_app.app.pk])
+    monkeypatch.setattr(services, "gateway_read", old_node)
+    assert pump_app(trade_app.app.pk, resolved=[good.consumer()]) == 0
+    assert "predates it; upgrade the app" in EventFeed.objects.get(app=trade_app.app).last_error
+    assert cursor(trade_app.app, "good") == 0 and good.calls == []
