@@ -35,6 +35,7 @@ api_v1 = [
     optional_slash("schema", SpectacularAPIView.as_view(**public), name="schema"),
     optional_slash("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
     path("dcep/", include("apps.dcep.api.urls")),
+    path("", include("apps.webhooks.api.urls")),
     *router.urls,
 ]
 

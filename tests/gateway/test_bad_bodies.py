@@ -75,11 +75,15 @@ def test_a_body_at_the_limit_is_read(owner_client):
 def _depth_cases(app, owner) -> dict[tuple[str, str], str]:
     """Every non-DCEP route that reads a body, with a URL naming real objects.
     (DCEP routes: tests/dcep/test_api.py, test_bodies_too_deep_or_too_big_are_clean_4xx.)"""
+    from apps.webhooks.services import webhook_create
     from tests.factories import custody_user
 
     user, _ = custody_user(app, "carol")
     sign = f"/api/v1/apps/{app.pk}/users/{user.pk}/transactions"
+    hook, _ = webhook_create(app=app, actor=owner.user, url="https://hooks.example.com/h", events=["*"])
     return {
+        ("post", "/api/v1/apps/{app_id}/webhooks"): f"/api/v1/apps/{app.pk}/webhooks",
+        ("patch", "/api/v1/apps/{app_id}/webhooks/{id}"): f"/api/v1/apps/{app.pk}/webhooks/{hook.pk}",
         ("post", "/api/v1/apps/{app_id}/users/{id}/transactions"): sign,
         ("post", "/api/v1/apps"): "/api/v1/apps",
         ("patch", "/api/v1/apps/{id}"): f"/api/v1/apps/{app.pk}",
