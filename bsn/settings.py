@@ -378,6 +378,19 @@ BSN_DCEP_MAX_BATCH = env_int("BSN_DCEP_MAX_BATCH", 8190, minimum=1)
 # Seconds a money call waits for the tier-1 chain before answering 503 with Retry-After.
 BSN_DCEP_TIER1_WAIT = env_float("BSN_DCEP_TIER1_WAIT", 0.0)
 
+# Billing (docs/billing.md): invoices are due this many days after they are issued; an unpaid
+# one is retried every BSN_BILLING_RETRY_HOURS and, past BSN_BILLING_GRACE_DAYS after its due
+# date, the tenant's apps are stopped until it is paid. A month is closed this many hours into
+# the next one (metering flushes the last hour's counters first).
+BSN_BILLING_DUE_DAYS = env_int("BSN_BILLING_DUE_DAYS", 15, minimum=0)
+BSN_BILLING_GRACE_DAYS = env_int("BSN_BILLING_GRACE_DAYS", 7, minimum=0)
+BSN_BILLING_RETRY_HOURS = env_int("BSN_BILLING_RETRY_HOURS", 24, minimum=1)
+BSN_BILLING_CLOSE_AFTER_HOURS = env_int("BSN_BILLING_CLOSE_AFTER_HOURS", 6, minimum=0)
+# The platform's revenue wallet (16 digits) that invoices are paid into; blank: the one active
+# corporate wallet held by the platform tenant.
+BSN_BILLING_REVENUE_WALLET = env_str("BSN_BILLING_REVENUE_WALLET", "")
+BSN_BILLING_INTERVAL = env_float("BSN_BILLING_INTERVAL", 3600.0)
+
 CELERY_BEAT_SCHEDULE = {
     "reconcile-regions": {"task": "apps.chainapps.tasks.reconcile_all", "schedule": BSN_RECONCILE_INTERVAL},
     "ordering-heal": {"task": "apps.ordering.tasks.ordering_heal", "schedule": BSN_RECONCILE_INTERVAL},
@@ -390,4 +403,7 @@ CELERY_BEAT_SCHEDULE = {
     "dcep-expire-holds": {"task": "apps.dcep.tasks.holds_expire", "schedule": BSN_DCEP_HOLD_SWEEP_INTERVAL},
     "dcep-tier1-resolve": {"task": "apps.dcep.tasks.tier1_resolve", "schedule": 30.0},
     "dcep-idempotency-purge": {"task": "apps.dcep.tasks.idempotency_purge", "schedule": 3600.0},
+    "billing-close-month": {"task": "apps.billing.tasks.month_close", "schedule": BSN_BILLING_INTERVAL},
+    "billing-pay-due": {"task": "apps.billing.tasks.payments_due", "schedule": BSN_BILLING_INTERVAL},
+    "billing-suspensions": {"task": "apps.billing.tasks.suspensions_enforce", "schedule": BSN_BILLING_INTERVAL},
 }
