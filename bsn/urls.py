@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from apps.audit.api import AuditEventViewSet
+from apps.billing.api import urls as billing_urls
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.common.health import healthz, readyz
 from apps.common.routers import OptionalSlashRouter
@@ -33,6 +34,8 @@ api_v1 = [
     path("schema", SpectacularAPIView.as_view(**public), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
     path("dcep/", include("apps.dcep.api.urls")),
+    path("tenant/", include(billing_urls.tenant_urlpatterns)),
+    path("billing/", include(billing_urls.billing_urlpatterns)),
     *router.urls,
 ]
 

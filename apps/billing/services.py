@@ -261,9 +261,7 @@ def revenue_wallet() -> Account | None:
     wallets = Account.objects.filter(kind=Account.Kind.WALLET, status=Account.Status.ACTIVE)
     if number:
         return wallets.filter(number=number).first()
-    found = list(
-        wallets.filter(wallet_kind=Account.WalletKind.CORPORATE, holder_tenant__kind=Tenant.Kind.PLATFORM)[:2]
-    )
+    found = list(wallets.filter(wallet_kind=Account.WalletKind.CORPORATE, holder_tenant__kind=Tenant.Kind.PLATFORM)[:2])
     return found[0] if len(found) == 1 else None
 
 

@@ -1,0 +1,15 @@
+"""Routes of billing: /api/v1/tenant/invoices (the tenant's) and /api/v1/billing/ (prices, runs)."""
+
+from django.urls import path
+
+from apps.billing.api.views import InvoiceViewSet, MonthCloseView, PriceViewSet
+from apps.common.routers import OptionalSlashRouter
+
+tenant_router = OptionalSlashRouter()
+tenant_router.register("invoices", InvoiceViewSet, basename="invoice")
+
+billing_router = OptionalSlashRouter()
+billing_router.register("prices", PriceViewSet, basename="billing-price")
+
+tenant_urlpatterns = tenant_router.urls
+billing_urlpatterns = [path("months/close", MonthCloseView.as_view(), name="billing-month-close"), *billing_router.urls]

@@ -1,0 +1,26 @@
+"""Billing reads: a tenant's invoices, the price in force, an app's suspension."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from apps.billing.models import Invoice, InvoiceLine, PriceList, SuspendedApp
+
+
+def invoices_of(tenant) -> QuerySet[Invoice]:
+    """The tenant's invoices with their lines (two queries for any number of invoices)."""
+    lines = InvoiceLine.objects.select_related("region").order_by("app_name", "region__code", "period_start", "kind")
+    return Invoice.objects.filter(tenant=tenant).prefetch_related(Prefetch("lines", queryset=lines))
+
+
+def price_lists() -> QuerySet[PriceList]:
+    return PriceList.objects.select_related("region").order_by("region__code", "-valid_from")
+
+
+def app_suspension(app) -> SuspendedApp | None:
+    """The open suspension that stopped ``app`` (for the app's status line), if any."""
+    return (
+        SuspendedApp.objects.select_related("suspension")
+        .filter(app=app, suspension__ended_at__isnull=True, stop_operation__isnull=False, resumed_at__isnull=True)
+        .first()
+    )
