@@ -9,7 +9,7 @@ from apps.billing.models import Invoice, InvoiceLine, PriceList, SuspendedApp
 
 def invoices_of(tenant) -> QuerySet[Invoice]:
     """The tenant's invoices with their lines (two queries for any number of invoices)."""
-    lines = InvoiceLine.objects.select_related("region").order_by("app_name", "region__code", "period_start", "kind")
+    lines = InvoiceLine.objects.select_related("region").order_by("app_name", "region__code", "period_start", "id")
     return Invoice.objects.filter(tenant=tenant).prefetch_related(Prefetch("lines", queryset=lines))
 
 

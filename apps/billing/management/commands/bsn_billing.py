@@ -147,7 +147,7 @@ class Command(BaseCommand):
             raise CommandError(f"no invoice of {o['tenant']} for {o['month']}")
         self.stdout.write(f"invoice {inv.number}  ({inv.status})  id {inv.pk}")
         self.stdout.write(f"  issued {inv.issued_at:%Y-%m-%d %H:%M}  due {inv.due_at:%Y-%m-%d %H:%M} UTC")
-        for line in inv.lines.select_related("region").order_by("app_name", "region__code", "period_start", "kind"):
+        for line in inv.lines.select_related("region").order_by("app_name", "region__code", "period_start", "id"):
             self.stdout.write(
                 f"  {line.app_name:20} {line.region.code:14} {line.kind:12} {line.quantity:>22} x "
                 f"{line.unit_price_fen:>8} = {line.amount_fen:>12} fen  (operator {line.operator_share_fen})"
