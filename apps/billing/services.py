@@ -228,6 +228,8 @@ def invoice_generate(*, tenant: Tenant, month: dt.date, now: dt.datetime) -> tup
 def month_close(*, month: dt.date, now: dt.datetime) -> dict:
     """Invoice every tenant with usage in ``month``; a tenant refused (no price) is reported, not fatal."""
     start, end = pricing.month_bounds(first_of_month(month))
+    if now < end:
+        raise refusal("month-open", f"{month:%Y-%m} is not over yet.")
     tenant_ids = (
         UsageHour.objects.filter(hour__gte=start, hour__lt=end).values_list("app__tenant_id", flat=True).distinct()
     )

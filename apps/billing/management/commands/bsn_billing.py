@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -29,6 +30,14 @@ def _when(text: str | None) -> dt.datetime:
     except ValueError:
         raise CommandError(f"not an ISO 8601 time: {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _fen(text: str) -> int:
@@ -116,11 +125,8 @@ class Command(BaseCommand):
         when = _when(now)
         if invoice:
             found = Invoice.objects.filter(number=invoice).first()
-            if found is None:
-                try:
-                    found = Invoice.objects.filter(pk=invoice).first()
-                except Exception:  # noqa: BLE001 - not a uuid
-                    found = None
+            if found is None and _is_uuid(invoice):
+                found = Invoice.objects.filter(pk=invoice).first()
             if found is None:
                 raise CommandError(f"no invoice {invoice!r}")
             paid = services.invoice_pay(invoice_id=found.pk, now=when, force=True)
