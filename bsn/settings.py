@@ -238,7 +238,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # A DCEP wallet's status; without a name it collides with the other "status" enums (Status678Enum).
-    "ENUM_NAME_OVERRIDES": {"WalletStatusEnum": "apps.dcep.models.Account.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "WalletStatusEnum": "apps.dcep.models.Account.Status",
+        "InvoiceStatusEnum": "apps.billing.models.Invoice.Status",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------

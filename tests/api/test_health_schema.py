@@ -103,7 +103,9 @@ class TestSchema:
             for path, ops in schema["paths"].items()
             if "get" in ops and "{" not in path and path.endswith("/")
         ]
-        assert len(lists) == 12  # 7 of the platform, 5 of DCEP (institutions, wallets, holds, transfers, settlements)
+        # 7 of the platform, 5 of DCEP (institutions, wallets, holds, transfers, settlements), 2 of billing
+        # (invoices, prices)
+        assert len(lists) == 14
         for path, op in lists:
             names = {p["name"] for p in op.get("parameters", [])}
             assert {"page", "page_size", "ordering"} <= names, path

@@ -62,6 +62,7 @@ class PriceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     serializer_class = s.PriceListSerializer
     filterset_fields = ["region__code"]
+    ordering_fields = ["valid_from", "region__code"]
 
     def get_queryset(self):
         return selectors.price_lists()
