@@ -7,10 +7,13 @@ from django.db.models import Prefetch, QuerySet
 from apps.billing.models import Invoice, InvoiceLine, PriceList, SuspendedApp
 
 
-def invoices_of(tenant) -> QuerySet[Invoice]:
-    """The tenant's invoices with their lines (two queries for any number of invoices)."""
+def invoices_of(tenant, *, with_lines: bool = False) -> QuerySet[Invoice]:
+    """The tenant's invoices; ``with_lines``: and their lines (one query more for any number of invoices)."""
+    invoices = Invoice.objects.filter(tenant=tenant).select_related("tenant")
+    if not with_lines:
+        return invoices
     lines = InvoiceLine.objects.select_related("region").order_by("app_name", "region__code", "period_start", "id")
-    return Invoice.objects.filter(tenant=tenant).prefetch_related(Prefetch("lines", queryset=lines))
+    return invoices.prefetch_related(Prefetch("lines", queryset=lines))
 
 
 def price_lists() -> QuerySet[PriceList]:

@@ -44,7 +44,9 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
 
         if getattr(self, "swagger_fake_view", False):
             return Invoice.objects.none()
-        return self.scope(selectors.invoices_of(self.tenant)) if self.tenant else Invoice.objects.none()
+        if self.tenant is None:
+            return Invoice.objects.none()
+        return self.scope(selectors.invoices_of(self.tenant, with_lines=self.action in ("retrieve", "html")))
 
     def get_serializer_class(self):
         return s.InvoiceDetailSerializer if self.action == "retrieve" else s.InvoiceSerializer
