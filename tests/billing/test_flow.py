@@ -16,10 +16,11 @@ from django.db import DatabaseError, connection, transaction
 
 from apps.audit.models import AuditEvent
 from apps.billing import tasks
-from apps.billing.models import Invoice, InvoiceLine
+from apps.billing.models import Invoice, InvoiceLine, Suspension
 from apps.chainapps.models import ChainApp, Operation
 from apps.dcep.models import Account, Transfer
 from apps.dcep.selectors import deep_checks, supply_report
+from apps.dcep.settlement import settlement_run, settlement_start
 from apps.dcep.tier1 import chain_supply
 from apps.metering.models import UsageHour
 from tests.api.conftest import assert_problem, finish_open_operations
@@ -129,6 +130,11 @@ def test_a_month_billed_and_paid(bank, prices, corp, home_region, shanghai):
     )
     assert actions == ["billing.invoice.issue", "billing.invoice.paid"]
     invariants_hold()
+    # The payment crosses operators (bank-b's customer pays bank-a's wallet): it settles like any other.
+    batch, _ = settlement_start()
+    batch = settlement_run(batch.pk)
+    assert batch.status == "anchored" and batch.positions == {"bank-a": TOTAL, "bank-b": -TOTAL}
+    invariants_hold()
 
     # Issued means fixed: usage metered late, or new prices, do not change it.
     UsageHourFactory(app=corp["apps"]["idle"], region=home_region, hour=T + dt.timedelta(days=3))
@@ -201,12 +207,22 @@ def test_unpaid_is_retried_daily_then_suspended_after_grace_and_resumed_on_payme
     assert {"billing.tenant.suspend", "billing.app.suspend", "app.stop"} <= audited
     assert UsageHour.objects.filter(app=apps["ledger"]).exists()  # stopped, data kept
 
+    # Starting an app (or creating one) while suspended does not outlast the next pass.
+    for app in apps.values():
+        finish_open_operations(app.pk)
+    assert owner_client.post(f"/api/v1/apps/{apps['notary'].pk}/start").status_code == 202
+    finish_open_operations(apps["notary"].pk)
+    report = tasks.suspensions_enforce(now=iso(after_grace + dt.timedelta(hours=2)))
+    assert report["stopped"] == 1 and ChainApp.objects.get(pk=apps["notary"].pk).desired_state == "stopped"
+
     # The tenant pays in (the wallet is topped up); the next daily attempt pays, and the apps
     # billing stopped come back once their stop operations are finished (here: still running).
     fund(bank, 1)
     next_try = after_grace + dt.timedelta(days=1)
     assert tasks.payments_due(now=iso(next_try)) == {"paid": 1}
-    assert ChainApp.objects.get(pk=apps["ledger"].pk).desired_state == "stopped"  # its stop is still open
+    assert ChainApp.objects.get(pk=apps["ledger"].pk).desired_state == "running"  # resumed with the payment
+    assert ChainApp.objects.get(pk=apps["notary"].pk).desired_state == "stopped"  # its second stop is still open
+    assert Suspension.objects.get().ended_at is None
     for app in apps.values():
         finish_open_operations(app.pk)
     report = tasks.suspensions_enforce(now=iso(next_try + dt.timedelta(hours=1)))
@@ -214,7 +230,9 @@ def test_unpaid_is_retried_daily_then_suspended_after_grace_and_resumed_on_payme
     states = dict(ChainApp.objects.filter(tenant=corp["tenant"]).values_list("name", "desired_state"))
     assert states == {"ledger": "running", "notary": "running", "idle": "stopped"}
     assert owner_client.get(f"/api/v1/apps/{apps['ledger'].pk}").json()["suspended"] is None
-    assert Operation.objects.filter(app__tenant=corp["tenant"], kind="start").count() == 2
+    # ledger: billing's resume; notary: the tenant's own start while suspended, then billing's resume
+    assert Operation.objects.filter(app__tenant=corp["tenant"], kind="start").count() == 3
+    assert Suspension.objects.get().ended_at == next_try + dt.timedelta(hours=1)
     assert tasks.suspensions_enforce(now=iso(next_try + dt.timedelta(days=1))) == {
         "suspended": [],
         "stopped": 0,
