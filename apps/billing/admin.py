@@ -3,7 +3,9 @@ which wallet pays for a tenant, suspensions read-only."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.utils import timezone
 
 from apps.billing import services
 from apps.billing.models import BillingAccount, Invoice, InvoiceLine, PriceList, SuspendedApp, Suspension
@@ -21,9 +23,26 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class PriceListForm(forms.ModelForm):
+    class Meta:
+        model = PriceList
+        fields = ["region", "valid_from", "node_hour_fen", "per_1000_tx_fen", "gb_month_fen", "operator_share_bp"]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("valid_from") is not None and data.get("operator_share_bp") is not None:
+            try:
+                services.price_check(valid_from=data["valid_from"], operator_share_bp=data["operator_share_bp"])
+            except DomainError as exc:
+                raise forms.ValidationError(exc.detail) from exc
+        return data
+
+
 @admin.register(PriceList)
 class PriceListAdmin(admin.ModelAdmin):
     """Add only (a price change is a new row from a later hour); saved through ``price_set`` (checked, audited)."""
+
+    form = PriceListForm
 
     list_display = ["region", "valid_from", "node_hour_fen", "per_1000_tx_fen", "gb_month_fen", "operator_share_bp"]
     list_filter = ["region"]
@@ -37,20 +56,17 @@ class PriceListAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        try:
-            saved = services.price_set(
-                region_code=obj.region.code,
-                valid_from=obj.valid_from,
-                node_hour_fen=obj.node_hour_fen,
-                per_1000_tx_fen=obj.per_1000_tx_fen,
-                gb_month_fen=obj.gb_month_fen,
-                operator_share_bp=obj.operator_share_bp,
-                actor=request.user,
-                request=request,
-            )
-        except DomainError as exc:
-            messages.error(request, exc.detail)
-            return
+        # The form checked the rules (and the unique hour); a race lost here is an error page, never a silent miss.
+        saved = services.price_set(
+            region_code=obj.region.code,
+            valid_from=obj.valid_from,
+            node_hour_fen=obj.node_hour_fen,
+            per_1000_tx_fen=obj.per_1000_tx_fen,
+            gb_month_fen=obj.gb_month_fen,
+            operator_share_bp=obj.operator_share_bp,
+            actor=request.user,
+            request=request,
+        )
         obj.pk = saved.pk
 
 
@@ -88,8 +104,6 @@ class InvoiceAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Attempt payment now")
     def pay_now(self, request, queryset):
-        from django.utils import timezone
-
         for invoice in queryset:
             paid = services.invoice_pay(invoice_id=invoice.pk, now=timezone.now(), force=True)
             messages.info(request, f"{paid.number}: {paid.status} {paid.last_error_code}".strip())
@@ -101,10 +115,21 @@ class BillingAccountAdmin(admin.ModelAdmin):
     raw_id_fields = ["wallet"]
 
     def save_model(self, request, obj, form, change):
-        try:
-            services.billing_account_set(tenant=obj.tenant, wallet_number=obj.wallet.number, actor=request.user)
-        except DomainError as exc:
-            messages.error(request, exc.detail)
+        saved = services.billing_account_set(tenant=obj.tenant, wallet_number=obj.wallet.number, actor=request.user)
+        obj.pk = saved.pk
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+
+        class Checked(form):
+            def clean(self):
+                data = super().clean()
+                tenant, wallet = data.get("tenant"), data.get("wallet")
+                if tenant and wallet and (wallet.holder_tenant_id != tenant.pk or wallet.wallet_kind != "corporate"):
+                    raise forms.ValidationError(f"wallet {wallet.number} is not a corporate wallet of {tenant.slug}.")
+                return data
+
+        return Checked
 
 
 class SuspendedAppInline(admin.TabularInline):

@@ -42,6 +42,23 @@ def _log_line(now: dt.datetime, message: str) -> dict:
 # --------------------------------------------------------------------------- prices
 
 
+def price_check(*, valid_from: dt.datetime, operator_share_bp: int, now: dt.datetime | None = None) -> dt.datetime:
+    """``valid_from`` in UTC if a price may start then (the start of an hour, not past); refuses otherwise."""
+    now = now or timezone.now()
+    if valid_from.tzinfo is None:
+        raise refusal("invalid", "valid_from needs a time zone (UTC).", status=400)
+    valid_from = valid_from.astimezone(dt.UTC)
+    if valid_from.minute or valid_from.second or valid_from.microsecond:
+        raise refusal("invalid", "valid_from must be the start of an hour (prices apply per hour of usage).", 400)
+    # A price never applies to an hour already past: issued invoices and the month being
+    # metered keep the prices they were counted with.
+    if valid_from < now.replace(minute=0, second=0, microsecond=0):
+        raise refusal("price-in-past", "valid_from is in the past; a price change applies from now on.")
+    if not 0 <= operator_share_bp <= 10_000:
+        raise refusal("invalid", "operator_share_bp: between 0 and 10000 (basis points).", 400)
+    return valid_from
+
+
 def price_set(
     *,
     region_code: str,
@@ -55,21 +72,10 @@ def price_set(
     request=None,
 ) -> PriceList:
     """A new price list for a region from ``valid_from`` (the start of an hour, not in the past)."""
-    now = now or timezone.now()
     region = Region.objects.filter(code=region_code).first()
     if region is None:
         raise refusal("not-found", f"No region '{region_code}'.", status=404)
-    if valid_from.tzinfo is None:
-        raise refusal("invalid", "valid_from needs a time zone (UTC).", status=400)
-    valid_from = valid_from.astimezone(dt.UTC)
-    if valid_from.minute or valid_from.second or valid_from.microsecond:
-        raise refusal("invalid", "valid_from must be the start of an hour (prices apply per hour of usage).", 400)
-    # A price never applies to an hour already past: issued invoices and the month being
-    # metered keep the prices they were counted with.
-    if valid_from < now.replace(minute=0, second=0, microsecond=0):
-        raise refusal("price-in-past", "valid_from is in the past; a price change applies from now on.")
-    if not 0 <= operator_share_bp <= 10_000:
-        raise refusal("invalid", "operator_share_bp: between 0 and 10000 (basis points).", 400)
+    valid_from = price_check(valid_from=valid_from, operator_share_bp=operator_share_bp, now=now)
     try:
         with transaction.atomic():
             price = PriceList.objects.create(
