@@ -318,7 +318,8 @@ def invoice_pay(*, invoice_id, now: dt.datetime, force: bool = False) -> Invoice
     """
     resumed = None
     with transaction.atomic():
-        invoice = Invoice.objects.select_for_update().select_related("tenant").get(pk=invoice_id)
+        # Only the invoice row is locked (of=self): the tenant row stays free for anything else.
+        invoice = Invoice.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=invoice_id)
         if invoice.status == Invoice.Status.PAID:
             return invoice
         if not force and (now < invoice.due_at or (invoice.next_attempt_at and now < invoice.next_attempt_at)):

@@ -10,7 +10,10 @@ from django.utils import timezone
 
 
 def _now(now: str | None) -> dt.datetime:
-    return dt.datetime.fromisoformat(now) if now else timezone.now()
+    if not now:
+        return timezone.now()
+    value = dt.datetime.fromisoformat(now)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)  # times are UTC
 
 
 @shared_task(acks_late=True)
