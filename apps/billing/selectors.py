@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Min, Prefetch, QuerySet, Sum
 
-from apps.billing.models import Invoice, InvoiceLine, PriceList, SuspendedApp
+from apps.billing.models import BillingAccount, Invoice, InvoiceLine, PriceList, SuspendedApp, Suspension
 
 
 def invoices_of(tenant, *, with_lines: bool = False) -> QuerySet[Invoice]:
@@ -27,3 +27,22 @@ def app_suspension(app) -> SuspendedApp | None:
         .filter(app=app, suspension__ended_at__isnull=True, stop_operation__isnull=False, resumed_at__isnull=True)
         .first()
     )
+
+
+def billing_status(tenant) -> dict:
+    """What the tenant's finance people want on one screen: who pays, what is owed, suspended or not."""
+    from apps.billing.services import payer_wallet
+
+    wallet = payer_wallet(tenant)
+    unpaid = Invoice.objects.filter(tenant=tenant, status=Invoice.Status.ISSUED).aggregate(
+        n=Count("pk"), fen=Sum("total_fen"), due=Min("due_at")
+    )
+    suspension = Suspension.objects.filter(tenant=tenant, ended_at__isnull=True).first()
+    return {
+        "wallet": wallet.number if wallet else None,
+        "wallet_chosen": BillingAccount.objects.filter(tenant=tenant).exists(),
+        "unpaid": unpaid["n"],
+        "unpaid_fen": unpaid["fen"] or 0,
+        "next_due_at": unpaid["due"],
+        "suspended": {"reason": suspension.reason, "since": suspension.started_at.isoformat()} if suspension else None,
+    }

@@ -18,8 +18,8 @@ from rest_framework.test import APIClient
 
 from apps.audit.api import AuditEventViewSet
 from apps.audit.models import AuditEvent
-from apps.billing.api.views import InvoiceViewSet, MonthCloseView, PriceViewSet
-from apps.billing.models import Invoice, PriceList
+from apps.billing.api.views import BillingView, InvoiceViewSet, MonthCloseView, PriceViewSet
+from apps.billing.models import BillingAccount, Invoice, PriceList
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.dcep import tier1
@@ -72,6 +72,8 @@ from tests.fakenode import FakeNode
 #   dcep-open        opening a wallet: the operator's own new wallet; an enterprise is refused
 #   dcep-create      a POST naming one of A's wallets in its body: refused exactly as a random
 #                    (valid) wallet number is, also when replayed under A's Idempotency-Key
+#   self-wallet      the caller's own billing wallet: naming a wallet of anyone else (A's) is a 404 the same as a
+#                    wallet that does not exist, and sets nothing
 #   staff            platform staff only (billing prices, month close): 403 staff-only for any tenant, nothing written
 #   dcep-object      one of A's wallets/holds/transfers (every one of them): a 404
 #                    indistinguishable from a random id (a fresh valid wallet number or uuid)
@@ -141,6 +143,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("get", "/api/v1/dcep/transfers/"): ("dcep-list", "transfer"),
     ("get", "/api/v1/dcep/transfers/{id}/"): ("dcep-object", "transfer"),
     ("get", "/api/v1/dcep/transfers/{id}/proof/"): ("dcep-object", "transfer"),
+    ("get", "/api/v1/tenant/billing"): ("self", None),
+    ("put", "/api/v1/tenant/billing"): ("self-wallet", None),
     ("get", "/api/v1/tenant/invoices/"): ("list", "invoice"),
     ("get", "/api/v1/tenant/invoices/{id}/"): ("object", "invoice"),
     ("get", "/api/v1/tenant/invoices/{id}/html/"): ("object", "invoice"),
@@ -181,6 +185,7 @@ API_VIEWS = {
     InvoiceViewSet,
     PriceViewSet,
     MonthCloseView,
+    BillingView,
 }
 
 # Valid bodies, so that only scoping can be the reason for a refusal.
@@ -729,6 +734,14 @@ def test_outsider_cannot_read_write_or_detect_tenant_a(world, outsider_client, o
             for target in (under_a, under_b):
                 theirs = assert_problem(call(target, body, format="json"), 404, "not-found")
                 assert _without_instance(theirs) == expected, target
+
+        elif kind == "self-wallet":
+            nowhere_wallet = new_wallet_number()
+            for wallet in (dcep["own_wallet"]["enterprise"], a["wallet"]):  # initech's (held) and A's own
+                theirs = assert_problem(call(path, {"wallet": wallet}, format="json"), 404, "not-found")
+                missing = assert_problem(call(path, {"wallet": nowhere_wallet}, format="json"), 404, "not-found")
+                assert theirs["detail"].replace(wallet, "N") == missing["detail"].replace(nowhere_wallet, "N")
+            assert not BillingAccount.objects.exists()
 
         elif kind == "staff":
             assert_problem(call(path, body, format="json"), 403, "staff-only")

@@ -132,3 +132,38 @@ def test_another_tenants_invoice_is_a_404_like_a_missing_one(prices, corp, home_
     # Writes do not exist on invoices.
     assert outsider.delete(f"/api/v1/tenant/invoices/{theirs.pk}").status_code == 405
     assert Invoice.objects.get(pk=theirs.pk).status == "issued"
+
+
+def test_the_tenant_sees_its_billing_and_chooses_its_paying_wallet(bank, prices, corp, home_region, shanghai):
+    from apps.dcep.models import Account
+
+    metered(corp, home_region, shanghai)
+    tasks.month_close(now=iso(CLOSE_AT))
+    second = Account.objects.create(
+        kind="wallet", operator=Account.objects.get(number=bank["corporate"]).operator, number="8000000000000018",
+        holder_name="Acme 2", holder_tenant=corp["tenant"], wallet_kind="corporate", tier=1,
+    )  # fmt: skip
+    admin = corp["admin"]
+    status = admin.get("/api/v1/tenant/billing").json()
+    # Two corporate wallets and none chosen: nothing pays until the owner says which.
+    assert status == {
+        "wallet": None,
+        "wallet_chosen": False,
+        "unpaid": 1,
+        "unpaid_fen": Invoice.objects.get().total_fen,
+        "next_due_at": status["next_due_at"],
+        "suspended": None,
+    }
+    assert_problem(admin.put("/api/v1/tenant/billing", {"wallet": second.number}, format="json"), 403)
+    owner = _client_for(corp["owner"])
+    chosen = owner.put("/api/v1/tenant/billing", {"wallet": second.number}, format="json")
+    assert chosen.status_code == 200 and chosen.json()["wallet"] == second.number
+    assert AuditEvent.objects.filter(action="billing.wallet.set", tenant=corp["tenant"]).count() == 1
+    # The platform's wallet (someone else's) is refused exactly like a number that does not exist.
+    theirs = assert_problem(owner.put("/api/v1/tenant/billing", {"wallet": bank["revenue"]}, format="json"), 404)
+    nowhere = assert_problem(owner.put("/api/v1/tenant/billing", {"wallet": "8000000000000026"}, format="json"), 404)
+    assert theirs["detail"].replace(bank["revenue"], "N") == nowhere["detail"].replace("8000000000000026", "N")
+    assert_problem(owner.put("/api/v1/tenant/billing", {"wallet": 8000000000000018}, format="json"), 400)
+    assert_problem(owner.put("/api/v1/tenant/billing", {"wallet": "1", "extra": 1}, format="json"), 400)
+    assert admin.get("/api/v1/tenant/billing").json()["wallet"] == second.number
+    assert_problem(corp["viewer"].get("/api/v1/tenant/billing"), 403)

@@ -116,3 +116,24 @@ class InvoiceDetailSerializer(InvoiceSerializer):
 
     class Meta(InvoiceSerializer.Meta):
         fields = [*InvoiceSerializer.Meta.fields, "lines"]
+
+
+class BillingWalletInput(StrictInputSerializer):
+    wallet = serializers.RegexField(r"^\d{16}$", help_text="a corporate DCEP wallet your tenant holds (16 digits)")
+
+    def to_internal_value(self, data):
+        # A wallet number is a string: a JSON number would lose leading zeros (and DRF would accept it).
+        if isinstance(data, dict) and "wallet" in data and not isinstance(data["wallet"], str):
+            raise serializers.ValidationError({"wallet": "a string of 16 digits"})
+        return super().to_internal_value(data)
+
+
+class BillingStatusSerializer(serializers.Serializer):
+    wallet = serializers.CharField(allow_null=True, help_text="the wallet invoices are paid from, null if none")
+    wallet_chosen = serializers.BooleanField(help_text="set by the tenant or staff (else: the only corporate wallet)")
+    unpaid = serializers.IntegerField(help_text="invoices not paid yet")
+    unpaid_fen = serializers.IntegerField()
+    next_due_at = serializers.DateTimeField(allow_null=True)
+    suspended = serializers.DictField(
+        allow_null=True, help_text="{reason, since} while apps are stopped for non-payment"
+    )

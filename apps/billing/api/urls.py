@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from apps.billing.api.views import InvoiceViewSet, MonthCloseView, PriceViewSet
+from apps.billing.api.views import BillingView, InvoiceViewSet, MonthCloseView, PriceViewSet
 from apps.common.routers import OptionalSlashRouter
 
 tenant_router = OptionalSlashRouter()
@@ -11,5 +11,5 @@ tenant_router.register("invoices", InvoiceViewSet, basename="invoice")
 billing_router = OptionalSlashRouter()
 billing_router.register("prices", PriceViewSet, basename="billing-price")
 
-tenant_urlpatterns = tenant_router.urls
+tenant_urlpatterns = [path("billing", BillingView.as_view(), name="tenant-billing"), *tenant_router.urls]
 billing_urlpatterns = [path("months/close", MonthCloseView.as_view(), name="billing-month-close"), *billing_router.urls]

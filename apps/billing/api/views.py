@@ -59,6 +59,28 @@ class InvoiceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         return HttpResponse(page, content_type="text/html; charset=utf-8")
 
 
+class BillingView(APIView):
+    """The tenant's billing at a glance (admins), and which of its corporate wallets pays (owner)."""
+
+    read_role = Role.ADMIN
+    write_role = Role.OWNER
+
+    @extend_schema(responses=s.BillingStatusSerializer)
+    def get(self, request):
+        tenant = request_membership(request).tenant
+        return Response(s.BillingStatusSerializer(selectors.billing_status(tenant)).data)
+
+    @extend_schema(request=s.BillingWalletInput, responses=s.BillingStatusSerializer)
+    def put(self, request):
+        membership = request_membership(request)
+        data = s.BillingWalletInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.billing_account_set(
+            tenant=membership.tenant, wallet_number=data.validated_data["wallet"], actor=request.user, request=request
+        )
+        return Response(s.BillingStatusSerializer(selectors.billing_status(membership.tenant)).data)
+
+
 class PriceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Every region's price lists (a catalogue every tenant reads); platform staff add new ones."""
 
