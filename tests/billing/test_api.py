@@ -88,10 +88,17 @@ def test_non_staff_cannot_set_prices_or_close_a_month(hangzhou, owner_client, cl
         ({"region": "nowhere"}, 404, "not-found"),
         ({"valid_from": "2020-01-01T00:00:00Z"}, 409, "price-in-past"),
         ({"valid_from": "2099-01-01T00:30:00Z"}, 400, "invalid"),
+        ({"valid_from": "0001-01-01T00:00:00+14:00"}, 400, "invalid"),
+        ({"valid_from": "9999-12-31T23:00:00-14:00"}, 400, "invalid"),
+        ({"valid_from": "2099-01-01T00:00:00"}, 201, None),  # no zone: UTC (USE_TZ)
     ],
 )
 def test_bad_prices_are_refused_and_change_nothing(hangzhou, staff_client, over, status, code):
-    assert_problem(staff_client.post(URL, body(**over), format="json"), status, code)
+    resp = staff_client.post(URL, body(**over), format="json")
+    if status == 201:
+        assert resp.status_code == 201, resp.content
+        return
+    assert_problem(resp, status, code)
     assert not PriceList.objects.exists()
 
 
@@ -110,7 +117,8 @@ def test_staff_close_a_month_once(prices, corp, home_region, shanghai, staff_cli
     again = staff_client.post("/api/v1/billing/months/close", {"month": "2026-10"}, format="json").json()
     assert again["created"] == [] and again["existing"] == ["BSN-202610-acme-corp"]
     assert Invoice.objects.count() == 1
-    assert_problem(staff_client.post("/api/v1/billing/months/close", {"month": "2026-13"}, format="json"), 400)
+    for month in ("2026-13", "0000-01", "9999-12", "2026-1", 202610):
+        assert_problem(staff_client.post("/api/v1/billing/months/close", {"month": month}, format="json"), 400)
 
 
 def test_another_tenants_invoice_is_a_404_like_a_missing_one(prices, corp, home_region, shanghai, tenant_b):

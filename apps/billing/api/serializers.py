@@ -32,6 +32,13 @@ class PriceListSerializer(serializers.ModelSerializer):
 class PriceSetInput(StrictInputSerializer):
     region = serializers.CharField(max_length=32)
     valid_from = serializers.DateTimeField(help_text="ISO 8601 with a zone, the start of an hour (UTC)")
+
+    def validate_valid_from(self, value: dt.datetime) -> dt.datetime:
+        # Years 1 and 9999 with an offset overflow on conversion to UTC: no price is set there.
+        if not 2000 <= value.year <= 2999:
+            raise serializers.ValidationError("a time between the years 2000 and 2999")
+        return value
+
     # Strict integers: a float or a numeric string is not an amount of money (as in DCEP).
     node_hour_fen = serializers.IntegerField(**FEN)
     per_1000_tx_fen = serializers.IntegerField(**FEN)
@@ -51,7 +58,7 @@ class PriceSetInput(StrictInputSerializer):
 
 
 class MonthCloseInput(StrictInputSerializer):
-    month = serializers.RegexField(r"^\d{4}-(0[1-9]|1[0-2])$", help_text="YYYY-MM")
+    month = serializers.RegexField(r"^(20\d\d|2[1-9]\d\d)-(0[1-9]|1[0-2])$", help_text="YYYY-MM (2000-2999)")
 
     def validate_month(self, value: str) -> dt.date:
         year, month = value.split("-")

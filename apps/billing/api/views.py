@@ -64,6 +64,7 @@ class BillingView(APIView):
 
     read_role = Role.ADMIN
     write_role = Role.OWNER
+    write_problem_codes = ("404",)  # a wallet that is not the tenant's corporate wallet (for the documented errors)
 
     @extend_schema(responses=s.BillingStatusSerializer)
     def get(self, request):
@@ -85,6 +86,7 @@ class PriceViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Every region's price lists (a catalogue every tenant reads); platform staff add new ones."""
 
     serializer_class = s.PriceListSerializer
+    write_problem_codes = ("404",)  # no such region
     filterset_fields = ["region__code"]
     ordering_fields = ["valid_from", "region__code"]
 
