@@ -419,22 +419,27 @@ def _stop_apps(suspension: Suspension, now: dt.datetime) -> int:
     for app in apps:
         record, _ = SuspendedApp.objects.get_or_create(suspension=suspension, app=app)
         try:
+            # The stop, the record of it (what resumption starts again) and the audit commit together.
             with transaction.atomic():
                 operation = chainapp_stop(app=app, actor=None)
+                SuspendedApp.objects.filter(pk=record.pk).update(
+                    stop_operation=operation.pk, resumed_at=None, resume_operation=None, last_error="", updated_at=now
+                )
+                audit_record(
+                    action="billing.app.suspend",
+                    object_type="app",
+                    object_id=str(app.pk),
+                    tenant=suspension.tenant,
+                    data={
+                        "suspension": str(suspension.pk),
+                        "invoice": suspension.invoice.number,
+                        "reason": suspension.reason,
+                    },
+                )
         except _REFUSED as exc:  # e.g. an operation still running: the next pass tries again
             detail = str(getattr(exc, "detail", exc))
             SuspendedApp.objects.filter(pk=record.pk).update(last_error=detail[:500], updated_at=now)
             continue
-        SuspendedApp.objects.filter(pk=record.pk).update(
-            stop_operation=operation.pk, resumed_at=None, resume_operation=None, last_error="", updated_at=now
-        )
-        audit_record(
-            action="billing.app.suspend",
-            object_type="app",
-            object_id=str(app.pk),
-            tenant=suspension.tenant,
-            data={"suspension": str(suspension.pk), "invoice": suspension.invoice.number, "reason": suspension.reason},
-        )
         stopped += 1
     return stopped
 
@@ -497,23 +502,23 @@ def suspension_lift_if_paid(*, tenant: Tenant, now: dt.datetime) -> bool:
             SuspendedApp.objects.filter(pk=record.pk).update(resumed_at=now, last_error="changed by the tenant")
             continue
         try:
-            with transaction.atomic():
+            with transaction.atomic():  # the start and its record commit together
                 operation = chainapp_start(app=app, actor=None)
+                SuspendedApp.objects.filter(pk=record.pk).update(
+                    resume_operation=operation.pk, resumed_at=now, last_error="", updated_at=now
+                )
+                audit_record(
+                    action="billing.app.resume",
+                    object_type="app",
+                    object_id=str(app.pk),
+                    tenant=tenant,
+                    data={"suspension": str(suspension.pk)},
+                )
         except _REFUSED as exc:
             detail = str(getattr(exc, "detail", exc))
             SuspendedApp.objects.filter(pk=record.pk).update(last_error=detail[:500], updated_at=now)
             pending += 1
             continue
-        SuspendedApp.objects.filter(pk=record.pk).update(
-            resume_operation=operation.pk, resumed_at=now, last_error="", updated_at=now
-        )
-        audit_record(
-            action="billing.app.resume",
-            object_type="app",
-            object_id=str(app.pk),
-            tenant=tenant,
-            data={"suspension": str(suspension.pk)},
-        )
     if pending:
         return False
     with transaction.atomic():
