@@ -382,6 +382,7 @@ def invoice_pay(*, invoice_id, now: dt.datetime, force: bool = False) -> Invoice
             data={"transfer": str(transfer["id"]), "amount_fen": invoice.total_fen, "wallet": payer.number},
         )
         resumed = invoice.tenant
+        invoice.paid_now = True  # this call made the payment (payments_due reports it)
     if resumed is not None:
         suspension_lift_if_paid(tenant=resumed, now=now)
     return invoice
@@ -398,7 +399,11 @@ def payments_due(*, now: dt.datetime, limit: int = 500) -> dict:
     outcome = defaultdict(int)
     for invoice_id in ids:
         invoice = invoice_pay(invoice_id=invoice_id, now=now)
-        outcome[invoice.status if invoice.status == Invoice.Status.PAID else invoice.last_error_code or "waiting"] += 1
+        if invoice.status == Invoice.Status.PAID:
+            # "paid": by this pass; "already-paid": by another worker between the listing and the lock.
+            outcome["paid" if getattr(invoice, "paid_now", False) else "already-paid"] += 1
+        else:
+            outcome[invoice.last_error_code or "waiting"] += 1
     return dict(outcome)
 
 
