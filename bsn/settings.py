@@ -246,7 +246,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # A DCEP wallet's status; without a name it collides with the other "status" enums (Status678Enum).
-    "ENUM_NAME_OVERRIDES": {"WalletStatusEnum": "apps.dcep.models.Account.Status"},
+    "ENUM_NAME_OVERRIDES": {
+        "WalletStatusEnum": "apps.dcep.models.Account.Status",
+        "InvoiceStatusEnum": "apps.billing.models.Invoice.Status",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------
@@ -407,6 +410,18 @@ BSN_WEBHOOKS_RETRY_WINDOW_S = env_float("BSN_WEBHOOKS_RETRY_WINDOW_S", 86400.0)
 BSN_WEBHOOKS_DISPATCH_INTERVAL = env_float("BSN_WEBHOOKS_DISPATCH_INTERVAL", 5.0)
 # Finished deliveries stay in the log this many days (pending ones until they finish).
 BSN_WEBHOOKS_LOG_DAYS = env_int("BSN_WEBHOOKS_LOG_DAYS", 30, minimum=1)
+# Billing (docs/billing.md): invoices are due this many days after they are issued; an unpaid
+# one is retried every BSN_BILLING_RETRY_HOURS and, past BSN_BILLING_GRACE_DAYS after its due
+# date, the tenant's apps are stopped until it is paid. A month is closed this many hours into
+# the next one (metering flushes the last hour's counters first).
+BSN_BILLING_DUE_DAYS = env_int("BSN_BILLING_DUE_DAYS", 15, minimum=0)
+BSN_BILLING_GRACE_DAYS = env_int("BSN_BILLING_GRACE_DAYS", 7, minimum=0)
+BSN_BILLING_RETRY_HOURS = env_int("BSN_BILLING_RETRY_HOURS", 24, minimum=1)
+BSN_BILLING_CLOSE_AFTER_HOURS = env_int("BSN_BILLING_CLOSE_AFTER_HOURS", 6, minimum=0)
+# The platform's revenue wallet (16 digits) that invoices are paid into; blank: the one active
+# corporate wallet held by the platform tenant.
+BSN_BILLING_REVENUE_WALLET = env_str("BSN_BILLING_REVENUE_WALLET", "")
+BSN_BILLING_INTERVAL = env_float("BSN_BILLING_INTERVAL", 3600.0)
 
 CELERY_BEAT_SCHEDULE = {
     "reconcile-regions": {"task": "apps.chainapps.tasks.reconcile_all", "schedule": BSN_RECONCILE_INTERVAL},
@@ -423,4 +438,7 @@ CELERY_BEAT_SCHEDULE = {
     "events-pump": {"task": "apps.events.tasks.events_pump_all", "schedule": BSN_EVENTS_PUMP_INTERVAL},
     "webhooks-dispatch": {"task": "apps.webhooks.tasks.webhooks_dispatch", "schedule": BSN_WEBHOOKS_DISPATCH_INTERVAL},
     "webhooks-purge": {"task": "apps.webhooks.tasks.webhooks_purge", "schedule": 3600.0},
+    "billing-close-month": {"task": "apps.billing.tasks.month_close", "schedule": BSN_BILLING_INTERVAL},
+    "billing-pay-due": {"task": "apps.billing.tasks.payments_due", "schedule": BSN_BILLING_INTERVAL},
+    "billing-suspensions": {"task": "apps.billing.tasks.suspensions_enforce", "schedule": BSN_BILLING_INTERVAL},
 }

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from apps.audit.api import AuditEventViewSet
+from apps.billing.api import urls as billing_urls
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.common.api.index import api_index
 from apps.common.health import healthz, readyz
@@ -36,6 +37,8 @@ api_v1 = [
     optional_slash("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
     path("dcep/", include("apps.dcep.api.urls")),
     path("", include("apps.webhooks.api.urls")),
+    path("tenant/", include(billing_urls.tenant_urlpatterns)),
+    path("billing/", include(billing_urls.billing_urlpatterns)),
     *router.urls,
 ]
 

@@ -6,6 +6,7 @@ nobody adds an endpoint without deciding how it is scoped.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 
@@ -17,6 +18,8 @@ from rest_framework.test import APIClient
 
 from apps.audit.api import AuditEventViewSet
 from apps.audit.models import AuditEvent
+from apps.billing.api.views import BillingView, InvoiceViewSet, MonthCloseView, PriceViewSet
+from apps.billing.models import BillingAccount, Invoice, PriceList
 from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationViewSet
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.common.api.index import api_index
@@ -74,6 +77,9 @@ from tests.fakenode import FakeNode
 #   dcep-open        opening a wallet: the operator's own new wallet; an enterprise is refused
 #   dcep-create      a POST naming one of A's wallets in its body: refused exactly as a random
 #                    (valid) wallet number is, also when replayed under A's Idempotency-Key
+#   self-wallet      the caller's own billing wallet: naming a wallet of anyone else (A's) is a 404 the same as a
+#                    wallet that does not exist, and sets nothing
+#   staff            platform staff only (billing prices, month close): 403 staff-only for any tenant, nothing written
 #   dcep-object      one of A's wallets/holds/transfers (every one of them): a 404
 #                    indistinguishable from a random id (a fresh valid wallet number or uuid)
 ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
@@ -152,6 +158,14 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("get", "/api/v1/dcep/transfers"): ("dcep-list", "transfer"),
     ("get", "/api/v1/dcep/transfers/{id}"): ("dcep-object", "transfer"),
     ("get", "/api/v1/dcep/transfers/{id}/proof"): ("dcep-object", "transfer"),
+    ("get", "/api/v1/tenant/billing"): ("self", None),
+    ("put", "/api/v1/tenant/billing"): ("self-wallet", None),
+    ("get", "/api/v1/tenant/invoices"): ("list", "invoice"),
+    ("get", "/api/v1/tenant/invoices/{id}"): ("object", "invoice"),
+    ("get", "/api/v1/tenant/invoices/{id}/html"): ("object", "invoice"),
+    ("get", "/api/v1/billing/prices"): ("catalogue", None),
+    ("post", "/api/v1/billing/prices"): ("staff", "price"),
+    ("post", "/api/v1/billing/months/close"): ("staff", "month"),
 }
 
 # Every view class mounted under /api/v1/. A plain Django view or a view left out of the
@@ -185,6 +199,10 @@ API_VIEWS = {
     SettlementViewSet,
     SpectacularAPIView,
     SpectacularSwaggerView,
+    InvoiceViewSet,
+    PriceViewSet,
+    MonthCloseView,
+    BillingView,
     api_index,  # GET /api/v1/: links only, no tenant data
 }
 
@@ -201,6 +219,15 @@ BODIES = {
     ("post", "token"): {"name": "b-token"},
     # The same name as A's app: names are per tenant, so A's app must not collide (or show).
     ("post", "app"): {"name": "ledger-a", "regions": ["cn-beijing"]},
+    ("post", "price"): {
+        "region": "cn-beijing",
+        "valid_from": "2099-01-01T00:00:00Z",
+        "node_hour_fen": 1,
+        "per_1000_tx_fen": 1,
+        "gb_month_fen": 1,
+        "operator_share_bp": 0,
+    },
+    ("post", "month"): {"month": "2026-10"},
 }
 
 # Bodies for routes whose (method, resource) pair has another body above.
@@ -269,6 +296,8 @@ def _snapshot(tenant) -> dict:
         "datakeys": rows(TenantDataKey.objects.filter(tenant=tenant)),
         "webhooks": rows(Webhook.objects.filter(app__tenant=tenant)),
         "deliveries": rows(WebhookDelivery.objects.filter(webhook__app__tenant=tenant)),
+        "invoices": rows(Invoice.objects.filter(tenant=tenant)),
+        "prices": rows(PriceList.objects.all()),
     }
 
 
@@ -408,7 +437,16 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
         status=WebhookDelivery.Status.SUCCEEDED,
         attempts=1,
     )
+    invoice = Invoice.objects.create(
+        tenant=owner.tenant,
+        month=dt.date(2026, 10, 1),
+        number="BSN-202610-acme",
+        total_fen=12_345,
+        issued_at=dt.datetime(2026, 11, 1, 7, tzinfo=dt.UTC),
+        due_at=dt.datetime(2026, 11, 16, 7, tzinfo=dt.UTC),
+    )
     a = {
+        "invoice": invoice.pk,
         "b_app": b_app.pk,
         "appuser": a_user.pk,
         "custodyuser": a_custody.pk,
@@ -443,6 +481,7 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
             *WebhookDelivery.objects.filter(webhook__app__tenant=owner.tenant).values_list("pk", flat=True),
             "hooks.acme.example",
             "acme-lc",
+            invoice.pk,
             app_a.admin_public_key,
             *LedgerNode.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
             # Not A's event hashes: the audit chain is platform-wide, so B's first event after one
@@ -749,6 +788,17 @@ def test_outsider_cannot_read_write_or_detect_tenant_a(world, outsider_client, o
             for target in (under_a, under_b):
                 theirs = assert_problem(call(target, body, format="json"), 404, "not-found")
                 assert _without_instance(theirs) == expected, target
+
+        elif kind == "self-wallet":
+            nowhere_wallet = new_wallet_number()
+            for wallet in (dcep["own_wallet"]["enterprise"], a["wallet"]):  # initech's (held) and A's own
+                theirs = assert_problem(call(path, {"wallet": wallet}, format="json"), 404, "not-found")
+                missing = assert_problem(call(path, {"wallet": nowhere_wallet}, format="json"), 404, "not-found")
+                assert theirs["detail"].replace(wallet, "N") == missing["detail"].replace(nowhere_wallet, "N")
+            assert not BillingAccount.objects.exists()
+
+        elif kind == "staff":
+            assert_problem(call(path, body, format="json"), 403, "staff-only")
 
         elif kind.startswith("dcep-"):
             _walk_dcep(outsider_client, "operator", kind, resource, method, path, operation, ctx)

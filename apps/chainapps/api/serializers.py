@@ -74,6 +74,9 @@ class AppOutputSerializer(serializers.ModelSerializer):
     framework = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     regions = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    suspended = serializers.SerializerMethodField(
+        help_text="why the platform stopped this app for non-payment and since when; null otherwise"
+    )
     tps_in_use = serializers.SerializerMethodField(
         help_text="transactions admitted within about the last second, of tps_quota (the app's detail only; "
         "null in lists or when the quota service does not answer)"
@@ -98,10 +101,19 @@ class AppOutputSerializer(serializers.ModelSerializer):
             "desired_state",
             "status",
             "status_reason",
+            "suspended",
             "version",
             "created_at",
             "updated_at",
         ]
+
+    def get_suspended(self, app) -> dict | None:
+        """``{"reason", "since"}`` while billing keeps the app stopped for an unpaid invoice (docs/billing.md)."""
+        for record in app.billing_suspensions.all():
+            open_ = record.suspension.ended_at is None and record.resumed_at is None
+            if open_ and record.stop_operation is not None:
+                return {"reason": record.suspension.reason, "since": record.suspension.started_at.isoformat()}
+        return None
 
     def get_tps_in_use(self, app) -> int | None:
         return (self.context.get("tps_in_use") or {}).get(str(app.pk))

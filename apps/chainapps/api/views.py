@@ -33,7 +33,9 @@ class FrameworkViewSet(viewsets.ReadOnlyModelViewSet):
 
 class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     queryset = ChainApp.objects.select_related("framework").prefetch_related(
-        Prefetch("nodes", queryset=LedgerNode.objects.select_related("region").order_by("region__code"))
+        Prefetch("nodes", queryset=LedgerNode.objects.select_related("region").order_by("region__code")),
+        # Why billing stopped an app (apps.billing; by relation name, so chainapps imports nothing of it).
+        "billing_suspensions__suspension",
     )
     serializer_class = s.AppOutputSerializer
     filterset_class = AppFilter

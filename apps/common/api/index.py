@@ -7,12 +7,15 @@ from django.http import JsonResponse
 
 def _collections() -> list[str]:
     # Read from the routers themselves, so a new resource is listed without editing this.
+    from apps.billing.api.urls import billing_router, tenant_router
     from apps.dcep.api.urls import router as dcep_router
     from bsn.urls import router
 
     names = [prefix for prefix, _, _ in router.registry if "(?P<" not in prefix]
     names += [f"dcep/{prefix}" for prefix, _, _ in dcep_router.registry]
-    return sorted(set(names) | {"tenant", "dcep/chain", "dcep/supply"})
+    names += [f"tenant/{prefix}" for prefix, _, _ in tenant_router.registry]
+    names += [f"billing/{prefix}" for prefix, _, _ in billing_router.registry]
+    return sorted(set(names) | {"tenant", "tenant/billing", "dcep/chain", "dcep/supply"})
 
 
 def api_index(request):
