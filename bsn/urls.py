@@ -1,4 +1,4 @@
-"""URL map: /api/v1/ (REST), /admin/ (operators), /healthz and /readyz (probes)."""
+"""URL map: /api/v1/ (REST), /admin/ (operators), /healthz and /readyz (probes), /metrics (Prometheus)."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -10,6 +10,8 @@ from apps.chainapps.api.views import AppViewSet, FrameworkViewSet, OperationView
 from apps.common.health import healthz, readyz
 from apps.common.routers import OptionalSlashRouter
 from apps.gateway.api.views import AppLedgerViewSet, AppUserViewSet
+from apps.metering.api.views import AppUsageViewSet, TenantUsageView
+from apps.metering.prometheus import metrics_view
 from apps.regions.api.views import RegionViewSet
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
 
@@ -20,6 +22,7 @@ router.register("regions", RegionViewSet, basename="region")
 router.register("frameworks", FrameworkViewSet, basename="framework")
 router.register("apps", AppViewSet, basename="app")
 router.register("apps", AppLedgerViewSet, basename="app-ledger")  # transactions, blocks, state, chain
+router.register("apps", AppUsageViewSet, basename="app-usage")
 router.register(r"apps/(?P<app_id>[0-9a-fA-F-]{36})/users", AppUserViewSet, basename="appuser")
 router.register("operations", OperationViewSet, basename="operation")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
@@ -30,6 +33,7 @@ api_v1 = [
     path("auth/login", LoginView.as_view(), name="auth-login"),
     path("auth/logout", LogoutView.as_view(), name="auth-logout"),
     path("tenant", TenantView.as_view(), name="tenant"),
+    path("tenant/usage", TenantUsageView.as_view(), name="tenant-usage"),
     path("schema", SpectacularAPIView.as_view(**public), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
     path("dcep/", include("apps.dcep.api.urls")),
@@ -41,6 +45,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler404 = "apps.common.errors.api_not_found"

@@ -48,7 +48,13 @@ class UsageSerializer(serializers.Serializer):
     tps_in_use = serializers.IntegerField(
         allow_null=True, help_text="transactions the tenant's bucket admitted within about the last second"
     )
-    storage_mb = serializers.IntegerField()
+    storage_mb = serializers.IntegerField(help_text="the apps' storage_mb added up (what max_storage_mb limits)")
+    storage_in_use_bytes = serializers.IntegerField(
+        allow_null=True, help_text="bytes the live apps' nodes store (each app's largest node, last reading)"
+    )
+    volume_today_bytes = serializers.IntegerField(
+        allow_null=True, help_text="request bytes the gateway accepted today (UTC), of max_daily_volume_mb"
+    )
 
 
 class QuotaSerializer(serializers.Serializer):
@@ -56,6 +62,7 @@ class QuotaSerializer(serializers.Serializer):
     max_nodes = serializers.IntegerField()
     max_tps = serializers.IntegerField()
     max_storage_mb = serializers.IntegerField()
+    max_daily_volume_mb = serializers.IntegerField(help_text="request bytes per UTC day through the gateway, MiB")
 
 
 class TenantOutputSerializer(serializers.ModelSerializer):

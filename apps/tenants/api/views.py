@@ -73,8 +73,15 @@ class TenantView(APIView):
     def get(self, request):
         membership = request_membership(request)
         from apps.gateway.services import tps_in_use
+        from apps.metering.selectors import tenant_storage_in_use, volume_today
 
-        usage = {**tenant_usage(tenant=membership.tenant), "tps_in_use": tps_in_use(tenant=membership.tenant)}
+        tenant = membership.tenant
+        usage = {
+            **tenant_usage(tenant=tenant),
+            "tps_in_use": tps_in_use(tenant=tenant),
+            "storage_in_use_bytes": tenant_storage_in_use(tenant=tenant),
+            "volume_today_bytes": volume_today(tenant=tenant),
+        }
         context = {"usage": usage, "role": membership.role}
         return Response(s.TenantOutputSerializer(membership.tenant, context=context).data)
 
