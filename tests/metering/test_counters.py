@@ -270,3 +270,20 @@ def test_several_processes_counting_and_flushing_at_once_add_up_exactly_even_wit
         f"{CounterFlush.objects.count()} batches, Redis sum == UsageHour sum"
     )
     assert total > 0 and CounterFlush.objects.count() >= 2
+
+
+def test_without_redis_counts_go_straight_to_the_database_and_volume_stays_in_process(db, settings):
+    """The embedded default (SQLite, one web process, no Redis)."""
+    (app, _), regions = _world()
+    settings.BSN_METERING_REDIS_URL = ""
+    counters.reset_store()
+    store = counters.store()
+    assert isinstance(store, counters.DirectCounters)
+    now = timezone.now()
+    assert counters.record(counters.Tally(str(app.pk), regions[0].pk, {"tx_committed": 2, "bytes_in": 9}), now)
+    assert usage_of(app)["tx_committed"] == 2 and usage_of(app)["bytes_in"] == 9
+    assert services.counters_flush() == {"applied": 0, "already": 0}
+    assert store.volume_take("t", 60, 100, now) == (True, 60)
+    assert store.volume_take("t", 50, 100, now) == (False, 60)
+    store.volume_refund("t", 10, now)
+    assert store.volume_used("t", now) == 50
