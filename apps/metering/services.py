@@ -80,6 +80,8 @@ def counters_flush() -> dict:
                     usage_add(rows=rows, hour=_batch_hour(key))
                 applied += 1
             except IntegrityError:
+                if not CounterFlush.objects.filter(key=key).exists():
+                    raise  # not the claim (e.g. a row's app removed meanwhile): the batch stays for the next flush
                 skipped += 1  # added already (by another flusher, or before a lost DEL)
         store.drop_batch(key)
     keep = timezone.now() - timedelta(days=settings.BSN_METERING_FLUSH_KEEP_DAYS)
@@ -175,9 +177,12 @@ def region_scrape(region_code: str) -> dict:
     summary = {"nodes": len(nodes), "read": 0, "node_seconds": 0}
     for node in nodes:
         value, error = readings.get(node.pk, (None, ""))
-        result = node_observe(
-            node=node, running=node.state == LedgerNode.State.RUNNING, storage_bytes=value, error=error
-        )
+        try:
+            result = node_observe(
+                node=node, running=node.state == LedgerNode.State.RUNNING, storage_bytes=value, error=error
+            )
+        except (IntegrityError, NodeMeter.DoesNotExist):  # the node (or its app) was removed during the pass
+            continue
         summary["read"] += value is not None
         summary["node_seconds"] += result["node_seconds"]
     return summary
