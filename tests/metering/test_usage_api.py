@@ -161,3 +161,16 @@ def test_metrics_are_for_staff_or_the_scrape_token(owner, metered):
     staff = DjangoClient()
     staff.force_login(UserFactory(is_staff=True))
     assert staff.get("/metrics").status_code == 200
+
+
+def test_the_operator_reads_usage_and_node_meters_in_the_admin_and_cannot_edit_them(metered):
+    app, _ = metered
+    NodeMeter.objects.create(node=app.nodes.get(region__code="cn-beijing"), observed_at=hour(3), storage_bytes=4321)
+    operator = DjangoClient()
+    operator.force_login(UserFactory(is_staff=True, is_superuser=True))
+    page = operator.get("/admin/metering/usagehour/")
+    assert page.status_code == 200 and b"billed" in page.content
+    assert operator.get("/admin/metering/nodemeter/").status_code == 200
+    row = UsageHour.objects.filter(app=app).first()
+    assert operator.post(f"/admin/metering/usagehour/{row.pk}/change/", {"tx_committed": 0}).status_code == 403
+    assert operator.get("/admin/metering/usagehour/add/").status_code == 403
