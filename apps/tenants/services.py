@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework.exceptions import PermissionDenied, ValidationError
 
 from apps.audit.services import audit_record
-from apps.common.errors import Conflict
+from apps.common.errors import Conflict, DomainError
 from apps.tenants.models import ApiToken, Membership, Role, Tenant, token_digest
 
 User = get_user_model()
@@ -67,6 +67,17 @@ def tenant_set_quota(*, tenant: Tenant, actor=None, request=None, **quotas) -> T
             request=request,
         )
     return tenant
+
+
+def tenant_quota_update(*, tenant: Tenant, actor, quotas: dict, request=None) -> Tenant:
+    """``tenant_set_quota`` for the API: platform staff only."""
+    if not getattr(actor, "is_staff", False):
+        raise DomainError(
+            "Quotas are set by platform staff, not by the tenant: ask your platform operator.",
+            code="staff-only",
+            status=403,
+        )
+    return tenant_set_quota(tenant=tenant, actor=actor, request=request, **quotas)
 
 
 def token_issue(

@@ -79,6 +79,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", "/api/v1/auth/login"): ("login", None),
     ("post", "/api/v1/auth/logout"): ("self", None),
     ("get", "/api/v1/tenant"): ("self", None),
+    ("patch", "/api/v1/tenant"): ("self", None),  # quotas: staff only; an empty body changes nothing
     ("get", "/api/v1/tenant/usage"): ("self", None),
     ("get", "/api/v1/regions/"): ("catalogue", None),
     ("get", "/api/v1/regions/{code}/"): ("catalogue", None),

@@ -70,7 +70,10 @@ def test_outsider_sees_only_its_own_tenant(outsider_client, tenant_a, tenant_b):
 @pytest.mark.django_db
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
 def test_tenant_is_read_only_over_the_api(owner_client, method):
-    # Quotas are the operator's (admin portal / manage.py), never the tenant's to raise.
+    # Quotas are the operator's (platform staff: PATCH, admin portal, manage.py), never the tenant's to raise.
     resp = getattr(owner_client, method)(URL, {"max_apps": 1000}, format="json")
-    assert_problem(resp, 405, "method-not-allowed")
+    if method == "patch":
+        assert_problem(resp, 403, "staff-only")
+    else:
+        assert_problem(resp, 405, "method-not-allowed")
     assert owner_client.get(URL).json()["quotas"]["max_apps"] == 10

@@ -175,3 +175,26 @@ def test_daily_volume_is_set_with_the_command_and_in_the_admin_and_audited(app, 
     event = AuditEvent.objects.filter(action="tenant.quota").latest("sequence")
     assert event.actor_label == operator.username
     assert event.data["max_daily_volume_mb"] == 9 and event.data["before"] == {"max_daily_volume_mb": 7}
+
+
+def test_tenant_quotas_are_set_through_the_api_by_staff_only_and_audited(owner_client, owner, app):
+    body = assert_problem(
+        owner_client.patch("/api/v1/tenant", {"max_daily_volume_mb": 99999}, format="json"), 403, "staff-only"
+    )
+    assert "platform staff" in body["detail"]
+    assert Tenant.objects.get(pk=owner.tenant_id).max_daily_volume_mb == 1024
+    assert_problem(owner_client.patch("/api/v1/tenant", {"slug": "x"}, format="json"), 400)
+    assert owner_client.patch("/api/v1/tenant", {}, format="json").status_code == 200  # nothing to change
+    owner.user.is_staff = True
+    owner.user.save(update_fields=["is_staff"])
+    assert_problem(owner_client.patch("/api/v1/tenant", {"max_daily_volume_mb": -1}, format="json"), 400)
+    resp = owner_client.patch("/api/v1/tenant", {"max_daily_volume_mb": 5, "max_tps": 50}, format="json")
+    assert resp.status_code == 200 and resp.json()["quotas"]["max_daily_volume_mb"] == 5
+    assert resp.json()["quotas"]["max_tps"] == 50
+    event = AuditEvent.objects.filter(action="tenant.quota").latest("sequence")
+    assert event.data == {
+        "max_daily_volume_mb": 5,
+        "max_tps": 50,
+        "before": {"max_daily_volume_mb": 1024, "max_tps": 100},
+    }
+    assert event.actor_label == owner.user.username

@@ -65,6 +65,22 @@ class QuotaSerializer(serializers.Serializer):
     max_daily_volume_mb = serializers.IntegerField(help_text="request bytes per UTC day through the gateway, MiB")
 
 
+class TenantQuotaInputSerializer(StrictInputSerializer):
+    """Quotas of the caller's tenant; platform staff only (403 staff-only otherwise)."""
+
+    max_apps = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    max_nodes = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    max_tps = serializers.IntegerField(min_value=0, max_value=10_000_000, required=False)
+    max_storage_mb = serializers.IntegerField(min_value=0, max_value=2_000_000_000, required=False)
+    max_daily_volume_mb = serializers.IntegerField(min_value=0, max_value=2_000_000_000, required=False)
+
+    not_here = {
+        "name": "the tenant's name and slug are set with manage.py bsn_tenant or the admin",
+        "slug": "the tenant's name and slug are set with manage.py bsn_tenant or the admin",
+        "kind": "a tenant's kind cannot be changed",
+    }
+
+
 class TenantOutputSerializer(serializers.ModelSerializer):
     quotas = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
