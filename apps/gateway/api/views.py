@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 
 from django.http import HttpResponse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -22,7 +21,7 @@ from apps.common.viewsets import TenantScopedViewSet
 from apps.gateway import services
 from apps.gateway.api import serializers as s
 from apps.gateway.models import AppUser
-from apps.metering import counters
+from apps.metering.api.mixins import GatewayMeteringMixin, content_length
 from apps.runtime.nodeapi import RawJSON
 
 GATEWAY_PROBLEMS = ("502", "503", "504")
@@ -88,14 +87,6 @@ class AppUserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSco
         return Response(self.get_serializer(user).data)
 
 
-def _content_length(request) -> int:
-    """The request body's size as received (the body limit made Django read exactly this)."""
-    try:
-        return max(0, int(request.META.get("CONTENT_LENGTH") or 0))
-    except ValueError:
-        return 0
-
-
 def _answer(result):
     """A read's answer; one the node sent too deeply nested to parse goes out as it came."""
     if isinstance(result, RawJSON):
@@ -103,49 +94,17 @@ def _answer(result):
     return Response(result)
 
 
-class AppLedgerViewSet(TenantScopedViewSet):
+class AppLedgerViewSet(GatewayMeteringMixin, TenantScopedViewSet):
     """Signed transactions to, and reads from, a healthy node of the app.
 
-    Metered (apps.metering): each request that reached a node adds its bytes and, for
-    submissions, its transactions by receipt to the app's counters of the node's region,
-    once the answer is rendered.
+    Metered (``GatewayMeteringMixin``): what reached a node is counted for the app and
+    that node's region.
     """
 
     queryset = ChainApp.objects.select_related("tenant")
     filter_backends: list = []
     pagination_class = None
     problem_codes = GATEWAY_PROBLEMS
-
-    def initial(self, request, *args, **kwargs):
-        self._tally = counters.Tally()
-        self._tally_token = counters.current.set(self._tally)
-        super().initial(request, *args, **kwargs)
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        tally = getattr(self, "_tally", None)
-        if tally is not None:
-            counters.current.reset(self._tally_token)
-            self._tally = None
-            submission = self.action == "transactions"
-            bytes_in = _content_length(request)
-
-            def record(rendered):
-                counters.count_answer(
-                    tally,
-                    submission=submission,
-                    status=rendered.status_code,
-                    data=getattr(rendered, "data", None),
-                    bytes_in=bytes_in,
-                    bytes_out=len(rendered.content),
-                )
-                counters.record(tally, timezone.now())
-
-            if hasattr(response, "add_post_render_callback"):
-                response.add_post_render_callback(record)
-            else:  # an HttpResponse passed through as the node sent it (_answer)
-                record(response)
-        return response
 
     @extend_schema(
         request=s.SubmitSerializer,
@@ -166,7 +125,7 @@ class AppLedgerViewSet(TenantScopedViewSet):
     def transactions(self, request, pk=None):
         app = self.get_object()
         data = request.data
-        nbytes = _content_length(request)
+        nbytes = content_length(request)
         if isinstance(data, dict) and "txs" in data and "tx" not in data:
             return Response(services.gateway_submit_batch(app=app, envelopes=data["txs"], metered=True, nbytes=nbytes))
         return Response(services.gateway_submit(app=app, envelope=data, metered=True, nbytes=nbytes))
