@@ -45,7 +45,7 @@ def tenant_create(*, slug: str, name: str, kind: str = Tenant.Kind.ENTERPRISE, a
 
 
 def tenant_set_quota(*, tenant: Tenant, actor=None, request=None, **quotas) -> Tenant:
-    """Platform staff set a tenant's quotas (command, admin); audited with the values before."""
+    """Platform staff set a tenant's quotas (command, admin, API); audited with the values before."""
     allowed = {"max_apps", "max_nodes", "max_tps", "max_storage_mb", "max_daily_volume_mb"}
     unknown = set(quotas) - allowed
     if unknown:

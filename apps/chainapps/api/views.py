@@ -48,7 +48,7 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
 
     def retrieve(self, request, *args, **kwargs):
         from apps.gateway.services import tps_in_use
-        from apps.metering.services import app_storage_in_use
+        from apps.metering.selectors import app_storage_in_use
 
         app = self.get_object()
         context = {
