@@ -110,7 +110,8 @@ def _split_by_hour(start: datetime, end: datetime) -> list[tuple[datetime, int]]
 def node_observe(*, node: LedgerNode, running: bool, storage_bytes: int | None, error: str = "") -> dict:
     """Record one scrape of ``node``: seconds it ran since the last one (both passes saw it
     running; at most ``BSN_METERING_MAX_GAP`` seconds, split over the hours they fall in),
-    and its storage (UsageHour of this hour gets the last reading)."""
+    and its storage (UsageHour of this hour gets the last reading, also while the node is
+    stopped: its volume still holds the data)."""
     NodeMeter.objects.get_or_create(node=node, defaults={"observed_at": timezone.now(), "running": False})
     added = 0
     with transaction.atomic():
@@ -128,7 +129,7 @@ def node_observe(*, node: LedgerNode, running: bool, storage_bytes: int | None, 
         if storage_bytes is not None:
             meter.storage_bytes, meter.storage_read_at = storage_bytes, now
         meter.save()
-        if meter.storage_bytes is not None and (running or storage_bytes is not None):
+        if meter.storage_bytes is not None:  # a stopped node's volume still holds its data: its hours carry it
             pk = _row(node.app_id, node.region_id, counters.hour_of(now))
             UsageHour.objects.filter(pk=pk).update(storage_bytes=meter.storage_bytes)
     return {"node_seconds": added, "storage_bytes": storage_bytes}
