@@ -344,6 +344,24 @@ BSN_CUSTODY_MASTER_KEYS = env_keyring("BSN_CUSTODY_MASTER_KEYS")
 BSN_RATE_LIMIT_URL = env_str(
     "BSN_RATE_LIMIT_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
+# Usage metering (apps/metering, docs/metering.md). Gateway counters and the daily volume
+# counters live in Redis (default: the TPS buckets' Redis; without one, counts go straight
+# to the database). The prefix keeps installations sharing a Redis apart.
+BSN_METERING_REDIS_URL = env_str("BSN_METERING_REDIS_URL", BSN_RATE_LIMIT_URL)
+BSN_METERING_REDIS_PREFIX = env_str("BSN_METERING_REDIS_PREFIX", "bsn:meter:")
+# Seconds between flushes of the counters into UsageHour, and between node scrapes.
+BSN_METERING_FLUSH_INTERVAL = env_float("BSN_METERING_FLUSH_INTERVAL", 60.0)
+BSN_METERING_SCRAPE_INTERVAL = env_float("BSN_METERING_SCRAPE_INTERVAL", 60.0)
+# Node seconds: two scrapes further apart than this count only this much (the node may
+# have been down in between, unseen).
+BSN_METERING_MAX_GAP = env_int("BSN_METERING_MAX_GAP", 180, minimum=1)
+BSN_METERING_SCRAPE_THREADS = env_int("BSN_METERING_SCRAPE_THREADS", 8, minimum=1)
+# Days a flushed batch's claim is kept (a batch key older than this would be added again).
+BSN_METERING_FLUSH_KEEP_DAYS = env_int("BSN_METERING_FLUSH_KEEP_DAYS", 30, minimum=1)
+# Usage API: the most buckets one answer may hold.
+BSN_USAGE_MAX_BUCKETS = env_int("BSN_USAGE_MAX_BUCKETS", 744, minimum=1)
+# Bearer token a Prometheus server sends to GET /metrics (staff sessions need none); unset: staff only.
+BSN_METRICS_TOKEN = env_str("BSN_METRICS_TOKEN", "")
 # Reconciler: an app is `degraded` when a node's chain is more than this many blocks
 # behind the highest node of the app (0: every node at exactly the same head).
 # Host ports ledger nodes are published on (one per node, kept across restarts). Keep it
@@ -441,4 +459,6 @@ CELERY_BEAT_SCHEDULE = {
     "billing-close-month": {"task": "apps.billing.tasks.month_close", "schedule": BSN_BILLING_INTERVAL},
     "billing-pay-due": {"task": "apps.billing.tasks.payments_due", "schedule": BSN_BILLING_INTERVAL},
     "billing-suspensions": {"task": "apps.billing.tasks.suspensions_enforce", "schedule": BSN_BILLING_INTERVAL},
+    "metering-flush": {"task": "apps.metering.tasks.counters_flush", "schedule": BSN_METERING_FLUSH_INTERVAL},
+    "metering-scrape": {"task": "apps.metering.tasks.nodes_scrape", "schedule": BSN_METERING_SCRAPE_INTERVAL},
 }

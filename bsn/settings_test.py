@@ -11,6 +11,8 @@ os.environ.setdefault("BSN_NODE_HEALTH_TIMEOUT", "30")
 # One default queue per pytest process (the workers it starts inherit the variable): two runs
 # on one machine share Redis, and a worker of one must never take the other's tasks.
 os.environ.setdefault("BSN_DEFAULT_QUEUE", f"default-test-{os.getpid()}")
+# Gateway counters per pytest process too (a flush takes every hour hash under its prefix).
+os.environ.setdefault("BSN_METERING_REDIS_PREFIX", f"bsn:meter:test-{os.getpid()}:")
 
 from bsn.settings import *
 

@@ -1,4 +1,4 @@
-"""URL map: /api/v1/ (REST), /admin/ (operators), /healthz and /readyz (probes)."""
+"""URL map: /api/v1/ (REST), /admin/ (operators), /healthz and /readyz (probes), /metrics (Prometheus)."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -12,6 +12,8 @@ from apps.common.api.index import api_index
 from apps.common.health import healthz, readyz
 from apps.common.routers import OptionalSlashRouter, optional_slash
 from apps.gateway.api.views import AppLedgerViewSet, AppUserViewSet
+from apps.metering.api.views import AppUsageViewSet, TenantUsageView
+from apps.metering.prometheus import metrics_view
 from apps.regions.api.views import RegionViewSet
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
 
@@ -22,6 +24,7 @@ router.register("regions", RegionViewSet, basename="region")
 router.register("frameworks", FrameworkViewSet, basename="framework")
 router.register("apps", AppViewSet, basename="app")
 router.register("apps", AppLedgerViewSet, basename="app-ledger")  # transactions, blocks, state, chain
+router.register("apps", AppUsageViewSet, basename="app-usage")
 router.register(r"apps/(?P<app_id>[0-9a-fA-F-]{36})/users", AppUserViewSet, basename="appuser")
 router.register("operations", OperationViewSet, basename="operation")
 router.register("audit-events", AuditEventViewSet, basename="auditevent")
@@ -33,6 +36,7 @@ api_v1 = [
     optional_slash("auth/login", LoginView.as_view(), name="auth-login"),
     optional_slash("auth/logout", LogoutView.as_view(), name="auth-logout"),
     optional_slash("tenant", TenantView.as_view(), name="tenant"),
+    optional_slash("tenant/usage", TenantUsageView.as_view(), name="tenant-usage"),
     optional_slash("schema", SpectacularAPIView.as_view(**public), name="schema"),
     optional_slash("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
     path("dcep/", include("apps.dcep.api.urls")),
@@ -47,6 +51,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler404 = "apps.common.errors.api_not_found"

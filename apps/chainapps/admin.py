@@ -61,6 +61,27 @@ class ChainAppAdmin(admin.ModelAdmin):
     def reconcile_now(self, request, queryset):
         reconcile_regions_now(self, request, Region.objects.filter(nodes__app__in=queryset).distinct())
 
+    def save_model(self, request, obj, form, change):
+        """Quota changes (tps_quota, storage_mb) go through ``chainapp_update``: within the
+        tenant's limits, audited with the values before; a refusal is shown, the rest saved."""
+        from rest_framework.exceptions import APIException
+
+        from apps.chainapps.services import chainapp_update
+        from apps.common.errors import DomainError
+
+        quotas = {f: form.cleaned_data[f] for f in ("tps_quota", "storage_mb") if change and f in form.changed_data}
+        if quotas:
+            current = ChainApp.objects.filter(pk=obj.pk).values(*quotas).get()
+            for name, value in current.items():
+                setattr(obj, name, value)
+        super().save_model(request, obj, form, change)
+        if quotas:
+            try:
+                chainapp_update(app=obj, actor=request.user, data=quotas, request=request)
+            except (APIException, DomainError) as exc:  # a refusal (quota, deleted app) is shown, not a 500
+                detail = getattr(exc, "detail", exc)
+                self.message_user(request, f"Quota not changed: {detail}", level=messages.ERROR)
+
 
 @admin.register(LedgerNode)
 class LedgerNodeAdmin(admin.ModelAdmin):

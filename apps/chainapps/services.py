@@ -228,15 +228,17 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
 
 
 def chainapp_update(*, app: ChainApp, actor, data: dict, request=None) -> ChainApp:
-    """Rename or describe the app; platform staff may also set its ``tps_quota`` (within
-    the tenant's ``max_tps``; enforced at the gateway at once, audited with before/after)."""
-    allowed = {"name", "description", "tps_quota"}
+    """Rename or describe the app; platform staff may also set its ``tps_quota`` and
+    ``storage_mb`` (within the tenant's ``max_tps`` / ``max_storage_mb``; enforced at the
+    gateway at once, audited with before/after)."""
+    allowed = {"name", "description", "tps_quota", "storage_mb"}
+    staff_only = {"tps_quota", "storage_mb"}
     changes = {k: v for k, v in data.items() if k in allowed}
     if app.deleted_at is not None:
         raise Conflict("This app is deleted.", code="app-deleted")
     if not changes:
         return app
-    if "tps_quota" in changes and not getattr(actor, "is_staff", False):
+    if staff_only & changes.keys() and not getattr(actor, "is_staff", False):
         raise DomainError(
             "Quotas are set by platform staff, not by the tenant: ask your platform operator.",
             code="staff-only",
@@ -254,6 +256,16 @@ def chainapp_update(*, app: ChainApp, actor, data: dict, request=None) -> ChainA
                     code="quota-exceeded",
                 )
             changes["tps_quota_before"] = app.tps_quota
+        if "storage_mb" in changes:
+            tenant = Tenant.objects.select_for_update().get(pk=app.tenant_id)
+            others = tenant_usage(tenant=tenant)["storage_mb"] - app.storage_mb
+            if others + changes["storage_mb"] > tenant.max_storage_mb:
+                raise Conflict(
+                    f"Tenant quota exceeded: storage {others}+{changes['storage_mb']}>{tenant.max_storage_mb} MB; "
+                    "raise the tenant's max_storage_mb first.",
+                    code="quota-exceeded",
+                )
+            changes["storage_mb_before"] = app.storage_mb
         if (
             "name" in changes
             and ChainApp.objects.for_tenant(app.tenant)

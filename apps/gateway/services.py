@@ -14,6 +14,7 @@ the ledger did not confirm is finished by a retry.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -43,6 +44,7 @@ from apps.gateway.errors import (
     OrderingUnavailable,
 )
 from apps.gateway.models import AppUser
+from apps.metering import counters
 from apps.runtime.nodeapi import NodeReply, NodeUnreachable, NodeUnverified, node_call, path_segment
 from apps.runtime.nodeapi import NodeTimeout as CallTimeout
 from bsn.ledger.tx import make_tx, sign_tx, tx_id_of
@@ -100,6 +102,7 @@ def _call(app: ChainApp, method: str, path: str, *, body: Any = None, read_timeo
                 connect_timeout=settings.BSN_GATEWAY_CONNECT_TIMEOUT,
                 read_timeout=read_timeout,
             )
+            counters.note_node(app_id=app.pk, region_id=node.region_id)  # metering: where the work ran
             if method == "POST" and reply.ok:  # the chain moved: the API's node facts follow within seconds
                 node_refresh_later(node, facts=True)
             return reply
@@ -109,6 +112,7 @@ def _call(app: ChainApp, method: str, path: str, *, body: Any = None, read_timeo
             logger.warning("gateway: node %s of app %s %s", node.name, app.pk, verb)
             node_refresh_later(node)
         except CallTimeout as exc:
+            counters.note_node(app_id=app.pk, region_id=node.region_id)
             raise NodeTimeout(
                 f"The node of app '{app.name}' in {node.region.code} did not answer within {read_timeout:g}s; "
                 "the outcome is unknown. Sending the same signed transaction again is safe.",
@@ -224,17 +228,33 @@ def gateway_admit(*, app: ChainApp, count: int) -> None:
     )
 
 
-def gateway_submit(*, app: ChainApp, envelope: Any, metered: bool = False) -> dict:
+def _admit_metered(*, app: ChainApp, count: int, body: Any, nbytes: int | None) -> None:
+    """A tenant's submission: storage and daily volume (``apps.metering``), then TPS; a
+    refusal by either leaves the others as they were."""
+    from apps.metering.services import quota_admit, volume_refund
+
+    if nbytes is None:  # not from an HTTP request (custody, tests): the JSON it stands for
+        nbytes = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    quota_admit(app=app, nbytes=nbytes)
+    try:
+        gateway_admit(app=app, count=count)
+    except DomainError:
+        volume_refund(app=app, nbytes=nbytes)
+        raise
+
+
+def gateway_submit(*, app: ChainApp, envelope: Any, metered: bool = False, nbytes: int | None = None) -> dict:
     """Forward one signed envelope; the receipt once its block is committed. ``metered``:
-    a tenant's submission, admitted by the TPS buckets (``gateway_admit``) once well formed."""
+    a tenant's submission, admitted by the storage, daily-volume (``nbytes``: the request's
+    size) and TPS quotas once well formed."""
     _check_envelope(app, envelope)
     if metered:
-        gateway_admit(app=app, count=1)
+        _admit_metered(app=app, count=1, body=envelope, nbytes=nbytes)
     reply = _call(app, "POST", "/tx", body=envelope, read_timeout=settings.BSN_GATEWAY_SUBMIT_TIMEOUT)
     return _result(reply, "transaction")
 
 
-def gateway_submit_batch(*, app: ChainApp, envelopes: Any, metered: bool = False) -> dict:
+def gateway_submit_batch(*, app: ChainApp, envelopes: Any, metered: bool = False, nbytes: int | None = None) -> dict:
     """Forward ``{"txs": [...]}``; ``{"receipts": [...]}`` in order (rejected items inline).
     ``metered``: as for ``gateway_submit``, every transaction of the batch counted."""
     if not isinstance(envelopes, list) or not envelopes:
@@ -244,7 +264,7 @@ def gateway_submit_batch(*, app: ChainApp, envelopes: Any, metered: bool = False
     for index, envelope in enumerate(envelopes):
         _check_envelope(app, envelope, where=f"txs[{index}]: ")
     if metered:
-        gateway_admit(app=app, count=len(envelopes))
+        _admit_metered(app=app, count=len(envelopes), body={"txs": envelopes}, nbytes=nbytes)
     reply = _call(app, "POST", "/tx/batch", body={"txs": envelopes}, read_timeout=settings.BSN_GATEWAY_SUBMIT_TIMEOUT)
     return _result(reply, "batch")
 

@@ -41,3 +41,32 @@ class UsageHour(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app_id}/{self.region_id}@{self.hour:%Y-%m-%dT%H}"
+
+
+class NodeMeter(models.Model):
+    """What the metering scrape last saw of one ledger node: when, whether it ran, its storage."""
+
+    node = models.OneToOneField("chainapps.LedgerNode", on_delete=models.CASCADE, related_name="meter")
+    observed_at = models.DateTimeField(help_text="the last scrape pass that looked at the node")
+    running = models.BooleanField(default=False, help_text="the node's state was running at that pass")
+    storage_bytes = models.BigIntegerField(null=True, blank=True, help_text="bsn_storage_bytes, last reading")
+    storage_read_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"meter of {self.node_id}"
+
+
+class CounterFlush(models.Model):
+    """One batch of gateway counters applied to UsageHour: its Redis key, claimed once.
+
+    Inserted in the same transaction as the additions, so a batch whose worker died after
+    the commit (before deleting the key) is recognised and never added twice.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    applied_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    fields = models.PositiveIntegerField(default=0, help_text="hash fields in the batch")
+
+    def __str__(self) -> str:
+        return self.key

@@ -128,7 +128,9 @@ def node_call(
     connect_timeout: float = 1.0,
     read_timeout: float = 5.0,
     session: requests.Session | None = None,
+    as_text: bool = False,
 ) -> NodeReply:
+    """One signed call; ``as_text``: the body as text, not parsed (``/metrics`` is Prometheus text)."""
     url = endpoint.rstrip("/") + "/" + path.lstrip("/")
     data = None
     headers = {"Accept": "application/json"}
@@ -160,6 +162,8 @@ def node_call(
         raise NodeUnverified(
             f"{endpoint} answered HTTP {response.status_code} without proving it is node {auth.node_id}"
         )
+    if as_text:
+        return NodeReply(status=response.status_code, body=response.text, nonce=nonce)
     try:
         parsed = json.loads(raw)
     except RecursionError:

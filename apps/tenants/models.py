@@ -36,6 +36,9 @@ class Tenant(TimeStamped):
     max_nodes = models.PositiveIntegerField(default=30)
     max_tps = models.PositiveIntegerField(default=100)
     max_storage_mb = models.PositiveIntegerField(default=10_240)
+    max_daily_volume_mb = models.PositiveIntegerField(
+        default=1024, help_text="request bytes the gateway accepts per UTC day, all apps together (MiB)"
+    )
 
     objects = TenantQuerySet.as_manager()
 

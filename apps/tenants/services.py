@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework.exceptions import PermissionDenied, ValidationError
 
 from apps.audit.services import audit_record
-from apps.common.errors import Conflict
+from apps.common.errors import Conflict, DomainError
 from apps.tenants.models import ApiToken, Membership, Role, Tenant, token_digest
 
 User = get_user_model()
@@ -44,21 +44,40 @@ def tenant_create(*, slug: str, name: str, kind: str = Tenant.Kind.ENTERPRISE, a
     return tenant
 
 
-def tenant_set_quota(*, tenant: Tenant, actor=None, **quotas) -> Tenant:
-    allowed = {"max_apps", "max_nodes", "max_tps", "max_storage_mb"}
+def tenant_set_quota(*, tenant: Tenant, actor=None, request=None, **quotas) -> Tenant:
+    """Platform staff set a tenant's quotas (command, admin, API); audited with the values before."""
+    allowed = {"max_apps", "max_nodes", "max_tps", "max_storage_mb", "max_daily_volume_mb"}
     unknown = set(quotas) - allowed
     if unknown:
         raise ValidationError({"quota": f"unknown quota(s): {', '.join(sorted(unknown))}"})
     with transaction.atomic():
+        before = dict(Tenant.objects.filter(pk=tenant.pk).values(*quotas).first() or {})
         for key, value in quotas.items():
             if value is None or int(value) < 0:
                 raise ValidationError({key: "must be a non-negative integer"})
             setattr(tenant, key, int(value))
         tenant.save(update_fields=[*quotas, "updated_at"])
         audit_record(
-            action="tenant.quota", object_type="tenant", object_id=tenant.pk, tenant=tenant, actor=actor, data=quotas
+            action="tenant.quota",
+            object_type="tenant",
+            object_id=tenant.pk,
+            tenant=tenant,
+            actor=actor,
+            data={**quotas, "before": before},
+            request=request,
         )
     return tenant
+
+
+def tenant_quota_update(*, tenant: Tenant, actor, quotas: dict, request=None) -> Tenant:
+    """``tenant_set_quota`` for the API: platform staff only."""
+    if not getattr(actor, "is_staff", False):
+        raise DomainError(
+            "Quotas are set by platform staff, not by the tenant: ask your platform operator.",
+            code="staff-only",
+            status=403,
+        )
+    return tenant_set_quota(tenant=tenant, actor=actor, request=request, **quotas)
 
 
 def token_issue(

@@ -13,6 +13,7 @@ import uuid
 import pytest
 from django.db.models import Q
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.test import APIClient
 
@@ -41,6 +42,9 @@ from apps.dcep.settlement import settlement_run, settlement_start
 from apps.dcep.tiers import new_wallet_number
 from apps.gateway.api.views import AppLedgerViewSet, AppUserViewSet
 from apps.gateway.models import AppUser
+from apps.metering import counters
+from apps.metering.api.views import AppUsageViewSet, TenantUsageView
+from apps.metering.models import UsageHour
 from apps.regions.api.views import RegionViewSet
 from apps.regions.models import Region
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
@@ -86,6 +90,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", "/api/v1/auth/login"): ("login", None),
     ("post", "/api/v1/auth/logout"): ("self", None),
     ("get", "/api/v1/tenant"): ("self", None),
+    ("patch", "/api/v1/tenant"): ("self", None),  # quotas: staff only; an empty body changes nothing
+    ("get", "/api/v1/tenant/usage"): ("self", None),
     ("get", "/api/v1/regions"): ("catalogue", None),
     ("get", "/api/v1/regions/{code}"): ("catalogue", None),
     ("get", "/api/v1/frameworks"): ("catalogue", None),
@@ -115,6 +121,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("get", "/api/v1/apps/{id}/state/{contract}/{key}"): ("object", "app"),
     ("get", "/api/v1/apps/{id}/state/{key}"): ("object", "app"),
     ("get", "/api/v1/apps/{id}/chain"): ("object", "app"),
+    ("get", "/api/v1/apps/{id}/usage"): ("object", "app"),
     ("get", "/api/v1/apps/{app_id}/users"): ("object", "app"),
     ("post", "/api/v1/apps/{app_id}/users"): ("object", "app"),
     ("get", "/api/v1/apps/{app_id}/users/{id}"): ("app-child", "appuser"),
@@ -183,6 +190,8 @@ API_VIEWS = {
     AppUserViewSet,
     WebhookViewSet,
     DeliveryViewSet,
+    AppUsageViewSet,
+    TenantUsageView,
     OperationViewSet,
     AuditEventViewSet,
     InstitutionViewSet,
@@ -298,6 +307,7 @@ def _snapshot(tenant) -> dict:
         "deliveries": rows(WebhookDelivery.objects.filter(webhook__app__tenant=tenant)),
         "invoices": rows(Invoice.objects.filter(tenant=tenant)),
         "prices": rows(PriceList.objects.all()),
+        "usage": rows(UsageHour.objects.filter(app__tenant=tenant)),
     }
 
 
@@ -422,6 +432,10 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
     owner_client.post(f"/api/v1/apps/{app_a.pk}/stop")  # an open operation
     b_app = make_app(outsider, "b-app", regions=("cn-shanghai",))
     LedgerNode.objects.filter(app=app_a).update(state=LedgerNode.State.RUNNING, endpoint=a_node.endpoint)
+    # Metered usage of A's app (this hour): B's usage answers must not show it.
+    UsageHour.objects.create(
+        app=app_a, region=app_a.nodes.first().region, hour=counters.hour_of(timezone.now()), tx_committed=7
+    )
     a_user = AppUser.objects.create(
         app=app_a, name="alice-user", public_key=generate_key()[1], status=AppUser.Status.ACTIVE
     )

@@ -96,6 +96,7 @@ def _depth_cases(app, owner) -> dict[tuple[str, str], str]:
         ("post", "/api/v1/apps/{id}/scale"): f"/api/v1/apps/{app.pk}/scale",
         ("post", "/api/v1/apps/{app_id}/users"): f"/api/v1/apps/{app.pk}/users",
         ("post", "/api/v1/auth/login"): "/api/v1/auth/login",
+        ("patch", "/api/v1/tenant"): "/api/v1/tenant",
         ("post", "/api/v1/tenant/members"): "/api/v1/tenant/members",
         ("patch", "/api/v1/tenant/members/{id}"): f"/api/v1/tenant/members/{owner.pk}",
         ("post", "/api/v1/tokens"): "/api/v1/tokens",

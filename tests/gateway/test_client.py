@@ -88,3 +88,8 @@ def test_client_through_a_live_gateway(live_server, owner, app, sim, alice_key):
     with pytest.raises(ClientError) as excinfo:
         stranger.submit("kv", "put", {"key": "k", "value": "v"})
     assert excinfo.value.code == "unknown_signer"
+    # Close the keep-alive connections now: the live server's request threads hold a
+    # database connection each until their client goes, and the test database cannot be
+    # dropped while they do (garbage collection would close them at some unknown time).
+    client.session.close()
+    stranger.session.close()

@@ -81,6 +81,10 @@ class AppOutputSerializer(serializers.ModelSerializer):
         help_text="transactions admitted within about the last second, of tps_quota (the app's detail only; "
         "null in lists or when the quota service does not answer)"
     )
+    storage_in_use_bytes = serializers.SerializerMethodField(
+        help_text="bytes stored, of storage_mb: the largest node's bsn_storage_bytes as last scraped (the app's "
+        "detail only; null in lists or before the first reading)"
+    )
 
     class Meta:
         model = ChainApp
@@ -98,6 +102,7 @@ class AppOutputSerializer(serializers.ModelSerializer):
             "tps_quota",
             "tps_in_use",
             "storage_mb",
+            "storage_in_use_bytes",
             "desired_state",
             "status",
             "status_reason",
@@ -117,6 +122,9 @@ class AppOutputSerializer(serializers.ModelSerializer):
 
     def get_tps_in_use(self, app) -> int | None:
         return (self.context.get("tps_in_use") or {}).get(str(app.pk))
+
+    def get_storage_in_use_bytes(self, app) -> int | None:
+        return (self.context.get("storage_in_use") or {}).get(str(app.pk))
 
     def get_regions(self, app) -> list[str]:
         """Where the app runs: nodes scaled away are no longer listed (a deleted app's are)."""
@@ -149,6 +157,12 @@ class AppUpdateInputSerializer(StrictInputSerializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     tps_quota = serializers.IntegerField(
         min_value=1, max_value=100_000, required=False, help_text="platform staff only (403 staff-only otherwise)"
+    )
+    storage_mb = serializers.IntegerField(
+        min_value=1,
+        max_value=10_000_000,
+        required=False,
+        help_text="the app's storage quota; platform staff only (403 staff-only otherwise)",
     )
 
     not_here = {

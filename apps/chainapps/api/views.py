@@ -50,9 +50,14 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
 
     def retrieve(self, request, *args, **kwargs):
         from apps.gateway.services import tps_in_use
+        from apps.metering.selectors import app_storage_in_use
 
         app = self.get_object()
-        context = {**self.get_serializer_context(), "tps_in_use": {str(app.pk): tps_in_use(app=app)}}
+        context = {
+            **self.get_serializer_context(),
+            "tps_in_use": {str(app.pk): tps_in_use(app=app)},
+            "storage_in_use": {str(app.pk): app_storage_in_use(app=app)},
+        }
         return Response(self.get_serializer_class()(app, context=context).data)
 
     @extend_schema(request=s.AppCreateInputSerializer, responses={202: s.OperationSerializer})

@@ -22,6 +22,7 @@ from apps.custody import services as custody
 from apps.gateway import services
 from apps.gateway.api import serializers as s
 from apps.gateway.models import AppUser
+from apps.metering.api.mixins import GatewayMeteringMixin, content_length
 from apps.runtime.nodeapi import RawJSON
 from apps.tenants.models import Role
 
@@ -30,9 +31,11 @@ APP_ID = OpenApiParameter("app_id", OpenApiTypes.UUID, OpenApiParameter.PATH, de
 
 
 @extend_schema(parameters=[APP_ID])
-class AppUserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+class AppUserViewSet(GatewayMeteringMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
     """An app's users: registering or revoking one is a ledger transaction. Custody-mode
     users also sign through the platform (developer) and export their key once (admin)."""
+
+    metered_actions = frozenset({"transactions"})  # signing for a custody user: the tenant's traffic
 
     queryset = AppUser.objects.select_related("created_by", "app__tenant")
     serializer_class = s.AppUserSerializer
@@ -139,10 +142,14 @@ def _answer(result):
     return Response(result)
 
 
-class AppLedgerViewSet(TenantScopedViewSet):
-    """Signed transactions to, and reads from, a healthy node of the app."""
+class AppLedgerViewSet(GatewayMeteringMixin, TenantScopedViewSet):
+    """Signed transactions to, and reads from, a healthy node of the app.
 
-    queryset = ChainApp.objects.all()
+    Metered (``GatewayMeteringMixin``): what reached a node is counted for the app and
+    that node's region.
+    """
+
+    queryset = ChainApp.objects.select_related("tenant")
     filter_backends: list = []
     pagination_class = None
     problem_codes = GATEWAY_PROBLEMS
@@ -157,16 +164,19 @@ class AppLedgerViewSet(TenantScopedViewSet):
             "`tx.app` must be this app's id. 503/504 are safe to retry with the same envelope. Every "
             "transaction counts against the app's `tps_quota` and the tenant's `max_tps` (token buckets "
             "shared by all web processes): over either, 429 `tps-quota-exceeded` with `Retry-After`, "
-            "`limit_tps` and `scope`."
+            "`limit_tps` and `scope`. Before that, the app's storage (`storage_mb`, from its nodes' last "
+            "reading): 403 `storage-quota-exceeded`; and the tenant's daily data volume (`max_daily_volume_mb`, "
+            "request bytes per UTC day): 429 `daily-volume-exceeded` with `Retry-After` until midnight UTC."
         ),
     )
     @action(detail=True, methods=["post"], url_path="transactions")
     def transactions(self, request, pk=None):
         app = self.get_object()
         data = request.data
+        nbytes = content_length(request)
         if isinstance(data, dict) and "txs" in data and "tx" not in data:
-            return Response(services.gateway_submit_batch(app=app, envelopes=data["txs"], metered=True))
-        return Response(services.gateway_submit(app=app, envelope=data, metered=True))
+            return Response(services.gateway_submit_batch(app=app, envelopes=data["txs"], metered=True, nbytes=nbytes))
+        return Response(services.gateway_submit(app=app, envelope=data, metered=True, nbytes=nbytes))
 
     @extend_schema(responses={200: s.TxLookupSerializer})
     @action(detail=True, methods=["get"], url_path=r"transactions/(?P<tx_id>[0-9a-fA-F]{64})")

@@ -49,7 +49,13 @@ class UsageSerializer(serializers.Serializer):
     tps_in_use = serializers.IntegerField(
         allow_null=True, help_text="transactions the tenant's bucket admitted within about the last second"
     )
-    storage_mb = serializers.IntegerField()
+    storage_mb = serializers.IntegerField(help_text="the apps' storage_mb added up (what max_storage_mb limits)")
+    storage_in_use_bytes = serializers.IntegerField(
+        allow_null=True, help_text="bytes the live apps' nodes store (each app's largest node, last reading)"
+    )
+    volume_today_bytes = serializers.IntegerField(
+        allow_null=True, help_text="request bytes the gateway accepted today (UTC), of max_daily_volume_mb"
+    )
 
 
 class QuotaSerializer(serializers.Serializer):
@@ -57,6 +63,23 @@ class QuotaSerializer(serializers.Serializer):
     max_nodes = serializers.IntegerField()
     max_tps = serializers.IntegerField()
     max_storage_mb = serializers.IntegerField()
+    max_daily_volume_mb = serializers.IntegerField(help_text="request bytes per UTC day through the gateway, MiB")
+
+
+class TenantQuotaInputSerializer(StrictInputSerializer):
+    """Quotas of the caller's tenant; platform staff only (403 staff-only otherwise)."""
+
+    max_apps = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    max_nodes = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+    max_tps = serializers.IntegerField(min_value=0, max_value=10_000_000, required=False)
+    max_storage_mb = serializers.IntegerField(min_value=0, max_value=2_000_000_000, required=False)
+    max_daily_volume_mb = serializers.IntegerField(min_value=0, max_value=2_000_000_000, required=False)
+
+    not_here = {
+        "name": "the tenant's name and slug are set with manage.py bsn_tenant or the admin",
+        "slug": "the tenant's name and slug are set with manage.py bsn_tenant or the admin",
+        "kind": "a tenant's kind cannot be changed",
+    }
 
 
 class TenantOutputSerializer(serializers.ModelSerializer):

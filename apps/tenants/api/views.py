@@ -71,12 +71,40 @@ class LogoutView(APIView):
 class TenantView(APIView):
     @extend_schema(responses=s.TenantOutputSerializer)
     def get(self, request):
-        membership = request_membership(request)
-        from apps.gateway.services import tps_in_use
+        return Response(_tenant_body(request_membership(request)))
 
-        usage = {**tenant_usage(tenant=membership.tenant), "tps_in_use": tps_in_use(tenant=membership.tenant)}
-        context = {"usage": usage, "role": membership.role}
-        return Response(s.TenantOutputSerializer(membership.tenant, context=context).data)
+    @extend_schema(
+        request=s.TenantQuotaInputSerializer,
+        responses=s.TenantOutputSerializer,
+        description="Set the tenant's quotas: platform staff only (403 `staff-only` for anyone else); audited "
+        "with the values before. An empty body changes nothing.",
+    )
+    def patch(self, request):
+        membership = request_membership(request)
+        data = s.TenantQuotaInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data:
+            services.tenant_quota_update(
+                tenant=membership.tenant, actor=request.user, quotas=data.validated_data, request=request
+            )
+            membership.tenant.refresh_from_db()
+        return Response(_tenant_body(membership))
+
+
+def _tenant_body(membership) -> dict:
+    """The tenant with its quotas, current use and the caller's role."""
+    from apps.gateway.services import tps_in_use
+    from apps.metering.selectors import tenant_storage_in_use, volume_today
+
+    tenant = membership.tenant
+    usage = {
+        **tenant_usage(tenant=tenant),
+        "tps_in_use": tps_in_use(tenant=tenant),
+        "storage_in_use_bytes": tenant_storage_in_use(tenant=tenant),
+        "volume_today_bytes": volume_today(tenant=tenant),
+    }
+    context = {"usage": usage, "role": membership.role}
+    return s.TenantOutputSerializer(membership.tenant, context=context).data
 
 
 class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):

@@ -28,7 +28,7 @@ class Command(BaseCommand):
         sub.add_parser("list")
         quota = sub.add_parser("quota")
         quota.add_argument("slug")
-        for name in ("max_apps", "max_nodes", "max_tps", "max_storage_mb"):
+        for name in ("max_apps", "max_nodes", "max_tps", "max_storage_mb", "max_daily_volume_mb"):
             quota.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int)
 
     def handle(self, *args, action, **options):
@@ -72,5 +72,5 @@ class Command(BaseCommand):
         tenant.refresh_from_db()
         self.stdout.write(
             f"{slug}: apps {tenant.max_apps}, nodes {tenant.max_nodes}, tps {tenant.max_tps}, "
-            f"storage {tenant.max_storage_mb} MB"
+            f"storage {tenant.max_storage_mb} MB, daily volume {tenant.max_daily_volume_mb} MB"
         )

@@ -1,0 +1,45 @@
+from django.contrib import admin
+
+from apps.metering.models import NodeMeter, UsageHour
+
+
+@admin.register(UsageHour)
+class UsageHourAdmin(admin.ModelAdmin):
+    """Metered usage, read-only: rows are written by the flush and the scrape only."""
+
+    list_display = [
+        "hour",
+        "app",
+        "region",
+        "tx_committed",
+        "tx_failed",
+        "tx_rejected",
+        "bytes_in",
+        "bytes_out",
+        "node_seconds",
+        "storage_bytes",
+    ]
+    list_filter = ["region"]
+    search_fields = ["app__name", "app__tenant__slug"]
+    date_hierarchy = "hour"
+    list_select_related = ["app", "region"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(NodeMeter)
+class NodeMeterAdmin(UsageHourAdmin):
+    """What the scrape last saw of each node."""
+
+    list_display = ["node", "observed_at", "running", "storage_bytes", "storage_read_at", "last_error"]
+    list_filter = ["running"]
+    search_fields = ["node__name", "node__app__name"]
+    date_hierarchy = None
+    list_select_related = ["node"]
