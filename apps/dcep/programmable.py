@@ -91,7 +91,9 @@ class ReleaseRule:
     def hold_fields(self) -> dict[str, Any]:
         return {
             "release_app": self.app,
-            "release_contract": self.contract,
+            # Bound to the app's own contract when none is named: its built-in ``_config`` contract
+            # (or a later template) can never emit an event that releases the money.
+            "release_contract": self.contract or self.app.contract_template,
             "capture_event": self.capture.event if self.capture else "",
             "capture_match": self.capture.match if self.capture else None,
             "void_event": self.void.event if self.void else "",
