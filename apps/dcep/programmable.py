@@ -14,13 +14,15 @@ once:
   workers handed the same event take turns: the second finds the first's record and does
   nothing.
 
-A hold already resolved (by hand, by expiry, by an earlier event) ignores the event, and the
-record says so; a pending hold past its expiry is expired (released to the payer) by the
+A hold hears only the events of blocks made after it was placed (block time, to the
+millisecond). A hold already resolved (by hand, by expiry, by an earlier event) ignores the
+event, and the record says so; a pending hold past its expiry is expired (released to the payer) by the
 event, as the sweep would have done. docs/dcep.md, "Programmable payments".
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -142,8 +144,21 @@ def _rules(hold: Hold) -> list[tuple[str, EventRule]]:
     return rules
 
 
+def _block_time(event: ChainEvent) -> dt.datetime:
+    return dt.datetime.fromtimestamp(event.block_time_ms / 1000, tz=dt.UTC)
+
+
+def _listening(hold: Hold, event: ChainEvent) -> bool:
+    """A hold hears the events of blocks made once it was placed (compared to the millisecond):
+    a redelivered old event must not capture a hold placed after it, or the outcome would
+    depend on when the reader happened to run."""
+    return hold.created_at.replace(microsecond=hold.created_at.microsecond // 1000 * 1000) <= _block_time(event)
+
+
 def _decision(hold: Hold, event: ChainEvent) -> str | None:
     if hold.release_contract and hold.release_contract != event.contract:
+        return None
+    if not _listening(hold, event):
         return None
     for outcome, rule in _rules(hold):
         if rule.matches(event):
@@ -167,7 +182,8 @@ def _candidates(app_id: UUID, event: ChainEvent) -> list[UUID]:
     the database also compares the payload (``match <@ payload``), so the holds of other
     letters of credit are never loaded. ``_decision`` makes the exact comparison either way.
     """
-    holds = Hold.objects.filter(release_app_id=app_id)
+    # Placed before the block's millisecond ended (``_listening`` has the exact rule).
+    holds = Hold.objects.filter(release_app_id=app_id, created_at__lt=_block_time(event) + dt.timedelta(milliseconds=1))
     if connection.vendor == "postgresql" and isinstance(event.payload, dict):
         payload = event.payload
         on_name = Q(capture_event=event.name, capture_match__contained_by=payload) | Q(
