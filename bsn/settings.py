@@ -378,6 +378,21 @@ BSN_DCEP_MAX_BATCH = env_int("BSN_DCEP_MAX_BATCH", 8190, minimum=1)
 # Seconds a money call waits for the tier-1 chain before answering 503 with Retry-After.
 BSN_DCEP_TIER1_WAIT = env_float("BSN_DCEP_TIER1_WAIT", 0.0)
 
+# --- Contract events and webhooks (docs/events.md, docs/webhooks.md) -------------------
+# How often the beat pumps every app with an event consumer; blocks per node read; reads per pump.
+BSN_EVENTS_PUMP_INTERVAL = env_float("BSN_EVENTS_PUMP_INTERVAL", 2.0)
+BSN_EVENTS_BLOCKS_PER_READ = env_int("BSN_EVENTS_BLOCKS_PER_READ", 100, minimum=1)
+BSN_EVENTS_PUMP_ROUNDS = env_int("BSN_EVENTS_PUMP_ROUNDS", 10, minimum=1)
+# Webhook URLs may name private, loopback, link-local, multicast or reserved addresses (SSRF): development only.
+BSN_WEBHOOKS_ALLOW_PRIVATE = env_bool("BSN_WEBHOOKS_ALLOW_PRIVATE", False)
+BSN_WEBHOOKS_CONNECT_TIMEOUT = env_float("BSN_WEBHOOKS_CONNECT_TIMEOUT", 3.0)
+BSN_WEBHOOKS_READ_TIMEOUT = env_float("BSN_WEBHOOKS_READ_TIMEOUT", 5.0)
+# Retries: first after BASE s, doubling up to MAX s (±20 % jitter), for WINDOW s from the first attempt.
+BSN_WEBHOOKS_RETRY_BASE_S = env_float("BSN_WEBHOOKS_RETRY_BASE_S", 10.0)
+BSN_WEBHOOKS_RETRY_MAX_S = env_float("BSN_WEBHOOKS_RETRY_MAX_S", 3600.0)
+BSN_WEBHOOKS_RETRY_WINDOW_S = env_float("BSN_WEBHOOKS_RETRY_WINDOW_S", 86400.0)
+BSN_WEBHOOKS_DISPATCH_INTERVAL = env_float("BSN_WEBHOOKS_DISPATCH_INTERVAL", 5.0)
+
 CELERY_BEAT_SCHEDULE = {
     "reconcile-regions": {"task": "apps.chainapps.tasks.reconcile_all", "schedule": BSN_RECONCILE_INTERVAL},
     "ordering-heal": {"task": "apps.ordering.tasks.ordering_heal", "schedule": BSN_RECONCILE_INTERVAL},
@@ -390,4 +405,6 @@ CELERY_BEAT_SCHEDULE = {
     "dcep-expire-holds": {"task": "apps.dcep.tasks.holds_expire", "schedule": BSN_DCEP_HOLD_SWEEP_INTERVAL},
     "dcep-tier1-resolve": {"task": "apps.dcep.tasks.tier1_resolve", "schedule": 30.0},
     "dcep-idempotency-purge": {"task": "apps.dcep.tasks.idempotency_purge", "schedule": 3600.0},
+    "events-pump": {"task": "apps.events.tasks.events_pump_all", "schedule": BSN_EVENTS_PUMP_INTERVAL},
+    "webhooks-dispatch": {"task": "apps.webhooks.tasks.webhooks_dispatch", "schedule": BSN_WEBHOOKS_DISPATCH_INTERVAL},
 }

@@ -33,6 +33,7 @@ api_v1 = [
     path("schema", SpectacularAPIView.as_view(**public), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
     path("dcep/", include("apps.dcep.api.urls")),
+    path("", include("apps.webhooks.api.urls")),
     *router.urls,
 ]
 

@@ -48,6 +48,7 @@ from bsn.ledger.tx import (
     now_ms,
     prepare,
     release,
+    tx_id_of,
 )
 
 NODE_KEY_NAME = "node.key"
@@ -352,6 +353,51 @@ class LedgerCore:
     def block(self, height: int) -> dict[str, Any] | None:
         line = self.block_line(height)
         return None if line is None else loads(line)
+
+    def events(self, after: int, limit: int, max_bytes: int) -> tuple[int, list[dict[str, Any]], int]:
+        """(head height, events, next_after): the contract events of the committed
+        transactions in blocks ``after+1 .. after+limit`` (docs/ledger-protocol.md "Events").
+
+        Whole blocks only: reading stops after the block that takes the block bytes read
+        or the events' JSON past ``max_bytes`` (one block is always read), and
+        ``next_after`` is the last block read, so a reader resumes from there.
+        """
+        head = self._height
+        last = min(head, after + limit)
+        events: list[dict[str, Any]] = []
+        read = 0
+        height = after
+        while height < last and read <= max_bytes:
+            height += 1
+            line = self.block_line(height)
+            if line is None:  # pragma: no cover - every height up to the head is stored
+                raise ChainError(f"block {height} is missing from the blocks file")
+            read += len(line)
+            block = loads(line)
+            envelopes = block["txs"]
+            tx_ids = [tx_id_of(envelope["tx"]) for envelope in envelopes]
+            receipts = self.state.stored_receipts(tx_ids)
+            for index, (tx_id, envelope) in enumerate(zip(tx_ids, envelopes, strict=True)):
+                receipt = receipts.get(tx_id)
+                if receipt is None or receipt["status"] != "committed" or not receipt.get("events"):
+                    continue
+                tx = envelope["tx"]
+                for seq, event in enumerate(receipt["events"]):
+                    item = {
+                        "height": height,
+                        "index": index,
+                        "seq": seq,
+                        "tx_id": tx_id,
+                        "contract": tx["contract"],
+                        "function": tx["function"],
+                        "signer": tx["signer"],
+                        "name": event["name"],
+                        "payload": event["payload"],
+                        "block_time_ms": block["header"]["timestamp"],
+                    }
+                    read += len(dumps(item))
+                    events.append(item)
+        return head, events, height
 
     def value(self, contract: str, key: str) -> Any:
         """Current value of ``key`` in a deployed contract; None when absent."""

@@ -17,7 +17,7 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from bsn.ledger import __version__, auth
 from bsn.ledger.blockstore import StoreError
@@ -44,6 +44,10 @@ BODY_WAIT_S = 30.0
 _METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS")
 _TX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _HEIGHT_RE = re.compile(r"^[1-9][0-9]{0,18}$")
+_COUNT_RE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+EVENTS_DEFAULT_BLOCKS = 100  # GET /events: blocks per answer unless ``limit`` says otherwise
+EVENTS_MAX_BLOCKS = 1000
+EVENTS_MAX_BYTES = 1024 * 1024  # block bytes read plus event JSON; whole blocks, at least one
 
 
 class HTTPError(Exception):
@@ -167,6 +171,9 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/blocks/"):
             self._allow(method, "GET")
             return self._get_block(path[8:])
+        if path == "/events":
+            self._allow(method, "GET")
+            return self._get_events()
         if path.startswith("/state/"):
             self._allow(method, "GET")
             return self._get_state(path[7:])
@@ -355,6 +362,21 @@ class Handler(BaseHTTPRequestHandler):
         if line is None:
             raise HTTPError(HTTPStatus.NOT_FOUND, "not_found", f"no block at height {raw}")
         return HTTPStatus.OK, line
+
+    def _get_events(self) -> tuple[int, Any]:
+        query = parse_qs(self.path.partition("?")[2], keep_blank_values=True)
+        if set(query) - {"after", "limit"} or any(len(v) != 1 for v in query.values()):
+            raise HTTPError(HTTPStatus.BAD_REQUEST, MALFORMED, "GET /events?after=<height>&limit=<blocks>")
+        after = query.get("after", ["0"])[0]
+        limit = query.get("limit", [str(EVENTS_DEFAULT_BLOCKS)])[0]
+        if not _COUNT_RE.match(after) or not _HEIGHT_RE.match(limit) or int(limit) > EVENTS_MAX_BLOCKS:
+            raise HTTPError(
+                HTTPStatus.BAD_REQUEST,
+                MALFORMED,
+                f"after: a height >= 0; limit: 1..{EVENTS_MAX_BLOCKS} blocks",
+            )
+        head, events, next_after = self.server.core.events(int(after), int(limit), EVENTS_MAX_BYTES)
+        return HTTPStatus.OK, {"height": head, "events": events, "next_after": next_after}
 
     def _get_state(self, rest: str) -> tuple[int, Any]:
         contract, sep, raw_key = rest.partition("/")

@@ -1,0 +1,20 @@
+"""The webhooks' side of the event reader (apps.events.feed.CONSUMERS["webhooks"])."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+from apps.events.feed import ChainEvent
+from apps.webhooks.models import Webhook
+from apps.webhooks.services import deliveries_create
+
+
+def interested_apps() -> Iterable[UUID]:
+    """Apps with at least one active webhook."""
+    return Webhook.objects.filter(active=True).values_list("app_id", flat=True).distinct()
+
+
+def on_chain_events(app_id: UUID, events: list[ChainEvent]) -> None:
+    """Queue a delivery per matching webhook and event; replays add nothing (unique event key)."""
+    deliveries_create(app_id=app_id, events=events)
