@@ -180,11 +180,11 @@ class HoldViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepViewSet)
         data = s.HoldInput(data=request.data)
         data.is_valid(raise_exception=True)
         actor = self.actor
-        fields = dict(data.validated_data)
-        if "release_on" in fields:
-            fields["release_on"] = self.release_rule(fields["release_on"])
 
         def work():
+            fields = dict(data.validated_data)
+            if "release_on" in fields:  # inside: a 404 for the app is kept under the key like any refusal
+                fields["release_on"] = self.release_rule(fields["release_on"])
             hold = services.hold_create(actor=actor, **fields)
             return 201, s.HoldSerializer(self.visible(self.tenant).get(pk=hold.pk)).data, {}
 
