@@ -392,6 +392,8 @@ BSN_WEBHOOKS_RETRY_BASE_S = env_float("BSN_WEBHOOKS_RETRY_BASE_S", 10.0)
 BSN_WEBHOOKS_RETRY_MAX_S = env_float("BSN_WEBHOOKS_RETRY_MAX_S", 3600.0)
 BSN_WEBHOOKS_RETRY_WINDOW_S = env_float("BSN_WEBHOOKS_RETRY_WINDOW_S", 86400.0)
 BSN_WEBHOOKS_DISPATCH_INTERVAL = env_float("BSN_WEBHOOKS_DISPATCH_INTERVAL", 5.0)
+# Finished deliveries stay in the log this many days (pending ones until they finish).
+BSN_WEBHOOKS_LOG_DAYS = env_int("BSN_WEBHOOKS_LOG_DAYS", 30, minimum=1)
 
 CELERY_BEAT_SCHEDULE = {
     "reconcile-regions": {"task": "apps.chainapps.tasks.reconcile_all", "schedule": BSN_RECONCILE_INTERVAL},
@@ -407,4 +409,5 @@ CELERY_BEAT_SCHEDULE = {
     "dcep-idempotency-purge": {"task": "apps.dcep.tasks.idempotency_purge", "schedule": 3600.0},
     "events-pump": {"task": "apps.events.tasks.events_pump_all", "schedule": BSN_EVENTS_PUMP_INTERVAL},
     "webhooks-dispatch": {"task": "apps.webhooks.tasks.webhooks_dispatch", "schedule": BSN_WEBHOOKS_DISPATCH_INTERVAL},
+    "webhooks-purge": {"task": "apps.webhooks.tasks.webhooks_purge", "schedule": 3600.0},
 }

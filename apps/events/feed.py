@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-# Dotted paths of ``callable(app_id: UUID, events: list[ChainEvent]) -> None``.
+# Dotted paths of ``callable(app_id: UUID, events: list[ChainEvent]) -> None``. The same
+# module also defines ``interested_apps() -> Iterable[UUID]``: the apps whose events the
+# consumer wants (the reader pumps only those; apps/events/services.py, docs/events.md).
 CONSUMERS: dict[str, str] = {
     "webhooks": "apps.webhooks.consumer.on_chain_events",
     "dcep-release": "apps.dcep.programmable.on_chain_events",

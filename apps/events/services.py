@@ -37,6 +37,7 @@ from apps.gateway.services import gateway_read
 
 logger = logging.getLogger(__name__)
 
+_reported: set[str] = set()
 EVENT_FIELDS = ("height", "index", "seq", "tx_id", "contract", "function", "signer", "name", "payload", "block_time_ms")
 
 
@@ -60,7 +61,9 @@ def consumer_resolve(name: str, path: str) -> Consumer:
     try:
         return Consumer(name, import_string(path), import_string(f"{module}.interested_apps"))
     except ImportError as exc:
-        logger.error("event consumer %r (%s) is unavailable, its cursors stay put: %s", name, path, exc)
+        if name not in _reported:  # once per process: the beat resolves them every few seconds
+            _reported.add(name)
+            logger.error("event consumer %r (%s) is unavailable, its cursors stay put: %s", name, path, exc)
         return Consumer(name, None, None, error=f"{type(exc).__name__}: {exc}")
 
 
@@ -108,8 +111,10 @@ def _pump_round(app_id: UUID, resolved: list[Consumer]) -> tuple[int, bool]:
     if not names:
         return 0, False
     by_name = {c.name: c for c in resolved}
+    # Committed before the lock is taken: an insert left uncommitted under the lock would make
+    # a second worker's identical insert wait for it instead of skipping the locked row.
+    EventFeed.objects.bulk_create([EventFeed(app_id=app_id)], ignore_conflicts=True)
     with transaction.atomic():
-        EventFeed.objects.bulk_create([EventFeed(app_id=app_id)], ignore_conflicts=True)
         feed = EventFeed.objects.select_for_update(skip_locked=True).filter(pk=app_id).first()
         if feed is None:  # another worker is pumping this app right now
             return 0, False

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import UUID
 
+from apps.chainapps.models import ChainApp
 from apps.events.feed import ChainEvent
 from apps.webhooks.models import Webhook
 from apps.webhooks.services import deliveries_create
 
 
 def interested_apps() -> Iterable[UUID]:
-    """Apps with at least one active webhook."""
-    return Webhook.objects.filter(active=True).values_list("app_id", flat=True).distinct()
+    """Apps meant to run with at least one active webhook (a stopped app makes no blocks)."""
+    webhooks = Webhook.objects.filter(active=True, app__desired_state=ChainApp.DesiredState.RUNNING)
+    return webhooks.values_list("app_id", flat=True).distinct()
 
 
 def on_chain_events(app_id: UUID, events: list[ChainEvent]) -> None:

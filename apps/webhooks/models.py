@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from apps.chainapps.models import ChainApp
 from apps.common.models import TimeStamped
@@ -20,6 +21,9 @@ class Webhook(TimeStamped):
     events = models.JSONField(default=list, help_text='event names, or ["*"] for every event')
     secret_encrypted = models.TextField(help_text="HMAC key, encrypted at rest (apps/common/crypto.py)")
     active = models.BooleanField(default=True)
+    events_since = models.DateTimeField(
+        default=timezone.now, help_text="events of blocks made from then on are delivered (creation, reactivation)"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
     class Meta:

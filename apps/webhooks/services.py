@@ -115,6 +115,8 @@ def webhook_update(*, webhook: Webhook, actor, changes: dict[str, Any], request=
         _check_url(changes["url"])
     with transaction.atomic():
         locked = Webhook.objects.select_for_update().get(pk=webhook.pk)
+        if changes.get("active") and not locked.active:
+            locked.events_since = timezone.now()  # what was committed while it was off is not sent
         for field, value in changes.items():
             setattr(locked, field, value)
         locked.save()
@@ -136,7 +138,13 @@ def delivery_redeliver(*, delivery: WebhookDelivery, actor, request=None, now: d
     in the order (older than anything still pending, so it goes next)."""
     now = now or timezone.now()
     with transaction.atomic():
-        locked = WebhookDelivery.objects.select_for_update().select_related("webhook__app__tenant").get(pk=delivery.pk)
+        # of=self: the joined webhook, app and tenant rows are read, not locked (a sender
+        # holds the webhook's row while it attempts; locking it here could deadlock with it).
+        locked = (
+            WebhookDelivery.objects.select_for_update(of=("self",))
+            .select_related("webhook__app__tenant")
+            .get(pk=delivery.pk)
+        )
         if locked.status == WebhookDelivery.Status.PENDING:
             raise WebhookConflict("this delivery is still pending; it is sent on its own", code="delivery-pending")
         locked.status = WebhookDelivery.Status.PENDING
@@ -173,12 +181,12 @@ def event_document(event) -> dict[str, Any]:
 def deliveries_create(*, app_id, events: list) -> int:
     """One pending delivery per (active webhook wanting it, event); idempotent on the event key.
 
-    A webhook gets the events of blocks made after it was created (block time), not the
-    app's whole history."""
+    A webhook gets the events of blocks made since it was created or last reactivated
+    (block time, ``events_since``), not the app's history."""
     hooks = list(Webhook.objects.filter(app_id=app_id, active=True))
     rows = []
     for hook in hooks:
-        since_ms = int(hook.created_at.timestamp() * 1000)
+        since_ms = int(hook.events_since.timestamp() * 1000)
         for event in events:
             if event.block_time_ms >= since_ms and hook.wants(event.name):
                 rows.append(
@@ -315,3 +323,11 @@ def due_webhook_ids(now: datetime | None = None) -> list[str]:
         .distinct()
     )
     return [str(i) for i in ids]
+
+
+def deliveries_purge(*, now: datetime | None = None) -> int:
+    """Remove finished deliveries older than ``BSN_WEBHOOKS_LOG_DAYS``; pending ones stay."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.BSN_WEBHOOKS_LOG_DAYS)
+    finished = WebhookDelivery.objects.exclude(status=WebhookDelivery.Status.PENDING)
+    deleted, _ = finished.filter(finished_at__lt=cutoff).delete()
+    return deleted

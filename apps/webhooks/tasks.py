@@ -29,3 +29,11 @@ def webhooks_dispatch() -> int:
     for webhook_id in ids:
         enqueue_delivery(webhook_id)
     return len(ids)
+
+
+@shared_task
+def webhooks_purge() -> int:
+    """Beat: the delivery log keeps finished deliveries BSN_WEBHOOKS_LOG_DAYS days."""
+    from apps.webhooks.services import deliveries_purge
+
+    return deliveries_purge()

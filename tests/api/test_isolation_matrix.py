@@ -41,6 +41,9 @@ from apps.regions.models import Region
 from apps.tenants.api.views import LoginView, LogoutView, MemberViewSet, TenantView, TokenViewSet
 from apps.tenants.models import ApiToken, Membership, Tenant
 from apps.tenants.services import token_issue
+from apps.webhooks.api.views import DeliveryViewSet, WebhookViewSet
+from apps.webhooks.models import Webhook, WebhookDelivery
+from apps.webhooks.services import webhook_create
 from bsn.client import generate_key
 from tests.api.conftest import assert_problem, make_app
 from tests.dcep.conftest import Client as DcepClient
@@ -108,6 +111,14 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", "/api/v1/apps/{app_id}/users/"): ("object", "app"),
     ("get", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
     ("delete", "/api/v1/apps/{app_id}/users/{id}/"): ("app-child", "appuser"),
+    ("get", "/api/v1/apps/{app_id}/webhooks/"): ("object", "app"),
+    ("post", "/api/v1/apps/{app_id}/webhooks/"): ("object", "app"),
+    ("get", "/api/v1/apps/{app_id}/webhooks/{id}/"): ("app-child", "webhook"),
+    ("patch", "/api/v1/apps/{app_id}/webhooks/{id}/"): ("app-child", "webhook"),
+    ("delete", "/api/v1/apps/{app_id}/webhooks/{id}/"): ("app-child", "webhook"),
+    ("get", "/api/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/"): ("app-child", "webhook"),
+    ("get", "/api/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/{id}/"): ("app-child", "delivery"),
+    ("post", "/api/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/{id}/redeliver/"): ("app-child", "delivery"),
     ("get", "/api/v1/operations/"): ("list", "operation"),
     ("get", "/api/v1/operations/{id}/"): ("object", "operation"),
     ("post", "/api/v1/operations/{id}/cancel/"): ("object", "operation"),
@@ -152,6 +163,8 @@ API_VIEWS = {
     AppViewSet,
     AppLedgerViewSet,
     AppUserViewSet,
+    WebhookViewSet,
+    DeliveryViewSet,
     OperationViewSet,
     AuditEventViewSet,
     InstitutionViewSet,
@@ -174,6 +187,7 @@ API_VIEWS = {
 BODIES = {
     ("patch", "member"): {"role": "viewer"},
     ("patch", "app"): {"name": "pwned", "description": "pwned"},
+    ("patch", "webhook"): {"url": "https://evil.example.com/hook", "active": False},
     ("post", "member"): {"username": "b-newcomer", "role": "viewer", "password": "a-long-unusual-passphrase"},
     ("post", "token"): {"name": "b-token"},
     # The same name as A's app: names are per tenant, so A's app must not collide (or show).
@@ -185,6 +199,7 @@ PATH_BODIES = {
     ("post", "/api/v1/apps/{id}/upgrade/"): lambda a: {"framework": "bsn-ledger"},
     ("post", "/api/v1/apps/{id}/scale/"): lambda a: {"regions": ["cn-beijing", "cn-shenzhen"]},
     ("post", "/api/v1/apps/{app_id}/users/"): lambda a: {"name": "b-user", "public_key": generate_key()[1]},
+    ("post", "/api/v1/apps/{app_id}/webhooks/"): lambda a: {"url": "https://evil.example.com/hook", "events": ["*"]},
     ("post", "/api/v1/apps/{id}/transactions/"): lambda a: {
         "tx": {
             "app": str(a["app"]),
@@ -235,6 +250,8 @@ def _snapshot(tenant) -> dict:
         "tokens": rows(ApiToken.objects.filter(membership__tenant=tenant)),
         "audit": rows(AuditEvent.objects.filter(tenant=tenant)),
         "appusers": rows(AppUser.objects.filter(app__tenant=tenant)),
+        "webhooks": rows(Webhook.objects.filter(app__tenant=tenant)),
+        "deliveries": rows(WebhookDelivery.objects.filter(webhook__app__tenant=tenant)),
     }
 
 
@@ -362,9 +379,22 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
     a_user = AppUser.objects.create(
         app=app_a, name="alice-user", public_key=generate_key()[1], status=AppUser.Status.ACTIVE
     )
+    a_hook, _ = webhook_create(app=app_a, actor=owner.user, url="https://hooks.acme.example/a", events=["*"])
+    a_delivery = WebhookDelivery.objects.create(
+        webhook=a_hook,
+        event_key=f"{app_a.pk}:2:0:0",
+        height=2,
+        tx_index=0,
+        seq=0,
+        event={"name": "accepted", "payload": {"lc_id": "acme-lc"}},
+        status=WebhookDelivery.Status.SUCCEEDED,
+        attempts=1,
+    )
     a = {
         "b_app": b_app.pk,
         "appuser": a_user.pk,
+        "webhook": a_hook.pk,
+        "delivery": a_delivery.pk,
         "tenant": owner.tenant,
         "app": app_a.pk,
         "app_name": app_a.name,
@@ -389,6 +419,10 @@ def world(owner, member, owner_client, outsider, app_a, regions, a_node, dcep):
             *AuditEvent.objects.filter(tenant=owner.tenant).values_list("pk", flat=True),
             *AppUser.objects.filter(app__tenant=owner.tenant).values_list("pk", flat=True),
             *AppUser.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
+            *Webhook.objects.filter(app__tenant=owner.tenant).values_list("pk", flat=True),
+            *WebhookDelivery.objects.filter(webhook__app__tenant=owner.tenant).values_list("pk", flat=True),
+            "hooks.acme.example",
+            "acme-lc",
             app_a.admin_public_key,
             *LedgerNode.objects.filter(app__tenant=owner.tenant).values_list("public_key", flat=True),
             # Not A's event hashes: the audit chain is platform-wide, so B's first event after one
@@ -687,10 +721,10 @@ def test_outsider_cannot_read_write_or_detect_tenant_a(world, outsider_client, o
             assert _without_instance(theirs) == _without_instance(missing), path
             assert theirs["instance"] == target.split("?")[0]
 
-        elif kind == "app-child":
-            under_a = _fill(path, app_id=a["app"], id=a[resource])
-            under_b = _fill(path, app_id=a["b_app"], id=a[resource])
-            nowhere = _fill(path, app_id=uuid.uuid4(), id=uuid.uuid4())
+        elif kind == "app-child":  # {webhook_id}, when the path has one, is A's webhook too
+            under_a = _fill(path, app_id=a["app"], id=a[resource], webhook_id=a["webhook"])
+            under_b = _fill(path, app_id=a["b_app"], id=a[resource], webhook_id=a["webhook"])
+            nowhere = _fill(path, app_id=uuid.uuid4(), id=uuid.uuid4(), webhook_id=uuid.uuid4())
             expected = _without_instance(assert_problem(call(nowhere, body, format="json"), 404, "not-found"))
             for target in (under_a, under_b):
                 theirs = assert_problem(call(target, body, format="json"), 404, "not-found")

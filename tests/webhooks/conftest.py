@@ -31,6 +31,7 @@ class Received:
     at: float  # time.monotonic()
     headers: dict[str, str]
     body: bytes
+    path: str = ""
 
 
 class Receiver:
@@ -47,7 +48,7 @@ class Receiver:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                item = Received(time.monotonic(), dict(self.headers.items()), self.rfile.read(length))
+                item = Received(time.monotonic(), dict(self.headers.items()), self.rfile.read(length), self.path)
                 with receiver.lock:
                     receiver.received.append(item)
                 status = receiver.status_for(item)
@@ -57,7 +58,10 @@ class Receiver:
                     self.send_header("Location", receiver.url + "/elsewhere")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the sender gave up (timeout) or was killed: what a real receiver sees too
 
             def log_message(self, *args: Any) -> None:
                 pass

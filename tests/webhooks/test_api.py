@@ -143,6 +143,8 @@ def test_another_tenant_sees_nothing_and_changes_nothing(app, owner_client, outs
     assert_problem(outsider_client.post(base(app), {"url": URL, "events": ["*"]}, format="json"), 404)
     assert_problem(outsider_client.get(nowhere), 404, "not-found")
     assert Webhook.objects.get(pk=hook["id"]).url == URL and Webhook.objects.count() == 1
+    assert_problem(owner_client.get(f"{base(app)}/not-a-uuid"), 404, "not-found")
+    assert_problem(owner_client.get(f"{theirs}/deliveries/not-a-uuid"), 404, "not-found")
 
 
 def test_list_queries_do_not_grow_with_rows(app, owner_client):
@@ -179,3 +181,33 @@ def test_delivery_log_queries_do_not_grow_with_rows(app, owner_client):
     assert count() == one
     assert [d["height"] for d in owner_client.get(url).json()["results"]] == list(range(7, 0, -1))
     assert owner_client.get(url, {"status": "succeeded"}).json()["count"] == 0
+
+
+def test_the_log_keeps_finished_deliveries_30_days_and_pending_ones_until_they_finish(app, owner_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.webhooks.services import deliveries_purge
+
+    hook = owner_client.post(base(app), {"url": URL, "events": ["*"]}, format="json").json()
+    now = timezone.now()
+
+    def add(n: int, status: str, finished_days_ago: float | None) -> WebhookDelivery:
+        finished = None if finished_days_ago is None else now - timedelta(days=finished_days_ago)
+        return WebhookDelivery.objects.create(
+            webhook_id=hook["id"],
+            event_key=f"k{n}",
+            height=n,
+            tx_index=0,
+            seq=0,
+            event={"name": "issued"},
+            status=status,
+            finished_at=finished,
+        )
+
+    old_ok, old_failed = add(1, "succeeded", 31), add(2, "failed", 40)
+    recent, pending = add(3, "succeeded", 29), add(4, "pending", None)
+    assert deliveries_purge(now=now) == 2
+    left = set(WebhookDelivery.objects.values_list("pk", flat=True))
+    assert left == {recent.pk, pending.pk} and not {old_ok.pk, old_failed.pk} & left

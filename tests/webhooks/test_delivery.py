@@ -121,6 +121,14 @@ def test_only_the_named_events_and_only_active_webhooks(trade_app, trade_client,
     assert got == [("accepted", "LC-A"), ("rejected", "LC-R")]
     assert not WebhookDelivery.objects.filter(webhook_id=paused["id"]).exists()
 
+    # Reactivated: what was committed while it was off is never sent; what comes after is.
+    assert trade_client.patch(url, {"active": True}, format="json").json()["active"] is True
+    trade_app.letter_of_credit("LC-after")
+    pump_app(trade_app.app.pk, resolved=webhooks_only())
+    deliver_all(paused["id"])
+    lcs = {json.loads(r.body)["event"]["payload"]["lc_id"] for r in receiver.received if "/p" in r.path}
+    assert lcs == {"LC-after"}
+
 
 def test_order_is_kept_while_the_receiver_fails_then_recovers(
     trade_app, trade_client, receiver, allow_private, settings

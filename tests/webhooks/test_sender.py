@@ -166,3 +166,75 @@ def test_signature_format():
     sig = sender.signature("secret-0123456789", b'{"a":1}', 1764000000)
     mac = hmac.new(b"secret-0123456789", b'1764000000.{"a":1}', hashlib.sha256).hexdigest()
     assert sig == f"t=1764000000,v1={mac}"
+
+
+def test_https_checks_the_certificate_against_the_name_not_the_address(tmp_path, monkeypatch):
+    """A TLS receiver with a certificate no public CA signed is refused: the sender verifies
+    certificates (for the URL's name, sent as SNI) even though it connects to an address."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hooks.test")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(2)
+    port = server.getsockname()[1]
+    seen_sni = []
+
+    def sni(sock, server_name, ctx):
+        seen_sni.append(server_name)
+
+    context.sni_callback = sni
+
+    def serve():
+        try:
+            conn, _ = server.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1024)
+        except (OSError, ssl.SSLError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    real = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, p, *a, **kw: (
+            [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))]
+            if host == "hooks.test"
+            else real(host, p, *a, **kw)
+        ),
+    )
+    try:
+        outcome = post(f"https://hooks.test:{port}/hook", allow_private=True)
+    finally:
+        server.close()
+        thread.join(5)
+    assert outcome.status is None and not outcome.ok
+    assert "SSL" in outcome.error, outcome.error
+    assert seen_sni == ["hooks.test"]
