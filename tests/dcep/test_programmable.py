@@ -246,6 +246,12 @@ def test_placing_a_bound_hold_replays_under_its_key(world):
     altered = {**body, "release_on": bound(w["app"], lc="LC-9")}
     assert_problem(w["corp"].post("holds", altered, key="bound-1"), 422, "idempotency-key-reused")
     assert Hold.objects.filter(release_app__isnull=False).count() == 1
+    # A refusal for the app is kept under its key like any other refusal: the resend replays it.
+    unknown = {**body, "release_on": bound(ChainApp(pk=uuid.uuid4()))}
+    first = w["corp"].post("holds", unknown, key="bound-404")
+    again = w["corp"].post("holds", unknown, key="bound-404")
+    assert_problem(first, 404, "not-found")
+    assert (again.status_code, again.content, again["Idempotent-Replayed"]) == (404, first.content, "true")
 
 
 @pytest.mark.django_db(transaction=True)
