@@ -194,8 +194,10 @@ class Hold(TimeStamped):
     release_contract = models.CharField(max_length=32, blank=True)  # "" = an event of any contract of the app
     capture_event = models.CharField(max_length=64, blank=True)
     capture_match = models.JSONField(null=True, blank=True)
+    capture_signer = models.CharField(max_length=64, blank=True)  # "" = signed by any app user
     void_event = models.CharField(max_length=64, blank=True)
     void_match = models.JSONField(null=True, blank=True)
+    void_signer = models.CharField(max_length=64, blank=True)
     # The event that captured or voided it: {"key", "app", "name", "tx_id", "height"} (null otherwise).
     released_by = models.JSONField(null=True, blank=True)
 

@@ -38,6 +38,7 @@ from apps.dcep import services as dcep_services
 from apps.dcep.errors import Invalid
 from apps.dcep.models import Hold, HoldRelease
 from apps.events.feed import ChainEvent
+from bsn.ledger.contracts.base import USER_RE
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,19 @@ MAX_TEXT = 256
 
 @dataclass(frozen=True)
 class EventRule:
-    """An event name and the payload fields it must carry (equal as JSON values)."""
+    """An event name, the payload fields it must carry (equal as JSON values) and, optionally,
+    the app user who must have signed its transaction."""
 
     event: str
     match: dict[str, Any]
+    signer: str = ""
 
     def matches(self, event: ChainEvent) -> bool:
         if event.name != self.event or not isinstance(event.payload, dict):
             return False
+        if self.signer and event.signer != self.signer:
+            return False
         return all(k in event.payload and _same(event.payload[k], v) for k, v in self.match.items())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"event": self.event, "match": self.match}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -87,6 +89,8 @@ class ReleaseRule:
         for name, rule in (("capture", self.capture), ("void", self.void)):
             if rule is not None:
                 check_rule(f"release_on.{name}", rule.event, rule.match)
+                if rule.signer and not USER_RE.match(rule.signer):
+                    raise Invalid(f"release_on.{name}.signer", f"an app user name matching {USER_RE.pattern}")
         if self.capture and self.void and self.capture == self.void:
             raise Invalid("release_on.void", "the same event and match as the capture rule")
 
@@ -98,8 +102,10 @@ class ReleaseRule:
             "release_contract": self.contract or self.app.contract_template,
             "capture_event": self.capture.event if self.capture else "",
             "capture_match": self.capture.match if self.capture else None,
+            "capture_signer": self.capture.signer if self.capture else "",
             "void_event": self.void.event if self.void else "",
             "void_match": self.void.match if self.void else None,
+            "void_signer": self.void.signer if self.void else "",
         }
 
 
@@ -129,18 +135,23 @@ def rule_of(hold: Hold) -> dict[str, Any] | None:
     return {
         "app": str(hold.release_app_id),
         "contract": hold.release_contract or None,
-        "capture": {"event": hold.capture_event, "match": hold.capture_match} if hold.capture_event else None,
-        "void": {"event": hold.void_event, "match": hold.void_match} if hold.void_event else None,
+        "capture": _rule_dict(hold.capture_event, hold.capture_match, hold.capture_signer),
+        "void": _rule_dict(hold.void_event, hold.void_match, hold.void_signer),
     }
+
+
+def _rule_dict(event: str, match: dict | None, signer: str) -> dict[str, Any] | None:
+    return {"event": event, "match": match, "signer": signer or None} if event else None
 
 
 def _rules(hold: Hold) -> list[tuple[str, EventRule]]:
     """The hold's rules, capture first: an event matching both captures."""
     rules = []
     if hold.capture_event:
-        rules.append((HoldRelease.Outcome.CAPTURED, EventRule(hold.capture_event, hold.capture_match or {})))
+        capture = EventRule(hold.capture_event, hold.capture_match or {}, hold.capture_signer)
+        rules.append((HoldRelease.Outcome.CAPTURED, capture))
     if hold.void_event:
-        rules.append((HoldRelease.Outcome.VOIDED, EventRule(hold.void_event, hold.void_match or {})))
+        rules.append((HoldRelease.Outcome.VOIDED, EventRule(hold.void_event, hold.void_match or {}, hold.void_signer)))
     return rules
 
 

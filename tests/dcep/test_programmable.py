@@ -28,12 +28,12 @@ from tests.dcep.helpers import created, funded_wallet, issue, money_state, open_
 LC = "LC-2026-0001"
 
 
-def event(app, height: int, name: str, payload, *, index=0, seq=0, contract="trade_finance", at=None):
+def event(app, height: int, name: str, payload, *, index=0, seq=0, contract="trade_finance", at=None, signer="bank"):
     """An event as the reader hands it over; its block made now (or ``at``, a datetime)."""
     block_time_ms = int((at or timezone.now()).timestamp() * 1000)
     return ChainEvent(
         app_id=app.pk, height=height, index=index, seq=seq, tx_id=f"{height:04d}{index:02d}".ljust(64, "0"),
-        contract=contract, function=name, signer="bank", name=name, payload=payload, block_time_ms=block_time_ms,
+        contract=contract, function=name, signer=signer, name=name, payload=payload, block_time_ms=block_time_ms,
     )  # fmt: skip
 
 
@@ -80,8 +80,8 @@ def test_accepted_captures_the_hold_once_however_often_the_event_comes(world):
     assert hold["release_on"] == {
         "app": str(app.pk),
         "contract": "trade_finance",  # the app's contract when none is named
-        "capture": {"event": "accepted", "match": {"lc_id": LC}},
-        "void": {"event": "rejected", "match": {"lc_id": LC}},
+        "capture": {"event": "accepted", "match": {"lc_id": LC}, "signer": None},
+        "void": {"event": "rejected", "match": {"lc_id": LC}, "signer": None},
     }
     assert hold["released_by"] is None and hold["status"] == "pending"
     assert interested_apps() == [app.pk]
@@ -152,6 +152,24 @@ def test_rejected_voids_the_hold_back_to_the_payer(world):
 
 
 @pytest.mark.django_db
+def test_a_rule_with_a_signer_hears_only_that_app_user(world):
+    w, app = world, world["app"]
+    release_on = {
+        "app": str(app.pk),
+        "capture": {"event": "accepted", "match": {"lc_id": LC}, "signer": "bank"},
+        "void": {"event": "rejected", "match": {"lc_id": LC}, "signer": "bank"},
+    }
+    hold = place(w, 70_000, release_on=release_on)
+    assert hold["release_on"]["capture"]["signer"] == "bank"
+    # Another app user of the buyer's app (say, one who issued a letter of credit with the same id first).
+    on_chain_events(app.pk, [event(app, 30, "accepted", {"lc_id": LC}, signer="mallory")])
+    assert not HoldRelease.objects.exists()
+    on_chain_events(app.pk, [event(app, 31, "accepted", {"lc_id": LC}, signer="bank")])
+    assert created(w["corp"].get(f"holds/{hold['id']}"), 200)["status"] == "captured"
+    assert wallet(w["b"], w["seller"])["available"] == 70_000
+
+
+@pytest.mark.django_db
 def test_a_hold_resolved_by_hand_or_expired_ignores_the_event_and_says_so(world):
     w, app = world, world["app"]
     by_hand = place(w, 10_000)
@@ -211,6 +229,8 @@ def test_release_on_is_refused_when_wrong_and_nothing_changes(world, clients):
         ({"app": str(app.pk), "capture": {"event": "accepted", "match": {"amount": 1.5}}}, 400),
         ({"app": str(app.pk), "capture": {"event": "accepted", "match": "lc_id=X"}}, 400),
         ({"app": str(app.pk), "capture": {"event": "accepted"}}, 400),
+        ({"app": str(app.pk), "capture": {**rule, "signer": "not a user!"}}, 400),
+        ({"app": str(app.pk), "capture": {**rule, "signer": ""}}, 400),
         ({"app": str(app.pk), "capture": {**rule, "contract": "trade_finance"}}, 400),  # unknown field
         ({"app": str(app.pk), "capture": rule, "void": rule}, 400),  # the same rule twice
         ({"app": str(app.pk), "capture": rule, "contract": "kv"}, 400),  # not the app's contract

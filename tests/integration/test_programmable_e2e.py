@@ -96,8 +96,9 @@ def test_letter_of_credit_accepted_pays_the_seller_rejected_releases_the_buyer(
     def place(lc_id: str, amount: int) -> str:
         release_on = {
             "app": app_id,
-            "capture": {"event": "accepted", "match": {"lc_id": lc_id}},
-            "void": {"event": "rejected", "match": {"lc_id": lc_id}},
+            # Only the issuing bank's word counts (any app user could emit an event of that name).
+            "capture": {"event": "accepted", "match": {"lc_id": lc_id}, "signer": "bank"},
+            "void": {"event": "rejected", "match": {"lc_id": lc_id}, "signer": "bank"},
         }
         body = {"from_wallet": buyer, "to_wallet": seller, "amount": amount, "expires_in_s": 3600}
         return created(corp.post("holds", {**body, "release_on": release_on}))["id"]

@@ -197,7 +197,11 @@ class HoldViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepViewSet)
         app = apps.filter(pk=release_on["app"]).first()
         if app is None:
             raise NotFound(f"release_on.app {release_on['app']} does not exist.")
-        rules = {k: EventRule(v["event"], v["match"]) for k, v in release_on.items() if k in ("capture", "void")}
+        rules = {
+            k: EventRule(v["event"], v["match"], v.get("signer", ""))
+            for k, v in release_on.items()
+            if k in ("capture", "void")
+        }
         return ReleaseRule(app=app, contract=release_on.get("contract", ""), **rules)
 
     @extend_schema(request=s.CaptureInput, responses=s.HoldSerializer, parameters=[IDEMPOTENCY_KEY])

@@ -10,6 +10,7 @@ from apps.dcep.errors import Invalid
 from apps.dcep.models import Account, Hold, Institution, Settlement, Transfer
 from apps.dcep.programmable import MAX_NAME, check_rule, rule_of
 from apps.dcep.tiers import TIERS, caps, luhn_valid
+from bsn.ledger.contracts.base import USER_RE
 
 MAX_FEN = 2**63 - 1
 
@@ -208,6 +209,8 @@ class MatchField(serializers.DictField):
 class EventRuleInput(StrictInputSerializer):
     event = serializers.CharField(max_length=MAX_NAME)
     match = MatchField()
+    # The app user who must have signed the event's transaction (e.g. the issuing bank).
+    signer = serializers.RegexField(USER_RE, max_length=MAX_NAME, required=False)
 
 
 class ReleaseOnInput(StrictInputSerializer):
@@ -365,6 +368,7 @@ def transfer_from_journal(d: dict, slugs: dict[int, str], created_at=None) -> di
 class EventRuleSerializer(serializers.Serializer):
     event = serializers.CharField()
     match = serializers.DictField()
+    signer = serializers.CharField(allow_null=True)
 
 
 class ReleaseOnSerializer(serializers.Serializer):
