@@ -211,9 +211,19 @@ def on_chain_events(app_id: UUID, events: list[ChainEvent]) -> None:
     Safe to call again with the same events, and from two processes at once.
     """
     app_id = UUID(str(app_id))
+    # One query for the event names any hold of the app listens to: the app's other events
+    # (most of a busy chain's) cost no query each.
+    names = set()
+    for capture, void in (
+        Hold.objects.filter(release_app_id=app_id).values_list("capture_event", "void_event").distinct()
+    ):
+        names.update((capture, void))
+    names.discard("")
     for event in events:
         if str(event.app_id) != str(app_id):
             raise ValueError(f"event {event.key} is not of app {app_id}")
+        if event.name not in names:
+            continue
         for hold_id in _candidates(app_id, event):
             apply_event(hold_id, event)
 

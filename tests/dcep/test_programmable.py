@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 
 import pytest
@@ -303,3 +304,36 @@ def test_the_same_event_from_several_workers_at_once_captures_once(world):
     seller = Account.objects.get(number=w["seller"])
     assert seller.entry_count == 3
     assert_books_balance()
+
+
+@pytest.mark.django_db
+def test_consumer_throughput(world):
+    """How fast the consumer gets through events (printed with ``-s``; docs/dcep.md quotes a run):
+    no goal, but the counts prove that the redelivered ones changed nothing."""
+    holds, unrelated, unmatched = 50, 5_000, 500
+    w, app = world, world["app"]
+    for i in range(holds):
+        place(w, 1_000, release_on=bound(app, lc=f"LC-{i}"))
+    now = timezone.now()
+
+    def timed(events) -> float:
+        start = time.perf_counter()
+        on_chain_events(app.pk, events)
+        return time.perf_counter() - start
+
+    def block(height: int, name: str, prefix: str, count: int) -> list:
+        return [
+            event(app, height + i // 50, name, {"lc_id": f"{prefix}{i}"}, index=i % 50, at=now) for i in range(count)
+        ]
+
+    # Events no hold listens to (another name), accepted events of letters of credit no hold is
+    # bound to, the holds' own accepted events, and those again (a redelivery).
+    accepted = block(500, "accepted", "LC-", holds)
+    figures = {
+        "unrelated events/s": unrelated / timed(block(100, "issued", "X-", unrelated)),
+        "unmatched accepted events/s": unmatched / timed(block(300, "accepted", "Y-", unmatched)),
+        "captures/s": holds / timed(accepted),
+        "redelivered events/s": holds / timed(accepted),
+    }
+    print("\nconsumer:", {k: round(v) for k, v in figures.items()})
+    assert HoldRelease.objects.filter(outcome="captured").count() == holds == HoldRelease.objects.count()

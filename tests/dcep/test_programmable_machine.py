@@ -46,7 +46,7 @@ _heights = itertools.count(1)  # one chain for every example: heights only grow
 OUTCOMES: collections.Counter = collections.Counter()  # recorded outcomes and actions, printed by the test
 ACTIONS = (
     *["place"] * 3, *["emit"] * 3, "emit_block", *["redeliver"] * 2, *["concurrent"] * 2,
-    "void_by_hand", "expire", "sweep", "freeze",
+    "void_by_hand", "expire", "sweep", "freeze", "freeze",
 )  # fmt: skip
 
 
