@@ -32,7 +32,7 @@ from django.utils.module_loading import import_string
 from apps.chainapps.models import ChainApp
 from apps.events.feed import CONSUMERS, ChainEvent
 from apps.events.models import EventCursor, EventFeed
-from apps.gateway.errors import GatewayError
+from apps.gateway.errors import GatewayError, NodeNotFound
 from apps.gateway.services import gateway_read
 
 logger = logging.getLogger(__name__)
@@ -71,13 +71,23 @@ def consumers() -> list[Consumer]:
     return [consumer_resolve(name, path) for name, path in CONSUMERS.items()]
 
 
+def _interest(consumer: Consumer) -> set[UUID]:
+    """The apps ``consumer`` wants; none (logged) when it is unavailable or its query fails."""
+    if not consumer.ok:
+        return set()
+    try:
+        return {UUID(str(app_id)) for app_id in consumer.interested_apps()}
+    except Exception:  # one consumer's bug must not stop the others' events
+        logger.exception("event consumer %s: interested_apps() failed", consumer.name)
+        return set()
+
+
 def interested_app_ids(resolved: list[Consumer] | None = None) -> dict[UUID, list[str]]:
     """App id → the names of the consumers that want its events."""
     wanted: dict[UUID, list[str]] = {}
     for consumer in resolved if resolved is not None else consumers():
-        if consumer.ok:
-            for app_id in consumer.interested_apps():
-                wanted.setdefault(UUID(str(app_id)), []).append(consumer.name)
+        for app_id in sorted(_interest(consumer)):
+            wanted.setdefault(app_id, []).append(consumer.name)
     return wanted
 
 
@@ -107,7 +117,7 @@ def _pump_round(app_id: UUID, resolved: list[Consumer]) -> tuple[int, bool]:
     app = ChainApp.objects.filter(pk=app_id).first()
     if app is None:
         return 0, False
-    names = [c.name for c in resolved if c.ok and app_id in {UUID(str(a)) for a in c.interested_apps()}]
+    names = [c.name for c in resolved if app_id in _interest(c)]
     if not names:
         return 0, False
     by_name = {c.name: c for c in resolved}
@@ -131,6 +141,8 @@ def _pump_round(app_id: UUID, resolved: list[Consumer]) -> tuple[int, bool]:
             events = _events_of(app_id, answer["events"])
         except (GatewayError, KeyError, TypeError, ValueError) as exc:
             detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, NodeNotFound):  # a node on a ledger image from before GET /events
+                detail = "the node does not serve GET /events: its ledger image predates it; upgrade the app"
             EventFeed.objects.filter(pk=app_id).update(last_error=str(detail)[:1000])
             logger.warning("events: reading app %s failed: %s", app_id, detail)
             return 0, False

@@ -153,9 +153,8 @@ def send(
         return Outcome(None, took(), f"address-not-allowed: {exc}", permanent=True)
     except (ValueError, OSError) as exc:
         return Outcome(None, took(), f"connect: {exc}")
-    host_header = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
-    if ":" in host and not host.startswith("["):
-        host_header = f"[{host}]" + ("" if port in (80, 443) else f":{port}")
+    named = f"[{host}]" if ":" in host else host  # an IPv6 literal goes in brackets
+    host_header = named if port == (443 if scheme == "https" else 80) else f"{named}:{port}"
     timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
     last_error = "no address"
     for address in addresses:

@@ -99,6 +99,15 @@ def test_reads_in_rounds_of_blocks_and_only_for_interested_consumers(trade_app, 
     assert elsewhere.calls == [] and not EventCursor.objects.filter(consumer="elsewhere").exists()
     assert interested_app_ids([good.consumer(), elsewhere.consumer()]) == {app.pk: ["good"]}
 
+    def broken_interest():
+        raise RuntimeError("a bug in a consumer's interest query")
+
+    broken = Consumer("broken", good.on_chain_events, broken_interest)
+    assert interested_app_ids([broken, good.consumer()]) == {app.pk: ["good"]}
+    trade_app.letter_of_credit("LC-3")
+    pump_app(app.pk, resolved=[broken, good.consumer()])
+    assert cursor(app, "good") == trade_app.node.chain()["height"]
+
 
 @pytest.mark.django_db
 def test_an_unreachable_node_moves_no_cursor(trade_app):
@@ -165,3 +174,41 @@ def test_every_consumer_in_the_feed_resolves():
     assert [c.name for c in resolved if not c.ok] == []
     for consumer in resolved:
         list(consumer.interested_apps())
+
+
+@pytest.mark.django_db
+def test_events_pump_command_pumps_now_and_prints_the_cursors(trade_app):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from apps.webhooks.services import webhook_create
+
+    webhook_create(app=trade_app.app, actor=None, url="https://hooks.example.com/x", events=["*"])
+    trade_app.letter_of_credit("LC-1")
+    head = trade_app.node.chain()["height"]
+    out = io.StringIO()
+    call_command("events_pump", stdout=out)
+    text = out.getvalue()
+    assert f"app {trade_app.app.pk}:" in text and f"webhooks: height {head}" in text, text
+    LedgerNode.objects.filter(app=trade_app.app).update(endpoint="http://127.0.0.1:9")
+    trade_app.node.proc.kill()
+    with pytest.raises(CommandError, match="could not be pumped"):
+        call_command("events_pump", str(trade_app.app.pk), stdout=io.StringIO())
+    with pytest.raises(CommandError, match="not an app id"):
+        call_command("events_pump", "nope", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_a_node_on_an_image_without_the_events_route_is_named(trade_app, monkeypatch):
+    from apps.events import services
+    from apps.gateway.errors import NodeNotFound
+
+    def old_node(**kw):  # what the gateway raises for the 404 of a node that predates GET /events
+        raise NodeNotFound("Events not found on the app's chain.")
+
+    good = Recorder("good", [trade_app.app.pk])
+    monkeypatch.setattr(services, "gateway_read", old_node)
+    assert pump_app(trade_app.app.pk, resolved=[good.consumer()]) == 0
+    assert "predates it; upgrade the app" in EventFeed.objects.get(app=trade_app.app).last_error
+    assert cursor(trade_app.app, "good") == 0 and good.calls == []

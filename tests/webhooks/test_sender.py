@@ -62,6 +62,8 @@ def test_public_addresses_are_allowed(address):
         "http://127.0.0.1:{port}/hook",
         "http://[::1]:{port}/hook",
         "http://localhost:{port}/hook",
+        "http://2130706433:{port}/hook",  # 127.0.0.1 written as one number: the resolver's answer is judged
+        "http://0177.0.0.1:{port}/hook",  # and in octal
         "http://10.255.255.1/hook",
         "http://169.254.169.254/latest/meta-data/",
     ],
