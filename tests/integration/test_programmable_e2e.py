@@ -9,13 +9,17 @@ of credit through the gateway with ``bsn.client``. The worker's beat runs the ev
 ``apps.dcep.programmable``: LC-1 accepted → the seller is paid; LC-2 rejected → the buyer's
 hold is released. Then the same events again, three ways: the reader's cursor moved back
 (redelivery), ``pump_app`` from a second process, and events built by hand from the
-gateway's receipts — and nothing moves twice.
+gateway's receipts — and nothing moves twice. A second test SIGKILLs the worker while its
+consumer is inside a capture (waiting on the hold's row, which the test holds): nothing is
+written, and the next worker pays the seller once.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+import psycopg
 import pytest
 
 from apps.dcep.models import Account, Hold, HoldRelease
@@ -27,7 +31,7 @@ from apps.events.services import pump_app
 from bsn.client import Client, generate_key
 from tests.dcep.conftest import clients, enterprise, home_region, institutions, tier1  # noqa: F401 - fixtures
 from tests.dcep.helpers import created, funded_wallet, issue, open_wallet
-from tests.integration.conftest import operation_done, wait_for
+from tests.integration.conftest import _database_url, operation_done, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,21 +67,43 @@ def events_of(client: Client, app_id: str, receipts: list[dict]) -> list[ChainEv
     return out
 
 
-@pytest.mark.usefixtures("tier1")
-def test_letter_of_credit_accepted_pays_the_seller_rejected_releases_the_buyer(
-    live_server, make_regions, worker_factory, request
-):
-    dcep = request.getfixturevalue("clients")
+WORKER_ENV = {"BSN_EVENTS_PUMP_INTERVAL": "0.5"}  # beat runs the reader every half second
+
+
+@dataclass
+class Letters:
+    """A buyer with a funded corporate wallet, a seller's wallet, and the buyer's trade-finance
+    app on a real node with its issuing bank and the seller registered as app users."""
+
+    dcep: dict
+    region: object
+    buyer: str
+    seller: str
+    app_id: str
+    bank: Client
+    beneficiary: Client
+    worker: object  # tests.integration.conftest.Worker, with beat
+
+    def place(self, lc_id: str, amount: int) -> str:
+        """A hold bound to ``lc_id``: accepted captures, rejected voids."""
+        release_on = {
+            "app": self.app_id,
+            # Only the issuing bank's word counts (any app user could emit an event of that name).
+            "capture": {"event": "accepted", "match": {"lc_id": lc_id}, "signer": "bank"},
+            "void": {"event": "rejected", "match": {"lc_id": lc_id}, "signer": "bank"},
+        }
+        body = {"from_wallet": self.buyer, "to_wallet": self.seller, "amount": amount, "expires_in_s": 3600}
+        return created(self.dcep["corp"].post("holds", {**body, "release_on": release_on}))["id"]
+
+
+def letters(live_server, make_regions, worker_factory, dcep) -> Letters:
     corp, bank_a, bank_b = dcep["corp"], dcep["a"], dcep["b"]
     (region,) = make_regions("process", count=1)
-    # Beat runs the event reader every half second; nothing else is asked to pump.
-    worker_factory([region], beat=True, env={"BSN_EVENTS_PUMP_INTERVAL": "0.5"})
-
+    worker = worker_factory([region], beat=True, env=WORKER_ENV)  # nothing else is asked to pump
     # Money: bank A issued to, the buyer's corporate wallet funded; the seller's wallet at bank B.
     issue(dcep["cb"], "bank-a", 5_000_000)
     buyer = funded_wallet(bank_a, 1_000_000, kind="corporate", holder_tenant=corp.tenant.slug, name="Acme treasury")
     seller = open_wallet(bank_b, name="Seller Ltd")
-
     # The buyer's trade-finance app, with a real node.
     resp = corp.api.post(
         "/api/v1/apps", {"name": "letters", "regions": [region.code], "contract_template": "trade_finance"},
@@ -91,17 +117,19 @@ def test_letter_of_credit_accepted_pays_the_seller_rejected_releases_the_buyer(
     beneficiary = Client(live_server.url, token, app_id, "seller", generate_key()[0])
     bank.register()
     beneficiary.register()
+    return Letters(dcep, region, buyer, seller, app_id, bank, beneficiary, worker)
 
-    # Two holds, each bound to its letter of credit: accepted captures, rejected voids.
-    def place(lc_id: str, amount: int) -> str:
-        release_on = {
-            "app": app_id,
-            # Only the issuing bank's word counts (any app user could emit an event of that name).
-            "capture": {"event": "accepted", "match": {"lc_id": lc_id}, "signer": "bank"},
-            "void": {"event": "rejected", "match": {"lc_id": lc_id}, "signer": "bank"},
-        }
-        body = {"from_wallet": buyer, "to_wallet": seller, "amount": amount, "expires_in_s": 3600}
-        return created(corp.post("holds", {**body, "release_on": release_on}))["id"]
+
+@pytest.mark.usefixtures("tier1")
+def test_letter_of_credit_accepted_pays_the_seller_rejected_releases_the_buyer(
+    live_server, make_regions, worker_factory, request
+):
+    dcep = request.getfixturevalue("clients")
+    corp, bank_b = dcep["corp"], dcep["b"]
+    lc = letters(live_server, make_regions, worker_factory, dcep)
+    buyer, seller, app_id, bank, beneficiary, place = (
+        lc.buyer, lc.seller, lc.app_id, lc.bank, lc.beneficiary, lc.place,
+    )  # fmt: skip
 
     hold_1, hold_2 = place("LC-1", 600_000), place("LC-2", 250_000)
     hold_3 = place("LC-3", 100_000)  # never issued: stays pending, so the reader keeps reading the app
@@ -156,3 +184,47 @@ def test_letter_of_credit_accepted_pays_the_seller_rejected_releases_the_buyer(
     assert all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
     supply = created(dcep["cb"].get("supply"), 200)
     assert supply["ok"], supply["checks"]
+
+
+@pytest.mark.usefixtures("tier1")
+def test_a_worker_killed_while_capturing_pays_once(live_server, make_regions, worker_factory, request):
+    """The worker's consumer is stopped inside the capture (this test holds the hold's row lock),
+    the worker is SIGKILLed there, a new worker starts: the seller is paid once."""
+    dcep = request.getfixturevalue("clients")
+    lc = letters(live_server, make_regions, worker_factory, dcep)
+    hold = lc.place("LC-9", 450_000)
+    lc.bank.submit("trade_finance", "issue", lc_args("LC-9", 450_000))
+    lc.beneficiary.submit("trade_finance", "present", {"lc_id": "LC-9", "documents": ["invoice"]})
+
+    with psycopg.connect(_database_url()) as blocker:
+        blocker.execute("SELECT id FROM dcep_hold WHERE id = %s FOR UPDATE", [hold])  # held until rollback
+        accept = lc.bank.submit("trade_finance", "accept", {"lc_id": "LC-9"})
+
+        def consumer_waiting() -> int:  # a backend of this database waits for a lock: the worker's
+            (n,) = blocker.execute(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE NOT l.granted AND a.datname = current_database() AND a.pid <> pg_backend_pid()"
+            ).fetchone()
+            return n
+
+        wait_for(consumer_waiting, timeout=30, message="the worker's consumer to wait on the hold")
+        lc.worker.kill()
+        blocker.rollback()
+    assert not HoldRelease.objects.exists()
+    assert Hold.objects.get(pk=hold).status == "pending"
+
+    worker_factory([lc.region], beat=True, env=WORKER_ENV)
+    wait_for(
+        lambda: Hold.objects.get(pk=hold).status == "captured", timeout=60, message="a new worker to capture the hold"
+    )
+    # The killed worker's session can never commit (its client is gone); the new worker moved the
+    # cursor past the accept in the capture's transaction, and the app no longer interests the consumer.
+    cursor = EventCursor.objects.get(app_id=lc.app_id, consumer="dcep-release")
+    assert cursor.height >= accept["height"] and interested_apps() == []
+    assert list(HoldRelease.objects.values_list("event_key", "outcome")) == [
+        (f"{lc.app_id}:{accept['height']}:{accept['index']}:0", "captured")
+    ]
+    assert Account.objects.get(number=lc.seller).balance == 450_000
+    assert Account.objects.get(number=lc.buyer).balance == 550_000
+    checks = deep_checks()
+    assert all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
