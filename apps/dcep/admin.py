@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 
 from apps.common.errors import DomainError
 from apps.dcep import services
-from apps.dcep.models import Account, Hold, Institution, Settlement, Transfer, Wallet
+from apps.dcep.models import Account, Hold, HoldRelease, Institution, Settlement, Transfer, Wallet
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -104,7 +104,16 @@ class SettlementAdmin(ReadOnlyAdmin):
 
 @admin.register(Hold)
 class HoldAdmin(ReadOnlyAdmin):
-    list_display = ["id", "status", "amount", "captured", "from_account", "to_account", "expires_at"]
+    list_display = ["id", "status", "amount", "captured", "from_account", "to_account", "expires_at", "release_app"]
     list_filter = ["status"]
     search_fields = ["id", "from_account__number", "to_account__number"]
-    list_select_related = ["from_account", "to_account"]
+    list_select_related = ["from_account", "to_account", "release_app"]
+
+
+@admin.register(HoldRelease)
+class HoldReleaseAdmin(ReadOnlyAdmin):
+    """What each chain event did to each event-bound hold (programmable payments)."""
+
+    list_display = ["created_at", "hold", "event_name", "outcome", "height", "event_key", "detail"]
+    list_filter = ["outcome", "event_name"]
+    search_fields = ["hold__id", "event_key", "tx_id"]

@@ -185,13 +185,77 @@ class Hold(TimeStamped):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     expires_at = models.DateTimeField(db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # Programmable payments (apps.dcep.programmable): a hold bound to a chain app's events is
+    # captured in full when ``capture_event`` is emitted with a payload matching
+    # ``capture_match`` (equality on each field), voided on ``void_event``/``void_match``.
+    release_app = models.ForeignKey(
+        "chainapps.ChainApp", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    release_contract = models.CharField(max_length=32, blank=True)  # "" = an event of any contract of the app
+    capture_event = models.CharField(max_length=64, blank=True)
+    capture_match = models.JSONField(null=True, blank=True)
+    capture_signer = models.CharField(max_length=64, blank=True)  # "" = signed by any app user
+    void_event = models.CharField(max_length=64, blank=True)
+    void_match = models.JSONField(null=True, blank=True)
+    void_signer = models.CharField(max_length=64, blank=True)
+    # The event that captured or voided it: {"key", "app", "name", "tx_id", "height"} (null otherwise).
+    released_by = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="dcep_hold_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="dcep_hold_positive"),
+            models.CheckConstraint(
+                condition=Q(release_app__isnull=True) | ~Q(capture_event="") | ~Q(void_event=""),
+                name="dcep_hold_release_rule_has_an_event",
+            ),
+        ]
+        indexes = [
+            # The consumer's look-up: the event-bound holds of one app (most holds have no app: not indexed).
+            models.Index(
+                fields=["release_app", "status"], condition=Q(release_app__isnull=False), name="dcep_hold_release_app"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"hold {self.pk} ({self.status})"
+
+
+class HoldRelease(models.Model):
+    """What one chain event did to one event-bound hold: the record that makes it exactly once.
+
+    ``(hold, event_key)`` is unique, so a redelivered event (the reader is at least once, and
+    two workers may read the same blocks) finds its earlier record and does nothing; at most
+    one record per hold captured or voided it (a partial unique index).
+    """
+
+    class Outcome(models.TextChoices):
+        CAPTURED = "captured"
+        VOIDED = "voided"
+        IGNORED = "ignored"  # the hold was already resolved (by hand, by expiry or by another event)
+        REFUSED = "refused"  # the payee's wallet refused the money (frozen, closed, over its cap): still pending
+
+    id = models.BigAutoField(primary_key=True)
+    hold = models.ForeignKey(Hold, on_delete=models.PROTECT, related_name="event_releases", db_index=False)
+    event_key = models.CharField(max_length=200)  # ChainEvent.key: "<app>:<height>:<index>:<seq>"
+    event_name = models.CharField(max_length=64)
+    tx_id = models.CharField(max_length=64)
+    height = models.PositiveBigIntegerField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    detail = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["hold", "event_key"], name="dcep_hold_release_once_per_event"),
+            models.UniqueConstraint(
+                fields=["hold"], condition=Q(outcome__in=["captured", "voided"]), name="dcep_hold_released_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_key} -> hold {self.hold_id}: {self.outcome}"
 
 
 class Transfer(models.Model):

@@ -14,7 +14,7 @@ from collections import defaultdict
 from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 
-from apps.dcep.models import Account, Hold, Institution, Settlement, Tier1Op, Transfer
+from apps.dcep.models import Account, Hold, HoldRelease, Institution, Settlement, Tier1Op, Transfer
 from apps.tenants.models import Tenant
 
 _INSTITUTION_OF = "SELECT id, kind FROM dcep_institution WHERE tenant_id = %s"
@@ -273,7 +273,30 @@ def deep_checks() -> list[dict]:
     broken += sum(1 for a, h in last.items() if heads.get(a) != h)
     checks.append({"name": "entries hash-chained per account", "ok": broken == 0, "detail": f"{broken} breaks"})
     checks.append(_settlement_roots_check())
+    checks.append(_holds_resolved_once_check())
     return checks
+
+
+def _holds_resolved_once_check() -> dict:
+    """A hold resolves exactly once: one capture or release transfer once resolved, none while
+    pending; and a hold an event captured or voided has exactly that one event record."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM dcep_hold h LEFT JOIN ("
+            "  SELECT hold_id, COUNT(*) AS n FROM dcep_transfer WHERE hold_id IS NOT NULL AND kind IN (%s, %s)"
+            "  GROUP BY hold_id) t ON t.hold_id = h.id "
+            "WHERE COALESCE(t.n, 0) <> CASE WHEN h.status = %s THEN 0 ELSE 1 END",
+            [Transfer.Kind.CAPTURE, Transfer.Kind.RELEASE, Hold.Status.PENDING],
+        )
+        (wrong,) = cursor.fetchone()
+    applied = dict(
+        HoldRelease.objects.filter(outcome__in=[HoldRelease.Outcome.CAPTURED, HoldRelease.Outcome.VOIDED]).values_list(
+            "hold_id", "event_key"
+        )
+    )
+    by_event = dict(Hold.objects.filter(released_by__isnull=False).values_list("pk", "released_by__key"))
+    wrong += len({hold for hold, _ in set(applied.items()) ^ set(by_event.items())})
+    return {"name": "every hold resolved exactly once", "ok": wrong == 0, "detail": f"{wrong} holds"}
 
 
 def _settlement_roots_check() -> dict:

@@ -20,6 +20,7 @@ from apps.common.errors import DomainError
 from apps.dcep.errors import Invalid, NotFound, refusal
 from apps.dcep.journal import Acc, Journal
 from apps.dcep.models import Account, Hold, Institution
+from apps.dcep.programmable import ReleaseRule, rule_of
 from apps.dcep.selectors import institution_of
 from apps.dcep.tiers import caps, new_wallet_number
 from apps.tenants.models import Tenant
@@ -355,7 +356,19 @@ def _check_unresolved(hold: Hold) -> None:
         raise refusal("hold-resolved", f"This hold is already {hold.status}.")
 
 
-def hold_create(*, actor: Actor, from_wallet: str, to_wallet: str, amount: int, expires_in_s: int) -> Hold:
+def hold_create(
+    *,
+    actor: Actor,
+    from_wallet: str,
+    to_wallet: str,
+    amount: int,
+    expires_in_s: int,
+    release_on: ReleaseRule | None = None,
+) -> Hold:
+    """Reserve ``amount``; with ``release_on`` the hold is also captured or voided by chain events
+    (apps.dcep.programmable), whose app the caller resolved through the API's tenancy scope."""
+    if release_on is not None:
+        release_on.check()
     with transaction.atomic():
         j = Journal()
         j.lock(own=[from_wallet], numbers=[to_wallet], owner=actor.owner)
@@ -371,11 +384,23 @@ def hold_create(*, actor: Actor, from_wallet: str, to_wallet: str, amount: int, 
             to_account_id=dst.id,
             amount=amount,
             expires_at=j.now + dt.timedelta(seconds=expires_in_s),
+            **(release_on.hold_fields() if release_on is not None else {}),
         )
         src.add_out_today(j.today, amount)
         src.held += amount
         j.post(kind="hold", amount=amount, source=src, target=account, hold_id=hold.pk)
         j.flush()
+        if release_on is not None:
+            # Plain holds are not audited (the journal is their record); one that a chain event
+            # of another party's app may pay out is an authorisation worth its audit line.
+            audit_record(
+                action="dcep.hold.bind",
+                object_type="hold",
+                object_id=str(hold.pk),
+                tenant=actor.tenant,
+                actor=actor.user,
+                data={"amount": amount, "from_wallet": from_wallet, "to_wallet": to_wallet, **rule_of(hold)},
+            )
     return hold
 
 
@@ -392,50 +417,59 @@ def hold_capture(*, actor: Actor, hold_id, amount: int | None = None) -> Hold:
         value = hold.amount if amount is None else amount
         if not 0 < value <= hold.amount:
             raise Invalid("amount", f"between 1 and the held {hold.amount} fen")
-        j = Journal()
-        j.lock(ids=[hold.account_id, hold.from_account_id, hold.to_account_id])
-        account, src, dst = (
-            j.accounts[hold.account_id],
-            j.accounts[hold.from_account_id],
-            j.accounts[hold.to_account_id],
-        )
-        error = check_incoming(dst, value)
-        if error:
-            raise error
-        rest = hold.amount - value
-        src.held -= hold.amount
-        src.dirty = True  # a whole capture posts no leg to the payer, but its `held` still falls
-        legs = [(account, -hold.amount), (dst, value)] + ([(src, rest)] if rest else [])
-        j.post(
-            kind="capture",
-            amount=value,
-            source=account,
-            target=dst,
-            legs=legs,
-            hold_id=hold.pk,
-            obligation=_obligation(src, dst, value),
-        )
-        j.flush()
-        hold.status, hold.captured, hold.resolved_at = Hold.Status.CAPTURED, value, now
-        hold.save(update_fields=["status", "captured", "resolved_at", "updated_at"])
+        capture_locked(hold, value, now)
     return hold
+
+
+def capture_locked(hold: Hold, value: int, now: dt.datetime) -> None:
+    """Capture ``value`` of a pending hold whose row the caller locked (FOR UPDATE) in its transaction.
+
+    A refusal of the payee's wallet (frozen, closed, over its cap) is raised before anything is written.
+    """
+    j = Journal()
+    j.lock(ids=[hold.account_id, hold.from_account_id, hold.to_account_id])
+    account, src, dst = (
+        j.accounts[hold.account_id],
+        j.accounts[hold.from_account_id],
+        j.accounts[hold.to_account_id],
+    )
+    error = check_incoming(dst, value)
+    if error:
+        raise error
+    rest = hold.amount - value
+    src.held -= hold.amount
+    src.dirty = True  # a whole capture posts no leg to the payer, but its `held` still falls
+    legs = [(account, -hold.amount), (dst, value)] + ([(src, rest)] if rest else [])
+    j.post(
+        kind="capture",
+        amount=value,
+        source=account,
+        target=dst,
+        legs=legs,
+        hold_id=hold.pk,
+        obligation=_obligation(src, dst, value),
+    )
+    j.flush()
+    hold.status, hold.captured, hold.resolved_at = Hold.Status.CAPTURED, value, now
+    hold.save(update_fields=["status", "captured", "resolved_at", "released_by", "updated_at"])
 
 
 def hold_void(*, actor: Actor, hold_id) -> Hold:
     with transaction.atomic():
         hold = _locked_hold(actor, hold_id)
         _check_unresolved(hold)
-        _resolve(hold, Hold.Status.VOIDED)
+        resolve_locked(hold, Hold.Status.VOIDED)
     return hold
 
 
-def _resolve(hold: Hold, status: str) -> None:
+def resolve_locked(hold: Hold, status: str) -> None:
+    """Release a pending hold (void or expiry) whose row the caller locked in its transaction."""
     j = Journal()
     j.lock(ids=[hold.account_id, hold.from_account_id])
     _release(j, hold, j.accounts[hold.from_account_id], j.accounts[hold.account_id])
     j.flush()
     hold.status, hold.resolved_at = status, j.now
-    hold.save(update_fields=["status", "resolved_at", "updated_at"])
+    hold.save(update_fields=["status", "resolved_at", "released_by", "updated_at"])
 
 
 def holds_expire(*, limit: int = 500) -> int:
@@ -451,6 +485,6 @@ def holds_expire(*, limit: int = 500) -> int:
             hold = Hold.objects.select_for_update().filter(pk=hold_id, status=Hold.Status.PENDING).first()
             if hold is None or hold.expires_at > timezone.now():
                 continue
-            _resolve(hold, Hold.Status.EXPIRED)
+            resolve_locked(hold, Hold.Status.EXPIRED)
             released += 1
     return released

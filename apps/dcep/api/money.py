@@ -12,11 +12,13 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
+from apps.chainapps.models import ChainApp
 from apps.dcep import selectors, services, tier1
 from apps.dcep.api import serializers as s
 from apps.dcep.api.base import IDEMPOTENCY_KEY, DcepViewSet
-from apps.dcep.errors import DcepError
+from apps.dcep.errors import DcepError, NotFound
 from apps.dcep.models import Institution, Transfer
+from apps.dcep.programmable import EventRule, ReleaseRule
 from apps.dcep.selectors import institution_slugs
 
 
@@ -180,10 +182,27 @@ class HoldViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepViewSet)
         actor = self.actor
 
         def work():
-            hold = services.hold_create(actor=actor, **data.validated_data)
+            fields = dict(data.validated_data)
+            if "release_on" in fields:  # inside: a 404 for the app is kept under the key like any refusal
+                fields["release_on"] = self.release_rule(fields["release_on"])
+            hold = services.hold_create(actor=actor, **fields)
             return 201, s.HoldSerializer(self.visible(self.tenant).get(pk=hold.pk)).data, {}
 
         return self.idempotent_local(work)
+
+    def release_rule(self, release_on: dict) -> ReleaseRule:
+        """The app through the same tenancy scope as ``GET /apps/{id}``: one the caller's tenant
+        reads, not deleted; another tenant's app is a 404 like one that does not exist."""
+        apps = self.scope(ChainApp.objects.filter(deleted_at__isnull=True), "tenant")
+        app = apps.filter(pk=release_on["app"]).first()
+        if app is None:
+            raise NotFound(f"release_on.app {release_on['app']} does not exist.")
+        rules = {
+            k: EventRule(v["event"], v["match"], v.get("signer", ""))
+            for k, v in release_on.items()
+            if k in ("capture", "void")
+        }
+        return ReleaseRule(app=app, contract=release_on.get("contract", ""), **rules)
 
     @extend_schema(request=s.CaptureInput, responses=s.HoldSerializer, parameters=[IDEMPOTENCY_KEY])
     @action(detail=True, methods=["post"])

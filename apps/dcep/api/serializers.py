@@ -6,8 +6,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.common.serializers import StrictInputSerializer
+from apps.dcep.errors import Invalid
 from apps.dcep.models import Account, Hold, Institution, Settlement, Transfer
+from apps.dcep.programmable import MAX_NAME, check_rule, rule_of
 from apps.dcep.tiers import TIERS, caps, luhn_valid
+from bsn.ledger.contracts.base import USER_RE
 
 MAX_FEN = 2**63 - 1
 
@@ -195,11 +198,45 @@ def payment_input(data) -> dict:
     return serializer.validated_data
 
 
+class MatchField(serializers.DictField):
+    """A flat, non-empty object of scalars: the payload fields an event must carry, compared for equality."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        try:
+            check_rule("rule", "event", value)
+        except Invalid as exc:
+            raise serializers.ValidationError(exc.detail.split(": ", 1)[1]) from None
+        return value
+
+
+class EventRuleInput(StrictInputSerializer):
+    event = serializers.CharField(max_length=MAX_NAME)
+    match = MatchField()
+    # The app user who must have signed the event's transaction (e.g. the issuing bank).
+    signer = serializers.RegexField(USER_RE, max_length=MAX_NAME, required=False)
+
+
+class ReleaseOnInput(StrictInputSerializer):
+    """``release_on``: the chain app (one your tenant can read), optionally its contract, and the rules."""
+
+    app = serializers.UUIDField()
+    contract = serializers.CharField(max_length=32, required=False)  # checked against the app by the service
+    capture = EventRuleInput(required=False)
+    void = EventRuleInput(required=False)
+
+    def validate(self, attrs):
+        if "capture" not in attrs and "void" not in attrs:
+            raise serializers.ValidationError("a capture rule, a void rule or both")
+        return attrs
+
+
 class HoldInput(StrictInputSerializer):
     from_wallet = WalletNumberField()
     to_wallet = WalletNumberField()
     amount = FenField()
     expires_in_s = serializers.IntegerField(min_value=1, max_value=30 * 24 * 3600)
+    release_on = ReleaseOnInput(required=False)
 
 
 class CaptureInput(StrictInputSerializer):
@@ -332,9 +369,36 @@ def transfer_from_journal(d: dict, slugs: dict[int, str], created_at=None) -> di
     }
 
 
+class EventRuleSerializer(serializers.Serializer):
+    event = serializers.CharField()
+    match = serializers.DictField()
+    signer = serializers.CharField(allow_null=True)
+
+
+class ReleaseOnSerializer(serializers.Serializer):
+    app = serializers.UUIDField()
+    contract = serializers.CharField(allow_null=True)
+    capture = EventRuleSerializer(allow_null=True)
+    void = EventRuleSerializer(allow_null=True)
+
+
+class ReleasedBySerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="the event's key: <app>:<height>:<tx index>:<event index>")
+    app = serializers.UUIDField()
+    name = serializers.CharField()
+    tx_id = serializers.CharField()
+    height = serializers.IntegerField()
+
+
 class HoldSerializer(serializers.ModelSerializer):
     from_wallet = serializers.CharField(source="from_account.number")
     to_wallet = serializers.CharField(source="to_account.number")
+    release_on = serializers.SerializerMethodField()
+    released_by = ReleasedBySerializer(allow_null=True, read_only=True)
+
+    @extend_schema_field(ReleaseOnSerializer(allow_null=True))
+    def get_release_on(self, hold: Hold) -> dict | None:
+        return rule_of(hold)
 
     class Meta:
         model = Hold
@@ -348,6 +412,8 @@ class HoldSerializer(serializers.ModelSerializer):
             "expires_at",
             "created_at",
             "resolved_at",
+            "release_on",
+            "released_by",
         ]
 
 
