@@ -9,18 +9,8 @@ from django.utils import timezone
 
 from apps.billing import services
 from apps.billing.models import BillingAccount, Invoice, InvoiceLine, PriceList, SuspendedApp, Suspension
+from apps.common.admin import ReadOnlyAdmin
 from apps.common.errors import DomainError
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class PriceListForm(forms.ModelForm):

@@ -11,22 +11,10 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 
+from apps.common.admin import ReadOnlyAdmin
 from apps.common.errors import DomainError
 from apps.dcep import services
 from apps.dcep.models import Account, Hold, HoldRelease, Institution, Settlement, Transfer, Wallet
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Listing and detail only: no add, change or delete."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Institution)

@@ -1,10 +1,11 @@
 from django.contrib import admin
 
+from apps.common.admin import ReadOnlyAdmin
 from apps.metering.models import NodeMeter, UsageHour
 
 
 @admin.register(UsageHour)
-class UsageHourAdmin(admin.ModelAdmin):
+class UsageHourAdmin(ReadOnlyAdmin):
     """Metered usage, read-only: rows are written by the flush and the scrape only."""
 
     list_display = [
@@ -23,15 +24,6 @@ class UsageHourAdmin(admin.ModelAdmin):
     search_fields = ["app__name", "app__tenant__slug"]
     date_hierarchy = "hour"
     list_select_related = ["app", "region"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(NodeMeter)
