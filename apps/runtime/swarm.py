@@ -294,13 +294,16 @@ def status_from_service(service: dict[str, Any], tasks: list[dict[str, Any]], ho
     if current not in _TASK_STARTED:
         state = "unknown" if current in _TASK_ON_ITS_WAY else "stopped"
         return NodeStatus(name=name, state=state, runtime_id=service.get("ID"), labels=labels)
+    endpoint = task_endpoint(task, hosts) or mesh_endpoint(service, task, hosts)
+    if not endpoint:  # started, its port not reported yet: not reachable, so not running yet
+        return NodeStatus(name=name, state="unknown", runtime_id=service.get("ID"), labels=labels)
     container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID") or task.get("ID")
     task_labels = dict(((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or labels)
     return NodeStatus(
         name=name,
         state="running",
         runtime_id=container,
-        endpoint=task_endpoint(task, hosts),
+        endpoint=endpoint,
         labels=task_labels,
     )
 
@@ -317,6 +320,17 @@ def task_endpoint(task: dict[str, Any], hosts: dict[str, str]) -> str | None:
     if not host or not published:
         return None
     return format_endpoint(host, published[0]["PublishedPort"])
+
+
+def mesh_endpoint(service: dict[str, Any], task: dict[str, Any], hosts: dict[str, str]) -> str | None:
+    """A port published on the routing mesh (``ingress``) answers on every host of the
+    swarm: the task's own host is as good as any."""
+    host = hosts.get(task.get("NodeID") or "")
+    ports = (service.get("Endpoint") or {}).get("Ports") or []
+    mesh = [p for p in ports if p.get("PublishMode", "ingress") == "ingress" and p.get("PublishedPort")]
+    if not host or not mesh:
+        return None
+    return format_endpoint(host, mesh[0]["PublishedPort"])
 
 
 def node_host(node: dict[str, Any]) -> str:
@@ -851,10 +865,10 @@ class SwarmDriver:
         while True:
             tasks = self._tasks(client, service["ID"])
             status = status_from_service(service, tasks, hosts)
-            if status.state == "running" and status.endpoint:
+            if status.state == "running":
                 return status
-            if status.state == "running" and not hosts.get((current_task(tasks) or {}).get("NodeID", "")):
-                hosts = self._hosts(client)  # a host that joined meanwhile
+            if _task_state(current_task(tasks) or {}) in _TASK_STARTED:
+                hosts = self._hosts(client)  # started: perhaps on a host that joined meanwhile
             task = current_task(tasks)
             problem = task_problem(task) or problem
             if spec.host_port and port_conflict(problem):
@@ -888,9 +902,9 @@ class SwarmDriver:
                     f"the rolling update of {spec.name} failed and Swarm rolled it back ({state}): "
                     f"{update.get('Message') or 'no reason given'}"
                 )
-            if (fresh and state == "completed") or (not update and service_replicas(service) == 1):
+            if fresh and state == "completed":
                 status = self._status(client, service)
-                if status.state == "running" and status.endpoint:
+                if status.state == "running":
                     return status
             if time.monotonic() > deadline:
                 raise TransientRuntimeError(

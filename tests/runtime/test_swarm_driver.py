@@ -18,7 +18,6 @@ from apps.runtime.spec import LABEL_GENERATION, LABEL_INSTALLATION, NodeSpec
 from apps.runtime.swarm import SwarmDriver
 from bsn.ledger.auth import generate_credential
 from tests.runtime.conftest import auth_of
-from tests.runtime.test_docker_driver import get_file
 
 pytestmark = [pytest.mark.docker]
 
@@ -134,8 +133,8 @@ def test_a_rotated_secret_is_a_new_swarm_secret_and_the_old_one_goes(swarm_drive
     assert swarm_driver.update_status(rotated)["state"] == "completed"
     names = {s["Spec"]["Labels"]["io.bsn.secret"] for s in _secrets_of(swarm_client, spec)}
     assert names == {"BSN_NODE_PRIVATE_KEY", "BSN_NODE_API_CREDENTIAL"}  # one each: the old credential went
-    got = get_file(task_container(swarm_client, spec), "/run/secrets/bsn_node_api_credential")
-    assert got.decode() == rotated.secrets["BSN_NODE_API_CREDENTIAL"]
+    got = task_container(swarm_client, spec).exec_run(["cat", "/run/secrets/bsn_node_api_credential"], user="10001")
+    assert got.output.decode() == rotated.secrets["BSN_NODE_API_CREDENTIAL"]
 
 
 def _secrets_of(client, spec):
