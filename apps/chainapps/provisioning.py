@@ -31,6 +31,7 @@ from apps.common.models import installation_id
 from apps.runtime.base import (
     Networks,
     PermanentRuntimeError,
+    RolledBack,
     RollingUpdates,
     TransientRuntimeError,
     is_transient,
@@ -578,7 +579,15 @@ def _step_replace(op: Operation, node: LedgerNode, driver, where: _Stage, *, act
         if is_transient(exc):
             _bound_reached(progress, node, exc)
         raise
-    height, took = _bring_up_to_head(op, node, driver, where, progress)
+    try:
+        height, took = _bring_up_to_head(op, node, driver, where, progress)
+    except RolledBack:
+        # The runtime put the previous generation back (Swarm): the row says so too, so
+        # that it names what really runs and a later ensure does not redo the failed update.
+        LedgerNode.objects.filter(pk=node.pk, generation=progress["generation"]).update(
+            generation=progress["generation"] - 1, framework=Framework.objects.get(slug=progress["from"])
+        )
+        raise
     now_on = node.current_framework
     verb = f"back on {now_on.slug} {now_on.version}" if action == ACTION_UPGRADE else "back with the new node set"
     head = progress["head"]

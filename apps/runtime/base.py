@@ -45,6 +45,11 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+class RolledBack(PermanentRuntimeError):
+    """A rolling update failed and the runtime put the previous generation back (Swarm):
+    the node runs what it ran before, not what was asked."""
+
+
 class RuntimeUnavailable(TransientRuntimeError):
     """The region's engine does not answer."""
 

@@ -38,6 +38,7 @@ from apps.runtime.base import (
     PermanentRuntimeError,
     PortInUse,
     PublishedPorts,
+    RolledBack,
     RollingUpdates,
     RuntimeError_,
     TransientRuntimeError,
@@ -898,7 +899,7 @@ class SwarmDriver:
                     time.sleep(0.2)
                     if time.monotonic() < deadline:
                         continue
-                raise PermanentRuntimeError(
+                raise RolledBack(
                     f"the rolling update of {spec.name} failed and Swarm rolled it back ({state}): "
                     f"{update.get('Message') or 'no reason given'}"
                 )
