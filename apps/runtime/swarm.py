@@ -295,7 +295,9 @@ def status_from_service(service: dict[str, Any], tasks: list[dict[str, Any]], ho
     if current not in _TASK_STARTED:
         state = "unknown" if current in _TASK_ON_ITS_WAY else "stopped"
         return NodeStatus(name=name, state=state, runtime_id=service.get("ID"), labels=labels)
-    endpoint = task_endpoint(task, hosts) or mesh_endpoint(service, task, hosts)
+    endpoint = (
+        task_endpoint(task, hosts) or mesh_endpoint(service, task, hosts) or sticky_endpoint(service, task, hosts)
+    )
     if not endpoint:  # started, its port not reported yet: not reachable, so not running yet
         return NodeStatus(name=name, state="unknown", runtime_id=service.get("ID"), labels=labels)
     container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID") or task.get("ID")
@@ -332,6 +334,17 @@ def mesh_endpoint(service: dict[str, Any], task: dict[str, Any], hosts: dict[str
     if not host or not mesh:
         return None
     return format_endpoint(host, mesh[0]["PublishedPort"])
+
+
+def sticky_endpoint(service: dict[str, Any], task: dict[str, Any], hosts: dict[str, str]) -> str | None:
+    """A started task's host-mode port before Swarm reports it (it does once the health
+    check passed): the port the service asks for, which the task either binds or fails on."""
+    host = hosts.get(task.get("NodeID") or "")
+    ports = ((service.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
+    sticky = [p for p in ports if p.get("PublishMode") == "host" and p.get("PublishedPort")]
+    if not host or not sticky:
+        return None
+    return format_endpoint(host, sticky[0]["PublishedPort"])
 
 
 def node_host(node: dict[str, Any]) -> str:
