@@ -627,7 +627,8 @@ class SwarmDriver:
             return self._status(client, service)
 
     def list_nodes(self, *, installation_id: str) -> list[NodeStatus]:
-        """Three requests whatever the number of nodes: services, their tasks, the hosts."""
+        """Three requests whatever the number of nodes (services, their running tasks, the
+        hosts), and one more for each service Swarm gave up on."""
         client = self._client()
         with self._translate():
             services = client.api.services(
@@ -643,9 +644,14 @@ class SwarmDriver:
                 return []
             ids = {s["ID"] for s in services}
             tasks: dict[str, list] = {}
-            for task in client.api.tasks():
+            # Only the tasks Swarm means to run: it keeps a few ended ones per service
+            # (task history), which would multiply the answer at 1,000 services.
+            for task in client.api.tasks(filters={"desired-state": "running"}):
                 if task.get("ServiceID") in ids:
                     tasks.setdefault(task["ServiceID"], []).append(task)
+            for service in services:  # none meant to run, one wanted: ask why (as observe does)
+                if service["ID"] not in tasks and service_replicas(service):
+                    tasks[service["ID"]] = self._tasks(client, service["ID"])
             hosts = self._hosts(client)
             return [status_from_service(s, tasks.get(s["ID"], []), hosts) for s in services]
 
