@@ -470,9 +470,10 @@ class SwarmDriver:
             service = self._get_service(client, spec.name)
             if service is not None:
                 self._check_owner(spec, service)
+            # The image first: a region that cannot run it refuses before anything is made.
+            image, short = self._image_on_hosts(client, spec.image)
             network_id = self._ensure_network(client, spec)
             secrets = self._ensure_secrets(client, spec)
-            image, short = self._image_on_hosts(client, spec.image)
             constraints = placement_constraints(self.region_code, short)
             nnp = self._api_at_least("1.46")
             if service is None:
@@ -846,6 +847,12 @@ class SwarmDriver:
                 got = image_sync.image_ensure(target, url, ref, self._image_source)
             except RuntimeError_ as exc:
                 refused.append(f"{node['ID'][:12]}: {exc}")
+                # A label from an earlier load would still draw tasks to a host that may
+                # have lost the image since: only a host that holds it now keeps one.
+                source = self._image_source()
+                wanted = image_sync.image_id(source, ref) if source is not None else None
+                if wanted:
+                    self._label_node(client, node, NODE_LABEL_IMAGE.format(short=wanted[7:19]), remove=True)
                 continue
             image_id = image_id or got
             if got != image_id:
@@ -862,12 +869,15 @@ class SwarmDriver:
         return image_id, image_id[7:19]
 
     @staticmethod
-    def _label_node(client, node: dict[str, Any], label: str) -> None:
+    def _label_node(client, node: dict[str, Any], label: str | None, *, remove: bool = False) -> None:
         spec = dict(node.get("Spec") or {})
         labels = dict(spec.get("Labels") or {})
-        if labels.get(label) == "true":
+        if label is None or (labels.get(label) == "true") != remove:
             return
-        labels[label] = "true"
+        if remove:
+            labels.pop(label)
+        else:
+            labels[label] = "true"
         spec["Labels"] = labels
         try:
             client.api.update_node(node["ID"], node["Version"]["Index"], spec)

@@ -187,3 +187,14 @@ def test_a_plain_engine_is_not_a_swarm(docker_base_url):
         driver.ping()
     with pytest.raises(docker.errors.DockerException):  # the SDK says the same
         docker.DockerClient(base_url=docker_base_url).services.list()
+
+
+def test_an_image_no_host_can_get_is_refused_with_the_reason_and_nothing_is_scheduled(
+    swarm_driver, swarm_client, make_spec
+):
+    spec = make_spec(image=f"bsn/ledger:nowhere-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(PermanentRuntimeError, match=r"cannot reach any host of region cn-test.*neither on the engine"):
+        swarm_driver.ensure_node(spec)
+    assert not [s for s in swarm_client.api.services() if s["Spec"]["Name"] == spec.name]
+    assert not swarm_client.api.networks(names=[spec.network])  # nothing made before the refusal
+    assert not swarm_client.api.secrets(filters={"label": f"{LABEL_INSTALLATION}={spec.labels[LABEL_INSTALLATION]}"})
