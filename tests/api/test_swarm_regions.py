@@ -49,3 +49,15 @@ def test_a_swarm_region_with_a_process_region_is_refused_and_nothing_is_written(
     assert_problem(resp, 400)
     assert "cn-process use the process driver" in str(resp.json())
     assert not ChainApp.objects.exists()
+
+
+def test_a_swarm_node_is_refused_ordering_members_published_on_loopback():
+    from types import SimpleNamespace
+
+    from apps.chainapps.node_config import _refuse_loopback
+    from apps.runtime.base import PermanentRuntimeError
+
+    node = SimpleNamespace(name="bsn-x-cn-swarm", region=SimpleNamespace(code="cn-swarm"))
+    _refuse_loopback(node, "http://172.28.5.1:29999,http://10.0.0.5:29998")  # reachable: fine
+    with pytest.raises(PermanentRuntimeError, match="--publish-host that the swarm's hosts reach"):
+        _refuse_loopback(node, "http://172.28.5.1:29999,http://127.0.0.1:29998")

@@ -130,10 +130,16 @@ def test_an_app_on_a_swarm_region_lives_heals_upgrades_and_leaves_nothing(
         timeout=90,
         message="Swarm to start a new task",
     )
-    report = reconcile_region(region.code)
-    assert report["restarted"] == 0, report  # it never fights Swarm: nothing started beside the service
-    node.refresh_from_db()
-    assert node.state == LedgerNode.State.RUNNING and node.runtime_id != before.runtime_id
+
+    def verified() -> bool:
+        """A reconcile pass; the new task counts once it answers as itself (it may still be
+        starting at the first pass: unhealthy then, never restarted)."""
+        report = reconcile_region(region.code)
+        assert report["restarted"] == 0, report  # it never fights Swarm: nothing started beside the service
+        node.refresh_from_db()
+        return node.state == LedgerNode.State.RUNNING and node.runtime_id != before.runtime_id
+
+    wait_for(verified, timeout=60, interval=0.5, message="the reconciler to verify the restarted node")
     assert node_get(node, "/health").body["node_id"] == str(node.pk)  # verified as itself
     assert len([s for s in client.api.services() if s["Spec"]["Name"] == node.name]) == 1
     assert api.get(f"/api/v1/apps/{app_id}/state/kv/k").json()["value"] == 2  # the data survived
