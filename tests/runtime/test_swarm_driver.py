@@ -141,13 +141,15 @@ def _secrets_of(client, spec):
     return client.api.secrets(filters={"label": f"{LABEL_INSTALLATION}={spec.labels[LABEL_INSTALLATION]}"})
 
 
-def test_a_rolling_update_that_fails_its_health_check_is_rolled_back(swarm_driver, swarm_client, make_spec):
+def test_a_rolling_update_that_fails_its_health_check_is_rolled_back(
+    swarm_driver, swarm_client, make_spec, monkeypatch
+):
     spec = make_spec()
     first = swarm_driver.ensure_node(spec)
     wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     # The new generation starts but never answers /health: a command that only sleeps.
     broken = replace(spec, command=("sleep", "600"), labels={**spec.labels, LABEL_GENERATION: "2"})
-    SwarmDriver.UPDATE_TIMEOUT = 240.0
+    monkeypatch.setattr(swarm_driver, "UPDATE_TIMEOUT", 240.0)  # a loaded machine: 30 s start period + checks
     with pytest.raises(PermanentRuntimeError, match="rolled it back"):
         swarm_driver.ensure_node(broken)
     # Swarm put the previous generation back: the node serves again as itself.
