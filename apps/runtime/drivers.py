@@ -53,6 +53,7 @@ def driver_for_region(region: Any) -> RuntimeDriver:
         fingerprint = tls.fingerprint if tls else ""
         mode = getattr(region, "publish_mode", "") or "host"
         key = ("swarm", region.code, base_url, settings.BSN_DOCKER_TIMEOUT, fingerprint, mode)
+        key += (settings.BSN_SWARM_HEALTH_INTERVAL,)
     elif kind == "process":
         root = Path(settings.BSN_PROCESS_DIR) / region.code
         key = ("process", region.code, str(root))
@@ -81,6 +82,7 @@ def driver_for_region(region: Any) -> RuntimeDriver:
                     tls=_tls_config(region, tls),
                     image_source_url=settings.BSN_IMAGE_SOURCE_URL or None,
                     publish_mode=mode,
+                    health_interval=settings.BSN_SWARM_HEALTH_INTERVAL,
                 )
             else:
                 from apps.runtime.process import ProcessDriver

@@ -27,6 +27,8 @@ from tests.integration.conftest import node_get, operation_done, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
+FAST_HEALTH = {"BSN_SWARM_HEALTH_INTERVAL": "2"}  # Swarm's verdicts in seconds (default 10 s)
+
 
 @pytest.fixture
 def api(transactional_db):
@@ -100,7 +102,7 @@ def test_an_app_on_a_swarm_region_lives_heals_upgrades_and_leaves_nothing(
     image_sync.forget()
     tag = uuid.uuid4().hex[:6]
     region = swarm_region(swarm_engine, f"sw{tag}-0")
-    worker_factory([region])
+    worker_factory([region], env=FAST_HEALTH)
 
     resp = api.post("/api/v1/apps", {"name": "on-swarm", "regions": [region.code]}, format="json")
     assert resp.status_code == 202, resp.content
@@ -193,7 +195,7 @@ def test_an_app_on_a_swarm_region_and_a_docker_region_replicates(
     tag = uuid.uuid4().hex[:6]
     docker_region = engine_region(extra_engines["main"], f"sw{tag}-0", "main engine")
     swarm = swarm_region(swarm_engine, f"sw{tag}-1")
-    worker_factory([docker_region, swarm])
+    worker_factory([docker_region, swarm], env=FAST_HEALTH)
     client = swarm_engine.client()
     resp = api.post("/api/v1/apps", {"name": "mixed", "regions": [docker_region.code, swarm.code]}, format="json")
     assert resp.status_code == 202, resp.content

@@ -200,3 +200,23 @@ def test_an_image_no_host_can_get_is_refused_with_the_reason_and_nothing_is_sche
     assert not [s for s in swarm_client.api.services() if s["Spec"]["Name"] == spec.name]
     assert not swarm_client.api.networks(names=[spec.network])  # nothing made before the refusal
     assert not swarm_client.api.secrets(filters={"label": f"{LABEL_INSTALLATION}={spec.labels[LABEL_INSTALLATION]}"})
+
+
+def test_a_host_port_taken_outside_swarm_is_port_in_use_and_leaves_no_service(
+    swarm_driver, swarm_client, make_spec, ledger_image, foreign_objects
+):
+    from apps.runtime.base import PortInUse
+
+    port = _free_port(swarm_driver)
+    holder = swarm_client.containers.run(
+        ledger_image, detach=True, name=f"bsn-holder-{uuid.uuid4().hex[:6]}", ports={"8080/tcp": port}
+    )
+    foreign_objects.append(holder)
+    spec = make_spec(host_port=port)
+    with pytest.raises(PortInUse) as raised:
+        swarm_driver.ensure_node(spec)
+    assert raised.value.port == port
+    assert not [s for s in swarm_client.api.services() if s["Spec"]["Name"] == spec.name]
+    # The next port works (what provisioning does: ports.start_on_own_port).
+    status = swarm_driver.ensure_node(replace(spec, host_port=_free_port(swarm_driver)))
+    wait_healthy(status.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))

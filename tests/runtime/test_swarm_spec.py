@@ -18,6 +18,7 @@ from apps.runtime.swarm import (
     secret_name,
     service_create_kwargs,
     status_from_service,
+    sticky_endpoint,
 )
 
 
@@ -154,8 +155,8 @@ def _task(state, desired="running", index=1, port=20001, node="n1"):
     ("replicas", "tasks", "state", "runtime_id", "endpoint"),
     [
         (1, [_task("running")], "running", "c1", "http://10.0.0.7:20001"),
-        (1, [_task("starting")], "running", "c1", "http://10.0.0.7:20001"),  # health pending: verified by us
-        (1, [_task("starting", port=None)], "unknown", "svc", None),  # no port yet
+        (1, [_task("running", port=None)], "unknown", "svc", None),  # no port: not reachable yet
+        (1, [_task("starting")], "unknown", "svc", None),  # started or failing: only its host knows
         (1, [_task("failed", desired="shutdown"), _task("pending", index=2)], "unknown", "svc", None),  # restarting
         (1, [_task("failed", desired="shutdown")], "stopped", "svc", None),  # Swarm gave up
         (1, [], "unknown", "svc", None),  # not scheduled yet
@@ -177,6 +178,9 @@ def test_a_mesh_published_port_is_reached_on_the_tasks_host():
     service = _service(ports=[{"Protocol": "tcp", "PublishedPort": 30001, "PublishMode": "ingress"}])
     status = status_from_service(service, [_task("running", port=None)], {"n1": "10.0.0.7"})
     assert status.endpoint == "http://10.0.0.7:30001"
+    # A starting task on a host-mode port: the port its service asks for, once its host confirms.
+    sticky = {"Spec": {"EndpointSpec": {"Ports": [{"PublishMode": "host", "PublishedPort": 20005}]}}}
+    assert sticky_endpoint(sticky, _task("starting"), {"n1": "10.0.0.7"}) == "http://10.0.0.7:20005"
 
 
 def test_a_hosts_address_is_its_label_else_its_swarm_address():
