@@ -756,7 +756,9 @@ class SwarmDriver:
             driver = network.get("Driver")
             if not driver:  # a swarm network with no task on this host is listed without its driver
                 driver = client.api.inspect_network(network["Id"], scope="swarm").get("Driver")
-            if driver != "overlay":
+            # Still none: just created, the swarm's allocator has not got to it yet (ours by
+            # its labels, so made as an overlay); only another driver is refused.
+            if driver and driver != "overlay":
                 raise PermanentRuntimeError(f"network {spec.network} is not an overlay network; refusing it")
         return found[0]["Id"]  # the oldest: every worker picks the same one after a race
 
