@@ -288,6 +288,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 BSN_DEFAULT_DRIVER = env_choice("BSN_DEFAULT_DRIVER", "auto", {"auto", "docker", "process"})
 BSN_DOCKER_BASE_URL = env_str("BSN_DOCKER_BASE_URL", "unix:///var/run/docker.sock")
 BSN_DOCKER_TIMEOUT = env_int("BSN_DOCKER_TIMEOUT", 30, minimum=1)
+# Swarm regions: seconds between a node's container health checks, which gate rolling
+# updates and Swarm's "running" (each check is a short Python process: ~60 ms of CPU).
+BSN_SWARM_HEALTH_INTERVAL = env_int("BSN_SWARM_HEALTH_INTERVAL", 10, minimum=1)
 # The engine the ledger image is built on (bsn_images build); regions on other engines get
 # it streamed from here by content (apps/runtime/image_sync.py). Blank: none, every engine
 # must hold the image itself.

@@ -128,6 +128,67 @@ def extra_engines(docker_engine, ledger_image):
     lock.close()
 
 
+SWARM_POOL = "172.26.0.0/16"  # the swarm's overlay networks: apart from every engine's own pool
+
+
+@pytest.fixture(scope="session")
+def swarm_engine(extra_engines):
+    """Engine ``e2`` as a one-host Docker Swarm (``docker swarm init`` on loopback) for the
+    swarm driver (apps/runtime/swarm.py); it leaves the swarm at the end, so e2 is a plain
+    engine again for everything else. Never the main engine: other tests use it.
+    Its host is labelled where its published ports are reached (``io.bsn.publish-host``:
+    the engine's publish address, reachable from other engines' containers too); regions
+    label it with ``swarm_label_region``."""
+    import docker
+
+    from apps.runtime.swarm import NODE_LABEL_PUBLISH_HOST
+
+    engine = extra_engines["e2"]
+    client = engine.client()
+    if (client.info().get("Swarm") or {}).get("LocalNodeState") != "inactive":
+        client.swarm.leave(force=True)  # a swarm an interrupted run left behind
+    client.swarm.init(
+        advertise_addr="127.0.0.1",
+        listen_addr="127.0.0.1:2377",
+        default_addr_pool=[SWARM_POOL],
+        subnet_size=24,
+    )
+    swarm_label_node(client, {NODE_LABEL_PUBLISH_HOST: engine.publish_host, "io.bsn.region.cn-test": "true"})
+    yield engine
+    try:
+        for service in client.services.list():
+            if service.name.startswith("bsn-"):
+                service.remove()
+        client.swarm.leave(force=True)
+    except docker.errors.DockerException as exc:  # the engine stops next anyway
+        print(f"leaving the test swarm: {exc}")
+    client.close()
+
+
+def swarm_label_node(client, labels: dict[str, str]) -> None:
+    """Add ``labels`` to the swarm's (only) host."""
+    node_id = client.info()["Swarm"]["NodeID"]
+    node = client.api.inspect_node(node_id)
+    spec = dict(node["Spec"])
+    spec["Labels"] = {**(spec.get("Labels") or {}), **labels}
+    client.api.update_node(node_id, node["Version"]["Index"], spec)
+
+
+def swarm_region(engine, code: str, name: str = "swarm"):
+    """Register a Swarm region on the test swarm (``region_add``, as ``bsn_region add
+    --driver swarm`` does) and label the swarm's host as one of the region's hosts."""
+    from apps.regions.services import region_add
+
+    client = engine.client()
+    try:
+        swarm_label_node(client, {f"io.bsn.region.{code}": "true"})
+    finally:
+        client.close()
+    return region_add(
+        code=code, name=name, driver="swarm", docker_base_url=engine.base_url, publish_host=engine.publish_host
+    )
+
+
 def _client_for(membership) -> APIClient:
     client = APIClient()
     issued = token_issue(membership=membership, name="test")

@@ -54,6 +54,22 @@ def node_peers(node: LedgerNode) -> dict[str, LedgerNode]:
     return peers
 
 
+def _refuse_loopback(node: LedgerNode, endpoints: str) -> None:
+    """A Swarm node reaches the ordering members (on Docker regions) at their published
+    endpoints: one on a loopback address is the Swarm task's own loopback, never the member.
+    Refused with the reason rather than a node that can never commit."""
+    from urllib.parse import urlsplit
+
+    for url in filter(None, endpoints.split(",")):
+        host = urlsplit(url).hostname or ""
+        if host == "localhost" or host.startswith("127.") or host == "::1":
+            raise PermanentRuntimeError(
+                f"node {node.name} runs on Swarm region {node.region.code} and cannot reach the ordering "
+                f"member at {url}: give the Docker regions of the ordering service a --publish-host that "
+                "the swarm's hosts reach (not loopback)"
+            )
+
+
 def node_config(node: LedgerNode) -> tuple[dict[str, str], dict[str, str]]:
     """``(environment, secrets)`` of the node; secrets become files (``NodeSpec.secrets``)."""
     app = node.app
@@ -84,6 +100,8 @@ def node_config(node: LedgerNode) -> tuple[dict[str, str], dict[str, str]]:
             ChainApp.objects.select_for_update().filter(pk=app.pk).first()
             ordering_app_credentials(app)
         ordering = ordering_node_env(app, node)
+        if node.region.driver == "swarm":
+            _refuse_loopback(node, ordering["BSN_ETCD_ENDPOINTS"])
         secrets["BSN_ETCD_PASSWORD"] = ordering.pop("BSN_ETCD_PASSWORD")  # a file, never the environment
         env.update(ordering)
         peers = node_peers(node)

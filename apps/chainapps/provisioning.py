@@ -28,7 +28,15 @@ from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.common.errors import Conflict
 from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
-from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, is_transient, supports
+from apps.runtime.base import (
+    Networks,
+    PermanentRuntimeError,
+    RolledBack,
+    RollingUpdates,
+    TransientRuntimeError,
+    is_transient,
+    supports,
+)
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
 from apps.runtime.nodeapi import read_chain
@@ -560,7 +568,10 @@ def _step_replace(op: Operation, node: LedgerNode, driver, where: _Stage, *, act
     try:
         where.now = "stopping the node"
         seen = driver.observe(spec)
-        if seen.state == "running" and seen.labels.get(LABEL_GENERATION) != str(progress["generation"]):
+        # A driver that rolls updates itself (Swarm: health-gated, rolled back on failure)
+        # replaces the running node in ensure_node; stopping it first would defeat that.
+        rolls = supports(driver, RollingUpdates)
+        if not rolls and seen.state == "running" and seen.labels.get(LABEL_GENERATION) != str(progress["generation"]):
             driver.stop_node(spec)  # a clean stop; the new generation's container replaces it
             LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.STOPPED)
             _touch(op.pk)
@@ -568,11 +579,22 @@ def _step_replace(op: Operation, node: LedgerNode, driver, where: _Stage, *, act
         if is_transient(exc):
             _bound_reached(progress, node, exc)
         raise
-    height, took = _bring_up_to_head(op, node, driver, where, progress)
+    try:
+        height, took = _bring_up_to_head(op, node, driver, where, progress)
+    except RolledBack:
+        # The runtime put the previous generation back (Swarm): the row says so too, so
+        # that it names what really runs and a later ensure does not redo the failed update.
+        LedgerNode.objects.filter(pk=node.pk, generation=progress["generation"]).update(
+            generation=progress["generation"] - 1, framework=Framework.objects.get(slug=progress["from"])
+        )
+        raise
     now_on = node.current_framework
     verb = f"back on {now_on.slug} {now_on.version}" if action == ACTION_UPGRADE else "back with the new node set"
     head = progress["head"]
     message = f"{code}: node {node.name} {verb}, healthy at height {height} (chain head {head}) after {took:.1f} s"
+    if rolls:
+        update = driver.update_status(spec)
+        message += f" (rolling update by the runtime: {update.get('state') or 'not needed'})"
     return _record_step(op.pk, node_id, STEP_DONE, message)
 
 

@@ -124,17 +124,23 @@ def ordering_for(regions: list[Region]) -> str:
     """etcd when every region runs Docker (the ordering service lives there), solo otherwise.
 
     More than one node needs a shared order, so a multi-region app must be etcd-ordered.
+    Swarm regions join such an app (their nodes reach the ordering members, which run on
+    the Docker regions, at their published endpoints); an app on one Swarm region alone
+    orders for itself (solo), as one Swarm service needs no shared order.
     """
     if all(r.driver == Region.Driver.DOCKER for r in regions):
         return ChainApp.Ordering.ETCD
+    containers = (Region.Driver.DOCKER, Region.Driver.SWARM)
+    if len(regions) > 1 and all(r.driver in containers for r in regions):
+        return ChainApp.Ordering.ETCD
     if len(regions) > 1:
-        process = ", ".join(r.code for r in regions if r.driver != Region.Driver.DOCKER)
+        process = ", ".join(r.code for r in regions if r.driver not in containers)
         raise ValidationError(
             {
                 "regions": (
                     "an app on more than one region needs the etcd ordering service, which runs "
-                    f"only with Docker regions; {process} use the process driver. Choose one "
-                    "region, or only Docker regions."
+                    f"only with Docker (and Swarm) regions; {process} use the process driver. Choose one "
+                    "region, or only Docker and Swarm regions."
                 )
             }
         )

@@ -79,8 +79,8 @@ def parse_tls(ca: str, cert: str, key: str) -> EngineTLS | None:
 
 
 def check_engine_access(driver: str, base_url: str, tls: EngineTLS | None, *, allow_insecure: bool) -> None:
-    """Refuse a Docker region that would reach its engine over the network without TLS."""
-    if driver != "docker" or not over_network(base_url):
+    """Refuse a Docker (or Swarm) region that would reach its engine over the network without TLS."""
+    if driver not in ("docker", "swarm") or not over_network(base_url):
         return
     if tls is None and not allow_insecure:
         raise EngineTLSInvalid(

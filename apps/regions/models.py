@@ -18,11 +18,16 @@ class RegionQuerySet(models.QuerySet):
 
 
 class Region(TimeStamped):
-    """A node region: one Docker engine (or local process host) and its capacity."""
+    """A node region: one Docker engine, one Docker Swarm (or local process host) and its capacity."""
 
     class Driver(models.TextChoices):
         DOCKER = "docker"
         PROCESS = "process"
+        SWARM = "swarm"
+
+    class PublishMode(models.TextChoices):
+        HOST = "host", "host port on the task's host (sticky per node)"
+        INGRESS = "ingress", "Swarm routing mesh (every host of the swarm)"
 
     class Status(models.TextChoices):
         ACTIVE = "active"
@@ -41,6 +46,8 @@ class Region(TimeStamped):
     tls_cert_encrypted = models.TextField(blank=True)
     tls_key_encrypted = models.TextField(blank=True)
     publish_host = models.CharField(max_length=255, default="127.0.0.1")
+    # Swarm regions only (apps/runtime/swarm.py): how a node's port is published.
+    publish_mode = models.CharField(max_length=8, choices=PublishMode.choices, default=PublishMode.HOST)
     max_nodes = models.PositiveIntegerField(default=100)
     cpu_capacity = models.FloatField(default=2.0, help_text="CPUs available for nodes")
     memory_capacity_mb = models.PositiveIntegerField(default=4096)

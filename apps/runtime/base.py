@@ -45,6 +45,11 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+class RolledBack(PermanentRuntimeError):
+    """A rolling update failed and the runtime put the previous generation back (Swarm):
+    the node runs what it ran before, not what was asked."""
+
+
 class RuntimeUnavailable(TransientRuntimeError):
     """The region's engine does not answer."""
 
@@ -129,7 +134,16 @@ class NodeEvents(Protocol):
     def node_events(self, *, installation_id: str, stop: threading.Event) -> Iterator[tuple[str, str]]: ...
 
 
-CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents)
+@runtime_checkable
+class RollingUpdates(Protocol):
+    """``ensure_node`` with a new generation replaces the node by itself: one task at a
+    time, gated by the node's health check, rolled back when it fails (Swarm's service
+    update). Callers do not stop the node first; a rollback is a PermanentRuntimeError."""
+
+    def update_status(self, spec: NodeSpec) -> dict[str, str]: ...
+
+
+CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents, RollingUpdates)
 
 
 def supports(driver: object, capability: type) -> bool:

@@ -47,6 +47,13 @@ def driver_for_region(region: Any) -> RuntimeDriver:
         tls = _region_tls(region)
         fingerprint = tls.fingerprint if tls else ""
         key: tuple[Any, ...] = ("docker", region.code, base_url, settings.BSN_DOCKER_TIMEOUT, fingerprint)
+    elif kind == "swarm":
+        base_url = (region.docker_base_url or "").strip() or settings.BSN_DOCKER_BASE_URL
+        tls = _region_tls(region)
+        fingerprint = tls.fingerprint if tls else ""
+        mode = getattr(region, "publish_mode", "") or "host"
+        key = ("swarm", region.code, base_url, settings.BSN_DOCKER_TIMEOUT, fingerprint, mode)
+        key += (settings.BSN_SWARM_HEALTH_INTERVAL,)
     elif kind == "process":
         root = Path(settings.BSN_PROCESS_DIR) / region.code
         key = ("process", region.code, str(root))
@@ -65,6 +72,18 @@ def driver_for_region(region: Any) -> RuntimeDriver:
                     tls=_tls_config(region, tls),
                     image_source_url=settings.BSN_IMAGE_SOURCE_URL or None,
                 )
+            elif kind == "swarm":
+                from apps.runtime.swarm import SwarmDriver
+
+                driver = SwarmDriver(
+                    base_url,
+                    settings.BSN_DOCKER_TIMEOUT,
+                    region_code=region.code,
+                    tls=_tls_config(region, tls),
+                    image_source_url=settings.BSN_IMAGE_SOURCE_URL or None,
+                    publish_mode=mode,
+                    health_interval=settings.BSN_SWARM_HEALTH_INTERVAL,
+                )
             else:
                 from apps.runtime.process import ProcessDriver
 
@@ -77,8 +96,8 @@ def engine_key(region: Any) -> str:
     """Which engine a region's nodes run on, as ``<driver>:<where>``: Docker regions by
     the URL their driver uses (a blank URL is the local engine's), process regions all on
     this host. Regions with the same key share one engine."""
-    if region.driver == "docker":
-        return f"docker:{driver_for_region(region).base_url}"
+    if region.driver in ("docker", "swarm"):
+        return f"{region.driver}:{driver_for_region(region).base_url}"
     return f"{region.driver}:local"
 
 

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def bench_stack(regions: int):
-    """Tenant, docker regions and a real Celery worker on the bench database."""
+def bench_stack(regions: int, *, driver: str = "docker", **region_fields):
+    """Tenant, regions (Docker unless said otherwise) and a real Celery worker on the bench database."""
     from django.db import connection
 
     from apps.chainapps.builtin import ensure_builtin_framework
@@ -32,7 +32,8 @@ def bench_stack(regions: int):
     Framework.objects.filter(builtin=True).update(image=settings.BSN_LEDGER_IMAGE)
     tag = uuid.uuid4().hex[:6]
     region_rows = [
-        Region.objects.create(code=f"bench{tag}-{i}", name=f"bench {i}", driver="docker") for i in range(regions)
+        Region.objects.create(code=f"bench{tag}-{i}", name=f"bench {i}", driver=driver, **region_fields)
+        for i in range(regions)
     ]
     tenant = Tenant.objects.create(
         slug=f"bench-{tag}", name="bench", max_apps=100, max_nodes=300, max_tps=100_000, max_storage_mb=10_000_000
@@ -393,6 +394,13 @@ def reconcile200(engine, notes: list[str]) -> list[Figure]:
     return measure(engine=engine, notes=notes)
 
 
+def swarm(engine, notes: list[str]) -> list[Figure]:
+    """API → healthy node on a Swarm region vs a raw `docker service create` (tests/bench/swarm.py)."""
+    from tests.bench.swarm import swarm as measure
+
+    return measure(engine=engine, notes=notes)
+
+
 ALL = [
     ("ledger", ledger_throughput),
     ("memory", memory),
@@ -401,4 +409,5 @@ ALL = [
     ("dcep", dcep),
     ("nodestate", node_state),
     ("reconcile200", reconcile200),
+    ("swarm", swarm),
 ]

@@ -139,6 +139,7 @@ SECTIONS = {
     "dcep": ("DCEP (digital currency) against pgbench", ("dcep",)),
     "nodestate": ("A ledger node with 1 GB of state", ("nodestate",)),
     "reconcile200": ("A region of 200 nodes: reconcile pass and idle memory", ("reconcile200",)),
+    "swarm": ("A Swarm region", ("swarm",)),
 }
 INTRO = [
     "# Benchmarks",
@@ -146,7 +147,7 @@ INTRO = [
     "Produced by `make bench` (tests/bench). Every figure is measured against a reference in the",
     "same run on the same machine; loops are bounded and talk to loopback only. `make bench",
     "BENCH=<name>` runs some figures only (ledger, memory, provisioning, healing, dcep, nodestate,",
-    "reconcile200) and regenerates their section; the other sections are kept from the earlier",
+    "reconcile200, swarm) and regenerates their section; the other sections are kept from the earlier",
     "run that measured them.",
 ]
 
@@ -186,7 +187,7 @@ def _render_section(name: str, figures: list[Figure], notes: list[str], analysis
 
 def write_results(measured: dict[str, tuple[list[Figure], list[str]]]) -> None:
     """Regenerate the sections in ``measured`` ({section: (figures, notes)}), keep the others."""
-    from tests.bench import dcep, region200
+    from tests.bench import dcep, region200, swarm
 
     analysis = {
         "platform": ANALYSIS,
@@ -194,6 +195,7 @@ def write_results(measured: dict[str, tuple[list[Figure], list[str]]]) -> None:
         "dcep": dcep.ANALYSIS,
         "nodestate": NODESTATE_ANALYSIS,
         "reconcile200": region200.ANALYSIS,
+        "swarm": swarm.ANALYSIS,
     }
     kept = _existing_sections(RESULTS.read_text()) if RESULTS.exists() else {}
     blocks = []

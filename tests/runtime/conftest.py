@@ -146,6 +146,54 @@ def docker_driver(docker_client: Any, docker_base_url: str, installation_id: str
 
 
 @pytest.fixture
+def swarm_client(swarm_engine: Any) -> Iterator[Any]:
+    client = swarm_engine.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def swarm_driver(swarm_engine: Any, swarm_client: Any, docker_base_url: str, installation_id: str) -> Iterator[Any]:
+    """The swarm driver on the test swarm (tests/conftest.py ``swarm_engine``), region
+    ``cn-test`` (make_spec's), loading the image from the main engine; everything labelled
+    with this test's installation is removed afterwards."""
+    from apps.runtime.swarm import SwarmDriver
+
+    yield SwarmDriver(
+        swarm_engine.base_url,
+        timeout=30,
+        region_code="cn-test",
+        image_source_url=docker_base_url,
+        health_interval=2,  # tests: Swarm's verdicts in seconds (production default 10 s)
+    )
+    remove_swarm_objects(swarm_client, installation_id)
+
+
+def remove_swarm_objects(client: Any, installation_id: str) -> None:
+    """Services, secrets, then volumes and networks labelled with this installation."""
+    import time
+
+    import docker
+
+    selector = {"label": [f"{LABEL_INSTALLATION}={installation_id}"]}
+    for service in client.api.services(filters=selector):
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_service(service["ID"])
+    deadline = time.monotonic() + 30
+    while client.api.containers(all=True, filters=selector) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    for secret in client.api.secrets(filters=selector):
+        with contextlib.suppress(docker.errors.APIError):
+            client.api.remove_secret(secret["ID"])
+    for _ in range(40):  # an overlay network is "in use" for a moment after its last task
+        try:
+            remove_installation_objects(client, installation_id)
+            return
+        except docker.errors.APIError:
+            time.sleep(0.5)
+
+
+@pytest.fixture
 def foreign_objects(docker_client: Any) -> Iterator[list[Any]]:
     """Unlabelled objects a test creates on purpose; removed by the test, not the driver."""
     import docker

@@ -2,8 +2,8 @@
 
 A driver implements RuntimeDriver and exactly the capabilities it declares in
 CAPABILITIES. Behaviour every driver shares is tested here once, parametrised over the
-drivers (Docker and process today; add the next one to ``DRIVERS``); what only one driver
-has (networks, hardening, pids) stays in its own test file."""
+drivers (Docker, process and Swarm; add the next one to ``DRIVERS``); what only one driver
+has (networks, hardening, pids, Swarm's own restarts) stays in its own test file."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from apps.runtime.health import probe, wait_healthy
 from apps.runtime.spec import LABEL_GENERATION
 from tests.runtime.conftest import auth_of
 
-DRIVERS = ["process_driver", "docker_driver"]
+DRIVERS = ["process_driver", "docker_driver", "swarm_driver"]
 HEALTH_TIMEOUT = 60.0
 
 
@@ -43,6 +43,17 @@ def reach(driver, request):
             read=lambda spec: get_file(client.containers.get(spec.name), "/data/marker").decode(),
             data_gone=lambda spec: not [v for v in client.volumes.list() if v.name == spec.volume],
             kill=lambda spec, status: client.containers.get(spec.name).kill(),
+        )
+    if driver.name == "swarm":
+        from tests.runtime.test_docker_driver import get_file, put_file
+        from tests.runtime.test_swarm_driver import task_container
+
+        client = request.getfixturevalue("swarm_client")
+        return SimpleNamespace(
+            write=lambda spec: put_file(task_container(client, spec), "/data", "marker", b"kept"),
+            read=lambda spec: get_file(task_container(client, spec), "/data/marker").decode(),
+            data_gone=lambda spec: not [v for v in client.volumes.list() if v.name == spec.volume],
+            kill=lambda spec, status: task_container(client, spec).kill(),
         )
     folder = lambda spec: driver.root_dir / spec.name  # noqa: E731
     return SimpleNamespace(
@@ -121,7 +132,14 @@ def test_a_killed_node_is_started_again_by_ensure(driver, make_spec, reach):
     first = driver.ensure_node(spec)
     wait_healthy(first.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
     reach.kill(spec, first)
-    _wait(lambda: driver.observe(spec).state == "stopped")
+    # Stopped -- or already running again in a new container where the runtime restarts a
+    # dead node by itself (Swarm: tests/runtime/test_swarm_driver.py); never the old one.
+    _wait(
+        lambda: (
+            (seen := driver.observe(spec)).state == "stopped"
+            or (seen.state == "running" and seen.runtime_id != first.runtime_id)
+        )
+    )
     again = driver.ensure_node(spec)
     assert again.state == "running"
     wait_healthy(again.endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))

@@ -90,3 +90,34 @@ def test_bsn_region_add_refuses_a_network_engine_without_tls_and_a_missing_file(
             "bsn_region", "add", "cn-open", "--docker-url", "tcp://127.0.0.1:2376", "--tls-ca", str(tmp_path / "ca.pem")
         )
     assert not Region.objects.filter(code="cn-open").exists()
+
+
+@pytest.mark.django_db
+def test_bsn_region_add_a_swarm_region_as_a_remote_engine(settings, tmp_path):
+    """``--driver swarm``: the manager's URL with the same TLS rules as a Docker engine;
+    the region's driver is the Swarm driver, publishing on the hosts or on the mesh."""
+    from apps.runtime.drivers import clear_driver_cache, driver_for_region, engine_key
+    from apps.runtime.swarm import SwarmDriver
+
+    settings.BSN_ALLOW_INSECURE_ENGINES = False
+    with pytest.raises(CommandError, match="over the network"):
+        run("bsn_region", "add", "cn-swarm", "--driver", "swarm", "--docker-url", "tcp://127.0.0.1:2375")
+    material = make_tls()
+    files = []
+    for name, text in (("ca", material.ca), ("cert", material.client_cert), ("key", material.client_key)):
+        (tmp_path / f"{name}.pem").write_text(text)
+        files += [f"--tls-{name}", str(tmp_path / f"{name}.pem")]
+    out = run(
+        "bsn_region", "add", "cn-swarm", "--driver", "swarm", "--docker-url", "tcp://127.0.0.1:2376",
+        "--publish-mode", "ingress", *files,
+    )  # fmt: skip
+    assert "added region cn-swarm (swarm)" in out
+    region = Region.objects.get(code="cn-swarm")
+    assert (region.driver, region.publish_mode) == ("swarm", "ingress")
+    clear_driver_cache()
+    driver = driver_for_region(region)
+    assert isinstance(driver, SwarmDriver)
+    assert (driver.region_code, driver.publish_mode, driver.tls is not None) == ("cn-swarm", "ingress", True)
+    assert engine_key(region) == "swarm:tcp://127.0.0.1:2376"
+    with pytest.raises(CommandError, match="invalid choice"):
+        run("bsn_region", "add", "cn-swarm2", "--driver", "swarm", "--publish-mode", "everywhere")

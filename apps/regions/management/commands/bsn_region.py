@@ -31,6 +31,12 @@ class Command(BaseCommand):
         add.add_argument("--tls-cert", default="", metavar="FILE", help="PEM of the client certificate")
         add.add_argument("--tls-key", default="", metavar="FILE", help="PEM of the client key (stored encrypted)")
         add.add_argument("--publish-host", default="127.0.0.1")
+        add.add_argument(
+            "--publish-mode",
+            choices=[c for c, _ in Region.PublishMode.choices],
+            default=Region.PublishMode.HOST,
+            help="swarm regions: host port on the task's host (default) or the routing mesh",
+        )
         add.add_argument("--max-nodes", type=int, default=100)
         sub.add_parser("list", help="list regions")
         for name in ("drain", "enable"):
@@ -60,6 +66,7 @@ class Command(BaseCommand):
                 driver=o["driver"],
                 docker_base_url=o["docker_url"],
                 publish_host=o["publish_host"],
+                publish_mode=o["publish_mode"],
                 max_nodes=o["max_nodes"],
             )
         except (RegionInvalid, EngineTLSInvalid) as exc:
