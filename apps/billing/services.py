@@ -508,7 +508,7 @@ def suspension_lift_if_paid(*, tenant: Tenant, now: dt.datetime) -> bool:
             continue
         try:
             with transaction.atomic():  # the start and its record commit together
-                operation = chainapp_start(app=app, actor=None)
+                operation = chainapp_start(app=app, actor=None, resume_suspended=True)
                 SuspendedApp.objects.filter(pk=record.pk).update(
                     resume_operation=operation.pk, resumed_at=now, last_error="", updated_at=now
                 )

@@ -330,7 +330,25 @@ def _change_desired(
     return operation
 
 
-def chainapp_start(*, app: ChainApp, actor, request=None) -> Operation:
+def chainapp_start(*, app: ChainApp, actor, request=None, resume_suspended: bool = False) -> Operation:
+    """Start a stopped app. An app billing stopped for an unpaid invoice (docs/billing.md)
+    stays stopped until the invoice is paid: 409 ``app-suspended`` naming it; billing's own
+    resume passes ``resume_suspended``."""
+    if not resume_suspended:
+        # Asked through the reverse relation: chainapps does not import billing.
+        held = (
+            app.billing_suspensions.filter(
+                suspension__ended_at__isnull=True, resumed_at__isnull=True, stop_operation__isnull=False
+            )
+            .select_related("suspension")
+            .first()
+        )
+        if held is not None:
+            raise Conflict(
+                f"This app is stopped until an unpaid invoice is paid ({held.suspension.reason}); "
+                "it starts again by itself once the invoice is paid.",
+                code="app-suspended",
+            )
     return _change_desired(
         app=app,
         actor=actor,

@@ -207,21 +207,22 @@ def test_unpaid_is_retried_daily_then_suspended_after_grace_and_resumed_on_payme
     assert {"billing.tenant.suspend", "billing.app.suspend", "app.stop"} <= audited
     assert UsageHour.objects.filter(app=apps["ledger"]).exists()  # stopped, data kept
 
-    # Starting an app (or creating one) while suspended does not outlast the next pass.
-    for app in apps.values():
-        finish_open_operations(app.pk)
-    assert owner_client.post(f"/api/v1/apps/{apps['notary'].pk}/start").status_code == 202
-    finish_open_operations(apps["notary"].pk)
-    report = tasks.suspensions_enforce(now=iso(after_grace + dt.timedelta(hours=2)))
-    assert report["stopped"] == 1 and ChainApp.objects.get(pk=apps["notary"].pk).desired_state == "stopped"
+    # While suspended the tenant cannot start what billing stopped: 409 naming why, nothing changes.
+    finish_open_operations(apps["ledger"].pk)
+    finish_open_operations(apps["idle"].pk)  # notary's stop stays open: its resume must wait
+    before = Operation.objects.filter(app__tenant=corp["tenant"]).count()
+    body = assert_problem(owner_client.post(f"/api/v1/apps/{apps['ledger'].pk}/start"), 409, "app-suspended")
+    assert "unpaid invoice" in body["detail"] and "BSN-202610-acme-corp" in body["detail"]
+    assert ChainApp.objects.get(pk=apps["ledger"].pk).desired_state == "stopped"
+    assert Operation.objects.filter(app__tenant=corp["tenant"]).count() == before
 
     # The tenant pays in (the wallet is topped up); the next daily attempt pays, and the apps
-    # billing stopped come back once their stop operations are finished (here: still running).
+    # billing stopped come back once their stop operations are finished (notary's: still open).
     fund(bank, 1)
     next_try = after_grace + dt.timedelta(days=1)
     assert tasks.payments_due(now=iso(next_try)) == {"paid": 1}
     assert ChainApp.objects.get(pk=apps["ledger"].pk).desired_state == "running"  # resumed with the payment
-    assert ChainApp.objects.get(pk=apps["notary"].pk).desired_state == "stopped"  # its second stop is still open
+    assert ChainApp.objects.get(pk=apps["notary"].pk).desired_state == "stopped"  # its stop is still open
     assert Suspension.objects.get().ended_at is None
     for app in apps.values():
         finish_open_operations(app.pk)
@@ -230,8 +231,8 @@ def test_unpaid_is_retried_daily_then_suspended_after_grace_and_resumed_on_payme
     states = dict(ChainApp.objects.filter(tenant=corp["tenant"]).values_list("name", "desired_state"))
     assert states == {"ledger": "running", "notary": "running", "idle": "stopped"}
     assert owner_client.get(f"/api/v1/apps/{apps['ledger'].pk}").json()["suspended"] is None
-    # ledger: billing's resume; notary: the tenant's own start while suspended, then billing's resume
-    assert Operation.objects.filter(app__tenant=corp["tenant"], kind="start").count() == 3
+    # ledger and notary: billing's resumes (the tenant's start was refused)
+    assert Operation.objects.filter(app__tenant=corp["tenant"], kind="start").count() == 2
     assert Suspension.objects.get().ended_at == next_try + dt.timedelta(hours=1)
     assert tasks.suspensions_enforce(now=iso(next_try + dt.timedelta(days=1))) == {
         "suspended": [],
