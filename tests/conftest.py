@@ -147,6 +147,9 @@ def swarm_engine(extra_engines):
     client = engine.client()
     if (client.info().get("Swarm") or {}).get("LocalNodeState") != "inactive":
         client.swarm.leave(force=True)  # a swarm an interrupted run left behind
+    # What earlier tests of this session left on e2 (their nodes run the ledger image, which
+    # the swarm tests remove to start without it: "image is being used by running container").
+    _clear_engine(client)
     client.swarm.init(
         advertise_addr="127.0.0.1",
         listen_addr="127.0.0.1:2377",

@@ -204,7 +204,9 @@ def reconcile_node(node_id: str) -> str:
     try:
         seen = driver_for_region(node.region).observe(node_spec(node, configured=False))
     except TransientRuntimeError as exc:
-        _unless_removed(node).update(state=LedgerNode.State.UNKNOWN, last_error=str(exc)[:2000])
+        # Tenants read the node's last error: a reason and a reference, the detail in the log.
+        message = incident(f"observing the node: {runtime_reason(exc)}", f"{node.name}: {exc}").message
+        _unless_removed(node).update(state=LedgerNode.State.UNKNOWN, last_error=message)
         return LedgerNode.State.UNKNOWN
     if seen.state == "unknown":  # e.g. the engine is restarting it (restart policy): look later
         return node.state
