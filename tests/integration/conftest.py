@@ -20,8 +20,9 @@ from tests.factories import RegionFactory
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(condition, *, timeout: float, interval: float = 0.2, message: str = "condition"):
-    """Poll ``condition`` until it returns something truthy; fail with ``message`` on timeout."""
+def wait_for(condition, *, timeout: float, interval: float = 0.2, message="condition"):
+    """Poll ``condition`` until it returns something truthy; fail with ``message`` on timeout
+    (a callable ``message`` is called then, to say what the last poll saw)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -29,6 +30,7 @@ def wait_for(condition, *, timeout: float, interval: float = 0.2, message: str =
         if last:
             return last
         time.sleep(interval)
+    message = message() if callable(message) else message
     pytest.fail(f"timed out after {timeout}s waiting for {message} (last: {last!r})", pytrace=False)
 
 

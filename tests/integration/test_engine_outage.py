@@ -397,17 +397,30 @@ def test_an_app_across_three_engines_keeps_committing_while_one_is_down(
     restarted_at = time.monotonic()
     e2.start()
 
+    seen: dict = {}
+
     def converged():
         nodes = api.get(f"/api/v1/apps/{app}/nodes").json()["results"]
+        seen.update(
+            nodes={n["name"]: (n["state"], n["chain_height"], (n["chain_head"] or "")[:8]) for n in nodes},
+            ordering=OrderingCluster.objects.get(pk=1).state,
+            members={m.name: m.state for m in OrderingMember.objects.all()},
+            app=app_status(),
+        )
         heads = {(n["chain_height"], n["chain_head"]) for n in nodes}
         return (
             all(n["state"] == "running" for n in nodes)
             and len(heads) == 1
-            and OrderingCluster.objects.get(pk=1).state == OrderingCluster.State.HEALTHY
-            and app_status() == ChainApp.Status.RUNNING
+            and seen["ordering"] == OrderingCluster.State.HEALTHY
+            and seen["app"] == ChainApp.Status.RUNNING
         )
 
-    wait_for(converged, timeout=PASS * 20 + 60, interval=0.5, message="all nodes running at one head, ordering healthy")
+    wait_for(
+        converged,
+        timeout=PASS * 20 + 60,
+        interval=0.5,
+        message=lambda: f"all nodes running at one head, ordering healthy; last seen {seen}",
+    )
     to_converged = time.monotonic() - restarted_at
     assert _verified(node_e2)
     _commit(api, app, signer, "after", 1)
