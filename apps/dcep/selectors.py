@@ -82,6 +82,15 @@ def transfers_visible_to(tenant: Tenant | None) -> QuerySet[Transfer]:
     return transfers.filter(kind__in=[Transfer.Kind.ISSUANCE, Transfer.Kind.WITHDRAWAL, Transfer.Kind.REVERSAL])
 
 
+def transfers_of_wallet(transfers: QuerySet[Transfer], tenant: Tenant | None, number: str) -> QuerySet[Transfer]:
+    """``transfers`` touching wallet ``number`` on either side, and the captures of its holds
+    (they start from the hold's account) — those only for the payer's side: the payee's side
+    must not learn which wallet a capture came from. (The API's ``?wallet=`` and the portal.)"""
+    payer_side = wallets_visible_to(tenant)
+    own_holds = Q(hold__from_account__number=number, hold__from_account__in=payer_side)
+    return transfers.filter(Q(from_account__number=number) | Q(to_account__number=number) | own_holds)
+
+
 def holds_visible_to(tenant: Tenant | None) -> QuerySet[Hold]:
     holds = Hold.objects.select_related("from_account", "to_account")
     wallets = wallets_visible_to(tenant)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from apps.portal.views import auth, dashboard
+from apps.portal.views import appusers, auth, dashboard, money, team, webhooks
 
 app_name = "portal"
 
@@ -12,6 +12,30 @@ urlpatterns = [
     path("logout/", auth.LogoutView.as_view(), name="logout"),
     path("tenant/", auth.ChooseTenantView.as_view(), name="choose-tenant"),
     # apps: create, detail, ledger, operations (apps/portal/views/apps.py …)
-    # team: app users and keys, webhooks, members, tokens
-    # money: DCEP, billing
+    # team: app users and keys, webhooks, members, tokens (apps/portal/views/appusers.py, webhooks.py, team.py)
+    path("apps/<str:app_id>/users/", appusers.AppUsersView.as_view(), name="appusers"),
+    path("apps/<str:app_id>/users/<str:pk>/revoke/", appusers.AppUserRevokeView.as_view(), name="appuser-revoke"),
+    path("apps/<str:app_id>/users/<str:pk>/export/", appusers.AppUserExportView.as_view(), name="appuser-export"),
+    path("apps/<str:app_id>/webhooks/", webhooks.WebhooksView.as_view(), name="webhooks"),
+    path("apps/<str:app_id>/webhooks/<str:pk>/", webhooks.WebhookView.as_view(), name="webhook"),
+    path("apps/<str:app_id>/webhooks/<str:pk>/active/", webhooks.WebhookActiveView.as_view(), name="webhook-active"),
+    path("apps/<str:app_id>/webhooks/<str:pk>/delete/", webhooks.WebhookDeleteView.as_view(), name="webhook-delete"),
+    path(
+        "apps/<str:app_id>/webhooks/<str:pk>/deliveries/<str:delivery_id>/redeliver/",
+        webhooks.DeliveryRedeliverView.as_view(),
+        name="delivery-redeliver",
+    ),
+    path("team/", team.TeamView.as_view(), name="team"),
+    path("team/<str:pk>/role/", team.MemberRoleView.as_view(), name="member-role"),
+    path("team/<str:pk>/remove/", team.MemberRemoveView.as_view(), name="member-remove"),
+    path("tokens/", team.TokensView.as_view(), name="tokens"),
+    path("tokens/<str:pk>/revoke/", team.TokenRevokeView.as_view(), name="token-revoke"),
+    # money: DCEP, billing (apps/portal/views/money.py)
+    path("dcep/", money.DcepView.as_view(), name="dcep"),
+    path("dcep/wallets/<str:number>/", money.WalletView.as_view(), name="dcep-wallet"),
+    path("dcep/transfers/", money.TransfersView.as_view(), name="dcep-transfers"),
+    path("dcep/holds/", money.HoldsView.as_view(), name="dcep-holds"),
+    path("dcep/settlements/", money.SettlementsView.as_view(), name="dcep-settlements"),
+    path("billing/", money.BillingView.as_view(), name="billing"),
+    path("billing/invoices/<str:pk>/", money.InvoiceView.as_view(), name="invoice"),
 ]

@@ -60,16 +60,10 @@ class TransferFilter(django_filters.FilterSet):
         fields = ["wallet", "kind", "since", "until"]
 
     def filter_wallet(self, queryset, name, value):
-        from django.db.models import Q
-
         from apps.tenants.context import request_membership
 
-        # Also the captures of the wallet's holds (they start from the hold's account), but only
-        # for the payer's side: the payee's side must not learn which wallet a capture came from.
         membership = request_membership(self.request) if self.request is not None else None
-        payer_side = selectors.wallets_visible_to(membership.tenant if membership else None)
-        own_holds = Q(hold__from_account__number=value, hold__from_account__in=payer_side)
-        return queryset.filter(Q(from_account__number=value) | Q(to_account__number=value) | own_holds)
+        return selectors.transfers_of_wallet(queryset, membership.tenant if membership else None, value)
 
 
 class TransferViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepViewSet):

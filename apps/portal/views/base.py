@@ -19,12 +19,19 @@ from django.views import View
 from rest_framework.exceptions import ValidationError
 
 from apps.common.errors import DomainError
+from apps.portal import navshow
 from apps.tenants.context import request_membership, scope_to_tenant
 from apps.tenants.models import Membership, Role
 
-# The main navigation: (section, label, url name). Each area adds its entry here.
-NAV: list[tuple[str, str, str]] = [
+# The main navigation: (section, label, url name[, shown(membership) -> bool]). Each area adds
+# its entry here; an entry with a fourth element is listed only when it answers True.
+NAV: list[tuple] = [
     ("dashboard", "Dashboard", "portal:dashboard"),
+    # team and money (apps/portal/views/team.py, money.py)
+    ("team", "Team", "portal:team"),
+    ("tokens", "Tokens", "portal:tokens", navshow.is_admin),
+    ("dcep", "Digital currency", "portal:dcep", navshow.dcep_participant),
+    ("billing", "Billing", "portal:billing", navshow.is_admin),
 ]
 
 
@@ -113,7 +120,11 @@ class PortalView(View):
             "section": self.section,
             "can_write": self.can(Role.DEVELOPER),
             "can_admin": self.can(Role.ADMIN),
-            "portal_nav": [{"section": sec, "label": label, "url": reverse(name)} for sec, label, name in NAV],
+            "portal_nav": [
+                {"section": entry[0], "label": entry[1], "url": reverse(entry[2])}
+                for entry in NAV
+                if len(entry) < 4 or entry[3](self.membership)
+            ],
             "other_tenants": Membership.objects.filter(user=self.request.user, tenant__is_active=True)
             .exclude(pk=self.membership.pk)
             .select_related("tenant")

@@ -1,0 +1,101 @@
+"""What the team, keys, webhooks and money pages share on top of ``PortalView``.
+
+The services these pages call are the API's, and several of them still refuse with DRF
+exceptions (``Conflict``, ``PermissionDenied``, ``ValidationError``, the gateway's errors)
+rather than ``DomainError``: ``ServicePage`` turns both kinds into a page a person can act
+on, so a refusal never becomes a 500. Forms are validated by the API's input serializers
+(``validated``), never by a second copy of their rules.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponseRedirect
+from rest_framework.exceptions import APIException, ValidationError
+
+from apps.common.errors import DomainError
+from apps.portal.views.base import PortalView, error_page, serializer_errors
+
+
+def refusal(exc: Exception) -> tuple[int, str, dict[str, list[str]]]:
+    """``(status, message, {field: [messages]})`` of a service's or a serializer's refusal."""
+    if isinstance(exc, ValidationError):
+        errors = serializer_errors(exc)
+        first = next(iter(errors.items()), ("", [""]))
+        label = "" if first[0] == "non_field_errors" else f"{first[0]}: "
+        return 400, f"{label}{first[1][0]}", errors
+    if isinstance(exc, DomainError):
+        extra = exc.extra.get("errors") if isinstance(exc.extra, dict) else None
+        return exc.status_code, exc.detail, dict(extra) if isinstance(extra, dict) else {}
+    if isinstance(exc, APIException):
+        return exc.status_code, str(exc.detail), {}
+    raise exc
+
+
+def posted(request, fields, *, lists: tuple[str, ...] = ()) -> dict:
+    """The form's fields the serializer knows, as the API would receive them: an empty
+    optional field is left out (a blank number is "not given", not "not a number");
+    ``lists``: fields typed as a comma- or space-separated list."""
+    data: dict = {}
+    for name in fields:
+        value = request.POST.get(name, "")
+        if name in lists:
+            items = [item for item in value.replace(",", " ").split() if item]
+            if items:
+                data[name] = items
+        elif value != "":
+            data[name] = value
+    return data
+
+
+def validated(serializer_class, data: dict) -> dict:
+    """The API input serializer's validated data; raises its ``ValidationError``."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def parse_uuid(value) -> uuid.UUID:
+    """A path id; anything else is the portal's "Not found" page (as a random id would be)."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Http404 from None
+
+
+def no_store(response):
+    """A page that shows a secret: never cached, never kept by the browser's history cache."""
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+def page_of(request, queryset, *, per_page: int = 25, param: str = "page"):
+    """A page of ``queryset``; a page number out of range or not a number is the nearest page."""
+    return Paginator(queryset, per_page).get_page(request.GET.get(param))
+
+
+class ServicePage(PortalView):
+    """``PortalView`` that also shows a DRF refusal raised by a service as a page or message."""
+
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except APIException as exc:
+            status, message, _ = refusal(exc)
+            if request.method == "GET":
+                return error_page(request, status, "This cannot be shown", message)
+            messages.error(request, message)
+            return HttpResponseRedirect(self.back_url())
+
+    def back_url(self) -> str:
+        """Where a refused button sends the user back to (its list page)."""
+        return self.request.path
+
+    def form_error(self, template: str, context: dict, exc: Exception):
+        """The form again, with what was typed and the reason, at the refusal's status."""
+        status, message, errors = refusal(exc)
+        return self.render(template, {**context, "errors": errors, "error": message}, status=status)
