@@ -78,6 +78,7 @@ class AppUsersView(AppUserPage):
 
 class AppUserRevokeView(AppUserPage):
     read_role = Role.DEVELOPER  # the confirmation is only shown to someone who may revoke
+
     def get(self, request, app_id, pk):
         app = self.app(app_id)
         user = self.user(app, pk)

@@ -95,6 +95,7 @@ class WebhookActiveView(WebhookPage):
 
 class WebhookDeleteView(WebhookPage):
     read_role = Role.DEVELOPER  # the confirmation is only shown to someone who may delete
+
     def get(self, request, app_id, pk):
         app = self.app(app_id)
         webhook = self.webhook(app, pk)
