@@ -14,6 +14,7 @@ import uuid
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect
+from django.views import View
 from rest_framework.exceptions import APIException, ValidationError
 
 from apps.common.errors import DomainError
@@ -78,18 +79,24 @@ def page_of(request, queryset, *, per_page: int = 25, param: str = "page"):
     return Paginator(queryset, per_page).get_page(request.GET.get(param))
 
 
-class ServicePage(PortalView):
-    """``PortalView`` that also shows a DRF refusal raised by a service as a page or message."""
+class _Refusals(View):
+    """Sits between ``PortalView`` and ``View`` (see ``ServicePage``'s bases): it sees a
+    handler's refusal after the sign-in and role checks, before PortalView's own handling."""
 
     def dispatch(self, request, *args, **kwargs):
         try:
             return super().dispatch(request, *args, **kwargs)
-        except APIException as exc:
+        except (APIException, DomainError) as exc:
             status, message, _ = refusal(exc)
             if request.method == "GET":
                 return error_page(request, status, "This cannot be shown", message)
             messages.error(request, message)
             return HttpResponseRedirect(self.back_url())
+
+
+class ServicePage(PortalView, _Refusals):
+    """``PortalView`` whose refused buttons lead back to their list page (``back_url``) with
+    the reason, whether the service said no with a ``DomainError`` or a DRF exception."""
 
     def back_url(self) -> str:
         """Where a refused button sends the user back to (its list page)."""
