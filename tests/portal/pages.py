@@ -44,3 +44,13 @@ def messages_of(client, url: str) -> str:
 def audit_text() -> str:
     """Every audit event as text: a secret must never be in it."""
     return json.dumps(list(AuditEvent.objects.values()), default=str)
+
+
+def queries(client, url: str) -> int:
+    """How many SQL queries rendering ``url`` takes (a list page's must not grow with its rows)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        assert_page(client.get(url))
+    return len(ctx.captured_queries)

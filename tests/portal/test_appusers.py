@@ -27,6 +27,7 @@ from tests.portal.pages import (
     assert_role_refused,
     audit_text,
     messages_of,
+    queries,
 )
 
 pytestmark = pytest.mark.django_db
@@ -188,3 +189,19 @@ def test_writes_need_the_csrf_token(owner, app, sim, carol, alice_key):
     assert client.post(f"{users_url(app)}{carol.pk}/revoke/").status_code == 403
     assert client.post(f"{users_url(app)}{carol.pk}/export/").status_code == 403
     assert state() == before and len(sim.blocks) == blocks
+
+
+def test_the_users_page_does_not_query_per_row(owner, app, sim):
+    client = signed_in(owner)
+
+    def add(n: int) -> None:
+        start = AppUser.objects.count()
+        for i in range(n):
+            AppUser.objects.create(
+                app=app, name=f"u{start + i}", public_key=generate_key()[1], status="active", created_by=owner.user
+            )
+
+    add(2)
+    few = queries(client, users_url(app))
+    add(10)
+    assert queries(client, users_url(app)) == few

@@ -22,7 +22,14 @@ from tests.dcep import conftest as dcep_fixtures
 from tests.dcep.helpers import created, money_state, open_wallet
 from tests.factories import MembershipFactory
 from tests.portal.conftest import post, signed_in
-from tests.portal.pages import assert_not_found, assert_page, assert_redirect, assert_role_refused, messages_of
+from tests.portal.pages import (
+    assert_not_found,
+    assert_page,
+    assert_redirect,
+    assert_role_refused,
+    messages_of,
+    queries,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -139,6 +146,40 @@ def test_money_pages_change_nothing_and_are_reads(bank, moved):
     assert client.post("/portal/dcep/").status_code == 403  # no CSRF token: refused before anything
     assert post(client, "/portal/dcep/").status_code == 405  # and no write here at all
     assert money_state() == before
+
+
+def test_money_lists_do_not_query_per_row(bank, corp, moved):
+    payer = dcep_fixtures.Client(corp["owner"])
+    holder, operator = signed_in(corp["owner"]), signed_in(bank["a"].membership)
+    pages = [
+        (holder, "/portal/dcep/"),
+        (holder, "/portal/dcep/transfers/"),
+        (holder, "/portal/dcep/holds/"),
+        (holder, f"/portal/dcep/wallets/{moved['corporate']}/"),
+        (operator, "/portal/dcep/"),
+    ]
+
+    def more(n: int) -> None:
+        for _ in range(n):
+            created(
+                payer.post("payments", {"from_wallet": moved["corporate"], "to_wallet": moved["personal"], "amount": 1})
+            )
+            created(
+                payer.post(
+                    "holds",
+                    {
+                        "from_wallet": moved["corporate"],
+                        "to_wallet": moved["personal"],
+                        "amount": 1,
+                        "expires_in_s": 60,
+                    },
+                )
+            )
+            open_wallet(bank["a"], name="more")
+
+    few = [queries(client, url) for client, url in pages]
+    more(6)
+    assert [queries(client, url) for client, url in pages] == few
 
 
 # --------------------------------------------------------------------------- billing

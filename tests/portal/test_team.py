@@ -21,6 +21,7 @@ from tests.portal.pages import (
     assert_role_refused,
     audit_text,
     messages_of,
+    queries,
 )
 
 pytestmark = pytest.mark.django_db
@@ -253,3 +254,17 @@ def test_token_create_and_revoke_need_csrf(owner):
     assert client.post("/portal/tokens/", {"name": "no-csrf"}).status_code == 403
     assert client.post(f"/portal/tokens/{mine.token.pk}/revoke/").status_code == 403
     assert row_counts() == before and api_status(mine.secret) == 200
+
+
+def test_team_and_tokens_pages_do_not_query_per_row(owner):
+    client = signed_in(owner)
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            membership = MembershipFactory(tenant=owner.tenant, role=Role.DEVELOPER)
+            token_issue(membership=membership, name="bot")
+
+    add(2)
+    few = queries(client, "/portal/team/"), queries(client, "/portal/tokens/")
+    add(10)
+    assert (queries(client, "/portal/team/"), queries(client, "/portal/tokens/")) == few

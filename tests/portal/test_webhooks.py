@@ -27,6 +27,7 @@ from tests.portal.pages import (
     assert_role_refused,
     audit_text,
     messages_of,
+    queries,
 )
 from tests.webhooks import conftest as webhook_fixtures
 
@@ -205,3 +206,19 @@ def test_writes_need_the_csrf_token(owner, app):
     assert client.post(url + "active/", {"active": "false"}).status_code == 403
     assert client.post(url + "delete/").status_code == 403
     assert state() == before
+
+
+def test_list_and_log_pages_do_not_query_per_row(owner, app):
+    client = signed_in(owner)
+    webhook, _ = create(client, app, URL)
+    height = iter(range(1, 100))
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            Webhook.objects.create(app=app, url=URL + f"/{uuid.uuid4().hex}", events=["*"], secret_encrypted="x")
+        services.deliveries_create(app_id=app.pk, events=[event(app, next(height)) for _ in range(n)])
+
+    add(2)
+    few = queries(client, hooks_url(app)), queries(client, f"{hooks_url(app)}{webhook.pk}/")
+    add(10)
+    assert (queries(client, hooks_url(app)), queries(client, f"{hooks_url(app)}{webhook.pk}/")) == few
