@@ -110,8 +110,11 @@ def test_the_delivery_log_shows_codes_and_attempts_of_real_deliveries(owner, app
     assert page.count(">succeeded</span>") == 2 and page.count(">pending</span>") == 1
     assert '<td class="num">200</td>' in page and '<td class="num">503</td>' in page
     assert "next <time" in page  # the pending one says when it is tried again
+    assert 'hx-trigger="every 5s"' in page  # live while one is pending
     failed_only = assert_page(client.get(f"{hooks_url(app)}{webhook.pk}/?status=pending"))
     assert failed_only.count(">pending</span>") == 1 and ">succeeded</span>" not in failed_only
+    done_only = assert_page(client.get(f"{hooks_url(app)}{webhook.pk}/?status=succeeded"))
+    assert done_only.count(">succeeded</span>") == 2 and "hx-trigger" not in done_only  # nothing to watch
     # Send a finished one again: it is pending again, audited.
     done = WebhookDelivery.objects.get(height=1)
     resp = post(client, f"{hooks_url(app)}{webhook.pk}/deliveries/{done.pk}/redeliver/")

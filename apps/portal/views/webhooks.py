@@ -68,12 +68,15 @@ class WebhookView(WebhookPage):
         status = request.GET.get("status", "")
         if status in STATUSES:
             deliveries = deliveries.filter(status=status)
+        page = page_of(request, deliveries)
         return self.render(
             "portal/webhooks/detail.html",
             {
                 "app": app,
                 "webhook": webhook,
-                "deliveries": page_of(request, deliveries),
+                "deliveries": page,
+                # htmx refreshes the log while a delivery on it is pending (its attempts change by themselves).
+                "live": any(d.status == WebhookDelivery.Status.PENDING for d in page),
                 "status": status,
                 "statuses": STATUSES,
             },
