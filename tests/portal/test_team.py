@@ -268,3 +268,17 @@ def test_team_and_tokens_pages_do_not_query_per_row(owner):
     few = queries(client, "/portal/team/"), queries(client, "/portal/tokens/")
     add(10)
     assert (queries(client, "/portal/team/"), queries(client, "/portal/tokens/")) == few
+
+
+def test_sending_the_create_form_again_makes_no_second_token(owner):
+    client = signed_in(owner)
+    form_page = assert_page(client.get("/portal/tokens/"))
+    form_id = form_page.split('name="form_id" value="')[1].split('"')[0]
+    first = post(client, "/portal/tokens/", {"name": "once", "form_id": form_id})
+    assert "shown only this once" in assert_page(first)
+    again = post(client, "/portal/tokens/", {"name": "once", "form_id": form_id})  # the browser's "resend"
+    page = assert_page(again, 409)
+    assert "This token was already created" in page and "bsn_" not in page.split('id="main"')[1]
+    assert ApiToken.objects.filter(name="once").count() == 1
+    assert "shown only this once" in assert_page(post(client, "/portal/tokens/", {"name": "once"}))  # a new form
+    assert ApiToken.objects.filter(name="once").count() == 2

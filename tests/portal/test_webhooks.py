@@ -225,3 +225,13 @@ def test_list_and_log_pages_do_not_query_per_row(owner, app):
     few = queries(client, hooks_url(app)), queries(client, f"{hooks_url(app)}{webhook.pk}/")
     add(10)
     assert (queries(client, hooks_url(app)), queries(client, f"{hooks_url(app)}{webhook.pk}/")) == few
+
+
+def test_sending_the_create_form_again_adds_no_second_webhook(owner, app):
+    client = signed_in(owner)
+    form_id = assert_page(client.get(hooks_url(app))).split('name="form_id" value="')[1].split('"')[0]
+    form = {"url": URL, "events": "*", "form_id": form_id}
+    assert "shown only this once" in assert_page(post(client, hooks_url(app), form))
+    page = assert_page(post(client, hooks_url(app), form), 409)
+    assert "This webhook was already added" in page and "whsec_" not in page
+    assert Webhook.objects.filter(app=app).count() == 1

@@ -9,6 +9,7 @@ on, so a refusal never becomes a 500. Forms are validated by the API's input ser
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.contrib import messages
@@ -72,6 +73,27 @@ def no_store(response):
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"
     return response
+
+
+FORMS_SENT = "bsn_portal_forms_sent"  # session: ids of the last creating forms that succeeded
+FORMS_REMEMBERED = 20
+
+
+def form_id() -> str:
+    """A fresh id for a form whose answer shows a secret (its hidden ``form_id`` field)."""
+    return secrets.token_urlsafe(16)
+
+
+def already_sent(request) -> bool:
+    """This form (its ``form_id``) already made something in this session: a reload of the
+    page that showed a secret must not quietly make a second live token or webhook."""
+    return bool(request.POST.get("form_id")) and request.POST["form_id"] in request.session.get(FORMS_SENT, [])
+
+
+def mark_sent(request) -> None:
+    sent = request.session.get(FORMS_SENT, [])
+    if request.POST.get("form_id"):
+        request.session[FORMS_SENT] = [*sent[-(FORMS_REMEMBERED - 1) :], request.POST["form_id"]]
 
 
 def page_of(request, queryset, *, per_page: int = 25, param: str = "page"):

@@ -16,7 +16,18 @@ from django.urls import reverse
 from rest_framework.exceptions import APIException
 
 from apps.common.errors import DomainError
-from apps.portal.views.forms import ServicePage, no_store, page_of, parse_uuid, posted, validated
+from apps.portal.views.base import error_page
+from apps.portal.views.forms import (
+    ServicePage,
+    already_sent,
+    form_id,
+    mark_sent,
+    no_store,
+    page_of,
+    parse_uuid,
+    posted,
+    validated,
+)
 from apps.tenants import services
 from apps.tenants.api.serializers import (
     MemberCreateInputSerializer,
@@ -132,12 +143,22 @@ class TokensView(TokenPage):
         return {
             "tokens": page_of(self.request, tokens.order_by("-created_at")),
             "show_all": show_all,
+            "form_id": form_id(),
         }
 
     def get(self, request):
         return self.render("portal/team/tokens.html", self.context())
 
     def post(self, request):
+        if already_sent(request):
+            return error_page(
+                request,
+                409,
+                "This token was already created",
+                "This form was sent before and its token created; its secret was shown once, on that answer. "
+                "If you did not copy it, revoke that token and create another.",
+                action=("Back to the tokens", reverse("portal:tokens")),
+            )
         data = posted(request, ("name", "expires_in_days"))
         try:
             values = validated(TokenCreateInputSerializer, data)
@@ -150,6 +171,7 @@ class TokensView(TokenPage):
             )
         except (APIException, DomainError) as exc:
             return self.form_error("portal/team/tokens.html", {**self.context(), "form": data}, exc)
+        mark_sent(request)
         page = self.render("portal/team/token_created.html", {"token": issued.token, "secret": issued.secret})
         return no_store(page)
 

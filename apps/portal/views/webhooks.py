@@ -17,7 +17,17 @@ from rest_framework.exceptions import APIException
 
 from apps.common.errors import DomainError
 from apps.portal.views.appusers import AppPage
-from apps.portal.views.forms import no_store, page_of, parse_uuid, posted, validated
+from apps.portal.views.base import error_page
+from apps.portal.views.forms import (
+    already_sent,
+    form_id,
+    mark_sent,
+    no_store,
+    page_of,
+    parse_uuid,
+    posted,
+    validated,
+)
 from apps.tenants.models import Role
 from apps.webhooks import services
 from apps.webhooks.api.serializers import WebhookCreateInputSerializer, WebhookUpdateInputSerializer
@@ -40,13 +50,22 @@ class WebhookPage(AppPage):
 class WebhooksView(WebhookPage):
     def context(self, app) -> dict:
         hooks = self.scope(Webhook.objects.select_related("created_by"), "app__tenant").filter(app=app)
-        return {"app": app, "webhooks": hooks.order_by("created_at"), "form": {"events": "*"}}
+        return {"app": app, "webhooks": hooks.order_by("created_at"), "form": {"events": "*"}, "form_id": form_id()}
 
     def get(self, request, app_id):
         return self.render("portal/webhooks/list.html", self.context(self.app(app_id)))
 
     def post(self, request, app_id):
         app = self.app(app_id)
+        if already_sent(request):
+            return error_page(
+                request,
+                409,
+                "This webhook was already added",
+                "This form was sent before and its webhook added; its signing secret was shown once, on that "
+                "answer. If you did not copy it, delete that webhook and add another.",
+                action=("Back to the webhooks", reverse("portal:webhooks", args=[app.pk])),
+            )
         data = posted(request, ("url", "events"), lists=("events",))
         form = {"url": data.get("url", ""), "events": " ".join(data.get("events", []))}
         try:
@@ -54,6 +73,7 @@ class WebhooksView(WebhookPage):
             webhook, secret = services.webhook_create(app=app, actor=request.user, request=request, **values)
         except (APIException, DomainError) as exc:
             return self.form_error("portal/webhooks/list.html", {**self.context(app), "form": form}, exc)
+        mark_sent(request)
         page = self.render("portal/webhooks/created.html", {"app": app, "webhook": webhook, "secret": secret})
         return no_store(page)
 
