@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.dcep.errors import Tier1Unavailable, refusal
 from apps.dcep.models import Settlement, Tier1Chain, Transfer
 from apps.dcep.selectors import institution_slugs
@@ -89,8 +90,11 @@ def _log(settlement: Settlement, message: str) -> None:
 # --------------------------------------------------------------------------- start
 
 
-def settlement_start(*, started_by=None, skip_if_empty: bool = False) -> tuple[Settlement | None, bool]:
-    """The open batch, or a new one enqueued: ``(settlement, created)``."""
+def settlement_start(
+    *, started_by=None, skip_if_empty: bool = False, actor=None, request=None
+) -> tuple[Settlement | None, bool]:
+    """The open batch, or a new one enqueued: ``(settlement, created)``. A new batch started
+    by a tenant (the API, the portal) is audited with who asked."""
     open_batch = Settlement.objects.filter(status__in=[Settlement.Status.PENDING, Settlement.Status.ANCHORING]).first()
     if open_batch is not None:
         return open_batch, False
@@ -102,6 +106,15 @@ def settlement_start(*, started_by=None, skip_if_empty: bool = False) -> tuple[S
             settlement = Settlement.objects.create(started_by=started_by, log=[])
             _log(settlement, "started")
             settlement.save(update_fields=["log"])
+            if started_by is not None:
+                audit_record(
+                    action="dcep.settlement.start",
+                    object_type="settlement",
+                    object_id=str(settlement.pk),
+                    tenant=started_by,
+                    actor=actor,
+                    request=request,
+                )
             from apps.dcep.tasks import enqueue_settlement
 
             settlement_id = str(settlement.pk)

@@ -182,6 +182,33 @@ def test_money_lists_do_not_query_per_row(bank, corp, moved):
     assert [queries(client, url) for client, url in pages] == few
 
 
+def test_the_central_bank_starts_a_settlement_batch(bank, moved):
+    from apps.dcep.models import Settlement
+
+    cb_owner = signed_in(bank["cb"].membership)
+    page = assert_page(cb_owner.get("/portal/dcep/settlements/"))
+    assert "Settle now" in page
+    assert_redirect(post(cb_owner, "/portal/dcep/settlements/"), "/portal/dcep/settlements/")
+    assert "A settlement batch is started" in messages_of(cb_owner, "/portal/dcep/settlements/")
+    batch = Settlement.objects.get()
+    assert batch.status == "pending" and batch.started_by == bank["cb"].tenant
+    event = AuditEvent.objects.get(action="dcep.settlement.start")
+    assert event.object_id == str(batch.pk) and event.actor == bank["cb"].membership.user
+    # Again while it is open: the same batch, said so.
+    post(cb_owner, "/portal/dcep/settlements/")
+    assert "already open (pending)" in messages_of(cb_owner, "/portal/dcep/settlements/")
+    assert Settlement.objects.count() == 1
+    # An operator bank may not; a viewer of the central bank may not; nor without CSRF.
+    operator = signed_in(bank["a"].membership)
+    assert "Settle now" not in assert_page(operator.get("/portal/dcep/settlements/"))
+    post(operator, "/portal/dcep/settlements/")
+    assert "Only the central bank may do this." in messages_of(operator, "/portal/dcep/settlements/")
+    viewer = signed_in(MembershipFactory(tenant=bank["cb"].tenant, role=Role.VIEWER))
+    assert_role_refused(post(viewer, "/portal/dcep/settlements/"), "developer")
+    assert cb_owner.post("/portal/dcep/settlements/").status_code == 403
+    assert Settlement.objects.count() == 1
+
+
 # --------------------------------------------------------------------------- billing
 
 OCT = billing_fixtures.OCT

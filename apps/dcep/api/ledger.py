@@ -95,7 +95,7 @@ class SettlementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, DcepVi
     @extend_schema(request=None, responses={202: s.SettlementSerializer})
     def create(self, request):
         self.require(Institution.Kind.CENTRAL_BANK)
-        batch, _ = settlement.settlement_start(started_by=self.tenant)
+        batch, _ = settlement.settlement_start(started_by=self.tenant, actor=request.user, request=request)
         body = s.SettlementSerializer(batch).data
         url = request.build_absolute_uri(f"/api/v1/dcep/settlements/{batch.pk}")
         return Response({**body, "url": url}, status=202, headers={"Location": url})

@@ -28,6 +28,7 @@ from apps.billing.api.serializers import BillingWalletInput
 from apps.billing.presentation import invoice_context
 from apps.common.errors import DomainError
 from apps.dcep import selectors, settlement, tier1
+from apps.dcep.api.base import DcepCaller
 from apps.dcep.api.serializers import transfer_from_row
 from apps.dcep.errors import Tier1Unavailable
 from apps.dcep.models import Account, Institution
@@ -35,7 +36,9 @@ from apps.portal.views.forms import ServicePage, page_of, parse_uuid, posted, va
 from apps.tenants.models import Role
 
 
-class DcepPage(ServicePage):
+class DcepPage(DcepCaller, ServicePage):
+    """DCEP pages; ``require`` (the API's ``DcepCaller``) checks the kind of institution."""
+
     section = "dcep"
 
     def institution(self) -> Institution | None:
@@ -129,11 +132,25 @@ class HoldsView(DcepPage):
 
 
 class SettlementsView(DcepPage):
-    """Interbank settlement batches: net positions, Merkle root, and the anchor on tier 1."""
+    """Interbank settlement batches: net positions, Merkle root, and the anchor on tier 1.
+    The central bank can start one now (``settlement_start``, as ``POST /dcep/settlements``;
+    a worker nets and anchors it)."""
+
+    def back_url(self) -> str:
+        return reverse("portal:dcep-settlements")
 
     def get(self, request):
         batches = selectors.settlements_visible_to(self.tenant).order_by("-created_at")
         return self.render("portal/money/settlements.html", {"settlements": page_of(request, batches, per_page=20)})
+
+    def post(self, request):
+        self.require(Institution.Kind.CENTRAL_BANK)
+        batch, created = settlement.settlement_start(started_by=self.tenant, actor=request.user, request=request)
+        if created:
+            messages.success(request, "A settlement batch is started: it is netted and anchored on tier 1 shortly.")
+        else:
+            messages.info(request, f"A batch is already open ({batch.status}); it is anchored first.")
+        return HttpResponseRedirect(reverse("portal:dcep-settlements"))
 
 
 # --------------------------------------------------------------------------- billing
