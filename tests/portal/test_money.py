@@ -231,6 +231,8 @@ def test_an_admin_reads_invoices_and_sees_them_paid(bank, corp, invoice):
     assert "The owner of the tenant chooses the paying wallet." in page and "Use this wallet" not in page
     detail = assert_page(admin.get(f"/portal/billing/invoices/{invoice.pk}/"))
     assert "ledger" in detail and "node-hours" in detail and total in detail and "Printable invoice" in detail
+    printable = admin.get(f"/api/v1/tenant/invoices/{invoice.pk}/html")  # the link, with the same session
+    assert printable.status_code == 200 and "BSN-202610-acme-corp" in printable.content.decode()
     billing_fixtures.fund(bank, 5_000_000)
     assert invoice_pay(invoice_id=invoice.pk, now=invoice.due_at, force=True).status == "paid"
     paid = assert_page(admin.get("/portal/billing/"))
