@@ -25,6 +25,7 @@ from apps.tenants.models import Membership, Role
 # The main navigation: (section, label, url name). Each area adds its entry here.
 NAV: list[tuple[str, str, str]] = [
     ("dashboard", "Dashboard", "portal:dashboard"),
+    ("apps", "Apps", "portal:apps"),  # chain apps (views/apps.py)
 ]
 
 
