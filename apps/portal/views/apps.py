@@ -31,7 +31,7 @@ from apps.portal import charts
 from apps.portal.views.base import PortalView, serializer_errors
 from apps.portal.views.ledger import ledger_summary
 from apps.regions.models import Region
-from apps.tenants.models import Tenant
+from apps.tenants.models import Role, Tenant
 from bsn.ledger.contracts import CONTRACTS
 
 
@@ -82,6 +82,7 @@ def _template_help(name: str) -> str:
 
 class AppCreateView(PortalView):
     section = "apps"
+    read_role = Role.DEVELOPER  # the form is only for those who may send it
 
     FIELDS = ("name", "description", "framework", "contract_template", "tps_quota", "storage_mb")
 
@@ -220,6 +221,7 @@ class AppLifecycleView(AppMixin, PortalView):
     """GET: a confirmation page; POST: the service, then the operation's page."""
 
     section = "apps"
+    read_role = Role.DEVELOPER  # the confirmation page is only for those who may confirm
     action = ""  # start | stop | delete
 
     def _page(self, app, *, errors=None, status: int = 200, typed: str = "", keep_data: bool = True):
