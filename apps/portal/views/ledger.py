@@ -99,7 +99,7 @@ class BlockView(_LedgerPage):
         context = {
             "app": app,
             "height": height,
-            "block": None,
+            "blk": None,
             "txs": [],
             "error": "",
             "missing": False,
@@ -107,7 +107,7 @@ class BlockView(_LedgerPage):
         }
         try:
             block = gateway.gateway_block(app=app, height=height)
-            context["block"] = block
+            context["blk"] = block
             context["time"] = _when((block.get("header") or {}).get("timestamp")) if isinstance(block, dict) else None
             rows = _tx_rows(block) if isinstance(block, dict) else []
             for row in rows[:MAX_RECEIPTS]:
