@@ -268,3 +268,19 @@ def test_lifecycle_posts_need_the_csrf_token(member_portal, app, action):
     resp = member_portal.post(f"/portal/apps/{app.pk}/{action}/", {"confirm_name": app.name})
     assert resp.status_code == 403
     assert row_counts() == before and ChainApp.objects.get(pk=app.pk).desired_state == "running"
+
+
+def test_the_list_costs_the_same_queries_for_one_app_or_five(member_portal, owner, regions):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert member_portal.get("/portal/apps/").status_code == 200
+        return len(ctx.captured_queries)
+
+    make_app(owner, "one", regions=("cn-beijing", "cn-shanghai"))
+    first = queries()
+    for i in range(4):
+        make_app(owner, f"more-{i}", regions=("cn-shenzhen",))
+    assert queries() == first
