@@ -6,7 +6,10 @@ import itertools
 import re
 import xml.etree.ElementTree as ET
 
-from apps.portal.charts import BOTTOM, HEIGHT, TOP, Point, _scale_max, bar_chart, line_chart
+from hypothesis import given
+from hypothesis import strategies as st
+
+from apps.portal.charts import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, Point, _scale_max, bar_chart, line_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -60,3 +63,17 @@ def test_labels_and_titles_are_escaped():
     svg = bar_chart([Point("<script>", 1)], title='a "b" <c>', unit="&")
     _parse(svg)
     assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**15), max_size=200))
+def test_bars_stay_in_the_plot_and_follow_the_order_of_the_values(values):
+    root = _parse(bar_chart([Point(f"h{i}", v) for i, v in enumerate(values)], title="t"))
+    rects = root.findall(f"{SVG}rect")
+    assert len(rects) == len(values)
+    heights = [float(r.get("height")) for r in rects]
+    for rect, h in zip(rects, heights, strict=True):
+        assert TOP - 0.05 <= float(rect.get("y")) and h <= HEIGHT - TOP - BOTTOM + 0.05
+        assert LEFT <= float(rect.get("x")) and float(rect.get("x")) + float(rect.get("width")) <= WIDTH - RIGHT + 0.1
+    for (a, ha), (b, hb) in itertools.combinations(zip(values, heights, strict=True), 2):
+        if a < b:
+            assert ha <= hb + 0.1  # a larger value never draws a visibly shorter bar (rounding: 0.1)

@@ -24,7 +24,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from apps.chainapps import services
 from apps.chainapps.api.serializers import AppCreateInputSerializer
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
-from apps.chainapps.selectors import app_open_operation, regions_with_load
+from apps.chainapps.selectors import app_nodes, app_open_operation, regions_with_load
 from apps.common.errors import DomainError
 from apps.metering.selectors import app_usage, usage_range
 from apps.portal import charts
@@ -188,11 +188,7 @@ class AppDetailView(AppMixin, PortalView):
 
     def get(self, request, pk):
         app = self.get_app(pk)
-        nodes = list(
-            LedgerNode.objects.filter(app=app)
-            .select_related("region", "framework", "app__framework")
-            .order_by("region__code")
-        )
+        nodes = list(app_nodes(app=app))
         if app.deleted_at is None:
             nodes = [n for n in nodes if n.state != LedgerNode.State.REMOVED]
         services.node_facts_refresh_if_old(nodes)  # as the API's nodes action: fresh facts within seconds
