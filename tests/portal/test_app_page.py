@@ -182,3 +182,9 @@ def test_another_tenants_app_pages_are_not_found(outsider_portal, app, sim, comm
 def test_an_unknown_app_id_is_not_found(member_portal, regions):
     assert member_portal.get("/portal/apps/00000000-0000-0000-0000-000000000000/").status_code == 404
     assert member_portal.get("/portal/apps/not-a-uuid/").status_code == 404
+
+
+def test_a_height_past_any_chain_is_not_found_without_asking_a_node(member_portal, app, sim, committed):
+    asked = len(sim.node.requests)
+    resp = member_portal.get(f"/portal/apps/{app.pk}/blocks/{2**63}/")
+    assert resp.status_code == 404 and len(sim.node.requests) == asked

@@ -284,3 +284,16 @@ def test_the_list_costs_the_same_queries_for_one_app_or_five(member_portal, owne
     for i in range(4):
         make_app(owner, f"more-{i}", regions=("cn-shenzhen",))
     assert queries() == first
+
+
+def test_a_deleted_apps_confirmation_pages_offer_nothing(member_portal, app):
+    from apps.chainapps.services import chainapp_delete
+
+    chainapp_delete(app=app, actor=None)
+    before = row_counts()
+    for action in ("start", "stop", "delete"):
+        html = _html(member_portal.get(f"/portal/apps/{app.pk}/{action}/"))
+        assert "This app is deleted" in html and '<form method="post" action="/portal/apps/' not in html
+    resp = post(member_portal, f"/portal/apps/{app.pk}/start/")
+    assert resp.status_code == 409 and "This app is deleted." in _html(resp)
+    assert row_counts() == before

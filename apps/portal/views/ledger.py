@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from apps.chainapps.models import ChainApp
@@ -24,6 +25,7 @@ from bsn.ledger.tx import tx_id_of
 
 RECENT_BLOCKS = 5  # node calls per app page: one for the chain, one per block
 MAX_RECEIPTS = 50  # receipts fetched for one block page (a batch block can hold 500)
+MAX_HEIGHT = 2**63 - 1  # heights are signed 64-bit on the node
 CONTRACT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # as the API's state route
 
 
@@ -96,6 +98,8 @@ class _LedgerPage(PortalView):
 class BlockView(_LedgerPage):
     def get(self, request, pk, height: int):
         app = self.get_app(pk)
+        if height > MAX_HEIGHT:  # the API's route takes at most 19 digits; no node is asked
+            raise Http404
         context = {
             "app": app,
             "height": height,
