@@ -188,3 +188,21 @@ def test_a_height_past_any_chain_is_not_found_without_asking_a_node(member_porta
     asked = len(sim.node.requests)
     resp = member_portal.get(f"/portal/apps/{app.pk}/blocks/{2**63}/")
     assert resp.status_code == 404 and len(sim.node.requests) == asked
+
+
+def test_an_answer_too_deep_to_parse_is_shown_as_the_node_sent_it(member_portal, app):
+    """A block committed before nodes refused deep transactions (RawJSON in the gateway)."""
+    deep = '{"value": ' + "[" * 1200 + "]" * 1200 + "}"
+    fake = FakeNode()
+    fake.routes[("GET", "/state/kv/deep")] = (200, deep.encode())
+    fake.routes[("GET", "/blocks/7")] = (200, ('{"hash": "ab", "txs": ' + "[" * 1200 + "]" * 1200 + "}").encode())
+    node = app.nodes.get()
+    speak_as(fake, node)
+    LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.RUNNING, endpoint=fake.endpoint)
+    try:
+        state = member_portal.get(f"/portal/apps/{app.pk}/state/", {"contract": "kv", "key": "deep"})
+        block = member_portal.get(f"/portal/apps/{app.pk}/blocks/7/")
+    finally:
+        fake.close()
+    assert state.status_code == 200 and "Nested too deeply" in _html(state) and "[[[[" in _html(state)
+    assert block.status_code == 200 and "nested too deeply" in _html(block) and "[[[[" in _html(block)

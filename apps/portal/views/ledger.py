@@ -21,6 +21,7 @@ from apps.chainapps.models import ChainApp
 from apps.gateway import services as gateway
 from apps.gateway.errors import GatewayError, NodeNotFound
 from apps.portal.views.base import PortalView
+from apps.runtime.nodeapi import RawJSON
 from bsn.ledger.tx import tx_id_of
 
 RECENT_BLOCKS = 5  # node calls per app page: one for the chain, one per block
@@ -35,6 +36,11 @@ def _when(ms) -> datetime | None:
         return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+def _raw(answer: RawJSON, limit: int = 20_000) -> str:
+    """A node's answer too deeply nested to parse, as text (cut at ``limit`` bytes)."""
+    return bytes(answer[:limit]).decode("utf-8", "replace")
 
 
 def _unavailable(exc: GatewayError) -> str:
@@ -70,8 +76,9 @@ def ledger_summary(app: ChainApp, *, count: int = RECENT_BLOCKS) -> dict:
         height = int(chain.get("height") or 0) if isinstance(chain, dict) else 0
         for h in range(height, max(0, height - count), -1):
             block = gateway.gateway_block(app=app, height=h)
-            if not isinstance(block, dict):
-                break
+            if not isinstance(block, dict):  # RawJSON: too deeply nested to parse; its page shows it raw
+                out["blocks"].append({"height": h, "hash": "", "tx_count": "?", "time": None, "proposer": ""})
+                continue
             header = block.get("header") or {}
             out["blocks"].append(
                 {
@@ -111,6 +118,9 @@ class BlockView(_LedgerPage):
         }
         try:
             block = gateway.gateway_block(app=app, height=height)
+            if isinstance(block, RawJSON):
+                context["raw"] = _raw(block)
+                return self.render("portal/apps/block.html", context)
             context["blk"] = block
             context["time"] = _when((block.get("header") or {}).get("timestamp")) if isinstance(block, dict) else None
             rows = _tx_rows(block) if isinstance(block, dict) else []
@@ -146,7 +156,11 @@ class StateView(_LedgerPage):
                 status = 400
             else:
                 try:
-                    context["result"] = gateway.gateway_state(app=app, contract=contract, key=key)
+                    result = gateway.gateway_state(app=app, contract=contract, key=key)
+                    if isinstance(result, RawJSON):
+                        context["raw"] = _raw(result)
+                    else:
+                        context["result"] = result
                 except NodeNotFound:
                     context["missing"] = True
                     status = 404
