@@ -206,3 +206,19 @@ def test_an_answer_too_deep_to_parse_is_shown_as_the_node_sent_it(member_portal,
         fake.close()
     assert state.status_code == 200 and "Nested too deeply" in _html(state) and "[[[[" in _html(state)
     assert block.status_code == 200 and "nested too deeply" in _html(block) and "[[[[" in _html(block)
+
+
+def test_a_slow_node_costs_about_one_read_timeout_not_one_per_block(member_portal, app, sim, committed, settings):
+    """Each answer comes just within the read timeout: the page stops asking once one
+    timeout has passed and shows what it got."""
+    settings.BSN_GATEWAY_READ_TIMEOUT = 0.6
+    sim.node.delay = 0.4
+    asked = len(sim.node.requests)
+    started = time.monotonic()
+    resp = member_portal.get(f"/portal/apps/{app.pk}/")
+    took = time.monotonic() - started
+    html = _html(resp)
+    assert resp.status_code == 200 and "answers slowly" in html and "Ledger unavailable" not in html
+    assert len(sim.node.requests) - asked == 2  # the chain, one block; not the chain and three blocks
+    assert took < 2.0, took
+    assert f'href="/portal/apps/{app.pk}/blocks/3/"' in html

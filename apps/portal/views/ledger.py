@@ -12,8 +12,10 @@ the first failure is waited for: no further node call is made for that page.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
@@ -36,6 +38,12 @@ def _when(ms) -> datetime | None:
         return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
+
+
+def _deadline() -> float:
+    """When a page stops asking the node for more: one read timeout after it began, so a
+    slow node (each answer just within the timeout) costs about two timeouts, not one per call."""
+    return time.monotonic() + settings.BSN_GATEWAY_READ_TIMEOUT
 
 
 def _raw(answer: RawJSON, limit: int = 20_000) -> str:
@@ -69,12 +77,17 @@ def _tx_rows(block: dict) -> list[dict]:
 def ledger_summary(app: ChainApp, *, count: int = RECENT_BLOCKS) -> dict:
     """``{"chain", "blocks", "txs", "error"}``: the head and the last ``count`` blocks, or
     as much as the node gave before it failed (``error`` says why)."""
-    out: dict = {"chain": None, "blocks": [], "txs": [], "error": ""}
+    out: dict = {"chain": None, "blocks": [], "txs": [], "error": "", "partial": False}
+    out["read_timeout"] = settings.BSN_GATEWAY_READ_TIMEOUT
+    deadline = _deadline()
     try:
         chain = gateway.gateway_chain(app=app)
         out["chain"] = chain
         height = int(chain.get("height") or 0) if isinstance(chain, dict) else 0
         for h in range(height, max(0, height - count), -1):
+            if time.monotonic() > deadline:  # a slow node: show what came, not wait once per block
+                out["partial"] = True
+                break
             block = gateway.gateway_block(app=app, height=h)
             if not isinstance(block, dict):  # RawJSON: too deeply nested to parse; its page shows it raw
                 out["blocks"].append({"height": h, "hash": "", "tx_count": "?", "time": None, "proposer": ""})
@@ -115,6 +128,7 @@ class BlockView(_LedgerPage):
             "error": "",
             "missing": False,
             "max_receipts": MAX_RECEIPTS,
+            "read_timeout": settings.BSN_GATEWAY_READ_TIMEOUT,
         }
         try:
             block = gateway.gateway_block(app=app, height=height)
@@ -124,7 +138,11 @@ class BlockView(_LedgerPage):
             context["blk"] = block
             context["time"] = _when((block.get("header") or {}).get("timestamp")) if isinstance(block, dict) else None
             rows = _tx_rows(block) if isinstance(block, dict) else []
+            deadline = _deadline()
             for row in rows[:MAX_RECEIPTS]:
+                if time.monotonic() > deadline:  # a slow node: the rest are shown "not fetched"
+                    context["partial"] = True
+                    break
                 found = gateway.gateway_tx(app=app, tx_id=row["id"])
                 row["receipt"] = found.get("receipt") if isinstance(found, dict) else None
             context["txs"] = rows
