@@ -11,16 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-WIDTH, HEIGHT = 600, 180
-LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 22  # room for the axis labels
+WIDTH, HEIGHT = 400, 170
+LEFT, RIGHT, TOP, BOTTOM = 56, 10, 12, 26  # room for the axis labels
 
 
 @dataclass(frozen=True)
 class Point:
-    """One bucket: its label (e.g. "14:00") and its value (an integer count)."""
+    """One bucket: its label (e.g. "14:00") and its value (an integer; None: no reading)."""
 
     label: str
-    value: int
+    value: int | None
 
 
 def _scale_max(values: list[int]) -> int:
@@ -48,14 +48,17 @@ def _frame(title: str, top: int, unit: str, body: list[str], points: list[Point]
         f'<text x="{LEFT - 4}" y="{base}" text-anchor="end">0</text>',
     ]
     if unit:
-        parts.append(f'<text x="2" y="{TOP + 24}">{escape(unit)}</text>')
+        parts.append(f'<text x="2" y="{TOP + 30}">{escape(unit)}</text>')
     if points:
         # First, middle and last bucket labels: enough to read the time axis at 375 px.
         n = len(points)
         for index in sorted({0, n // 2, n - 1}):
             x = LEFT + plot_w * (index + 0.5) / n
             label = escape(points[index].label)
-            parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}" text-anchor="middle">{label}</text>')
+            # the first and last labels lean inwards so that they are not cut at the edges
+            anchor = "start" if index == 0 and n > 1 else "end" if index == n - 1 and n > 1 else "middle"
+            x = LEFT if anchor == "start" else WIDTH - RIGHT if anchor == "end" else x
+            parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 4}" text-anchor="{anchor}">{label}</text>')
     parts.extend(body)
     parts.append("</svg>")
     return "".join(parts)
@@ -63,7 +66,7 @@ def _frame(title: str, top: int, unit: str, body: list[str], points: list[Point]
 
 def bar_chart(points: list[Point], *, title: str, unit: str = "") -> str:
     """One bar (rect) per point, heights proportional to the values on a 0-based axis."""
-    values = [max(0, int(p.value)) for p in points]
+    values = [max(0, int(p.value or 0)) for p in points]
     top = _scale_max(values)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     base = HEIGHT - BOTTOM
@@ -82,20 +85,27 @@ def bar_chart(points: list[Point], *, title: str, unit: str = "") -> str:
 
 
 def line_chart(points: list[Point], *, title: str, unit: str = "") -> str:
-    """One path through the points (a level line: storage over time)."""
-    values = [max(0, int(p.value)) for p in points]
-    top = _scale_max(values)
+    """A level over time (storage): a path through the points; a point without a reading
+    (value None) is a gap in the line, not a fall to zero."""
+    values = [None if p.value is None else max(0, int(p.value)) for p in points]
+    top = _scale_max([v for v in values if v is not None])
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     base = HEIGHT - BOTTOM
     body = []
     if points:
         slot = plot_w / len(points)
-        coords = [(LEFT + slot * (i + 0.5), base - plot_h * v / top) for i, v in enumerate(values)]
-        d = "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-        body.append(f'<path class="line" d="{d}" fill="none"/>')
-        for (x, y), point, value in zip(coords, points, values, strict=True):
+        segments: list[list[str]] = [[]]
+        for i, (point, value) in enumerate(zip(points, values, strict=True)):
+            if value is None:
+                segments.append([])
+                continue
+            x, y = LEFT + slot * (i + 0.5), base - plot_h * value / top
+            segments[-1].append(f"{x:.1f},{y:.1f}")
             body.append(
                 f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="2.5">'
                 f"<title>{escape(point.label)}: {value:,} {escape(unit)}</title></circle>"
             )
+        d = " ".join("M" + " L".join(seg) for seg in segments if seg)
+        if d:
+            body.insert(0, f'<path class="line" d="{d}" fill="none"/>')
     return _frame(title, top, unit, body, points)

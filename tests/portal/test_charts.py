@@ -77,3 +77,13 @@ def test_bars_stay_in_the_plot_and_follow_the_order_of_the_values(values):
     for (a, ha), (b, hb) in itertools.combinations(zip(values, heights, strict=True), 2):
         if a < b:
             assert ha <= hb + 0.1  # a larger value never draws a visibly shorter bar (rounding: 0.1)
+
+
+def test_a_point_without_reading_is_a_gap_in_the_line_not_a_zero():
+    points = [Point("a", 5), Point("b", None), Point("c", 10), Point("d", 10)]
+    root = _parse(line_chart(points, title="storage"))
+    d = root.find(f"{SVG}path").get("d")
+    assert d.count("M") == 2  # two segments: [a] and [c, d]
+    assert len(root.findall(f"{SVG}circle")) == 3
+    assert str(HEIGHT - BOTTOM) not in d.split("M")[1]  # "a" is not drawn at zero
+    assert line_chart([Point("a", None)], title="none").count("<path") == 0

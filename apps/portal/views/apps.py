@@ -77,7 +77,7 @@ def _template_help(name: str) -> str:
     """The first paragraph of the contract module's docstring (it names its params)."""
     module = sys.modules.get(CONTRACTS[name].__module__)
     doc = inspect.getdoc(module) or ""
-    return " ".join(doc.split("\n\n")[0].split())
+    return " ".join(doc.split("\n\n")[0].split()).replace("``", "")
 
 
 class AppCreateView(PortalView):
@@ -159,8 +159,12 @@ def usage_charts(app: ChainApp) -> list[dict]:
     data = app_usage(app=app, rng=usage_range(start=None, end=None, step="hour"))
     buckets = data["buckets"]
 
-    def series(key: str, divide: int = 1) -> list[charts.Point]:
-        return [charts.Point(b["start"].strftime("%H:%M"), b[key] // divide) for b in buckets]
+    def series(key: str, divide: int = 1, *, level: bool = False) -> list[charts.Point]:
+        # A level (storage) of 0 is an hour without a reading: a gap, not a fall to zero.
+        return [
+            charts.Point(b["start"].strftime("%H:%M"), None if level and not b[key] else b[key] // divide)
+            for b in buckets
+        ]
 
     totals = data["totals"]
     return [
@@ -178,7 +182,9 @@ def usage_charts(app: ChainApp) -> list[dict]:
         {
             "title": "Storage",
             "total": f"peak {totals['storage_bytes'] // 1024:,} KiB of {app.storage_mb:,} MB",
-            "svg": charts.line_chart(series("storage_bytes", 1024), title="Storage over the last day", unit="KiB"),
+            "svg": charts.line_chart(
+                series("storage_bytes", 1024, level=True), title="Storage over the last day", unit="KiB"
+            ),
         },
     ]
 
