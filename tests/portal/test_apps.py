@@ -139,6 +139,7 @@ def test_contract_params_reach_the_service(member_portal, regions):
         ({"contract_template": "nope"}, "contract_template", "not a valid choice"),
         ({"contract_params": "{issuer: bank"}, "contract_params", "not valid JSON"),
         ({"contract_params": "[1]"}, "contract_params", "Expected a dictionary"),
+        ({"contract_params": "[" * 100_000}, "contract_params", "nested too deeply"),
         # the service's own checks (a node would refuse these params; an unknown region)
         ({"contract_template": "asset", "contract_params": '{"owner": "x"}'}, "contract_params", "unknown owner"),
         ({"regions": ["cn-atlantis"]}, "regions", "unknown region(s): cn-atlantis"),

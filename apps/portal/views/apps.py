@@ -113,14 +113,9 @@ class AppCreateView(PortalView):
         }
 
     def get(self, request):
-        values = {
-            "framework": "bsn-ledger",
-            "contract_template": "kv",
-            "contract_params": "{}",
-            "tps_quota": "10",
-            "storage_mb": "1024",
-            "regions": [],
-        }
+        fields = AppCreateInputSerializer().fields  # the API's defaults, not a copy of them
+        values = {name: str(fields[name].default) for name in ("framework", "contract_template", "tps_quota")}
+        values.update(storage_mb=str(fields["storage_mb"].default), contract_params="{}", regions=[])
         return self.render("portal/apps/new.html", self._context(values))
 
     def post(self, request):
@@ -132,8 +127,10 @@ class AppCreateView(PortalView):
         errors: dict[str, list[str]] = {}
         try:
             params = json.loads(values["contract_params"] or "{}")
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             errors["contract_params"] = [f"not valid JSON ({exc.msg} at character {exc.pos})"]
+        except RecursionError:
+            errors["contract_params"] = ["nested too deeply"]
         else:
             data["contract_params"] = params
         serializer = AppCreateInputSerializer(data=data)
