@@ -104,6 +104,9 @@ class BillingAccountAdmin(admin.ModelAdmin):
     list_display = ["tenant", "wallet"]
     raw_id_fields = ["wallet"]
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a tenant's paying wallet is replaced through billing_account_set, never removed by hand
+
     def save_model(self, request, obj, form, change):
         saved = services.billing_account_set(tenant=obj.tenant, wallet_number=obj.wallet.number, actor=request.user)
         obj.pk = saved.pk
