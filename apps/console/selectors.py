@@ -16,6 +16,7 @@ from apps.audit.services import audit_verify
 from apps.chainapps.models import ChainApp, Operation
 from apps.chainapps.selectors import regions_with_load
 from apps.common.health import readiness_checks
+from apps.common.models import installation_id
 from apps.ordering.selectors import ordering_status
 from apps.regions.models import Region
 from apps.tenants.models import Tenant
@@ -25,10 +26,12 @@ FAILED_WINDOW = timedelta(hours=24)
 
 
 def audit_chain_check(*, fresh: bool = False) -> dict[str, Any]:
-    """``audit_verify`` over the whole chain, remembered for a minute per chain head (the walk
-    is O(events); a dashboard reload should not repeat it). ``fresh`` walks again."""
-    head = AuditChainHead.objects.filter(pk=1).values_list("sequence", flat=True).first() or 0
-    key = f"bsn:console:audit-verify:{head}"
+    """``audit_verify`` over the whole chain, remembered for a minute per installation and
+    chain head (the walk is O(events); a dashboard reload should not repeat it). An edit of
+    an old event does not move the head, so the dashboard may show it up to a minute late;
+    the "verify" page (``fresh``) always walks again."""
+    head = AuditChainHead.objects.filter(pk=1).values_list("sequence", "hash").first() or (0, "")
+    key = f"bsn:console:audit-verify:{installation_id()}:{head[0]}:{head[1]}"
     result = None if fresh else cache.get(key)
     if result is None:
         started = timezone.now()
