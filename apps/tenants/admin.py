@@ -44,6 +44,9 @@ class TenantAdmin(ServiceAdmin):
     def has_add_permission(self, request, obj=None) -> bool:
         return request.user.has_perm("tenants.add_tenant")  # through tenant_create (save_model)
 
+    def get_inline_instances(self, request, obj=None):
+        return [] if obj is None else super().get_inline_instances(request, obj)  # a new tenant has no members
+
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
             kwargs["form"] = TenantAddForm

@@ -48,3 +48,21 @@ def running_app(owner, regions):
     app = make_app(owner, "ledger-a", regions=("cn-beijing", "cn-shanghai"))
     finish_open_operations(app.pk)
     return app
+
+
+def change_form_data(client, url: str, **changes) -> dict:
+    """What a browser would post from the change page at ``url``: the form's current values
+    (its editable fields only) and the inlines' management forms, then ``changes``."""
+    resp = client.get(url)
+    assert resp.status_code == 200, url
+    form = resp.context["adminform"].form
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        data[name] = "" if value is None else value
+    for inline in resp.context["inline_admin_formsets"]:
+        management = inline.formset.management_form
+        for name in management.fields:
+            data[f"{management.prefix}-{name}"] = management[name].value()
+    data.update(changes)
+    return data
