@@ -8,6 +8,7 @@ from django.test import Client
 
 from apps.chainapps import tasks
 from tests.api.conftest import builtin_framework, finish_open_operations, make_app  # noqa: F401 - fixture re-used
+from tests.dcep.conftest import home_region, institutions, tier1  # noqa: F401 - DCEP fixtures re-used
 from tests.factories import UserFactory
 
 

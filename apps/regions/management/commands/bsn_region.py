@@ -87,7 +87,7 @@ class Command(BaseCommand):
         try:
             region_set_status(code=code, status=status, actor_label="manage.py")
         except RegionInvalid as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError("; ".join(" ".join(m) for m in exc.errors.values())) from None
         self.stdout.write(f"region {code} is now {status}")
 
     def do_drain(self, code, **o):
