@@ -144,3 +144,25 @@ def test_index_links_the_dashboard_and_lists_the_audit_verify_tool(console):
     index = console.get("/admin/").content.decode()
     assert 'href="/admin/console/"' in index and "bsn operator console" in index
     assert 'href="/admin/audit/auditevent/verify/"' in console.get("/admin/audit/auditevent/").content.decode()
+
+
+def test_dashboard_queries_do_not_grow_with_the_platform(console, owner, regions):
+    from django.core.cache import cache
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import RegionFactory
+
+    def queries() -> int:
+        cache.clear()  # the audit walk counted every time
+        with CaptureQueriesContext(connection) as ctx:
+            assert console.get("/admin/console/").status_code == 200
+        return len(ctx.captured_queries)
+
+    make_app(owner, "first")
+    small = queries()
+    for i in range(5):
+        RegionFactory(code=f"cn-extra-{i}", name=f"extra {i}")
+    for i in range(6):
+        app = make_app(owner, f"more-{i}", regions=("cn-beijing", "cn-shanghai"))
+        Operation.objects.filter(app=app).update(status="failed", finished_at=timezone.now())
+    assert queries() == small
