@@ -136,7 +136,7 @@ class LedgerNodeAdmin(ServiceAdmin):
 
     list_display = ["name", "app", "region", "state", "health", "chain_height", "chain_seen_at", "last_seen_at"]
     list_filter = ["state", "region", "framework"]
-    list_select_related = ["app", "region"]
+    list_select_related = ["app__tenant", "region"]
     search_fields = ["name", "app__name", "app__tenant__slug"]
     fields = NODE_HEALTH_FIELDS
     readonly_fields = NODE_HEALTH_FIELDS
@@ -253,7 +253,7 @@ class OperationAdmin(ReadOnlyAdmin):
 
     list_display = ["id", "kind", "status", "app", "attempts", "created_at", "finished_at"]
     list_filter = ["status", "kind"]
-    list_select_related = ["app"]
+    list_select_related = ["app__tenant"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in Operation._meta.fields]
     actions = ["cancel"]

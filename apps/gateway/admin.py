@@ -11,5 +11,5 @@ from apps.gateway.models import AppUser
 class AppUserAdmin(ReadOnlyAdmin):
     list_display = ["name", "app", "mode", "status", "created_at", "revoked_at", "exported_at"]
     list_filter = ["status", "mode"]
-    list_select_related = ["app"]
+    list_select_related = ["app__tenant"]
     search_fields = ["name", "app__name", "app__tenant__slug"]

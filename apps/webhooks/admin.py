@@ -12,7 +12,7 @@ from apps.webhooks.models import Webhook, WebhookDelivery
 class WebhookAdmin(ReadOnlyAdmin):
     list_display = ("id", "app", "url", "active", "created_at")
     list_filter = ("active",)
-    list_select_related = ("app",)
+    list_select_related = ("app__tenant",)
     exclude = ("secret_encrypted",)
     actions = ["pause", "resume"]
 

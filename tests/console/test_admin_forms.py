@@ -178,3 +178,40 @@ def test_node_page_shows_health_and_no_secret(console, running_app):
     assert "private_key" not in detail and "api_credential" not in detail
     for field in ("host_port", "chain_height", "generation", "state", "endpoint"):
         assert f'name="{field}"' not in detail, field  # shown as text, not as an input
+
+
+LISTS = [
+    "chainapps/ledgernode",
+    "chainapps/chainapp",
+    "chainapps/operation",
+    "regions/region",
+    "tenants/tenant",
+    "tenants/apitoken",
+    "audit/auditevent",
+    "gateway/appuser",
+]
+
+
+@pytest.mark.django_db
+def test_changelist_queries_do_not_grow_with_rows(console, owner, regions):
+    """No N+1 on the console's lists: the same number of queries for 1 app as for 5."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.console.conftest import make_app
+
+    def counts() -> dict[str, int]:
+        found = {}
+        for path in LISTS:
+            with CaptureQueriesContext(connection) as ctx:
+                assert console.get(f"/admin/{path}/").status_code == 200, path
+            found[path] = len(ctx.captured_queries)
+        return found
+
+    make_app(owner, "one", regions=("cn-beijing", "cn-shanghai"))
+    token_issue(membership=owner, name="one")
+    few = counts()
+    for i in range(4):
+        make_app(owner, f"more-{i}", regions=("cn-beijing", "cn-shanghai"))
+        token_issue(membership=owner, name=f"more-{i}")
+    assert counts() == few
