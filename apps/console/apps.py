@@ -15,4 +15,3 @@ class ConsoleConfig(AppConfig):
         admin.site.site_header = "bsn operator console"
         admin.site.site_title = "bsn console"
         admin.site.index_title = "Platform administration"
-        admin.site.site_url = None  # "/" is the tenants' side, not the operator's

@@ -252,3 +252,18 @@ def test_staff_only(client, owner, regions, db):
     staff_without_rights = UserFactory(username="intern", is_staff=True)
     client.force_login(staff_without_rights)
     assert client.get("/admin/regions/region/").status_code == 403
+
+
+def test_actions_need_the_csrf_token(operator, regions):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(operator)
+    action = {"action": "drain", "_selected_action": [str(regions[0].pk)]}
+    assert browser.post("/admin/regions/region/", action).status_code == 403
+    assert Region.objects.get(pk=regions[0].pk).status == "active"
+    assert not AuditEvent.objects.filter(action="region.draining").exists()
+    browser.get("/admin/regions/region/")  # the page sets the CSRF cookie; a form posts its token
+    token = browser.cookies["csrftoken"].value
+    assert browser.post("/admin/regions/region/", {**action, "csrfmiddlewaretoken": token}).status_code == 302
+    assert Region.objects.get(pk=regions[0].pk).status == "draining"
