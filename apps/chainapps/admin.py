@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.html import format_html
 
 from apps.chainapps import services
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
-from apps.common.admin import REFUSALS, ReadOnlyAdmin, ReadOnlyInline, ServiceAdmin, refusal_text, run_each
+from apps.common.admin import REFUSALS, ReadOnlyAdmin, ReadOnlyInline, ServiceAdmin, ServiceFormAdmin, run_each
 from apps.regions.models import Region
 
 # --------------------------------------------------------------------------- frameworks
@@ -169,7 +168,7 @@ APP_EDITABLE = ("name", "description", "tps_quota", "storage_mb")
 
 
 @admin.register(ChainApp)
-class ChainAppAdmin(ServiceAdmin):
+class ChainAppAdmin(ServiceFormAdmin):
     """Start / stop / delete as actions (``chainapp_start|stop|delete``: an operation each);
     name, description and quotas through ``chainapp_update`` (within the tenant's limits)."""
 
@@ -229,19 +228,7 @@ class ChainAppAdmin(ServiceAdmin):
         try:
             services.chainapp_update(app=current, actor=request.user, data=changes, request=request)
         except REFUSALS as exc:
-            request._console_refused = refusal_text(exc)
-
-    def response_change(self, request, obj):
-        refused = getattr(request, "_console_refused", None)
-        if refused:
-            self.message_user(request, f"Not changed: {refused}", messages.ERROR)
-            return HttpResponseRedirect(request.path)
-        return super().response_change(request, obj)
-
-    def log_change(self, request, obj, message):
-        if getattr(request, "_console_refused", None):
-            return None
-        return super().log_change(request, obj, message)
+            self.refused(request, exc)
 
 
 # --------------------------------------------------------------------------- operations

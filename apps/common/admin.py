@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 from rest_framework.exceptions import APIException
 
@@ -96,6 +97,34 @@ class ServiceAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ServiceFormAdmin(ServiceAdmin):
+    """A change form whose ``save_model`` calls a service: it calls ``self.refused(request,
+    exc)`` on a refusal, and the page then shows the reason (nothing saved, no "changed
+    successfully", no admin log entry) instead of a 500 or a false success."""
+
+    def refused(self, request, exc: Exception) -> None:
+        request._console_refused = refusal_text(exc)
+
+    def _refusal_response(self, request):
+        reason = getattr(request, "_console_refused", None)
+        if reason is None:
+            return None
+        self.message_user(request, f"Not saved: {reason}", messages.ERROR)
+        return HttpResponseRedirect(request.path)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._refusal_response(request) or super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        return self._refusal_response(request) or super().response_change(request, obj)
+
+    def log_addition(self, request, obj, message):
+        return None if hasattr(request, "_console_refused") else super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        return None if hasattr(request, "_console_refused") else super().log_change(request, obj, message)
 
 
 class ReadOnlyInline(admin.TabularInline):

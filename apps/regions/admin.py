@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from apps.chainapps.selectors import regions_with_load
-from apps.common.admin import ServiceAdmin, bar, refusal_text, run_each
+from apps.common.admin import ServiceFormAdmin, bar, run_each
 from apps.regions.models import Region
 from apps.regions.services import REGION_EDITABLE, RegionInvalid, region_set_status, region_update
 
@@ -28,7 +28,7 @@ def engine_health(region: Region) -> str:
 
 
 @admin.register(Region)
-class RegionAdmin(ServiceAdmin):
+class RegionAdmin(ServiceFormAdmin):
     list_display = ["code", "name", "driver", "status", "engine", "capacity", "last_seen_at"]
     list_filter = ["status", "driver", "country"]
     search_fields = ["code", "name", "city"]
@@ -78,7 +78,7 @@ class RegionAdmin(ServiceAdmin):
         try:  # the form ran the model's validators; what is left is a race, shown, never a 500
             region_update(region=obj, actor=request.user, request=request, **changes)
         except RegionInvalid as exc:
-            self.message_user(request, f"Not changed: {refusal_text(exc)}", level="ERROR")
+            self.refused(request, exc)
 
     def _set_status(self, request, queryset, status: str, done: str) -> None:
         def call(region: Region) -> None:

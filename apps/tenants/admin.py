@@ -10,10 +10,9 @@ API or ``bsn_token``: the console lists and revokes them.
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.contrib import admin
 
-from apps.common.admin import REFUSALS, ReadOnlyAdmin, ReadOnlyInline, ServiceAdmin, refusal_text, run_each
+from apps.common.admin import REFUSALS, ReadOnlyAdmin, ReadOnlyInline, ServiceFormAdmin, run_each
 from apps.tenants import services
 from apps.tenants.models import ApiToken, Membership, Tenant
 
@@ -34,7 +33,7 @@ class TenantAddForm(forms.ModelForm):
 
 
 @admin.register(Tenant)
-class TenantAdmin(ServiceAdmin):
+class TenantAdmin(ServiceFormAdmin):
     list_display = ["slug", "name", "kind", "is_active", *QUOTA_FIELDS]
     list_filter = ["kind", "is_active"]
     search_fields = ["slug", "name"]
@@ -78,20 +77,7 @@ class TenantAdmin(ServiceAdmin):
             if quotas:
                 services.tenant_set_quota(tenant=current, actor=request.user, request=request, **quotas)
         except REFUSALS as exc:
-            request._console_refused = refusal_text(exc)
-
-    def response_add(self, request, obj, post_url_continue=None):
-        return self._refused(request) or super().response_add(request, obj, post_url_continue)
-
-    def response_change(self, request, obj):
-        return self._refused(request) or super().response_change(request, obj)
-
-    def _refused(self, request):
-        refused = getattr(request, "_console_refused", None)
-        if refused:
-            self.message_user(request, f"Not saved: {refused}", messages.ERROR)
-            return HttpResponseRedirect(request.path)
-        return None
+            self.refused(request, exc)
 
     @admin.action(description="Activate the selected tenants (tokens and logins work)")
     def activate(self, request, queryset):

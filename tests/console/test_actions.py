@@ -141,7 +141,7 @@ def test_app_quota_through_chainapp_update(console, operator, running_app):
     # Beyond the tenant's max_tps: refused with the service's words, nothing saved.
     audits = AuditEvent.objects.count()
     resp = console.post(url, {**base, "tps_quota": 10_000}, follow=True)
-    assert "Not changed: Tenant quota exceeded" in resp.content.decode()
+    assert "Not saved: Tenant quota exceeded" in resp.content.decode()
     assert ChainApp.objects.get(pk=running_app.pk).tps_quota == 20
     assert AuditEvent.objects.count() == audits
 
