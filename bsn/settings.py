@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "apps.webhooks",  # signed deliveries of contract events
     "apps.custody",  # platform-held app-user keys (envelope encryption)
     "apps.billing",  # price lists, invoices paid in digital currency
+    "apps.portal",  # the tenant web portal (/portal/): server-rendered pages over the same services
     "apps.console",  # the operator console's dashboard (/admin/console/; docs/console.md)
 ]
 

@@ -1,7 +1,9 @@
-"""URL map: /api/v1/ (REST), /admin/ (operators), /healthz and /readyz (probes), /metrics (Prometheus)."""
+"""URL map: /api/v1/ (REST), /portal/ (tenants; / leads there), /admin/ (operators),
+/healthz and /readyz (probes), /metrics (Prometheus)."""
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
@@ -50,6 +52,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("admin/console/", include("apps.console.urls")),  # before the admin's catch-all
     path("admin/", admin.site.urls),
+    path("portal/", include("apps.portal.urls")),
+    path("", RedirectView.as_view(pattern_name="portal:dashboard"), name="home"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

@@ -428,7 +428,8 @@ def _lock_for_lifecycle(app: ChainApp) -> ChainApp:
         )
     if locked.desired_state != ChainApp.DesiredState.RUNNING:
         raise Conflict(
-            f"The app is {locked.desired_state}: start it before upgrading or scaling it.", code="app-not-running"
+            f"The app is {locked.desired_state}: start it before upgrading, scaling or rotating it.",
+            code="app-not-running",
         )
     return locked
 
@@ -450,6 +451,19 @@ def chainapp_upgrade(*, app: ChainApp, actor, framework: str, request=None) -> O
         params = {"framework": target.slug, "version": target.version, "from": locked.framework.slug}
         operation = _new_operation(app=locked, kind=Operation.Kind.UPGRADE, actor=actor, params=params)
         _audit_operation(locked, operation, actor=actor, request=request, **params)
+    return operation
+
+
+def chainapp_rotate_credentials(*, app: ChainApp, actor, request=None) -> Operation:
+    """Give every node of the app a new API credential, one node at a time: each node is
+    replaced (same data volume and key) with the new credential as a file (a new Swarm
+    secret on Swarm) and must prove itself with it at the chain head before the next."""
+    with transaction.atomic():
+        locked = _lock_for_lifecycle(app)
+        nodes = locked.nodes.exclude(state=LedgerNode.State.REMOVED).count()
+        params = {"rotates": "node-api-credential"}  # what is rotated (never a value)
+        operation = _new_operation(app=locked, kind=Operation.Kind.ROTATE, actor=actor, params=params)
+        _audit_operation(locked, operation, actor=actor, request=request, nodes=nodes, **params)
     return operation
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import viewsets
 
-from apps.tenants.context import request_membership
+from apps.tenants.context import request_membership, scope_to_tenant
 from apps.tenants.models import Role
 
 
@@ -39,6 +39,4 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
         """
         if getattr(self, "swagger_fake_view", False):  # schema generation
             return queryset.none()
-        if self.tenant is None:
-            return queryset.none()
-        return queryset.filter(**{tenant_field or self.tenant_field: self.tenant})
+        return scope_to_tenant(queryset, self.tenant, tenant_field or self.tenant_field)

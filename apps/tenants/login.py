@@ -40,11 +40,16 @@ def retry_after_seconds() -> int:
 
 
 def lockout_response(request, original_response=None, credentials=None) -> HttpResponse:
-    """429 with Retry-After: problem+json on the API, plain text on the admin."""
+    """429 with Retry-After: problem+json on the API, a page on the portal, plain text on the admin."""
     detail = "Too many failed log-ins from this address or for this username; try again later."
-    if request.path.startswith("/api/"):
+    if request.path.startswith("/portal/"):
+        from django.template.loader import render_to_string
+
+        html = render_to_string("portal/error.html", {"title": "Too many failed sign-ins", "detail": detail})
+        response: HttpResponse = HttpResponse(html, status=429)
+    elif request.path.startswith("/api/"):
         body = problem(429, "login-locked", "Too many requests", detail, instance=request.path)
-        response: HttpResponse = JsonResponse(body, status=429, content_type=PROBLEM_CONTENT_TYPE)
+        response = JsonResponse(body, status=429, content_type=PROBLEM_CONTENT_TYPE)
     else:
         response = HttpResponse(detail + "\n", status=429, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = str(retry_after_seconds())
@@ -56,14 +61,33 @@ def login(*, request, username: str, password: str, tenant_slug: str | None) -> 
     user, locked out, or a right password for an account with no active tenant — the
     platform superuser, a removed member — which must not be told apart from a wrong one).
     """
-    http_request = _http_request(request)
-    user = authenticate(http_request, username=username, password=password)
+    user = _authenticate(request, username, password)
     if user is None:
         return None
     membership = services.login_membership(user=user, tenant_slug=tenant_slug)
     if membership is None:
-        # Counted by axes like a wrong password, so this path cannot be used to try
-        # passwords of the platform's own accounts without limit either.
-        user_login_failed.send(sender=__name__, credentials={"username": username}, request=http_request)
+        _count_failure(request, username)
         return None
     return services.login_issue_token(membership=membership, request=request)
+
+
+def session_login(*, request, username: str, password: str):
+    """The user for a browser session (the portal), or None for every refusal, counted and
+    locked out exactly like the API's log-in. A user of several tenants picks one afterwards."""
+    user = _authenticate(request, username, password)
+    if user is None:
+        return None
+    if services.login_membership_count(user=user) == 0:
+        _count_failure(request, username)
+        return None
+    return user
+
+
+def _authenticate(request, username: str, password: str):
+    return authenticate(_http_request(request), username=username, password=password)
+
+
+def _count_failure(request, username: str) -> None:
+    # Counted by axes like a wrong password, so this path cannot be used to try
+    # passwords of the platform's own accounts without limit either.
+    user_login_failed.send(sender=__name__, credentials={"username": username}, request=_http_request(request))

@@ -206,6 +206,11 @@ def login_membership(*, user, tenant_slug: str | None) -> Membership | None:
     return found[0]
 
 
+def login_membership_count(*, user) -> int:
+    """How many active tenants ``user`` may act for."""
+    return Membership.objects.filter(user=user, tenant__is_active=True).count()
+
+
 def login_issue_token(*, membership: Membership, request=None) -> IssuedToken:
     """A log-in token (BSN_LOGIN_TOKEN_TTL_DAYS); a member keeps at most BSN_LOGIN_TOKENS_MAX."""
     return token_replace(

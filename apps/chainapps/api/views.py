@@ -111,6 +111,14 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
         )
         return accepted(operation, request)
 
+    @extend_schema(request=None, responses={202: s.OperationSerializer})
+    @action(detail=True, methods=["post"], url_path="rotate-credentials")
+    def rotate_credentials(self, request, pk=None):
+        """Give every node a new API credential, one node at a time (each must prove itself
+        with the new one at the chain head before the next is touched)."""
+        operation = services.chainapp_rotate_credentials(app=self.get_object(), actor=request.user, request=request)
+        return accepted(operation, request)
+
     @extend_schema(request=s.AppScaleInputSerializer, responses={202: s.OperationSerializer})
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
