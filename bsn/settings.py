@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "apps.custody",  # platform-held app-user keys (envelope encryption)
     "apps.billing",  # price lists, invoices paid in digital currency
     "apps.portal",  # the tenant web portal (/portal/): server-rendered pages over the same services
+    "apps.console",  # the operator console's dashboard (/admin/console/; docs/console.md)
 ]
 
 MIDDLEWARE = [

@@ -50,6 +50,7 @@ api_v1 = [
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    path("admin/console/", include("apps.console.urls")),  # before the admin's catch-all
     path("admin/", admin.site.urls),
     path("portal/", include("apps.portal.urls")),
     path("", RedirectView.as_view(pattern_name="portal:dashboard"), name="home"),

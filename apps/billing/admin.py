@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from apps.billing import services
 from apps.billing.models import BillingAccount, Invoice, InvoiceLine, PriceList, SuspendedApp, Suspension
-from apps.common.admin import ReadOnlyAdmin
+from apps.common.admin import ReadOnlyAdmin, ReadOnlyInline
 from apps.common.errors import DomainError
 
 
@@ -60,10 +60,8 @@ class PriceListAdmin(admin.ModelAdmin):
         obj.pk = saved.pk
 
 
-class InvoiceLineInline(admin.TabularInline):
+class InvoiceLineInline(ReadOnlyInline):
     model = InvoiceLine
-    extra = 0
-    can_delete = False
     fields = [
         "app_name",
         "region",
@@ -78,9 +76,6 @@ class InvoiceLineInline(admin.TabularInline):
         "period_end",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Invoice)
@@ -104,6 +99,9 @@ class BillingAccountAdmin(admin.ModelAdmin):
     list_display = ["tenant", "wallet"]
     raw_id_fields = ["wallet"]
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a tenant's paying wallet is replaced through billing_account_set, never removed by hand
+
     def save_model(self, request, obj, form, change):
         saved = services.billing_account_set(tenant=obj.tenant, wallet_number=obj.wallet.number, actor=request.user)
         obj.pk = saved.pk
@@ -122,15 +120,10 @@ class BillingAccountAdmin(admin.ModelAdmin):
         return Checked
 
 
-class SuspendedAppInline(admin.TabularInline):
+class SuspendedAppInline(ReadOnlyInline):
     model = SuspendedApp
-    extra = 0
-    can_delete = False
     readonly_fields = ["app", "stop_operation", "resume_operation", "resumed_at", "last_error"]
     fields = readonly_fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Suspension)

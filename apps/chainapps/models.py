@@ -189,6 +189,9 @@ class LedgerNode(TimeStamped):
     # control plane, the gateway and the app's peers sign their requests with it and the
     # node MACs its replies with it. Only encrypted here, and a file in the node.
     api_credential_encrypted = models.TextField(blank=True)
+    # While a rotation replaces the node: the credential it ran with, to put back if the
+    # runtime rolls the replacement back (Swarm). Empty otherwise.
+    api_credential_previous_encrypted = models.TextField(blank=True)
     # What this node runs: the app's framework, until a rolling upgrade moves the nodes one
     # at a time (a failed upgrade leaves nodes on both; the app's framework changes once
     # all have moved). Empty on rows made before nodes recorded it: the app's framework.
@@ -234,6 +237,7 @@ class Operation(TimeStamped):
         DELETE = "delete"
         UPGRADE = "upgrade"  # rolling: one node at a time to another framework version
         SCALE = "scale"  # nodes added on new regions, removed from dropped ones
+        ROTATE = "rotate"  # rolling: each node replaced with a new API credential
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
-from apps.chainapps.node_auth import node_auth
+from apps.chainapps.node_auth import credential_generate, node_auth
 from apps.chainapps.node_config import node_config, node_siblings
 from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.common.errors import Conflict
@@ -48,6 +48,7 @@ STEP_PENDING, STEP_DONE, STEP_FAILED, STEP_CANCELLED = "pending", "done", "faile
 STEP_SKIPPED = "skipped"  # never started: a step of an earlier order failed
 # What a step does (upgrade and scale steps name it; the others do what their kind says).
 ACTION_UPGRADE, ACTION_REFRESH, ACTION_ADD, ACTION_REMOVE = "upgrade", "refresh", "add", "remove"
+ACTION_ROTATE = "rotate"  # same framework, a new API credential (docs/provisioning.md, "Rotating")
 # Keys of a step that only matter while it waits for a worker (dropped once it finished).
 DISPATCH_KEYS = ("queue", "dispatched_at", "taken_at", "waiting")
 LOG_LIMIT = 200
@@ -272,15 +273,16 @@ def _plan_steps(op: Operation, app: ChainApp) -> dict[str, dict]:
 
     provision/start/stop: one step per live node, all at once. delete: every node of the
     app, also those scaled away earlier (their kept volumes go too when asked). upgrade:
-    one node at a time, by region code. scale: when nodes are added, first the kept
+    one node at a time, by region code (rotate: the same). scale: when nodes are added, first the kept
     nodes one at a time get their configuration refreshed (the new nodes' keys and
     addresses), then the new nodes start (together), then the dropped ones go.
     """
     live = list(app.nodes.exclude(state=LedgerNode.State.REMOVED).select_related("region").order_by("region__code"))
-    if op.kind in (Operation.Kind.UPGRADE, Operation.Kind.SCALE) and op.steps:
+    if op.kind in (Operation.Kind.UPGRADE, Operation.Kind.SCALE, Operation.Kind.ROTATE) and op.steps:
         return {node_id: dict(step) for node_id, step in op.steps.items()}
-    if op.kind == Operation.Kind.UPGRADE:
-        return {str(n.pk): _new_step(order=i, action=ACTION_UPGRADE) for i, n in enumerate(live)}
+    if op.kind in (Operation.Kind.UPGRADE, Operation.Kind.ROTATE):
+        action = ACTION_UPGRADE if op.kind == Operation.Kind.UPGRADE else ACTION_ROTATE
+        return {str(n.pk): _new_step(order=i, action=action) for i, n in enumerate(live)}
     if op.kind == Operation.Kind.SCALE:
         added, removed = set(op.params.get("added", [])), set(op.params.get("removed", []))
         kept = [n for n in live if n.region.code not in added | removed]
@@ -390,6 +392,7 @@ def _check_still_wanted(op: Operation, app: ChainApp) -> None:
         Operation.Kind.DELETE: ChainApp.DesiredState.DELETED,
         Operation.Kind.UPGRADE: ChainApp.DesiredState.RUNNING,
         Operation.Kind.SCALE: ChainApp.DesiredState.RUNNING,
+        Operation.Kind.ROTATE: ChainApp.DesiredState.RUNNING,
     }[Operation.Kind(op.kind)]
     if app.desired_state != wanted:
         raise Superseded(f"app is now wanted {app.desired_state}")
@@ -493,7 +496,15 @@ def _progress_begin(op: Operation, node: LedgerNode, *, action: str, target: Fra
             row.framework = after
             row.save(update_fields=["generation", "framework", "updated_at"])
             progress.update({"generation": row.generation, "from": before.slug, "to": after.slug})
-            if action == ACTION_UPGRADE:
+            if action == ACTION_ROTATE:
+                # The new credential is recorded with the new generation, in one commit: the
+                # replacement is started with it and verified by it; the old one is kept
+                # only until the step ends (put back if the runtime rolls back).
+                row.api_credential_previous_encrypted = row.api_credential_encrypted
+                row.api_credential_encrypted = credential_generate()
+                row.save(update_fields=["api_credential_encrypted", "api_credential_previous_encrypted", "updated_at"])
+                line = f"{code}: replacing node {row.name} with a new API credential; chain head {head}"
+            elif action == ACTION_UPGRADE:
                 line = (
                     f"{code}: upgrading node {row.name} from {before.slug} {before.version} to "
                     f"{after.slug} {after.version}; chain head {head}"
@@ -584,12 +595,20 @@ def _step_replace(op: Operation, node: LedgerNode, driver, where: _Stage, *, act
     except RolledBack:
         # The runtime put the previous generation back (Swarm): the row says so too, so
         # that it names what really runs and a later ensure does not redo the failed update.
-        LedgerNode.objects.filter(pk=node.pk, generation=progress["generation"]).update(
-            generation=progress["generation"] - 1, framework=Framework.objects.get(slug=progress["from"])
-        )
+        back = {"generation": progress["generation"] - 1, "framework": Framework.objects.get(slug=progress["from"])}
+        if action == ACTION_ROTATE:
+            back.update(
+                api_credential_encrypted=F("api_credential_previous_encrypted"), api_credential_previous_encrypted=""
+            )
+        LedgerNode.objects.filter(pk=node.pk, generation=progress["generation"]).update(**back)
         raise
+    if action == ACTION_ROTATE:
+        LedgerNode.objects.filter(pk=node.pk).update(api_credential_previous_encrypted="")
     now_on = node.current_framework
-    verb = f"back on {now_on.slug} {now_on.version}" if action == ACTION_UPGRADE else "back with the new node set"
+    verb = {
+        ACTION_UPGRADE: f"back on {now_on.slug} {now_on.version}",
+        ACTION_ROTATE: "back with its new API credential",
+    }.get(action, "back with the new node set")
     head = progress["head"]
     message = f"{code}: node {node.name} {verb}, healthy at height {height} (chain head {head}) after {took:.1f} s"
     if rolls:
@@ -653,7 +672,7 @@ def node_step_run(operation_id: str, node_id: str) -> str:
         driver = driver_for_region(node.region)
         spec = node_spec(node, configured=False)  # names and labels; the env is built when starting
         action = step.get("action")
-        if action in (ACTION_UPGRADE, ACTION_REFRESH):
+        if action in (ACTION_UPGRADE, ACTION_REFRESH, ACTION_ROTATE):
             return _step_replace(op, node, driver, where, action=action)
         if action == ACTION_ADD:
             return _step_add(op, node, driver, where)

@@ -46,3 +46,13 @@ def region_running_counts() -> dict:
 
 def app_open_operation(*, app: ChainApp) -> Operation | None:
     return Operation.objects.filter(app=app).open().order_by("created_at").first()
+
+
+def app_nodes(*, app: ChainApp):
+    """The app's nodes as its tenant sees them (the API's nodes action, the portal's app
+    page): every node, removed ones included, with what their serializers read."""
+    return (
+        LedgerNode.objects.filter(app=app)
+        .select_related("region", "framework", "app__framework")
+        .order_by("region__code")
+    )

@@ -428,7 +428,8 @@ def _lock_for_lifecycle(app: ChainApp) -> ChainApp:
         )
     if locked.desired_state != ChainApp.DesiredState.RUNNING:
         raise Conflict(
-            f"The app is {locked.desired_state}: start it before upgrading or scaling it.", code="app-not-running"
+            f"The app is {locked.desired_state}: start it before upgrading, scaling or rotating it.",
+            code="app-not-running",
         )
     return locked
 
@@ -450,6 +451,19 @@ def chainapp_upgrade(*, app: ChainApp, actor, framework: str, request=None) -> O
         params = {"framework": target.slug, "version": target.version, "from": locked.framework.slug}
         operation = _new_operation(app=locked, kind=Operation.Kind.UPGRADE, actor=actor, params=params)
         _audit_operation(locked, operation, actor=actor, request=request, **params)
+    return operation
+
+
+def chainapp_rotate_credentials(*, app: ChainApp, actor, request=None) -> Operation:
+    """Give every node of the app a new API credential, one node at a time: each node is
+    replaced (same data volume and key) with the new credential as a file (a new Swarm
+    secret on Swarm) and must prove itself with it at the chain head before the next."""
+    with transaction.atomic():
+        locked = _lock_for_lifecycle(app)
+        nodes = locked.nodes.exclude(state=LedgerNode.State.REMOVED).count()
+        params = {"rotates": "node-api-credential"}  # what is rotated (never a value)
+        operation = _new_operation(app=locked, kind=Operation.Kind.ROTATE, actor=actor, params=params)
+        _audit_operation(locked, operation, actor=actor, request=request, nodes=nodes, **params)
     return operation
 
 
@@ -496,3 +510,111 @@ def chainapp_scale(*, app: ChainApp, actor, regions: list[str], keep_data: bool 
         operation = _new_operation(app=locked, kind=Operation.Kind.SCALE, actor=actor, params=params)
         _audit_operation(locked, operation, actor=actor, request=request, **params)
     return operation
+
+
+def node_restart_request(*, nodes, actor, request=None) -> tuple[list[LedgerNode], list[str]]:
+    """Queue a restart (stop, start, verify: ``reconcile.node_restart``) of each node on its
+    region's worker: the web process never calls an engine. Removed nodes and nodes of
+    apps not meant to run are skipped. Audited ``node.restart`` per node, then queued
+    (the task re-reads the node and exits if there is nothing to restart). Returns
+    (queued, skipped names)."""
+    from apps.chainapps.tasks import node_restart
+
+    queued, skipped = [], []
+    for node in nodes:
+        if node.state == LedgerNode.State.REMOVED or node.app.desired_state != ChainApp.DesiredState.RUNNING:
+            skipped.append(node.name)
+            continue
+        audit_record(
+            action="node.restart",
+            object_type="node",
+            object_id=node.pk,
+            tenant=node.app.tenant,
+            actor=actor,
+            data={"app": str(node.app_id), "region": node.region.code},
+            request=request,
+        )
+        node_restart.apply_async((str(node.pk),), queue=node.region.queue, expires=300)
+        queued.append(node)
+    return queued, skipped
+
+
+def region_reconcile_request(*, regions, actor=None, actor_label: str = "", request=None) -> list[str]:
+    """Queue a reconcile pass on each region's worker now (the console's "reconcile now"
+    on regions, apps and nodes); audited ``region.reconcile``. Returns the queues."""
+    from apps.chainapps.tasks import region_reconcile_now
+
+    regions = list(regions)
+    for region in regions:
+        audit_record(
+            action="region.reconcile",
+            object_type="region",
+            object_id=region.code,
+            actor=actor,
+            actor_label=actor_label,
+            request=request,
+        )
+    return region_reconcile_now(regions)
+
+
+# What an operator gives to register a framework (docs/images.md): the built-in one is
+# made by migrations from this code and is never edited by hand.
+FRAMEWORK_FIELDS = (
+    "slug",
+    "name",
+    "version",
+    "image",
+    "command",
+    "port",
+    "health_path",
+    "default_cpus",
+    "default_memory_mb",
+    "default_pids",
+    "contract_templates",
+)
+
+
+def framework_register(*, actor, request=None, **fields) -> Framework:
+    """Register another ledger runtime (e.g. a newer version of a family) without code
+    changes. A framework is immutable once registered (apps run it; a new version is a new
+    row and apps move with ``chainapp_upgrade``); only ``is_active`` changes. Audited."""
+    unknown = set(fields) - set(FRAMEWORK_FIELDS)
+    if unknown:
+        raise DomainError(f"unknown framework field(s): {', '.join(sorted(unknown))}", code="invalid", status=400)
+    if Framework.objects.filter(slug=fields.get("slug")).exists():
+        raise Conflict(f"A framework '{fields.get('slug')}' already exists.", code="duplicate-framework")
+    unknown_templates = set(fields.get("contract_templates") or []) - set(CONTRACTS)
+    if unknown_templates:
+        raise DomainError(
+            f"unknown contract template(s): {', '.join(sorted(unknown_templates))}; known: {', '.join(CONTRACTS)}",
+            code="invalid",
+            status=400,
+        )
+    with transaction.atomic():
+        framework = Framework.objects.create(builtin=False, is_active=True, **fields)
+        audit_record(
+            action="framework.register",
+            object_type="framework",
+            object_id=framework.slug,
+            actor=actor,
+            data={"image": framework.image, "version": framework.version},
+            request=request,
+        )
+    return framework
+
+
+def framework_set_active(*, framework: Framework, active: bool, actor, request=None) -> Framework:
+    """Offer a framework to new apps and upgrades (active) or stop offering it (apps that
+    run it keep running). Audited ``framework.activate`` / ``framework.deactivate``."""
+    with transaction.atomic():
+        updated = Framework.objects.filter(pk=framework.pk).exclude(is_active=active).update(is_active=active)
+        if updated:
+            audit_record(
+                action="framework.activate" if active else "framework.deactivate",
+                object_type="framework",
+                object_id=framework.slug,
+                actor=actor,
+                request=request,
+            )
+    framework.refresh_from_db()
+    return framework

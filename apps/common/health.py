@@ -10,7 +10,8 @@ def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
-def readyz(request):
+def readiness_checks() -> dict[str, str]:
+    """``{"database": "ok" | "error: …", "broker": …}``: /readyz and the operator console's dashboard."""
     checks: dict[str, str] = {}
     try:
         with connection.cursor() as cursor:
@@ -26,5 +27,10 @@ def readyz(request):
         checks["broker"] = "ok"
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"error: {exc.__class__.__name__}"
+    return checks
+
+
+def readyz(request):
+    checks = readiness_checks()
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)

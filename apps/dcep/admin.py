@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from apps.common.admin import ReadOnlyAdmin
 from apps.common.errors import DomainError
@@ -18,20 +20,15 @@ from apps.dcep.models import Account, Hold, HoldRelease, Institution, Settlement
 
 
 @admin.register(Institution)
-class InstitutionAdmin(admin.ModelAdmin):
+class InstitutionAdmin(ReadOnlyAdmin):
+    """Institutions are made by dcep_setup / institution_ensure (they come with accounts,
+    keys and a home region their tier-1 nodes run in): nothing here is edited by hand."""
+
     list_display = ["slug", "kind", "tenant", "home_region", "created_at"]
     list_filter = ["kind", "home_region"]
     search_fields = ["tenant__slug", "tenant__name"]
     list_select_related = ["tenant", "home_region"]
-    # Institutions are made by dcep_setup / institution_ensure (they come with accounts and keys).
-    readonly_fields = ["tenant", "kind", "signing_public_key", "created_at", "updated_at"]
     exclude = ["signing_private_key_encrypted"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 def _set_status(modeladmin, request, queryset: QuerySet[Wallet], status: str) -> None:
@@ -85,9 +82,39 @@ class TransferAdmin(ReadOnlyAdmin):
 
 @admin.register(Settlement)
 class SettlementAdmin(ReadOnlyAdmin):
+    """Settlement batches, read-only, under the supply and the journal's invariants
+    (``supply_report``); "deep check" runs ``deep_checks`` (every balance, leg sum, entry
+    hash chain and batch root) as ``dcep_audit`` does, without reading the chain."""
+
     list_display = ["id", "status", "transfer_count", "merkle_root", "anchor_height", "created_at", "anchored_at"]
     list_filter = ["status"]
     exclude = ["leaf_hashes"]
+    change_list_template = "console/settlement_change_list.html"
+
+    def get_urls(self):
+        deep = self.admin_site.admin_view(self.deep_check_view)
+        return [path("invariants/", deep, name="dcep_settlement_invariants"), *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        from apps.console.selectors import dcep_check
+
+        return super().changelist_view(request, extra_context={"dcep": dcep_check(), **(extra_context or {})})
+
+    def deep_check_view(self, request):
+        from apps.console.selectors import dcep_check
+        from apps.dcep.selectors import deep_checks
+
+        report = dcep_check()
+        checks = list(report.get("checks", [])) + (deep_checks() if report["set_up"] else [])
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "DCEP invariants (journal, deep)",
+            "dcep": report,
+            "checks": checks,
+            "ok": all(c["ok"] for c in checks),
+        }
+        return TemplateResponse(request, "console/dcep_invariants.html", context)
 
 
 @admin.register(Hold)

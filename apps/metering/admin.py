@@ -23,7 +23,7 @@ class UsageHourAdmin(ReadOnlyAdmin):
     list_filter = ["region"]
     search_fields = ["app__name", "app__tenant__slug"]
     date_hierarchy = "hour"
-    list_select_related = ["app", "region"]
+    list_select_related = ["app__tenant", "region"]
 
 
 @admin.register(NodeMeter)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from apps.portal.views import appusers, auth, dashboard, money, team, webhooks
+from apps.portal.views import apps, appusers, auth, dashboard, ledger, money, operations, team, webhooks
 
 app_name = "portal"
 
@@ -11,7 +11,18 @@ urlpatterns = [
     path("login/", auth.LoginView.as_view(), name="login"),
     path("logout/", auth.LogoutView.as_view(), name="logout"),
     path("tenant/", auth.ChooseTenantView.as_view(), name="choose-tenant"),
-    # apps: create, detail, ledger, operations (apps/portal/views/apps.py …)
+    # apps: create, detail, ledger, operations (apps/portal/views/apps.py, ledger.py, operations.py)
+    path("apps/", apps.AppListView.as_view(), name="apps"),
+    path("apps/new/", apps.AppCreateView.as_view(), name="app-new"),
+    path("apps/<uuid:pk>/", apps.AppDetailView.as_view(), name="app"),
+    path("apps/<uuid:pk>/start/", apps.AppLifecycleView.as_view(action="start"), name="app-start"),
+    path("apps/<uuid:pk>/stop/", apps.AppLifecycleView.as_view(action="stop"), name="app-stop"),
+    path("apps/<uuid:pk>/delete/", apps.AppLifecycleView.as_view(action="delete"), name="app-delete"),
+    path("apps/<uuid:pk>/blocks/<int:height>/", ledger.BlockView.as_view(), name="app-block"),
+    path("apps/<uuid:pk>/state/", ledger.StateView.as_view(), name="app-state"),
+    path("apps/<uuid:pk>/operations/", operations.AppOperationsView.as_view(), name="app-operations"),
+    path("operations/<uuid:pk>/", operations.OperationView.as_view(), name="operation"),
+    path("operations/<uuid:pk>/status/", operations.OperationView.as_view(fragment=True), name="operation-status"),
     # team: app users and keys, webhooks, members, tokens (apps/portal/views/appusers.py, webhooks.py, team.py)
     path("apps/<str:app_id>/users/", appusers.AppUsersView.as_view(), name="appusers"),
     path("apps/<str:app_id>/users/<str:pk>/revoke/", appusers.AppUserRevokeView.as_view(), name="appuser-revoke"),

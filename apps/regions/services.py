@@ -83,3 +83,64 @@ def region_add(*, code: str, tls: EngineTLS | None = None, actor_label: str = ""
         data={"driver": region.driver, "tls": tls.describe() if tls else None},
     )
     return region
+
+
+def region_set_status(*, code: str, status: str, actor=None, actor_label: str = "", request=None) -> Region:
+    """Drain a region (no new nodes are placed on it; its nodes keep running) or enable it
+    again (``bsn_region drain|enable`` and the console's actions). Audited as
+    ``region.<status>`` with the status before. ``unavailable`` is the reconciler's
+    observation, never set by hand."""
+    if status not in (Region.Status.ACTIVE, Region.Status.DRAINING):
+        raise RegionInvalid({"status": [f"'{status}' is observed by the reconciler, not set: use active or draining"]})
+    with transaction.atomic():
+        region = Region.objects.select_for_update().filter(code=code).first()
+        if region is None:
+            raise RegionInvalid({"code": [f"no region {code}"]})
+        before = region.status
+        region.status = status
+        region.save(update_fields=["status", "updated_at"])
+        audit_record(
+            action=f"region.{status}",
+            object_type="region",
+            object_id=code,
+            actor=actor,
+            actor_label=actor_label,
+            data={"before": before},
+            request=request,
+        )
+    return region
+
+
+# What an operator may change on a registered region: its description and capacity. Where
+# the engine is (driver, URL, TLS, publish host/mode) is fixed at `bsn_region add`: changing
+# it under running nodes would make their recorded endpoints lie.
+REGION_EDITABLE = ("name", "city", "country", "operator", "max_nodes", "cpu_capacity", "memory_capacity_mb")
+
+
+def region_update(*, region: Region, actor=None, actor_label: str = "", request=None, **changes: Any) -> Region:
+    """Change a region's description or capacity (the console's change form); audited with the values before."""
+    unknown = set(changes) - set(REGION_EDITABLE)
+    if unknown:
+        raise RegionInvalid({name: ["not editable: fixed when the region was added"] for name in sorted(unknown)})
+    if not changes:
+        return region
+    with transaction.atomic():
+        locked = Region.objects.select_for_update().get(pk=region.pk)
+        before = {name: getattr(locked, name) for name in changes}
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        try:
+            locked.full_clean()
+        except ValidationError as exc:
+            raise RegionInvalid(exc.message_dict) from None
+        locked.save(update_fields=[*changes, "updated_at"])
+        audit_record(
+            action="region.update",
+            object_type="region",
+            object_id=locked.code,
+            actor=actor,
+            actor_label=actor_label,
+            data={**changes, "before": before},
+            request=request,
+        )
+    return locked

@@ -298,7 +298,73 @@ def engine_client(base_url: str, *, timeout: int, tls: docker.tls.TLSConfig | No
     return client
 
 
-class DockerDriver:
+class EngineClients:
+    """Client plumbing of the drivers that speak the Docker Engine API (docker, swarm): one
+    cached client per engine URL, the engine images are built on, errors classified.
+
+    The driver sets ``base_url``, ``timeout``, ``tls``, ``image_source_url``, ``_clients``
+    and ``_lock`` in its ``__init__``.
+    """
+
+    base_url: str
+    timeout: int
+    tls: docker.tls.TLSConfig | None
+    image_source_url: str | None
+    _clients: dict[str, docker.DockerClient]
+    _lock: threading.Lock
+
+    def _client(self) -> docker.DockerClient:
+        return self._client_at(self.base_url)
+
+    def _client_at(self, url: str) -> docker.DockerClient:
+        """The client of the engine at ``url`` (this driver's TLS material)."""
+        client = self._clients.get(url)
+        if client is not None:
+            return client
+        with self._lock, self._translate():
+            client = self._clients.get(url)
+            if client is None:
+                client = self._clients[url] = engine_client(url, timeout=self.timeout, tls=self.tls)
+            return client
+
+    def _new_client(self) -> docker.DockerClient:
+        """A client of the driver's engine of its own, not cached (a stream that holds a connection)."""
+        return engine_client(self.base_url, timeout=self.timeout, tls=self.tls)
+
+    def _image_source(self) -> docker.DockerClient | None:
+        """The engine the images are built on (apps/runtime/image_sync.py); None: the
+        driver's engine must hold them itself."""
+        url = self.image_source_url
+        if not url:
+            return None
+        if url == self.base_url:
+            return self._client()
+        client = self._clients.get(url)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(url)
+                if client is None:
+                    # The source is the control plane's own engine: a local socket, no TLS.
+                    client = self._clients[url] = docker.DockerClient(
+                        base_url=url, timeout=max(self.timeout, 120), version="auto"
+                    )
+        return client
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except RuntimeError_:
+            raise
+        except Exception as exc:  # classified, never swallowed
+            raise classify_error(exc, base_url=self.base_url, timeout=self.timeout) from exc
+
+    @staticmethod
+    def _installation(spec: NodeSpec) -> str:
+        return spec.labels[LABEL_INSTALLATION]
+
+
+class DockerDriver(EngineClients):
     """Executes node specs on one Docker Engine (local socket, tcp+TLS or ssh)."""
 
     CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents)
@@ -323,51 +389,6 @@ class DockerDriver:
 
     def __repr__(self) -> str:
         return f"DockerDriver({self.base_url!r})"
-
-    # -- plumbing
-
-    def _client(self) -> docker.DockerClient:
-        client = self._clients.get(self.base_url)
-        if client is not None:
-            return client
-        with self._lock, self._translate():
-            client = self._clients.get(self.base_url)
-            if client is None:
-                client = self._clients[self.base_url] = self._new_client()
-            return client
-
-    def _image_source(self) -> docker.DockerClient | None:
-        url = self.image_source_url
-        if not url:
-            return None
-        if url == self.base_url:
-            return self._client()
-        client = self._clients.get(url)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(url)
-                if client is None:
-                    # The source is the control plane's own engine: a local socket, no TLS.
-                    client = self._clients[url] = docker.DockerClient(
-                        base_url=url, timeout=max(self.timeout, 120), version="auto"
-                    )
-        return client
-
-    def _new_client(self) -> docker.DockerClient:
-        return engine_client(self.base_url, timeout=self.timeout, tls=self.tls)
-
-    @contextmanager
-    def _translate(self) -> Iterator[None]:
-        try:
-            yield
-        except RuntimeError_:
-            raise
-        except Exception as exc:  # classified, never swallowed
-            raise classify_error(exc, base_url=self.base_url, timeout=self.timeout) from exc
-
-    @staticmethod
-    def _installation(spec: NodeSpec) -> str:
-        return spec.labels[LABEL_INSTALLATION]
 
     # -- protocol
 

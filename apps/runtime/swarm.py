@@ -43,7 +43,7 @@ from apps.runtime.base import (
     RuntimeError_,
     TransientRuntimeError,
 )
-from apps.runtime.docker import classify_error, engine_client, format_endpoint, owned_by, volume_labels
+from apps.runtime.docker import EngineClients, format_endpoint, owned_by, volume_labels
 from apps.runtime.spec import (
     LABEL_APP,
     LABEL_GENERATION,
@@ -378,7 +378,7 @@ def port_conflict(text: str) -> bool:
 # --------------------------------------------------------------------------- driver
 
 
-class SwarmDriver:
+class SwarmDriver(EngineClients):
     """Executes node specs as services on a Docker Swarm (through one manager's API)."""
 
     CAPABILITIES = (PublishedPorts, RollingUpdates)
@@ -412,46 +412,7 @@ class SwarmDriver:
     def __repr__(self) -> str:
         return f"SwarmDriver({self.base_url!r}, region={self.region_code!r})"
 
-    # -- plumbing
-
-    def _client(self) -> docker.DockerClient:
-        return self._client_at(self.base_url)
-
-    def _client_at(self, url: str) -> docker.DockerClient:
-        client = self._clients.get(url)
-        if client is not None:
-            return client
-        with self._lock, self._translate():
-            client = self._clients.get(url)
-            if client is None:
-                client = self._clients[url] = engine_client(url, timeout=self.timeout, tls=self.tls)
-            return client
-
-    def _image_source(self) -> docker.DockerClient | None:
-        url = self.image_source_url
-        if not url:
-            return None
-        if url not in self._clients:
-            with self._lock:
-                if url not in self._clients:
-                    # The control plane's own engine: a local socket, no TLS.
-                    self._clients[url] = docker.DockerClient(
-                        base_url=url, timeout=max(self.timeout, 120), version="auto"
-                    )
-        return self._clients[url]
-
-    @contextmanager
-    def _translate(self) -> Iterator[None]:
-        try:
-            yield
-        except RuntimeError_:
-            raise
-        except Exception as exc:  # classified, never swallowed
-            raise classify_error(exc, base_url=self.base_url, timeout=self.timeout) from exc
-
-    @staticmethod
-    def _installation(spec: NodeSpec) -> str:
-        return spec.labels[LABEL_INSTALLATION]
+    # -- plumbing: EngineClients (apps/runtime/docker.py)
 
     def _api_at_least(self, version: str) -> bool:
         from docker.utils import version_gte

@@ -69,6 +69,46 @@ def tenant_set_quota(*, tenant: Tenant, actor=None, request=None, **quotas) -> T
     return tenant
 
 
+def tenant_set_active(*, tenant: Tenant, active: bool, actor=None, request=None) -> Tenant:
+    """Platform staff activate or deactivate a tenant (``bsn_tenant activate|deactivate``,
+    the console). A deactivated tenant's tokens and logins are refused; its apps keep
+    running (stopping them is a separate, visible decision). Audited when it changes."""
+    with transaction.atomic():
+        if Tenant.objects.filter(pk=tenant.pk).exclude(is_active=active).update(is_active=active):
+            audit_record(
+                action="tenant.activate" if active else "tenant.deactivate",
+                object_type="tenant",
+                object_id=tenant.pk,
+                tenant=tenant,
+                actor=actor,
+                request=request,
+            )
+    tenant.refresh_from_db()
+    return tenant
+
+
+def tenant_rename(*, tenant: Tenant, name: str, actor=None, request=None) -> Tenant:
+    """Change a tenant's display name (its slug is fixed: it appears in URLs and container labels). Audited."""
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "must not be blank"})
+    with transaction.atomic():
+        before = Tenant.objects.filter(pk=tenant.pk).values_list("name", flat=True).get()
+        if before != name:
+            Tenant.objects.filter(pk=tenant.pk).update(name=name)
+            audit_record(
+                action="tenant.rename",
+                object_type="tenant",
+                object_id=tenant.pk,
+                tenant=tenant,
+                actor=actor,
+                data={"name": name, "before": before},
+                request=request,
+            )
+    tenant.refresh_from_db()
+    return tenant
+
+
 def tenant_quota_update(*, tenant: Tenant, actor, quotas: dict, request=None) -> Tenant:
     """``tenant_set_quota`` for the API: platform staff only."""
     if not getattr(actor, "is_staff", False):

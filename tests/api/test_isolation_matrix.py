@@ -115,6 +115,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("post", "/api/v1/apps/{id}/stop"): ("object", "app"),
     ("post", "/api/v1/apps/{id}/upgrade"): ("object", "app"),
     ("post", "/api/v1/apps/{id}/scale"): ("object", "app"),
+    ("post", "/api/v1/apps/{id}/rotate-credentials"): ("object", "app"),
     ("post", "/api/v1/apps/{id}/transactions"): ("object", "app"),
     ("get", "/api/v1/apps/{id}/transactions/{tx_id}"): ("object", "app"),
     ("get", "/api/v1/apps/{id}/blocks/{height}"): ("object", "app"),

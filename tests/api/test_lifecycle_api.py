@@ -309,3 +309,57 @@ def test_nodes_a_scale_never_started_are_not_left_to_the_reconciler(owner_client
     assert op.steps[str(added.pk)]["state"] == "skipped"
     assert added.state == "removed"  # not pending: the reconciler would start it
     assert owner_client.get(f"/api/v1/apps/{running_app.pk}").json()["regions"] == ["cn-beijing", "cn-shanghai"]
+
+
+def rotate(client, app):
+    return client.post(f"/api/v1/apps/{app.pk}/rotate-credentials")
+
+
+class TestRotateCredentials:
+    """Rotating the nodes' API credentials is an operation like an upgrade (issue 12)."""
+
+    def test_accepted_audited_and_planned_one_node_at_a_time(self, owner_client, running_app):
+        op = accepted(rotate(owner_client, running_app), "rotate")
+        assert op.params == {"rotates": "node-api-credential"}
+        event = AuditEvent.objects.get(action="app.rotate")
+        assert event.data["operation"] == str(op.pk) and event.data["nodes"] == 2
+        claimed, why = provisioning.operation_claim(str(op.pk))
+        assert claimed is not None, why
+        by_region = {n.region.code: str(n.pk) for n in running_app.nodes.select_related("region")}
+        first = claimed.steps[by_region["cn-beijing"]]
+        assert first == {"state": "pending", "error": "", "order": 0, "action": "rotate"}
+        assert claimed.steps[by_region["cn-shanghai"]]["order"] == 1
+        assert [str(n.pk) for n in provisioning.pending_steps(claimed)] == [by_region["cn-beijing"]]
+
+    def test_the_step_records_a_new_credential_once_and_keeps_the_old_until_done(self, owner_client, running_app):
+        op = accepted(rotate(owner_client, running_app), "rotate")
+        claimed, _ = provisioning.operation_claim(str(op.pk))
+        first = running_app.nodes.order_by("region__code").first()
+        LedgerNode.objects.filter(pk=first.pk).update(api_credential_encrypted="old-ciphertext")
+        first.refresh_from_db()
+        step = provisioning._progress_begin(claimed, first, action=provisioning.ACTION_ROTATE, target=None)
+        row = LedgerNode.objects.get(pk=first.pk)
+        assert row.api_credential_previous_encrypted == "old-ciphertext"
+        assert row.api_credential_encrypted not in ("", "old-ciphertext")
+        assert row.generation == first.generation + 1 and step["generation"] == row.generation
+        # A retried step finds its progress and makes no second credential.
+        again = provisioning._progress_begin(claimed, first, action=provisioning.ACTION_ROTATE, target=None)
+        assert again == step
+        assert LedgerNode.objects.get(pk=first.pk).api_credential_encrypted == row.api_credential_encrypted
+        # Nothing of a credential is in what the tenant sees of the operation.
+        body = owner_client.get(f"/api/v1/operations/{op.pk}").content.decode()
+        assert row.api_credential_encrypted not in body and "old-ciphertext" not in body
+
+    def test_refused_while_another_operation_is_open_or_the_app_is_stopped(self, owner_client, running_app):
+        accepted(rotate(owner_client, running_app), "rotate")
+        assert_problem(rotate(owner_client, running_app), 409, "operation-in-progress")
+        finish_open_operations(running_app.pk)
+        ChainApp.objects.filter(pk=running_app.pk).update(desired_state=ChainApp.DesiredState.STOPPED)
+        assert_problem(rotate(owner_client, running_app), 409, "app-not-running")
+
+    def test_a_viewer_and_another_tenant_may_not(self, client_with_role, outsider_client, running_app):
+        viewer = client_with_role("viewer")
+        before = row_counts()
+        assert_problem(rotate(viewer, running_app), 403, "permission-denied")
+        assert_problem(rotate(outsider_client, running_app), 404)
+        assert row_counts() == before

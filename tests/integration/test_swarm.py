@@ -12,12 +12,16 @@ a plain Docker region replicates across them."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
 from apps.chainapps.models import ChainApp, Framework, LedgerNode
+from apps.chainapps.node_auth import node_auth
+from apps.common.crypto import decrypt_secret
 from apps.runtime import image_sync
+from apps.runtime.nodeapi import NodeCallError, node_call
 from apps.runtime.spec import LABEL_GENERATION
 from bsn.client import Client, generate_key
 from tests.conftest import _client_for, swarm_region
@@ -161,6 +165,37 @@ def test_an_app_on_a_swarm_region_lives_heals_upgrades_and_leaves_nothing(
     assert api.get(f"/api/v1/apps/{app_id}/state/kv/after-kill").json()["value"] == 1
     _put(api, app_id, signer, "after-upgrade", 1)
 
+    # Rotating the node's API credential is an operation too: a new Swarm secret, the
+    # service rolled onto it, the old secret gone, the old credential refused.
+    def secret_names() -> set[str]:
+        spec = client.api.inspect_service(node.name)["Spec"]["TaskTemplate"]["ContainerSpec"]
+        return {s["SecretName"] for s in spec.get("Secrets") or []}
+
+    node.refresh_from_db()
+    old_credential, old_secrets = node.api_credential_encrypted, secret_names()
+    resp = api.post(f"/api/v1/apps/{app_id}/rotate-credentials")
+    assert resp.status_code == 202, resp.content
+    op = operation_done(api, resp["Location"], timeout=300)
+    assert op["status"] == "succeeded", (op.get("last_error"), op.get("log", [])[-6:], _story(client))
+    assert any("rolling update by the runtime: completed" in line["message"] for line in op["log"]), op["log"]
+    node.refresh_from_db()
+    assert node.api_credential_encrypted != old_credential and node.generation == 3
+    replaced = old_secrets - secret_names()
+    assert len(replaced) == 1, (old_secrets, secret_names())  # the credential's secret, and only it
+    wait_for(
+        lambda: not replaced & {s["Spec"]["Name"] for s in client.api.secrets()},
+        timeout=60,
+        message="the old credential's secret removed from the swarm",
+    )
+    assert node_get(node, "/health").body["node_id"] == str(node.pk)
+    stale = LedgerNode.objects.get(pk=node.pk)
+    stale.api_credential_encrypted = old_credential
+    with pytest.raises(NodeCallError):
+        node_call(node.endpoint, "GET", "/chain", auth=node_auth(stale), connect_timeout=5, read_timeout=5)
+    clear = decrypt_secret(node.api_credential_encrypted)
+    assert clear not in json.dumps(client.api.inspect_service(node.name))  # `docker service inspect` shows none
+    assert api.get(f"/api/v1/apps/{app_id}/state/kv/after-upgrade").json()["value"] == 1
+
     # A version that never becomes healthy: Swarm rolls it back, the upgrade fails saying so,
     # and the node keeps serving the version it ran.
     broken = _version(builtin_framework, "9.9.9", command=["sleep", "600"])
@@ -169,7 +204,7 @@ def test_an_app_on_a_swarm_region_lives_heals_upgrades_and_leaves_nothing(
     assert op["status"] == "failed", op
     assert "rolled the node back" in op["last_error"], op["last_error"]
     node.refresh_from_db()
-    assert node.framework == target and node.generation == 2  # what really runs
+    assert node.framework == target and node.generation == 3  # what really runs
     assert ChainApp.objects.get(pk=app_id).framework == target
     wait_for(lambda: driver.observe(_spec(node)).state == "running", timeout=60, message="the rolled back task")
     node.refresh_from_db()

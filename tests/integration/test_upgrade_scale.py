@@ -335,3 +335,54 @@ def test_a_node_whose_new_version_keeps_exiting_fails_the_upgrade_within_its_bou
     assert LedgerNode.objects.get(pk=second.pk).framework == builtin_framework
     ledger.put("still-serving", 2)  # the node on the old version commits alone
     ledger.delete()
+
+
+def _call_with(node: LedgerNode, encrypted_credential: str):
+    """``GET /chain`` on ``node`` signed with the credential ``encrypted_credential`` (as stored)."""
+    from apps.chainapps.node_auth import node_auth
+    from apps.runtime.nodeapi import node_call
+
+    node.refresh_from_db()
+    node.api_credential_encrypted = encrypted_credential
+    return node_call(node.endpoint, "GET", "/chain", auth=node_auth(node), connect_timeout=5, read_timeout=5)
+
+
+def test_rotating_the_node_credentials_replaces_each_node_and_retires_the_old_credential(
+    api, live_server, make_regions, worker_factory, docker_engine, ledger_image, builtin_framework
+):
+    """Issue 12: rotating a secret is an operation. Each node is replaced in turn (a new
+    generation on its volume) with a new API credential as a file; it proves itself with
+    the new one, the old one is refused, nothing acknowledged is lost."""
+    from apps.common.crypto import decrypt_secret
+    from apps.runtime.nodeapi import NodeCallError
+
+    regions = make_regions("docker", count=2)
+    worker_factory(regions)
+    ledger = Ledger(api, live_server, regions, "rotated")
+    for i in range(3):
+        ledger.put(f"before-{i}", i)
+    old = {n.pk: (n.api_credential_encrypted, _generation(docker_engine, n)) for n in _live(ledger.id)}
+    for node in _live(ledger.id):
+        assert _call_with(node, old[node.pk][0]).body["height"] >= 1
+
+    resp = ledger.post("rotate-credentials", {})
+    op = operation_done(api, resp["Location"], timeout=300)
+    assert op["status"] == "succeeded", (op["last_error"], op["log"][-8:])
+    messages = [line["message"] for line in op["log"]]
+    went = [i for i, m in enumerate(messages) if "with a new API credential" in m]
+    back = [i for i, m in enumerate(messages) if "back with its new API credential, healthy at height" in m]
+    assert len(went) == len(back) == 2 and went[0] < back[0] < went[1] < back[1], messages
+
+    for node in _live(ledger.id):
+        previous, generation = old[node.pk]
+        assert node.api_credential_encrypted != previous and node.api_credential_previous_encrypted == ""
+        assert _generation(docker_engine, node) == str(int(generation) + 1)
+        assert node_get(node, "/health").body["node_id"] == str(node.pk)  # proves itself with the new one
+        with pytest.raises(NodeCallError):
+            _call_with(node, previous)  # the old credential is refused
+        env = docker_engine.containers.get(node.name).attrs["Config"]["Env"] or []
+        clear = decrypt_secret(node.api_credential_encrypted)
+        assert not any(clear in e for e in env)  # a file, never the environment
+    ledger.put("after", "rotate")
+    ledger.assert_whole()
+    ledger.delete()

@@ -205,3 +205,11 @@ def test_the_users_page_does_not_query_per_row(owner, app, sim):
     few = queries(client, users_url(app))
     add(10)
     assert queries(client, users_url(app)) == few
+
+
+def test_the_app_page_links_its_users_and_webhooks(owner, app, sim):
+    client = signed_in(owner)
+    page = assert_page(client.get(f"/portal/apps/{app.pk}/"))
+    assert f'href="{users_url(app)}"' in page and f'href="/portal/apps/{app.pk}/webhooks/"' in page
+    users = assert_page(client.get(users_url(app)))
+    assert f'href="/portal/apps/{app.pk}/"' in users  # and back

@@ -14,6 +14,7 @@ from apps.chainapps import services
 from apps.chainapps.api import serializers as s
 from apps.chainapps.api.filters import AppFilter, OperationFilter
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
+from apps.chainapps.selectors import app_nodes
 from apps.common.viewsets import TenantScopedViewSet
 from apps.tenants.context import is_platform_staff
 
@@ -111,6 +112,14 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
         )
         return accepted(operation, request)
 
+    @extend_schema(request=None, responses={202: s.OperationSerializer})
+    @action(detail=True, methods=["post"], url_path="rotate-credentials")
+    def rotate_credentials(self, request, pk=None):
+        """Give every node a new API credential, one node at a time (each must prove itself
+        with the new one at the chain head before the next is touched)."""
+        operation = services.chainapp_rotate_credentials(app=self.get_object(), actor=request.user, request=request)
+        return accepted(operation, request)
+
     @extend_schema(request=s.AppScaleInputSerializer, responses={202: s.OperationSerializer})
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
@@ -125,12 +134,7 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
     @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=[])
     def nodes(self, request, pk=None):
         app = self.get_object()
-        nodes = (
-            LedgerNode.objects.filter(app=app)
-            .select_related("region", "framework", "app__framework")
-            .order_by("region__code")
-        )
-        page = self.paginate_queryset(nodes)
+        page = self.paginate_queryset(app_nodes(app=app))
         services.node_facts_refresh_if_old(page)
         serializer = s.StaffNodeSerializer if is_platform_staff(request) else s.NodeSerializer
         return self.get_paginated_response(serializer(page, many=True).data)

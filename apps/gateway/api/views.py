@@ -6,16 +6,14 @@ before any node is contacted. Reads need viewer, writes developer.
 
 from __future__ import annotations
 
-import uuid
-
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
+from apps.chainapps.api.viewsets import AppChildViewSet
 from apps.chainapps.models import ChainApp
 from apps.common.viewsets import TenantScopedViewSet
 from apps.custody import services as custody
@@ -31,7 +29,7 @@ APP_ID = OpenApiParameter("app_id", OpenApiTypes.UUID, OpenApiParameter.PATH, de
 
 
 @extend_schema(parameters=[APP_ID])
-class AppUserViewSet(GatewayMeteringMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+class AppUserViewSet(GatewayMeteringMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, AppChildViewSet):
     """An app's users: registering or revoking one is a ledger transaction. Custody-mode
     users also sign through the platform (developer) and export their key once (admin)."""
 
@@ -39,29 +37,11 @@ class AppUserViewSet(GatewayMeteringMixin, mixins.ListModelMixin, mixins.Retriev
 
     queryset = AppUser.objects.select_related("created_by", "app__tenant")
     serializer_class = s.AppUserSerializer
-    tenant_field = "app__tenant"
     filterset_fields = ["status", "name", "mode"]
     ordering_fields = ["created_at", "name"]
     problem_codes = ("503",)
     action_roles = {"export": Role.ADMIN}
     action_problem_codes = {"transactions": ("429", "502", "504")}
-
-    def get_app(self) -> ChainApp:
-        """The parent app, scoped like every object (another tenant's app is a 404)."""
-        try:
-            app_id = uuid.UUID(str(self.kwargs.get("app_id")))
-        except ValueError:
-            raise NotFound() from None
-        app = self.scope(ChainApp.objects.select_related("tenant"), "tenant").filter(pk=app_id).first()
-        if app is None:
-            raise NotFound()
-        return app
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if getattr(self, "swagger_fake_view", False):
-            return queryset
-        return queryset.filter(app=self.get_app())
 
     @extend_schema(
         request=s.AppUserCreateInputSerializer,

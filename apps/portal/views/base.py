@@ -27,6 +27,7 @@ from apps.tenants.models import Membership, Role
 # its entry here; an entry with a fourth element is listed only when it answers True.
 NAV: list[tuple] = [
     ("dashboard", "Dashboard", "portal:dashboard"),
+    ("apps", "Apps", "portal:apps"),  # chain apps (views/apps.py)
     # team and money (apps/portal/views/team.py, money.py)
     ("team", "Team", "portal:team"),
     ("tokens", "Tokens", "portal:tokens", navshow.is_admin),

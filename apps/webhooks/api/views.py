@@ -6,8 +6,6 @@ delivery is a 404 indistinguishable from a random id. Reads need viewer, writes 
 
 from __future__ import annotations
 
-import uuid
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status
@@ -15,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from apps.chainapps.models import ChainApp
+from apps.chainapps.api.viewsets import AppChildViewSet, parse_uuid
 from apps.common.viewsets import TenantScopedViewSet
 from apps.webhooks import services
 from apps.webhooks.api import serializers as s
@@ -25,36 +23,15 @@ APP_ID = OpenApiParameter("app_id", OpenApiTypes.UUID, OpenApiParameter.PATH, de
 WEBHOOK_ID = OpenApiParameter("webhook_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the webhook's id")
 
 
-def _uuid(value) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise NotFound() from None
-
-
 @extend_schema(parameters=[APP_ID])
-class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, TenantScopedViewSet):
+class WebhookViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, AppChildViewSet):
     """An app's webhooks: its contract events POSTed, signed, to the tenant's endpoint (docs/webhooks.md)."""
 
     queryset = Webhook.objects.select_related("created_by", "app__tenant")
     serializer_class = s.WebhookSerializer
-    tenant_field = "app__tenant"
     filterset_fields = ["active"]
     ordering_fields = ["created_at"]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
-
-    def get_app(self) -> ChainApp:
-        app_id = _uuid(self.kwargs.get("app_id"))
-        app = self.scope(ChainApp.objects.select_related("tenant"), "tenant").filter(pk=app_id).first()
-        if app is None:
-            raise NotFound()
-        return app
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if getattr(self, "swagger_fake_view", False):
-            return queryset
-        return queryset.filter(app=self.get_app())
 
     @extend_schema(
         request=s.WebhookCreateInputSerializer,
@@ -112,7 +89,7 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
     def get_webhook(self) -> Webhook:
         webhook = (
             self.scope(Webhook.objects.select_related("app__tenant"), "app__tenant")
-            .filter(pk=_uuid(self.kwargs.get("webhook_id")), app_id=_uuid(self.kwargs.get("app_id")))
+            .filter(pk=parse_uuid(self.kwargs.get("webhook_id")), app_id=parse_uuid(self.kwargs.get("app_id")))
             .first()
         )
         if webhook is None:

@@ -7,11 +7,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.audit.services import audit_record
 from apps.chainapps.selectors import regions_with_load
 from apps.regions.engine_tls import EngineTLSInvalid, parse_tls
 from apps.regions.models import Region
-from apps.regions.services import RegionInvalid, region_add
+from apps.regions.services import RegionInvalid, region_add, region_set_status
 
 
 class Command(BaseCommand):
@@ -84,10 +83,11 @@ class Command(BaseCommand):
             self.stdout.write(f"{r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4}  {r.name}")
 
     def _set_status(self, code: str, status: str) -> None:
-        updated = Region.objects.filter(code=code).update(status=status)
-        if not updated:
-            raise CommandError(f"no region {code}")
-        audit_record(action=f"region.{status}", object_type="region", object_id=code, actor_label="manage.py")
+        # The same service as the console's drain / enable actions (audited there).
+        try:
+            region_set_status(code=code, status=status, actor_label="manage.py")
+        except RegionInvalid as exc:
+            raise CommandError("; ".join(" ".join(m) for m in exc.errors.values())) from None
         self.stdout.write(f"region {code} is now {status}")
 
     def do_drain(self, code, **o):

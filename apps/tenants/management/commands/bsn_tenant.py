@@ -1,4 +1,4 @@
-"""bsn_tenant create|list|quota — manage tenants."""
+"""bsn_tenant create|list|quota|activate|deactivate — manage tenants."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ class Command(BaseCommand):
         quota.add_argument("slug")
         for name in ("max_apps", "max_nodes", "max_tps", "max_storage_mb", "max_daily_volume_mb"):
             quota.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int)
+        for name in ("activate", "deactivate"):
+            sub.add_parser(name, help=f"{name} a tenant (its tokens and logins)").add_argument("slug")
 
     def handle(self, *args, action, **options):
         try:
@@ -74,3 +76,16 @@ class Command(BaseCommand):
             f"{slug}: apps {tenant.max_apps}, nodes {tenant.max_nodes}, tps {tenant.max_tps}, "
             f"storage {tenant.max_storage_mb} MB, daily volume {tenant.max_daily_volume_mb} MB"
         )
+
+    def _set_active(self, slug: str, active: bool) -> None:
+        tenant = Tenant.objects.filter(slug=slug).first()
+        if tenant is None:
+            raise CommandError(f"no tenant {slug}")
+        services.tenant_set_active(tenant=tenant, active=active)  # as the console's actions (audited)
+        self.stdout.write(f"{slug} is now {'active' if active else 'inactive'}")
+
+    def do_activate(self, slug, **o):
+        self._set_active(slug, True)
+
+    def do_deactivate(self, slug, **o):
+        self._set_active(slug, False)
