@@ -36,6 +36,14 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test in this folder is a browser test (``pytest -m browser`` / ``-m "not browser"``)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="package")
 def browser():
     """Debian's chromium, headless, launched once for the browser tests.

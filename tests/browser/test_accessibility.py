@@ -12,8 +12,6 @@ from tests.api.conftest import make_app
 from tests.browser.conftest import axe_violations, horizontal_overflow, sign_in
 from tests.factories import MembershipFactory, TenantFactory
 
-pytestmark = pytest.mark.browser
-
 FOCUSED = """() => {
     const el = document.activeElement;
     const box = el.getBoundingClientRect();

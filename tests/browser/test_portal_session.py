@@ -14,8 +14,6 @@ from tests.api.conftest import make_app
 from tests.browser.conftest import sign_in
 from tests.factories import MembershipFactory, TenantFactory
 
-pytestmark = pytest.mark.browser
-
 # portal.css: --bg, the header's navy, and the badge colours (good / busy).
 BG = "rgb(246, 248, 250)"
 NAVY = "rgb(13, 40, 71)"
