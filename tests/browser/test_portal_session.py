@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from apps.audit.models import AuditEvent
 from apps.chainapps.models import ChainApp, LedgerNode
 from apps.tenants.models import Role

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from apps.chainapps.models import Framework
 from apps.chainapps.builtin import ensure_builtin_framework
+from apps.chainapps.models import Framework
 
 PASSWORD = "correct-horse-battery"  # tests.factories.UserFactory
 
