@@ -138,3 +138,20 @@ def test_sign_out_ends_the_session(signed_in_page):
     assert re.search(r"/portal/login/\?next=%2Fportal%2F$", page.url)
     # The back button shows nothing of the tenant either: the page is fetched again.
     assert page.get_by_role("heading", name="Sign in").is_visible()
+
+
+def test_a_form_whose_csrf_cookie_is_gone_is_refused_and_signs_nobody_in(page, owner, watch):
+    """Cookies cleared (or blocked) between loading the form and sending it: a 403 that says
+    cookies are needed, and nobody is signed in."""
+    watch.allow(r"status of 403")
+    page.goto("/portal/login/")
+    page.context.clear_cookies()
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("correct-horse-battery")
+    with page.expect_response(posted_login) as refused:
+        page.get_by_role("button", name="Sign in").click()
+    assert refused.value.status == 403
+    assert "CSRF" in page.content() and "cookie" in page.locator("body").inner_text().lower()
+    page.goto("/portal/")
+    assert "/portal/login/" in page.url
+    assert not AuditEvent.objects.filter(action="portal.login").exists()
