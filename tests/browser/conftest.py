@@ -116,7 +116,15 @@ class Watch:
     def attach(self, page) -> None:
         page.on("console", lambda m: m.type == "error" and self.add(f"console error: {m.text} ({m.location})"))
         page.on("pageerror", lambda exc: self.add(f"uncaught script error: {exc}"))
-        page.on("requestfailed", lambda r: self.add(f"request failed: {r.method} {r.url}: {r.failure}"))
+
+        def failed(request) -> None:
+            # ERR_ABORTED: the browser dropped the request because the test moved on to the
+            # next page before it finished (the favicon, most often) — not a fault of the page.
+            # A server that refuses or breaks the connection is another error and counts.
+            if request.failure != "net::ERR_ABORTED":
+                self.add(f"request failed: {request.method} {request.url}: {request.failure}")
+
+        page.on("requestfailed", failed)
 
         def response(resp) -> None:
             if resp.status >= 400 and resp.request.resource_type != "document":
