@@ -95,6 +95,17 @@ def no_broker(monkeypatch):
     return sent
 
 
+# Requests that fail for reasons outside the page; a server that refuses or breaks the
+# connection, or answers 4xx/5xx for a sub-resource, still counts.
+NOT_THE_PAGES_FAULT = (
+    # The test moved on to the next page before the request finished (the favicon, mostly).
+    "net::ERR_ABORTED",
+    # Chromium cancels requests in flight when the host's network interfaces change: other
+    # tests (and other runs on a shared machine) create and remove Docker bridges all along.
+    "net::ERR_NETWORK_CHANGED",
+)
+
+
 @dataclass
 class Watch:
     """What went wrong on a page that a person would not see in the test's assertions."""
@@ -114,14 +125,15 @@ class Watch:
         return [p for p in self.problems if not any(a.search(p) for a in self.allowed)]
 
     def attach(self, page) -> None:
-        page.on("console", lambda m: m.type == "error" and self.add(f"console error: {m.text} ({m.location})"))
+        def console(message) -> None:
+            if message.type == "error" and not any(e in message.text for e in NOT_THE_PAGES_FAULT):
+                self.add(f"console error: {message.text} ({message.location})")
+
+        page.on("console", console)
         page.on("pageerror", lambda exc: self.add(f"uncaught script error: {exc}"))
 
         def failed(request) -> None:
-            # ERR_ABORTED: the browser dropped the request because the test moved on to the
-            # next page before it finished (the favicon, most often) — not a fault of the page.
-            # A server that refuses or breaks the connection is another error and counts.
-            if request.failure != "net::ERR_ABORTED":
+            if request.failure not in NOT_THE_PAGES_FAULT:
                 self.add(f"request failed: {request.method} {request.url}: {request.failure}")
 
         page.on("requestfailed", failed)
@@ -179,6 +191,8 @@ def sign_in(page, username: str, password: str = PASSWORD, *, expect: str | None
     page.get_by_role("button", name="Sign in").click()
     if expect:
         page.wait_for_url(re.compile(expect))
+    else:
+        page.wait_for_load_state()  # the answer (a refusal, a lockout) has loaded
     return page
 
 
