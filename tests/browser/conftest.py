@@ -57,7 +57,11 @@ def browser():
     """
     path = chromium_path()
     require(path is not None, "Debian's chromium package (apt-get install chromium; `make services` installs it)")
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    require(sync_playwright is not None, "the playwright package (`make venv` installs requirements.txt)")
 
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
