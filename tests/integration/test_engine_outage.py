@@ -358,7 +358,7 @@ def test_an_app_across_three_engines_keeps_committing_while_one_is_down(
         engine_region(e3, f"it{tag}-2", "e3"),
     ]
     region_e2 = regions[1]
-    worker_factory(regions, beat=True, env={"BSN_RECONCILE_INTERVAL": str(PASS)})
+    worker = worker_factory(regions, beat=True, env={"BSN_RECONCILE_INTERVAL": str(PASS)})
     app, signer = _app(api, "spread", *regions)
     members = list(OrderingMember.objects.select_related("region"))
     assert len({engine_key(m.region) for m in members}) == 3, "one member per engine"
@@ -403,6 +403,7 @@ def test_an_app_across_three_engines_keeps_committing_while_one_is_down(
         nodes = api.get(f"/api/v1/apps/{app}/nodes").json()["results"]
         seen.update(
             nodes={n["name"]: (n["state"], n["chain_height"], (n["chain_head"] or "")[:8]) for n in nodes},
+            errors={n.name: n.last_error for n in LedgerNode.objects.filter(app_id=app) if n.last_error},
             ordering=OrderingCluster.objects.get(pk=1).state,
             members={m.name: m.state for m in OrderingMember.objects.all()},
             app=app_status(),
@@ -419,7 +420,10 @@ def test_an_app_across_three_engines_keeps_committing_while_one_is_down(
         converged,
         timeout=PASS * 20 + 60,
         interval=0.5,
-        message=lambda: f"all nodes running at one head, ordering healthy; last seen {seen}",
+        message=lambda: (
+            f"all nodes running at one head, ordering healthy; last seen {seen}; the worker's log ends: "
+            + "\n".join(worker.log_path.read_text().splitlines()[-40:])
+        ),
     )
     to_converged = time.monotonic() - restarted_at
     assert _verified(node_e2)
