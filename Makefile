@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 export DJANGO_SETTINGS_MODULE ?= bsn.settings
 
-.PHONY: run test lint format venv services image bench soak chaos contract clean
+.PHONY: run test lint format venv services image bench soak chaos contract clean screenshots browser
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ image: venv services
 ## test: the whole suite on PostgreSQL, Redis, Docker and real Celery workers
 test: venv services image
 	DJANGO_SETTINGS_MODULE=bsn.settings_test $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## browser: only the browser tests (Playwright driving Debian's chromium; tests/browser, docs/testing.md)
+browser: venv services
+	DJANGO_SETTINGS_MODULE=bsn.settings_test $(VENV)/bin/pytest -q -m browser tests/browser $(PYTEST_ARGS)
+
+## screenshots: rewrite the portal's pictures in docs/portal/ (login, dashboard desktop and phone)
+screenshots: venv services
+	BSN_SCREENSHOTS_DIR=$(CURDIR)/docs/portal DJANGO_SETTINGS_MODULE=bsn.settings_test \
+		$(VENV)/bin/pytest -q -m browser tests/browser/test_screenshots.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

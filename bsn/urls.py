@@ -1,6 +1,7 @@
 """URL map: /api/v1/ (REST), /portal/ (tenants; / leads there), /admin/ (operators),
 /healthz and /readyz (probes), /metrics (Prometheus)."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
@@ -54,6 +55,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("portal/", include("apps.portal.urls")),
     path("", RedirectView.as_view(pattern_name="portal:dashboard"), name="home"),
+    # Browsers ask for /favicon.ico on every page (the admin's too): a 404 there is a console
+    # error on each page load (found by tests/browser).
+    path("favicon.ico", RedirectView.as_view(url=f"/{settings.STATIC_URL}portal/favicon.svg".replace("//", "/"))),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

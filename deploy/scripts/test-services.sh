@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure what the test suite needs is installed and running on this machine:
 # PostgreSQL (peer auth for the current user over the unix socket), Redis on loopback,
-# a Docker engine, debootstrap (to build the ledger base image with no registry), etcd.
+# a Docker engine, debootstrap (to build the ledger base image with no registry), etcd,
+# chromium (the browser tests drive Debian's build: no browser can be downloaded here).
 # Idempotent: installs only what is missing, starts only what does not answer.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)  # the ordering tests run a local member
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # tests/browser (Playwright)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     $SUDO apt-get update -qq
