@@ -69,8 +69,8 @@ def csrf_failure(request, reason: str = ""):
     context = {
         "title": "This form has expired",
         "detail": "The page you sent it from was too old, or your session changed (you signed in or out in "
-        "another tab), so it was not accepted and nothing was changed. Go back, reload the page and send the "
-        "form again. If this keeps happening, allow cookies for this site.",
+        "another tab), so its security check (CSRF) failed and nothing was changed. Go back, reload the page "
+        "and send the form again. If this keeps happening, allow cookies for this site: the check needs one.",
         "action": (label, url),
     }
     return render(request, "portal/error.html", context, status=403)
