@@ -104,7 +104,8 @@ def test_create_an_app_and_watch_it_come_up_live(
     page.get_by_label(re.compile("Upload a public key")).check()
     page.get_by_label(re.compile("^Public key")).fill(public)
     page.get_by_role("button", name="Register user").click()
-    expect(page.get_by_role("cell", name="alice", exact=True).first).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("User alice is registered on the ledger")
+    expect(page.get_by_role("row", name=re.compile(r"\balice\b")).first).to_be_visible()
     assert AuditEvent.objects.filter(action__startswith="appuser.", actor=member.user).exists()
 
 
