@@ -25,9 +25,11 @@ from apps.chainapps.models import ChainApp
 from apps.regions.models import Region
 from apps.tenants.models import ApiToken
 from apps.webhooks.models import Webhook
+from bsn.client import Client as Signer
 from bsn.client import generate_key
 from tests.api.conftest import make_app
 from tests.browser.conftest import sign_in
+from tests.conftest import _client_for
 from tests.factories import MembershipFactory, TenantFactory
 from tests.integration import conftest as integration
 
@@ -56,6 +58,8 @@ def live_worker(monkeypatch):
 @pytest.mark.docker
 def test_create_an_app_and_watch_it_come_up_live(
     desktop,
+    phone,
+    watch,
     live_worker,
     make_regions,
     worker_factory,
@@ -98,7 +102,7 @@ def test_create_an_app_and_watch_it_come_up_live(
     page.screenshot(path=shots / "app.png", full_page=True)
 
     app = ChainApp.objects.get(name="live-e2e", tenant=member.tenant)
-    _, public = generate_key()
+    private, public = generate_key()
     page.goto(f"/portal/apps/{app.pk}/users/")
     page.get_by_label("Name", exact=True).fill("alice")
     page.get_by_label(re.compile("Upload a public key")).check()
@@ -107,6 +111,36 @@ def test_create_an_app_and_watch_it_come_up_live(
     expect(page.get_by_role("status")).to_contain_text("User alice is registered on the ledger")
     expect(page.get_by_role("row", name=re.compile(r"\balice\b")).first).to_be_visible()
     assert AuditEvent.objects.filter(action__startswith="appuser.", actor=member.user).exists()
+
+    # A transaction signed with alice's key, sent through the API as the tenant's systems do,
+    # is a block on the app page; one click shows it with its transaction and receipt.
+    signer = Signer("http://unused", "-", str(app.pk), "alice", private)
+    envelope = signer.sign("kv", "put", {"key": "greeting", "value": "ni hao"})
+    resp = _client_for(member).post(f"/api/v1/apps/{app.pk}/transactions", envelope, format="json")
+    assert resp.status_code == 200 and resp.json()["status"] == "committed", resp.content
+    receipt = resp.json()
+    page.goto(f"/portal/apps/{app.pk}/")
+    page.get_by_role("link", name=str(receipt["height"]), exact=True).first.click()
+    page.wait_for_url(re.compile(rf"/blocks/{receipt['height']}/$"))
+    expect(page.locator("main")).to_contain_text(receipt["tx_id"])
+    expect(page.locator("main")).to_contain_text("kv.put by alice")
+
+    # Another tenant's owner, in a browser of their own (the phone context: own cookies),
+    # sees none of it: not on their dashboard, and every direct URL is the 404 page.
+    watch.allow(r"status of 404")
+    MembershipFactory(tenant=TenantFactory(), role="owner", user__username="olga")
+    olga = sign_in(phone.new_page(), "olga")
+    assert "live-e2e" not in olga.content()
+    for url in (
+        f"/portal/apps/{app.pk}/",
+        op_url,
+        f"/portal/apps/{app.pk}/blocks/{receipt['height']}/",
+        f"/portal/apps/{app.pk}/users/",
+    ):
+        response = olga.goto(url)
+        assert response.status == 404, url
+        expect(olga.get_by_role("heading", name="Not found")).to_be_visible()
+        assert "live-e2e" not in olga.content() and receipt["tx_id"] not in olga.content()
 
 
 # --------------------------------------------------------------------------- secrets once
