@@ -28,7 +28,7 @@ from apps.webhooks.models import Webhook
 from bsn.client import Client as Signer
 from bsn.client import generate_key
 from tests.api.conftest import make_app
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import axe_violations, horizontal_overflow, sign_in
 from tests.conftest import _client_for
 from tests.factories import MembershipFactory, TenantFactory
 from tests.integration import conftest as integration
@@ -202,3 +202,49 @@ def test_an_operator_sees_the_dashboard_and_drains_a_region(page, operator, regi
     assert Region.objects.get(code="cn-beijing").status == Region.Status.DRAINING
     assert Region.objects.get(code="cn-shanghai").status == Region.Status.ACTIVE
     assert AuditEvent.objects.filter(action="region.draining", actor=operator).exists()
+
+
+# --------------------------------------------------------------------------- upgrade, regions, cancel pages
+
+
+def test_the_change_pages_read_well_and_work_with_the_keyboard(desktop, phone, owner, regions):
+    """The confirmation pages of upgrade, scale and cancel: one h1, no serious axe finding on
+    a desktop and a phone, nothing sticking out at 375 px; the upgrade form's button reached
+    with Tab and sent with Enter."""
+    from apps.chainapps.models import Framework, LedgerNode, Operation
+    from tests.api.conftest import finish_open_operations
+
+    builtin = Framework.objects.get(slug="bsn-ledger")
+    Framework.objects.create(
+        slug="bsn-ledger-next", name=builtin.name, version="0.3.0", image=builtin.image, contract_templates=["kv"]
+    )
+    app = make_app(owner, "ledger-a", regions=("cn-beijing", "cn-shanghai"))
+    finish_open_operations(app.pk)
+    ChainApp.objects.filter(pk=app.pk).update(status=ChainApp.Status.RUNNING)
+    app.nodes.update(state=LedgerNode.State.RUNNING)
+    page = sign_in(desktop.new_page(), "alice")
+    page.goto(f"/portal/apps/{app.pk}/upgrade/")
+    version = page.get_by_label("Move to version")
+    version.select_option("bsn-ledger-next")
+    version.focus()
+    page.keyboard.press("Tab")  # from the labelled select to the button
+    expect(page.get_by_role("button", name="Upgrade ledger-a")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/portal/operations/[0-9a-f-]{36}/$"))
+    upgrade = Operation.objects.get(app=app, kind="upgrade")
+    assert upgrade.params["framework"] == "bsn-ledger-next" and not upgrade.is_finished
+
+    urls = [
+        f"/portal/apps/{app.pk}/upgrade/",
+        f"/portal/apps/{app.pk}/scale/",
+        f"/portal/operations/{upgrade.pk}/cancel/",
+    ]
+    pages = {desktop: page, phone: sign_in(phone.new_page(), "alice")}
+    for context, page in pages.items():
+        for url in urls:
+            assert page.goto(url).status == 200, url
+            assert page.locator("h1").count() == 1, url
+            assert axe_violations(page) == [], f"{url} at {page.viewport_size}"
+            if context is phone:
+                measured = horizontal_overflow(page)
+                assert measured["scrollWidth"] <= measured["viewport"] and not measured["outside"], (url, measured)
