@@ -56,7 +56,8 @@ def test_the_admin_locks_out_after_n_failures(page, operator, watch, settings):
 def test_an_operator_logs_in_and_sees_the_index(page, operator):
     admin_log_in(page, "root", OPERATOR_PASSWORD)
     page.wait_for_url(re.compile(r"/admin/$"))
-    assert page.get_by_role("heading", name="Site administration").is_visible()
+    assert page.get_by_role("heading", name="Platform administration").is_visible()
+    assert page.get_by_role("link", name="Platform health dashboard").first.is_visible()
     # The admin's own stylesheet is served by the live server: its header is the admin's teal.
     header = page.locator("#header")
     assert header.evaluate("el => getComputedStyle(el).backgroundColor") == "rgb(65, 118, 144)"
