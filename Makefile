@@ -35,10 +35,13 @@ test: venv services image
 browser: venv services
 	DJANGO_SETTINGS_MODULE=bsn.settings_test $(VENV)/bin/pytest -q -m browser tests/browser $(PYTEST_ARGS)
 
-## screenshots: rewrite the portal's pictures in docs/portal/ (login, dashboard desktop and phone)
-screenshots: venv services
+## screenshots: rewrite the portal's pictures in docs/portal/ (login, dashboard desktop and phone;
+## operation, app page on a real Docker region, console dashboard)
+screenshots: venv services image
 	BSN_SCREENSHOTS_DIR=$(CURDIR)/docs/portal DJANGO_SETTINGS_MODULE=bsn.settings_test \
-		$(VENV)/bin/pytest -q -m browser tests/browser/test_screenshots.py
+		$(VENV)/bin/pytest -q -m browser tests/browser/test_screenshots.py \
+		"tests/browser/test_flows.py::test_create_an_app_and_watch_it_come_up_live" \
+		"tests/browser/test_flows.py::test_an_operator_sees_the_dashboard_and_drains_a_region"
 
 lint: venv
 	$(VENV)/bin/ruff check .

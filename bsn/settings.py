@@ -161,6 +161,8 @@ CSRF_COOKIE_SECURE = env_bool("BSN_CSRF_COOKIE_SECURE", BSN_HTTPS)
 if env_bool("BSN_PROXY_SSL_HEADER", BSN_HTTPS):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env_list("BSN_CSRF_TRUSTED_ORIGINS", [])
+# A refused form under /portal/ or /admin/ is a page that says to reload and try again.
+CSRF_FAILURE_VIEW = "apps.portal.errors.csrf_failure"
 
 # --- log-in -----------------------------------------------------------------------------
 # django-axes counts failed log-ins (API and Django admin) per client address and, apart,

@@ -63,5 +63,6 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
 ]
 
-handler404 = "apps.common.errors.api_not_found"
-handler500 = "apps.common.errors.api_server_error"
+# HTML pages under /portal/ and /admin/, the API's problem+json elsewhere (apps/portal/errors.py).
+handler404 = "apps.portal.errors.page_or_problem_404"
+handler500 = "apps.portal.errors.page_or_problem_500"

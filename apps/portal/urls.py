@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from apps.portal.views import apps, appusers, auth, dashboard, ledger, money, operations, team, webhooks
+from apps.portal.views import apps, appusers, auth, changes, dashboard, ledger, money, operations, team, webhooks
 
 app_name = "portal"
 
@@ -23,6 +23,10 @@ urlpatterns = [
     path("apps/<uuid:pk>/operations/", operations.AppOperationsView.as_view(), name="app-operations"),
     path("operations/<uuid:pk>/", operations.OperationView.as_view(), name="operation"),
     path("operations/<uuid:pk>/status/", operations.OperationView.as_view(fragment=True), name="operation-status"),
+    # changes: upgrade, scale, cancel an operation (apps/portal/views/changes.py)
+    path("apps/<uuid:pk>/upgrade/", changes.AppUpgradeView.as_view(), name="app-upgrade"),
+    path("apps/<uuid:pk>/scale/", changes.AppScaleView.as_view(), name="app-scale"),
+    path("operations/<uuid:pk>/cancel/", changes.OperationCancelView.as_view(), name="operation-cancel"),
     # team: app users and keys, webhooks, members, tokens (apps/portal/views/appusers.py, webhooks.py, team.py)
     path("apps/<str:app_id>/users/", appusers.AppUsersView.as_view(), name="appusers"),
     path("apps/<str:app_id>/users/<str:pk>/revoke/", appusers.AppUserRevokeView.as_view(), name="appuser-revoke"),
