@@ -265,6 +265,11 @@ def _port_taken(exc: docker.errors.APIError) -> bool:
     return "port is already allocated" in text or "address already in use" in text
 
 
+def _network_lost(exc: docker.errors.APIError) -> bool:
+    text = str(exc.explanation or exc).lower()
+    return exc.status_code == 404 and "network" in text and "not found" in text
+
+
 def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, docker.errors.APIError) and exc.status_code == 409
 
@@ -675,7 +680,18 @@ class DockerDriver(EngineClients):
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True, v=True)
                     raise PortInUse(spec.host_port, f"{spec.publish_host}:{spec.host_port} is taken: {exc}") from None
-                raise
+                if not _network_lost(exc):
+                    raise
+                # The stopped container names a network the engine no longer has (removed
+                # and made again, or lost in an engine crash): it would fail like this at
+                # every start. Its data is on the named volume: make the container anew.
+                logger.warning("recreating %s: its network is gone (%s)", spec.name, exc)
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True, v=True)
+                container = self._create_container(client, spec, network)
+                self._check_container_owner(spec, container)
+                self._write_secrets(spec, container)
+                container.start()
         container.reload()
         if container.status not in ("running", "restarting"):
             state = container.attrs.get("State") or {}

@@ -355,3 +355,32 @@ def test_timeout_is_transient_never_success(make_spec):
         with pytest.raises(TransientRuntimeError, match="unknown") as info:
             call()
         assert not isinstance(info.value, RuntimeUnavailable)
+
+
+def test_a_stopped_node_whose_network_the_engine_lost_is_recreated_on_its_volume(
+    docker_driver, docker_client, make_spec
+):
+    """After an engine restart (or an operator's clean-up) a stopped container can name a
+    network the engine no longer has: starting it fails at every try. The driver recreates
+    such a container (same name and generation, same data volume) instead of failing forever."""
+    spec = replace(make_spec(), host_port=_free_port())
+    docker_driver.ensure_node(spec)
+    wait_healthy(docker_driver.observe(spec).endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+    docker_driver.stop_node(spec)
+    container = docker_client.containers.get(spec.name)
+    (network_name,) = container.attrs["NetworkSettings"]["Networks"]
+    docker_client.networks.get(network_name).remove()  # a stopped container holds no endpoint
+    # The container now names nothing it can start on; the next ensure makes the network
+    # again and the container anew on the same volume.
+    volumes_before = {m["Name"] for m in container.attrs["Mounts"] if m.get("Name")}
+    status, errors = None, []
+    for _ in range(3):  # a first try may answer "look again" (transient) after recreating
+        try:
+            status = docker_driver.ensure_node(spec)
+            break
+        except TransientRuntimeError as exc:
+            errors.append(str(exc))
+    assert status is not None and status.state == "running", errors
+    wait_healthy(docker_driver.observe(spec).endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+    again = docker_client.containers.get(spec.name)
+    assert {m["Name"] for m in again.attrs["Mounts"] if m.get("Name")} == volumes_before
