@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -61,7 +61,22 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
         }
         return Response(self.get_serializer_class()(app, context=context).data)
 
-    @extend_schema(request=s.AppCreateInputSerializer, responses={202: s.OperationSerializer})
+    @extend_schema(
+        request=s.AppCreateInputSerializer,
+        responses={202: s.OperationSerializer},
+        # "Try it out" sends this as given: the demo's region (make run seeds cn-beijing).
+        examples=[
+            OpenApiExample(
+                "One region, defaults for the rest",
+                value={"name": "hello", "regions": ["cn-beijing"]},
+                request_only=True,
+            )
+        ],
+        description=(
+            "Answers 202 with the provision operation; the new app's id is its `app` field and `Location` "
+            "is the operation's URL: poll it until `status` is `succeeded`."
+        ),
+    )
     def create(self, request):
         data = s.AppCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -120,7 +135,11 @@ class AppViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedV
         operation = services.chainapp_rotate_credentials(app=self.get_object(), actor=request.user, request=request)
         return accepted(operation, request)
 
-    @extend_schema(request=s.AppScaleInputSerializer, responses={202: s.OperationSerializer})
+    @extend_schema(
+        request=s.AppScaleInputSerializer,
+        responses={202: s.OperationSerializer},
+        examples=[OpenApiExample("Two regions", value={"regions": ["cn-beijing", "cn-shanghai"]}, request_only=True)],
+    )
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
         """Set the regions the app runs in: nodes are added on new ones, removed from dropped ones."""
