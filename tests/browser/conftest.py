@@ -245,3 +245,16 @@ def horizontal_overflow(page) -> dict:
     """How far the page scrolls sideways, and elements sticking out of the viewport that
     are not inside a ``.scroll`` box (tables may scroll inside one; nothing else may)."""
     return page.evaluate(OVERFLOW_JS)
+
+
+@pytest.fixture
+def screenshots_dir() -> Path:
+    """Where a test run keeps its full-page screenshots, as artefacts of the run:
+    ``$BSN_DATA_DIR/screenshots`` (``.data/test/screenshots/``, not tracked), or
+    ``BSN_SCREENSHOTS_DIR`` (``make screenshots`` points it at ``docs/portal``)."""
+    from django.conf import settings
+
+    wanted = os.environ.get("BSN_SCREENSHOTS_DIR")
+    path = Path(wanted) if wanted else Path(settings.DATA_DIR) / "screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

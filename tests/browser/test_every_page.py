@@ -2,7 +2,8 @@
 merged later is checked without anyone writing this test again): as a signed-in owner of a
 tenant with apps, on a desktop and on a phone, the page answers 200, has one ``<h1>``,
 nothing serious for axe-core, nothing overflowing the phone's width but ``.scroll`` boxes,
-and no console error or failed request (the ``watch`` fixture).
+and no console error or failed request (the ``watch`` fixture). A full-page screenshot of
+each is kept in ``.data/test/screenshots/`` (the run's artefacts).
 
 Pages with a parameter (an app's detail, …) need an object: their own tests call the same
 helpers (``axe_violations``, ``horizontal_overflow``).
@@ -49,7 +50,7 @@ def test_the_dashboard_and_tenant_choice_are_found():
 
 
 @pytest.mark.parametrize("name", pages())
-def test_every_page_reads_well_on_desktop_and_phone(desktop, phone, tenant_with_apps, name):
+def test_every_page_reads_well_on_desktop_and_phone(desktop, phone, tenant_with_apps, name, screenshots_dir):
     url = reverse(f"portal:{name}")
     for context in (desktop, phone):
         page = sign_in(context.new_page(), "alice")
@@ -57,6 +58,8 @@ def test_every_page_reads_well_on_desktop_and_phone(desktop, phone, tenant_with_
         assert response.status == 200, f"{url}: {response.status}"
         assert page.locator("h1").count() == 1, url
         assert axe_violations(page) == [], f"{url} at {page.viewport_size}"
+        kind = "phone" if context is phone else "desktop"
+        page.screenshot(path=screenshots_dir / f"page-{name}-{kind}.png", full_page=True)  # the run's artefacts
         if context is phone:
             measured = horizontal_overflow(page)
             assert measured["scrollWidth"] <= measured["viewport"] and not measured["outside"], (url, measured)

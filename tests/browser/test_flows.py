@@ -12,7 +12,6 @@ app pages there; otherwise they go to a temporary folder.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -39,10 +38,8 @@ SEND = tasks.enqueue_operation  # the real one, before the package's no_broker r
 
 
 @pytest.fixture
-def shots(tmp_path) -> Path:
-    path = Path(os.environ.get("BSN_SCREENSHOTS_DIR") or tmp_path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def shots(screenshots_dir) -> Path:
+    return screenshots_dir
 
 
 # --------------------------------------------------------------------------- Docker + worker

@@ -7,7 +7,6 @@ tracked files) and only checks that each is a real picture of the page.
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
@@ -19,11 +18,8 @@ from tests.browser.conftest import sign_in
 
 
 @pytest.fixture
-def out_dir(tmp_path) -> Path:
-    wanted = os.environ.get("BSN_SCREENSHOTS_DIR")
-    path = Path(wanted) if wanted else tmp_path
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def out_dir(screenshots_dir) -> Path:
+    return screenshots_dir
 
 
 @pytest.fixture
