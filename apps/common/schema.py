@@ -61,8 +61,8 @@ class ProblemAutoSchema(AutoSchema):
             codes.append("404")
         if self.method in ("POST", "PUT", "PATCH", "DELETE"):
             codes += ["400", "409"]
-        if self.method == "GET" and "{" not in self.path:
-            codes.append("400")
+        if self.method == "GET" and ("{" not in self.path or self._takes_query_parameters()):
+            codes.append("400")  # a bad filter, page, page size or range (nested lists too)
         # Views that reach ledger nodes name the extra codes they can answer (also per action).
         codes += [c for c in getattr(self.view, "problem_codes", ()) if c not in codes]
         if self.method in ("POST", "PUT", "PATCH", "DELETE"):  # e.g. 422 of an Idempotency-Key
@@ -70,6 +70,9 @@ class ProblemAutoSchema(AutoSchema):
         by_action = getattr(self.view, "action_problem_codes", {}).get(getattr(self.view, "action", None), ())
         codes += [c for c in by_action if c not in codes]
         return codes
+
+    def _takes_query_parameters(self) -> bool:
+        return any(p.get("in") == "query" for p in self._get_parameters())
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
