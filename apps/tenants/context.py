@@ -19,7 +19,7 @@ def request_membership(request) -> Membership | None:
     if isinstance(auth, ApiToken):
         membership = auth.membership
     elif request.user is not None and request.user.is_authenticated:
-        memberships = Membership.objects.select_related("tenant").filter(user=request.user, tenant__is_active=True)
+        memberships = Membership.objects.usable_by(request.user)
         session = getattr(request, "session", None)
         wanted = request.META.get(TENANT_HEADER) or (session.get(SESSION_TENANT) if session is not None else None)
         if wanted:

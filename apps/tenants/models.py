@@ -59,8 +59,17 @@ class Role(models.TextChoices):
 ROLE_RANK = {Role.VIEWER: 0, Role.DEVELOPER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 
+class MembershipQuerySet(models.QuerySet):
+    def usable_by(self, user) -> MembershipQuerySet:
+        """The memberships ``user`` may act through: those of active tenants (the rule the
+        API's log-in and browser sessions, and the portal, all apply)."""
+        return self.filter(user=user, tenant__is_active=True).select_related("tenant")
+
+
 class Membership(TimeStamped):
     """A user's role in one tenant."""
+
+    objects = MembershipQuerySet.as_manager()
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")

@@ -195,7 +195,7 @@ def token_revoke(*, token: ApiToken, actor=None, request=None) -> ApiToken:
 
 def login_membership(*, user, tenant_slug: str | None) -> Membership | None:
     """The one active membership a log-in acts for; None when there is none (or not the named one)."""
-    memberships = Membership.objects.select_related("tenant", "user").filter(user=user, tenant__is_active=True)
+    memberships = Membership.objects.usable_by(user).select_related("user")
     if tenant_slug:
         memberships = memberships.filter(tenant__slug=tenant_slug)
     found = list(memberships[:2])
@@ -208,7 +208,7 @@ def login_membership(*, user, tenant_slug: str | None) -> Membership | None:
 
 def login_membership_count(*, user) -> int:
     """How many active tenants ``user`` may act for."""
-    return Membership.objects.filter(user=user, tenant__is_active=True).count()
+    return Membership.objects.usable_by(user).count()
 
 
 def login_issue_token(*, membership: Membership, request=None) -> IssuedToken:

@@ -43,7 +43,7 @@ class LoginView(View):
             )
         request.session.pop(SESSION_TENANT, None)
         auth.login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        memberships = list(Membership.objects.filter(user=user, tenant__is_active=True).select_related("tenant")[:2])
+        memberships = list(Membership.objects.usable_by(user)[:2])
         if len(memberships) == 1:
             request.session[SESSION_TENANT] = memberships[0].tenant.slug
             audit_record(
@@ -80,7 +80,7 @@ class ChooseTenantView(View):
     def get(self, request):
         if not request.user.is_authenticated:
             return HttpResponseRedirect(reverse("portal:login"))
-        memberships = Membership.objects.filter(user=request.user, tenant__is_active=True).select_related("tenant")
+        memberships = Membership.objects.usable_by(request.user)
         return render(
             request,
             "portal/choose_tenant.html",
@@ -95,11 +95,7 @@ class ChooseTenantView(View):
         if not request.user.is_authenticated:
             return HttpResponseRedirect(reverse("portal:login"))
         slug = request.POST.get("tenant", "")
-        membership = (
-            Membership.objects.filter(user=request.user, tenant__is_active=True, tenant__slug=slug)
-            .select_related("tenant")
-            .first()
-        )
+        membership = Membership.objects.usable_by(request.user).filter(tenant__slug=slug).first()
         if membership is None:
             messages.error(request, "You are not a member of that tenant.")
             return HttpResponseRedirect(reverse("portal:choose-tenant"))

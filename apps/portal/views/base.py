@@ -126,9 +126,8 @@ class PortalView(View):
                 for entry in NAV
                 if len(entry) < 4 or entry[3](self.membership)
             ],
-            "other_tenants": Membership.objects.filter(user=self.request.user, tenant__is_active=True)
+            "other_tenants": Membership.objects.usable_by(self.request.user)
             .exclude(pk=self.membership.pk)
-            .select_related("tenant")
             .order_by("tenant__name"),
         }
         return render(self.request, template, {**base, **(context or {})}, status=status)
