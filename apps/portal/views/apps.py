@@ -29,6 +29,7 @@ from apps.common.errors import DomainError
 from apps.metering.selectors import app_usage, usage_range
 from apps.portal import charts
 from apps.portal.views.base import PortalView, serializer_errors
+from apps.portal.views.forms import refusal as service_refusal
 from apps.portal.views.ledger import ledger_summary
 from apps.regions.models import Region
 from apps.tenants.models import Role, Tenant
@@ -36,14 +37,10 @@ from bsn.ledger.contracts import CONTRACTS
 
 
 def refusal(exc: Exception) -> tuple[int, dict[str, list[str]]]:
-    """A service's refusal as ``(status, {field: [messages]})`` for a form to show."""
-    if isinstance(exc, ValidationError):
-        return 400, serializer_errors(exc)
-    if isinstance(exc, DomainError):
-        return exc.status_code, {"non_field_errors": [exc.detail]}
-    if isinstance(exc, APIException):
-        return exc.status_code, {"non_field_errors": [str(exc.detail)]}
-    raise exc  # pragma: no cover - callers catch only the three kinds above
+    """A service's refusal as ``(status, {field: [messages]})`` for a form to show: a
+    serializer's errors per field, any other refusal's message above the form."""
+    status, message, errors = service_refusal(exc)
+    return status, errors if isinstance(exc, ValidationError) else {"non_field_errors": [message]}
 
 
 class AppMixin:
