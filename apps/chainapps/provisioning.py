@@ -273,9 +273,9 @@ def _plan_steps(op: Operation, app: ChainApp) -> dict[str, dict]:
 
     provision/start/stop: one step per live node, all at once. delete: every node of the
     app, also those scaled away earlier (their kept volumes go too when asked). upgrade:
-    one node at a time, by region code (rotate: the same). scale: when nodes are added, first the kept
-    nodes one at a time get their configuration refreshed (the new nodes' keys and
-    addresses), then the new nodes start (together), then the dropped ones go.
+    one node at a time, by region code (rotate: the same). scale: when nodes are added,
+    first the kept nodes one at a time get their configuration refreshed (the new nodes'
+    keys and addresses), then the new nodes start (together), then the dropped ones go.
     """
     live = list(app.nodes.exclude(state=LedgerNode.State.REMOVED).select_related("region").order_by("region__code"))
     if op.kind in (Operation.Kind.UPGRADE, Operation.Kind.SCALE, Operation.Kind.ROTATE) and op.steps:
@@ -494,15 +494,17 @@ def _progress_begin(op: Operation, node: LedgerNode, *, action: str, target: Fra
             after = target or before
             row.generation += 1
             row.framework = after
-            row.save(update_fields=["generation", "framework", "updated_at"])
-            progress.update({"generation": row.generation, "from": before.slug, "to": after.slug})
+            changed = ["generation", "framework", "updated_at"]
             if action == ACTION_ROTATE:
-                # The new credential is recorded with the new generation, in one commit: the
+                # The new credential is recorded with the new generation, in one write: the
                 # replacement is started with it and verified by it; the old one is kept
                 # only until the step ends (put back if the runtime rolls back).
                 row.api_credential_previous_encrypted = row.api_credential_encrypted
                 row.api_credential_encrypted = credential_generate()
-                row.save(update_fields=["api_credential_encrypted", "api_credential_previous_encrypted", "updated_at"])
+                changed += ["api_credential_encrypted", "api_credential_previous_encrypted"]
+            row.save(update_fields=changed)
+            progress.update({"generation": row.generation, "from": before.slug, "to": after.slug})
+            if action == ACTION_ROTATE:
                 line = f"{code}: replacing node {row.name} with a new API credential; chain head {head}"
             elif action == ACTION_UPGRADE:
                 line = (
