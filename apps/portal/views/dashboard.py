@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from django.db.models import Sum
+from django.db.models import Count, Sum
 
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.selectors import tenant_usage
@@ -49,19 +49,18 @@ class DashboardView(PortalView):
             .select_related("region", "app")
             .order_by("region__code", "app__name")
         )
-        grid: dict[str, dict] = {}
+        columns: dict = {}  # region code -> region, the grid's columns
         by_app: dict = defaultdict(dict)
         for node in nodes:
-            grid.setdefault(node.region.code, {"region": node.region, "count": 0})
-            grid[node.region.code]["count"] += 1
+            columns.setdefault(node.region.code, node.region)
             by_app[node.app_id][node.region.code] = node
-        regions = [grid[code] for code in sorted(grid)]
-        rows = [{"app": app, "cells": [by_app[app.pk].get(r["region"].code) for r in regions]} for app in apps]
+        regions = [columns[code] for code in sorted(columns)]
+        rows = [{"app": app, "cells": [by_app[app.pk].get(region.code) for region in regions]} for app in apps]
         operations = (
             self.scope(Operation.objects.all(), "app__tenant").select_related("app").order_by("-created_at")[:8]
         )
         wallets = wallets_visible_to(self.tenant).order_by("number")
-        wallet_total = wallets.aggregate(total=Sum("balance"), held=Sum("held"))
+        wallet_total = wallets.aggregate(total=Sum("balance"), held=Sum("held"), count=Count("id"))
         return self.render(
             "portal/dashboard.html",
             {
@@ -70,7 +69,7 @@ class DashboardView(PortalView):
                 "operations": operations,
                 "quotas": quota_rows(self.tenant),
                 "wallets": list(wallets[:5]),
-                "wallet_count": wallets.count(),
+                "wallet_count": wallet_total["count"],
                 "wallet_total": (wallet_total["total"] or 0) + (wallet_total["held"] or 0),
             },
         )
