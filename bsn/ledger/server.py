@@ -25,7 +25,7 @@ from bsn.ledger.canonical import MAX_DEPTH, CanonicalError, depth_within
 from bsn.ledger.chain import receipt_json
 from bsn.ledger.crypto import sign
 from bsn.ledger.ordering import OrderingUnavailable
-from bsn.ledger.tx import MALFORMED, TOO_DEEP, TOO_LARGE, Rejection
+from bsn.ledger.tx import MALFORMED, TOO_DEEP, TOO_LARGE, UNKNOWN_SIGNER, Rejection
 
 if TYPE_CHECKING:
     from bsn.ledger.chain import LedgerCore
@@ -41,6 +41,7 @@ MAX_DRAIN = 2 * MAX_BATCH_BODY  # a body up to this size is read and dropped bef
 # can take of the node's memory. A request waits for room, then gets 503 busy.
 BODY_BUDGET = 2 * MAX_BATCH_BODY
 BODY_WAIT_S = 30.0
+CATCH_UP_S = 2.0  # an unknown signer: at most this long waiting for blocks other nodes committed
 _METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS")
 _TX_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _HEIGHT_RE = re.compile(r"^[1-9][0-9]{0,18}$")
@@ -265,10 +266,10 @@ class Handler(BaseHTTPRequestHandler):
         server = self.server
         core = server.core
         envelope = self._body(core.max_tx_bytes + BODY_SLACK)
-        try:
-            prepared = core.precheck(envelope, parsed=self.body_canonical, depth_checked=True)
-        except Rejection as exc:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, exc.code, exc.detail, extra={"tx_id": exc.tx_id}) from None
+        prepared = self._precheck([envelope])[0]
+        if isinstance(prepared, Rejection):
+            exc = prepared
+            raise HTTPError(HTTPStatus.BAD_REQUEST, exc.code, exc.detail, extra={"tx_id": exc.tx_id})
         self._order([prepared])
         receipt = core.wait_receipt(prepared.tx_id, server.wait_s)
         if receipt is None:
@@ -299,7 +300,7 @@ class Handler(BaseHTTPRequestHandler):
             )
         results: list[Any] = [None] * len(items)
         admitted = []
-        checked = core.precheck_many(items, parsed=self.body_canonical, depth_checked=True)
+        checked = self._precheck(items)
         for index, prepared in enumerate(checked):
             if isinstance(prepared, Rejection):
                 exc = prepared
@@ -324,6 +325,20 @@ class Handler(BaseHTTPRequestHandler):
             )
         # Composed from each receipt's JSON: the plain committed ones need no encoder.
         return HTTPStatus.OK, b'{"receipts":[' + b",".join(map(receipt_json, results)) + b"]}"
+
+    def _precheck(self, envelopes: list[Any]) -> list[Any]:
+        """``core.precheck_many``; those refused for an unknown signer are checked again
+        once this node has caught up with the ordering (``Orderer.catch_up``): the user may
+        be in a block another node confirmed a moment ago, and a client that saw that
+        confirmation must not be told the user does not exist."""
+        core = self.server.core
+        checked = core.precheck_many(envelopes, parsed=self.body_canonical, depth_checked=True)
+        unknown = [i for i, p in enumerate(checked) if isinstance(p, Rejection) and p.code == UNKNOWN_SIGNER]
+        if unknown and self.server.orderer.catch_up(CATCH_UP_S):
+            again = core.precheck_many([envelopes[i] for i in unknown], parsed=self.body_canonical, depth_checked=True)
+            for index, result in zip(unknown, again, strict=True):
+                checked[index] = result
+        return checked
 
     def _order(self, prepared: list[Any]) -> None:
         fresh = [p for p in prepared if p.fresh]

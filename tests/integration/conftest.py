@@ -228,6 +228,17 @@ def node_get(node, path: str, *, timeout: float = 5.0):
     return node_call(node.endpoint, "GET", path, auth=node_auth(node), connect_timeout=timeout, read_timeout=timeout)
 
 
+def node_post(node, path: str, body, *, timeout: float = 15.0):
+    """``POST path`` with ``body`` on a node as the control plane calls it; the ``NodeReply``."""
+    from apps.chainapps.node_auth import node_auth
+    from apps.runtime.nodeapi import node_call
+
+    node.refresh_from_db()
+    return node_call(
+        node.endpoint, "POST", path, auth=node_auth(node), body=body, connect_timeout=timeout, read_timeout=timeout
+    )
+
+
 def _secret_values() -> set[str]:
     """Every secret the control plane holds for nodes and the ordering service, in clear."""
     from apps.chainapps.models import LedgerNode

@@ -19,7 +19,13 @@ from apps.runtime.nodeapi import NodeCallError
 from bsn.client import Client, generate_key
 from tests.conftest import _client_for
 from tests.factories import MembershipFactory, TenantFactory
-from tests.integration.conftest import assert_no_secret_in_any_environment, node_get, operation_done, wait_for
+from tests.integration.conftest import (
+    assert_no_secret_in_any_environment,
+    node_get,
+    node_post,
+    operation_done,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -98,6 +104,12 @@ def test_three_node_app_survives_proposer_and_member_kills(
     )
     token = api._credentials["HTTP_AUTHORIZATION"].split()[1]
     client = Client(live_server.url, token, app_id, "alice", private)
+    # Read-your-writes: the moment the API confirmed alice, every node takes her
+    # transactions, also a node whose watch has not delivered her block yet (it catches
+    # up with the ordering before it would say "unknown signer").
+    for n, node in enumerate(_nodes(app_id)):
+        reply = node_post(node, "/tx", client.sign("kv", "put", {"key": f"first-{n}", "value": n}))
+        assert reply.status == 200 and reply.body["status"] == "committed", reply.body
 
     acknowledged: list[str] = []
 
@@ -216,6 +228,12 @@ def test_a_node_away_beyond_the_etcd_window_catches_up_from_a_peer(
     assert resp.status_code == 201, resp.content
     token = api._credentials["HTTP_AUTHORIZATION"].split()[1]
     client = Client(live_server.url, token, app_id, "alice", private)
+    # Read-your-writes: the moment the API confirmed alice, every node takes her
+    # transactions, also a node whose watch has not delivered her block yet (it catches
+    # up with the ordering before it would say "unknown signer").
+    for n, node in enumerate(_nodes(app_id)):
+        reply = node_post(node, "/tx", client.sign("kv", "put", {"key": f"first-{n}", "value": n}))
+        assert reply.status == 200 and reply.body["status"] == "committed", reply.body
     proposer_id = wait_for(lambda: (_chain(nodes[0]) or {}).get("proposer"), timeout=30, message="a proposer")
     away = next(n for n in nodes if str(n.pk) != proposer_id)
     away_height = _chain(away)["height"]

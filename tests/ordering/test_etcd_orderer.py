@@ -333,3 +333,33 @@ def test_other_nodes_batches_come_from_the_watch_without_a_read(cluster, etcd_se
     assert core.wait_for(lambda: core.tx_nonces() == [f"o{i}" for i in range(5)])
     assert not [k for k in reads if "/pending/" in str(k)]  # the watch had delivered the batch
     assert wait_until(lambda: proposer._seen == {} and other._mine == {}, 5)  # cleared by the commit's deletes
+
+
+def test_catch_up_waits_for_every_block_committed_before_it(cluster, etcd_server, prefix):
+    """Read-your-writes: a node whose watch lags applies, before catch_up returns, every
+    block another node had committed when it was called (the unknown-signer path)."""
+    proposer, core = cluster("p")
+    assert wait_until(lambda: proposer.is_proposer, 5)
+    lagging, slow = cluster("slow")
+    real_apply = slow.apply_committed
+
+    def apply_slowly(block, **kw):
+        time.sleep(0.2)  # a watch well behind the proposer
+        return real_apply(block, **kw)
+
+    slow.apply_committed = apply_slowly
+    for i in range(3):
+        proposer.submit([envelope(f"c{i}")])
+        assert core.wait_for(lambda i=i: core.height == i + 1)
+    assert slow.height < core.height  # behind when asked
+    assert lagging.catch_up(5.0) is True
+    assert slow.height == core.height
+    assert lagging.catch_up(5.0) is False  # nothing left to wait for: returns at once
+
+
+def test_catch_up_without_etcd_returns_false_at_once():
+    orderer = EtcdOrderer(
+        {"node_id": "x", "etcd_endpoints": ["http://127.0.0.1:9"], "etcd_prefix": "/p/", "etcd_timeout": 0.5}
+    )
+    orderer.core = FakeCore("x")
+    assert orderer.catch_up(2.0) is False

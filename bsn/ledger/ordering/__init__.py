@@ -31,6 +31,11 @@ class Orderer(Protocol):
 
     def stop(self) -> None: ...
 
+    def catch_up(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until this node has applied every block the
+        ordering committed before the call; True when the node's height moved meanwhile.
+        Read-your-writes for a client that saw a commit through another node."""
+
     def status(self) -> dict:
         """{"mode", "proposer", "is_proposer", "lag_blocks"}"""
 

@@ -255,6 +255,26 @@ class EtcdOrderer:
         self._threads.clear()
         self.client.close()
 
+    def catch_up(self, timeout: float) -> bool:
+        """Read P/height (a linearizable read: every block committed before this call is
+        counted) and wait until the watch has applied up to it. Asked only when a
+        transaction names a signer this node does not know: the user may have been
+        registered in a block another node confirmed a moment ago."""
+        core = self.core
+        before = int(core.height)
+        try:
+            committed = self._read_height()
+        except EtcdError as exc:
+            self._note(f"catch-up: {exc}")
+            return False
+        deadline = time.monotonic() + timeout
+        while int(core.height) < committed and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._stop.wait(min(0.01, left))  # the watch applies; this only waits for it
+        return int(core.height) > before
+
     def status(self) -> dict:
         height = int(self.core.height) if self.core is not None else 0
         return {

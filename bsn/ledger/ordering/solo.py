@@ -64,6 +64,9 @@ class SoloOrderer:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def catch_up(self, timeout: float) -> bool:
+        return False  # one node: what it committed, it has applied
+
     def status(self) -> dict:
         return {"mode": self.mode, "proposer": self.node_id, "is_proposer": True, "lag_blocks": 0}
 
