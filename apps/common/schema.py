@@ -95,3 +95,116 @@ def one_spelling_per_path(result, generator, request, public):
     write each path once, without it."""
     result["paths"] = {(p.rstrip("/") or "/"): ops for p, ops in result["paths"].items()}
     return result
+
+
+# --------------------------------------------------------------------------- links
+#
+# OpenAPI links: what a client (and schemathesis's stateful phase) can do next with what
+# an answer created. drf-spectacular has no per-response links, so they are added here as
+# one table: (producer operationId, status) -> {consumer operationId: parameters}, each
+# parameter a runtime expression. ``add_links`` refuses a link to an operation, a status
+# or a parameter the schema does not have, so the table cannot silently go stale.
+
+_APP = {"id": "$response.body#/app"}
+_APP_CHILD = {"app_id": "$response.body#/app"}
+_OPERATION = {"id": "$response.body#/id"}
+_SAME = {"id": "$response.body#/id"}
+_IN_APP = {"app_id": "$request.path.app_id", "id": "$response.body#/id"}
+
+_APP_CONSUMERS = {
+    **{
+        op: _APP
+        for op in (
+            "apps_retrieve",
+            "apps_partial_update",
+            "apps_destroy",
+            "apps_nodes_list",
+            "apps_usage_retrieve",
+            "apps_chain_retrieve",
+            "apps_start_create",
+            "apps_stop_create",
+            "apps_scale_create",
+            "apps_upgrade_create",
+            "apps_rotate_credentials_create",
+            "apps_transactions_create",
+        )
+    },
+    **{
+        op: _APP_CHILD
+        for op in (
+            "apps_users_list",
+            "apps_users_create",
+            "apps_webhooks_list",
+            "apps_webhooks_create",
+        )
+    },
+    "operations_retrieve": _OPERATION,
+    "operations_cancel_create": _OPERATION,
+}
+_OPERATION_CONSUMERS = {
+    "operations_retrieve": _OPERATION,
+    "operations_cancel_create": _OPERATION,
+    "apps_retrieve": _APP,
+    "apps_nodes_list": _APP,
+}
+
+LINKS: dict[tuple[str, str], dict[str, dict[str, str]]] = {
+    ("apps_create", "202"): _APP_CONSUMERS,
+    **{
+        (op, "202"): _OPERATION_CONSUMERS
+        for op in (
+            "apps_start_create",
+            "apps_stop_create",
+            "apps_scale_create",
+            "apps_upgrade_create",
+            "apps_rotate_credentials_create",
+            "apps_destroy",
+        )
+    },
+    ("apps_users_create", "201"): {
+        op: _IN_APP
+        for op in (
+            "apps_users_retrieve",
+            "apps_users_destroy",
+            "apps_users_transactions_create",
+            "apps_users_export_create",
+        )
+    },
+    ("apps_webhooks_create", "201"): {
+        **{op: _IN_APP for op in ("apps_webhooks_retrieve", "apps_webhooks_partial_update", "apps_webhooks_destroy")},
+        "apps_webhooks_deliveries_list": {"app_id": "$request.path.app_id", "webhook_id": "$response.body#/id"},
+    },
+    ("tenant_members_create", "201"): {
+        op: _SAME for op in ("tenant_members_retrieve", "tenant_members_partial_update", "tenant_members_destroy")
+    },
+    ("tokens_create", "201"): {"tokens_retrieve": _SAME},
+    ("dcep_wallets_create", "201"): {op: _SAME for op in ("dcep_wallets_retrieve", "dcep_wallets_partial_update")},
+    ("dcep_holds_create", "201"): {
+        op: _SAME for op in ("dcep_holds_retrieve", "dcep_holds_capture_create", "dcep_holds_void_create")
+    },
+    ("dcep_payments_create", "201"): {op: _SAME for op in ("dcep_transfers_retrieve", "dcep_transfers_proof_retrieve")},
+    ("dcep_settlements_create", "202"): {"dcep_settlements_retrieve": _SAME},
+}
+
+
+def add_links(result, generator, request, public):
+    """Write ``LINKS`` into the responses they belong to (a postprocessing hook)."""
+    operations = {
+        op["operationId"]: op for ops in result["paths"].values() for op in ops.values() if isinstance(op, dict)
+    }
+    for (producer, status), consumers in LINKS.items():
+        if producer not in operations:
+            raise ValueError(f"schema links: no operation {producer}")
+        response = operations[producer].get("responses", {}).get(status)
+        if response is None:
+            raise ValueError(f"schema links: {producer} documents no {status}")
+        links = response.setdefault("links", {})
+        for consumer, parameters in consumers.items():
+            target = operations.get(consumer)
+            if target is None:
+                raise ValueError(f"schema links: {producer} links to no operation {consumer}")
+            known = {p["name"] for p in target.get("parameters", []) if p.get("in") == "path"}
+            if not set(parameters) <= known:
+                raise ValueError(f"schema links: {consumer} has no path parameter {set(parameters) - known}")
+            links[consumer] = {"operationId": consumer, "parameters": dict(parameters)}
+    return result

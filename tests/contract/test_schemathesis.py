@@ -28,7 +28,8 @@ EXAMPLES = int(os.environ.get("BSN_SCHEMATHESIS_EXAMPLES", "20"))  # make contra
 @pytest.mark.django_db(transaction=True)
 def test_schema_and_behaviour_agree(live_server):
     ensure_builtin_framework(Framework)
-    RegionFactory(code="cn-beijing")
+    for code in ("cn-beijing", "cn-shanghai", "cn-shenzhen"):  # schemathesis.toml seeds creates with these
+        RegionFactory(code=code)
     owner = MembershipFactory()
     secret = token_issue(membership=owner, name="schemathesis").secret
     REPORTS.mkdir(parents=True, exist_ok=True)
