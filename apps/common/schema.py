@@ -107,18 +107,22 @@ def one_spelling_per_path(result, generator, request, public):
 
 _APP = {"id": "$response.body#/app"}
 _APP_CHILD = {"app_id": "$response.body#/app"}
-_OPERATION = {"id": "$response.body#/id"}
-_SAME = {"id": "$response.body#/id"}
+_ITS_ID = {"id": "$response.body#/id"}  # the object the answer is (an operation, a member, …)
 _IN_APP = {"app_id": "$request.path.app_id", "id": "$response.body#/id"}
 
+_OPERATION_CONSUMERS = {
+    "operations_retrieve": _ITS_ID,
+    "operations_cancel_create": _ITS_ID,
+    "apps_retrieve": _APP,
+    "apps_nodes_list": _APP,
+}
 _APP_CONSUMERS = {
+    **_OPERATION_CONSUMERS,  # an app create answers with its provisioning operation
     **{
         op: _APP
         for op in (
-            "apps_retrieve",
             "apps_partial_update",
             "apps_destroy",
-            "apps_nodes_list",
             "apps_usage_retrieve",
             "apps_chain_retrieve",
             "apps_start_create",
@@ -138,14 +142,6 @@ _APP_CONSUMERS = {
             "apps_webhooks_create",
         )
     },
-    "operations_retrieve": _OPERATION,
-    "operations_cancel_create": _OPERATION,
-}
-_OPERATION_CONSUMERS = {
-    "operations_retrieve": _OPERATION,
-    "operations_cancel_create": _OPERATION,
-    "apps_retrieve": _APP,
-    "apps_nodes_list": _APP,
 }
 
 LINKS: dict[tuple[str, str], dict[str, dict[str, str]]] = {
@@ -175,15 +171,17 @@ LINKS: dict[tuple[str, str], dict[str, dict[str, str]]] = {
         "apps_webhooks_deliveries_list": {"app_id": "$request.path.app_id", "webhook_id": "$response.body#/id"},
     },
     ("tenant_members_create", "201"): {
-        op: _SAME for op in ("tenant_members_retrieve", "tenant_members_partial_update", "tenant_members_destroy")
+        op: _ITS_ID for op in ("tenant_members_retrieve", "tenant_members_partial_update", "tenant_members_destroy")
     },
-    ("tokens_create", "201"): {"tokens_retrieve": _SAME},
-    ("dcep_wallets_create", "201"): {op: _SAME for op in ("dcep_wallets_retrieve", "dcep_wallets_partial_update")},
+    ("tokens_create", "201"): {"tokens_retrieve": _ITS_ID},
+    ("dcep_wallets_create", "201"): {op: _ITS_ID for op in ("dcep_wallets_retrieve", "dcep_wallets_partial_update")},
     ("dcep_holds_create", "201"): {
-        op: _SAME for op in ("dcep_holds_retrieve", "dcep_holds_capture_create", "dcep_holds_void_create")
+        op: _ITS_ID for op in ("dcep_holds_retrieve", "dcep_holds_capture_create", "dcep_holds_void_create")
     },
-    ("dcep_payments_create", "201"): {op: _SAME for op in ("dcep_transfers_retrieve", "dcep_transfers_proof_retrieve")},
-    ("dcep_settlements_create", "202"): {"dcep_settlements_retrieve": _SAME},
+    ("dcep_payments_create", "201"): {
+        op: _ITS_ID for op in ("dcep_transfers_retrieve", "dcep_transfers_proof_retrieve")
+    },
+    ("dcep_settlements_create", "202"): {"dcep_settlements_retrieve": _ITS_ID},
 }
 
 

@@ -218,25 +218,24 @@ def leave_nothing_behind():
             pass
 
 
-def node_get(node, path: str, *, timeout: float = 5.0):
-    """``GET path`` on a node as the control plane calls it (signed with the node's
+def node_request(node, method: str, path: str, body=None, *, timeout: float = 5.0):
+    """``method path`` on a node as the control plane calls it (signed with the node's
     credential, reply checked); the ``NodeReply``. Raises ``NodeCallError`` if it cannot."""
     from apps.chainapps.node_auth import node_auth
     from apps.runtime.nodeapi import node_call
 
     node.refresh_from_db()
-    return node_call(node.endpoint, "GET", path, auth=node_auth(node), connect_timeout=timeout, read_timeout=timeout)
+    return node_call(
+        node.endpoint, method, path, auth=node_auth(node), body=body, connect_timeout=timeout, read_timeout=timeout
+    )
+
+
+def node_get(node, path: str, *, timeout: float = 5.0):
+    return node_request(node, "GET", path, timeout=timeout)
 
 
 def node_post(node, path: str, body, *, timeout: float = 15.0):
-    """``POST path`` with ``body`` on a node as the control plane calls it; the ``NodeReply``."""
-    from apps.chainapps.node_auth import node_auth
-    from apps.runtime.nodeapi import node_call
-
-    node.refresh_from_db()
-    return node_call(
-        node.endpoint, "POST", path, auth=node_auth(node), body=body, connect_timeout=timeout, read_timeout=timeout
-    )
+    return node_request(node, "POST", path, body, timeout=timeout)
 
 
 def _secret_values() -> set[str]:
