@@ -293,6 +293,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 BSN_DEFAULT_DRIVER = env_choice("BSN_DEFAULT_DRIVER", "auto", {"auto", "docker", "process"})
 BSN_DOCKER_BASE_URL = env_str("BSN_DOCKER_BASE_URL", "unix:///var/run/docker.sock")
 BSN_DOCKER_TIMEOUT = env_int("BSN_DOCKER_TIMEOUT", 30, minimum=1)
+# Regions the ordering service's three members may go to (codes, comma separated). Blank:
+# the Docker regions, else one Swarm region (its hosts spread the members). Only where the
+# members are first placed: a placed member stays where it is.
+BSN_ORDERING_REGIONS = env_list("BSN_ORDERING_REGIONS", [])
 # Swarm regions: seconds between a node's container health checks, which gate rolling
 # updates and Swarm's "running" (each check is a short Python process: ~60 ms of CPU).
 BSN_SWARM_HEALTH_INTERVAL = env_int("BSN_SWARM_HEALTH_INTERVAL", 10, minimum=1)

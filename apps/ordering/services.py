@@ -31,6 +31,7 @@ from apps.ordering import spec as ospec
 from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCluster, OrderingMember
 from apps.regions.models import Region
 from apps.runtime.base import (
+    Networks,
     PermanentRuntimeError,
     PlatformServices,
     RuntimeError_,
@@ -62,10 +63,37 @@ class OrderingMisconfigured(PermanentRuntimeError):
 # --------------------------------------------------------------------------- helpers
 
 
-def _docker_regions() -> list[Region]:
-    regions = list(Region.objects.filter(driver=Region.Driver.DOCKER).order_by("code"))
-    active = [r for r in regions if r.status == Region.Status.ACTIVE]
-    return active or regions
+def ordering_regions() -> list[Region]:
+    """The regions the members may be placed on, by code: those ``BSN_ORDERING_REGIONS``
+    names; by default the Docker regions (active ones first), else one Swarm region, whose
+    hosts the Swarm driver spreads the members over. Regions on a swarm hold all three
+    members or none: members on one swarm peer over its encrypted overlay network by name,
+    and a cluster spanning a swarm and other engines (peer TLS on published ports) is not
+    built."""
+    named = list(settings.BSN_ORDERING_REGIONS)
+    if named:
+        regions = list(Region.objects.filter(code__in=named).order_by("code"))
+        missing = sorted(set(named) - {r.code for r in regions})
+        if missing:
+            raise OrderingMisconfigured(f"BSN_ORDERING_REGIONS names unknown region(s): {', '.join(missing)}")
+        refused = [r.code for r in regions if not supports(driver_for_region(r), PlatformServices)]
+        if refused:
+            raise OrderingMisconfigured(
+                f"region(s) {', '.join(refused)} cannot run the ordering members (driver without platform services)"
+            )
+        swarms = {engine_key(r) for r in regions if r.driver == Region.Driver.SWARM}
+        if swarms and len({engine_key(r) for r in regions}) > 1:
+            raise OrderingMisconfigured(
+                "BSN_ORDERING_REGIONS mixes a swarm with other engines: name regions of one swarm (its hosts "
+                "spread the members) or Docker regions only"
+            )
+        return regions
+    for driver in (Region.Driver.DOCKER, Region.Driver.SWARM):
+        regions = list(Region.objects.filter(driver=driver).order_by("code"))
+        active = [r for r in regions if r.status == Region.Status.ACTIVE]
+        if regions:
+            return (active or regions)[:1] if driver == Region.Driver.SWARM else active or regions
+    return []
 
 
 def _cluster_row() -> OrderingCluster:
@@ -103,9 +131,9 @@ def _member_rows() -> list[OrderingMember]:
     first placed: moving one is a new member, which heal does for a lost one)."""
     existing = {m.index: m for m in OrderingMember.objects.select_related("region")}
     if len(existing) < MEMBER_COUNT:
-        regions = _docker_regions()
+        regions = ordering_regions()
         if not regions:
-            raise OrderingMisconfigured("the ordering service needs at least one region with the docker driver")
+            raise OrderingMisconfigured("the ordering service needs a region with the docker or swarm driver")
         placement = member_placement(regions)
         inst = installation_id()
         for index in range(MEMBER_COUNT):
@@ -114,6 +142,13 @@ def _member_rows() -> list[OrderingMember]:
                     index=index, defaults={"region": placement[index], "name": ospec.member_name(inst, index)}
                 )
     return [existing[i] for i in range(MEMBER_COUNT)]
+
+
+def _on_networks(member: OrderingMember) -> bool:
+    """Does the member join app networks (Docker), so that nodes on its engine reach it by
+    name? Members on a swarm do not: a service joins a network only by an update, which
+    would restart it for every new app, so nodes reach them at their published ports."""
+    return supports(driver_for_region(member.region), Networks)
 
 
 def spans_engines(members: list[OrderingMember]) -> bool:
@@ -535,6 +570,8 @@ def _attach_all(members: list[OrderingMember], errors: list[str]) -> int:
         if member.state == OrderingMember.State.UNKNOWN:
             continue
         driver = driver_for_region(member.region)
+        if not supports(driver, Networks):
+            continue  # on a swarm: apps reach members at their published ports
         try:
             for network in driver.owned_networks(installation_id=inst):
                 attached += bool(driver.connect_to_network(member.name, network, installation_id=inst))
@@ -564,7 +601,7 @@ def ordering_attach_begin(network_name: str, *, region: Region | None = None) ->
     members = [
         m
         for m in OrderingMember.objects.select_related("region").order_by("index")
-        if region is None or same_engine(m.region, region)
+        if (region is None or same_engine(m.region, region)) and _on_networks(m)
     ]
     drivers = {m.pk: driver_for_region(m.region) for m in members}
 
@@ -594,6 +631,8 @@ def ordering_detach(network_name: str) -> list[str]:
     inst = installation_id()
     done = []
     for member in OrderingMember.objects.select_related("region").order_by("index"):
+        if not _on_networks(member):
+            continue
         driver = driver_for_region(member.region)
         if driver.disconnect_from_network(member.name, network_name, installation_id=inst):
             done.append(member.name)
@@ -653,7 +692,7 @@ def ordering_node_env(app: ChainApp, node: LedgerNode) -> dict[str, str]:
     members = list(OrderingMember.objects.select_related("region").order_by("index"))
     endpoints = []
     for member in members:
-        if same_engine(member.region, node.region):
+        if same_engine(member.region, node.region) and _on_networks(member):
             endpoints.append(ospec.client_url(member.name))
         elif member.endpoint:
             endpoints.append(member.endpoint)

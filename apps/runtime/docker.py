@@ -82,8 +82,10 @@ _STATE_MAP = {
 
 
 def volume_labels(spec: NodeSpec) -> dict[str, str]:
-    """The data volume outlives generations, so it carries no generation label."""
-    return {**spec.app_labels, LABEL_NODE: spec.labels[LABEL_NODE], LABEL_ROLE: "ledger-data"}
+    """The data volume outlives generations, so it carries no generation label. Its role:
+    ``ledger-data`` for a node, ``<role>-data`` for a platform service (``ordering-data``)."""
+    role = spec.app_labels.get(LABEL_ROLE, "ledger")
+    return {**spec.app_labels, LABEL_NODE: spec.labels[LABEL_NODE], LABEL_ROLE: f"{role}-data"}
 
 
 def network_create_kwargs(spec: NodeSpec) -> dict[str, Any]:
@@ -746,11 +748,7 @@ class DockerDriver(EngineClients):
         return networks[0]  # oldest: every worker picks the same one after a create race
 
     def _ensure_service_volume(self, client: docker.DockerClient, spec: NodeSpec) -> None:
-        wanted = {
-            **spec.app_labels,
-            LABEL_NODE: spec.labels[LABEL_NODE],
-            LABEL_ROLE: f"{spec.app_labels.get(LABEL_ROLE)}-data",
-        }
+        wanted = volume_labels(spec)
         try:
             volume = client.volumes.get(spec.volume)
         except docker.errors.NotFound:

@@ -36,6 +36,7 @@ import docker.errors
 from apps.runtime import image_sync
 from apps.runtime.base import (
     PermanentRuntimeError,
+    PlatformServices,
     PortInUse,
     PublishedPorts,
     RolledBack,
@@ -168,6 +169,7 @@ def service_create_kwargs(
     health_interval: int = 10,
     force_update: int = 0,
     no_new_privileges: bool = False,
+    platform: bool = False,
 ) -> dict[str, Any]:
     """Keyword arguments of ``APIClient.create_service`` / ``update_service``: the whole
     hardening lives here, as in ``docker.container_create_kwargs``.
@@ -177,6 +179,12 @@ def service_create_kwargs(
     it (``NAME_FILE``). ``image``: the image by content (its id), as loaded on the hosts.
     ``no_new_privileges``: only API ≥ 1.46 can say it per service; older swarms take it
     from the hosts' daemon configuration (docs/runtime-drivers.md).
+    ``platform``: a platform service (an ordering member, ``SwarmDriver.ensure_service``):
+    no health check (an etcd member without quorum answers 503 to /health, and Swarm
+    killing it then would only deepen the outage), DNS round robin (its name resolves to
+    the task's own address, which etcd binds its peer port to; a VIP cannot be bound), and
+    its ports published in host mode whatever ``publish_mode`` says (the routing mesh
+    needs a VIP).
     """
     uid, gid = spec.user.split(":")
     container: dict[str, Any] = {
@@ -189,7 +197,7 @@ def service_create_kwargs(
         "CapabilityDrop": ["ALL"],
         "StopSignal": "SIGTERM",
         "StopGracePeriod": STOP_GRACE_NS,
-        "Healthcheck": healthcheck(spec, health_interval),
+        "Healthcheck": {"Test": ["NONE"]} if platform else healthcheck(spec, health_interval),
         "Mounts": [
             {
                 "Type": "volume",
@@ -240,18 +248,42 @@ def service_create_kwargs(
         "update_config": dict(UPDATE_CONFIG),
         "rollback_config": dict(ROLLBACK_CONFIG),
         "endpoint_spec": {
-            "Mode": "vip",
+            "Mode": "dnsrr" if platform else "vip",
             "Ports": [
                 {
                     "Protocol": "tcp",
                     "TargetPort": inner,
-                    "PublishMode": publish_mode,
+                    "PublishMode": "host" if platform else publish_mode,
                     **({"PublishedPort": outer} if outer else {}),
                 }
                 for inner, outer in ports
             ],
         },
     }
+
+
+def pinned_host(service: dict[str, Any] | None) -> str | None:
+    """The swarm node a platform service is pinned to (its ``node.id==`` constraint)."""
+    task = ((service or {}).get("Spec") or {}).get("TaskTemplate") or {}
+    for constraint in (task.get("Placement") or {}).get("Constraints") or []:
+        key, _, value = constraint.replace(" ", "").partition("==")
+        if key == "node.id" and value:
+            return value
+    return None
+
+
+def choose_host(candidates: list[str], pinned: list[str], volume_hosts: set[str]) -> str | None:
+    """Where a new platform service goes: the host that holds its volume already (a member
+    whose service was removed finds its data again), else the candidate that runs the
+    fewest of the installation's platform services (``pinned``: their hosts), ties broken
+    by the order of ``candidates`` -- so three members on three hosts go one to each, and
+    losing a host loses one member. None when there is no candidate."""
+    for host in candidates:
+        if host in volume_hosts:
+            return host
+    if not candidates:
+        return None
+    return min(candidates, key=lambda host: (pinned.count(host), candidates.index(host)))
 
 
 def _tmpfs_size(options: str) -> int:
@@ -359,6 +391,10 @@ def node_host(node: dict[str, Any]) -> str:
     return labels.get(NODE_LABEL_PUBLISH_HOST) or str((node.get("Status") or {}).get("Addr") or "")
 
 
+def _hostname(node: dict[str, Any]) -> str:
+    return str(((node.get("Description") or {}).get("Hostname")) or "")
+
+
 def task_problem(task: dict[str, Any] | None) -> str:
     if task is None:
         return ""
@@ -381,7 +417,7 @@ def port_conflict(text: str) -> bool:
 class SwarmDriver(EngineClients):
     """Executes node specs as services on a Docker Swarm (through one manager's API)."""
 
-    CAPABILITIES = (PublishedPorts, RollingUpdates)
+    CAPABILITIES = (PlatformServices, PublishedPorts, RollingUpdates)
     name = "swarm"
 
     START_TIMEOUT = 90.0  # seconds for a task to start (image on the host, scheduling)
@@ -433,6 +469,26 @@ class SwarmDriver(EngineClients):
             )
 
     def ensure_node(self, spec: NodeSpec) -> NodeStatus:
+        return self._ensure(spec, platform=False)
+
+    def ensure_service(self, spec: NodeSpec) -> NodeStatus:
+        """A platform service (an ordering member): a one-replica service like a node's, on
+        its own overlay network (``spec.network``), with no health check, DNS round robin and
+        its ports in host mode (``service_create_kwargs(platform=True)``), pinned to one host
+        (``node.id==``) because its volume is local to that host. The host is chosen once,
+        when the service is made (``choose_host``): the one that holds its volume, else the
+        region's host running the fewest of our platform services, so members spread over
+        distinct hosts. Idempotent, as ``ensure_node``."""
+        return self._ensure(spec, platform=True)
+
+    def volume_exists(self, name: str) -> bool:
+        """Whether a host the driver reaches (the manager, hosts with an engine URL label)
+        holds the volume. A host it cannot reach may hold one it does not see."""
+        client = self._client()
+        with self._translate():
+            return any(self._has_volume(engine, name) for _, engine in self._reachable_hosts(client))
+
+    def _ensure(self, spec: NodeSpec, *, platform: bool) -> NodeStatus:
         client = self._client()
         with self._translate():
             service = self._get_service(client, spec.name)
@@ -443,9 +499,12 @@ class SwarmDriver(EngineClients):
             network_id = self._ensure_network(client, spec)
             secrets = self._ensure_secrets(client, spec)
             constraints = placement_constraints(self.region_code, short)
+            if platform:
+                constraints.append(f"node.id=={pinned_host(service) or self._choose_host(client, spec, short)}")
             nnp = self._api_at_least("1.46")
-            if service is None:
-                kwargs = service_create_kwargs(
+
+            def build(force_update: int = 0) -> dict[str, Any]:
+                return service_create_kwargs(
                     spec,
                     network_id=network_id,
                     secrets=secrets,
@@ -453,10 +512,14 @@ class SwarmDriver(EngineClients):
                     image=image,
                     publish_mode=self.publish_mode,
                     health_interval=self.health_interval,
+                    force_update=force_update,
                     no_new_privileges=nnp,
+                    platform=platform,
                 )
+
+            if service is None:
                 try:
-                    client.api.create_service(**kwargs)
+                    client.api.create_service(**build())
                 except docker.errors.APIError as exc:
                     if exc.status_code != 409:
                         raise
@@ -467,11 +530,20 @@ class SwarmDriver(EngineClients):
                 self._check_owner(spec, service)
                 status = self._wait_started(client, spec, service)
             else:
-                status = self._converge(client, spec, service, network_id, secrets, constraints, image, nnp)
+                status = self._converge(client, spec, service, build, secrets=secrets, image=image)
             self._drop_unused_secrets(client, spec)
             return status
 
-    def _converge(self, client, spec, service, network_id, secrets, constraints, image, nnp) -> NodeStatus:
+    def _converge(
+        self,
+        client,
+        spec: NodeSpec,
+        service: dict[str, Any],
+        build: Callable[[int], dict[str, Any]],
+        *,
+        secrets: dict[str, tuple[str, str]],
+        image: str,
+    ) -> NodeStatus:
         """An existing service: update it to the spec when it differs (a new generation or
         new secret values: a health-gated rolling update, rolled back on failure), scale it
         back to one replica when stopped, force a new task when Swarm gave up restarting."""
@@ -489,22 +561,36 @@ class SwarmDriver(EngineClients):
                 return seen
             return self._wait_started(client, spec, service)  # Swarm is bringing it up: never fight it
         force = int((current.get("TaskTemplate") or {}).get("ForceUpdate") or 0) + (1 if gave_up else 0)
-        kwargs = service_create_kwargs(
-            spec,
-            network_id=network_id,
-            secrets=secrets,
-            constraints=constraints,
-            image=image,
-            publish_mode=self.publish_mode,
-            health_interval=self.health_interval,
-            force_update=force,
-            no_new_privileges=nnp,
-        )
         before = (service.get("UpdateStatus") or {}).get("StartedAt")
-        self._update(client, service, kwargs)
+        self._update(client, service, build(force))
         if differs and not stopped:
             return self._wait_updated(client, spec, before)
         return self._wait_started(client, spec, self._get_service(client, spec.name) or service)
+
+    def _choose_host(self, client, spec: NodeSpec, image_short: str | None) -> str:
+        """The host of a new platform service (``choose_host``): among the region's ready
+        hosts that hold the image, by name, the one holding its volume, else the one with
+        the fewest of this installation's services of the same role."""
+        image_label = NODE_LABEL_IMAGE.format(short=image_short) if image_short else None
+        candidates = [
+            node["ID"]
+            for node in sorted(self._region_hosts(client), key=lambda n: (_hostname(n), n["ID"]))
+            if image_label is None or ((node.get("Spec") or {}).get("Labels") or {}).get(image_label) == "true"
+        ]
+        role = spec.app_labels.get(LABEL_ROLE, "")
+        others = client.api.services(
+            filters={"label": [f"{LABEL_INSTALLATION}={self._installation(spec)}", f"{LABEL_ROLE}={role}"]}
+        )
+        pinned = [host for host in map(pinned_host, others) if host]
+        volume_hosts = {
+            node_id for node_id, engine in self._reachable_hosts(client) if self._has_volume(engine, spec.volume)
+        }
+        host = choose_host(candidates, pinned, volume_hosts)
+        if host is None:
+            raise PermanentRuntimeError(
+                f"no ready host of region {self.region_code} holds the image for {spec.name}; see the region's hosts"
+            )
+        return host
 
     def _update(self, client, service: dict[str, Any], kwargs: dict[str, Any]) -> None:
         kwargs = dict(kwargs)
@@ -709,7 +795,12 @@ class SwarmDriver(EngineClients):
             raise TransientRuntimeError(f"network {spec.network} was created but cannot be read back; look again")
         for network in found:
             labels = network.get("Labels") or {}
-            if not owned_by(labels, self._installation(spec)) or labels.get(LABEL_APP) != spec.labels[LABEL_APP]:
+            mine = labels.get(LABEL_APP) == spec.labels.get(LABEL_APP)  # an app's, or a platform service's (none)
+            if (
+                not owned_by(labels, self._installation(spec))
+                or not mine
+                or (labels.get(LABEL_ROLE) != spec.app_labels.get(LABEL_ROLE))
+            ):
                 raise PermanentRuntimeError(
                     f"a network named {spec.network} exists but is not owned by this installation/app; "
                     "refusing to adopt it"
@@ -789,14 +880,7 @@ class SwarmDriver(EngineClients):
         host of the region can hold it."""
         me = (client.info().get("Swarm") or {}).get("NodeID")
         region_label = NODE_LABEL_REGION.format(code=self.region_code)
-        nodes = [
-            n
-            for n in client.api.nodes()
-            if ((n.get("Spec") or {}).get("Labels") or {}).get(NODE_LABEL_REGION.format(code=self.region_code))
-            == "true"
-            and (n.get("Spec") or {}).get("Availability", "active") == "active"
-            and (n.get("Status") or {}).get("State") == "ready"
-        ]
+        nodes = self._region_hosts(client)
         if not nodes:
             raise PermanentRuntimeError(
                 f"no ready swarm host carries the label {region_label}=true; label the region's hosts "
@@ -839,6 +923,37 @@ class SwarmDriver(EngineClients):
         if refused:
             logger.warning("region %s: image %s not on every host: %s", self.region_code, ref, "; ".join(refused))
         return image_id, image_id[7:19]
+
+    def _region_hosts(self, client) -> list[dict[str, Any]]:
+        """The swarm nodes that run this region's services: labelled for the region, ready
+        and active."""
+        label = NODE_LABEL_REGION.format(code=self.region_code)
+        return [
+            n
+            for n in client.api.nodes()
+            if ((n.get("Spec") or {}).get("Labels") or {}).get(label) == "true"
+            and (n.get("Spec") or {}).get("Availability", "active") == "active"
+            and (n.get("Status") or {}).get("State") == "ready"
+        ]
+
+    def _reachable_hosts(self, client) -> list[tuple[str, Any]]:
+        """``(swarm node id, its engine's client)`` of the hosts the driver can talk to
+        directly: the manager, and hosts with an ``io.bsn.engine-url`` label."""
+        me = (client.info().get("Swarm") or {}).get("NodeID") or ""
+        hosts: list[tuple[str, Any]] = [(me, client)]
+        for node in client.api.nodes():
+            url = ((node.get("Spec") or {}).get("Labels") or {}).get(NODE_LABEL_ENGINE_URL)
+            if node["ID"] != me and url and url != self.base_url:
+                hosts.append((node["ID"], self._client_at(url)))
+        return hosts
+
+    @staticmethod
+    def _has_volume(engine, name: str) -> bool:
+        try:
+            engine.api.inspect_volume(name)
+        except docker.errors.NotFound:
+            return False
+        return True
 
     @staticmethod
     def _label_node(client, node: dict[str, Any], label: str | None, *, remove: bool = False) -> None:
@@ -965,12 +1080,7 @@ class SwarmDriver(EngineClients):
     def _remove_volume(self, client, spec: NodeSpec) -> None:
         """The node's data volume on the hosts we can reach (the manager, and hosts with an
         engine URL label). Another installation's volume under the name is left alone."""
-        targets = [client]
-        for node in client.api.nodes():
-            url = ((node.get("Spec") or {}).get("Labels") or {}).get(NODE_LABEL_ENGINE_URL)
-            if url and url != self.base_url:
-                targets.append(self._client_at(url))
-        for target in targets:
+        for _, target in self._reachable_hosts(client):
             try:
                 volume = target.api.inspect_volume(spec.volume)
             except docker.errors.NotFound:

@@ -21,6 +21,7 @@ from playwright.sync_api import expect
 from apps.audit.models import AuditEvent
 from apps.chainapps import tasks
 from apps.chainapps.models import ChainApp
+from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.tenants.models import ApiToken
 from apps.webhooks.models import Webhook
@@ -34,6 +35,9 @@ from tests.integration import conftest as integration
 
 OPERATOR_PASSWORD = "platform-operator-passphrase"
 make_regions, worker_factory = integration.make_regions, integration.worker_factory  # fixtures
+# The integration tests' end-of-session cleanup too: the live flow's app and the ordering
+# cluster it brings up were left running on the main engine.
+leave_nothing_behind = integration.leave_nothing_behind
 SEND = tasks.enqueue_operation  # the real one, before the package's no_broker replaces it
 
 
@@ -65,6 +69,7 @@ def test_create_an_app_and_watch_it_come_up_live(
     shots,
 ):
     (region,) = make_regions("docker")
+    integration._installations_seen.add(installation_id())  # what it runs is removed at the end
     worker_factory([region])
     member = MembershipFactory(tenant=TenantFactory(), role="developer", user__username="devi")
     page = sign_in(desktop.new_page(), "devi")

@@ -216,6 +216,17 @@ def test_an_app_on_a_swarm_region_lives_heals_upgrades_and_leaves_nothing(
     assert _left_on_swarm(client, tag) == []
 
 
+def _etcd_app(api, client, name: str, regions: list[str]) -> str:
+    """Create an app on several regions through the API; it is etcd-ordered. Its id."""
+    resp = api.post("/api/v1/apps", {"name": name, "regions": regions}, format="json")
+    assert resp.status_code == 202, resp.content
+    op = operation_done(api, resp["Location"], timeout=300)
+    assert op["status"] == "succeeded", (op.get("last_error"), op.get("log", [])[-6:], _story(client))
+    app_id = resp.json()["app"]
+    assert ChainApp.objects.get(pk=app_id).ordering == ChainApp.Ordering.ETCD
+    return app_id
+
+
 def _spec(node: LedgerNode):
     from apps.chainapps.provisioning import node_spec
 
@@ -232,12 +243,7 @@ def test_an_app_on_a_swarm_region_and_a_docker_region_replicates(
     swarm = swarm_region(swarm_engine, f"sw{tag}-1")
     worker_factory([docker_region, swarm], env=FAST_HEALTH)
     client = swarm_engine.client()
-    resp = api.post("/api/v1/apps", {"name": "mixed", "regions": [docker_region.code, swarm.code]}, format="json")
-    assert resp.status_code == 202, resp.content
-    op = operation_done(api, resp["Location"], timeout=300)
-    assert op["status"] == "succeeded", (op.get("last_error"), op.get("log", [])[-6:], _story(client))
-    app_id = resp.json()["app"]
-    assert ChainApp.objects.get(pk=app_id).ordering == ChainApp.Ordering.ETCD
+    app_id = _etcd_app(api, client, "mixed", [docker_region.code, swarm.code])
     signer = _user(api, app_id)
     top = 0
     for i in range(10):
@@ -258,3 +264,115 @@ def test_an_app_on_a_swarm_region_and_a_docker_region_replicates(
     assert _left_on_swarm(client, tag) == []
     left_main = [c.name for c in docker_engine.containers.list(all=True) if tag in c.name]
     assert left_main == []
+
+
+def _ordering_services(client) -> list[dict]:
+    from apps.common.models import installation_id
+
+    selector = [f"io.bsn.installation={installation_id()}", "io.bsn.role=ordering"]
+    return client.api.services(filters={"label": selector})
+
+
+def _remove_ordering(client) -> None:
+    """The members are the platform's, not the app's: they outlive it; a test removes them."""
+    from apps.common.models import installation_id
+    from apps.ordering.spec import ordering_network_name
+
+    names = [s["Spec"]["Name"] for s in _ordering_services(client)]
+    for name in names:
+        client.api.remove_service(name)
+    for name in names:
+        label = f"com.docker.swarm.service.name={name}"
+        wait_for(lambda lb=label: not client.api.containers(all=True, filters={"label": lb}), timeout=60)
+    selector = [f"io.bsn.installation={installation_id()}", "io.bsn.role=ordering-data"]
+    for volume in client.api.volumes(filters={"label": selector}).get("Volumes") or []:
+        wait_for(lambda v=volume["Name"]: _removed(lambda: client.api.remove_volume(v)), timeout=30)
+    for network in client.api.networks(names=[ordering_network_name(installation_id())]):
+        wait_for(lambda n=network["Id"]: _removed(lambda: client.api.remove_network(n)), timeout=30)
+
+
+def _removed(remove) -> bool:
+    import docker.errors
+
+    try:
+        remove()
+    except docker.errors.NotFound:
+        return True
+    except docker.errors.APIError:
+        return False  # still in use a moment after its task went
+    return True
+
+
+def test_an_app_on_two_swarm_regions_is_ordered_by_members_that_are_services_of_the_swarm(
+    api, swarm_engine, worker_factory
+):
+    """No Docker region: the ordering members are services on the swarm, pinned each to a
+    host (spread over the hosts; this swarm has one), on the encrypted ordering overlay
+    network, reached by the app's nodes at their published ports. A killed member is
+    restarted by Swarm and the app keeps committing throughout."""
+    from apps.common.models import installation_id
+    from apps.ordering import services as ordering
+    from apps.ordering.models import AppOrderingCredential, OrderingMember
+    from apps.ordering.spec import ordering_network_name
+
+    client = swarm_engine.client()
+    tag = uuid.uuid4().hex[:6]
+    first, second = swarm_region(swarm_engine, f"so{tag}-0"), swarm_region(swarm_engine, f"so{tag}-1")
+    worker_factory([first, second], env=FAST_HEALTH)
+    try:
+        app_id = _etcd_app(api, client, "swarm-ordered", [first.code, second.code])
+
+        members = list(OrderingMember.objects.select_related("region").order_by("index"))
+        assert [m.region.code for m in members] == [first.code] * 3  # no Docker region: one swarm region
+        services = {s["Spec"]["Name"]: s for s in _ordering_services(client)}
+        assert sorted(services) == [m.name for m in members]
+        host = client.info()["Swarm"]["NodeID"]
+        for service in services.values():
+            template = service["Spec"]["TaskTemplate"]
+            container = template["ContainerSpec"]
+            assert f"node.id=={host}" in template["Placement"]["Constraints"]  # pinned where its volume is
+            assert container["User"] == "10001:10001" and container["ReadOnly"] is True
+            assert container["CapabilityDrop"] == ["ALL"] and container["Healthcheck"] == {"Test": ["NONE"]}
+            assert service["Spec"]["EndpointSpec"]["Mode"] == "dnsrr"
+        network = client.api.inspect_network(ordering_network_name(installation_id()), scope="swarm")
+        assert network["Driver"] == "overlay" and "encrypted" in (network.get("Options") or {})
+        # The app's nodes reach the members at their published ports, never by a shared network,
+        # and the app's etcd password is a Swarm secret, not in `docker service inspect`.
+        password = decrypt_secret(AppOrderingCredential.objects.get(app_id=app_id).password_encrypted)
+        for node in LedgerNode.objects.filter(app_id=app_id):
+            seen = json.dumps(client.api.inspect_service(node.name))
+            assert password not in seen
+            assert all(m.endpoint in seen for m in members), (seen, [m.endpoint for m in members])
+
+        signer = _user(api, app_id)
+        top = max(_put(api, app_id, signer, f"k{i}", i)["height"] for i in range(5))
+
+        # Kill one member's container: the two others keep the quorum, Swarm restarts it.
+        victim = members[1]
+        (container,) = client.containers.list(filters={"label": f"com.docker.swarm.service.name={victim.name}"})
+        container.kill()
+        for i in range(5):
+            top = max(top, _put(api, app_id, signer, f"during{i}", i)["height"])
+        wait_for(
+            lambda: ordering.ordering_heal()["state"] == "healthy",
+            timeout=90,
+            interval=1,
+            message=lambda: f"the ordering service healthy again\n{_story(client)}",
+        )
+        assert len(_ordering_services(client)) == 3  # Swarm restarted it; nothing started beside it
+        live = client.containers.list(filters={"label": f"com.docker.swarm.service.name={victim.name}"})
+        assert len(live) == 1 and live[0].id != container.id
+        top = max(top, _put(api, app_id, signer, "after", 1)["height"])
+
+        def replicated():
+            nodes = api.get(f"/api/v1/apps/{app_id}/nodes").json()["results"]
+            heads = {(n["chain_height"], n["chain_head"]) for n in nodes}
+            return len(nodes) == 2 and len(heads) == 1 and (nodes[0]["chain_height"] or 0) >= top
+
+        wait_for(replicated, timeout=90, interval=0.5, message="both nodes at the same head")
+        resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+        op = operation_done(api, resp["Location"], timeout=120)
+        assert op["status"] == "succeeded", (op.get("last_error"), op.get("log", [])[-6:])
+        assert _left_on_swarm(client, tag) == []
+    finally:
+        _remove_ordering(client)

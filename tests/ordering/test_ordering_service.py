@@ -287,8 +287,8 @@ def test_status_command_before_and_errors(db, capsys):
     assert "not provisioned" in capsys.readouterr().out
     from django.core.management.base import CommandError
 
-    with pytest.raises(CommandError, match="docker driver"):
-        call_command("bsn_ordering", "ensure")  # no docker region: one line, non-zero exit
+    with pytest.raises(CommandError, match="docker or swarm driver"):
+        call_command("bsn_ordering", "ensure")  # no docker or swarm region: one line, non-zero exit
 
 
 def test_a_member_that_lost_its_volume_rejoins_as_a_new_member(ordering, docker_engine):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.management import call_command
 
@@ -118,3 +120,28 @@ def test_members_spread_over_engines_that_publish_on_loopback_are_refused_with_t
     with pytest.raises(OrderingMisconfigured, match="p-0 publish on a loopback address"):
         peer_urls(members, cluster)
     assert not any(m.peer_host_port for m in OrderingMember.objects.all())
+
+
+@pytest.mark.django_db
+def test_ordering_regions_docker_first_else_one_swarm_or_the_operators_choice(settings):
+    from apps.ordering.services import OrderingMisconfigured, ordering_regions
+
+    settings.BSN_ALLOW_INSECURE_ENGINES = True  # engines that are never called
+    assert ordering_regions() == []
+    swarm_a = RegionFactory(code="s-a", driver="swarm", docker_base_url="tcp://10.0.0.9:2376")
+    RegionFactory(code="s-b", driver="swarm", docker_base_url="tcp://10.0.0.9:2376")
+    assert [r.code for r in ordering_regions()] == ["s-a"]  # no Docker region: one swarm spreads them
+    docker = RegionFactory(code="d-a", driver="docker")
+    RegionFactory(code="p-a", driver="process")
+    assert [r.code for r in ordering_regions()] == ["d-a"]  # Docker regions keep them, as before
+    settings.BSN_ORDERING_REGIONS = ["s-a", "s-b"]
+    assert [r.code for r in ordering_regions()] == ["s-a", "s-b"]
+    for named, reason in (
+        (["s-a", "d-a"], "mixes a swarm with other engines"),
+        (["p-a"], "p-a cannot run the ordering members"),
+        (["s-a", "nowhere"], "unknown region(s): nowhere"),
+    ):
+        settings.BSN_ORDERING_REGIONS = named
+        with pytest.raises(OrderingMisconfigured, match=re.escape(reason)):
+            ordering_regions()
+    assert swarm_a.pk and docker.pk

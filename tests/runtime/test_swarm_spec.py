@@ -7,12 +7,15 @@ import uuid
 
 import pytest
 
+from apps.ordering.spec import build_member_spec
 from apps.runtime.spec import build_node_spec
 from apps.runtime.swarm import (
     NODE_LABEL_PUBLISH_HOST,
     _tmpfs_size,
+    choose_host,
     node_host,
     overlay_create_kwargs,
+    pinned_host,
     placement_constraints,
     port_conflict,
     secret_name,
@@ -195,3 +198,41 @@ def test_port_conflicts_and_tmpfs_sizes_are_read():
     assert not port_conflict("no suitable node")
     assert _tmpfs_size("rw,noexec,nosuid,size=16m") == 16 * 1024 * 1024
     assert _tmpfs_size("rw") == 16 * 1024 * 1024
+
+
+def _member_spec(index: int = 0):
+    names = [f"bsn-x-etcd-{i}" for i in range(3)]
+    return build_member_spec(
+        installation_id="i" * 32, index=index, members=names, token="t", image="bsn/ledger", publish_host="10.0.0.5"
+    )
+
+
+def test_an_ordering_member_is_a_service_without_health_check_on_dns_round_robin_in_host_mode():
+    spec = _member_spec()
+    pin = [*placement_constraints("cn-x", None), "node.id==n2"]
+    kwargs = _kwargs(spec, secrets={}, constraints=pin, publish_mode="ingress", platform=True)
+    container = kwargs["task_template"]["ContainerSpec"]
+    assert container["Healthcheck"] == {"Test": ["NONE"]}  # no quorum is no reason to kill a member
+    assert kwargs["endpoint_spec"]["Mode"] == "dnsrr"  # its name is its task's address, which etcd binds
+    assert {p["PublishMode"] for p in kwargs["endpoint_spec"]["Ports"]} == {"host"}  # the mesh needs a VIP
+    assert container["User"] == "10001:10001" and container["ReadOnly"] and container["CapabilityDrop"] == ["ALL"]
+    mount = container["Mounts"][0]
+    assert mount["VolumeOptions"]["Labels"]["io.bsn.role"] == "ordering-data"
+    assert pinned_host({"Spec": {"TaskTemplate": kwargs["task_template"]}}) == "n2"
+    # A node is unchanged: health-checked, behind a VIP.
+    node = _kwargs(_spec())
+    assert node["endpoint_spec"]["Mode"] == "vip" and node["task_template"]["ContainerSpec"]["Healthcheck"]["Test"][0]
+    assert pinned_host({"Spec": {"TaskTemplate": node["task_template"]}}) is None
+
+
+def test_members_spread_over_distinct_hosts_and_find_their_volume_again():
+    hosts = ["a", "b", "c"]
+    pinned: list[str] = []
+    for _ in range(3):
+        pinned.append(choose_host(hosts, pinned, set()))
+    assert pinned == ["a", "b", "c"]  # three hosts: one member each, losing a host loses one
+    assert sorted(choose_host(["a", "b"], p, set()) for p in ([], ["a"])) == ["a", "b"]
+    assert choose_host(["a", "b"], ["a", "b"], set()) == "a"  # two hosts: the third goes to the first
+    assert choose_host(hosts, ["a", "b", "c", "c"], {"c"}) == "c"  # its data is there
+    assert choose_host(hosts, [], {"elsewhere"}) == "a"  # on a host no longer in the region: a new member
+    assert choose_host([], [], set()) is None
