@@ -88,12 +88,14 @@ def ordering_regions() -> list[Region]:
                 "spread the members) or Docker regions only"
             )
         return regions
-    for driver in (Region.Driver.DOCKER, Region.Driver.SWARM):
-        regions = list(Region.objects.filter(driver=driver).order_by("code"))
-        active = [r for r in regions if r.status == Region.Status.ACTIVE]
-        if regions:
-            return (active or regions)[:1] if driver == Region.Driver.SWARM else active or regions
-    return []
+    docker = _active_first(Region.Driver.DOCKER)
+    return docker or _active_first(Region.Driver.SWARM)[:1]
+
+
+def _active_first(driver: str) -> list[Region]:
+    """The regions of ``driver`` by code: the active ones, or all when none is active."""
+    regions = list(Region.objects.filter(driver=driver).order_by("code"))
+    return [r for r in regions if r.status == Region.Status.ACTIVE] or regions
 
 
 def _cluster_row() -> OrderingCluster:
@@ -569,9 +571,9 @@ def _attach_all(members: list[OrderingMember], errors: list[str]) -> int:
     for member in members:
         if member.state == OrderingMember.State.UNKNOWN:
             continue
-        driver = driver_for_region(member.region)
-        if not supports(driver, Networks):
+        if not _on_networks(member):
             continue  # on a swarm: apps reach members at their published ports
+        driver = driver_for_region(member.region)
         try:
             for network in driver.owned_networks(installation_id=inst):
                 attached += bool(driver.connect_to_network(member.name, network, installation_id=inst))

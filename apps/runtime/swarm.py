@@ -795,12 +795,12 @@ class SwarmDriver(EngineClients):
             raise TransientRuntimeError(f"network {spec.network} was created but cannot be read back; look again")
         for network in found:
             labels = network.get("Labels") or {}
-            mine = labels.get(LABEL_APP) == spec.labels.get(LABEL_APP)  # an app's, or a platform service's (none)
-            if (
-                not owned_by(labels, self._installation(spec))
-                or not mine
-                or (labels.get(LABEL_ROLE) != spec.app_labels.get(LABEL_ROLE))
-            ):
+            # The app's network, or a platform service's (no app, its role): nothing else.
+            same = (labels.get(LABEL_APP), labels.get(LABEL_ROLE)) == (
+                spec.labels.get(LABEL_APP),
+                spec.app_labels.get(LABEL_ROLE),
+            )
+            if not owned_by(labels, self._installation(spec)) or not same:
                 raise PermanentRuntimeError(
                     f"a network named {spec.network} exists but is not owned by this installation/app; "
                     "refusing to adopt it"

@@ -28,6 +28,7 @@ from tests.conftest import _client_for, swarm_region
 from tests.engines import engine_region
 from tests.factories import MembershipFactory, TenantFactory
 from tests.integration.conftest import node_get, operation_done, wait_for
+from tests.runtime.conftest import remove_swarm_objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -273,36 +274,6 @@ def _ordering_services(client) -> list[dict]:
     return client.api.services(filters={"label": selector})
 
 
-def _remove_ordering(client) -> None:
-    """The members are the platform's, not the app's: they outlive it; a test removes them."""
-    from apps.common.models import installation_id
-    from apps.ordering.spec import ordering_network_name
-
-    names = [s["Spec"]["Name"] for s in _ordering_services(client)]
-    for name in names:
-        client.api.remove_service(name)
-    for name in names:
-        label = f"com.docker.swarm.service.name={name}"
-        wait_for(lambda lb=label: not client.api.containers(all=True, filters={"label": lb}), timeout=60)
-    selector = [f"io.bsn.installation={installation_id()}", "io.bsn.role=ordering-data"]
-    for volume in client.api.volumes(filters={"label": selector}).get("Volumes") or []:
-        wait_for(lambda v=volume["Name"]: _removed(lambda: client.api.remove_volume(v)), timeout=30)
-    for network in client.api.networks(names=[ordering_network_name(installation_id())]):
-        wait_for(lambda n=network["Id"]: _removed(lambda: client.api.remove_network(n)), timeout=30)
-
-
-def _removed(remove) -> bool:
-    import docker.errors
-
-    try:
-        remove()
-    except docker.errors.NotFound:
-        return True
-    except docker.errors.APIError:
-        return False  # still in use a moment after its task went
-    return True
-
-
 def test_an_app_on_two_swarm_regions_is_ordered_by_members_that_are_services_of_the_swarm(
     api, swarm_engine, worker_factory
 ):
@@ -375,4 +346,5 @@ def test_an_app_on_two_swarm_regions_is_ordered_by_members_that_are_services_of_
         assert op["status"] == "succeeded", (op.get("last_error"), op.get("log", [])[-6:])
         assert _left_on_swarm(client, tag) == []
     finally:
-        _remove_ordering(client)
+        # The members are the platform's: they outlive the app; the test removes them.
+        remove_swarm_objects(client, installation_id())
