@@ -267,9 +267,21 @@ def _port_taken(exc: docker.errors.APIError) -> bool:
     return "port is already allocated" in text or "address already in use" in text
 
 
-def _network_lost(exc: docker.errors.APIError) -> bool:
+def _never_starts(exc: docker.errors.APIError) -> str | None:
+    """Why a stopped container would fail like this at every start (so only a new one of
+    the same name, on the same volume, can run), or None for any other refusal.
+
+    - its network is gone (removed and made again, or lost in an engine crash);
+    - containerd still holds a task under its id: the engine stopped while a start was
+      under way, and since its restart every start answers 500 "task <id>: already exists"
+      ("id already in use" on older engines). A new container has a new id.
+    """
     text = str(exc.explanation or exc).lower()
-    return exc.status_code == 404 and "network" in text and "not found" in text
+    if exc.status_code == 404 and "network" in text and "not found" in text:
+        return "its network is gone"
+    if (exc.status_code or 0) >= 500 and "task" in text and ("already exists" in text or "id already in use" in text):
+        return "the engine kept a stale task of it from before a restart"
+    return None
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -682,12 +694,12 @@ class DockerDriver(EngineClients):
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True, v=True)
                     raise PortInUse(spec.host_port, f"{spec.publish_host}:{spec.host_port} is taken: {exc}") from None
-                if not _network_lost(exc):
+                why = _never_starts(exc)
+                if why is None:
                     raise
-                # The stopped container names a network the engine no longer has (removed
-                # and made again, or lost in an engine crash): it would fail like this at
-                # every start. Its data is on the named volume: make the container anew.
-                logger.warning("recreating %s: its network is gone (%s)", spec.name, exc)
+                # It would fail like this at every start. Its data is on the named volume:
+                # make the container anew.
+                logger.warning("recreating %s: %s (%s)", spec.name, why, exc)
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True, v=True)
                 container = self._create_container(client, spec, network)

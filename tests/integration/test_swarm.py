@@ -33,6 +33,7 @@ from tests.runtime.conftest import remove_swarm_objects
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 FAST_HEALTH = {"BSN_SWARM_HEALTH_INTERVAL": "2"}  # Swarm's verdicts in seconds (default 10 s)
+SWARM_ORDERING_PORTS = "27000-27199"  # see the swarm ordering test
 
 
 @pytest.fixture
@@ -275,7 +276,7 @@ def _ordering_services(client) -> list[dict]:
 
 
 def test_an_app_on_two_swarm_regions_is_ordered_by_members_that_are_services_of_the_swarm(
-    api, swarm_engine, worker_factory
+    api, swarm_engine, worker_factory, settings
 ):
     """No Docker region: the ordering members are services on the swarm, pinned each to a
     host (spread over the hosts; this swarm has one), on the encrypted ordering overlay
@@ -289,7 +290,12 @@ def test_an_app_on_two_swarm_regions_is_ordered_by_members_that_are_services_of_
     client = swarm_engine.client()
     tag = uuid.uuid4().hex[:6]
     first, second = swarm_region(swarm_engine, f"so{tag}-0"), swarm_region(swarm_engine, f"so{tag}-1")
-    worker_factory([first, second], env=FAST_HEALTH)
+    # The test swarm shares the machine's network namespace with the main engine, where the
+    # ordering members of earlier tests' installations hold the top of the port range; this
+    # swarm cannot see them (a real swarm host is its own machine), so its members take a
+    # slice of their own rather than walk into those ports.
+    settings.BSN_NODE_PORT_RANGE = SWARM_ORDERING_PORTS
+    worker_factory([first, second], env={**FAST_HEALTH, "BSN_NODE_PORT_RANGE": SWARM_ORDERING_PORTS})
     try:
         app_id = _etcd_app(api, client, "swarm-ordered", [first.code, second.code])
 

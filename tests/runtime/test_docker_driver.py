@@ -357,6 +357,43 @@ def test_timeout_is_transient_never_success(make_spec):
         assert not isinstance(info.value, RuntimeUnavailable)
 
 
+def test_a_node_whose_start_meets_a_stale_task_is_recreated_on_its_volume(
+    docker_driver, docker_client, make_spec, monkeypatch
+):
+    """An engine stopped while a start was under way keeps containerd's task of that
+    container: after the engine's restart every start answers 500 "task <id>: already
+    exists" (seen in the three-engine outage test). The driver makes the container anew
+    (a new id) on the same volume instead of reporting a temporary error forever."""
+    import docker.errors
+    from docker.models.containers import Container
+
+    spec = replace(make_spec(), host_port=_free_port())
+    docker_driver.ensure_node(spec)
+    docker_driver.stop_node(spec)
+    stale = docker_client.containers.get(spec.name)
+    volumes_before = {m["Name"] for m in stale.attrs["Mounts"] if m.get("Name")}
+    real_start = Container.start
+
+    def start(self, **kwargs):  # the engine's answer for the stale id only
+        if self.id == stale.id:
+            raise docker.errors.APIError(
+                "500 Server Error", explanation=f"task {self.id}: already exists", response=_Response(500)
+            )
+        return real_start(self, **kwargs)
+
+    monkeypatch.setattr(Container, "start", start)
+    status = docker_driver.ensure_node(spec)
+    assert status.state == "running" and status.runtime_id != stale.id
+    again = docker_client.containers.get(spec.name)
+    assert {m["Name"] for m in again.attrs["Mounts"] if m.get("Name")} == volumes_before
+    wait_healthy(docker_driver.observe(spec).endpoint, spec.health_path, HEALTH_TIMEOUT, auth=auth_of(spec))
+
+
+class _Response:
+    def __init__(self, status_code: int):
+        self.status_code, self.reason, self.url = status_code, "Server Error", "http://engine/containers/start"
+
+
 def test_a_stopped_node_whose_network_the_engine_lost_is_recreated_on_its_volume(
     docker_driver, docker_client, make_spec
 ):
