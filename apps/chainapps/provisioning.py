@@ -82,6 +82,7 @@ def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
         env=env,
         secrets=secrets,
         host_port=node.host_port,
+        pinned=app.ordering == ChainApp.Ordering.SOLO,  # its chain is on its volume alone
     )
 
 

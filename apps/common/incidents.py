@@ -52,7 +52,14 @@ def sees_detail(request) -> bool:
 
 def runtime_reason(exc: BaseException) -> str:
     """A tenant-facing reason for a driver or ordering error, from its class (never its text)."""
-    from apps.runtime.base import PermanentRuntimeError, PortInUse, RolledBack, RuntimeUnavailable, is_transient
+    from apps.runtime.base import (
+        HostUnavailable,
+        PermanentRuntimeError,
+        PortInUse,
+        RolledBack,
+        RuntimeUnavailable,
+        is_transient,
+    )
 
     # Ordering errors subclass the runtime ones; named by their module to avoid an import cycle.
     name = type(exc).__name__
@@ -62,6 +69,8 @@ def runtime_reason(exc: BaseException) -> str:
         return "the ordering service needs attention from the platform operator"
     if isinstance(exc, RuntimeUnavailable):
         return "the region's container engine does not answer"
+    if isinstance(exc, HostUnavailable):
+        return "the host that holds the node's data is drained or down; the node waits for it"
     if isinstance(exc, RolledBack):
         return "the new version did not become healthy, so the region rolled the node back to the previous one"
     if isinstance(exc, PortInUse):

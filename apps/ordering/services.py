@@ -31,6 +31,7 @@ from apps.ordering import spec as ospec
 from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCluster, OrderingMember
 from apps.regions.models import Region
 from apps.runtime.base import (
+    HostUnavailable,
     Networks,
     PermanentRuntimeError,
     PlatformServices,
@@ -307,6 +308,9 @@ def _observe_and_start(member: OrderingMember, spec: NodeSpec, *, start: bool) -
     except RuntimeUnavailable as exc:
         OrderingMember.objects.filter(pk=member.pk).update(state=OrderingMember.State.UNKNOWN, last_error=str(exc))
         return "engine-unavailable"
+    except HostUnavailable as exc:  # its host is drained or down: the others keep the quorum
+        OrderingMember.objects.filter(pk=member.pk).update(state=OrderingMember.State.UNKNOWN, last_error=str(exc))
+        return "host-unavailable"
     except RuntimeError_ as exc:
         OrderingMember.objects.filter(pk=member.pk).update(last_error=str(exc)[:2000])
         raise

@@ -203,4 +203,5 @@ def build_member_spec(
         host_port=host_port,
         extra_ports=((PEER_PORT, peer_host_port),) if peer_host_port else (),
         secrets=dict(peer_tls or {}),
+        pinned=True,  # its log is on its volume; a member started empty elsewhere must be re-added
     )

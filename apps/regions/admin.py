@@ -41,6 +41,7 @@ class RegionAdmin(ServiceFormAdmin):
         "engine_tls",
         "publish_host",
         "publish_mode",
+        "overlay_encryption",
         "status",
         "last_seen_at",
         "last_error",

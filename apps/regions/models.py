@@ -48,6 +48,10 @@ class Region(TimeStamped):
     publish_host = models.CharField(max_length=255, default="127.0.0.1")
     # Swarm regions only (apps/runtime/swarm.py): how a node's port is published.
     publish_mode = models.CharField(max_length=8, choices=PublishMode.choices, default=PublishMode.HOST)
+    # Swarm regions only: IPsec on the overlay networks between hosts. Off only where the
+    # hosts' network is private already, or their kernel has no ESP (then an encrypted
+    # overlay drops every packet between hosts: docs/runtime-drivers.md).
+    overlay_encryption = models.BooleanField(default=True)
     max_nodes = models.PositiveIntegerField(default=100)
     cpu_capacity = models.FloatField(default=2.0, help_text="CPUs available for nodes")
     memory_capacity_mb = models.PositiveIntegerField(default=4096)

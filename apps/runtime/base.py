@@ -54,6 +54,11 @@ class RuntimeUnavailable(TransientRuntimeError):
     """The region's engine does not answer."""
 
 
+class HostUnavailable(TransientRuntimeError):
+    """The one host a pinned service may run on (``NodeSpec.pinned``) is drained or down:
+    it waits for that host rather than start empty elsewhere. The region itself answers."""
+
+
 class PortInUse(TransientRuntimeError):
     """The node's host port is taken on the engine (by something else); pick another."""
 

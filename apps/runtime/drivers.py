@@ -53,7 +53,8 @@ def driver_for_region(region: Any) -> RuntimeDriver:
         fingerprint = tls.fingerprint if tls else ""
         mode = getattr(region, "publish_mode", "") or "host"
         key = ("swarm", region.code, base_url, settings.BSN_DOCKER_TIMEOUT, fingerprint, mode)
-        key += (settings.BSN_SWARM_HEALTH_INTERVAL,)
+        encrypted = bool(getattr(region, "overlay_encryption", True))
+        key += (settings.BSN_SWARM_HEALTH_INTERVAL, encrypted)
     elif kind == "process":
         root = Path(settings.BSN_PROCESS_DIR) / region.code
         key = ("process", region.code, str(root))
@@ -83,6 +84,7 @@ def driver_for_region(region: Any) -> RuntimeDriver:
                     image_source_url=settings.BSN_IMAGE_SOURCE_URL or None,
                     publish_mode=mode,
                     health_interval=settings.BSN_SWARM_HEALTH_INTERVAL,
+                    overlay_encryption=encrypted,
                 )
             else:
                 from apps.runtime.process import ProcessDriver

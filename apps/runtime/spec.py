@@ -55,6 +55,10 @@ class NodeSpec:
     extra_ports: tuple[tuple[int, int], ...] = ()
     # ``{NAME: value}``: delivered as files; the node gets ``NAME_FILE`` (see secret_env).
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # Its data exists only on its volume (a solo-ordered node's chain, an ordering member's
+    # log): a runtime of several hosts keeps it on the host of that volume (Swarm:
+    # ``node.id==``) instead of moving it to another host, where it would start empty.
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ def build_node_spec(
     env: dict[str, str] | None = None,
     secrets: dict[str, str] | None = None,
     host_port: int | None = None,
+    pinned: bool = False,
 ) -> NodeSpec:
     name = node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
     base_labels = app_labels(installation_id=installation_id, tenant_id=tenant_id, app_id=app_id)
@@ -162,5 +167,6 @@ def build_node_spec(
         pids_limit=pids_limit,
         app_labels=base_labels,
         host_port=host_port,
+        pinned=pinned,
         secrets=dict(secrets or {}),
     )

@@ -35,6 +35,7 @@ import docker.errors
 
 from apps.runtime import image_sync
 from apps.runtime.base import (
+    HostUnavailable,
     PermanentRuntimeError,
     PlatformServices,
     PortInUse,
@@ -114,13 +115,14 @@ def secret_labels(spec: NodeSpec, name: str) -> dict[str, str]:
     return {**spec.app_labels, LABEL_NODE: spec.labels[LABEL_NODE], LABEL_SECRET: name}
 
 
-def overlay_create_kwargs(spec: NodeSpec) -> dict[str, Any]:
-    """The app's overlay network in this region: encrypted (IPsec between hosts), not
+def overlay_create_kwargs(spec: NodeSpec, *, encrypted: bool = True) -> dict[str, Any]:
+    """The app's overlay network in this region (or a platform service's): encrypted
+    (IPsec between hosts) unless the region says its hosts' network is private, not
     attachable (only the app's services join it)."""
     return {
         "name": spec.network,
         "driver": "overlay",
-        "options": {"encrypted": ""},
+        "options": {"encrypted": ""} if encrypted else {},
         "labels": dict(spec.app_labels),
         "check_duplicate": True,
         "attachable": False,
@@ -270,6 +272,22 @@ def pinned_host(service: dict[str, Any] | None) -> str | None:
         if key == "node.id" and value:
             return value
     return None
+
+
+def host_away(node_id: str | None, nodes: list[dict[str, Any]]) -> str:
+    """Why the swarm host ``node_id`` takes no task now ("is drained", "is down", "left the
+    swarm"), or "" when it does (or no host is named)."""
+    if not node_id:
+        return ""
+    node = next((n for n in nodes if n.get("ID") == node_id), None)
+    if node is None:
+        return f"({node_id[:12]}) left the swarm"
+    name = f"{_hostname(node)} ({node_id[:12]})"
+    availability = (node.get("Spec") or {}).get("Availability") or "active"
+    if availability != "active":
+        return f"{name} is {'drained' if availability == 'drain' else availability + 'd'}"
+    state = (node.get("Status") or {}).get("State") or "unknown"
+    return "" if state == "ready" else f"{name} is {state}"
 
 
 def choose_host(candidates: list[str], pinned: list[str], volume_hosts: set[str]) -> str | None:
@@ -434,6 +452,7 @@ class SwarmDriver(EngineClients):
         image_source_url: str | None = None,
         publish_mode: str = "host",
         health_interval: int = 10,
+        overlay_encryption: bool = True,
     ) -> None:
         self.base_url = base_url
         self.timeout = timeout
@@ -442,6 +461,7 @@ class SwarmDriver(EngineClients):
         self.image_source_url = image_source_url
         self.publish_mode = publish_mode
         self.health_interval = health_interval
+        self.overlay_encryption = overlay_encryption
         self._clients: dict[str, docker.DockerClient] = {}
         self._lock = threading.Lock()
 
@@ -499,8 +519,9 @@ class SwarmDriver(EngineClients):
             network_id = self._ensure_network(client, spec)
             secrets = self._ensure_secrets(client, spec)
             constraints = placement_constraints(self.region_code, short)
-            if platform:
-                constraints.append(f"node.id=={pinned_host(service) or self._choose_host(client, spec, short)}")
+            if platform or spec.pinned:
+                host = pinned_host(service) or self._task_host(client, service)
+                constraints.append(f"node.id=={host or self._choose_host(client, spec, short)}")
             nnp = self._api_at_least("1.46")
 
             def build(force_update: int = 0) -> dict[str, Any]:
@@ -567,17 +588,26 @@ class SwarmDriver(EngineClients):
             return self._wait_updated(client, spec, before)
         return self._wait_started(client, spec, self._get_service(client, spec.name) or service)
 
+    def _task_host(self, client, service: dict[str, Any] | None) -> str | None:
+        """The host of an existing service's current task (where its volume is), for a
+        service made before it was pinned; None for a new service or one with no task."""
+        if service is None:
+            return None
+        task = current_task(self._tasks(client, service["ID"]))
+        return (task or {}).get("NodeID") or None
+
     def _choose_host(self, client, spec: NodeSpec, image_short: str | None) -> str:
-        """The host of a new platform service (``choose_host``): among the region's ready
-        hosts that hold the image, by name, the one holding its volume, else the one with
-        the fewest of this installation's services of the same role."""
+        """The host of a new pinned service (a platform service, a solo node: ``choose_host``):
+        among the region's ready hosts that hold the image, by name, the one holding its
+        volume, else the one with the fewest of this installation's pinned services of the
+        same role."""
         image_label = NODE_LABEL_IMAGE.format(short=image_short) if image_short else None
         candidates = [
             node["ID"]
             for node in sorted(self._region_hosts(client), key=lambda n: (_hostname(n), n["ID"]))
             if image_label is None or ((node.get("Spec") or {}).get("Labels") or {}).get(image_label) == "true"
         ]
-        role = spec.app_labels.get(LABEL_ROLE, "")
+        role = spec.app_labels.get(LABEL_ROLE) or spec.labels.get(LABEL_ROLE, "")
         others = client.api.services(
             filters={"label": [f"{LABEL_INSTALLATION}={self._installation(spec)}", f"{LABEL_ROLE}={role}"]}
         )
@@ -786,7 +816,7 @@ class SwarmDriver(EngineClients):
         found = self._find_networks(client, spec.network)
         if not found:
             try:
-                client.api.create_network(**overlay_create_kwargs(spec))
+                client.api.create_network(**overlay_create_kwargs(spec, encrypted=self.overlay_encryption))
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
@@ -980,6 +1010,9 @@ class SwarmDriver(EngineClients):
         me = (client.info().get("Swarm") or {}).get("NodeID")
         nodes = client.api.nodes()
         hosts = {node["ID"]: node_host(node) for node in nodes}
+        away = host_away(pinned_host(service), nodes)
+        if away:  # Swarm cannot place it before that host is back: say so now, not in 90 s
+            raise HostUnavailable(f"{spec.name} is pinned to the host that holds its data, which {away}")
         problem = ""
         while True:
             tasks = self._tasks(client, service["ID"])

@@ -119,5 +119,13 @@ def test_bsn_region_add_a_swarm_region_as_a_remote_engine(settings, tmp_path):
     assert isinstance(driver, SwarmDriver)
     assert (driver.region_code, driver.publish_mode, driver.tls is not None) == ("cn-swarm", "ingress", True)
     assert engine_key(region) == "swarm:tcp://127.0.0.1:2376"
+    assert region.overlay_encryption is True and driver.overlay_encryption is True  # the default
     with pytest.raises(CommandError, match="invalid choice"):
         run("bsn_region", "add", "cn-swarm2", "--driver", "swarm", "--publish-mode", "everywhere")
+    # A private host network (or kernels without ESP): the operator turns IPsec off.
+    run(
+        "bsn_region", "add", "cn-swarm3", "--driver", "swarm", "--docker-url", "tcp://127.0.0.1:2377",
+        "--no-overlay-encryption", *files,
+    )  # fmt: skip
+    plain = Region.objects.get(code="cn-swarm3")
+    assert plain.overlay_encryption is False and driver_for_region(plain).overlay_encryption is False

@@ -65,6 +65,9 @@ def test_a_node_is_a_hardened_service_with_its_secrets_as_swarm_secrets(swarm_dr
     assert service["Spec"]["Mode"] == {"Replicated": {"Replicas": 1}}
     assert service["Spec"]["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
     assert "node.labels.io.bsn.region.cn-test==true" in task["Placement"]["Constraints"]
+    # Not pinned (it catches up from its peers and etcd wherever Swarm puts it); a solo
+    # node is (tests/integration/test_swarm_hosts.py).
+    assert not any(c.startswith("node.id==") for c in task["Placement"]["Constraints"])
     # The image by content: the service names the image id the host holds.
     assert container["Image"] == swarm_client.images.get(spec.image).id
     # What the running container really got.

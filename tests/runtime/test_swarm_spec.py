@@ -13,6 +13,7 @@ from apps.runtime.swarm import (
     NODE_LABEL_PUBLISH_HOST,
     _tmpfs_size,
     choose_host,
+    host_away,
     node_host,
     overlay_create_kwargs,
     pinned_host,
@@ -124,6 +125,7 @@ def test_the_overlay_network_is_encrypted_and_labelled():
     spec = _spec()
     kwargs = overlay_create_kwargs(spec)
     assert kwargs["driver"] == "overlay" and kwargs["options"] == {"encrypted": ""}
+    assert overlay_create_kwargs(spec, encrypted=False)["options"] == {}  # a region with IPsec off
     assert kwargs["labels"] == spec.app_labels and kwargs["attachable"] is False
 
 
@@ -236,3 +238,26 @@ def test_members_spread_over_distinct_hosts_and_find_their_volume_again():
     assert choose_host(hosts, ["a", "b", "c", "c"], {"c"}) == "c"  # its data is there
     assert choose_host(hosts, [], {"elsewhere"}) == "a"  # on a host no longer in the region: a new member
     assert choose_host([], [], set()) is None
+
+
+def test_a_pinned_services_host_that_takes_no_task_is_named_with_the_reason():
+    from apps.common.incidents import runtime_reason
+    from apps.runtime.base import HostUnavailable
+
+    def host(availability="active", state="ready"):
+        return {
+            "ID": "h1" + "0" * 20,
+            "Description": {"Hostname": "sw-a"},
+            "Spec": {"Availability": availability},
+            "Status": {"State": state},
+        }
+
+    hid = host()["ID"]
+    assert host_away(hid, [host()]) == ""
+    assert host_away(None, [host("drain")]) == ""  # not pinned: Swarm places it anywhere
+    assert host_away(hid, [host("drain")]) == f"sw-a ({hid[:12]}) is drained"
+    assert host_away(hid, [host("pause")]) == f"sw-a ({hid[:12]}) is paused"
+    assert host_away(hid, [host(state="down")]) == f"sw-a ({hid[:12]}) is down"
+    assert host_away(hid, []) == f"({hid[:12]}) left the swarm"
+    reason = runtime_reason(HostUnavailable("bsn-x is pinned to the host that holds its data, which sw-a is drained"))
+    assert reason == "the host that holds the node's data is drained or down; the node waits for it"

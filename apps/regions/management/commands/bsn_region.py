@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from django.conf import settings
@@ -36,6 +37,13 @@ class Command(BaseCommand):
             default=Region.PublishMode.HOST,
             help="swarm regions: host port on the task's host (default) or the routing mesh",
         )
+        add.add_argument(
+            "--overlay-encryption",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="swarm regions: IPsec on the overlay networks between hosts (default); "
+            "--no-overlay-encryption only on a private host network or kernels without ESP",
+        )
         add.add_argument("--max-nodes", type=int, default=100)
         sub.add_parser("list", help="list regions")
         for name in ("drain", "enable"):
@@ -66,6 +74,7 @@ class Command(BaseCommand):
                 docker_base_url=o["docker_url"],
                 publish_host=o["publish_host"],
                 publish_mode=o["publish_mode"],
+                overlay_encryption=o["overlay_encryption"],
                 max_nodes=o["max_nodes"],
             )
         except (RegionInvalid, EngineTLSInvalid) as exc:
