@@ -117,6 +117,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def answers(make_client) -> bool:
+    """Whether the engine ``make_client()`` reaches answers a ping."""
+    try:
+        client = make_client()
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (docker.errors.DockerException, OSError):
+        return False
+
+
 @dataclass
 class Engine:
     name: str
@@ -140,14 +152,7 @@ class Engine:
         return engine_client(self.base_url, tls=tls or None, timeout=60)
 
     def answers(self) -> bool:
-        try:
-            client = self.client()
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except (docker.errors.DockerException, OSError):
-            return False
+        return answers(self.client)
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the daemon (SIGTERM; its containers stop with it, as a machine going down)."""

@@ -22,6 +22,7 @@ as an operator with a private host network, or such a kernel, registers them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -58,20 +59,13 @@ class Host:
         return engine_client(self.base_url, timeout=60)
 
     def answers(self) -> bool:
-        try:
-            client = self.client()
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except (docker.errors.DockerException, OSError):
-            return False
+        from tests.engines import answers
+
+        return answers(self.client)
 
 
 def available() -> str:
     """Why the harness cannot run here ("" when it can): it needs root, ``ip`` and ``nsenter``."""
-    import os
-
     if os.geteuid() != 0:
         return "root (network namespaces)"
     missing = [tool for tool in ("ip", "nsenter", "dockerd") if shutil.which(tool) is None]
@@ -88,15 +82,11 @@ def _kill_pidfile(pidfile: Path) -> None:
     except (OSError, ValueError):
         return
     try:
-        import os
-
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     for _ in range(100):
         try:
-            import os
-
             os.kill(pid, 0)
         except ProcessLookupError:
             return
