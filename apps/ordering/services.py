@@ -305,12 +305,9 @@ def _observe_and_start(member: OrderingMember, spec: NodeSpec, *, start: bool) -
             if outdated and status.state == "running":
                 action = "upgraded+started"
                 _wait_member_healthy(status.endpoint or "")  # one member at a time keeps the quorum
-    except RuntimeUnavailable as exc:
+    except (RuntimeUnavailable, HostUnavailable) as exc:  # its engine or its host is away: the others keep the quorum
         OrderingMember.objects.filter(pk=member.pk).update(state=OrderingMember.State.UNKNOWN, last_error=str(exc))
-        return "engine-unavailable"
-    except HostUnavailable as exc:  # its host is drained or down: the others keep the quorum
-        OrderingMember.objects.filter(pk=member.pk).update(state=OrderingMember.State.UNKNOWN, last_error=str(exc))
-        return "host-unavailable"
+        return "engine-unavailable" if isinstance(exc, RuntimeUnavailable) else "host-unavailable"
     except RuntimeError_ as exc:
         OrderingMember.objects.filter(pk=member.pk).update(last_error=str(exc)[:2000])
         raise

@@ -25,6 +25,8 @@ from apps.chainapps.models import LedgerNode
 from tests.conftest import _client_for, require
 from tests.factories import MembershipFactory, TenantFactory
 from tests.integration.conftest import operation_done, wait_for
+from tests.integration.test_swarm import _put as put_committed
+from tests.integration.test_swarm import _user as add_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -57,11 +59,8 @@ def _tasks_by_host(manager, service_name: str) -> list[str]:
 
 
 def _put(api, app_id: str, signer, key: str, value) -> int:
-    reply = api.post(
-        f"/api/v1/apps/{app_id}/transactions", signer.sign("kv", "put", {"key": key, "value": value}), format="json"
-    )
-    assert reply.status_code == 200 and reply.json()["status"] == "committed", reply.content
-    return reply.json()["height"]
+    """The committed transaction's block height (test_swarm's ``_put`` answers the receipt)."""
+    return put_committed(api, app_id, signer, key, value)["height"]
 
 
 def _left(hosts, app_id: str) -> list[str]:
@@ -92,17 +91,12 @@ def _left(hosts, app_id: str) -> list[str]:
 
 def _app(api, name: str, regions: list[str]):
     """An app on ``regions`` through the API, and a signer for its user alice."""
-    from bsn.client import Client, generate_key
-
     resp = api.post("/api/v1/apps", {"name": name, "regions": regions}, format="json")
     assert resp.status_code == 202, resp.content
     op = operation_done(api, resp["Location"], timeout=300)
     assert op["status"] == "succeeded", (op.get("last_error"), op.get("log", [])[-6:])
     app_id = resp.json()["app"]
-    private, public = generate_key()
-    resp = api.post(f"/api/v1/apps/{app_id}/users", {"name": "alice", "public_key": public}, format="json")
-    assert resp.status_code == 201, resp.content
-    return app_id, Client("http://unused", "-", app_id, "alice", private)
+    return app_id, add_user(api, app_id)
 
 
 def _delete(api, app_id: str, hosts) -> None:
