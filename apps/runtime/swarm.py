@@ -441,6 +441,8 @@ class SwarmDriver(EngineClients):
     START_TIMEOUT = 90.0  # seconds for a task to start (image on the host, scheduling)
     STOP_TIMEOUT = 30.0
     UPDATE_TIMEOUT = 180.0  # a rolling update: stop, start, health check, monitor
+    START_POLL = 0.03  # seconds between looks at a starting task (a look is one ~4 ms call)
+    MANAGER_ID_TTL = 30.0
 
     def __init__(
         self,
@@ -464,11 +466,22 @@ class SwarmDriver(EngineClients):
         self.overlay_encryption = overlay_encryption
         self._clients: dict[str, docker.DockerClient] = {}
         self._lock = threading.Lock()
+        self._me: tuple[float, str] | None = None  # (when asked, the manager's swarm node id)
 
     def __repr__(self) -> str:
         return f"SwarmDriver({self.base_url!r}, region={self.region_code!r})"
 
     # -- plumbing: EngineClients (apps/runtime/docker.py)
+
+    def _manager_id(self, client) -> str:
+        """The swarm node id of the engine this driver talks to, remembered for
+        MANAGER_ID_TTL seconds: ``info()`` costs about 10 ms (the engine gathers all it
+        reports) and a start asked it three times. The id changes only when that engine
+        leaves and joins a swarm again."""
+        now = time.monotonic()
+        if self._me is None or now - self._me[0] > self.MANAGER_ID_TTL:
+            self._me = (now, (client.info().get("Swarm") or {}).get("NodeID") or "")
+        return self._me[1]
 
     def _api_at_least(self, version: str) -> bool:
         from docker.utils import version_gte
@@ -908,7 +921,7 @@ class SwarmDriver(EngineClients):
         Swarm places the task only where the image is. Returns (image reference for the
         service, short id for the placement label). Raises PermanentRuntimeError when no
         host of the region can hold it."""
-        me = (client.info().get("Swarm") or {}).get("NodeID")
+        me = self._manager_id(client)
         region_label = NODE_LABEL_REGION.format(code=self.region_code)
         nodes = self._region_hosts(client)
         if not nodes:
@@ -969,7 +982,7 @@ class SwarmDriver(EngineClients):
     def _reachable_hosts(self, client) -> list[tuple[str, Any]]:
         """``(swarm node id, its engine's client)`` of the hosts the driver can talk to
         directly: the manager, and hosts with an ``io.bsn.engine-url`` label."""
-        me = (client.info().get("Swarm") or {}).get("NodeID") or ""
+        me = self._manager_id(client)
         hosts: list[tuple[str, Any]] = [(me, client)]
         for node in client.api.nodes():
             url = ((node.get("Spec") or {}).get("Labels") or {}).get(NODE_LABEL_ENGINE_URL)
@@ -1007,7 +1020,7 @@ class SwarmDriver(EngineClients):
         """Until the service's task runs and its port is known (a task Swarm cannot place or
         start says why), bounded by START_TIMEOUT."""
         deadline = time.monotonic() + self.START_TIMEOUT
-        me = (client.info().get("Swarm") or {}).get("NodeID")
+        me = self._manager_id(client)
         nodes = client.api.nodes()
         hosts = {node["ID"]: node_host(node) for node in nodes}
         away = host_away(pinned_host(service), nodes)
@@ -1046,7 +1059,7 @@ class SwarmDriver(EngineClients):
                     f"the task of {spec.name} did not start within {self.START_TIMEOUT:g} s "
                     f"(state {_task_state(task) if task else 'none'}: {problem or 'no reason given'})"
                 )
-            time.sleep(0.1)
+            time.sleep(self.START_POLL)
 
     def _started_on_host(self, client, task: dict[str, Any], me: str, nodes: list[dict[str, Any]]) -> str | None:
         """The container id of a "starting" task if its container really runs, asked of the

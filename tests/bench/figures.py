@@ -70,23 +70,31 @@ def _api(token: str):
     return client
 
 
-def _wait_op(client, url: str, timeout: float = 180) -> dict:
+def _wait_op(client, url: str, timeout: float = 180, interval: float = 0.02) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = client.get(url).json()
         if body["status"] in ("succeeded", "failed", "cancelled"):
             return body
-        time.sleep(0.02)
+        time.sleep(interval)
     raise TimeoutError(url)
 
 
 def _create_and_wait(client, regions: list[str]) -> tuple[float, str]:
-    start = time.perf_counter()
+    """Seconds from the POST to the moment the platform recorded the operation's end (its
+    ``finished_at``: every node verified healthy). The operation is looked at every 0.1 s
+    only: each look is a request through the API in this process, on the same two cores as
+    the worker and the starting node, so a tight poll slows what it measures (docs/benchmarks.md,
+    the Swarm section)."""
+    from datetime import datetime
+
+    start = time.time()  # wall clock: compared with the worker's timestamp (same machine)
     resp = client.post("/api/v1/apps", {"name": f"b{uuid.uuid4().hex[:8]}", "regions": regions}, format="json")
     assert resp.status_code == 202, resp.content
-    op = _wait_op(client, resp["Location"])
-    elapsed = time.perf_counter() - start
+    op = _wait_op(client, resp["Location"], interval=0.1)
     assert op["status"] == "succeeded", op
+    elapsed = datetime.fromisoformat(op["finished_at"].replace("Z", "+00:00")).timestamp() - start
+    assert 0 < elapsed <= time.time() - start, (elapsed, op)
     return elapsed, resp.json()["app"]
 
 

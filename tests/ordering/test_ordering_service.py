@@ -373,3 +373,36 @@ def test_all_members_lost_is_a_clear_error_not_a_crash(ordering, docker_engine):
         services.ordering_ensure()
     assert not isinstance(caught.value, IndexError), caught.value
     assert "ordering" in str(caught.value).lower() or "etcd" in str(caught.value).lower(), caught.value
+
+
+def test_a_recent_healthy_check_stands_while_every_member_answers(ordering, docker_engine, monkeypatch):
+    """Provisioning's ensure within ENSURE_FRESH of a check that found the cluster healthy
+    asks each member for its status and nothing else: no engine call, no cluster lock. A
+    member that stopped answering (killed meanwhile) sends it down the full path, which
+    starts the member again; an older check does too."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    services.ordering_ensure()
+    asked = []
+
+    def no_engine(region):
+        asked.append(region.code)
+        raise AssertionError("the engine was asked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "driver_for_region", no_engine)
+        services.ordering_ensure()
+    assert asked == []
+
+    member = OrderingMember.objects.order_by("index").first()
+    docker_engine.containers.get(member.name).kill()
+    assert wait_until(lambda: not services.member_health(member.endpoint), 10)
+    services.ordering_ensure()  # within the window, but one member does not answer: the full path
+    assert docker_engine.containers.get(member.name).status == "running"
+
+    checked = timezone.now() - timedelta(seconds=services.ENSURE_FRESH + 1)
+    OrderingCluster.objects.update(last_checked_at=checked)
+    services.ordering_ensure()  # every member answers, but the last check is too old
+    assert OrderingCluster.objects.get().last_checked_at > checked
