@@ -315,6 +315,9 @@ BSN_OPERATION_MAX_ATTEMPTS = env_int("BSN_OPERATION_MAX_ATTEMPTS", 5, minimum=1)
 # A running operation whose heartbeat is older than this is taken over by another worker.
 BSN_OPERATION_STALE_SECONDS = env_int("BSN_OPERATION_STALE_SECONDS", 120, minimum=5)
 BSN_RECONCILE_INTERVAL = env_float("BSN_RECONCILE_INTERVAL", 30.0)
+# One repairing pass a region at a time: a pass holds its region's lease this long at most
+# (one whose worker died frees the region after it; a longer pass may overlap the next).
+BSN_RECONCILE_LEASE = env_float("BSN_RECONCILE_LEASE", 120.0)
 # Node calls (health probes, /chain reads) a reconcile pass makes at once: a pass over 200
 # nodes waited 2 s on them one after another.
 BSN_RECONCILE_CONCURRENCY = env_int("BSN_RECONCILE_CONCURRENCY", 16, minimum=1)

@@ -26,6 +26,7 @@ from apps.chainapps.provisioning import (
     node_wait_verified,
 )
 from apps.common.incidents import incident, runtime_reason
+from apps.common.leases import single_flight
 from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
@@ -319,10 +320,26 @@ def _repair_due(app: ChainApp, *, running: bool) -> bool:
     )
 
 
-def reconcile_region(region_code: str, *, repair: bool = True) -> dict:
+def reconcile_region(region_code: str, *, repair: bool = True, wait: float = 30.0) -> dict:
+    """One pass over the region. One repairing pass a region at a time (a lease on its row,
+    whichever worker or command runs it): two passes that overlapped both restarted the same
+    node, which left a one-node app without a healthy node for a moment. A pass that still
+    finds another running after ``wait`` seconds says so (``skipped``) and does nothing (the
+    periodic task waits 0 s: the next tick comes anyway). A dry run takes no lease."""
     region = Region.objects.filter(code=region_code).first()
     if region is None:
         return {"region": region_code, "error": "unknown region"}
+    if not repair:
+        return _reconcile_region(region, repair=False)
+    lease = settings.BSN_RECONCILE_LEASE
+    with single_flight(Region, region.pk, "reconcile_lease_until", lease, wait=wait) as mine:
+        if not mine:
+            return {"region": region_code, "skipped": "another reconcile pass over this region is running"}
+        return _reconcile_region(region, repair=True)
+
+
+def _reconcile_region(region: Region, *, repair: bool) -> dict:
+    region_code = region.code
     driver = driver_for_region(region)
     report = {"region": region_code, "observed": 0, "restarted": 0, "stopped": 0, "removed": 0, "orphans": 0}
     try:

@@ -109,7 +109,7 @@ def reconcile_all() -> int:
 
 @shared_task
 def reconcile_region(region_code: str) -> dict:
-    return reconcile.reconcile_region(region_code)
+    return reconcile.reconcile_region(region_code, wait=0)  # another pass running: skip, the next tick comes
 
 
 def node_refresh_later(node, *, facts: bool = False) -> None:

@@ -26,6 +26,7 @@ class OrderingCluster(TimeStamped):
     auth_enabled = models.BooleanField(default=False)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     last_checked_at = models.DateTimeField(null=True, blank=True)
+    heal_lease_until = models.DateTimeField(null=True, blank=True, editable=False)  # one heal at a time
     last_error = models.TextField(blank=True)
     # The CA of peer TLS when members span engines (apps/ordering/peer_tls.py).
     peer_ca_cert = models.TextField(blank=True)

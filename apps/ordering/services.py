@@ -25,6 +25,7 @@ from django.utils import timezone
 from apps.chainapps.models import ChainApp, LedgerNode
 from apps.chainapps.ports import engine_busy_ports, host_port, start_on_own_port
 from apps.common.crypto import decrypt_secret, encrypt_secret
+from apps.common.leases import single_flight
 from apps.common.models import installation_id
 from apps.ordering import peer_tls
 from apps.ordering import spec as ospec
@@ -461,15 +462,28 @@ def _recently_healthy() -> OrderingCluster | None:
     return cluster
 
 
-def ordering_heal() -> dict[str, Any]:
+def ordering_heal(*, wait: float = 30.0) -> dict[str, Any]:
     """For the reconciler: restart dead members (same name + same volume rejoin), re-attach
-    them to every app network on their engine, record health. Creates nothing new."""
+    them to every app network on their engine, record health. Creates nothing new.
+
+    One heal at a time (a lease on the cluster row, apps/common/leases.py): two that
+    overlapped both restarted the same member. One that still finds another running after
+    ``wait`` seconds reports ``skipped`` and does nothing (beat's task waits 0 s)."""
     report: dict[str, Any] = {"members": 0, "restarted": [], "attached": 0, "state": None, "errors": []}
     cluster = OrderingCluster.objects.filter(pk=1).first()
     members = list(OrderingMember.objects.select_related("region"))
     if cluster is None or not members:
         report["state"] = "absent"
         return report
+    lease = settings.BSN_RECONCILE_LEASE
+    with single_flight(OrderingCluster, cluster.pk, "heal_lease_until", lease, wait=wait) as mine:
+        if not mine:
+            report["skipped"] = "another heal of the ordering service is running"
+            return report
+        return _heal(cluster, members, report)
+
+
+def _heal(cluster: OrderingCluster, members: list[OrderingMember], report: dict[str, Any]) -> dict[str, Any]:
     report["members"] = len(members)
     names = [m.name for m in sorted(members, key=lambda m: m.index)]
     report["rejoined"] = []

@@ -24,4 +24,4 @@ def ordering_ensure(self) -> str:
 @shared_task
 def ordering_heal() -> dict:
     """Beat: restart dead members, re-attach networks, record health (no-op before ensure)."""
-    return services.ordering_heal()
+    return services.ordering_heal(wait=0)  # another heal running: skip, the next tick comes

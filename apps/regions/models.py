@@ -62,6 +62,9 @@ class Region(TimeStamped):
     # "destroy bsn-…-cn-beijing: healed"; shown by bsn_status.
     last_event = models.CharField(max_length=300, blank=True)
     last_event_at = models.DateTimeField(null=True, blank=True)
+    # The end of the running reconcile pass's lease (apps/common/leases.py): one pass a region
+    # at a time, whichever worker or command runs it.
+    reconcile_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = RegionQuerySet.as_manager()
 

@@ -344,5 +344,6 @@ ANALYSIS = [
     "- The app's encrypted overlay network costs little: a raw service with an overlay network",
     "  of its own, made in the timed span, took 1.19-1.31 s against 1.21-1.24 s without.",
     "- The reconcile pass over simulated observations moved between 0.4 and 1.1 s from run to",
-    "  run with the machine's load (12 statements a steady pass each time).",
+    "  run with the machine's load (12 statements a steady pass each time; 14 from 3 December:",
+    "  the region's lease taken and given back, docs/provisioning.md).",
 ]

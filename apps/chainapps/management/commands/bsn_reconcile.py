@@ -30,7 +30,9 @@ class Command(BaseCommand):
         for code in codes:
             report = reconcile_region(code, repair=not dry_run)
             result = f"engine unavailable: {report['error']}" if "error" in report else "ok"
-            if "error" in report:
+            if "skipped" in report:  # another pass held the region for the whole wait
+                result = f"skipped: {report['skipped']}"
+            if "error" in report or "skipped" in report:
                 failed.append(code)
             self.stdout.write(f"{code:<20} " + " ".join(f"{report.get(c, 0):>9}" for c in COUNTS) + f"  {result}")
         if dry_run:
