@@ -249,16 +249,24 @@ def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
         idle: list[int] = []
         # The reference is measured right before and right after the one-node run and
         # averaged: this shared machine's speed drifts by a fifth within minutes.
-        before = ed25519_verifications_per_second()
+        # One core's Ed25519 verifications: the faster of OpenSSL (cryptography) and libsodium
+        # (PyNaCl), each measured right before and right after the one-node run. It was
+        # OpenSSL's alone until 3 December, when cryptography 50 (OpenSSL 4.0.3) verified at
+        # 4,555/s where the earlier build did about 11,500/s: the reference fell by half and
+        # an unchanged node "met" the goal. The fastest library is the honest reference.
+        before = max(ed25519_verifications_per_second(), ed25519_verifications_per_second(library="libsodium"))
+        openssl_before = ed25519_verifications_per_second()
         one = _tx_rate(client, codes[:1], count=20_000, batch=500, threads=2, notes=notes, idle_memory=idle)
-        after = ed25519_verifications_per_second()
+        openssl = (openssl_before + ed25519_verifications_per_second()) / 2
         sodium = ed25519_verifications_per_second(library="libsodium")
+        after = max(openssl, sodium)
         three = _tx_rate(client, codes, count=20_000, batch=500, threads=3, notes=notes)
     reference = (before + after) / 2
     notes.append(
-        f"- raw Ed25519 verifications on one core (cryptography/OpenSSL, the reference): {reference:,.0f}/s "
-        f"({before:,.0f} before the one-node run, {after:,.0f} after); with libsodium (PyNaCl, which the node "
-        f"asks first): {sodium:,.0f}/s, so against libsodium the one-node figure is {one / sodium:.2f}×"
+        f"- raw Ed25519 verifications on one core, the faster library (the reference): {reference:,.0f}/s "
+        f"({before:,.0f} before the one-node run, {after:,.0f} after); cryptography/OpenSSL {openssl:,.0f}/s, "
+        f"PyNaCl/libsodium {sodium:,.0f}/s (the node asks libsodium first); against OpenSSL alone the one-node "
+        f"figure would be {one / openssl:.2f}×"
     )
     return [
         Figure(
@@ -266,7 +274,7 @@ def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
             one,
             "tx/s",
             reference,
-            "Ed25519 verifications/s, one core",
+            "Ed25519 verifications/s, one core (faster library)",
             "≥ 0.8×",
             one / reference >= 0.8,
         ),
