@@ -84,7 +84,11 @@ def _wait_writable(key: str, value: str, timeout: float = 30) -> None:
 def test_three_hardened_members_survive_kill_heal_and_full_restart(ordering, docker_engine):
     started = time.monotonic()
     cluster = services.ordering_ensure()
-    assert cluster.state == OrderingCluster.State.HEALTHY and cluster.auth_enabled
+    assert cluster.auth_enabled and cluster.state in (OrderingCluster.State.HEALTHY, OrderingCluster.State.DEGRADED)
+    # Bootstrap returns once a quorum answers; on a loaded machine the third member may not
+    # know the leader yet at that moment (a fresh-clone run saw "degraded"): it joins within
+    # seconds, which the next heal records.
+    assert wait_until(lambda: services.ordering_heal()["state"] == OrderingCluster.State.HEALTHY, 30, 0.5)
     members = list(OrderingMember.objects.select_related("region").order_by("index"))
     assert [m.region.code for m in members] == ["ord-a", "ord-b", "ord-c"]
     assert all(m.state == OrderingMember.State.RUNNING and m.endpoint for m in members)
