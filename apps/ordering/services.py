@@ -53,6 +53,9 @@ ENSURE_TIMEOUT = 60.0  # seconds for a new cluster to elect a leader
 # of the cluster lock, six engine calls and the bookkeeping (about 60 ms each, serialised
 # between the parallel steps of a multi-region app).
 ENSURE_FRESH = 5.0
+# Seconds a member started by ``ordering_ensure`` may take to know the leader once the
+# others have a quorum, before its health is recorded (it is "degraded" until then).
+STARTED_GRACE = 10.0
 READMIT_TIMEOUT = 15.0  # seconds to wait for etcd to accept re-adding a lost member
 UPGRADE_TIMEOUT = 20.0  # seconds for a recreated member to rejoin before the next one goes
 ROOT_USER = "root"
@@ -419,24 +422,51 @@ def _wait_quorum(members: list[OrderingMember], timeout: float) -> None:
 def ordering_ensure(*, timeout: float = ENSURE_TIMEOUT) -> OrderingCluster:
     """Create or adopt the three members, wait for a quorum, set up auth. Idempotent.
 
-    Serialised by a row lock on the cluster singleton, so concurrent provisioning steps
-    do the work once and the others find it done.
+    One full pass at a time, and never beside a heal: the pass holds the cluster's heal
+    lease (``ordering_heal`` holds the same one), waiting up to ``timeout`` for a running
+    heal or another ensure to finish, after which it usually finds the work done (the fast
+    path). Members this pass started are given a moment (STARTED_GRACE) to know the leader
+    before health is recorded, so a fresh cluster reads healthy rather than degraded.
     """
     recent = _recently_healthy()
     if recent is not None:
         return recent
     with transaction.atomic():
-        cluster = _cluster_row()
-        members = _member_rows()
-        names = [m.name for m in members]
-        _update_peer_urls(members, cluster)
-        for member in members:
-            _start_member(member, cluster, names, members)
-        _wait_quorum(members, timeout)
-        _setup_auth(cluster, members)
-        _record_health(members, cluster)
-        OrderingCluster.objects.filter(pk=cluster.pk).update(last_error="")
+        pk = _cluster_row().pk  # the singleton exists (with its secrets) before it can be leased
+    lease = settings.BSN_RECONCILE_LEASE
+    with single_flight(OrderingCluster, pk, "heal_lease_until", lease, wait=timeout, poll=0.05) as mine:
+        if not mine:
+            raise OrderingNotReady(
+                f"a heal of the ordering service has held it for over {timeout:.0f}s; "
+                "see `manage.py bsn_ordering status`"
+            )
+        recent = _recently_healthy()  # the pass we waited for may have done it all
+        if recent is not None:
+            return recent
+        with transaction.atomic():
+            cluster = _cluster_row()
+            members = _member_rows()
+            names = [m.name for m in members]
+            _update_peer_urls(members, cluster)
+            started = [m for m in members if _start_member(m, cluster, names, members).endswith("started")]
+            _wait_quorum(members, timeout)
+            _setup_auth(cluster, members)
+            _wait_members(started, STARTED_GRACE)
+            _record_health(members, cluster)
+            OrderingCluster.objects.filter(pk=cluster.pk).update(last_error="")
     return cluster
+
+
+def _wait_members(members: list[OrderingMember], timeout: float) -> bool:
+    """Until every one of ``members`` answers with a leader, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    waiting = [m for m in members if m.endpoint]
+    while waiting:
+        waiting = [m for m in waiting if not member_health(m.endpoint, timeout=0.5)]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return not waiting
 
 
 def _recently_healthy() -> OrderingCluster | None:
@@ -478,7 +508,8 @@ def ordering_heal(*, wait: float = 30.0) -> dict[str, Any]:
     lease = settings.BSN_RECONCILE_LEASE
     with single_flight(OrderingCluster, cluster.pk, "heal_lease_until", lease, wait=wait) as mine:
         if not mine:
-            report["skipped"] = "another heal of the ordering service is running"
+            report["members"] = len(members)
+            report["skipped"] = "another heal or full check of the ordering service is running"
             return report
         return _heal(cluster, members, report)
 

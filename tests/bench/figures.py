@@ -206,13 +206,10 @@ def _tx_rate(
         rows = LedgerNode.objects.filter(pk__in=[n["id"] for n in nodes]).order_by("region__code")
         targets = [(row.endpoint, node_auth(row)) for row in rows]
         if idle_memory is not None:
-            import docker
-
             from tests.bench.suite import memory_used
 
             time.sleep(3)  # idle: elected, user added, nothing to order
-            engine = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL)
-            counted, own = memory_used(engine.containers.get(nodes[0]["name"]))
+            counted, own = memory_used(_node_container(nodes[0]["name"]))
             idle_memory.append(own)
             notes.append(
                 f"- idle node of an etcd-ordered app: {own / 2**20:.1f} MiB own, "
@@ -227,21 +224,44 @@ def _tx_rate(
             body = node_call(endpoint, "POST", "/tx/batch", auth=auth, body={"txs": chunk}, read_timeout=120).body
             return sum(1 for r in body["receipts"] if r.get("status") == "committed")
 
+        first = _node_container(nodes[0]["name"])
+        cpu_before = _cpu_stats(first)
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=threads) as pool:
             committed = sum(pool.map(post, enumerate(chunks)))
         elapsed = time.perf_counter() - start
+        cpu_after = _cpu_stats(first)
+        used = (cpu_after[0] - cpu_before[0]) / 1e9  # seconds of CPU
         notes.append(
             f"- {len(regions)}-node app: {committed}/{count} committed in {elapsed:.2f} s "
-            f"(batches of {batch}, {threads} client threads, posted round-robin to the nodes)"
+            f"(batches of {batch}, {threads} client threads, posted round-robin to the nodes); its first node "
+            f"used {used / elapsed:.2f} cores, {used / max(committed, 1) * 1e6:.0f} µs of CPU a transaction, and was "
+            f"held at its CPU limit in {cpu_after[1] - cpu_before[1]} of {cpu_after[2] - cpu_before[2]} periods"
         )
         return committed / elapsed
     finally:
         _delete(client, app_id)
 
 
+def _node_container(name: str):
+    import docker
+
+    return docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL).containers.get(name)
+
+
+def _cpu_stats(container) -> tuple[int, int, int]:
+    """(CPU ns used, periods throttled, periods) of a container, read once (no stream)."""
+    stats = container.stats(stream=False, one_shot=True)["cpu_stats"]
+    throttling = stats.get("throttling_data") or {}
+    return (
+        int(stats["cpu_usage"]["total_usage"]),
+        int(throttling.get("throttled_periods", 0)),
+        int(throttling.get("periods", 0)),
+    )
+
+
 def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
-    from tests.bench.suite import ed25519_verifications_per_second
+    from tests.bench.suite import ed25519_verifications_per_second, python_node_floor
 
     with bench_stack(regions=3) as (regions, token):
         client = _api(token)
@@ -261,8 +281,16 @@ def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
         sodium = ed25519_verifications_per_second(library="libsodium")
         before, after = max(openssl_before, sodium_before), max(openssl_after, sodium)
         openssl = (openssl_before + openssl_after) / 2
+        floor_without, floor_with = python_node_floor()
         three = _tx_rate(client, codes, count=20_000, batch=500, threads=3, notes=notes)
     reference = (before + after) / 2
+    ceiling = 1e6 / floor_with
+    notes.append(
+        f"- a Python node's floor (tests/bench/suite.py `python_node_floor`, one core, batches of 500): "
+        f"{floor_without:.1f} µs a transaction besides verification, {floor_with:.1f} µs with it; so at most "
+        f"{ceiling:,.0f} tx/s = {ceiling / reference:.2f}× the reference ({1 - floor_without / floor_with:.2f}× "
+        f"of the verifications inside the floor's own run)"
+    )
     notes.append(
         f"- raw Ed25519 verifications on one core, the faster library (the reference): {reference:,.0f}/s "
         f"({before:,.0f} before the one-node run, {after:,.0f} after); cryptography/OpenSSL {openssl:,.0f}/s, "
@@ -278,6 +306,15 @@ def ledger_throughput(engine, notes: list[str]) -> list[Figure]:
             "Ed25519 verifications/s, one core (faster library)",
             "≥ 0.8×",
             one / reference >= 0.8,
+        ),
+        Figure(
+            "ceiling of a Python node on one core (its floor, no HTTP/ordering)",
+            ceiling,
+            "tx/s",
+            reference,
+            "Ed25519 verifications/s, one core (faster library)",
+            "reported",
+            None,
         ),
         Figure(
             "signed tx/s, 3-node app (etcd ordering)",
