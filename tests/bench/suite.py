@@ -154,25 +154,26 @@ def wait_http(url: str, timeout: float) -> float:
     raise TimeoutError(url)
 
 
+# The raw runs' container settings: the product's hardening, the port on loopback.
+RAW_HARDENING = {
+    "read_only": True,
+    "tmpfs": {"/tmp": "size=16m"},
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges:true"],
+    "user": "10001:10001",
+    "init": True,
+    "ports": {"8080/tcp": ("127.0.0.1", None)},
+    "labels": {"io.bsn.bench": "1"},
+}
+
+
 @contextmanager
 def hardened_ledger(engine, image: str, **extra):
     """A bare `docker run` of the ledger image with the product's hardening; yields (container, url).
 
     Used as the reference (no control plane) and to read an idle node's memory.
     """
-    container = engine.containers.run(
-        image,
-        detach=True,
-        read_only=True,
-        tmpfs={"/tmp": "size=16m"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges:true"],
-        user="10001:10001",
-        init=True,
-        ports={"8080/tcp": ("127.0.0.1", None)},
-        labels={"io.bsn.bench": "1"},
-        **extra,
-    )
+    container = engine.containers.run(image, detach=True, **RAW_HARDENING, **extra)
     try:
         container.reload()
         port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
@@ -283,14 +284,7 @@ def engine_floor_to_healthy(engine, image: str, runs: int = 3) -> float:
                     container = engine.containers.create(
                         image,
                         name=f"bsn-bench-floor-{run}",
-                        read_only=True,
-                        tmpfs={"/tmp": "size=16m"},
-                        cap_drop=["ALL"],
-                        security_opt=["no-new-privileges:true"],
-                        user="10001:10001",
-                        init=True,
-                        ports={"8080/tcp": ("127.0.0.1", None)},
-                        labels={"io.bsn.bench": "1"},
+                        **RAW_HARDENING,
                         mem_limit="64m",
                         network=network.id,
                         volumes={f"bsn-bench-floor-{run}": {"bind": "/data", "mode": "rw"}},

@@ -6,6 +6,7 @@ installation label and removed in the finalizer.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import docker
@@ -63,6 +64,20 @@ def _containers(client, inst):
     return client.containers.list(
         all=True, filters={"label": [f"{LABEL_INSTALLATION}={inst}", f"{LABEL_ROLE}=ordering"]}
     )
+
+
+@contextlib.contextmanager
+def _engine_forbidden(monkeypatch):
+    """Yields the codes of the regions whose engine was asked for (each ask also fails)."""
+    asked: list[str] = []
+
+    def no_engine(region):
+        asked.append(region.code)
+        raise AssertionError(f"the engine of {region.code} was asked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "driver_for_region", no_engine)
+        yield asked
 
 
 def _root() -> EtcdClient:
@@ -388,14 +403,7 @@ def test_a_recent_healthy_check_stands_while_every_member_answers(ordering, dock
     from django.utils import timezone
 
     services.ordering_ensure()
-    asked = []
-
-    def no_engine(region):
-        asked.append(region.code)
-        raise AssertionError("the engine was asked")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(services, "driver_for_region", no_engine)
+    with _engine_forbidden(monkeypatch) as asked:
         services.ordering_ensure()
     assert asked == []
 
@@ -425,14 +433,7 @@ def test_a_full_check_never_runs_beside_a_heal(ordering, docker_engine, monkeypa
     OrderingCluster.objects.update(last_checked_at=stale)  # the fast path does not apply
     held = timezone.now() + timedelta(seconds=60)
     OrderingCluster.objects.update(heal_lease_until=held)  # a heal elsewhere holds the lease
-    asked = []
-
-    def no_engine(region):
-        asked.append(region.code)
-        raise AssertionError("the engine was asked beside a running heal")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(services, "driver_for_region", no_engine)
+    with _engine_forbidden(monkeypatch) as asked:
         with pytest.raises(services.OrderingNotReady, match="heal of the ordering service"):
             services.ordering_ensure(timeout=0.3)
     assert asked == []
