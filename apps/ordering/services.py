@@ -457,16 +457,12 @@ def ordering_ensure(*, timeout: float = ENSURE_TIMEOUT) -> OrderingCluster:
     return cluster
 
 
-def _wait_members(members: list[OrderingMember], timeout: float) -> bool:
-    """Until every one of ``members`` answers with a leader, at most ``timeout`` seconds."""
+def _wait_members(members: list[OrderingMember], timeout: float) -> None:
+    """Until every one of ``members`` answers with a leader, at most ``timeout`` seconds in all."""
     deadline = time.monotonic() + timeout
-    waiting = [m for m in members if m.endpoint]
-    while waiting:
-        waiting = [m for m in waiting if not member_health(m.endpoint, timeout=0.5)]
-        if not waiting or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
-    return not waiting
+    for member in members:
+        if member.endpoint:
+            _wait_member_healthy(member.endpoint, timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _recently_healthy() -> OrderingCluster | None:

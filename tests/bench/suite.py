@@ -243,23 +243,16 @@ def engine_floor_to_healthy(engine, image: str, runs: int = 3) -> float:
     Written by hand on purpose: it is not the product but the least engine work the
     product's path can do; the provisioning figure minus this is the control plane's share."""
     import contextlib
-    import io
-    import tarfile
     from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
 
     import docker.errors
 
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        folder = tarfile.TarInfo(".secrets")
-        folder.type, folder.mode, folder.uid, folder.gid = tarfile.DIRTYPE, 0o700, 10001, 10001
-        tar.addfile(folder)
-        for name in ("node_key", "api_credential", "etcd_password"):
-            data = uuid.uuid4().hex.encode()
-            info = tarfile.TarInfo(f".secrets/{name}")
-            info.size, info.mode, info.uid, info.gid = len(data), 0o400, 10001, 10001
-            tar.addfile(info, io.BytesIO(data))
-    archive = buffer.getvalue()
+    from apps.runtime.docker import secrets_archive
+
+    # The product's own archive builder, which reads only the user and the secrets of a spec.
+    secrets = {name: uuid.uuid4().hex for name in ("BSN_NODE_PRIVATE_KEY", "BSN_API_CREDENTIAL", "BSN_ETCD_PASSWORD")}
+    archive = secrets_archive(SimpleNamespace(user=RAW_HARDENING["user"], secrets=secrets))
     tag = uuid.uuid4().hex[:8]
     members = [
         engine.containers.run(
