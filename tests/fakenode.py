@@ -18,6 +18,8 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -135,8 +137,7 @@ class FakeNode:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), _H)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), _H)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
@@ -145,8 +146,45 @@ class FakeNode:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
+        """Stop as a node's process stops: the port and every open connection closed (the
+        control plane keeps connections to nodes alive between calls)."""
         self.server.shutdown()
         self.server.server_close()
+        self.server.close_connections()
+
+
+class _Server(ThreadingHTTPServer):
+    """Remembers its open connections, so ``close`` can end them as a process exit would."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any) -> None:
+        self.open: set[socket.socket] = set()
+        self.open_lock = threading.Lock()
+        super().__init__(*args)
+
+    def process_request(self, request, client_address) -> None:
+        with self.open_lock:
+            self.open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self.open_lock:
+            self.open.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):  # a caller gave up
+            super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        with self.open_lock:
+            conns, self.open = list(self.open), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def _b64(data: bytes) -> str:

@@ -31,8 +31,8 @@ from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
 from apps.runtime.drivers import driver_for_region, engine_key
-from apps.runtime.health import probe
-from apps.runtime.nodeapi import new_session, read_chain
+from apps.runtime.health import REQUEST_TIMEOUT
+from apps.runtime.nodeapi import NodeCallError, read_chain, read_verified
 from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,31 @@ def chain_verdict(*, ordering: str, chains: list[dict | None], max_lag: int) -> 
         if heads.setdefault(height, chain.get("head_hash") or "") != (chain.get("head_hash") or ""):
             return False, f"nodes disagree on the block at height {height}"
     return True, ""
+
+
+def chain_facts(health: object) -> dict | None:
+    """The chain facts (height, head, proposer) a node's authenticated ``/health`` carries,
+    as ``/chain`` gives them; None from a node that does not send them (an image from
+    before they were added, another framework's health path): ask its ``/chain``."""
+    if not isinstance(health, dict) or not isinstance(health.get("head_hash"), str) or "proposer" not in health:
+        return None
+    return {"height": health.get("height"), "head_hash": health["head_hash"], "proposer": health["proposer"]}
+
+
+def health_and_chain(endpoint: str, path: str, *, auth, timeout: float, chain: bool) -> tuple[bool, dict | None]:
+    """(healthy, chain facts) of the node at ``endpoint``: healthy when ``path`` answers 200
+    proving it is the node ``auth`` names (an impostor on its port is not). With ``chain``,
+    the facts of a healthy node come from that answer (``chain_facts``), else from its
+    ``/chain``; None when it does not give them."""
+    try:
+        reply = read_verified(endpoint, path, auth=auth, timeout=timeout)
+    except NodeCallError:
+        return False, None
+    if reply.status != 200:
+        return False, None
+    if not chain:
+        return True, None
+    return True, chain_facts(reply.body) or read_chain(endpoint, auth=auth)
 
 
 def _in_parallel(fn, items: list) -> list:
@@ -214,11 +239,12 @@ def reconcile_node(node_id: str) -> str:
     fields: dict = {"state": LedgerNode.State.MISSING if seen.state == "missing" else LedgerNode.State.STOPPED}
     if seen.state == "running":
         auth = node_auth(node)
-        path = node.current_framework.health_path
-        healthy = (
-            bool(seen.endpoint)
-            and auth is not None
-            and probe(seen.endpoint, path, auth=auth, timeout=REFRESH_PROBE_TIMEOUT)
+        healthy, chain = (
+            health_and_chain(
+                seen.endpoint, node.current_framework.health_path, auth=auth, timeout=REFRESH_PROBE_TIMEOUT, chain=True
+            )
+            if seen.endpoint and auth is not None
+            else (False, None)
         )
         fields = {
             "state": LedgerNode.State.RUNNING if healthy else LedgerNode.State.UNHEALTHY,
@@ -226,7 +252,6 @@ def reconcile_node(node_id: str) -> str:
             "runtime_id": seen.runtime_id or "",
             "last_seen_at": timezone.now(),
         }
-        chain = read_chain(seen.endpoint, auth=auth) if healthy else None
         if chain is not None:  # the facts the API shows: height, head and proposer, read together
             fields.update(
                 chain_height=int(chain.get("height") or 0),
@@ -370,23 +395,24 @@ def _reconcile_region(region: Region, *, repair: bool) -> dict:
         .select_related("app__framework", "app__tenant", "region", "framework")
     )
 
-    chains: dict = {}  # node pk -> its /chain, read on the probe's connection
+    chains: dict = {}  # node pk -> its chain facts, from its /health (or /chain)
 
     def healthy(node: LedgerNode) -> bool | None:
         """None: not running; else whether what answers proves it is this node (an
-        impostor on its port is not). A healthy node of an app whose chains this pass
-        judges is asked for its /chain right away, on the same connection."""
+        impostor on its port is not). The chain facts of a healthy node of an app whose
+        chains this pass judges come with its /health (``chain_facts``): one call a node."""
         seen = observed.get(node.name)
         if seen is None or seen.state != "running":
             return None
         auth = node_auth(node)
         if not seen.endpoint or auth is None:
             return False
-        path = node.current_framework.health_path
-        with new_session() as session:
-            ok = probe(seen.endpoint, path, auth=auth, session=session)
-            if ok and node.app.desired_state == ChainApp.DesiredState.RUNNING and node.app_id not in busy_apps:
-                chains[node.pk] = read_chain(seen.endpoint, auth=auth, session=session)
+        judged = node.app.desired_state == ChainApp.DesiredState.RUNNING and node.app_id not in busy_apps
+        ok, chain = health_and_chain(
+            seen.endpoint, node.current_framework.health_path, auth=auth, timeout=REQUEST_TIMEOUT, chain=judged
+        )
+        if ok and judged:
+            chains[node.pk] = chain
         return ok
 
     probed = _in_parallel(healthy, nodes)

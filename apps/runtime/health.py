@@ -13,31 +13,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import requests
-
 from apps.runtime.base import TransientRuntimeError
-from apps.runtime.nodeapi import NodeAuth, NodeCallError, NodeTimeout, NodeUnverified, new_session, read_verified
+from apps.runtime.nodeapi import NodeAuth, NodeCallError, NodeTimeout, NodeUnverified, read_verified
 
 REQUEST_TIMEOUT = 1.0
 
 
-def probe(
-    endpoint: str,
-    path: str,
-    *,
-    auth: NodeAuth,
-    timeout: float = REQUEST_TIMEOUT,
-    session: requests.Session | None = None,
-) -> bool:
-    """True if the endpoint answers 200 on ``path`` right now, as the node ``auth`` names.
-
-    ``session``: the caller's (the reconciler reads /chain on the same connection next),
-    else a fresh one."""
-    if session is None:
-        with new_session() as own:
-            return probe(endpoint, path, auth=auth, timeout=timeout, session=own)
+def probe(endpoint: str, path: str, *, auth: NodeAuth, timeout: float = REQUEST_TIMEOUT) -> bool:
+    """True if the endpoint answers 200 on ``path`` right now, as the node ``auth`` names."""
     try:
-        return read_verified(endpoint, path, auth=auth, timeout=timeout, session=session).status == 200
+        return read_verified(endpoint, path, auth=auth, timeout=timeout).status == 200
     except NodeCallError:
         return False
 
@@ -49,25 +34,22 @@ def wait_healthy(endpoint: str, path: str, timeout: float, *, auth: NodeAuth, in
     """
     deadline = time.monotonic() + timeout
     last_error = "no attempt made"
-    with new_session() as session:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                reply = read_verified(
-                    endpoint, path, auth=auth, timeout=min(REQUEST_TIMEOUT, remaining), session=session
-                )
-            # Reasons without the endpoint: they end up in tenant-visible operation logs.
-            except NodeUnverified:
-                last_error = "what answers there cannot prove it is this node"
-            except NodeTimeout:
-                last_error = "no answer in time"
-            except NodeCallError:
-                last_error = "no connection"
-            else:
-                if reply.status == 200:
-                    return reply.body if isinstance(reply.body, dict) else {"body": reply.body}
-                last_error = f"HTTP {reply.status}: {str(reply.body)[:200]}"
-            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            reply = read_verified(endpoint, path, auth=auth, timeout=min(REQUEST_TIMEOUT, remaining))
+        # Reasons without the endpoint: they end up in tenant-visible operation logs.
+        except NodeUnverified:
+            last_error = "what answers there cannot prove it is this node"
+        except NodeTimeout:
+            last_error = "no answer in time"
+        except NodeCallError:
+            last_error = "no connection"
+        else:
+            if reply.status == 200:
+                return reply.body if isinstance(reply.body, dict) else {"body": reply.body}
+            last_error = f"HTTP {reply.status}: {str(reply.body)[:200]}"
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
     raise TransientRuntimeError(f"node {auth.node_id} not healthy after {timeout:.1f}s; last error: {last_error}")

@@ -293,6 +293,11 @@ class LedgerCore:
     def head_hash(self) -> str:
         return self._head_hash
 
+    def tip(self) -> tuple[int, str]:
+        """(height, head hash), read together (one block may commit between two reads)."""
+        with self._lock:
+            return self._height, self._head_hash
+
     @property
     def last_timestamp(self) -> int:
         """The head block's timestamp (ms); 0 before the first block."""

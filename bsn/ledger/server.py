@@ -433,12 +433,18 @@ class Handler(BaseHTTPRequestHandler):
             if core.healthy:
                 return HTTPStatus.OK, {"status": "ok"}
             return HTTPStatus.SERVICE_UNAVAILABLE, {"status": "error"}
+        height, head_hash = core.tip()
+        ordering = self.server.orderer.status()
+        # The chain facts the control plane records (head and proposer) ride along, so its
+        # reconcile pass needs one call a node, not /health and then /chain (issue 9).
         body = {
             "status": "ok",
             "node_id": core.node_id,
             "app_id": core.app_id,
-            "height": core.height,
-            "ordering": self.server.orderer.mode,
+            "height": height,
+            "head_hash": head_hash,
+            "ordering": ordering.get("mode"),
+            "proposer": ordering.get("proposer"),
             "identity": self._identity(),
         }
         if not core.healthy:

@@ -28,7 +28,17 @@ def test_health_names_the_node(node):
     assert reply.headers["Content-Type"] == "application/json"
     body = reply.json()
     identity = body.pop("identity")  # tests/ledger/test_node_auth.py checks the proof
-    assert body == {"status": "ok", "node_id": "node-1", "app_id": "app-1", "height": 1, "ordering": "solo"}
+    chain = node.request("GET", "/chain").json()  # the chain facts come along, as /chain gives them
+    assert body == {
+        "status": "ok",
+        "node_id": "node-1",
+        "app_id": "app-1",
+        "height": 1,
+        "head_hash": chain["head_hash"],
+        "ordering": "solo",
+        "proposer": chain["proposer"],
+    }
+    assert chain["head_hash"] and chain["proposer"] == "node-1"
     assert (identity["app_id"], identity["node_id"]) == ("app-1", "node-1")
     assert reply.verified
 
