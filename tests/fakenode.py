@@ -231,6 +231,7 @@ class SimLedger:
         self.receipts: dict[str, tuple[dict, dict]] = {}
         self.kv: dict[str, Any] = {}
         self.down_ordering = False
+        self.health_facts = True  # /health carries the chain facts, as the node does (False: an older image)
         self.node = FakeNode(self.handle, credential=credential, identity=(app_id, node_id, node_private_b64))
 
     @property
@@ -367,5 +368,8 @@ class SimLedger:
                 "users": sorted(u for u in self.users if u not in self.revoked and u != "_admin"),
             }
         if method == "GET" and path == "/health":
-            return 200, {"status": "ok"}
+            if not self.health_facts:
+                return 200, {"status": "ok"}
+            facts = {"height": len(self.blocks), "head_hash": self.head, "proposer": self.node_id}
+            return 200, {"status": "ok", "node_id": self.node_id, "app_id": self.app_id, "ordering": "solo", **facts}
         return None

@@ -138,10 +138,14 @@ class _Connections:
             conn.close()
 
     def clear(self) -> None:
-        """Forget every idle connection (in a forked child: they belong to the parent)."""
+        """Close every idle connection. In a forked child (they came from the parent) this
+        only closes the child's copies: the parent's connections stay open."""
         with self._lock:
+            conns = [conn for idle in self._idle.values() for conn in idle]
             self._idle.clear()
             self._count = 0
+        for conn in conns:
+            conn.close()
 
 
 def _readable(sock) -> bool:

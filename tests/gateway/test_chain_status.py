@@ -111,8 +111,28 @@ def test_reconciler_degraded_without_a_proposer_for_etcd_apps(pair):
     app, (first, second) = pair
     assert app.ordering == "etcd"
     for sim in (first, second):
-        sim.node.routes[("GET", "/chain")] = (200, {"height": 0, "head_hash": "0" * 64, "proposer": None})
+        facts = {"height": 0, "head_hash": "0" * 64, "proposer": None}
+        sim.node.routes[("GET", "/chain")] = (200, facts)
+        sim.node.routes[("GET", "/health")] = (200, {"status": "ok", **facts})
     assert _reconcile(app) == "degraded"
+
+
+@pytest.mark.parametrize("facts_in_health", [True, False], ids=["node", "node from before the facts"])
+def test_a_pass_calls_a_node_once_when_its_health_carries_the_chain_facts(one_node_apps, facts_in_health):
+    """A node's /health carries its chain facts (issue 9: one call a node, not /health then
+    /chain); a node that does not send them (an older image) is asked for its /chain."""
+    (app,) = one_node_apps(1)
+    ledger = one_node_apps.sims[-1]
+    ledger.health_facts = facts_in_health
+    ledger.commit([])
+    ledger.commit([])
+    ledger.node.requests.clear()
+    reconcile_region("cn-beijing")
+    paths = [path for _, path, _ in ledger.node.requests]
+    assert paths == (["/health"] if facts_in_health else ["/health", "/chain"])
+    node = LedgerNode.objects.get(app=app)
+    assert (node.chain_height, node.chain_head, node.chain_proposer) == (2, ledger.head, ledger.node_id)
+    assert ChainApp.objects.get(pk=app.pk).status == ChainApp.Status.RUNNING
 
 
 @pytest.mark.parametrize("who", ["stranger", "other node"])
@@ -165,6 +185,7 @@ def one_node_apps(owner, regions, monkeypatch):
         return made
 
     monkeypatch.setattr(reconcile, "driver_for_region", lambda region: ListingDriver(endpoints))
+    make.sims = sims
     yield make
     for sim in sims:
         sim.close()

@@ -176,4 +176,6 @@ def test_a_forked_child_does_not_share_the_parents_connections(node, auth, conne
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
-    assert nodeapi._connections._count == 1  # the parent's is kept
+    assert nodeapi._connections._count == 1  # the parent's is kept, and still works
+    assert node_call(node.endpoint, "GET", "/health", auth=auth).ok
+    assert len(connects) == 1
