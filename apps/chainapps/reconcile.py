@@ -151,14 +151,18 @@ def _write_grouped(observations: list[tuple[LedgerNode, dict]]) -> int:
     written again, and nodes left with the same values are written together: a steady
     region (every node running where it ran, seen now) is one statement, where it was one
     per node (issue 9: 200 nodes, 1,000 statements a pass). Django's ``bulk_update``
-    builds a CASE per row and cost more than it saved."""
+    builds a CASE per row and cost more than it saved.
+
+    Each UPDATE applies only to rows whose state is still the one the pass loaded: a step
+    that recorded its node meanwhile (verified ``running`` while the pass saw it booting)
+    was there later and knows better; the next pass looks again."""
     groups: dict[tuple, list] = {}
     for node, fields in observations:
         news = tuple(sorted((name, value) for name, value in fields.items() if getattr(node, name) != value))
         if news:
-            groups.setdefault(news, []).append(node.pk)
-    for news, pks in groups.items():
-        LedgerNode.objects.filter(pk__in=pks).update(**dict(news))
+            groups.setdefault((node.state, news), []).append(node.pk)
+    for (loaded_state, news), pks in groups.items():
+        LedgerNode.objects.filter(pk__in=pks, state=loaded_state).update(**dict(news))
     return len(groups)
 
 

@@ -261,3 +261,26 @@ def test_apps_refresh_status_at_once_is_app_refresh_status_of_each(owner, region
     seen = {status for status, _ in each.values()}
     assert seen >= {"degraded", "failed", "provisioning", "stopping", "deleting"}
     assert ("running" in seen) is chain_ok
+
+
+def test_a_pass_never_overwrites_a_state_a_step_recorded_meanwhile(one_node_apps, monkeypatch):
+    """The pass loads a node still `pending` and sees it booting (not healthy yet); its
+    provision step verifies it meanwhile and records it `running`. The pass's older
+    observation must not turn it back (the gateway then found no running node right after
+    the operation succeeded)."""
+    (app,) = one_node_apps(1)
+    node = LedgerNode.objects.get(app=app)
+    LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.PENDING)
+    real = reconcile.health_and_chain
+
+    def booting_then_verified(*args, **kwargs):
+        LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.RUNNING)  # the step, meanwhile
+        return False, None
+
+    monkeypatch.setattr(reconcile, "health_and_chain", booting_then_verified)
+    reconcile_region("cn-beijing")
+    assert LedgerNode.objects.get(pk=node.pk).state == LedgerNode.State.RUNNING
+    monkeypatch.setattr(reconcile, "health_and_chain", real)
+    LedgerNode.objects.filter(pk=node.pk).update(state=LedgerNode.State.UNHEALTHY)
+    reconcile_region("cn-beijing")  # the next pass records what it sees
+    assert LedgerNode.objects.get(pk=node.pk).state == LedgerNode.State.RUNNING
