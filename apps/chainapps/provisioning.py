@@ -89,8 +89,8 @@ def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
 def _spec_beside_network(driver, node: LedgerNode) -> NodeSpec:
     """The node's spec, its app's network made meanwhile. The network needs only the node's
     name, and building the configuration of an etcd app's first node creates the app's etcd
-    user and role (four writes the cluster commits through Raft: about 80 ms in issue 9's
-    profile), so the engine makes the network in that time rather than after it."""
+    user and role (the member hashes the password: about 80 ms, issue 9's profile), so the
+    engine makes the network in that time rather than after it."""
     if not supports(driver, Networks):  # the process driver has no networks (and no etcd apps)
         return node_spec(node)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bsn-network") as pool:
