@@ -86,44 +86,29 @@ def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
     )
 
 
-def _spec_beside_network(driver, node: LedgerNode) -> NodeSpec:
-    """The node's spec, its app's network made meanwhile. The network needs only the node's
-    name, and building the configuration of an etcd app's first node creates the app's etcd
-    user and role (the member hashes the password: about 80 ms, issue 9's profile), so the
-    engine makes the network in that time rather than after it."""
-    if not supports(driver, Networks):  # the process driver has no networks (and no etcd apps)
-        return node_spec(node)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bsn-network") as pool:
-        network = pool.submit(driver.ensure_network, node_spec(node, configured=False))
-        try:
-            spec = node_spec(node)
-        finally:
-            network_error = network.exception()  # waited for either way: nothing left running
-    if network_error is not None:
-        raise network_error
-    return spec
-
-
 def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
     """Create or adopt the node and start it; for etcd apps reach the ordering service first.
 
     Every call is idempotent, in this order: the ordering service exists, the node's
-    configuration is built (it includes the app's etcd credentials) while the app's network
-    is made, then the ordering members are attached to that network while the node starts
+    configuration is built (it includes the app's etcd credentials), the app's network
+    exists, then the ordering members are attached to that network while the node starts
     on its own host port (``ports.py``; a port the engine refuses is replaced by the next
     free one) -- independent engine calls side by side; the step waits for both, and the
     node retries etcd until the members are there. A retry repeats them all safely.
     """
     etcd = node.app.ordering == ChainApp.Ordering.ETCD
-    attached = None
     if etcd:
-        from apps.ordering.services import ordering_attach_begin, ordering_ensure
+        from apps.ordering.services import ordering_ensure
 
         ordering_ensure()
-        spec = _spec_beside_network(driver, node)
+    spec = node_spec(node)
+    attached = None
+    if etcd:
+        from apps.ordering.services import ordering_attach_begin
+
+        if supports(driver, Networks):  # the process driver has no networks (and no etcd apps)
+            driver.ensure_network(spec)
         attached = ordering_attach_begin(spec.network)  # the connects run beside the node's start
-    else:
-        spec = node_spec(node)
     try:
         status = start_on_own_port(
             node, driver, lambda port: driver.ensure_node(replace(spec, host_port=port)), what=f"node {node.name}"
