@@ -510,6 +510,14 @@ PROVISIONING_ANALYSIS = [
     "  faster makes the three-region ratio worse.",
     "- Since 3 December the figure is the time to the operation's recorded end (`finished_at`)",
     "  and the bench looks every 0.1 s (the Swarm section says why).",
+    "- Tried again and not kept (3 December, later): making the app's network beside the node's",
+    "  configuration (the app's etcd user and role, four etcd writes, 80 ms in a profile taken",
+    "  under load). Two runs with it: one region 1.28 and 1.40 s = 2.41× and 2.49×, but the raw",
+    "  run itself took 0.53-0.56 s in those runs against 0.41-0.42 s an hour before, so nothing",
+    "  is readable below the machine's drift, as in the first try above; reverted. The",
+    "  node-call change of that day (one kept-connection `/health` a node, the reconcile",
+    "  section) left this figure where it was (1.21 s = 2.88× in the run right after it): the",
+    "  node step is bound by engine work, not by the health polls.",
 ]
 
 
