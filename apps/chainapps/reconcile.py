@@ -31,8 +31,8 @@ from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
 from apps.runtime.drivers import driver_for_region, engine_key
-from apps.runtime.health import REQUEST_TIMEOUT
-from apps.runtime.nodeapi import NodeCallError, read_chain, read_verified
+from apps.runtime.health import REQUEST_TIMEOUT, health_and_chain
+from apps.runtime.nodeapi import read_chain
 from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
 
 logger = logging.getLogger(__name__)
@@ -104,31 +104,6 @@ def chain_verdict(*, ordering: str, chains: list[dict | None], max_lag: int) -> 
         if heads.setdefault(height, chain.get("head_hash") or "") != (chain.get("head_hash") or ""):
             return False, f"nodes disagree on the block at height {height}"
     return True, ""
-
-
-def chain_facts(health: object) -> dict | None:
-    """The chain facts (height, head, proposer) a node's authenticated ``/health`` carries,
-    as ``/chain`` gives them; None from a node that does not send them (an image from
-    before they were added, another framework's health path): ask its ``/chain``."""
-    if not isinstance(health, dict) or not isinstance(health.get("head_hash"), str) or "proposer" not in health:
-        return None
-    return {"height": health.get("height"), "head_hash": health["head_hash"], "proposer": health["proposer"]}
-
-
-def health_and_chain(endpoint: str, path: str, *, auth, timeout: float, chain: bool) -> tuple[bool, dict | None]:
-    """(healthy, chain facts) of the node at ``endpoint``: healthy when ``path`` answers 200
-    proving it is the node ``auth`` names (an impostor on its port is not). With ``chain``,
-    the facts of a healthy node come from that answer (``chain_facts``), else from its
-    ``/chain``; None when it does not give them."""
-    try:
-        reply = read_verified(endpoint, path, auth=auth, timeout=timeout)
-    except NodeCallError:
-        return False, None
-    if reply.status != 200:
-        return False, None
-    if not chain:
-        return True, None
-    return True, chain_facts(reply.body) or read_chain(endpoint, auth=auth)
 
 
 def _in_parallel(fn, items: list) -> list:
@@ -404,7 +379,7 @@ def _reconcile_region(region: Region, *, repair: bool) -> dict:
     def healthy(node: LedgerNode) -> bool | None:
         """None: not running; else whether what answers proves it is this node (an
         impostor on its port is not). The chain facts of a healthy node of an app whose
-        chains this pass judges come with its /health (``chain_facts``): one call a node."""
+        chains this pass judges come with its /health (``health.chain_facts``): one call a node."""
         seen = observed.get(node.name)
         if seen is None or seen.state != "running":
             return None

@@ -14,17 +14,41 @@ import time
 from typing import Any
 
 from apps.runtime.base import TransientRuntimeError
-from apps.runtime.nodeapi import NodeAuth, NodeCallError, NodeTimeout, NodeUnverified, read_verified
+from apps.runtime.nodeapi import NodeAuth, NodeCallError, NodeTimeout, NodeUnverified, read_chain, read_verified
 
 REQUEST_TIMEOUT = 1.0
 
 
 def probe(endpoint: str, path: str, *, auth: NodeAuth, timeout: float = REQUEST_TIMEOUT) -> bool:
     """True if the endpoint answers 200 on ``path`` right now, as the node ``auth`` names."""
+    return health_and_chain(endpoint, path, auth=auth, timeout=timeout)[0]
+
+
+def health_and_chain(
+    endpoint: str, path: str, *, auth: NodeAuth, timeout: float = REQUEST_TIMEOUT, chain: bool = False
+) -> tuple[bool, dict | None]:
+    """(healthy, chain facts) of the node at ``endpoint``: healthy when ``path`` answers 200
+    proving it is the node ``auth`` names (an impostor on its port is not). With ``chain``,
+    the facts of a healthy node come from that answer (``chain_facts``), else from its
+    ``/chain``; None when it does not give them."""
     try:
-        return read_verified(endpoint, path, auth=auth, timeout=timeout).status == 200
+        reply = read_verified(endpoint, path, auth=auth, timeout=timeout)
     except NodeCallError:
-        return False
+        return False, None
+    if reply.status != 200:
+        return False, None
+    if not chain:
+        return True, None
+    return True, chain_facts(reply.body) or read_chain(endpoint, auth=auth)
+
+
+def chain_facts(health: object) -> dict | None:
+    """The chain facts (height, head, proposer) a node's authenticated ``/health`` carries,
+    as ``/chain`` gives them; None from a node that does not send them (an image from
+    before they were added, another framework's health path): ask its ``/chain``."""
+    if not isinstance(health, dict) or not isinstance(health.get("head_hash"), str) or "proposer" not in health:
+        return None
+    return {"height": health.get("height"), "head_hash": health["head_hash"], "proposer": health["proposer"]}
 
 
 def wait_healthy(endpoint: str, path: str, timeout: float, *, auth: NodeAuth, interval: float = 0.1) -> dict[str, Any]:

@@ -196,10 +196,17 @@ def _target(endpoint: str) -> tuple[str, int, str]:
 
 
 def _exchange(
-    endpoint: str, method: str, path: str, data: bytes | None, headers: dict, timeouts: tuple[float, float]
+    endpoint: str,
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    data: bytes | None,
+    headers: dict,
+    timeouts: tuple[float, float],
 ) -> tuple[int, bytes, str | None]:
-    """Send one request on a kept or new connection: (status, body, reply MAC header)."""
-    host, port, _ = _target(endpoint)
+    """Send one request to ``host``:``port`` (``endpoint``'s, parsed by the caller) on a kept
+    or new connection: (status, body, reply MAC header)."""
     connect_timeout, read_timeout = timeouts
     conn = _connections.take(host, port)
     reused = conn is not None
@@ -251,7 +258,8 @@ def node_call(
     as_text: bool = False,
 ) -> NodeReply:
     """One signed call; ``as_text``: the body as text, not parsed (``/metrics`` is Prometheus text)."""
-    target = _target(endpoint)[2] + "/" + path.lstrip("/")
+    host, port, base = _target(endpoint)
+    target = base + "/" + path.lstrip("/")
     data = None
     headers = {"Accept": "application/json"}
     if body is not None:
@@ -259,7 +267,7 @@ def node_call(
         headers["Content-Type"] = "application/json"
     # Signed over exactly what goes on the wire (the request target and body).
     headers["Authorization"], nonce = node_auth.authorization(auth.key, method, target, data or b"")
-    status, raw, mac = _exchange(endpoint, method, target, data, headers, (connect_timeout, read_timeout))
+    status, raw, mac = _exchange(endpoint, host, port, method, target, data, headers, (connect_timeout, read_timeout))
     if not node_auth.check_reply(auth.key, nonce, status, raw, mac):
         raise NodeUnverified(f"{endpoint} answered HTTP {status} without proving it is node {auth.node_id}")
     if as_text:
