@@ -7,6 +7,8 @@ configuration value.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
 import threading
@@ -28,7 +30,91 @@ def _block_ssl() -> None:
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 
+# A warm node (docs/provisioning.md, "Warm nodes") is started before it belongs to any app:
+# with BSN_CLAIM_FILE set and no such file yet, it loads its modules and waits; the control
+# plane claims it by writing the file (a JSON object of BSN_* settings, the secrets' *_FILE
+# paths among them) into its secrets directory, and the node starts with those settings.
+CLAIM_POLL_S = 0.005  # a stat() every 5 ms while waiting: nothing measurable when idle
+
+
+def _read_claim(path: str) -> dict[str, str] | None:
+    """The claim file's settings; None while it is missing or not yet whole (the engine may
+    still be writing it: a partial JSON object never parses). ConfigError when it is whole
+    but not a JSON object of ``BSN_*`` strings."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            claimed = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(claimed, dict) or not all(
+        isinstance(k, str) and k.startswith("BSN_") and k != "BSN_CLAIM_FILE" and isinstance(v, str)
+        for k, v in claimed.items()
+    ):
+        raise ConfigError(f"{path} must be a JSON object of BSN_* settings (strings)")
+    return claimed
+
+
+def _stand_by(path: str) -> dict[str, str] | None:
+    """Load what start-up imports (most of a node's start time), then wait for the claim;
+    its settings, or None when told to stop first."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    if not _wants_tls(os.environ):
+        _block_ssl()
+    import bsn.ledger.chain
+    import bsn.ledger.ordering.etcd
+    import bsn.ledger.ordering.solo
+    import bsn.ledger.server  # noqa: F401
+
+    _say(f"v{__version__} standing by for {path}")
+    while not stopping.is_set():
+        claimed = _read_claim(path)
+        if claimed is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            return claimed
+        stopping.wait(CLAIM_POLL_S)
+    return None
+
+
+def _wants_tls(env) -> bool:
+    return any(e.strip().startswith("https://") for e in env.get("BSN_ETCD_ENDPOINTS", "").split(","))
+
+
+def _claim() -> int | None:
+    """With BSN_CLAIM_FILE: the claim's settings go into the environment (waiting for them
+    on a warm node's first start; a claimed node's restart finds the file). None to go on
+    starting, else the exit status."""
+    path = os.environ.get("BSN_CLAIM_FILE", "")
+    if not path:
+        return None
+    try:
+        if os.path.exists(path):
+            claimed = _read_claim(path)
+            if claimed is None:
+                raise ConfigError(f"{path} is not a JSON object")
+        else:
+            ssl_blocked = not _wants_tls(os.environ)
+            claimed = _stand_by(path)
+            if claimed is None:
+                _say("stopped")
+                return 0
+            if ssl_blocked and _wants_tls(claimed):
+                # ssl was left out while standing by: start again with the claim, ssl and all.
+                os.environ.update(claimed)
+                os.execv(sys.executable, [sys.executable, "-m", "bsn.ledger"])  # noqa: S606 - the node itself, again
+    except ConfigError as exc:
+        _say(f"configuration error: {exc}")
+        return 2
+    os.environ.update(claimed)
+    return None
+
+
 def main() -> int:
+    status = _claim()
+    if status is not None:
+        return status
     try:
         config = load()
     except ConfigError as exc:
