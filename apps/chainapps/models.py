@@ -201,6 +201,9 @@ class LedgerNode(TimeStamped):
     chain_head = models.CharField(max_length=64, blank=True)
     chain_proposer = models.CharField(max_length=64, blank=True)
     chain_seen_at = models.DateTimeField(null=True, blank=True)
+    # The warm node it was claimed from (docs/provisioning.md, "Warm nodes"): its objects
+    # carry that id (apps.runtime.spec.LABEL_WARM) instead of this node's. Empty: made for it.
+    warm = models.CharField(max_length=36, blank=True)
 
     class Meta:
         ordering = ["region__code"]
@@ -315,3 +318,32 @@ class Operation(TimeStamped):
         if detail:
             entry["detail"] = detail
         return entry
+
+
+class WarmNode(models.Model):
+    """A ledger container started ahead of any app in a region, waiting to be claimed.
+
+    docs/provisioning.md, "Warm nodes": a region keeps ``Region.warm_nodes`` of them for
+    each active built-in framework; creating an app claims one per region where one is
+    ready (the row goes; the node takes its name, host port and id), so the node step
+    only hands it its configuration instead of making a network, volume and container.
+    """
+
+    class State(models.TextChoices):
+        CREATING = "creating"  # the row is written first: its objects are never orphans
+        READY = "ready"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="warm_nodes_made")
+    framework = models.ForeignKey(Framework, on_delete=models.CASCADE, related_name="warm_nodes")
+    image = models.CharField(max_length=255)  # the framework's image when it was made
+    name = models.CharField(max_length=120, unique=True)
+    host_port = models.PositiveIntegerField(null=True, blank=True, unique=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CREATING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return self.name

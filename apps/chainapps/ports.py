@@ -39,10 +39,17 @@ def port_range() -> tuple[int, int]:
 
 
 def _taken(row: models.Model) -> set[int]:
+    from apps.chainapps.models import WarmNode
     from apps.ordering.models import OrderingMember
 
     taken: set[int] = set()
-    for model, field in ((LedgerNode, "host_port"), (OrderingMember, "host_port"), (OrderingMember, "peer_host_port")):
+    columns = (
+        (LedgerNode, "host_port"),
+        (WarmNode, "host_port"),  # a warm node's port becomes its node's when claimed
+        (OrderingMember, "host_port"),
+        (OrderingMember, "peer_host_port"),
+    )
+    for model, field in columns:
         rows = model.objects.exclude(**{field: None})
         if isinstance(row, model):
             rows = rows.exclude(pk=row.pk)
@@ -60,7 +67,7 @@ def host_port(
     busy: set[int] | None = None,
     field: str = "host_port",
 ) -> int:
-    """The row's host port (a LedgerNode or an OrderingMember; ``field`` names the column,
+    """The row's host port (a LedgerNode, WarmNode or OrderingMember; ``field`` names the column,
     e.g. a member's ``peer_host_port``), allocating a free one if it has none.
 
     ``refused``: the engine could not bind that port: allocate the next free one after it

@@ -83,6 +83,9 @@ def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
         secrets=secrets,
         host_port=node.host_port,
         pinned=app.ordering == ChainApp.Ordering.SOLO,  # its chain is on its volume alone
+        # A node claimed from a warm node runs under that one's name (apps/chainapps/warm.py).
+        name=node.name if node.warm else "",
+        warm=node.warm,
     )
 
 

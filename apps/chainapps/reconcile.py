@@ -25,6 +25,7 @@ from apps.chainapps.provisioning import (
     node_start_recorded,
     node_wait_verified,
 )
+from apps.chainapps.warm import warm_capable, warm_fill_later, warm_frameworks, warm_observe
 from apps.common.incidents import incident, runtime_reason
 from apps.common.leases import single_flight
 from apps.common.models import installation_id
@@ -33,7 +34,7 @@ from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeE
 from apps.runtime.drivers import driver_for_region, engine_key
 from apps.runtime.health import REQUEST_TIMEOUT, health_and_chain
 from apps.runtime.nodeapi import read_chain
-from apps.runtime.spec import LABEL_ROLE, NodeSpec, volume_name
+from apps.runtime.spec import LABEL_ROLE, LABEL_WARM, NodeSpec, volume_name
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ REFRESH_PROBE_TIMEOUT = 3.0  # a node busy with a failover may answer /health sl
 
 
 def _orphan_spec(name: str, labels: dict[str, str]) -> NodeSpec:
+    # A warm node's leftovers name no node: the driver knows them by their warm id.
     return NodeSpec(
+        warm=labels.get(LABEL_WARM, ""),
         name=name,
         image="",
         command=None,
@@ -439,6 +442,12 @@ def _reconcile_region(region: Region, *, repair: bool) -> dict:
             observed_only.append((node, fields))
         touched.add(app.pk)
     _write_grouped(observed_only)
+
+    # Warm nodes are the pool's, never orphans; a ready one that stopped running goes.
+    report.update(warm_observe(region, observed, driver, repair=repair))
+    if repair and warm_capable(region) and region.warm_nodes and region.status == Region.Status.ACTIVE:
+        if report["warm"] < region.warm_nodes * len(warm_frameworks()):
+            warm_fill_later([region])
 
     # Several regions may share one engine (one host, or tests): a container another region's
     # row knows is that region's business, not an orphan.

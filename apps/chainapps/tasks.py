@@ -133,6 +133,22 @@ def node_refresh_later(node, *, facts: bool = False) -> None:
 
 
 @shared_task
+def warm_fill_task(region_code: str) -> dict:
+    """Make the region's missing warm nodes (docs/provisioning.md, "Warm nodes"); one at a
+    time per region (a second call while one runs returns at once)."""
+    from apps.chainapps.warm import warm_fill
+    from apps.common.leases import single_flight
+
+    region = Region.objects.filter(code=region_code).first()
+    if region is None:
+        return {"region": region_code, "error": "unknown region"}
+    with single_flight(Region, region.pk, "warm_fill_lease_until", 120, wait=0) as mine:
+        if not mine:
+            return {"region": region_code, "skipped": "another fill of this region is running"}
+        return warm_fill(region_code)
+
+
+@shared_task
 def node_refresh(node_id: str) -> str:
     return reconcile.reconcile_node(node_id)
 

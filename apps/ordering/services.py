@@ -42,7 +42,7 @@ from apps.runtime.base import (
     supports,
 )
 from apps.runtime.drivers import driver_for_region, engine_key, same_engine
-from apps.runtime.spec import LABEL_GENERATION, NodeSpec
+from apps.runtime.spec import LABEL_GENERATION, LABEL_WARM, NodeSpec
 from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnavailable, prefix_end, wait_ready
 
 logger = logging.getLogger(__name__)
@@ -648,7 +648,10 @@ def _attach_all(members: list[OrderingMember], errors: list[str]) -> int:
             continue  # on a swarm: apps reach members at their published ports
         driver = driver_for_region(member.region)
         try:
-            for network in driver.owned_networks(installation_id=inst):
+            # App networks, and warm nodes' (made for an app to come, or claimed by one).
+            networks = driver.owned_networks(installation_id=inst)
+            networks += driver.owned_networks(installation_id=inst, label=LABEL_WARM)
+            for network in networks:
                 attached += bool(driver.connect_to_network(member.name, network, installation_id=inst))
         except RuntimeError_ as exc:
             errors.append(f"attach {member.name}: {exc}")

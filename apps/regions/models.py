@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.core.validators import RegexValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 
 from apps.common.crypto import decrypt_secret, encrypt_secret
@@ -53,6 +54,13 @@ class Region(TimeStamped):
     # overlay drops every packet between hosts: docs/runtime-drivers.md).
     overlay_encryption = models.BooleanField(default=True)
     max_nodes = models.PositiveIntegerField(default=100)
+    # Ledger containers kept started and waiting for an app, per active built-in framework
+    # (Docker regions; docs/provisioning.md "Warm nodes"). 0: every node is made on demand.
+    warm_nodes = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(50)],
+        help_text="ledger containers kept started for new apps, per built-in framework (Docker regions)",
+    )
     cpu_capacity = models.FloatField(default=2.0, help_text="CPUs available for nodes")
     memory_capacity_mb = models.PositiveIntegerField(default=4096)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
@@ -65,6 +73,7 @@ class Region(TimeStamped):
     # The end of the running reconcile pass's lease (apps/common/leases.py): one pass a region
     # at a time, whichever worker or command runs it.
     reconcile_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    warm_fill_lease_until = models.DateTimeField(null=True, blank=True, editable=False)  # warm_fill_task
 
     objects = RegionQuerySet.as_manager()
 
@@ -88,6 +97,11 @@ class Region(TimeStamped):
         self.tls_ca_encrypted = encrypt_secret(tls.ca) if tls else ""
         self.tls_cert_encrypted = encrypt_secret(tls.cert) if tls else ""
         self.tls_key_encrypted = encrypt_secret(tls.key) if tls else ""
+
+    def clean(self) -> None:
+        super().clean()
+        if self.warm_nodes and self.driver != Region.Driver.DOCKER:
+            raise ValidationError({"warm_nodes": "warm nodes are kept on Docker regions only"})
 
     @property
     def queue(self) -> str:

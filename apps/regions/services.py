@@ -114,7 +114,16 @@ def region_set_status(*, code: str, status: str, actor=None, actor_label: str = 
 # What an operator may change on a registered region: its description and capacity. Where
 # the engine is (driver, URL, TLS, publish host/mode) is fixed at `bsn_region add`: changing
 # it under running nodes would make their recorded endpoints lie.
-REGION_EDITABLE = ("name", "city", "country", "operator", "max_nodes", "cpu_capacity", "memory_capacity_mb")
+REGION_EDITABLE = (
+    "name",
+    "city",
+    "country",
+    "operator",
+    "max_nodes",
+    "cpu_capacity",
+    "memory_capacity_mb",
+    "warm_nodes",  # its worker makes or drops warm nodes at once (apps/chainapps/warm.py)
+)
 
 
 def region_update(*, region: Region, actor=None, actor_label: str = "", request=None, **changes: Any) -> Region:
@@ -143,4 +152,8 @@ def region_update(*, region: Region, actor=None, actor_label: str = "", request=
             data={**changes, "before": before},
             request=request,
         )
+        if "warm_nodes" in changes:
+            from apps.chainapps.warm import warm_fill_later
+
+            warm_fill_later([locked], always=True)
     return locked

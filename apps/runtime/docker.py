@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,12 +45,14 @@ from apps.runtime.base import (
     TransientRuntimeError,
 )
 from apps.runtime.spec import (
+    CLAIM_FILE,
     LABEL_APP,
     LABEL_GENERATION,
     LABEL_INSTALLATION,
     LABEL_MANAGED,
     LABEL_NODE,
     LABEL_ROLE,
+    LABEL_WARM,
     NODE_DATA_PATH,
     SECRETS_DIR,
     NodeSpec,
@@ -85,7 +89,28 @@ def volume_labels(spec: NodeSpec) -> dict[str, str]:
     """The data volume outlives generations, so it carries no generation label. Its role:
     ``ledger-data`` for a node, ``<role>-data`` for a platform service (``ordering-data``)."""
     role = spec.app_labels.get(LABEL_ROLE, "ledger")
-    return {**spec.app_labels, LABEL_NODE: spec.labels[LABEL_NODE], LABEL_ROLE: f"{role}-data"}
+    node = {LABEL_NODE: spec.labels[LABEL_NODE]} if LABEL_NODE in spec.labels else {}  # a warm node has none
+    return {**spec.app_labels, **node, LABEL_ROLE: f"{role}-data"}
+
+
+def is_warm(labels: dict[str, str] | None) -> bool:
+    """Made as a warm node (docs/provisioning.md, "Warm nodes"): for no app or node yet."""
+    labels = labels or {}
+    return bool(labels.get(LABEL_WARM)) and LABEL_NODE not in labels
+
+
+def same_node(labels: dict[str, str] | None, spec: NodeSpec) -> bool:
+    """Is the object with these labels the spec's node's (container or volume)? Made for
+    that node, or the warm node it was claimed from (which names no node)."""
+    labels = labels or {}
+    if spec.warm and is_warm(labels):
+        return labels.get(LABEL_WARM) == spec.warm
+    return LABEL_NODE in spec.labels and labels.get(LABEL_NODE) == spec.labels[LABEL_NODE]
+
+
+def claim_settings(spec: NodeSpec) -> dict[str, str]:
+    """What a warm node is claimed with: the node's environment and its secret files' paths."""
+    return {**spec.env, **secret_env(spec, f"{NODE_DATA_PATH}/{SECRETS_DIR}")}
 
 
 def network_create_kwargs(spec: NodeSpec) -> dict[str, Any]:
@@ -143,20 +168,28 @@ def container_create_kwargs(spec: NodeSpec, *, network: str | None = None) -> di
     }
 
 
-def secrets_archive(spec: NodeSpec) -> bytes:
+def secrets_archive(spec: NodeSpec, *, claim: bool = False) -> bytes:
     """A tar of the node's secret files for ``put_archive`` into its volume (at /data):
     ``.secrets/`` 0700 and one file per secret 0400, owned by the node's user, so only
-    that user can read them. Written before every start; never in the container's config."""
+    that user can read them. Written before every start; never in the container's config.
+
+    ``claim``: for a warm node, also its claim (``CLAIM_FILE``: ``claim_settings``), last,
+    so that the secrets are whole when the node sees it; 0600, replaced on a retry."""
     uid, gid = (int(part) for part in spec.user.split(":"))
     buffer = io.BytesIO()
+    files = [(secret_file_name(name), value, 0o400) for name, value in sorted(spec.secrets.items())]
+    if claim:
+        settings = json.dumps(claim_settings(spec), sort_keys=True, separators=(",", ":"))
+        files.append((CLAIM_FILE.rsplit("/", 1)[1], settings, 0o600))
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         folder = tarfile.TarInfo(SECRETS_DIR)
         folder.type, folder.mode, folder.uid, folder.gid = tarfile.DIRTYPE, 0o700, uid, gid
         tar.addfile(folder)
-        for name, value in sorted(spec.secrets.items()):
+        for name, value, mode in files:
             data = value.encode("utf-8")
-            info = tarfile.TarInfo(f"{SECRETS_DIR}/{secret_file_name(name)}")
-            info.size, info.mode, info.uid, info.gid = len(data), 0o400, uid, gid
+            info = tarfile.TarInfo(f"{SECRETS_DIR}/{name}")
+            info.size, info.mode, info.uid, info.gid = len(data), mode, uid, gid
+            info.mtime = int(time.time())
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
@@ -578,13 +611,10 @@ class DockerDriver(EngineClients):
         return networks
 
     def _ensure_network(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
+        # A claimed warm node's network is the warm node's (labelled by it, not by an app).
+        key, value = (LABEL_WARM, spec.warm) if spec.warm else (LABEL_APP, spec.labels[LABEL_APP])
         networks = self._find_or_create_networks(
-            client,
-            spec,
-            network_create_kwargs(spec),
-            LABEL_APP,
-            spec.labels[LABEL_APP],
-            "owned by this installation/app",
+            client, spec, network_create_kwargs(spec), key, value, "owned by this installation/app"
         )
         if len(networks) == 1:
             return networks[0]
@@ -613,11 +643,8 @@ class DockerDriver(EngineClients):
             # harmless — the ownership check below still applies to what we got.
             volume = client.volumes.create(**volume_create_kwargs(spec))
         labels = volume.attrs.get("Labels") or {}
-        if (
-            not owned_by(labels, self._installation(spec))
-            or labels.get(LABEL_APP) != spec.labels[LABEL_APP]
-            or labels.get(LABEL_NODE) != spec.labels[LABEL_NODE]
-        ):
+        ours = owned_by(labels, self._installation(spec)) and same_node(labels, spec)
+        if not ours or not (is_warm(labels) or labels.get(LABEL_APP) == spec.labels.get(LABEL_APP)):
             raise PermanentRuntimeError(
                 f"a volume named {spec.volume} exists but is not owned by this node; refusing to adopt it"
             )
@@ -638,12 +665,12 @@ class DockerDriver(EngineClients):
                 f"a container named {spec.name} exists but is not owned by this installation; "
                 "refusing to adopt or touch it"
             )
-        if labels.get(LABEL_NODE) != spec.labels[LABEL_NODE]:
+        if not same_node(labels, spec):
             # Ours, but an older node row under the same name: the reconciler removes such
             # orphans after a grace period, so a later attempt can succeed.
             raise TransientRuntimeError(
-                f"container {spec.name} belongs to node {labels.get(LABEL_NODE)} of this installation, "
-                f"not {spec.labels[LABEL_NODE]}; waiting for orphan cleanup"
+                f"container {spec.name} belongs to node {labels.get(LABEL_NODE) or labels.get(LABEL_WARM)} of "
+                f"this installation, not {spec.labels.get(LABEL_NODE) or spec.warm}; waiting for orphan cleanup"
             )
 
     def _create_container(self, client: docker.DockerClient, spec: NodeSpec, network: Network) -> Container:
@@ -681,12 +708,16 @@ class DockerDriver(EngineClients):
             container = self._create_container(client, spec, network)
             self._check_container_owner(spec, container)
 
+        claim = LABEL_NODE in spec.labels and is_warm(container.labels)
         if container.status == "paused":
             container.unpause()
+        if claim and container.status in ("running", "paused"):
+            # A warm node waiting for its claim (or claimed before: the same claim again).
+            self._write_secrets(spec, container, claim=True)
         elif container.status == "removing":
             raise TransientRuntimeError(f"container {spec.name} is being removed; look again")
-        elif container.status != "running":
-            self._write_secrets(spec, container)
+        elif container.status not in ("running", "paused"):
+            self._write_secrets(spec, container, claim=claim)
             try:
                 container.start()
             except docker.errors.APIError as exc:
@@ -717,12 +748,13 @@ class DockerDriver(EngineClients):
         return container
 
     @staticmethod
-    def _write_secrets(spec: NodeSpec, container: Container) -> None:
+    def _write_secrets(spec: NodeSpec, container: Container, *, claim: bool = False) -> None:
         """Secret files into the node's volume of the stopped container (the engine mounts
-        its volumes for the copy; the root filesystem stays read-only)."""
-        if not spec.secrets:
+        its volumes for the copy; the root filesystem stays read-only). ``claim``: a warm
+        node's claim as well, into the volume of the running (or stopped) container."""
+        if not spec.secrets and not claim:
             return
-        if not container.put_archive(NODE_DATA_PATH, secrets_archive(spec)):
+        if not container.put_archive(NODE_DATA_PATH, secrets_archive(spec, claim=claim)):
             raise TransientRuntimeError(f"could not write the secret files of {spec.name}; look again")
 
     def _status_of(self, spec: NodeSpec, container: Container) -> NodeStatus:

@@ -16,6 +16,10 @@ LABEL_APP = f"{LABEL_PREFIX}.app"
 LABEL_NODE = f"{LABEL_PREFIX}.node"
 LABEL_GENERATION = f"{LABEL_PREFIX}.generation"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
+# A warm node (docs/provisioning.md, "Warm nodes"): made before any app, it carries this
+# label instead of app and node labels (labels never change). The node claimed it keeps
+# its name, and its spec names the warm node: the driver adopts the objects by this label.
+LABEL_WARM = f"{LABEL_PREFIX}.warm"
 
 # Uid/gid the ledger image owns /data with; never root.
 NODE_USER = "10001:10001"
@@ -24,6 +28,8 @@ NODE_DATA_PATH = "/data"
 # /proc/<pid>/environ show): one file per secret in this directory of the node's volume,
 # readable by the node's user only; the node reads ``<NAME>_FILE``.
 SECRETS_DIR = ".secrets"
+# Where a warm node waits for its claim (bsn/ledger/__main__.py, BSN_CLAIM_FILE).
+CLAIM_FILE = f"{NODE_DATA_PATH}/{SECRETS_DIR}/claim.json"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class NodeSpec:
     # log): a runtime of several hosts keeps it on the host of that volume (Swarm:
     # ``node.id==``) instead of moving it to another host, where it would start empty.
     pinned: bool = False
+    # The warm node this node was claimed from (its LABEL_WARM), "" if made for the node.
+    warm: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,12 @@ def peer_network_name(*, installation_id: str, app_id: str) -> str:
     return f"bsn-{short_id(installation_id, 8)}-{short_id(app_id)}-peers"
 
 
+def warm_node_name(*, installation_id: str, warm_id: str, region_code: str) -> str:
+    """A warm node's name, in the shape of ``node_name`` with ``w<id>`` for the app: the
+    node that claims it keeps it (and its network ``<name>-net``, volume ``<name>-data``)."""
+    return f"bsn-{short_id(installation_id, 8)}-w{short_id(warm_id, 11)}-{region_code}"
+
+
 def volume_name(name: str) -> str:
     return f"{name}-data"
 
@@ -134,14 +148,19 @@ def build_node_spec(
     secrets: dict[str, str] | None = None,
     host_port: int | None = None,
     pinned: bool = False,
+    name: str = "",
+    warm: str = "",
 ) -> NodeSpec:
-    name = node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
+    """``name``: the node's recorded name (a claimed warm node's); default the deterministic
+    ``node_name``. Its network and volume are named after it. ``warm``: the warm node's id."""
+    name = name or node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
     base_labels = app_labels(installation_id=installation_id, tenant_id=tenant_id, app_id=app_id)
     labels = {
         **base_labels,
         LABEL_NODE: node_id,
         LABEL_GENERATION: str(generation),
         LABEL_ROLE: "ledger",
+        **({LABEL_WARM: warm} if warm else {}),
     }
     node_env = {
         "BSN_NODE_ID": node_id,
@@ -159,7 +178,7 @@ def build_node_spec(
         labels=labels,
         port=port,
         publish_host=publish_host,
-        network=network_name(installation_id=installation_id, app_id=app_id, region_code=region_code),
+        network=f"{name}-net",  # network_name(...) for the deterministic name
         volume=volume_name(name),
         health_path=health_path,
         mem_limit_mb=mem_limit_mb,
@@ -169,4 +188,51 @@ def build_node_spec(
         host_port=host_port,
         pinned=pinned,
         secrets=dict(secrets or {}),
+        warm=warm,
+    )
+
+
+def build_warm_spec(
+    *,
+    installation_id: str,
+    warm_id: str,
+    region_code: str,
+    image: str,
+    command: list[str] | None,
+    port: int,
+    health_path: str,
+    publish_host: str,
+    mem_limit_mb: int,
+    cpus: float,
+    pids_limit: int,
+    host_port: int | None,
+) -> NodeSpec:
+    """A warm node: the container, network and volume of a node of no app yet, started to
+    wait for its claim (``CLAIM_FILE``). Same hardening and resources as the node that
+    will claim it; no secret, no app or node label (``LABEL_WARM`` instead), generation 1
+    (a new node's)."""
+    name = warm_node_name(installation_id=installation_id, warm_id=warm_id, region_code=region_code)
+    base = {LABEL_MANAGED: "true", LABEL_INSTALLATION: installation_id, LABEL_WARM: warm_id}
+    return NodeSpec(
+        name=name,
+        image=image,
+        command=tuple(command) if command else None,
+        env={
+            "BSN_LEDGER_HOST": "0.0.0.0",
+            "BSN_LEDGER_PORT": str(port),
+            "BSN_LEDGER_DATA": NODE_DATA_PATH,
+            "BSN_CLAIM_FILE": CLAIM_FILE,
+        },
+        labels={**base, LABEL_GENERATION: "1", LABEL_ROLE: "ledger"},
+        port=port,
+        publish_host=publish_host,
+        network=f"{name}-net",
+        volume=volume_name(name),
+        health_path=health_path,
+        mem_limit_mb=mem_limit_mb,
+        cpus=cpus,
+        pids_limit=pids_limit,
+        app_labels=base,
+        host_port=host_port,
+        warm=warm_id,
     )

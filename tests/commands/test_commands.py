@@ -109,6 +109,26 @@ def test_bsn_region_add_list_drain_enable():
 
 
 @pytest.mark.django_db
+def test_bsn_region_warm_sets_the_count_and_asks_the_region_worker(django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    run("bsn_region", "add", "cn-warm")
+    with mock.patch("apps.chainapps.tasks.warm_fill_task.apply_async") as sent:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert "keeps 2 warm node(s)" in run("bsn_region", "warm", "cn-warm", "2")
+    assert Region.objects.get(code="cn-warm").warm_nodes == 2
+    assert sent.call_args.args == (("cn-warm",),) and sent.call_args.kwargs["queue"] == "region.cn-warm"
+    assert "0/2" in run("bsn_region", "list")  # none ready yet: the worker makes them
+    with pytest.raises(CommandError, match="Docker regions only"):
+        run("bsn_region", "add", "cn-proc", "--driver", "process", "--warm-nodes", "1")
+    with pytest.raises(CommandError, match="less than or equal to 50"):
+        run("bsn_region", "warm", "cn-warm", "51")
+    with pytest.raises(CommandError, match="no region"):
+        run("bsn_region", "warm", "nowhere", "1")
+    assert Region.objects.get(code="cn-warm").warm_nodes == 2
+
+
+@pytest.mark.django_db
 def test_bsn_tenant_create_list_quota():
     run("bsn_tenant", "create", "acme", "--name", "Acme", "--owner", "wile", "--password", "a-long-pass-phrase-42")
     assert Membership.objects.get(tenant__slug="acme", user__username="wile").role == "owner"

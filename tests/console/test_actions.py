@@ -57,7 +57,7 @@ def test_region_list_shows_engine_health_and_capacity(console, owner, regions):
 def test_region_edit_goes_through_region_update(console, operator, regions):
     beijing = regions[0]
     form = {"name": "Beijing 2", "city": "Beijing", "country": "CN", "operator": "ops", "max_nodes": 7}
-    form |= {"cpu_capacity": 2.0, "memory_capacity_mb": 4096}
+    form |= {"cpu_capacity": 2.0, "memory_capacity_mb": 4096, "warm_nodes": 0}
     resp = console.post(f"/admin/regions/region/{beijing.pk}/change/", form)
     assert resp.status_code == 302, resp.content[:3000]
     region = Region.objects.get(pk=beijing.pk)

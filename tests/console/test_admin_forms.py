@@ -17,7 +17,16 @@ QUOTAS = {"max_apps", "max_nodes", "max_tps", "max_storage_mb", "max_daily_volum
 
 # The only fields an operator may type into, per model (everything else is read-only or absent).
 EDITABLE = {
-    "regions.Region": {"name", "city", "country", "operator", "max_nodes", "cpu_capacity", "memory_capacity_mb"},
+    "regions.Region": {
+        "name",
+        "city",
+        "country",
+        "operator",
+        "max_nodes",
+        "cpu_capacity",
+        "memory_capacity_mb",
+        "warm_nodes",
+    },
     "chainapps.ChainApp": {"name", "description", "tps_quota", "storage_mb"},
     "chainapps.Framework": set(),
     "chainapps.LedgerNode": set(),

@@ -342,3 +342,78 @@ def test_secrets_are_named_in_the_environment_and_travel_as_files_only():
         key = members[".secrets/bsn_node_private_key"]
         assert (key.mode, key.uid, key.gid) == (0o400, 10001, 10001)
         assert tar.extractfile(key).read() == b"k3y"
+
+
+# -- warm nodes (docs/provisioning.md, "Warm nodes")
+
+
+def _warm(**overrides):
+    from apps.runtime.spec import build_warm_spec
+
+    values = {
+        "installation_id": INSTALLATION,
+        "warm_id": "99999999-8888-7777-6666-555555555555",
+        "region_code": "cn-beijing",
+        "image": "bsn/ledger:latest",
+        "command": None,
+        "port": 7000,
+        "health_path": "/health",
+        "publish_host": "127.0.0.1",
+        "mem_limit_mb": 96,
+        "cpus": 0.25,
+        "pids_limit": 50,
+        "host_port": 20001,
+    }
+    values.update(overrides)
+    return build_warm_spec(**values)
+
+
+def test_a_warm_node_is_labelled_for_no_app_and_waits_for_its_claim():
+    from apps.runtime.spec import CLAIM_FILE, LABEL_ROLE, LABEL_WARM
+
+    w = _warm()
+    assert w.name == "bsn-0f1e2d3c-w99999999888-cn-beijing"
+    assert (w.network, w.volume) == (f"{w.name}-net", f"{w.name}-data")
+    assert w.labels[LABEL_WARM] == w.warm == "99999999-8888-7777-6666-555555555555"
+    assert w.labels[LABEL_ROLE] == "ledger" and w.labels[LABEL_GENERATION] == "1"
+    assert not {LABEL_APP, LABEL_NODE, LABEL_TENANT} & (set(w.labels) | set(w.app_labels))
+    assert w.env["BSN_CLAIM_FILE"] == CLAIM_FILE and not w.secrets
+    assert "BSN_APP_ID" not in w.env and "BSN_NODE_ID" not in w.env
+    # The same hardening as a node made for an app.
+    kwargs = container_create_kwargs(w)
+    assert kwargs["read_only"] and kwargs["cap_drop"] == ["ALL"] and kwargs["user"] == "10001:10001"
+    assert kwargs["ports"] == {"7000/tcp": ("127.0.0.1", 20001)}
+    assert volume_create_kwargs(w)["labels"][LABEL_WARM] == w.warm
+
+
+def test_a_claimed_node_keeps_the_warm_nodes_name_and_is_known_by_its_id():
+    from apps.runtime.docker import same_node
+    from apps.runtime.spec import LABEL_WARM
+
+    w = _warm()
+    claimed = spec(generation=1, name=w.name, warm=w.warm)
+    assert (claimed.name, claimed.network, claimed.volume) == (w.name, w.network, w.volume)
+    assert claimed.labels[LABEL_WARM] == w.warm and claimed.labels[LABEL_NODE] == "node-1"
+    assert same_node(w.labels, claimed)  # the warm container is the node's
+    assert same_node(claimed.labels, claimed)  # and so is one made anew for it
+    assert not same_node(_warm(warm_id="another").labels, claimed)
+    assert not same_node(w.labels, spec())  # a node not claimed from it
+    assert not same_node(claimed.labels, spec(node_id="node-2", name=w.name))
+
+
+def test_the_claim_is_written_last_with_the_nodes_settings_and_secret_paths():
+    import io
+    import json
+    import tarfile
+
+    from apps.runtime.docker import secrets_archive
+
+    claimed = spec(generation=1, warm="w-1", secrets={"BSN_NODE_PRIVATE_KEY": "k"})
+    with tarfile.open(fileobj=io.BytesIO(secrets_archive(claimed, claim=True))) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [".secrets", ".secrets/bsn_node_private_key", ".secrets/claim.json"]
+        settings = json.loads(tar.extractfile(members[-1]).read())
+    assert settings["BSN_NODE_ID"] == "node-1" and settings["BSN_APP_ID"] == APP
+    assert settings["BSN_NODE_PRIVATE_KEY_FILE"] == "/data/.secrets/bsn_node_private_key"
+    assert "k" not in settings.values()  # the secret itself is only in its file
+    assert members[-1].mode == 0o600 and members[1].mode == 0o400

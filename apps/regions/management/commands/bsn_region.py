@@ -1,4 +1,4 @@
-"""bsn_region add|list|drain|enable — manage node regions."""
+"""bsn_region add|list|drain|enable|warm — manage node regions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from apps.chainapps.selectors import regions_with_load
 from apps.regions.engine_tls import EngineTLSInvalid, parse_tls
 from apps.regions.models import Region
-from apps.regions.services import RegionInvalid, region_add, region_set_status
+from apps.regions.services import RegionInvalid, region_add, region_set_status, region_update
 
 
 class Command(BaseCommand):
@@ -45,7 +45,13 @@ class Command(BaseCommand):
             "--no-overlay-encryption only on a private host network or kernels without ESP",
         )
         add.add_argument("--max-nodes", type=int, default=100)
+        add.add_argument(
+            "--warm-nodes", type=int, default=0, help="Docker regions: ledger containers kept started for new apps"
+        )
         sub.add_parser("list", help="list regions")
+        warm = sub.add_parser("warm", help="keep COUNT warm nodes started for new apps (0: none; Docker regions)")
+        warm.add_argument("code")
+        warm.add_argument("count", type=int)
         for name in ("drain", "enable"):
             p = sub.add_parser(name, help=f"{name} a region")
             p.add_argument("code")
@@ -76,9 +82,14 @@ class Command(BaseCommand):
                 publish_mode=o["publish_mode"],
                 overlay_encryption=o["overlay_encryption"],
                 max_nodes=o["max_nodes"],
+                warm_nodes=o["warm_nodes"],
             )
         except (RegionInvalid, EngineTLSInvalid) as exc:
             raise CommandError(str(exc)) from None
+        if region.warm_nodes:
+            from apps.chainapps.warm import warm_fill_later
+
+            warm_fill_later([region])
         self.stdout.write(
             f"added region {code} ({region.driver}), queue {region.queue}: running workers that serve every "
             f"region (bsn_worker without region codes) consume it within {settings.BSN_WORKER_FOLLOW_INTERVAL:g} s; "
@@ -87,9 +98,15 @@ class Command(BaseCommand):
 
     def do_list(self, **o):
         rows = regions_with_load()
-        self.stdout.write(f"{'CODE':<16} {'STATUS':<12} {'DRIVER':<8} {'NODES':>9}  NAME")
+        from apps.chainapps.models import WarmNode
+
+        ready = WarmNode.objects.filter(state=WarmNode.State.READY)
+        self.stdout.write(f"{'CODE':<16} {'STATUS':<12} {'DRIVER':<8} {'NODES':>9} {'WARM':>7}  NAME")
         for r in rows:
-            self.stdout.write(f"{r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4}  {r.name}")
+            warm = f"{ready.filter(region=r).count()}/{r.warm_nodes}" if r.warm_nodes else "-"
+            self.stdout.write(
+                f"{r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4} {warm:>7}  {r.name}"
+            )
 
     def _set_status(self, code: str, status: str) -> None:
         # The same service as the console's drain / enable actions (audited there).
@@ -104,3 +121,16 @@ class Command(BaseCommand):
 
     def do_enable(self, code, **o):
         self._set_status(code, Region.Status.ACTIVE)
+
+    def do_warm(self, code, count, **o):
+        region = Region.objects.filter(code=code).first()
+        if region is None:
+            raise CommandError(f"no region {code}")
+        try:
+            region_update(region=region, actor_label="manage.py", warm_nodes=count)
+        except RegionInvalid as exc:
+            raise CommandError("; ".join(" ".join(m) for m in exc.errors.values())) from None
+        self.stdout.write(
+            f"region {code} keeps {count} warm node(s) per built-in framework; its worker "
+            f"(queue {region.queue}) makes or drops them now"
+        )

@@ -1,0 +1,200 @@
+"""Warm nodes (docs/provisioning.md, "Warm nodes"): made ahead, claimed by a new app, refilled.
+
+Through the REST API, a real Celery worker and the Docker engine; apps/chainapps/warm.py.
+"""
+
+from __future__ import annotations
+
+import docker.errors
+import pytest
+import requests
+from django.utils import timezone
+
+from apps.chainapps import warm as warm_nodes
+from apps.chainapps.models import LedgerNode, WarmNode
+from apps.chainapps.reconcile import reconcile_region
+from apps.regions.models import Region
+from apps.runtime.spec import LABEL_WARM
+from bsn.client import Client, generate_key
+from tests.conftest import _client_for
+from tests.factories import MembershipFactory, TenantFactory
+from tests.integration.conftest import assert_no_secret_in_any_environment, node_get, operation_done, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+@pytest.fixture
+def api(transactional_db):
+    return _client_for(MembershipFactory(tenant=TenantFactory(), role="developer"))
+
+
+def _objects_named(engine, name: str) -> dict[str, bool]:
+    def exists(collection, key: str) -> bool:
+        try:
+            collection.get(key)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    return {
+        "container": exists(engine.containers, name),
+        "network": bool([n for n in engine.networks.list(names=[f"{name}-net"]) if n.name == f"{name}-net"]),
+        "volume": exists(engine.volumes, f"{name}-data"),
+    }
+
+
+def _warm_region(make_regions, count: int = 1) -> Region:
+    region = make_regions("docker", count=1)[0]
+    Region.objects.filter(pk=region.pk).update(warm_nodes=count)
+    region.refresh_from_db()
+    return region
+
+
+def _silent(endpoint: str) -> bool:
+    try:
+        requests.get(endpoint + "/health", timeout=2)
+    except requests.RequestException:
+        return True
+    return False
+
+
+def test_a_new_app_claims_a_warm_node_and_the_region_makes_another(
+    api, make_regions, worker_factory, docker_engine, ledger_image
+):
+    region = _warm_region(make_regions)
+    report = warm_nodes.warm_fill(region.code)
+    assert report["made"] == 1, report
+    warm = WarmNode.objects.get(region=region)
+    assert warm.state == WarmNode.State.READY and warm.host_port
+    container = docker_engine.containers.get(warm.name)
+    assert container.status == "running"
+    assert container.labels[LABEL_WARM] == str(warm.pk) and "io.bsn.app" not in container.labels
+    # Standing by, it listens on nothing: a stranger on its port gets no answer.
+    assert _silent(f"http://127.0.0.1:{warm.host_port}")
+    assert warm_nodes.warm_fill(region.code)["made"] == 0  # full: nothing more
+
+    worker_factory([region])
+    resp = api.post("/api/v1/apps", {"name": "warm-e2e", "regions": [region.code]}, format="json")
+    assert resp.status_code == 202, resp.content
+    app_id = resp.json()["app"]
+    op = operation_done(api, resp["Location"])
+    assert op["status"] == "succeeded", op
+    node = LedgerNode.objects.get(app_id=app_id)
+    # The node is the warm one: its name, port and objects; nothing was made for it.
+    assert (node.name, node.host_port, node.warm) == (warm.name, warm.host_port, str(warm.pk))
+    assert docker_engine.containers.get(node.name).id == container.id
+    assert not docker_engine.containers.list(all=True, filters={"label": f"io.bsn.app={app_id}"})
+    assert node_get(node, "/health").body["node_id"] == str(node.pk)
+    assert node.endpoint == f"http://127.0.0.1:{warm.host_port}"
+    assert assert_no_secret_in_any_environment(docker_engine) >= 1
+
+    # The region makes up for it (the worker's fill after the claim).
+    wait_for(
+        lambda: WarmNode.objects.filter(region=region, state=WarmNode.State.READY).exists(),
+        timeout=60,
+        message="a new warm node",
+    )
+    again = WarmNode.objects.get(region=region)
+    assert again.pk != warm.pk
+
+    # It commits through the etcd ordering (the members were attached ahead).
+    private, public = generate_key()
+    resp = api.post(f"/api/v1/apps/{app_id}/users", {"name": "alice", "public_key": public}, format="json")
+    assert resp.status_code == 201, resp.content
+    signer = Client("http://unused", "-", app_id, "alice", private)
+    resp = api.post(
+        f"/api/v1/apps/{app_id}/transactions", signer.sign("kv", "put", {"key": "k", "value": "warm"}), format="json"
+    )
+    assert resp.status_code == 200 and resp.json()["status"] == "committed", resp.content
+
+    # A restart (the engine's, not ours) finds its claim: same node, same data.
+    docker_engine.containers.get(node.name).restart(timeout=5)
+    wait_for(lambda: not _silent(node.endpoint), timeout=30, message="the node back after a restart")
+    assert node_get(node, "/state/kv/k").body["value"] == "warm"
+    # The reconcile pass sees a node, and a warm node that is no orphan.
+    report = reconcile_region(region.code)
+    assert (report["orphans"], report["warm"]) == (0, 1), report
+    assert LedgerNode.objects.get(pk=node.pk).state == LedgerNode.State.RUNNING
+
+    # Deleting the app removes the claimed warm node's objects, and nothing else.
+    resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    assert operation_done(api, resp["Location"])["status"] == "succeeded"
+    assert _objects_named(docker_engine, node.name) == {"container": False, "network": False, "volume": False}
+    assert _objects_named(docker_engine, again.name) == {"container": True, "network": True, "volume": True}
+
+    # No warm nodes wanted any more: the region drops them, leaving nothing behind.
+    Region.objects.filter(pk=region.pk).update(warm_nodes=0)
+    assert warm_nodes.warm_fill(region.code)["dropped"] == 1
+    assert not WarmNode.objects.filter(region=region).exists()
+    assert _objects_named(docker_engine, again.name) == {"container": False, "network": False, "volume": False}
+
+
+def test_a_warm_node_that_stops_running_is_dropped_and_leftovers_are_orphans(make_regions, docker_engine, ledger_image):
+    region = _warm_region(make_regions, count=2)
+    assert warm_nodes.warm_fill(region.code)["made"] == 2
+    gone, left = WarmNode.objects.filter(region=region).order_by("created_at")
+    docker_engine.containers.get(gone.name).remove(force=True)  # behind the platform's back
+    # Just made, it is given a moment (the pass may have listed the engine before its start).
+    report = reconcile_region(region.code)
+    assert (report["warm"], report["warm_dropped"], report["orphans"]) == (1, 0, 0), report
+    WarmNode.objects.filter(pk=gone.pk).update(created_at=timezone.now() - warm_nodes.READY_GRACE * 2)
+    report = reconcile_region(region.code)
+    assert (report["warm"], report["warm_dropped"], report["orphans"]) == (1, 1, 0), report
+    assert list(WarmNode.objects.filter(region=region)) == [left]
+    assert _objects_named(docker_engine, gone.name) == {"container": False, "network": False, "volume": False}
+    # A warm node whose row is lost (a database restored from before it) is an orphan:
+    # collected after the grace period like any leftover, by its warm label.
+    WarmNode.objects.filter(pk=left.pk).delete()
+    report = reconcile_region(region.code)
+    assert report["orphans"] == 1, report
+    from django.core.cache import cache
+
+    cache.set(f"bsn:orphan:{left.name}", 0, timeout=600)  # seen long ago: the grace is over
+    report = reconcile_region(region.code)
+    assert report["removed"] == 1, report
+    assert _objects_named(docker_engine, left.name) == {"container": False, "network": False, "volume": False}
+
+
+def test_an_app_on_two_regions_claims_one_warm_node_in_each_and_replicates(
+    api, make_regions, worker_factory, docker_engine, ledger_image
+):
+    regions = make_regions("docker", count=2)
+    Region.objects.filter(pk__in=[r.pk for r in regions]).update(warm_nodes=1)
+    for region in regions:
+        assert warm_nodes.warm_fill(region.code)["made"] == 1
+    warm_names = set(WarmNode.objects.values_list("name", flat=True))
+    worker_factory(regions)
+    resp = api.post("/api/v1/apps", {"name": "warm-two", "regions": [r.code for r in regions]}, format="json")
+    app_id = resp.json()["app"]
+    assert operation_done(api, resp["Location"])["status"] == "succeeded"
+    nodes = list(LedgerNode.objects.filter(app_id=app_id))
+    assert {n.name for n in nodes} == warm_names and all(n.warm for n in nodes)
+
+    private, public = generate_key()
+    assert (
+        api.post(f"/api/v1/apps/{app_id}/users", {"name": "bob", "public_key": public}, format="json").status_code
+        == 201
+    )
+    signer = Client("http://unused", "-", app_id, "bob", private)
+    resp = api.post(
+        f"/api/v1/apps/{app_id}/transactions", signer.sign("kv", "put", {"key": "k", "value": "both"}), format="json"
+    )
+    assert resp.status_code == 200 and resp.json()["status"] == "committed", resp.content
+
+    def everywhere() -> bool:
+        for node in nodes:
+            try:
+                if node_get(node, "/state/kv/k").body.get("value") != "both":
+                    return False
+            except Exception:  # noqa: BLE001 - not there yet
+                return False
+        return True
+
+    wait_for(everywhere, timeout=30, message="the write on both nodes")
+    resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
+    assert operation_done(api, resp["Location"])["status"] == "succeeded"
+    for name in warm_names:
+        assert _objects_named(docker_engine, name) == {"container": False, "network": False, "volume": False}
+    Region.objects.filter(pk__in=[r.pk for r in regions]).update(warm_nodes=0)
+    for region in regions:
+        warm_nodes.warm_fill(region.code)  # what the worker made meanwhile goes too
