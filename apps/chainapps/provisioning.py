@@ -105,26 +105,54 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
 
         ordering_ensure()
     spec = node_spec(node)
-    attached = None
+    attached = joined = None
     if etcd:
         from apps.ordering.services import ordering_attach_begin
 
         if supports(driver, Networks):  # the process driver has no networks (and no etcd apps)
             driver.ensure_network(spec)
         attached = ordering_attach_begin(spec.network)  # the connects run beside the node's start
+        if spec.warm and supports(driver, Networks):
+            # A claimed warm node's container exists already: it joins the app's peer network
+            # while it takes its claim (a container made now joins after its start, below).
+            joined = _beside(lambda: node_join_peer_network(driver, node, spec), f"{node.name} joining its peers")
     try:
         status = start_on_own_port(
             node, driver, lambda port: driver.ensure_node(replace(spec, host_port=port)), what=f"node {node.name}"
         )
     except BaseException:
-        if attached is not None:
-            with contextlib.suppress(Exception):  # the start's error is the one to report
-                attached()
+        for wait in (attached, joined):
+            if wait is not None:
+                with contextlib.suppress(Exception):  # the start's error is the one to report
+                    wait()
         raise
     if attached is not None:
         attached()
-        node_join_peer_network(driver, node, spec)
+        if joined is None or not joined():
+            node_join_peer_network(driver, node, spec)
     return status
+
+
+def _beside(fn, what: str):
+    """Start ``fn()`` in a thread of its own (its own database connection, closed after);
+    the returned callable waits for it and says whether it succeeded (a failure is logged:
+    the caller does it again itself)."""
+    from django.db import connection
+
+    def run() -> bool:
+        try:
+            fn()
+            return True
+        except Exception as exc:  # noqa: BLE001 - the caller repeats it and sees the error then
+            logger.info("%s: %s (done again after the start)", what, exc)
+            return False
+        finally:
+            connection.close()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bsn-beside")
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def node_start_recorded(driver, node: LedgerNode) -> NodeStatus:
@@ -837,6 +865,13 @@ def _finish(op: Operation, app: ChainApp, status: str, error: str, **fields) -> 
             state=LedgerNode.State.REMOVED, updated_at=timezone.now()
         )
     app_refresh_status(app, failed=status == Operation.Status.FAILED, reason=error)
+    if op.kind in (Operation.Kind.PROVISION, Operation.Kind.SCALE):
+        # Its regions make up for the warm nodes it claimed, now that its steps are done
+        # (sent with the create, the refills took the worker's processes from the steps).
+        from apps.chainapps.warm import warm_fill_later
+        from apps.regions.models import Region
+
+        warm_fill_later(Region.objects.filter(nodes__app=app, warm_nodes__gt=0).distinct())
 
 
 def operation_cancel(operation_id: str, *, by: str) -> Operation:

@@ -19,7 +19,7 @@ from apps.chainapps.keys import key_generate
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.chainapps.node_auth import credential_generate
 from apps.chainapps.selectors import region_node_counts, tenant_usage
-from apps.chainapps.warm import warm_claim, warm_fill_later
+from apps.chainapps.warm import warm_claim
 from apps.common.errors import Conflict, DomainError
 from apps.common.models import installation_id
 from apps.regions.models import Region
@@ -221,9 +221,9 @@ def chainapp_create(*, tenant: Tenant, actor, spec: ChainAppSpec, request=None) 
         except IntegrityError as exc:
             raise Conflict(f"An app named '{spec.name}' already exists in this tenant.", code="duplicate-name") from exc
         nodes = [_new_node(app=app, region=region) for region in regions]
-        claimed = [region for node, region in zip(nodes, regions, strict=True) if warm_claim(node)]
+        for node in nodes:
+            warm_claim(node)  # a node started ahead, where its region keeps them
         LedgerNode.objects.bulk_create(nodes)
-        warm_fill_later(claimed)  # the regions make up for what this app took, after the commit
         operation = _new_operation(app=app, kind=Operation.Kind.PROVISION, actor=actor)
         audit_record(
             action="app.create",
@@ -503,8 +503,7 @@ def chainapp_scale(*, app: ChainApp, actor, regions: list[str], keep_data: bool 
             node = rows.get(code)
             if node is None:
                 node = _new_node(app=locked, region=wanted[code])
-                if warm_claim(node):  # a new node of a region that keeps warm ones
-                    warm_fill_later([node.region])
+                warm_claim(node)  # a node started ahead, where its region keeps them
                 node.save()
                 continue
             # The region's node was scaled away before: it comes back as itself (key,

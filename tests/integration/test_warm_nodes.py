@@ -198,3 +198,37 @@ def test_an_app_on_two_regions_claims_one_warm_node_in_each_and_replicates(
     Region.objects.filter(pk__in=[r.pk for r in regions]).update(warm_nodes=0)
     for region in regions:
         warm_nodes.warm_fill(region.code)  # what the worker made meanwhile goes too
+
+
+def test_a_claimed_warm_node_is_replaced_under_its_name_on_its_volume(
+    api, live_server, make_regions, worker_factory, docker_engine, ledger_image
+):
+    """A rotation makes each node anew (a new generation): the claimed warm container goes,
+    one with the node's own labels takes its name, network and volume; the chain is whole."""
+    from tests.integration.test_upgrade_scale import Ledger
+
+    regions = make_regions("docker", count=2)
+    Region.objects.filter(pk__in=[r.pk for r in regions]).update(warm_nodes=1)
+    for region in regions:
+        assert warm_nodes.warm_fill(region.code)["made"] == 1
+    warm_names = set(WarmNode.objects.values_list("name", flat=True))
+    worker_factory(regions)
+    ledger = Ledger(api, live_server, regions, "warm-rotated")
+    assert set(LedgerNode.objects.filter(app_id=ledger.id).values_list("name", flat=True)) == warm_names
+    for i in range(3):
+        ledger.put(f"before-{i}", i)
+    op = operation_done(api, ledger.post("rotate-credentials", {})["Location"], timeout=300)
+    assert op["status"] == "succeeded", (op["last_error"], op["log"][-8:])
+    for node in LedgerNode.objects.filter(app_id=ledger.id):
+        labels = docker_engine.containers.get(node.name).labels
+        assert labels["io.bsn.node"] == str(node.pk) and labels[LABEL_WARM] == node.warm
+        assert labels["io.bsn.generation"] == "2"
+        assert node_get(node, "/health").body["node_id"] == str(node.pk)
+    ledger.put("after", "rotate")
+    ledger.assert_whole()
+    ledger.delete()
+    for name in warm_names:
+        assert _objects_named(docker_engine, name) == {"container": False, "network": False, "volume": False}
+    Region.objects.filter(pk__in=[r.pk for r in regions]).update(warm_nodes=0)
+    for region in regions:
+        warm_nodes.warm_fill(region.code)
