@@ -59,26 +59,33 @@ class Superseded(Exception):
     """The app's desired state changed under a running operation."""
 
 
+def runtime_fields(framework: Framework, region) -> dict:
+    """What a container of ``framework`` on ``region`` runs with (a node's, a warm node's)."""
+    return {
+        "region_code": region.code,
+        "image": framework.image,
+        "command": framework.command or None,
+        "port": framework.port,
+        "health_path": framework.health_path,
+        "publish_host": region.publish_host,
+        "mem_limit_mb": framework.default_memory_mb,
+        "cpus": framework.default_cpus,
+        "pids_limit": framework.default_pids,
+    }
+
+
 def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
     """The node's spec. ``configured=False`` leaves out the node's configuration (keys,
     credentials): enough to stop, observe or remove a node, and decrypts nothing."""
-    app, framework, region = node.app, node.current_framework, node.region
+    app = node.app
     env, secrets = node_config(node) if configured else ({}, {})
     return build_node_spec(
         installation_id=installation_id(),
         tenant_id=str(app.tenant_id),
         app_id=str(app.pk),
         node_id=str(node.pk),
-        region_code=region.code,
         generation=node.generation,
-        image=framework.image,
-        command=framework.command or None,
-        port=framework.port,
-        health_path=framework.health_path,
-        publish_host=region.publish_host,
-        mem_limit_mb=framework.default_memory_mb,
-        cpus=framework.default_cpus,
-        pids_limit=framework.default_pids,
+        **runtime_fields(node.current_framework, node.region),
         env=env,
         secrets=secrets,
         host_port=node.host_port,

@@ -59,21 +59,10 @@ def warm_capable(region: Region) -> bool:
 
 
 def warm_spec(warm: WarmNode) -> NodeSpec:
-    framework, region = warm.framework, warm.region
-    return build_warm_spec(
-        installation_id=installation_id(),
-        warm_id=str(warm.pk),
-        region_code=region.code,
-        image=warm.image,
-        command=framework.command or None,
-        port=framework.port,
-        health_path=framework.health_path,
-        publish_host=region.publish_host,
-        mem_limit_mb=framework.default_memory_mb,
-        cpus=framework.default_cpus,
-        pids_limit=framework.default_pids,
-        host_port=warm.host_port,
-    )
+    from apps.chainapps.provisioning import runtime_fields
+
+    fields = {**runtime_fields(warm.framework, warm.region), "image": warm.image}  # the image it was made from
+    return build_warm_spec(installation_id=installation_id(), warm_id=str(warm.pk), host_port=warm.host_port, **fields)
 
 
 def warm_claim(node: LedgerNode) -> bool:

@@ -128,6 +128,11 @@ def app_labels(*, installation_id: str, tenant_id: str, app_id: str) -> dict[str
     }
 
 
+def _listen_env(port: int) -> dict[str, str]:
+    """Where a node in a container listens and keeps its data."""
+    return {"BSN_LEDGER_HOST": "0.0.0.0", "BSN_LEDGER_PORT": str(port), "BSN_LEDGER_DATA": NODE_DATA_PATH}
+
+
 def build_node_spec(
     *,
     installation_id: str,
@@ -162,14 +167,7 @@ def build_node_spec(
         LABEL_ROLE: "ledger",
         **({LABEL_WARM: warm} if warm else {}),
     }
-    node_env = {
-        "BSN_NODE_ID": node_id,
-        "BSN_APP_ID": app_id,
-        "BSN_LEDGER_HOST": "0.0.0.0",
-        "BSN_LEDGER_PORT": str(port),
-        "BSN_LEDGER_DATA": NODE_DATA_PATH,
-        **(env or {}),
-    }
+    node_env = {"BSN_NODE_ID": node_id, "BSN_APP_ID": app_id, **_listen_env(port), **(env or {})}
     return NodeSpec(
         name=name,
         image=image,
@@ -217,12 +215,7 @@ def build_warm_spec(
         name=name,
         image=image,
         command=tuple(command) if command else None,
-        env={
-            "BSN_LEDGER_HOST": "0.0.0.0",
-            "BSN_LEDGER_PORT": str(port),
-            "BSN_LEDGER_DATA": NODE_DATA_PATH,
-            "BSN_CLAIM_FILE": CLAIM_FILE,
-        },
+        env={**_listen_env(port), "BSN_CLAIM_FILE": CLAIM_FILE},
         labels={**base, LABEL_GENERATION: "1", LABEL_ROLE: "ledger"},
         port=port,
         publish_host=publish_host,
