@@ -167,12 +167,52 @@ _installations_seen: set[str] = set()
 
 @pytest.fixture(autouse=True)
 def _remember_installation(transactional_db):
-    """Each flush makes a new installation id; remember them to clean their objects up."""
+    """Each flush makes a new installation id; remember them to clean their objects up.
+
+    After the test (its workers stopped: this fixture is set up first, so torn down last)
+    its installation's objects on the default engine go at once: nothing can reach them
+    once the database is flushed, and each test's ordering cluster (three etcd members,
+    each beating its peers) left running until the session's end made the machine's load
+    climb past 70 by the last third of the suite, where tests then timed out."""
     from apps.common.models import installation_id
 
-    _installations_seen.add(installation_id())
+    seen = {installation_id()}
     yield
-    _installations_seen.add(installation_id())
+    seen.add(installation_id())
+    _installations_seen.update(seen)
+    _remove_objects_of(seen)
+
+
+def _remove_objects_of(installations: set[str]) -> None:
+    """Best effort: containers, then networks, then volumes labelled with these installations."""
+    try:
+        import docker
+        from django.conf import settings
+
+        engine = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL, timeout=20)
+    except Exception:  # noqa: BLE001 - no engine: nothing of ours on it
+        return
+    try:
+        for inst in installations:
+            selector = {"label": f"io.bsn.installation={inst}"}
+            for kind in ("containers", "networks", "volumes"):
+                collection = getattr(engine, kind)
+                extra = {"all": True} if kind == "containers" else {}
+                found = collection.list(filters=selector, **extra)
+                for obj in found:
+                    try:
+                        if kind == "containers":
+                            obj.remove(force=True, v=True)
+                        elif kind == "volumes":
+                            obj.remove(force=True)
+                        else:
+                            obj.remove()
+                    except Exception:  # noqa: BLE001, S110 - gone meanwhile, or in use: the session's end retries
+                        pass
+    except Exception:  # noqa: BLE001, S110 - the engine went away (an outage test): the session's end retries
+        pass
+    finally:
+        engine.close()
 
 
 def _ours(obj) -> bool:
