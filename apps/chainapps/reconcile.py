@@ -34,7 +34,7 @@ from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeE
 from apps.runtime.drivers import driver_for_region, engine_key
 from apps.runtime.health import REQUEST_TIMEOUT, health_and_chain
 from apps.runtime.nodeapi import read_chain
-from apps.runtime.spec import LABEL_ROLE, LABEL_WARM, NodeSpec, volume_name
+from apps.runtime.spec import LABEL_ROLE, LABEL_WARM, NodeSpec, network_name, volume_name
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _orphan_spec(name: str, labels: dict[str, str]) -> NodeSpec:
         labels=labels,
         port=0,
         publish_host="",
-        network=f"{name}-net",  # apps.runtime.spec.network_name of the node of that name
+        network=network_name(name),
         volume=volume_name(name),
     )
 

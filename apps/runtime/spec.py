@@ -99,9 +99,10 @@ def node_name(*, installation_id: str, app_id: str, region_code: str) -> str:
     return f"bsn-{short_id(installation_id, 8)}-{short_id(app_id)}-{region_code}"
 
 
-def network_name(*, installation_id: str, app_id: str, region_code: str) -> str:
-    """One network per app per region: each region is its own engine in production."""
-    return f"bsn-{short_id(installation_id, 8)}-{short_id(app_id)}-{region_code}-net"
+def network_name(name: str) -> str:
+    """The network of the node (or warm node) of that name: one per app per region, each
+    region its own engine in production."""
+    return f"{name}-net"
 
 
 def peer_network_name(*, installation_id: str, app_id: str) -> str:
@@ -176,7 +177,7 @@ def build_node_spec(
         labels=labels,
         port=port,
         publish_host=publish_host,
-        network=f"{name}-net",  # network_name(...) for the deterministic name
+        network=network_name(name),
         volume=volume_name(name),
         health_path=health_path,
         mem_limit_mb=mem_limit_mb,
@@ -219,7 +220,7 @@ def build_warm_spec(
         labels={**base, LABEL_GENERATION: "1", LABEL_ROLE: "ledger"},
         port=port,
         publish_host=publish_host,
-        network=f"{name}-net",
+        network=network_name(name),
         volume=volume_name(name),
         health_path=health_path,
         mem_limit_mb=mem_limit_mb,
