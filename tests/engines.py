@@ -240,13 +240,7 @@ def start_engine(
     else:
         base_url = f"unix://{run / 'docker.sock'}"
         argv.append(f"--host={base_url}")
-    pidfile = run / "docker.pid"
-    if pidfile.exists():  # a daemon of an earlier run that was not stopped
-        try:
-            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
-            time.sleep(2)
-        except (ValueError, ProcessLookupError):
-            pass
+    stop_earlier_daemon(run)
     allow_inside(pool)
     log = open(root / "dockerd.log", "ab")  # the daemon writes it for its whole life
     keep = main_bridge_addresses()
@@ -269,6 +263,38 @@ def start_engine(
         time.sleep(0.2)
     restore_main_bridge(keep)
     return engine
+
+
+def stop_earlier_daemon(run: Path, timeout: float = 15) -> None:
+    """Stop the daemon an earlier run left on ``run`` and remove its pid file.
+
+    dockerd refuses to start while its pid file names a live process, and after a reboot
+    or a killed test run that number may belong to anything: only a process whose command
+    line is a dockerd with this exec root is signalled; in every case the file goes.
+    """
+    pidfile = run / "docker.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        pidfile.unlink(missing_ok=True)
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        cmdline = []
+    ours = cmdline and Path(cmdline[0].decode(errors="replace")).name == "dockerd"
+    if ours and f"--exec-root={run / 'exec'}".encode() in cmdline:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+    pidfile.unlink(missing_ok=True)
 
 
 MAIN_BRIDGE = "docker0"
