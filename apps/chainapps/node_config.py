@@ -35,6 +35,12 @@ def node_siblings(node: LedgerNode) -> list[LedgerNode]:
     return list(others.select_related("region", "framework", "app__framework").order_by("region__code"))
 
 
+def beside_on_engine(node: LedgerNode, other: LedgerNode) -> bool:
+    """Do the two nodes run on one Docker engine, where they reach each other by container
+    name over the app's internal peer network (``provisioning.node_join_peer_network``)?"""
+    return node.region.driver == "docker" and same_engine(other.region, node.region)
+
+
 def node_peers(node: LedgerNode) -> dict[str, LedgerNode]:
     """``{base URL: node}`` of the app's other nodes as seen from inside this node's container.
 
@@ -47,7 +53,7 @@ def node_peers(node: LedgerNode) -> dict[str, LedgerNode]:
     """
     peers: dict[str, LedgerNode] = {}
     for other in node_siblings(node):
-        if node.region.driver == "docker" and same_engine(other.region, node.region):
+        if beside_on_engine(node, other):
             peers[f"http://{other.name}:{other.current_framework.port}"] = other
         elif other.endpoint:
             peers[other.endpoint] = other

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.chainapps.node_auth import credential_generate, node_auth
-from apps.chainapps.node_config import node_config, node_siblings
+from apps.chainapps.node_config import beside_on_engine, node_config, node_siblings
 from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.common.errors import Conflict
 from apps.common.incidents import incident, runtime_reason
@@ -118,7 +118,9 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
 
         if supports(driver, Networks):  # the process driver has no networks (and no etcd apps)
             driver.ensure_network(spec)
-        attached = ordering_attach_begin(spec.network)  # the connects run beside the node's start
+        # The connects run beside the node's start; only members on the node's engine can
+        # join its network (those elsewhere are reached by their published endpoints).
+        attached = ordering_attach_begin(spec.network, region=node.region)
         if spec.warm and supports(driver, Networks):
             # A claimed warm node's container exists already: it joins the app's peer network
             # while it takes its claim (a container made now joins after its start, below).
@@ -203,8 +205,10 @@ def node_join_peer_network(driver, node: LedgerNode, spec: NodeSpec) -> None:
     it never moves the node's default route or its published port. Idempotent."""
     if not supports(driver, Networks):
         return  # the process driver has no networks
-    if not node_siblings(node):
-        return  # a one-node app has no peers
+    if not any(beside_on_engine(node, other) for other in node_siblings(node)):
+        # A one-node app has no peers; peers on other engines are reached by their
+        # published endpoints (node_peers), so a network here would hold this node alone.
+        return
     name = _peer_network(node)
     with transaction.atomic():  # parallel node steps of one app: one creates the network
         ChainApp.objects.select_for_update().filter(pk=node.app_id).first()

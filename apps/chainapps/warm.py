@@ -151,7 +151,7 @@ def _make(driver, region: Region, framework: Framework) -> WarmNode:
         )
         if status.state != "running":
             raise TransientRuntimeError(f"warm node {warm.name} is {status.state} after its start")
-        ordering_attach(spec.network)
+        ordering_attach(spec.network, region=region)
     except BaseException:
         _drop(driver, warm, {"errors": []})
         raise

@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def bench_stack(regions: int, *, driver: str = "docker", **region_fields):
-    """Tenant, regions (Docker unless said otherwise) and a real Celery worker on the bench database."""
+def bench_stack(regions: int, *, driver: str = "docker", engines=None, **region_fields):
+    """Tenant, regions (Docker unless said otherwise) and a real Celery worker on the bench
+    database. ``engines`` (tests/engines.py ``Engine``s, one per region): each region on its
+    own engine, registered as an operator does (``engine_region``)."""
     from django.db import connection
 
     from apps.chainapps.builtin import ensure_builtin_framework
@@ -36,10 +38,17 @@ def bench_stack(regions: int, *, driver: str = "docker", **region_fields):
     # The image named by BSN_LEDGER_IMAGE (the shared `latest` tag may be another build).
     Framework.objects.filter(builtin=True).update(image=settings.BSN_LEDGER_IMAGE)
     tag = uuid.uuid4().hex[:6]
-    region_rows = [
-        Region.objects.create(code=f"bench{tag}-{i}", name=f"bench {i}", driver=driver, **region_fields)
-        for i in range(regions)
-    ]
+    if engines:
+        from tests.engines import engine_region
+
+        made = [engine_region(e, f"bench{tag}-{i}", f"bench {e.name}") for i, e in enumerate(engines[:regions])]
+        Region.objects.filter(pk__in=[r.pk for r in made]).update(**region_fields)
+        region_rows = list(Region.objects.filter(pk__in=[r.pk for r in made]).order_by("code"))
+    else:
+        region_rows = [
+            Region.objects.create(code=f"bench{tag}-{i}", name=f"bench {i}", driver=driver, **region_fields)
+            for i in range(regions)
+        ]
     tenant = Tenant.objects.create(
         slug=f"bench-{tag}", name="bench", max_apps=100, max_nodes=300, max_tps=100_000, max_storage_mb=10_000_000
     )
@@ -126,6 +135,14 @@ def provisioning(engine, notes: list[str]) -> list[Figure]:
     one_s, three_s = statistics.median(one), statistics.median(three)
     warm_one, warm_three = _warm_provisioning()
     warm_one_s, warm_three_s = statistics.median(warm_one), statistics.median(warm_three)
+    spread = _across_engines()
+    spread_one_s, spread_three_s = statistics.median(spread["one"]), statistics.median(spread["three"])
+    notes.append(
+        f"- three regions on three engines (main, e2 over a unix socket, e3 over TLS; tests/bench/engines.py), "
+        f"from warm nodes, median of 3: one region {spread_one_s:.2f} s "
+        f"({', '.join(f'{x:.2f}' for x in spread['one'])}), three regions {spread_three_s:.2f} s "
+        f"({', '.join(f'{x:.2f}' for x in spread['three'])})."
+    )
     notes.append(
         f"- provisioning from warm nodes (regions with `warm_nodes` 1, refilled by the worker between runs): "
         f"median of 3; API → healthy one region {warm_one_s:.2f} s ({', '.join(f'{x:.2f}' for x in warm_one)}), "
@@ -155,6 +172,15 @@ def provisioning(engine, notes: list[str]) -> list[Figure]:
             "same app on 1 region, warm",
             "≤ 1.5×",
             warm_three_s / warm_one_s <= 1.5,
+        ),
+        Figure(
+            "app on 3 regions on 3 engines from warm nodes (s)",
+            spread_three_s,
+            "s",
+            spread_one_s,
+            "same app on 1 region of them, warm",
+            "≤ 1.5×",
+            spread_three_s / spread_one_s <= 1.5,
         ),
         Figure(
             "engine floor of one region's path, no control plane (s)",
@@ -187,17 +213,48 @@ def provisioning(engine, notes: list[str]) -> list[Figure]:
     ]
 
 
-def _warm_provisioning(runs: int = 3) -> tuple[list[float], list[float]]:
+def _across_engines() -> dict[str, list[float]]:
+    """``tests/bench/engines.py`` in a process and database of its own (a new installation,
+    whose ordering service is placed over the three engines); its seconds per run."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ["DATABASE_URL"])
+    own = url._replace(path=f"{url.path.rstrip('/') or '/bsn_bench'}_engines").geturl()
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.engines"],
+        env={**os.environ, "DATABASE_URL": own},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"tests.bench.engines exited {done.returncode}: {done.stderr[-1500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _warm_provisioning(runs: int = 3, *, engines=None) -> tuple[list[float], list[float]]:
     """API → healthy node where every region keeps one warm node (docs/provisioning.md,
     "Warm nodes"): one region, then three, ``runs`` times each. Each create waits first
     until every region has its warm node again (the worker refills after a claim), so that
-    each run claims one rather than measuring a region caught empty."""
+    each run claims one rather than measuring a region caught empty. ``engines``: each
+    region on its own engine (``tests/bench/engines.py``); there a first app, not measured,
+    brings the ordering service up across them and the image onto each, and a second
+    lets the new cluster settle (its first leader changes cost seconds)."""
     from apps.chainapps.models import WarmNode
     from apps.chainapps.warm import warm_fill
 
-    with bench_stack(regions=3, warm_nodes=1) as (regions, token):
+    with bench_stack(regions=3, warm_nodes=1, engines=engines) as (regions, token):
         client = _api(token)
         codes = [r.code for r in regions]
+        if engines:
+            for unmeasured in (codes, codes[:1]):
+                _, app = _create_and_wait(client, unmeasured)
+                _delete(client, app)
         for code in codes:
             warm_fill(code)
 
