@@ -5,7 +5,7 @@ of its own: a new installation, so that its ordering service is placed over the 
 engines (one member each) from the start, as a platform whose regions are three engines
 has it. The engines are the test harness's (tests/engines.py: ``e2`` on its own socket,
 ``e3`` over TLS with client certificates), under its lock, stopped at the end, also on
-failure. The last line printed is a JSON object ``{"one": [s, ...], "three": [s, ...]}``.
+failure. The last line printed is the JSON object ``figures._warm_provisioning`` returns.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ def measure(runs: int) -> dict[str, list[float]]:
             client.close()
         main = Engine(name="main", base_url=settings.BSN_DOCKER_BASE_URL, root=Path(ENGINES_STATE) / "main")
         main.publish_host = publish_network_gateway(main_client)
-        one, three = _warm_provisioning(runs, engines=[main, *started])
-        return {"one": one, "three": three}
+        return _warm_provisioning(runs, engines=[main, *started])
     finally:
         selector = {"label": f"io.bsn.installation={installation_id()}"}
         for container in main_client.containers.list(all=True, filters=selector):

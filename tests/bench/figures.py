@@ -133,20 +133,17 @@ def provisioning(engine, notes: list[str]) -> list[Figure]:
             three.append(elapsed)
             _delete(client, app)
     one_s, three_s = statistics.median(one), statistics.median(three)
-    warm_one, warm_three = _warm_provisioning()
-    warm_one_s, warm_three_s = statistics.median(warm_one), statistics.median(warm_three)
+    warm = _warm_provisioning()
+    warm_one_s, warm_three_s = statistics.median(warm["one"]), statistics.median(warm["three"])
     spread = _across_engines()
     spread_one_s, spread_three_s = statistics.median(spread["one"]), statistics.median(spread["three"])
     notes.append(
-        f"- three regions on three engines (main, e2 over a unix socket, e3 over TLS; tests/bench/engines.py), "
-        f"from warm nodes, median of 3: one region {spread_one_s:.2f} s "
-        f"({', '.join(f'{x:.2f}' for x in spread['one'])}), three regions {spread_three_s:.2f} s "
-        f"({', '.join(f'{x:.2f}' for x in spread['three'])})."
+        "- provisioning from warm nodes (regions with `warm_nodes` 1, refilled by the worker between runs), "
+        f"median of 3, regions on this machine's one engine: {_runs(warm)}"
     )
     notes.append(
-        f"- provisioning from warm nodes (regions with `warm_nodes` 1, refilled by the worker between runs): "
-        f"median of 3; API → healthy one region {warm_one_s:.2f} s ({', '.join(f'{x:.2f}' for x in warm_one)}), "
-        f"three regions {warm_three_s:.2f} s ({', '.join(f'{x:.2f}' for x in warm_three)})."
+        "- the same on three engines (main, e2 over a unix socket, e3 over TLS with client certificates; "
+        f"tests/bench/engines.py, its own installation, ordering members one per engine): {_runs(spread)}"
     )
     notes.append(
         f"- provisioning: median of 3; API → healthy one region {one_s:.2f} s, three regions {three_s:.2f} s, "
@@ -213,6 +210,20 @@ def provisioning(engine, notes: list[str]) -> list[Figure]:
     ]
 
 
+def _runs(measured: dict[str, list[float]]) -> str:
+    """One region's and three regions' seconds and machine CPU-seconds, each run."""
+
+    def listed(values: list[float]) -> str:
+        return ", ".join(f"{x:.2f}" for x in values)
+
+    return (
+        f"API → healthy one region {statistics.median(measured['one']):.2f} s ({listed(measured['one'])}; "
+        f"CPU-seconds {listed(measured['one_cpu'])}), three regions {statistics.median(measured['three']):.2f} s "
+        f"({listed(measured['three'])}; CPU-seconds {listed(measured['three_cpu'])}); two cores can give "
+        f"at most 2 CPU-seconds a second."
+    )
+
+
 def _across_engines() -> dict[str, list[float]]:
     """``tests/bench/engines.py`` in a process and database of its own (a new installation,
     whose ordering service is placed over the three engines); its seconds per run."""
@@ -237,16 +248,20 @@ def _across_engines() -> dict[str, list[float]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _warm_provisioning(runs: int = 3, *, engines=None) -> tuple[list[float], list[float]]:
+def _warm_provisioning(runs: int = 3, *, engines=None) -> dict[str, list[float]]:
     """API → healthy node where every region keeps one warm node (docs/provisioning.md,
-    "Warm nodes"): one region, then three, ``runs`` times each. Each create waits first
-    until every region has its warm node again (the worker refills after a claim), so that
-    each run claims one rather than measuring a region caught empty. ``engines``: each
-    region on its own engine (``tests/bench/engines.py``); there a first app, not measured,
-    brings the ordering service up across them and the image onto each, and a second
-    lets the new cluster settle (its first leader changes cost seconds)."""
+    "Warm nodes"): one region, then three, ``runs`` times each; seconds per run under
+    ``one`` and ``three``, and the CPU-seconds the whole machine spent meanwhile (every
+    process: worker, nodes, engines, etcd, database, this one; ``machine_cpu_seconds``)
+    under ``one_cpu`` and ``three_cpu``. Each create waits first until every region has its
+    warm node again (the worker refills after a claim), so that each run claims one rather
+    than measuring a region caught empty. ``engines``: each region on its own engine
+    (``tests/bench/engines.py``); there a first app, not measured, brings the ordering
+    service up across them and the image onto each, and a second lets the new cluster
+    settle (its first leader changes cost seconds)."""
     from apps.chainapps.models import WarmNode
     from apps.chainapps.warm import warm_fill
+    from tests.bench.suite import machine_cpu_seconds
 
     with bench_stack(regions=3, warm_nodes=1, engines=engines) as (regions, token):
         client = _api(token)
@@ -266,22 +281,21 @@ def _warm_provisioning(runs: int = 3, *, engines=None) -> tuple[list[float], lis
                 time.sleep(0.1)
             time.sleep(1.0)  # the fill's engine work has ended: it does not overlap the run
 
-        one, three = [], []
+        measured: dict[str, list[float]] = {"one": [], "three": [], "one_cpu": [], "three_cpu": []}
         for _ in range(runs):
-            all_warm()
-            elapsed, app = _create_and_wait(client, codes[:1])
-            one.append(elapsed)
-            _delete(client, app)
-            all_warm()
-            elapsed, app = _create_and_wait(client, codes)
-            three.append(elapsed)
-            _delete(client, app)
+            for key, wanted in (("one", codes[:1]), ("three", codes)):
+                all_warm()
+                cpu = machine_cpu_seconds()
+                elapsed, app = _create_and_wait(client, wanted)
+                measured[f"{key}_cpu"].append(machine_cpu_seconds() - cpu)
+                measured[key].append(elapsed)
+                _delete(client, app)
         for code in codes:  # nothing left behind
             from apps.regions.models import Region
 
             Region.objects.filter(code=code).update(warm_nodes=0)
             warm_fill(code)
-    return one, three
+    return measured
 
 
 def memory(engine, notes: list[str]) -> list[Figure]:

@@ -141,6 +141,16 @@ def python_node_floor(count: int = 20_000, batch: int = 500) -> tuple[float, flo
     return without, with_
 
 
+def machine_cpu_seconds() -> float:
+    """CPU-seconds the whole machine has spent (every process and the kernel; not idle or
+    waiting for I/O), from /proc/stat: the difference over a run says how busy it kept the
+    cores, so whether a figure is bound by CPU on this machine."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user..steal, less idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def wait_http(url: str, timeout: float) -> float:
     start = time.perf_counter()
     deadline = start + timeout
@@ -467,33 +477,41 @@ LEDGER_ANALYSIS = [
 PROVISIONING_ANALYSIS = [
     "### Reading the figures",
     "",
-    '- The goal rows are measured from warm nodes (4 December; docs/provisioning.md, "Warm',
-    '  nodes"): each region keeps one ledger container started ahead, its network made with the',
-    "  ordering members attached, its volume and host port, the node program loaded and waiting",
-    "  for its claim. The create request claims one per region (database only) and the node step",
-    "  copies the node's secrets and claim into it; the node serves within tens of milliseconds.",
-    "  One region, three bench runs on the final code: 0.53, 0.47 and 0.51 s = 1.04×, 0.88× and",
-    "  1.01× the raw run (goal 1.3×: met; the raw run took 0.50-0.53 s in these runs, 0.37 s",
-    "  in an earlier one). A",
-    "  spike first measured the claim alone, straight through the SDK: 78 ms (its `put_archive`",
-    "  48 ms) against a raw run of 298 ms. What is left on the path is the control plane's: the",
-    "  API and broker hop, the operation's claim, the app's etcd user and role (four etcd writes,",
-    "  about 80 ms), the verified `/health`.",
-    "- Three regions from warm nodes: 0.92, 0.98 and 1.01 s = 1.73-2.10× one region (goal 1.5×,",
-    "  not met; 1.9 s = 4.46× in the first run, when the refills were sent with the create and",
-    "  took three of the worker's four processes, so the three node steps ran one after another:",
-    "  they are now sent when the operation ends). The bench's three regions share this machine's",
-    "  one engine, so a three-node app also needs its internal peer network (nodes on one engine",
-    "  reach each other by container name) made and joined by three running containers: a",
-    "  profile of the three steps in one process put 190-470 ms of each into that and 100-230 ms",
-    "  into the three claims' archive copies at once, on two cores. Joining the peer network",
-    "  beside the claim instead of after it moved the median from 0.91 to 0.85 s (five runs",
-    "  each by hand), kept. Even without the peer network (tried by leaving it out, not kept: it",
-    "  is how the nodes fetch blocks older than the etcd window) three regions took 1.6-1.9× one:",
-    "  three steps' Python and engine calls at once on two cores. On separate engines (the",
-    "  production shape) there is no peer network; the bench does not measure that here.",
+    '- The goal rows are measured from warm nodes (docs/provisioning.md, "Warm nodes"): each',
+    "  region keeps one ledger container started ahead, its network made with the ordering",
+    "  members attached, its volume and host port, the node program loaded and waiting for its",
+    "  claim. The create request claims one per region (database only) and the node step copies",
+    "  the node's secrets and claim into it; the node serves within tens of milliseconds. One",
+    "  region, four bench runs on 4 December (second session): 0.22-0.26 s = 0.72-0.79× the raw",
+    "  run (goal 1.3×: met). The session before measured 0.47-0.53 s against a raw run of",
+    "  0.50 s: the whole machine was slower then (the raw run is 0.30-0.33 s now).",
+    "- Three regions, goal 1.5× one region: not met. Two rows: the bench's usual three regions on",
+    "  this machine's one engine, 0.58-0.65 s = 2.4-3.0× one region (a three-node app on one",
+    "  engine also makes its internal peer network and joins three running containers to it:",
+    "  nodes on one engine reach each other by name); and since 4 December three regions on",
+    "  three engines (`tests/bench/engines.py`: main, e2 on its own socket, e3 over TLS with",
+    "  client certificates; the production shape, where regions are separate engines), 0.43-0.45",
+    "  s = 1.58-1.92× one region of them (four runs).",
+    "- Why three engines stay above 1.5× here: the machine's CPU. The notes give the CPU-seconds",
+    "  the whole machine spent during each create (`machine_cpu_seconds`, /proc/stat): one region",
+    "  0.32-0.50, three regions 0.78-0.99. Two cores give 2 CPU-seconds a second, so three regions",
+    "  cannot end in under 0.39-0.50 s, whatever runs beside what: 1.7-2.1× a one-region create of",
+    "  0.23 s. A split by process (by hand, /proc, three engines) put each node's share at about",
+    "  0.07 CPU-s in the worker's step (ORM queries, engine calls, the claim), 0.03 in etcd (the",
+    "  node's election and watch, TLS between the members), 0.03 in the node, 0.02 in the engines",
+    "  and about 0.07 in the kernel (loopback, bridge and TLS traffic): no one part to remove;",
+    "  1.5× here needs about a quarter less CPU per node, or more cores.",
+    "- Fixed on the way (4 December, second session), measured by hand on three engines, five",
+    "  runs each: every node of an app spread over engines made and joined an internal peer",
+    "  network of its own on its engine, holding only itself (peers elsewhere are reached by",
+    "  published endpoint): ~0.3 s of each step; and the node step asked the members on the other",
+    "  engines to join its network (each answered that there is no such network there). Three",
+    "  regions went from 0.51-0.56 s to 0.41-0.53 s; one region stayed at 0.21-0.27 s. Tried and",
+    "  not kept: checking the ordering service and making the app's etcd user once, before the",
+    "  steps are sent (0.48-0.54 s: the serial work cost more than the steps' waiting on it).",
     "- The rows made on demand (regions without warm nodes, as before 4 December): one region",
-    "  1.09-1.45 s = 2.59-2.94× the raw run, three regions 1.61-1.92× one (four runs). The floor row",
+    "  0.73-0.90 s = 2.23-3.02× the raw run, three regions 1.48-1.60 s = 1.69-2.18× one (four runs",
+    "  on 4 December; 1.09-1.45 s and 1.61-1.92× the session before, on the slower machine). The floor row",
     "  (`engine_floor_to_healthy`: straight through the SDK, only the engine work such a node",
     "  needs beyond the raw run — its app's own network, three ordering members attached beside",
     "  the create and start, its volume, its secret files) took 1.65-1.97× the raw run: that work",
