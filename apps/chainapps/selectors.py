@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 
-from apps.chainapps.models import ChainApp, LedgerNode, Operation
+from apps.chainapps.models import ChainApp, LedgerNode, Operation, WarmNode
 from apps.regions.models import Region
 from apps.tenants.models import Tenant
 
@@ -29,8 +30,20 @@ def region_node_counts() -> dict[int, int]:
 
 
 def regions_with_load():
+    """Regions with ``node_count`` (live nodes) and ``warm_ready`` (warm nodes ready to be
+    claimed; a subquery, so that it does not multiply the node join)."""
     live = Q(nodes__app__deleted_at__isnull=True) & ~Q(nodes__state=LedgerNode.State.REMOVED)
-    return Region.objects.annotate(node_count=Count("nodes", filter=live)).order_by("code")
+    ready = (
+        WarmNode.objects.filter(region=OuterRef("pk"), state=WarmNode.State.READY)
+        .order_by()
+        .values("region")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return Region.objects.annotate(
+        node_count=Count("nodes", filter=live),
+        warm_ready=Coalesce(Subquery(ready, output_field=IntegerField()), 0),
+    ).order_by("code")
 
 
 def region_running_counts() -> dict:

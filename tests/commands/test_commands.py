@@ -173,6 +173,10 @@ def test_bsn_status_shows_regions_apps_and_operations(owner_client, regions):
     Region.objects.filter(code="cn-beijing").update(status=Region.Status.UNAVAILABLE, last_error="engine gone\ndetail")
     row = next(line for line in run("bsn_status").splitlines() if line.strip().startswith("cn-beijing"))
     assert row.split()[1] == "unavailable" and row.split()[4:7] == ["1", "1", "0"] and row.endswith("engine gone"), row
+    assert row.split()[7] == "-"  # no warm nodes wanted
+    Region.objects.filter(code="cn-beijing").update(warm_nodes=2)
+    row = next(line for line in run("bsn_status").splitlines() if line.strip().startswith("cn-beijing"))
+    assert row.split()[7] == "0/2", row  # warm nodes ready / wanted
 
 
 def test_command_errors_are_one_line_and_non_zero(tmp_path):

@@ -5,6 +5,9 @@ from apps.regions.models import Region
 
 class RegionSerializer(serializers.ModelSerializer):
     node_count = serializers.IntegerField(read_only=True)
+    warm_ready = serializers.IntegerField(
+        read_only=True, help_text="Warm nodes ready to be claimed (docs/provisioning.md, Warm nodes)."
+    )
     queue = serializers.CharField(read_only=True)
 
     class Meta:
@@ -19,6 +22,8 @@ class RegionSerializer(serializers.ModelSerializer):
             "status",
             "max_nodes",
             "node_count",
+            "warm_nodes",
+            "warm_ready",
             "cpu_capacity",
             "memory_capacity_mb",
             "queue",

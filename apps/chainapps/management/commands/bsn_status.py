@@ -19,16 +19,17 @@ class Command(BaseCommand):
         out("REGIONS  (from the reconciler's last pass: `bsn_reconcile` runs one now)")
         out(
             f"  {'CODE':<16} {'ENGINE':<12} {'DRIVER':<8} {'NODES':>9} {'WANTED':>6} {'RUNNING':>7} {'DRIFT':>5}"
-            "  LAST SEEN            LAST ERROR / LAST ENGINE EVENT"
+            f" {'WARM':>7}  LAST SEEN            LAST ERROR / LAST ENGINE EVENT"
         )
         wanted = region_running_counts()
         for r in regions_with_load():
             seen = r.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_seen_at else "-"
             want, running = wanted.get(r.pk, (0, 0))
             error = (r.last_error or "-").splitlines()[0][:60] if r.last_error else "-"
+            warm = f"{r.warm_ready}/{r.warm_nodes}" if r.warm_nodes else "-"  # ready / wanted
             out(
                 f"  {r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4} {want:>6} "
-                f"{running:>7} {want - running:>5}  {seen:<19}  {error}"
+                f"{running:>7} {want - running:>5} {warm:>7}  {seen:<19}  {error}"
             )
             if r.last_event_at:
                 out(f"  {'':<16} last engine event {r.last_event_at:%Y-%m-%d %H:%M:%S}: {r.last_event}")

@@ -98,12 +98,9 @@ class Command(BaseCommand):
 
     def do_list(self, **o):
         rows = regions_with_load()
-        from apps.chainapps.models import WarmNode
-
-        ready = WarmNode.objects.filter(state=WarmNode.State.READY)
         self.stdout.write(f"{'CODE':<16} {'STATUS':<12} {'DRIVER':<8} {'NODES':>9} {'WARM':>7}  NAME")
         for r in rows:
-            warm = f"{ready.filter(region=r).count()}/{r.warm_nodes}" if r.warm_nodes else "-"
+            warm = f"{r.warm_ready}/{r.warm_nodes}" if r.warm_nodes else "-"
             self.stdout.write(
                 f"{r.code:<16} {r.status:<12} {r.driver:<8} {r.node_count:>4}/{r.max_nodes:<4} {warm:>7}  {r.name}"
             )
