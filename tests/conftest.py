@@ -70,48 +70,22 @@ def ledger_image(docker_engine) -> str:
 ENGINES_STATE = "/var/lib/bsn-test-engines"  # data roots kept between runs (images stay loaded)
 
 
-def _clear_engine(client) -> None:
-    """Every object a test made on an engine only tests use (never the main engine)."""
-    for container in client.containers.list(all=True):
-        if container.name.startswith("bsn-"):
-            container.remove(force=True, v=True)
-    for network in client.networks.list():
-        if network.name.startswith("bsn-") and network.name != "bsn-test-publish":
-            network.remove()
-    for volume in client.volumes.list():
-        if volume.name.startswith("bsn-"):
-            volume.remove(force=True)
-
-
 @pytest.fixture(scope="session")
 def extra_engines(docker_engine, ledger_image):
     """Two more Docker engines on this machine (tests/engines.py): ``e2`` on its own unix
     socket, ``e3`` over TCP with TLS and client certificates. Stopped at the end."""
     from pathlib import Path
 
-    from tests.engines import engines_lock, publish_network_gateway, start_engine
+    from tests.engines import PUBLISH_NETWORK, clear_engine, engines_lock, main_engine, start_extra_engines
 
     lock = engines_lock(Path(ENGINES_STATE))  # one test session at a time owns these engines
     started, problem = [], ""
     try:
-        for name, pool, tls in (("e2", "172.24.0.0/16", False), ("e3", "172.25.0.0/16", True)):
-            engine = start_engine(name, pool=pool, tls=tls, state_dir=Path(ENGINES_STATE))
-            started.append(engine)
-            client = engine.client()
-            _clear_engine(client)
-            engine.publish_host = publish_network_gateway(client)
-            client.close()
+        started = start_extra_engines(Path(ENGINES_STATE))
     except (OSError, RuntimeError) as exc:
         problem = str(exc)
-        for engine in started:
-            engine.stop()
     require(not problem and len(started) == 2, f"two more Docker engines ({problem})")
-    from django.conf import settings
-
-    from tests.engines import PUBLISH_NETWORK, Engine
-
-    main = Engine(name="main", base_url=settings.BSN_DOCKER_BASE_URL, root=Path(ENGINES_STATE) / "main")
-    main.publish_host = publish_network_gateway(docker_engine)
+    main = main_engine(docker_engine, Path(ENGINES_STATE))
     yield {"main": main, **{e.name: e for e in started}}
     try:
         docker_engine.networks.get(PUBLISH_NETWORK).remove()
@@ -120,7 +94,7 @@ def extra_engines(docker_engine, ledger_image):
     for engine in started:
         try:
             client = engine.client()
-            _clear_engine(client)
+            clear_engine(client)
             client.close()
         except Exception:  # noqa: BLE001, S110 - best effort before the engine stops
             pass
@@ -142,6 +116,7 @@ def swarm_engine(extra_engines):
     import docker
 
     from apps.runtime.swarm import NODE_LABEL_PUBLISH_HOST
+    from tests.engines import clear_engine
 
     engine = extra_engines["e2"]
     client = engine.client()
@@ -149,7 +124,7 @@ def swarm_engine(extra_engines):
         client.swarm.leave(force=True)  # a swarm an interrupted run left behind
     # What earlier tests of this session left on e2 (their nodes run the ledger image, which
     # the swarm tests remove to start without it: "image is being used by running container").
-    _clear_engine(client)
+    clear_engine(client)
     client.swarm.init(
         advertise_addr="127.0.0.1",
         listen_addr="127.0.0.1:2377",

@@ -352,6 +352,54 @@ def allow_inside(pool: str) -> None:
         subprocess.run([iptables, "-I", *rule], check=True, capture_output=True)
 
 
+def clear_engine(client: docker.DockerClient) -> None:
+    """Every object a test made on an engine only tests use (never the main engine)."""
+    for container in client.containers.list(all=True):
+        if container.name.startswith("bsn-"):
+            container.remove(force=True, v=True)
+    for network in client.networks.list():
+        if network.name.startswith("bsn-") and network.name != PUBLISH_NETWORK:
+            network.remove()
+    for volume in client.volumes.list():
+        if volume.name.startswith("bsn-"):
+            volume.remove(force=True)
+
+
+# The harness's extra engines: e2 on its own unix socket, e3 over TCP with TLS and client
+# certificates; each with its own address pool.
+EXTRA_ENGINES = (("e2", "172.24.0.0/16", False), ("e3", "172.25.0.0/16", True))
+
+
+def start_extra_engines(state_dir: Path) -> list[Engine]:
+    """Start ``EXTRA_ENGINES`` (the caller holds ``engines_lock``), each cleared of an
+    earlier run's objects and given its ``publish_host``; on a failure those already
+    started are stopped and the error raised."""
+    started: list[Engine] = []
+    try:
+        for name, pool, tls in EXTRA_ENGINES:
+            engine = start_engine(name, pool=pool, tls=tls, state_dir=state_dir)
+            started.append(engine)
+            client = engine.client()
+            clear_engine(client)
+            engine.publish_host = publish_network_gateway(client)
+            client.close()
+    except BaseException:
+        for engine in started:
+            engine.stop()
+        raise
+    return started
+
+
+def main_engine(client: docker.DockerClient, state_dir: Path) -> Engine:
+    """The control plane's own engine as an ``Engine`` (not started or stopped here), with
+    the publish address the other engines' containers reach it at."""
+    from django.conf import settings
+
+    main = Engine(name="main", base_url=settings.BSN_DOCKER_BASE_URL, root=state_dir / "main")
+    main.publish_host = publish_network_gateway(client)
+    return main
+
+
 def engine_region(engine: Engine, code: str, name: str):
     """Register a Docker region on ``engine`` through the operator's service
     (``region_add``, as ``bsn_region add`` does): its publish address, and its TLS

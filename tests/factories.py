@@ -3,6 +3,8 @@
 import factory
 from django.contrib.auth import get_user_model
 
+from apps.chainapps.builtin import ensure_builtin_framework
+from apps.chainapps.models import Framework, WarmNode
 from apps.regions.models import Region
 from apps.tenants.models import Membership, Role, Tenant
 
@@ -45,6 +47,21 @@ class RegionFactory(factory.django.DjangoModelFactory):
     city = "Testville"
     country = "CN"
     driver = Region.Driver.PROCESS
+
+
+class WarmNodeFactory(factory.django.DjangoModelFactory):
+    """A warm node row as ``warm_fill`` leaves it once made (docs/provisioning.md, "Warm
+    nodes"); no container behind it."""
+
+    class Meta:
+        model = WarmNode
+
+    region = factory.SubFactory(RegionFactory, driver=Region.Driver.DOCKER)
+    framework = factory.LazyFunction(lambda: ensure_builtin_framework(Framework))
+    image = factory.LazyAttribute(lambda w: w.framework.image)
+    name = factory.Sequence(lambda n: f"bsn-test-warm{n}")
+    host_port = factory.Sequence(lambda n: 29500 + n % 400)
+    state = WarmNode.State.READY
 
 
 def custody_user(app, name: str, *, status: str = "active"):

@@ -37,23 +37,14 @@ class TestRegions:
     def test_warm_nodes_wanted_and_ready_beside_the_live_nodes(self, member_client, owner, regions):
         """``warm_ready`` counts ready warm nodes only, and its subquery does not multiply the
         node count (two counts over two joins would)."""
-        from apps.chainapps.builtin import ensure_builtin_framework
-        from apps.chainapps.models import Framework, WarmNode
+        from tests.factories import WarmNodeFactory
 
         make_app(owner, "a1", regions=("cn-beijing",))
         make_app(owner, "a2", regions=("cn-beijing",))
         region = Region.objects.get(code="cn-beijing")
         Region.objects.filter(pk=region.pk).update(warm_nodes=3)
-        framework = ensure_builtin_framework(Framework)
-        for i, state in enumerate(("ready", "ready", "creating")):
-            WarmNode.objects.create(
-                region=region,
-                framework=framework,
-                image=framework.image,
-                name=f"bsn-w{i}",
-                host_port=29600 + i,
-                state=state,
-            )
+        for state in ("ready", "ready", "creating"):
+            WarmNodeFactory(region=region, state=state)
         row = member_client.get("/api/v1/regions/cn-beijing").json()
         assert (row["node_count"], row["warm_nodes"], row["warm_ready"]) == (2, 3, 2)
         other = member_client.get("/api/v1/regions/cn-shanghai").json()

@@ -26,38 +26,24 @@ def measure(runs: int) -> dict[str, list[float]]:
     from django.conf import settings
     from django.core.management import call_command
 
-    from apps.common.models import installation_id
     from tests.bench.figures import _warm_provisioning
-    from tests.conftest import ENGINES_STATE, _clear_engine
-    from tests.engines import Engine, engines_lock, publish_network_gateway, start_engine
+    from tests.bench.suite import _remove_installation_objects
+    from tests.conftest import ENGINES_STATE
+    from tests.engines import clear_engine, engines_lock, main_engine, start_extra_engines
 
     call_command("migrate", verbosity=0)
     lock = engines_lock(Path(ENGINES_STATE), timeout=600)
-    started: list[Engine] = []
     main_client = docker.DockerClient(base_url=settings.BSN_DOCKER_BASE_URL, timeout=60)
+    started = []
     try:
-        for name, pool, tls in (("e2", "172.24.0.0/16", False), ("e3", "172.25.0.0/16", True)):
-            engine = start_engine(name, pool=pool, tls=tls, state_dir=Path(ENGINES_STATE))
-            started.append(engine)
-            client = engine.client()
-            _clear_engine(client)
-            engine.publish_host = publish_network_gateway(client)
-            client.close()
-        main = Engine(name="main", base_url=settings.BSN_DOCKER_BASE_URL, root=Path(ENGINES_STATE) / "main")
-        main.publish_host = publish_network_gateway(main_client)
-        return _warm_provisioning(runs, engines=[main, *started])
+        started = start_extra_engines(Path(ENGINES_STATE))
+        return _warm_provisioning(runs, engines=[main_engine(main_client, Path(ENGINES_STATE)), *started])
     finally:
-        selector = {"label": f"io.bsn.installation={installation_id()}"}
-        for container in main_client.containers.list(all=True, filters=selector):
-            container.remove(force=True, v=True)
-        for network in main_client.networks.list(filters=selector):
-            network.remove()
-        for volume in main_client.volumes.list(filters=selector):
-            volume.remove(force=True)
+        _remove_installation_objects(main_client)
         for engine in started:
             try:
                 client = engine.client()
-                _clear_engine(client)
+                clear_engine(client)
                 client.close()
             finally:
                 engine.stop()

@@ -12,27 +12,17 @@ from types import SimpleNamespace
 import pytest
 from django.db import connection, transaction
 
-from apps.chainapps.builtin import ensure_builtin_framework
-from apps.chainapps.models import Framework, WarmNode
+from apps.chainapps.models import WarmNode
 from apps.chainapps.warm import warm_claim
-from tests.factories import RegionFactory
+from tests.factories import RegionFactory, WarmNodeFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _region_with_warm(count: int):
-    framework = ensure_builtin_framework(Framework)
     region = RegionFactory(code=f"wr-{uuid.uuid4().hex[:6]}", driver="docker", warm_nodes=count)
-    for i in range(count):
-        WarmNode.objects.create(
-            region=region,
-            framework=framework,
-            image=framework.image,
-            name=f"bsn-test-w{i}-{region.code}",
-            host_port=29500 + i,
-            state=WarmNode.State.READY,
-        )
-    return region, framework
+    warm = [WarmNodeFactory(region=region, name=f"bsn-test-w{i}-{region.code}") for i in range(count)]
+    return region, warm[0].framework
 
 
 def _unsaved_node(region, framework):

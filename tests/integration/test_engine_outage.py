@@ -41,8 +41,8 @@ from apps.ordering.models import OrderingMember
 from apps.regions.models import Region
 from apps.runtime.nodeapi import NodeCallError
 from bsn.client import Client, generate_key
-from tests.conftest import _clear_engine, _client_for
-from tests.engines import engine_region
+from tests.conftest import _client_for
+from tests.engines import clear_engine, engine_region
 from tests.factories import MembershipFactory, RegionFactory, TenantFactory
 from tests.integration.conftest import node_get, operation_done, wait_for
 
@@ -173,7 +173,7 @@ def e2(extra_engines):
     if not engine.answers():
         engine.start()
     client = engine.client()
-    _clear_engine(client)
+    clear_engine(client)
     client.close()
 
 
@@ -183,7 +183,7 @@ def e3_cleared(extra_engines):
     later tests count the members on an engine)."""
     yield extra_engines["e3"]
     client = extra_engines["e3"].client()
-    _clear_engine(client)
+    clear_engine(client)
     client.close()
 
 
