@@ -169,16 +169,14 @@ def build_node_spec(
         **({LABEL_WARM: warm} if warm else {}),
     }
     node_env = {"BSN_NODE_ID": node_id, "BSN_APP_ID": app_id, **_listen_env(port), **(env or {})}
-    return NodeSpec(
-        name=name,
+    return _named_spec(
+        name,
         image=image,
-        command=tuple(command) if command else None,
+        command=command,
         env=node_env,
         labels=labels,
         port=port,
         publish_host=publish_host,
-        network=network_name(name),
-        volume=volume_name(name),
         health_path=health_path,
         mem_limit_mb=mem_limit_mb,
         cpus=cpus,
@@ -188,6 +186,18 @@ def build_node_spec(
         pinned=pinned,
         secrets=dict(secrets or {}),
         warm=warm,
+    )
+
+
+def _named_spec(name: str, *, command: list[str] | None, **fields) -> NodeSpec:
+    """The spec of the container ``name`` (a node's or a warm node's): its network and
+    volume are named after it, one rule for both (a claimed node keeps the warm node's)."""
+    return NodeSpec(
+        name=name,
+        command=tuple(command) if command else None,
+        network=network_name(name),
+        volume=volume_name(name),
+        **fields,
     )
 
 
@@ -212,16 +222,14 @@ def build_warm_spec(
     (a new node's)."""
     name = warm_node_name(installation_id=installation_id, warm_id=warm_id, region_code=region_code)
     base = {LABEL_MANAGED: "true", LABEL_INSTALLATION: installation_id, LABEL_WARM: warm_id}
-    return NodeSpec(
-        name=name,
+    return _named_spec(
+        name,
         image=image,
-        command=tuple(command) if command else None,
+        command=command,
         env={**_listen_env(port), "BSN_CLAIM_FILE": CLAIM_FILE},
         labels={**base, LABEL_GENERATION: "1", LABEL_ROLE: "ledger"},
         port=port,
         publish_host=publish_host,
-        network=network_name(name),
-        volume=volume_name(name),
         health_path=health_path,
         mem_limit_mb=mem_limit_mb,
         cpus=cpus,
