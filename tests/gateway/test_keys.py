@@ -122,9 +122,10 @@ def fake_ordering(monkeypatch):
     calls: list[tuple] = []
     module = types.ModuleType("apps.ordering.services")
     module.ordering_ensure = lambda: calls.append(("ensure",))
-    module.ordering_attach = lambda network: calls.append(("attach", network))
+    module.ordering_attach = lambda network, region=None: calls.append(("attach", network))
 
-    def attach_begin(network):  # the connects start before the node; waited for after it
+    def attach_begin(network, region=None):  # the connects start before the node; waited for after it
+        assert region is not None  # only the members on the node's engine can join its network
         calls.append(("attach", network))
         return lambda: calls.append(("attached",)) or []
 
