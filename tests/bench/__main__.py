@@ -15,15 +15,9 @@ os.environ.setdefault("DATABASE_URL", "postgres:///bsn_bench?host=/var/run/postg
 
 
 def main() -> int:
-    import subprocess
+    from tests.bench.database import fresh_database
 
-    # A fresh database each run: a new installation id, so nothing of an earlier run is reused.
-    # The name follows DATABASE_URL, so runs from several worktrees can use their own.
-    from urllib.parse import urlparse
-
-    name = urlparse(os.environ["DATABASE_URL"]).path.lstrip("/") or "bsn_bench"
-    for argv in (["dropdb", "--if-exists", name], ["createdb", name]):
-        subprocess.run(argv, check=True, env={**os.environ, "PGHOST": "/var/run/postgresql"})
+    fresh_database()
     import django
 
     django.setup()

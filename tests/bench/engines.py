@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bsn.settings_test")
@@ -51,12 +50,9 @@ def measure(runs: int) -> dict[str, list[float]]:
 
 
 def main() -> int:
-    from urllib.parse import urlparse
+    from tests.bench.database import drop_database, fresh_database
 
-    name = urlparse(os.environ["DATABASE_URL"]).path.lstrip("/")
-    pg = {**os.environ, "PGHOST": "/var/run/postgresql"}
-    for argv in (["dropdb", "--if-exists", name], ["createdb", name]):
-        subprocess.run(argv, check=True, env=pg)
+    name = fresh_database()
     import django
 
     django.setup()
@@ -66,7 +62,7 @@ def main() -> int:
         from django.db import connections
 
         connections.close_all()
-        subprocess.run(["dropdb", "--if-exists", name], check=False, env=pg)
+        drop_database(name)
     print(json.dumps(result))
     return 0
 
