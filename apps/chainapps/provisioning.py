@@ -25,6 +25,7 @@ from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.chainapps.node_auth import credential_generate, node_auth
 from apps.chainapps.node_config import beside_on_engine, node_config, node_siblings
 from apps.chainapps.ports import node_release_host_port, start_on_own_port
+from apps.chainapps.warm import warm_claim_key
 from apps.common.errors import Conflict
 from apps.common.incidents import incident, runtime_reason
 from apps.common.models import installation_id
@@ -93,6 +94,7 @@ def node_spec(node: LedgerNode, *, configured: bool = True) -> NodeSpec:
         # A node claimed from a warm node runs under that one's name (apps/chainapps/warm.py).
         name=node.name if node.warm else "",
         warm=node.warm,
+        claim_key=warm_claim_key(node.warm) if node.warm and configured else "",
     )
 
 

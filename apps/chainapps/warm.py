@@ -22,6 +22,7 @@ node whose container is not running (``warm_observe``) and never takes one for a
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 from dataclasses import replace
@@ -32,6 +33,7 @@ from django.utils import timezone
 
 from apps.chainapps.models import Framework, LedgerNode, WarmNode
 from apps.chainapps.ports import start_on_own_port
+from apps.common.crypto import derive_key
 from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
@@ -58,11 +60,24 @@ def warm_capable(region: Region) -> bool:
     return region.driver == Region.Driver.DOCKER
 
 
+def warm_claim_key(warm_id: str) -> str:
+    """The warm node's claim key (bsn/ledger/claim.py), derived again whenever it is needed:
+    written into the warm node when it is made, used to seal its claim. (After a SECRET_KEY
+    rotation the HTTP claim is refused and the driver copies the claim in instead.)"""
+    return base64.urlsafe_b64encode(derive_key(b"bsn warm claim key v1", warm_id)).decode("ascii")
+
+
 def warm_spec(warm: WarmNode) -> NodeSpec:
     from apps.chainapps.provisioning import runtime_fields
 
     fields = {**runtime_fields(warm.framework, warm.region), "image": warm.image}  # the image it was made from
-    return build_warm_spec(installation_id=installation_id(), warm_id=str(warm.pk), host_port=warm.host_port, **fields)
+    return build_warm_spec(
+        installation_id=installation_id(),
+        warm_id=str(warm.pk),
+        host_port=warm.host_port,
+        claim_key=warm_claim_key(str(warm.pk)),
+        **fields,
+    )
 
 
 def warm_claim(node: LedgerNode) -> bool:

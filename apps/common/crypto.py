@@ -33,6 +33,14 @@ def _keys() -> list[Fernet]:
     return [_fernet(k) for k in (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))]
 
 
+def derive_key(purpose: bytes, context: str) -> bytes:
+    """32 bytes for ``purpose`` and ``context`` (e.g. one warm node's claim key), derived from
+    settings.SECRET_KEY (HKDF-SHA256): the same on every worker, stored nowhere. A rotated
+    SECRET_KEY derives other keys; a caller that must still open old ones has its way back."""
+    info = purpose + b"\x00" + context.encode("utf-8")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(settings.SECRET_KEY.encode())
+
+
 def encrypt_secret(plaintext: str) -> str:
     """Encrypt (authenticated, random IV); the result is ASCII, safe for a text column."""
     return _fernet(settings.SECRET_KEY).encrypt(plaintext.encode("utf-8")).decode("ascii")

@@ -281,6 +281,19 @@ def node_call(
     return NodeReply(status=status, body=parsed, nonce=nonce)
 
 
+def claim_warm_node(endpoint: str, sealed: bytes, *, timeout: float = 3.0) -> int:
+    """``POST /claim`` a sealed claim to a warm node standing by (bsn/ledger/claim.py): the
+    HTTP status (200: taken; 403: not sealed with its key; 409: claimed already). Not signed:
+    the seal is the proof, and it is the node's key that opens it. NodeCallError when no
+    answer came (then whether it was taken is unknown: the caller's fallback tells)."""
+    host, port, base = _target(endpoint)
+    headers = {"Content-Type": "application/octet-stream", "Connection": "close"}
+    status, _, _ = _exchange(
+        endpoint, host, port, "POST", f"{base}/claim", sealed, headers, (min(timeout, 1.0), timeout)
+    )
+    return status
+
+
 def read_verified(endpoint: str, path: str, *, auth: NodeAuth, timeout: float = 2.0) -> NodeReply:
     """GET ``/health`` or ``/chain``: the reply only if it also proves the node's identity
     (raises ``NodeUnverified`` otherwise)."""

@@ -67,6 +67,9 @@ class NodeSpec:
     pinned: bool = False
     # The warm node this node was claimed from (its LABEL_WARM), "" if made for the node.
     warm: str = ""
+    # That warm node's claim key (bsn/ledger/claim.py): the driver seals the node's claim
+    # with it to hand it over on the node's own port. "" when there is none.
+    claim_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -156,9 +159,11 @@ def build_node_spec(
     pinned: bool = False,
     name: str = "",
     warm: str = "",
+    claim_key: str = "",
 ) -> NodeSpec:
     """``name``: the node's recorded name (a claimed warm node's); default the deterministic
-    ``node_name``. Its network and volume are named after it. ``warm``: the warm node's id."""
+    ``node_name``. Its network and volume are named after it. ``warm``: the warm node's id,
+    ``claim_key`` its claim key."""
     name = name or node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
     base_labels = app_labels(installation_id=installation_id, tenant_id=tenant_id, app_id=app_id)
     labels = {
@@ -186,6 +191,7 @@ def build_node_spec(
         pinned=pinned,
         secrets=dict(secrets or {}),
         warm=warm,
+        claim_key=claim_key,
     )
 
 
@@ -215,11 +221,12 @@ def build_warm_spec(
     cpus: float,
     pids_limit: int,
     host_port: int | None,
+    claim_key: str,
 ) -> NodeSpec:
     """A warm node: the container, network and volume of a node of no app yet, started to
-    wait for its claim (``CLAIM_FILE``). Same hardening and resources as the node that
-    will claim it; no secret, no app or node label (``LABEL_WARM`` instead), generation 1
-    (a new node's)."""
+    wait for its claim (``CLAIM_FILE``, or sealed with ``claim_key`` on its port: its one
+    secret). Same hardening and resources as the node that will claim it; no app or node
+    label (``LABEL_WARM`` instead), generation 1 (a new node's)."""
     name = warm_node_name(installation_id=installation_id, warm_id=warm_id, region_code=region_code)
     base = {LABEL_MANAGED: "true", LABEL_INSTALLATION: installation_id, LABEL_WARM: warm_id}
     return _named_spec(
@@ -236,5 +243,7 @@ def build_warm_spec(
         pids_limit=pids_limit,
         app_labels=base,
         host_port=host_port,
+        secrets={"BSN_CLAIM_KEY": claim_key},
         warm=warm_id,
+        claim_key=claim_key,
     )

@@ -30,10 +30,10 @@ def _block_ssl() -> None:
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 
-# A warm node (docs/provisioning.md, "Warm nodes") is started before it belongs to any app:
-# with BSN_CLAIM_FILE set and no such file yet, it loads its modules and waits; the control
-# plane claims it by writing the file (a JSON object of BSN_* settings, the secrets' *_FILE
-# paths among them) into its secrets directory, and the node starts with those settings.
+# A warm node (docs/provisioning.md, "Warm nodes"; bsn/ledger/claim.py) is started before it
+# belongs to any app: with BSN_CLAIM_FILE set and no such file yet, it loads its modules and
+# stands by until it is claimed, over HTTP on its own port (with BSN_CLAIM_KEY_FILE) or by the
+# engine writing the file, then starts with the claim's settings.
 CLAIM_POLL_S = 0.005  # a stat() every 5 ms while waiting: nothing measurable when idle
 
 
@@ -41,22 +41,44 @@ def _read_claim(path: str) -> dict[str, str] | None:
     """The claim file's settings; None while it is missing or not yet whole (the engine may
     still be writing it: a partial JSON object never parses). ConfigError when it is whole
     but not a JSON object of ``BSN_*`` strings."""
+    from bsn.ledger.claim import ClaimRefused, check_settings
+
     try:
         with open(path, encoding="utf-8") as f:
             claimed = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(claimed, dict) or not all(
-        isinstance(k, str) and k.startswith("BSN_") and k != "BSN_CLAIM_FILE" and isinstance(v, str)
-        for k, v in claimed.items()
-    ):
-        raise ConfigError(f"{path} must be a JSON object of BSN_* settings (strings)")
-    return claimed
+    try:
+        return check_settings(claimed, path)
+    except ClaimRefused as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def _stand_by(path: str) -> dict[str, str] | None:
+def _stand_by_server(path: str):
+    """The claim server on the node's own port, or None: no claim key (claims come by file
+    only) or the port cannot be had (said; the file still works)."""
+    key_file = os.environ.get("BSN_CLAIM_KEY_FILE", "")
+    if not key_file:
+        return None
+    from bsn.ledger.claim import ClaimRefused, StandByServer, claim_key
+
+    try:
+        with open(key_file, encoding="utf-8") as f:
+            key = claim_key(f.read())
+        from bsn.ledger.config import Config
+
+        host = os.environ.get("BSN_LEDGER_HOST", Config.host).strip()
+        port = int(os.environ.get("BSN_LEDGER_PORT", str(Config.port)))
+        return StandByServer((host, port), key, path)
+    except (OSError, ValueError, ClaimRefused) as exc:
+        _say(f"claims by file only: {exc}")
+        return None
+
+
+def _stand_by(path: str):
     """Load what start-up imports (most of a node's start time), then wait for the claim;
-    its settings, or None when told to stop first."""
+    ``(settings, server)`` (the claim server whose socket the node's server takes over, or
+    None), or None when told to stop first."""
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
@@ -67,14 +89,23 @@ def _stand_by(path: str) -> dict[str, str] | None:
     import bsn.ledger.ordering.solo
     import bsn.ledger.server  # noqa: F401
 
-    _say(f"v{__version__} standing by for {path}")
+    server = _stand_by_server(path)
+    _say(f"v{__version__} standing by for {path}" + (" and POST /claim" if server else ""))
     while not stopping.is_set():
-        claimed = _read_claim(path)
+        by_http = server is not None and server.claimed.is_set()
+        claimed = server.settings if by_http else _read_claim(path)
         if claimed is not None:
+            _say("claimed over HTTP" if by_http else "claimed by file")
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            return claimed
-        stopping.wait(CLAIM_POLL_S)
+            return claimed, server
+        # Woken at once by an HTTP claim; the file is looked at every CLAIM_POLL_S.
+        if server is not None:
+            server.claimed.wait(CLAIM_POLL_S)
+        else:
+            stopping.wait(CLAIM_POLL_S)
+    if server is not None:
+        server.close()
     return None
 
 
@@ -82,13 +113,15 @@ def _wants_tls(env) -> bool:
     return any(e.strip().startswith("https://") for e in env.get("BSN_ETCD_ENDPOINTS", "").split(","))
 
 
-def _claim() -> int | None:
+def _claim():
     """With BSN_CLAIM_FILE: the claim's settings go into the environment (waiting for them
-    on a warm node's first start; a claimed node's restart finds the file). None to go on
-    starting, else the exit status."""
+    on a warm node's first start; a claimed node's restart finds the file). ``(status,
+    server)``: status None to go on starting (else the exit status); server the claim
+    server whose listening socket the node's server takes over, or None."""
     path = os.environ.get("BSN_CLAIM_FILE", "")
     if not path:
-        return None
+        return None, None
+    server = None
     try:
         if os.path.exists(path):
             claimed = _read_claim(path)
@@ -96,28 +129,34 @@ def _claim() -> int | None:
                 raise ConfigError(f"{path} is not a JSON object")
         else:
             ssl_blocked = not _wants_tls(os.environ)
-            claimed = _stand_by(path)
-            if claimed is None:
+            waited = _stand_by(path)
+            if waited is None:
                 _say("stopped")
-                return 0
+                return 0, None
+            claimed, server = waited
             if ssl_blocked and _wants_tls(claimed):
-                # ssl was left out while standing by: start again with the claim, ssl and all.
+                # ssl was left out while standing by: start again with the claim, ssl and all
+                # (the claim is on file; the new process listens afresh).
+                if server is not None:
+                    server.close()
                 os.environ.update(claimed)
                 os.execv(sys.executable, [sys.executable, "-m", "bsn.ledger"])  # noqa: S606 - the node itself, again
     except ConfigError as exc:
         _say(f"configuration error: {exc}")
-        return 2
+        return 2, None
     os.environ.update(claimed)
-    return None
+    return None, server
 
 
 def main() -> int:
-    status = _claim()
+    status, standby = _claim()
     if status is not None:
         return status
     try:
         config = load()
     except ConfigError as exc:
+        if standby is not None:
+            standby.close()
         _say(f"configuration error: {exc}")
         return 2
 
@@ -148,9 +187,15 @@ def main() -> int:
             _say(f"cannot start: no BSN_NODE_API_CREDENTIAL_FILE and cannot keep one in the data dir: {exc}")
             return 1
         _say(f"no BSN_NODE_API_CREDENTIAL_FILE: callers authenticate with the credential in {path}")
+    listener = None
+    if standby is not None:
+        # The claim server's socket, if it listens where the node is to: whoever connects
+        # between the claim and now is served by the node instead of being refused.
+        same = tuple(standby.server_address[:2]) == (config.host, config.port)
+        listener = standby.handover() if same else standby.close()
     try:
         orderer = make_orderer(config)
-        server = LedgerHTTPServer(config, core, orderer, credential)
+        server = LedgerHTTPServer(config, core, orderer, credential, listener=listener)
     except OSError as exc:
         core.close()
         _say(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")

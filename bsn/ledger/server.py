@@ -586,7 +586,17 @@ class LedgerHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, config: Config, core: LedgerCore, orderer: Orderer, credential: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        core: LedgerCore,
+        orderer: Orderer,
+        credential: str,
+        *,
+        listener: socket.socket | None = None,
+    ) -> None:
+        """``listener``: a socket listening already (a warm node's claim server's,
+        bsn/ledger/claim.py) to serve on instead of binding a new one."""
         self.credential = credential.encode("utf-8")  # the HMAC key of the node's API credential
         self.metrics_token = (config.metrics_token or "").encode("utf-8")
         self.core = core
@@ -594,4 +604,9 @@ class LedgerHTTPServer(ThreadingHTTPServer):
         self.access_log = config.access_log
         self.wait_s = config.tx_wait_ms / 1000
         self.body_budget = BodyBudget(BODY_BUDGET)
-        super().__init__((config.host, config.port), Handler)
+        super().__init__((config.host, config.port), Handler, bind_and_activate=listener is None)
+        if listener is not None:
+            self.socket.close()
+            self.socket = listener
+            self.server_address = listener.getsockname()
+            self.server_name, self.server_port = self.server_address[:2]

@@ -5,6 +5,8 @@ Through the REST API, a real Celery worker and the Docker engine; apps/chainapps
 
 from __future__ import annotations
 
+import os
+
 import docker.errors
 import pytest
 import requests
@@ -16,6 +18,7 @@ from apps.chainapps.reconcile import reconcile_region
 from apps.regions.models import Region
 from apps.runtime.spec import LABEL_WARM
 from bsn.client import Client, generate_key
+from bsn.ledger.claim import Claim, seal
 from tests.conftest import _client_for
 from tests.factories import MembershipFactory, TenantFactory
 from tests.integration.conftest import assert_no_secret_in_any_environment, node_get, operation_done, wait_for
@@ -43,19 +46,19 @@ def _objects_named(engine, name: str) -> dict[str, bool]:
     }
 
 
+def _answers(endpoint: str) -> bool:
+    try:
+        requests.get(endpoint + "/health", timeout=2)
+    except requests.RequestException:
+        return False
+    return True
+
+
 def _warm_region(make_regions, count: int = 1) -> Region:
     region = make_regions("docker", count=1)[0]
     Region.objects.filter(pk=region.pk).update(warm_nodes=count)
     region.refresh_from_db()
     return region
-
-
-def _silent(endpoint: str) -> bool:
-    try:
-        requests.get(endpoint + "/health", timeout=2)
-    except requests.RequestException:
-        return True
-    return False
 
 
 def test_a_new_app_claims_a_warm_node_and_the_region_makes_another(
@@ -69,8 +72,14 @@ def test_a_new_app_claims_a_warm_node_and_the_region_makes_another(
     container = docker_engine.containers.get(warm.name)
     assert container.status == "running"
     assert container.labels[LABEL_WARM] == str(warm.pk) and "io.bsn.app" not in container.labels
-    # Standing by, it listens on nothing: a stranger on its port gets no answer.
-    assert _silent(f"http://127.0.0.1:{warm.host_port}")
+    # Standing by, it takes only its sealed claim: a stranger on its port gets a clear 4xx.
+    endpoint = f"http://127.0.0.1:{warm.host_port}"
+    health = requests.get(f"{endpoint}/health", timeout=5)
+    assert (health.status_code, health.json()["error"]) == (404, "standing_by")
+    forged = seal(os.urandom(32), Claim(settings={"BSN_APP_ID": "mine"}, files={}))
+    refused = requests.post(f"{endpoint}/claim", data=forged, timeout=5)
+    assert (refused.status_code, refused.json()["error"]) == (403, "claim_refused")
+    assert requests.post(f"{endpoint}/claim", data=b"x" * 100_000, timeout=5).status_code == 413
     assert warm_nodes.warm_fill(region.code)["made"] == 0  # full: nothing more
 
     worker_factory([region])
@@ -83,6 +92,7 @@ def test_a_new_app_claims_a_warm_node_and_the_region_makes_another(
     # The node is the warm one: its name, port and objects; nothing was made for it.
     assert (node.name, node.host_port, node.warm) == (warm.name, warm.host_port, str(warm.pk))
     assert docker_engine.containers.get(node.name).id == container.id
+    assert "claimed over HTTP" in container.logs().decode()  # on its port, not copied in by the engine
     assert not docker_engine.containers.list(all=True, filters={"label": f"io.bsn.app={app_id}"})
     assert node_get(node, "/health").body["node_id"] == str(node.pk)
     assert node.endpoint == f"http://127.0.0.1:{warm.host_port}"
@@ -109,7 +119,7 @@ def test_a_new_app_claims_a_warm_node_and_the_region_makes_another(
 
     # A restart (the engine's, not ours) finds its claim: same node, same data.
     docker_engine.containers.get(node.name).restart(timeout=5)
-    wait_for(lambda: not _silent(node.endpoint), timeout=30, message="the node back after a restart")
+    wait_for(lambda: _answers(node.endpoint), timeout=30, message="the node back after a restart")
     assert node_get(node, "/state/kv/k").body["value"] == "warm"
     # The reconcile pass sees a node, and a warm node that is no orphan.
     report = reconcile_region(region.code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -363,6 +364,7 @@ def _warm(**overrides):
         "cpus": 0.25,
         "pids_limit": 50,
         "host_port": 20001,
+        "claim_key": "a-claim-key",
     }
     values.update(overrides)
     return build_warm_spec(**values)
@@ -377,7 +379,12 @@ def test_a_warm_node_is_labelled_for_no_app_and_waits_for_its_claim():
     assert w.labels[LABEL_WARM] == w.warm == "99999999-8888-7777-6666-555555555555"
     assert w.labels[LABEL_ROLE] == "ledger" and w.labels[LABEL_GENERATION] == "1"
     assert not {LABEL_APP, LABEL_NODE, LABEL_TENANT} & (set(w.labels) | set(w.app_labels))
-    assert w.env["BSN_CLAIM_FILE"] == CLAIM_FILE and not w.secrets
+    assert w.env["BSN_CLAIM_FILE"] == CLAIM_FILE
+    # Its one secret: the key its claim is sealed with, a file (never in the container's config).
+    assert w.secrets == {"BSN_CLAIM_KEY": "a-claim-key"} and w.claim_key == "a-claim-key"
+    kwargs = container_create_kwargs(w)
+    assert kwargs["environment"]["BSN_CLAIM_KEY_FILE"] == "/data/.secrets/bsn_claim_key"
+    assert "a-claim-key" not in json.dumps(kwargs) and "a-claim-key" not in repr(w)
     assert "BSN_APP_ID" not in w.env and "BSN_NODE_ID" not in w.env
     # The same hardening as a node made for an app.
     kwargs = container_create_kwargs(w)
