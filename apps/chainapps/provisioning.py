@@ -123,9 +123,11 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
         # The connects run beside the node's start; only members on the node's engine can
         # join its network (those elsewhere are reached by their published endpoints).
         attached = ordering_attach_begin(spec.network, region=node.region)
-        if spec.warm and supports(driver, Networks):
+        if spec.warm and _peers_on_engine(driver, node):
             # A claimed warm node's container exists already: it joins the app's peer network
             # while it takes its claim (a container made now joins after its start, below).
+            # Only where a peer shares its engine: elsewhere there is nothing to join, and the
+            # thread (with a database connection of its own) would be spent for nothing.
             joined = _beside(lambda: node_join_peer_network(driver, node, spec), f"{node.name} joining its peers")
     try:
         status = start_on_own_port(
@@ -201,15 +203,19 @@ def _peer_network(node: LedgerNode) -> str:
     return peer_network_name(installation_id=installation_id(), app_id=str(node.app_id))
 
 
+def _peers_on_engine(driver, node: LedgerNode) -> bool:
+    """Does another node of the app run on this node's engine (so they share a peer network)?"""
+    return supports(driver, Networks) and any(beside_on_engine(node, other) for other in node_siblings(node))
+
+
 def node_join_peer_network(driver, node: LedgerNode, spec: NodeSpec) -> None:
     """The app's nodes on one engine share an internal network, so that BSN_PEERS can name
     them by container name (``node_config.node_peers``). Internal: no gateway, so joining
     it never moves the node's default route or its published port. Idempotent."""
-    if not supports(driver, Networks):
-        return  # the process driver has no networks
-    if not any(beside_on_engine(node, other) for other in node_siblings(node)):
-        # A one-node app has no peers; peers on other engines are reached by their
-        # published endpoints (node_peers), so a network here would hold this node alone.
+    if not _peers_on_engine(driver, node):
+        # The process driver has no networks; a one-node app has no peers; peers on other
+        # engines are reached by their published endpoints (node_peers), so a network here
+        # would hold this node alone.
         return
     name = _peer_network(node)
     with transaction.atomic():  # parallel node steps of one app: one creates the network

@@ -48,11 +48,7 @@ from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdError, EtcdUnava
 logger = logging.getLogger(__name__)
 
 ENSURE_TIMEOUT = 60.0  # seconds for a new cluster to elect a leader
-# A full check this recent that found every member healthy stands when each member still
-# answers (``_recently_healthy``): a provisioning step then costs three status calls instead
-# of the cluster lock, six engine calls and the bookkeeping (about 60 ms each, serialised
-# between the parallel steps of a multi-region app).
-ENSURE_FRESH = 5.0
+
 # Seconds a member started by ``ordering_ensure`` may take to know the leader once the
 # others have a quorum, before its health is recorded (it is "degraded" until then).
 STARTED_GRACE = 10.0
@@ -60,6 +56,17 @@ READMIT_TIMEOUT = 15.0  # seconds to wait for etcd to accept re-adding a lost me
 UPGRADE_TIMEOUT = 20.0  # seconds for a recreated member to rejoin before the next one goes
 ROOT_USER = "root"
 ETCD_TIMEOUT = 3.0
+
+
+def ensure_fresh() -> float:
+    """Seconds a full check (``ordering_ensure``'s, or the reconciler's ``ordering_heal``, every
+    BSN_RECONCILE_INTERVAL) that found every member healthy stands while each member still
+    answers (``_recently_healthy``): a provisioning step then costs three status calls
+    instead of the cluster lock, six engine calls and the bookkeeping (about 60 ms each,
+    serialised between the parallel steps of a multi-region app). Two heal intervals, so
+    that between heals every create takes the fast path (it was 5 s: most creates took the
+    slow one); at least 5 s where heals run often."""
+    return max(5.0, 2 * settings.BSN_RECONCILE_INTERVAL)
 
 
 class OrderingNotReady(TransientRuntimeError):
@@ -467,7 +474,7 @@ def _wait_members(members: list[OrderingMember], timeout: float) -> None:
 
 def _recently_healthy() -> OrderingCluster | None:
     """The cluster, when the last full check (``ordering_ensure``, ``ordering_heal``) is
-    under ENSURE_FRESH seconds old, found it healthy with auth on, and every member still
+    under ``ensure_fresh()`` seconds old, found it healthy with auth on, and every member still
     answers now; else None (the full, locked path runs). A member killed since does not
     answer, so the full path restarts it as before; a change of a member's spec (an image
     upgrade, new peer URLs) waits at most that long, or for the reconciler's heal."""
@@ -477,7 +484,7 @@ def _recently_healthy() -> OrderingCluster | None:
         or cluster.state != OrderingCluster.State.HEALTHY
         or not cluster.auth_enabled
         or cluster.last_checked_at is None
-        or (timezone.now() - cluster.last_checked_at).total_seconds() > ENSURE_FRESH
+        or (timezone.now() - cluster.last_checked_at).total_seconds() > ensure_fresh()
     ):
         return None
     members = list(OrderingMember.objects.all())

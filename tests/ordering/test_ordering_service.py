@@ -394,7 +394,7 @@ def test_all_members_lost_is_a_clear_error_not_a_crash(ordering, docker_engine):
 
 
 def test_a_recent_healthy_check_stands_while_every_member_answers(ordering, docker_engine, monkeypatch):
-    """Provisioning's ensure within ENSURE_FRESH of a check that found the cluster healthy
+    """Provisioning's ensure within ensure_fresh() seconds of a check that found the cluster healthy
     asks each member for its status and nothing else: no engine call, no cluster lock. A
     member that stopped answering (killed meanwhile) sends it down the full path, which
     starts the member again; an older check does too."""
@@ -413,7 +413,7 @@ def test_a_recent_healthy_check_stands_while_every_member_answers(ordering, dock
     services.ordering_ensure()  # within the window, but one member does not answer: the full path
     assert docker_engine.containers.get(member.name).status == "running"
 
-    checked = timezone.now() - timedelta(seconds=services.ENSURE_FRESH + 1)
+    checked = timezone.now() - timedelta(seconds=services.ensure_fresh() + 1)
     OrderingCluster.objects.update(last_checked_at=checked)
     services.ordering_ensure()  # every member answers, but the last check is too old
     assert OrderingCluster.objects.get().last_checked_at > checked
@@ -429,7 +429,7 @@ def test_a_full_check_never_runs_beside_a_heal(ordering, docker_engine, monkeypa
     from django.utils import timezone
 
     services.ordering_ensure()
-    stale = timezone.now() - timedelta(seconds=services.ENSURE_FRESH + 1)
+    stale = timezone.now() - timedelta(seconds=services.ensure_fresh() + 1)
     OrderingCluster.objects.update(last_checked_at=stale)  # the fast path does not apply
     held = timezone.now() + timedelta(seconds=60)
     OrderingCluster.objects.update(heal_lease_until=held)  # a heal elsewhere holds the lease
