@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -38,6 +39,7 @@ from apps.common.models import installation_id
 from apps.regions.models import Region
 from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
 from apps.runtime.drivers import driver_for_region
+from apps.runtime.nodeapi import standing_by
 from apps.runtime.spec import NodeSpec, NodeStatus, build_warm_spec, warm_node_name
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ CREATING_GRACE = timedelta(minutes=5)
 # A ready warm node younger than this is never dropped for not being seen running: the
 # pass may have listed the engine before its container started.
 READY_GRACE = timedelta(seconds=30)
+# Seconds a new warm node may take to listen for its claim before it is ready all the same.
+READY_LISTEN_S = 10.0
 
 
 def warm_frameworks() -> list[Framework]:
@@ -167,12 +171,26 @@ def _make(driver, region: Region, framework: Framework) -> WarmNode:
         if status.state != "running":
             raise TransientRuntimeError(f"warm node {warm.name} is {status.state} after its start")
         ordering_attach(spec.network, region=region)
+        _wait_standing_by(warm, status)
     except BaseException:
         _drop(driver, warm, {"errors": []})
         raise
     WarmNode.objects.filter(pk=warm.pk).update(state=WarmNode.State.READY)
     warm.state = WarmNode.State.READY
     return warm
+
+
+def _wait_standing_by(warm: WarmNode, status: NodeStatus) -> None:
+    """Until the node program listens for its claim (its imports take a moment after the
+    container starts): a claim before then would find nothing on the port and be copied in
+    through the engine instead, the slow way. Bounded: past READY_LISTEN_S it is ready all
+    the same (the copy still claims it), and says so."""
+    deadline = time.monotonic() + READY_LISTEN_S
+    while status.endpoint and time.monotonic() < deadline:
+        if standing_by(status.endpoint):
+            return
+        time.sleep(0.02)
+    logger.warning("warm node %s does not answer on %s yet; a claim will be copied in", warm.name, status.endpoint)
 
 
 def _drop(driver, warm: WarmNode, report: dict) -> int:

@@ -294,6 +294,19 @@ def claim_warm_node(endpoint: str, sealed: bytes, *, timeout: float = 3.0) -> in
     return status
 
 
+def standing_by(endpoint: str, *, timeout: float = 1.0) -> bool:
+    """Does a warm node listen for its claim at ``endpoint`` (``404 standing_by``)?"""
+    host, port, base = _target(endpoint)
+    try:
+        status, raw, _ = _exchange(endpoint, host, port, "GET", f"{base}/health", None, {}, (timeout, timeout))
+    except NodeCallError:
+        return False
+    try:
+        return status == 404 and json.loads(raw).get("error") == "standing_by"
+    except (ValueError, AttributeError):
+        return False
+
+
 def read_verified(endpoint: str, path: str, *, auth: NodeAuth, timeout: float = 2.0) -> NodeReply:
     """GET ``/health`` or ``/chain``: the reply only if it also proves the node's identity
     (raises ``NodeUnverified`` otherwise)."""

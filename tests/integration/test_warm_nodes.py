@@ -242,3 +242,67 @@ def test_a_claimed_warm_node_is_replaced_under_its_name_on_its_volume(
     Region.objects.filter(pk__in=[r.pk for r in regions]).update(warm_nodes=0)
     for region in regions:
         warm_nodes.warm_fill(region.code)
+
+
+@pytest.mark.parametrize("key", ["its own", "another"])
+def test_the_driver_hands_the_claim_over_http_and_copies_it_in_when_that_is_refused(
+    key, make_regions, docker_engine, ledger_image
+):
+    """The claim sealed with the warm node's key is taken on its port; sealed with another
+    (a SECRET_KEY rotated since the warm node was made) it is refused with 403, and the
+    driver copies the same claim in through the engine instead: claimed either way."""
+    import base64
+    import io
+    import json
+    import tarfile
+    import uuid
+
+    from apps.chainapps.provisioning import runtime_fields
+    from apps.common.models import installation_id
+    from apps.runtime.drivers import driver_for_region
+    from apps.runtime.spec import CLAIM_FILE, build_node_spec
+
+    region = _warm_region(make_regions)
+    assert warm_nodes.warm_fill(region.code)["made"] == 1
+    warm = WarmNode.objects.select_related("framework", "region").get(region=region)
+    claim_key = (
+        warm_nodes.warm_claim_key(str(warm.pk))
+        if key == "its own"
+        else base64.urlsafe_b64encode(os.urandom(32)).decode()
+    )
+    app_id = str(uuid.uuid4())
+    spec = build_node_spec(
+        installation_id=installation_id(),
+        tenant_id=str(uuid.uuid4()),
+        app_id=app_id,
+        node_id=str(uuid.uuid4()),
+        generation=1,
+        **runtime_fields(warm.framework, region),
+        secrets={"BSN_NODE_API_CREDENTIAL": "a-node-credential-0123456789"},
+        host_port=warm.host_port,
+        name=warm.name,
+        warm=str(warm.pk),
+        claim_key=claim_key,
+    )
+    driver = driver_for_region(region)
+    container = docker_engine.containers.get(warm.name)
+    try:
+        driver.ensure_node(spec)
+        way = "claimed over HTTP" if key == "its own" else "claimed by file"
+        wait_for(lambda: way in container.logs().decode(), timeout=15, message=way)
+        stream, _ = container.get_archive(CLAIM_FILE)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            claimed = json.loads(tar.extractfile(tar.getmembers()[0]).read())
+        assert claimed["BSN_APP_ID"] == app_id
+        assert claimed["BSN_NODE_API_CREDENTIAL_FILE"] == "/data/.secrets/bsn_node_api_credential"
+        wait_for(
+            lambda: (
+                _answers(f"http://127.0.0.1:{warm.host_port}")
+                and requests.get(f"http://127.0.0.1:{warm.host_port}/health", timeout=2).status_code != 404
+            ),
+            timeout=15,
+            message="the claimed node serving",
+        )
+    finally:
+        Region.objects.filter(pk=region.pk).update(warm_nodes=0)
+        assert warm_nodes.warm_fill(region.code)["dropped"] == 1  # nothing left behind
