@@ -40,6 +40,19 @@ def _wait_for(predicate, what: str) -> None:
     raise AssertionError(f"not {what} within {WAIT} s")
 
 
+def _restarts_claimed(node: Node) -> None:
+    """A restart of a claimed node (the engine's restart policy) finds the claim on file at once."""
+    assert node.stop() == 0
+    node.proc = node.spawn()
+    _wait_for(lambda: _listening(node.port), "listening after a restart")
+    assert node.request("GET", "/health").json()["app_id"] == "claimed-app"
+
+
+def _stopped(node: Node) -> None:
+    if node.proc and node.proc.poll() is None:
+        node.stop()
+
+
 def _standing_by(tmp_path: Path) -> tuple[Node, Path]:
     claim = tmp_path / "secrets" / "claim.json"
     claim.parent.mkdir()
@@ -62,14 +75,9 @@ def test_a_warm_node_listens_only_once_claimed_and_runs_with_the_claim(tmp_path)
         _wait_for(lambda: _listening(node.port), "listening after the claim")
         health = node.request("GET", "/health").json()
         assert (health["app_id"], health["node_id"]) == ("claimed-app", "node-7")
-        # A restart of a claimed node (the engine's restart policy) finds the claim at once.
-        assert node.stop() == 0
-        node.proc = node.spawn()
-        _wait_for(lambda: _listening(node.port), "listening after a restart")
-        assert node.request("GET", "/health").json()["app_id"] == "claimed-app"
+        _restarts_claimed(node)
     finally:
-        if node.proc and node.proc.poll() is None:
-            node.stop()
+        _stopped(node)
 
 
 def test_a_warm_node_stops_cleanly_while_standing_by(tmp_path):
@@ -152,14 +160,9 @@ def test_a_warm_node_with_a_claim_key_is_claimed_on_its_port_and_keeps_serving_t
         # The claim again (a replay): the node has no such route any more; nothing changes.
         assert _post(node.port, CLAIM_PATH, seal(key, claim))[0] in (401, 404)
         assert node.request("GET", "/health").json()["node_id"] == "node-7"
-        # A restart finds the claim on file.
-        assert node.stop() == 0
-        node.proc = node.spawn()
-        _wait_for(lambda: _listening(node.port), "listening after a restart")
-        assert node.request("GET", "/health").json()["app_id"] == "claimed-app"
+        _restarts_claimed(node)
     finally:
-        if node.proc and node.proc.poll() is None:
-            node.stop()
+        _stopped(node)
 
 
 def test_a_stranger_on_a_warm_nodes_port_gets_a_clear_4xx_and_changes_nothing(tmp_path):
@@ -189,8 +192,7 @@ def test_a_stranger_on_a_warm_nodes_port_gets_a_clear_4xx_and_changes_nothing(tm
         assert _post(node.port, CLAIM_PATH, seal(key, claim))[0] == 200
         assert node.request("GET", "/health").json()["node_id"] == "node-7"
     finally:
-        if node.proc and node.proc.poll() is None:
-            node.stop()
+        _stopped(node)
 
 
 def test_a_keyed_warm_node_is_still_claimed_by_file_and_stops_cleanly(tmp_path):
