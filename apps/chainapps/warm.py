@@ -37,9 +37,8 @@ from apps.chainapps.ports import start_on_own_port
 from apps.common.crypto import derive_key
 from apps.common.models import installation_id
 from apps.regions.models import Region
-from apps.runtime.base import Networks, PermanentRuntimeError, TransientRuntimeError, supports
-from apps.runtime.drivers import driver_for_region
-from apps.runtime.nodeapi import standing_by
+from apps.runtime.base import PermanentRuntimeError, TransientRuntimeError, WarmNodes, supports
+from apps.runtime.drivers import driver_class, driver_for_region
 from apps.runtime.spec import NodeSpec, NodeStatus, build_warm_spec, warm_node_name
 
 logger = logging.getLogger(__name__)
@@ -59,9 +58,9 @@ def warm_frameworks() -> list[Framework]:
 
 
 def warm_capable(region: Region) -> bool:
-    """Docker regions only: a warm node is a container on the app's own network, which a
-    Swarm service or a local process does not have."""
-    return region.driver == Region.Driver.DOCKER
+    """The region's driver declares warm nodes (``WarmNodes``, apps/runtime/base.py): the
+    Docker driver's; a Swarm service or a local process is not claimed in place."""
+    return supports(driver_class(region.driver), WarmNodes)
 
 
 def warm_claim_key(warm_id: str) -> str:
@@ -131,8 +130,6 @@ def warm_fill(region_code: str) -> dict:
     if region is None or not warm_capable(region):
         return report
     driver = driver_for_region(region)
-    if not supports(driver, Networks):
-        return report
     wanted = {f.pk: f for f in warm_frameworks()} if region.status == Region.Status.ACTIVE else {}
     rows = list(WarmNode.objects.filter(region=region).select_related("framework", "region"))
     for warm in rows:
@@ -171,7 +168,7 @@ def _make(driver, region: Region, framework: Framework) -> WarmNode:
         if status.state != "running":
             raise TransientRuntimeError(f"warm node {warm.name} is {status.state} after its start")
         ordering_attach(spec.network, region=region)
-        _wait_standing_by(warm, status)
+        _wait_ready(driver, warm, status)
     except BaseException:
         _drop(driver, warm, {"errors": []})
         raise
@@ -180,17 +177,16 @@ def _make(driver, region: Region, framework: Framework) -> WarmNode:
     return warm
 
 
-def _wait_standing_by(warm: WarmNode, status: NodeStatus) -> None:
-    """Until the node program listens for its claim (its imports take a moment after the
-    container starts): a claim before then would find nothing on the port and be copied in
-    through the engine instead, the slow way. Bounded: past READY_LISTEN_S it is ready all
-    the same (the copy still claims it), and says so."""
+def _wait_ready(driver, warm: WarmNode, status: NodeStatus) -> None:
+    """Until the driver says the warm node is ready to be claimed the fast way (``warm_ready``:
+    for Docker, its node program listens for its claim). Bounded: past READY_LISTEN_S it is
+    ready all the same (the claim still gets there, the slow way), and says so."""
     deadline = time.monotonic() + READY_LISTEN_S
-    while status.endpoint and time.monotonic() < deadline:
-        if standing_by(status.endpoint):
+    while time.monotonic() < deadline:
+        if driver.warm_ready(status):
             return
         time.sleep(0.02)
-    logger.warning("warm node %s does not answer on %s yet; a claim will be copied in", warm.name, status.endpoint)
+    logger.warning("warm node %s is not ready at %s yet; its claim will take the slow way", warm.name, status.endpoint)
 
 
 def _drop(driver, warm: WarmNode, report: dict) -> int:

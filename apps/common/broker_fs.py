@@ -190,3 +190,10 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    @property
+    def default_connection_params(self) -> dict:
+        # A folder has no host: the virtual transports' default ("localhost") made kombu warn
+        # "No hostname was supplied" on every connection of a ``filesystem://`` URL (each
+        # manage.py command that sends a task, in the embedded setup).
+        return {}

@@ -100,8 +100,12 @@ class Region(TimeStamped):
 
     def clean(self) -> None:
         super().clean()
-        if self.warm_nodes and self.driver != Region.Driver.DOCKER:
-            raise ValidationError({"warm_nodes": "warm nodes are kept on Docker regions only"})
+        if self.warm_nodes:
+            from apps.runtime.base import WarmNodes, supports
+            from apps.runtime.drivers import driver_class
+
+            if not supports(driver_class(self.driver), WarmNodes):  # the Docker driver's alone
+                raise ValidationError({"warm_nodes": "warm nodes are kept on Docker regions only"})
 
     @property
     def queue(self) -> str:

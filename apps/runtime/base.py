@@ -148,7 +148,19 @@ class RollingUpdates(Protocol):
     def update_status(self, spec: NodeSpec) -> dict[str, str]: ...
 
 
-CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents, RollingUpdates)
+@runtime_checkable
+class WarmNodes(Protocol):
+    """Nodes can be started ahead for no app and claimed in place (docs/provisioning.md,
+    "Warm nodes"): ``ensure_node`` of a spec from ``build_warm_spec`` makes one (labelled by
+    its warm id, waiting for its claim); ``ensure_node`` of a node's spec naming that id
+    (``spec.warm``, ``spec.claim_key``) adopts its objects and hands it the node's settings
+    and secrets, whatever way the driver delivers them; ``warm_ready`` says whether a
+    started warm node is ready to be claimed that way."""
+
+    def warm_ready(self, status: NodeStatus) -> bool: ...
+
+
+CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents, RollingUpdates, WarmNodes)
 
 
 def supports(driver: object, capability: type) -> bool:

@@ -43,8 +43,9 @@ from apps.runtime.base import (
     RuntimeError_,
     RuntimeUnavailable,
     TransientRuntimeError,
+    WarmNodes,
 )
-from apps.runtime.nodeapi import NodeCallError, claim_warm_node
+from apps.runtime.nodeapi import NodeCallError, claim_warm_node, standing_by
 from apps.runtime.spec import (
     CLAIM_FILE,
     LABEL_APP,
@@ -426,7 +427,7 @@ class EngineClients:
 class DockerDriver(EngineClients):
     """Executes node specs on one Docker Engine (local socket, tcp+TLS or ssh)."""
 
-    CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents)
+    CAPABILITIES = (Networks, PlatformServices, PublishedPorts, NodeEvents, WarmNodes)
     name = "docker"
 
     def __init__(
@@ -754,6 +755,12 @@ class DockerDriver(EngineClients):
                 f"(exit code {state.get('ExitCode')}, error {state.get('Error')!r}); last log lines:\n{tail}"
             )
         return container
+
+    def warm_ready(self, status: NodeStatus) -> bool:
+        """A started warm node is ready once its node program listens for its claim on its
+        published port (its imports take a moment after the container starts): claimed
+        before then, its claim would be copied in through the engine, the slow way."""
+        return bool(status.endpoint) and standing_by(status.endpoint)
 
     @staticmethod
     def _claim_over_http(spec: NodeSpec, container: Container) -> bool:

@@ -94,6 +94,24 @@ def driver_for_region(region: Any) -> RuntimeDriver:
         return driver
 
 
+def driver_class(kind: str) -> type:
+    """The class of the ``kind`` of driver (``Region.driver``): what it declares
+    (``CAPABILITIES``) without making one, e.g. inside a request's transaction."""
+    if kind == "docker":
+        from apps.runtime.docker import DockerDriver
+
+        return DockerDriver
+    if kind == "swarm":
+        from apps.runtime.swarm import SwarmDriver
+
+        return SwarmDriver
+    if kind == "process":
+        from apps.runtime.process import ProcessDriver
+
+        return ProcessDriver
+    raise PermanentRuntimeError(f"unknown driver {kind!r}")
+
+
 def engine_key(region: Any) -> str:
     """Which engine a region's nodes run on, as ``<driver>:<where>``: Docker regions by
     the URL their driver uses (a blank URL is the local engine's), process regions all on

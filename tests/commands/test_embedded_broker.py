@@ -151,3 +151,19 @@ def test_many_processes_each_message_exactly_once(tmp_path):
     assert not [n for n in os.listdir(os.path.join(base, "queue")) if not n.startswith(".")]
     table = _connection(base).default_channel.get_table("hammer.fanout")
     assert len(table) == WRITERS * (PER_WRITER // 25)
+
+
+def test_a_filesystem_url_needs_no_hostname_and_says_nothing_about_one(tmp_path, caplog):
+    """kombu warned "No hostname was supplied" on every connection of ``filesystem://``."""
+    import logging
+
+    from kombu import Connection
+
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "processed_folder": str(tmp_path)}
+    with (
+        caplog.at_level(logging.WARNING, logger="kombu.connection"),
+        Connection("filesystem://", transport_options=options) as conn,
+    ):
+        conn.default_channel  # noqa: B018 - connects
+        conn.clone().release()  # what sending a task does (the producer pool's connection)
+    assert "hostname" not in caplog.text

@@ -180,3 +180,53 @@ def test_remove_node_keeps_or_drops_the_data(driver, make_spec, reach, installat
     driver.remove_node(spec, keep_data=False)
     assert driver.observe(spec).state == "missing" and reach.data_gone(spec)
     driver.remove_node(spec, keep_data=False)
+
+
+def test_a_warm_node_is_claimed_in_place_where_the_driver_declares_it(driver, make_spec, installation_id, ledger_image):
+    """``WarmNodes`` (apps/runtime/base.py; docs/provisioning.md, "Warm nodes"): a warm node
+    that ``ensure_node`` makes becomes ready for its claim, and ``ensure_node`` of a node's
+    spec naming it claims it in place: the same container, serving as that node. A driver
+    that does not declare it keeps none: neither the worker nor the region form offers them."""
+    import base64
+
+    from django.core.exceptions import ValidationError
+
+    from apps.chainapps.warm import warm_capable
+    from apps.regions.models import Region
+    from apps.runtime.base import WarmNodes
+    from apps.runtime.spec import build_warm_spec
+    from tests.runtime.conftest import LEDGER_PORT
+
+    if not supports(driver, WarmNodes):
+        assert not warm_capable(SimpleNamespace(driver=driver.name))
+        with pytest.raises(ValidationError, match="warm nodes are kept on Docker regions only"):
+            Region(code="cn-warm", name="warm", driver=driver.name, warm_nodes=1).clean()
+        return
+    warm_id = str(uuid.uuid4())
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    warm = build_warm_spec(
+        installation_id=installation_id,
+        warm_id=warm_id,
+        region_code="cn-test",
+        image=ledger_image,
+        command=None,
+        port=LEDGER_PORT,
+        health_path="/health",
+        publish_host="127.0.0.1",
+        mem_limit_mb=128,
+        cpus=0.5,
+        pids_limit=64,
+        host_port=None,
+        claim_key=key,
+    )
+    node = make_spec(name=warm.name, warm=warm_id, claim_key=key)
+    try:
+        made = driver.ensure_node(warm)
+        _wait(lambda: driver.warm_ready(made))
+        claimed = driver.ensure_node(node)
+        assert claimed.runtime_id == made.runtime_id  # claimed in place, nothing made anew
+        wait_healthy(claimed.endpoint, node.health_path, HEALTH_TIMEOUT, auth=auth_of(node))
+        assert not driver.warm_ready(claimed)  # a node now, no longer waiting for a claim
+    finally:
+        driver.remove_node(node, keep_data=False)
+        driver.remove_network(node)
