@@ -104,8 +104,8 @@ def node_config(node: LedgerNode) -> tuple[dict[str, str], dict[str, str]]:
         # first creation on the app row.
         with transaction.atomic():
             ChainApp.objects.select_for_update().filter(pk=app.pk).first()
-            ordering_app_credentials(app)
-        ordering = ordering_node_env(app, node)
+            creds = ordering_app_credentials(app)
+        ordering = ordering_node_env(app, node, creds=creds)
         if node.region.driver == "swarm":
             _refuse_loopback(node, ordering["BSN_ETCD_ENDPOINTS"])
         secrets["BSN_ETCD_PASSWORD"] = ordering.pop("BSN_ETCD_PASSWORD")  # a file, never the environment

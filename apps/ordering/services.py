@@ -765,8 +765,9 @@ def ordering_app_credentials(app: ChainApp) -> dict[str, str]:
     return {"user": cred.user, "password": password, "prefix": cred.prefix}
 
 
-def ordering_node_env(app: ChainApp, node: LedgerNode) -> dict[str, str]:
-    """BSN_ORDERING / BSN_ETCD_* for one ledger node of an etcd-ordered app.
+def ordering_node_env(app: ChainApp, node: LedgerNode, *, creds: dict[str, str] | None = None) -> dict[str, str]:
+    """BSN_ORDERING / BSN_ETCD_* for one ledger node of an etcd-ordered app; ``creds``: the
+    app's ``ordering_app_credentials`` when the caller has them already (else read here).
 
     Endpoints as seen from inside the node's container: members on the node's engine by
     container name (they are attached to the app's network, see ``ordering_attach``),
@@ -782,7 +783,7 @@ def ordering_node_env(app: ChainApp, node: LedgerNode) -> dict[str, str]:
             endpoints.append(ospec.client_url(member.name))
         elif member.endpoint:
             endpoints.append(member.endpoint)
-    creds = ordering_app_credentials(app)
+    creds = creds or ordering_app_credentials(app)
     return {
         "BSN_ORDERING": "etcd",
         "BSN_ETCD_ENDPOINTS": ",".join(endpoints),

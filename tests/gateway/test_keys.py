@@ -131,7 +131,7 @@ def fake_ordering(monkeypatch):
 
     module.ordering_attach_begin = attach_begin
     module.ordering_app_credentials = lambda app: calls.append(("credentials",))
-    module.ordering_node_env = lambda app, node: {
+    module.ordering_node_env = lambda app, node, creds=None: {
         "BSN_ETCD_ENDPOINTS": "http://etcd-0:2379",
         "BSN_ETCD_USER": f"app-{app.pk}",
         "BSN_ETCD_PASSWORD": "pw",
