@@ -128,7 +128,9 @@ def node_ensure_running(driver, node: LedgerNode) -> NodeStatus:
             # while it takes its claim (a container made now joins after its start, below).
             # Only where a peer shares its engine: elsewhere there is nothing to join, and the
             # thread (with a database connection of its own) would be spent for nothing.
-            joined = _beside(lambda: node_join_peer_network(driver, node, spec), f"{node.name} joining its peers")
+            joined = _beside(
+                lambda: node_join_peer_network(driver, node, spec, peers_known=True), f"{node.name} joining its peers"
+            )
     try:
         status = start_on_own_port(
             node, driver, lambda port: driver.ensure_node(replace(spec, host_port=port)), what=f"node {node.name}"
@@ -208,11 +210,12 @@ def _peers_on_engine(driver, node: LedgerNode) -> bool:
     return supports(driver, Networks) and any(beside_on_engine(node, other) for other in node_siblings(node))
 
 
-def node_join_peer_network(driver, node: LedgerNode, spec: NodeSpec) -> None:
+def node_join_peer_network(driver, node: LedgerNode, spec: NodeSpec, *, peers_known: bool = False) -> None:
     """The app's nodes on one engine share an internal network, so that BSN_PEERS can name
     them by container name (``node_config.node_peers``). Internal: no gateway, so joining
-    it never moves the node's default route or its published port. Idempotent."""
-    if not _peers_on_engine(driver, node):
+    it never moves the node's default route or its published port. Idempotent.
+    ``peers_known``: the caller has just found a peer on this engine (no second read)."""
+    if not peers_known and not _peers_on_engine(driver, node):
         # The process driver has no networks; a one-node app has no peers; peers on other
         # engines are reached by their published endpoints (node_peers), so a network here
         # would hold this node alone.

@@ -60,7 +60,7 @@ from apps.runtime.spec import (
     NodeSpec,
     NodeStatus,
     secret_env,
-    secret_file_name,
+    secret_files,
 )
 from bsn.ledger.claim import Claim, claim_key, seal
 
@@ -180,7 +180,7 @@ def secrets_archive(spec: NodeSpec, *, claim: bool = False) -> bytes:
     so that the secrets are whole when the node sees it; 0600, replaced on a retry."""
     uid, gid = (int(part) for part in spec.user.split(":"))
     buffer = io.BytesIO()
-    files = [(secret_file_name(name), value, 0o400) for name, value in sorted(spec.secrets.items())]
+    files = [(name, value, 0o400) for name, value in secret_files(spec).items()]
     if claim:
         settings = json.dumps(claim_settings(spec), sort_keys=True, separators=(",", ":"))
         files.append((CLAIM_FILE.rsplit("/", 1)[1], settings, 0o600))
@@ -772,8 +772,7 @@ class DockerDriver(EngineClients):
         endpoint = endpoint_from_attrs(container.attrs, spec.port, spec.publish_host)
         if not spec.claim_key or container.status != "running" or endpoint is None:
             return False
-        files = {secret_file_name(name): value for name, value in spec.secrets.items()}
-        sealed = seal(claim_key(spec.claim_key), Claim(settings=claim_settings(spec), files=files))
+        sealed = seal(claim_key(spec.claim_key), Claim(settings=claim_settings(spec), files=secret_files(spec)))
         try:
             status = claim_warm_node(endpoint, sealed)
         except NodeCallError as exc:

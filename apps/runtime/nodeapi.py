@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from bsn.ledger import auth as node_auth
+from bsn.ledger.claim import STANDING_BY
 from bsn.ledger.crypto import verify
 
 
@@ -302,7 +303,7 @@ def standing_by(endpoint: str, *, timeout: float = 1.0) -> bool:
     except NodeCallError:
         return False
     try:
-        return status == 404 and json.loads(raw).get("error") == "standing_by"
+        return status == 404 and json.loads(raw).get("error") == STANDING_BY["error"]
     except (ValueError, AttributeError):
         return False
 

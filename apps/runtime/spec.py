@@ -88,6 +88,12 @@ def secret_file_name(name: str) -> str:
     return name.lower()
 
 
+def secret_files(spec: NodeSpec) -> dict[str, str]:
+    """``{file name: value}`` for each secret of the spec, as the node finds them in its
+    secrets directory (copied in by the driver, or handed over in a warm node's claim)."""
+    return {secret_file_name(name): value for name, value in sorted(spec.secrets.items())}
+
+
 def secret_env(spec: NodeSpec, directory: str) -> dict[str, str]:
     """``{NAME_FILE: path}`` for each secret of the spec, its file in ``directory``."""
     return {f"{name}_FILE": f"{directory.rstrip('/')}/{secret_file_name(name)}" for name in sorted(spec.secrets)}

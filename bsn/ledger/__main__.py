@@ -192,7 +192,10 @@ def main() -> int:
         # The claim server's socket, if it listens where the node is to: whoever connects
         # between the claim and now is served by the node instead of being refused.
         same = tuple(standby.server_address[:2]) == (config.host, config.port)
-        listener = standby.handover() if same else standby.close()
+        if same:
+            listener = standby.handover()
+        else:
+            standby.close()
     try:
         orderer = make_orderer(config)
         server = LedgerHTTPServer(config, core, orderer, credential, listener=listener)

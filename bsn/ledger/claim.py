@@ -195,8 +195,7 @@ class StandByServer(ThreadingHTTPServer):
         return self.socket
 
     def close(self) -> None:
-        self._closing.set()
-        self._serving.join()
+        self.handover()
         self.server_close()
 
 
@@ -228,9 +227,7 @@ class _StandByHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if self.path != CLAIM_PATH:
-            return self._answer(
-                HTTPStatus.NOT_FOUND, {"error": "standing_by", "detail": "this node belongs to no app yet"}
-            )
+            return self._answer(HTTPStatus.NOT_FOUND, STANDING_BY)
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             return self._answer(HTTPStatus.LENGTH_REQUIRED, {"error": "length_required"})
