@@ -30,9 +30,20 @@ def node_keys(app: ChainApp) -> dict[str, str]:
 
 
 def node_siblings(node: LedgerNode) -> list[LedgerNode]:
-    """The app's other nodes (not those scaled away or deleted), by region code."""
-    others = LedgerNode.objects.filter(app_id=node.app_id).exclude(pk=node.pk).exclude(state=LedgerNode.State.REMOVED)
-    return list(others.select_related("region", "framework", "app__framework").order_by("region__code"))
+    """The app's other nodes (not those scaled away or deleted), by region code.
+
+    Read once per node object and kept on it: a node step asks several times (its peers
+    for its configuration, whether a peer shares its engine), and an app's nodes do not
+    change under a running step (one operation of an app runs at a time). A new read
+    wants a new node object (as every step, pass and request loads its own)."""
+    cached = node.__dict__.get("_siblings")
+    if cached is None:
+        others = LedgerNode.objects.filter(app_id=node.app_id).exclude(pk=node.pk)
+        others = others.exclude(state=LedgerNode.State.REMOVED)
+        cached = node.__dict__["_siblings"] = list(
+            others.select_related("region", "framework", "app__framework").order_by("region__code")
+        )
+    return cached
 
 
 def beside_on_engine(node: LedgerNode, other: LedgerNode) -> bool:

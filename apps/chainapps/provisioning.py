@@ -28,7 +28,7 @@ from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.chainapps.warm import warm_claim_key
 from apps.common.errors import Conflict
 from apps.common.incidents import incident, runtime_reason
-from apps.common.models import installation_id
+from apps.common.models import installation_id, installation_scope
 from apps.runtime.base import (
     Networks,
     PermanentRuntimeError,
@@ -382,19 +382,25 @@ def steps_dispatched(operation_id, queues: dict[str, str]) -> None:
         op.save(update_fields=["steps", "updated_at"])
 
 
-def step_taken(operation_id, node_id: str) -> None:
-    """A worker took the step from its queue (ends a "waiting for a worker" note)."""
+def step_taken(operation_id, node_id: str, *, line: str = "") -> None:
+    """A worker took the step from its queue (ends a "waiting for a worker" note); ``line``:
+    what the step does, for the operation's log (written with it, one write fewer)."""
     with transaction.atomic():
         op = Operation.objects.select_for_update().filter(pk=operation_id).first()
         step = op.steps.get(node_id) if op is not None else None
-        if step is None or step["state"] != STEP_PENDING or step.get("taken_at"):
+        if step is None or step["state"] != STEP_PENDING:
+            return
+        taken = bool(step.get("taken_at"))
+        if taken and not line:
             return
         now = timezone.now()
-        op.steps = {**op.steps, node_id: {**step, "taken_at": now.isoformat(), "waiting": ""}}
+        lines = [line] if line else []
+        if not taken:
+            op.steps = {**op.steps, node_id: {**step, "taken_at": now.isoformat(), "waiting": ""}}
+            if step.get("waiting"):
+                lines.insert(0, f"a worker took the step of node {node_id} from queue {step.get('queue')}")
         op.heartbeat_at = now
-        if step.get("waiting"):
-            line = Operation.log_line(f"a worker took the step of node {node_id} from queue {step.get('queue')}")
-            op.log = [*op.log, line][-LOG_LIMIT:]
+        op.log = [*op.log, *map(Operation.log_line, lines)][-LOG_LIMIT:]
         op.save(update_fields=["steps", "log", "heartbeat_at", "updated_at"])
 
 
@@ -714,28 +720,36 @@ def node_step_run(operation_id: str, node_id: str) -> str:
     step = op.steps.get(node_id)
     if step is None or step["state"] != STEP_PENDING:
         return "skipped"
-    step_taken(operation_id, node_id)
+    with installation_scope():  # its spec, its configured spec and its labels: one read
+        return _node_step(op, step, node_id)
+
+
+def _node_step(op: Operation, step: dict, node_id: str) -> str:
+    operation_id = str(op.pk)
     node = (
         LedgerNode.objects.select_related("app__framework", "app__tenant", "region", "framework")
         .filter(pk=node_id)
         .first()
     )
     if node is None:
+        step_taken(operation_id, node_id)
         return _record_step(operation_id, node_id, STEP_DONE, "node row gone")
+    action = step.get("action")
+    ensuring = not action and op.kind in (Operation.Kind.PROVISION, Operation.Kind.START)
     where = _Stage("preparing the node")
     try:
+        spec = node_spec(node, configured=False)  # names and labels; the env is built when starting
+        # Taken, and (provision, start) what it does, in one write of the operation's row.
+        step_taken(operation_id, node_id, line=f"{node.region.code}: ensuring node {spec.name}" if ensuring else "")
         _check_still_wanted(op, node.app)
         driver = driver_for_region(node.region)
-        spec = node_spec(node, configured=False)  # names and labels; the env is built when starting
-        action = step.get("action")
         if action in (ACTION_UPGRADE, ACTION_REFRESH, ACTION_ROTATE):
             return _step_replace(op, node, driver, where, action=action)
         if action == ACTION_ADD:
             return _step_add(op, node, driver, where)
         if action == ACTION_REMOVE:
             return _step_remove(op, node, driver, spec, where)
-        if op.kind in (Operation.Kind.PROVISION, Operation.Kind.START):
-            _append_log(operation_id, f"{node.region.code}: ensuring node {spec.name}")
+        if ensuring:
             where.now = "starting the node"
             status = node_start_recorded(driver, node)
             where.now = "waiting for the node to become healthy"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -490,10 +491,30 @@ def _recently_healthy() -> OrderingCluster | None:
     members = list(OrderingMember.objects.all())
     if len(members) != MEMBER_COUNT or any(m.state != OrderingMember.State.RUNNING for m in members):
         return None
-    with ThreadPoolExecutor(max_workers=MEMBER_COUNT, thread_name_prefix="bsn-member-health") as pool:
-        # Side by side: three status calls cost one round trip, not three.
-        answers = list(pool.map(lambda m: member_health(m.endpoint), members))
-    return cluster if all(answers) else None
+    return cluster if _members_answer([m.endpoint for m in members]) else None
+
+
+_answered: dict[str, Any] = {"finished": float("-inf"), "endpoints": (), "answered": False}
+_answered_lock = threading.Lock()
+
+
+def _members_answer(endpoints: list[str]) -> bool:
+    """Does every member answer with a leader now? One check at a time in this process,
+    and a caller that asked while one was under way takes its answer (single flight):
+    one create's parallel node steps (a worker's threads) ask within milliseconds, and
+    nine status calls told no more than three. A check that had ended before the caller
+    asked is never reused: the answer was under way at the call, never older (a member
+    seen dead before the call is seen dead by it)."""
+    asked = time.monotonic()
+    key = tuple(endpoints)
+    with _answered_lock:
+        if _answered["endpoints"] == key and _answered["finished"] >= asked:
+            return _answered["answered"]
+        with ThreadPoolExecutor(max_workers=MEMBER_COUNT, thread_name_prefix="bsn-member-health") as pool:
+            # Side by side: three status calls cost one round trip, not three.
+            answered = all(pool.map(member_health, endpoints))
+        _answered.update(finished=time.monotonic(), endpoints=key, answered=answered)
+        return answered
 
 
 def ordering_heal(*, wait: float = 30.0) -> dict[str, Any]:
@@ -773,10 +794,10 @@ def ordering_node_env(app: ChainApp, node: LedgerNode, *, creds: dict[str, str] 
     container name (they are attached to the app's network, see ``ordering_attach``),
     members elsewhere by their published client URL.
     """
-    cluster = OrderingCluster.objects.filter(pk=1).first()
-    if cluster is None or not cluster.auth_enabled or OrderingMember.objects.count() < MEMBER_COUNT:
-        ordering_ensure()  # the first etcd app: bring the service up (idempotent, serialised)
     members = list(OrderingMember.objects.select_related("region").order_by("index"))
+    if len(members) < MEMBER_COUNT or not OrderingCluster.objects.filter(pk=1, auth_enabled=True).exists():
+        ordering_ensure()  # the first etcd app: bring the service up (idempotent, serialised)
+        members = list(OrderingMember.objects.select_related("region").order_by("index"))
     endpoints = []
     for member in members:
         if same_engine(member.region, node.region) and _on_networks(member):

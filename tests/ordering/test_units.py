@@ -90,3 +90,40 @@ def test_member_wrapper_binds_the_peer_port_to_the_resolved_address(monkeypatch)
     assert execs == [["etcd", "--name=m", "--listen-peer-urls=http://10.1.2.3:2380"]]
     with pytest.raises(SystemExit, match="usage"):
         etcd_member.main(["--", "etcd"])
+
+
+def test_member_status_is_asked_once_for_callers_that_arrive_while_it_is_asked(monkeypatch):
+    """``_members_answer``: parallel node steps share a status check under way (single
+    flight); a caller after it has ended asks again, and sees a member that died since."""
+    import threading
+    import time
+
+    from apps.ordering import services
+
+    asked: list[str] = []
+    alive = {"m0": True, "m1": True, "m2": True}
+    inside = threading.Event()
+
+    def health(endpoint: str):
+        asked.append(endpoint)
+        inside.set()
+        time.sleep(0.2)
+        return {"leader": "1"} if alive[endpoint] else None
+
+    monkeypatch.setattr(services, "member_health", health)
+    endpoints = ["m0", "m1", "m2"]
+    answers: list[bool] = []
+    first = threading.Thread(target=lambda: answers.append(services._members_answer(endpoints)))
+    first.start()
+    assert inside.wait(5)
+    later = [threading.Thread(target=lambda: answers.append(services._members_answer(endpoints))) for _ in range(2)]
+    for thread in later:
+        thread.start()
+    for thread in (first, *later):
+        thread.join(10)
+    assert answers == [True, True, True]
+    assert sorted(asked) == endpoints  # one check for the three callers
+
+    alive["m1"] = False  # killed after that check ended: the next caller asks and sees it
+    assert services._members_answer(endpoints) is False
+    assert len(asked) == 6
