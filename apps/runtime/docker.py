@@ -22,7 +22,7 @@ import logging
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,7 +45,7 @@ from apps.runtime.base import (
     TransientRuntimeError,
     WarmNodes,
 )
-from apps.runtime.nodeapi import NodeCallError, claim_warm_node, standing_by
+from apps.runtime.nodeapi import NodeCallError, NodeUnreachable, claim_warm_node, standing_by
 from apps.runtime.spec import (
     CLAIM_FILE,
     LABEL_APP,
@@ -69,6 +69,10 @@ logger = logging.getLogger(__name__)
 PEERS_ROLE = "peers"  # role label of an app's internal peer network
 
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL on stop
+# A warm node's claim over HTTP: tries when the connection is reset or refused before an
+# answer (the engine's port proxy, a node between its accept loops), and the pause between.
+CLAIM_ATTEMPTS = 2
+CLAIM_RETRY_S = 0.05
 # Bounded restarts by the engine itself; beyond that the reconciler (with its own
 # backoff) decides. "always"/"unless-stopped" would crash-loop a broken node forever.
 RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
@@ -169,6 +173,15 @@ def container_create_kwargs(spec: NodeSpec, *, network: str | None = None) -> di
         "init": True,
         "detach": True,
     }
+
+
+def _running_as(container: Container | None, spec: NodeSpec) -> bool:
+    """Is ``container`` running, of the spec's generation (nothing to make or start)?"""
+    return (
+        container is not None
+        and container.status == "running"
+        and container.labels.get(LABEL_GENERATION) == spec.labels[LABEL_GENERATION]
+    )
 
 
 def secrets_archive(spec: NodeSpec, *, claim: bool = False) -> bytes:
@@ -491,9 +504,21 @@ class DockerDriver(EngineClients):
     def ensure_node(self, spec: NodeSpec) -> NodeStatus:
         client = self._client()
         with self._translate():
-            network = self._ensure_network(client, spec)
-            self._ensure_volume(client, spec)
-            container = self._ensure_container(client, spec, network)
+            found = self._get_container(client, spec.name)
+
+            def network_and_volume() -> Network:
+                network = self._ensure_network(client, spec)
+                self._ensure_volume(client, spec)
+                return network
+
+            # A running container of the spec's generation (a warm node being claimed, a
+            # node already up) stands on its network and volume: the engine removes neither
+            # under it. They are ensured only when a container is to be made or started:
+            # two engine calls fewer on each claim.
+            made = None if _running_as(found, spec) else network_and_volume()
+            container = self._ensure_container(
+                client, spec, lambda: made if made is not None else network_and_volume(), found=found
+            )
             return self._status_of(spec, container)
 
     def ensure_network(self, spec: NodeSpec) -> str:
@@ -695,10 +720,14 @@ class DockerDriver(EngineClients):
                 raise TransientRuntimeError(f"name {spec.name} is in use but cannot be read back; look again") from exc
             return container
 
-    def _ensure_container(self, client: docker.DockerClient, spec: NodeSpec, network: Network) -> Container:
-        container = self._get_container(client, spec.name)
+    def _ensure_container(
+        self, client: docker.DockerClient, spec: NodeSpec, network: Callable[[], Network], *, found: Container | None
+    ) -> Container:
+        """``found``: the container named ``spec.name`` as just read (None: there is none);
+        ``network()``: the network to make it on (called only when one is made)."""
+        container = found
         if container is None:
-            container = self._create_container(client, spec, network)
+            container = self._create_container(client, spec, network())
         self._check_container_owner(spec, container)
 
         if container.labels.get(LABEL_GENERATION) != spec.labels[LABEL_GENERATION] or container.status == "dead":
@@ -713,7 +742,7 @@ class DockerDriver(EngineClients):
                 container.remove(force=True, v=True)
             except docker.errors.NotFound:
                 pass
-            container = self._create_container(client, spec, network)
+            container = self._create_container(client, spec, network())
             self._check_container_owner(spec, container)
 
         claim = LABEL_NODE in spec.labels and is_warm(container.labels)
@@ -721,11 +750,14 @@ class DockerDriver(EngineClients):
             container.unpause()
         if claim and container.status in ("running", "paused"):
             # A warm node waiting for its claim (or claimed before: the same claim again).
-            if not self._claim_over_http(spec, container):
-                self._write_secrets(spec, container, claim=True)
+            if self._claim_over_http(spec, container):
+                return container  # it answered 200 on its port: running, as just read
+            self._write_secrets(spec, container, claim=True)
+        elif container.status == "running":
+            return container  # up as just read, nothing done: nothing to read again
         elif container.status == "removing":
             raise TransientRuntimeError(f"container {spec.name} is being removed; look again")
-        elif container.status not in ("running", "paused"):
+        elif container.status != "paused":
             self._write_secrets(spec, container, claim=claim)
             try:
                 container.start()
@@ -742,7 +774,7 @@ class DockerDriver(EngineClients):
                 logger.warning("recreating %s: %s (%s)", spec.name, why, exc)
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True, v=True)
-                container = self._create_container(client, spec, network)
+                container = self._create_container(client, spec, network())
                 self._check_container_owner(spec, container)
                 self._write_secrets(spec, container)
                 container.start()
@@ -773,11 +805,23 @@ class DockerDriver(EngineClients):
         if not spec.claim_key or container.status != "running" or endpoint is None:
             return False
         sealed = seal(claim_key(spec.claim_key), Claim(settings=claim_settings(spec), files=secret_files(spec)))
-        try:
-            status = claim_warm_node(endpoint, sealed)
-        except NodeCallError as exc:
-            logger.info("claiming %s over HTTP: %s; copying the claim in", spec.name, exc)
-            return False
+        status = None
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                status = claim_warm_node(endpoint, sealed)
+                break
+            except NodeUnreachable as exc:  # reset or refused before an answer: look once more
+                if attempt + 1 == CLAIM_ATTEMPTS:
+                    logger.info("claiming %s over HTTP: %s; copying the claim in", spec.name, exc)
+                    return False
+                time.sleep(CLAIM_RETRY_S)
+            except NodeCallError as exc:  # no answer in time: whether it was taken is unknown
+                logger.info("claiming %s over HTTP: %s; copying the claim in", spec.name, exc)
+                return False
+        if status == 409:
+            # The stand-by server has a claim, sealed with this warm node's key, which only
+            # its one node gets (the try before was taken, its answer lost): it is this one.
+            return True
         if status != 200:
             logger.info("claiming %s over HTTP: HTTP %s; copying the claim in", spec.name, status)
         return status == 200
@@ -815,7 +859,9 @@ class DockerDriver(EngineClients):
         with self._translate():
             network = self._ensure_service_network(client, spec)
             self._ensure_service_volume(client, spec)
-            container = self._ensure_container(client, spec, network)
+            container = self._ensure_container(
+                client, spec, lambda: network, found=self._get_container(client, spec.name)
+            )
             return self._status_of(spec, container)
 
     def _ensure_service_network(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
@@ -841,8 +887,8 @@ class DockerDriver(EngineClients):
     def connect_to_network(self, container_name: str, network_name: str, *, installation_id: str) -> bool:
         """Attach our container to our network (DNS name = container name). True if newly attached.
 
-        Idempotent: already attached is fine. Both objects must carry this installation's
-        ownership labels; anything else is refused.
+        Idempotent: already attached is fine (then nothing is looked up further). Both objects
+        must carry this installation's ownership labels; anything else is refused before any change.
         """
         client = self._client()
         with self._translate():
@@ -851,15 +897,15 @@ class DockerDriver(EngineClients):
                 raise TransientRuntimeError(f"container {container_name} does not exist (yet)")
             if not owned_by(container.labels, installation_id):
                 raise PermanentRuntimeError(f"container {container_name} is not owned by this installation")
+            attached = ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys()
+            if network_name in attached:
+                return False  # nothing to do, so no need to look the network up (one engine call)
             networks = self._find_networks(client, network_name)
             if not networks:
                 raise TransientRuntimeError(f"network {network_name} does not exist (yet)")
             network = networks[0]
             if not owned_by(network.attrs.get("Labels"), installation_id):
                 raise PermanentRuntimeError(f"network {network_name} is not owned by this installation")
-            attached = ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys()
-            if network_name in attached:
-                return False
             try:
                 network.connect(container)
             except docker.errors.APIError as exc:

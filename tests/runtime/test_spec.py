@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from apps.regions.engine_tls import EngineTLS
-from apps.runtime import drivers
+from apps.runtime import drivers, nodeapi
 from apps.runtime.base import PermanentRuntimeError, RuntimeUnavailable, TransientRuntimeError
 from apps.runtime.docker import classify_error as classify
 from apps.runtime.docker import (
@@ -424,3 +424,44 @@ def test_the_claim_is_written_last_with_the_nodes_settings_and_secret_paths():
     assert settings["BSN_NODE_PRIVATE_KEY_FILE"] == "/data/.secrets/bsn_node_private_key"
     assert "k" not in settings.values()  # the secret itself is only in its file
     assert members[-1].mode == 0o600 and members[1].mode == 0o400
+
+
+# -- a warm node's claim over HTTP (no engine: the container is read as inspected)
+
+
+@pytest.mark.parametrize(
+    ("answers", "taken", "tries"),
+    [
+        ([200], True, 1),
+        ([nodeapi.NodeUnreachable("reset"), 200], True, 2),  # a reset before an answer: once more
+        ([nodeapi.NodeUnreachable("reset"), 409], True, 2),  # the first was taken, its answer lost
+        ([nodeapi.NodeUnreachable("reset"), nodeapi.NodeUnreachable("reset")], False, 2),
+        ([nodeapi.NodeTimeout("slow")], False, 1),  # taken or not is unknown: the copy decides
+        ([403], False, 1),
+        ([404], False, 1),  # a node serving already (restarted): its claim is copied in
+    ],
+)
+def test_a_claim_over_http_is_tried_again_once_after_a_reset(monkeypatch, answers, taken, tries):
+    import base64
+
+    from apps.runtime import docker as docker_driver
+
+    sent = []
+
+    def claim(endpoint, sealed):
+        sent.append(endpoint)
+        answer = answers[len(sent) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(docker_driver, "claim_warm_node", claim)
+    monkeypatch.setattr(docker_driver, "CLAIM_RETRY_S", 0)
+    container = SimpleNamespace(
+        status="running",
+        attrs={"NetworkSettings": {"Ports": {"7000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "20001"}]}}},
+    )
+    key = base64.urlsafe_b64encode(bytes(32)).decode()
+    warm = spec(warm="w1", claim_key=key, secrets={"BSN_NODE_PRIVATE_KEY": "k"})
+    assert docker_driver.DockerDriver._claim_over_http(warm, container) is taken
+    assert sent == ["http://127.0.0.1:20001"] * tries
