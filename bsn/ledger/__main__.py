@@ -92,10 +92,14 @@ def _stand_by(path: str):
     server = _stand_by_server(path)
     _say(f"v{__version__} standing by for {path}" + (" and POST /claim" if server else ""))
     while not stopping.is_set():
-        by_http = server is not None and server.claimed.is_set()
-        claimed = server.settings if by_http else _read_claim(path)
-        if claimed is not None:
-            _say("claimed over HTTP" if by_http else "claimed by file")
+        if server is not None:
+            found = server.settled(lambda: _read_claim(path))
+        else:
+            filed = _read_claim(path)
+            found = None if filed is None else (filed, "by file")
+        if found is not None:
+            claimed, came = found
+            _say(f"claimed {came}")
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             return claimed, server

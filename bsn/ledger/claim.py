@@ -31,6 +31,7 @@ import re
 import selectors
 import socketserver
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,6 +154,7 @@ class StandByServer(ThreadingHTTPServer):
         self.key = key
         self.claim_file = claim_file
         self.settings: dict[str, str] | None = None
+        self.came: str = ""  # how the claim came: "over HTTP" or "by file"
         self.claimed = threading.Event()
         self.lock = threading.Lock()  # a claim is taken, or a connection accepted, not both at once
         self._closing = threading.Event()
@@ -184,9 +186,25 @@ class StandByServer(ThreadingHTTPServer):
             if self.settings is not None:
                 return False
             write_claim(self.claim_file, claim)
-            self.settings = dict(claim.settings)
-            self.claimed.set()
+            self._settle(claim.settings, "over HTTP")
         return True
+
+    def settled(self, read_file: Callable[[], dict[str, str] | None]) -> tuple[dict[str, str], str] | None:
+        """The claim's settings and how they came, or None while there is none. A claim file
+        that ``read_file`` finds is taken as the claim (an HTTP claim after it is ``409``).
+        Under the lock: a claim that is being written over HTTP is waited for, never read
+        half-way as one that came by file."""
+        with self.lock:
+            if self.settings is None:
+                filed = read_file()
+                if filed is None:
+                    return None
+                self._settle(filed, "by file")
+            return dict(self.settings), self.came
+
+    def _settle(self, settings: dict[str, str], came: str) -> None:
+        self.settings, self.came = dict(settings), came
+        self.claimed.set()
 
     def handover(self):
         """The listening socket, once no connection is accepted here any more."""

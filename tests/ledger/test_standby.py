@@ -219,3 +219,51 @@ def test_claims_seal_and_open_only_with_the_same_key():
         claim_key("not base64!")
     with pytest.raises(ClaimRefused):
         claim_key(base64.urlsafe_b64encode(b"short").decode())
+
+
+def test_a_claim_written_over_http_is_never_read_half_way_as_one_by_file(tmp_path, monkeypatch):
+    """The stand-by loop looks for the claim file every few milliseconds while an HTTP claim
+    writes that same file (its secret files, then the claim, each synced): the loop waits for
+    the HTTP claim to be settled instead of reading the file as a claim that came by file.
+    And once a claim came by file, a claim over HTTP is ``409``: the first claim stands."""
+    import threading
+
+    from bsn.ledger import claim as claim_module
+
+    written = threading.Event()
+    real_write = claim_module.write_claim
+
+    def slow_write(path: str, claim: Claim) -> None:
+        real_write(path, claim)
+        written.set()
+        time.sleep(0.3)  # a slow disk's fsync: the file is whole, the claim not yet settled
+
+    monkeypatch.setattr(claim_module, "write_claim", slow_write)
+    key = os.urandom(32)
+    claim_file = tmp_path / "secrets" / "claim.json"
+
+    def read_file() -> dict | None:
+        return json.loads(claim_file.read_text()) if claim_file.exists() else None
+
+    server = claim_module.StandByServer(("127.0.0.1", 0), key, str(claim_file))
+    try:
+        port = server.server_address[1]
+        answers: list[int] = []
+        poster = threading.Thread(target=lambda: answers.append(_post(port, CLAIM_PATH, seal(key, _the_claim("c")))[0]))
+        poster.start()
+        assert written.wait(5) and server.settled(read_file) == (_the_claim("c").settings, "over HTTP")
+        poster.join(5)
+        assert answers == [200]
+    finally:
+        server.close()
+
+    (tmp_path / "other").mkdir()
+    other_file = tmp_path / "other" / "claim.json"
+    other_file.write_text(json.dumps({"BSN_APP_ID": "by-file"}))
+    server = claim_module.StandByServer(("127.0.0.1", 0), key, str(other_file))
+    try:
+        assert server.settled(lambda: json.loads(other_file.read_text())) == ({"BSN_APP_ID": "by-file"}, "by file")
+        assert server.take(_the_claim("late")) is False  # what an HTTP claim now gets: 409
+        assert json.loads(other_file.read_text()) == {"BSN_APP_ID": "by-file"}
+    finally:
+        server.close()
