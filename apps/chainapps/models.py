@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from apps.common.models import TimeStamped
 from apps.regions.models import Region
@@ -216,6 +217,18 @@ class LedgerNode(TimeStamped):
     def current_framework(self) -> Framework:
         """The framework this node runs (its own, else the app's)."""
         return self.framework if self.framework_id else self.app.framework
+
+    @cached_property
+    def siblings(self) -> list[LedgerNode]:
+        """The app's other nodes (not those scaled away or deleted), by region code.
+
+        Read once per node object and kept on it: a node step asks several times (its peers
+        for its configuration, whether a peer shares its engine), and an app's nodes do not
+        change under a running step (one operation of an app runs at a time). A new read
+        wants a new node object (as every step, pass and request loads its own)."""
+        others = LedgerNode.objects.filter(app_id=self.app_id).exclude(pk=self.pk)
+        others = others.exclude(state=LedgerNode.State.REMOVED)
+        return list(others.select_related("region", "framework", "app__framework").order_by("region__code"))
 
 
 class OperationQuerySet(models.QuerySet):

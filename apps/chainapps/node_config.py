@@ -29,23 +29,6 @@ def node_keys(app: ChainApp) -> dict[str, str]:
     return {str(pk): key for pk, key in rows}
 
 
-def node_siblings(node: LedgerNode) -> list[LedgerNode]:
-    """The app's other nodes (not those scaled away or deleted), by region code.
-
-    Read once per node object and kept on it: a node step asks several times (its peers
-    for its configuration, whether a peer shares its engine), and an app's nodes do not
-    change under a running step (one operation of an app runs at a time). A new read
-    wants a new node object (as every step, pass and request loads its own)."""
-    cached = node.__dict__.get("_siblings")
-    if cached is None:
-        others = LedgerNode.objects.filter(app_id=node.app_id).exclude(pk=node.pk)
-        others = others.exclude(state=LedgerNode.State.REMOVED)
-        cached = node.__dict__["_siblings"] = list(
-            others.select_related("region", "framework", "app__framework").order_by("region__code")
-        )
-    return cached
-
-
 def beside_on_engine(node: LedgerNode, other: LedgerNode) -> bool:
     """Do the two nodes run on one Docker engine, where they reach each other by container
     name over the app's internal peer network (``provisioning.node_join_peer_network``)?"""
@@ -63,7 +46,7 @@ def node_peers(node: LedgerNode) -> dict[str, LedgerNode]:
     signing each request with that peer's credential.
     """
     peers: dict[str, LedgerNode] = {}
-    for other in node_siblings(node):
+    for other in node.siblings:
         if beside_on_engine(node, other):
             peers[f"http://{other.name}:{other.current_framework.port}"] = other
         elif other.endpoint:

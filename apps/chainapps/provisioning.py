@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, Framework, LedgerNode, Operation
 from apps.chainapps.node_auth import credential_generate, node_auth
-from apps.chainapps.node_config import beside_on_engine, node_config, node_siblings
+from apps.chainapps.node_config import beside_on_engine, node_config
 from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.chainapps.warm import warm_claim_key
 from apps.common.errors import Conflict
@@ -207,7 +207,7 @@ def _peer_network(node: LedgerNode) -> str:
 
 def _peers_on_engine(driver, node: LedgerNode) -> bool:
     """Does another node of the app run on this node's engine (so they share a peer network)?"""
-    return supports(driver, Networks) and any(beside_on_engine(node, other) for other in node_siblings(node))
+    return supports(driver, Networks) and any(beside_on_engine(node, other) for other in node.siblings)
 
 
 def node_join_peer_network(driver, node: LedgerNode, spec: NodeSpec, *, peers_known: bool = False) -> None:

@@ -16,6 +16,7 @@ stopped or removed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -45,7 +46,7 @@ from apps.runtime.base import (
     TransientRuntimeError,
     WarmNodes,
 )
-from apps.runtime.nodeapi import NodeCallError, NodeUnreachable, claim_warm_node, standing_by
+from apps.runtime.nodeapi import NodeCallError, claim_warm_node, standing_by
 from apps.runtime.spec import (
     CLAIM_FILE,
     LABEL_APP,
@@ -69,10 +70,6 @@ logger = logging.getLogger(__name__)
 PEERS_ROLE = "peers"  # role label of an app's internal peer network
 
 STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL on stop
-# A warm node's claim over HTTP: tries when the connection is reset or refused before an
-# answer (the engine's port proxy, a node between its accept loops), and the pause between.
-CLAIM_ATTEMPTS = 2
-CLAIM_RETRY_S = 0.05
 # Bounded restarts by the engine itself; beyond that the reconciler (with its own
 # backoff) decides. "always"/"unless-stopped" would crash-loop a broken node forever.
 RESTART_POLICY = {"Name": "on-failure", "MaximumRetryCount": 3}
@@ -505,20 +502,14 @@ class DockerDriver(EngineClients):
         client = self._client()
         with self._translate():
             found = self._get_container(client, spec.name)
-
-            def network_and_volume() -> Network:
-                network = self._ensure_network(client, spec)
-                self._ensure_volume(client, spec)
-                return network
-
-            # A running container of the spec's generation (a warm node being claimed, a
-            # node already up) stands on its network and volume: the engine removes neither
-            # under it. They are ensured only when a container is to be made or started:
-            # two engine calls fewer on each claim.
-            made = None if _running_as(found, spec) else network_and_volume()
-            container = self._ensure_container(
-                client, spec, lambda: made if made is not None else network_and_volume(), found=found
-            )
+            # The network and volume, ensured on the first call only. A running container of
+            # the spec's generation (a warm node being claimed, a node already up) stands on
+            # both: the engine removes neither under it. They are ensured only when a
+            # container is to be made or started: two engine calls fewer on each claim.
+            network = functools.cache(functools.partial(self._ensure_network_and_volume, client, spec))
+            if not _running_as(found, spec):
+                network()
+            container = self._ensure_container(client, spec, network, found=found)
             return self._status_of(spec, container)
 
     def ensure_network(self, spec: NodeSpec) -> str:
@@ -642,6 +633,11 @@ class DockerDriver(EngineClients):
                     f"a network named {spec.network} exists but is not {whose}; refusing to adopt it"
                 )
         return networks
+
+    def _ensure_network_and_volume(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
+        network = self._ensure_network(client, spec)
+        self._ensure_volume(client, spec)
+        return network
 
     def _ensure_network(self, client: docker.DockerClient, spec: NodeSpec) -> Network:
         # A claimed warm node's network is the warm node's (labelled by it, not by an app).
@@ -805,19 +801,11 @@ class DockerDriver(EngineClients):
         if not spec.claim_key or container.status != "running" or endpoint is None:
             return False
         sealed = seal(claim_key(spec.claim_key), Claim(settings=claim_settings(spec), files=secret_files(spec)))
-        status = None
-        for attempt in range(CLAIM_ATTEMPTS):
-            try:
-                status = claim_warm_node(endpoint, sealed)
-                break
-            except NodeUnreachable as exc:  # reset or refused before an answer: look once more
-                if attempt + 1 == CLAIM_ATTEMPTS:
-                    logger.info("claiming %s over HTTP: %s; copying the claim in", spec.name, exc)
-                    return False
-                time.sleep(CLAIM_RETRY_S)
-            except NodeCallError as exc:  # no answer in time: whether it was taken is unknown
-                logger.info("claiming %s over HTTP: %s; copying the claim in", spec.name, exc)
-                return False
+        try:
+            status = claim_warm_node(endpoint, sealed)
+        except NodeCallError as exc:  # no answer (taken or not is unknown): the copy decides
+            logger.info("claiming %s over HTTP: %s; copying the claim in", spec.name, exc)
+            return False
         if status == 409:
             # The stand-by server has a claim, sealed with this warm node's key, which only
             # its one node gets (the try before was taken, its answer lost): it is this one.

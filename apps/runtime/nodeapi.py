@@ -23,6 +23,7 @@ import json
 import os
 import select
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -164,6 +165,11 @@ os.register_at_fork(after_in_child=_connections.clear)
 # request did not reach the node; it is sent once more on a new connection.
 _STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, http.client.RemoteDisconnected)
 
+# A warm node's claim: tries when the connection is reset or refused before an answer, and
+# the pause between (claim_warm_node).
+CLAIM_ATTEMPTS = 2
+CLAIM_RETRY_S = 0.05
+
 
 def path_segment(value: str | int) -> str:
     """One URL path segment, percent-encoded (keys may contain '/', '?', spaces…)."""
@@ -284,15 +290,25 @@ def node_call(
 
 def claim_warm_node(endpoint: str, sealed: bytes, *, timeout: float = 3.0) -> int:
     """``POST /claim`` a sealed claim to a warm node standing by (bsn/ledger/claim.py): the
-    HTTP status (200: taken; 403: not sealed with its key; 409: claimed already). Not signed:
-    the seal is the proof, and it is the node's key that opens it. NodeCallError when no
-    answer came (then whether it was taken is unknown: the caller's fallback tells)."""
+    HTTP status (200: taken; 403: not sealed with its key; 409: claimed already — by an
+    earlier try whose answer was lost, when the claim is sealed with the node's own key).
+    Not signed: the seal is the proof, and it is the node's key that opens it. A connection
+    reset or refused before an answer (the engine's port proxy, a node between its accept
+    loops) is tried once more after ``CLAIM_RETRY_S``. NodeCallError when no answer came
+    (then whether it was taken is unknown: the caller's fallback tells)."""
     host, port, base = _target(endpoint)
     headers = {"Content-Type": "application/octet-stream", "Connection": "close"}
-    status, _, _ = _exchange(
-        endpoint, host, port, "POST", f"{base}/claim", sealed, headers, (min(timeout, 1.0), timeout)
-    )
-    return status
+    for attempt in range(1, CLAIM_ATTEMPTS + 1):
+        try:
+            status, _, _ = _exchange(
+                endpoint, host, port, "POST", f"{base}/claim", sealed, headers, (min(timeout, 1.0), timeout)
+            )
+            return status
+        except NodeUnreachable:
+            if attempt == CLAIM_ATTEMPTS:
+                raise
+            time.sleep(CLAIM_RETRY_S)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def standing_by(endpoint: str, *, timeout: float = 1.0) -> bool:

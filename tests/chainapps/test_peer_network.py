@@ -45,8 +45,8 @@ def _driver():
 def _join(node, siblings):
     driver = _driver()
     spec = SimpleNamespace(name=node.name, app_labels={})
-    with mock.patch.object(provisioning, "node_siblings", return_value=siblings):
-        provisioning.node_join_peer_network(driver, node, spec)
+    node.siblings = siblings
+    provisioning.node_join_peer_network(driver, node, spec)
     return driver
 
 
@@ -57,8 +57,7 @@ def test_nodes_on_one_engine_share_a_peer_network_and_name_each_other():
     driver = _join(one, [two])
     driver.ensure_internal_network.assert_called_once()
     driver.connect_to_network.assert_called_once()
-    with mock.patch("apps.chainapps.node_config.node_siblings", return_value=[two]):
-        assert list(node_peers(one)) == ["http://n-b:8080"]
+    assert list(node_peers(one)) == ["http://n-b:8080"]
 
 
 def test_a_node_whose_peers_are_on_other_engines_makes_no_peer_network():
@@ -68,8 +67,7 @@ def test_a_node_whose_peers_are_on_other_engines_makes_no_peer_network():
     driver = _join(one, [two])
     driver.ensure_internal_network.assert_not_called()
     driver.connect_to_network.assert_not_called()
-    with mock.patch("apps.chainapps.node_config.node_siblings", return_value=[two]):
-        assert list(node_peers(one)) == ["http://172.24.0.1:20001"]  # its published endpoint
+    assert list(node_peers(one)) == ["http://172.24.0.1:20001"]  # its published endpoint
 
 
 def test_one_peer_beside_it_is_enough_for_the_network():

@@ -448,15 +448,15 @@ def test_a_claim_over_http_is_tried_again_once_after_a_reset(monkeypatch, answer
 
     sent = []
 
-    def claim(endpoint, sealed):
+    def exchange(endpoint, host, port, method, path, data, headers, timeouts):
         sent.append(endpoint)
         answer = answers[len(sent) - 1]
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return answer, b"{}", None
 
-    monkeypatch.setattr(docker_driver, "claim_warm_node", claim)
-    monkeypatch.setattr(docker_driver, "CLAIM_RETRY_S", 0)
+    monkeypatch.setattr(nodeapi, "_exchange", exchange)
+    monkeypatch.setattr(nodeapi, "CLAIM_RETRY_S", 0)
     container = SimpleNamespace(
         status="running",
         attrs={"NetworkSettings": {"Ports": {"7000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "20001"}]}}},
