@@ -22,6 +22,10 @@ from apps.chainapps.node_auth import node_credential
 from apps.runtime.base import PermanentRuntimeError
 from apps.runtime.drivers import same_engine
 
+# Between the first campaigns for proposer of an app's nodes, by rank: more than nodes that
+# start together lie apart, so the first node's campaign is over when the second looks.
+CAMPAIGN_STAGGER_MS = 200
+
 
 def node_keys(app: ChainApp) -> dict[str, str]:
     """``{node id: public key}`` of every node of the app: whose block signatures to accept."""
@@ -110,4 +114,8 @@ def node_config(node: LedgerNode) -> tuple[dict[str, str], dict[str, str]]:
             {url: node_credential(other) for url, other in peers.items()}, sort_keys=True, separators=(",", ":")
         )
         env["BSN_ETCD_BLOCK_WINDOW"] = str(settings.BSN_ETCD_BLOCK_WINDOW)
+        # Staggered first campaigns (bsn/ledger/ordering/etcd.py): the node's rank among
+        # the app's nodes by region code, which every node of the app computes alike.
+        rank = sum(1 for other in node.siblings if other.region.code < node.region.code)
+        env["BSN_ETCD_CAMPAIGN_DELAY_MS"] = str(rank * CAMPAIGN_STAGGER_MS)
     return env, secrets

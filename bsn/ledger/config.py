@@ -53,6 +53,9 @@ class Config:
     # A proposer that leaves pending batches this long without a block is deposed
     # (its lease may be kept alive by another app: docs/ordering.md, "Leases").
     etcd_takeover_s: int = 10
+    # Before its first campaign for proposer, this node waits this long (the control plane
+    # staggers an app's nodes by rank): nodes that start at once do not all campaign.
+    etcd_campaign_delay_ms: int = 0
     peers: tuple[str, ...] = ()  # the app's other nodes (http://host:port): blocks older than the window
     # This node's API credential (docs/ledger-protocol.md "Node authentication"); None: a
     # development node keeps one in its data dir. Peers' credentials by peer URL.
@@ -239,6 +242,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         metrics_token=metrics_token,
         etcd_block_window=_int("BSN_ETCD_BLOCK_WINDOW", env.get("BSN_ETCD_BLOCK_WINDOW", "10000"), 1, 10**9),
         etcd_takeover_s=_int("BSN_ETCD_TAKEOVER_S", env.get("BSN_ETCD_TAKEOVER_S", "10"), 2, 3600),
+        etcd_campaign_delay_ms=_int("BSN_ETCD_CAMPAIGN_DELAY_MS", env.get("BSN_ETCD_CAMPAIGN_DELAY_MS", "0"), 0, 60000),
         block_max_txs=_int("BSN_BLOCK_MAX_TXS", env.get("BSN_BLOCK_MAX_TXS", "500"), 1, 100000),
         block_max_wait_ms=_int("BSN_BLOCK_MAX_WAIT_MS", env.get("BSN_BLOCK_MAX_WAIT_MS", "20"), 0, 600000),
         tx_max_age_s=_int("BSN_TX_MAX_AGE_S", env.get("BSN_TX_MAX_AGE_S", "300"), 1, 10**7),

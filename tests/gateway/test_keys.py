@@ -13,7 +13,7 @@ from apps.chainapps import provisioning
 from apps.chainapps.keys import key_private, public_key_valid
 from apps.chainapps.models import ChainApp, LedgerNode, Operation
 from apps.chainapps.node_auth import node_credential
-from apps.chainapps.node_config import node_config
+from apps.chainapps.node_config import CAMPAIGN_STAGGER_MS, node_config
 from apps.common.crypto import decrypt_secret, encrypt_secret
 from apps.regions.models import Region
 from apps.runtime.base import Networks
@@ -183,6 +183,9 @@ def test_etcd_node_step_reaches_ordering_before_the_node_and_twice_is_safe(
     other = app.nodes.exclude(pk=node.pk).get()
     assert json.loads(secrets["BSN_PEER_CREDENTIALS"]) == {env["BSN_PEERS"]: node_credential(other)}
     assert set(json.loads(env["BSN_NODE_KEYS"])) == {str(n.pk) for n in app.nodes.all()}
+    # First campaigns for proposer staggered by rank (region code): the first at once.
+    assert env["BSN_ETCD_CAMPAIGN_DELAY_MS"] == "0"
+    assert node_config(other)[0]["BSN_ETCD_CAMPAIGN_DELAY_MS"] == str(CAMPAIGN_STAGGER_MS)
 
     fake_ordering.clear()
     monkeypatch.setattr(provisioning, "driver_for_region", lambda region: RecordingDriver(fake_ordering))

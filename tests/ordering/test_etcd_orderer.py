@@ -89,6 +89,36 @@ def test_three_nodes_elect_one_proposer_and_agree(cluster):
     assert all(o.status()["proposer"] == leader.node_id for o, _ in nodes)
 
 
+def test_staggered_first_campaigns_grant_one_lease_and_a_later_node_still_proposes_alone(
+    cluster, monkeypatch, etcd_server, prefix
+):
+    """Nodes that start together with their ranks' delays (BSN_ETCD_CAMPAIGN_DELAY_MS): the
+    first campaigns, the others find its key with a read — one lease granted, not three.
+    A delayed node whose earlier peers never start becomes the proposer after its delay;
+    a failover after the start is not delayed."""
+    granted: list[int] = []
+    real_grant = EtcdClient.lease_grant
+
+    def counted(self, ttl):
+        granted.append(ttl)
+        return real_grant(self, ttl)
+
+    monkeypatch.setattr(EtcdClient, "lease_grant", counted)
+    nodes = [cluster(f"s{i}", etcd_campaign_delay_ms=200 * i) for i in range(3)]
+    assert wait_until(lambda: all(o.status()["proposer"] == "s0" for o, _ in nodes), 5)
+    time.sleep(0.5)  # past the last node's delay: it has looked
+    assert len(granted) == 1 and [o.node_id for o in proposers(nodes)] == ["s0"]
+
+    other_prefix = prefix.rstrip("/") + "-alone/"
+    alone, _ = cluster("late", etcd_campaign_delay_ms=300, etcd_prefix=other_prefix)
+    started = time.monotonic()
+    assert wait_until(lambda: alone.is_proposer, 5)
+    assert time.monotonic() - started >= 0.25
+
+    client(etcd_server).lease_revoke(nodes[0][0]._lease)  # failover: s1 or s2 at once
+    assert wait_until(lambda: proposers(nodes) and proposers(nodes)[0].node_id != "s0", 2)
+
+
 def test_revoked_lease_moves_the_proposer_at_once(cluster, etcd_server):
     nodes = [cluster(f"n{i}") for i in range(3)]
     assert wait_until(lambda: len(proposers(nodes)) == 1, 5)

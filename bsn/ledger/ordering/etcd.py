@@ -14,7 +14,9 @@ etcd (Raft) decides the order; this module only follows the protocol page:
   proposer (retrying until etcd takes them).
 - Election: a lease (TTL 3 s, kept alive every second) and
   ``create_revision(P/proposer) == 0 → put(P/proposer, me, lease)``. A keep-alive that
-  fails, or a lease whose deadline passed, stops proposing at once.
+  fails, or a lease whose deadline passed, stops proposing at once. The first campaign
+  after start waits ``BSN_ETCD_CAMPAIGN_DELAY_MS`` (the node's rank among the app's nodes
+  times a stagger): nodes that start together do not all grant leases and lose the txn.
 - Take-over: etcd leases are outside its RBAC, so any client (another app's credential)
   can keep a dead proposer's lease alive. Failover therefore does not rest on the lease
   alone: a node that sees pending batches older than ``BSN_ETCD_TAKEOVER_S`` while no
@@ -130,6 +132,7 @@ class EtcdOrderer:
         self.max_wait = max(0, int(_cfg(config, "block_max_wait_ms", 20) or 0)) / 1000.0
         self.window = max(1, int(_cfg(config, "etcd_block_window", 10000) or 10000))
         self.takeover_after = max(1.0, float(_cfg(config, "etcd_takeover_s", TAKEOVER_AFTER) or TAKEOVER_AFTER))
+        self.campaign_delay = max(0, int(_cfg(config, "etcd_campaign_delay_ms", 0) or 0)) / 1000.0
         self.peers = [p.rstrip("/") for p in (_cfg(config, "peers") or []) if p]
         self.peer_credentials: dict[str, str] = dict(_cfg(config, "peer_credentials") or {})
         endpoints = _cfg(config, "etcd_endpoints") or []
@@ -471,6 +474,13 @@ class EtcdOrderer:
     # ------------------------------------------------------------------ election
 
     def _elect_loop(self) -> None:
+        # The first campaign waits the node's delay (BSN_ETCD_CAMPAIGN_DELAY_MS, by its rank
+        # among the app's nodes): an app's nodes starting at once would each grant a lease
+        # and try the proposer txn, and all but one revoke theirs — writes on every member.
+        # A later node then finds the proposer with one read. Only the first campaign after
+        # start waits: failover (the watch sees the key deleted) campaigns at once.
+        if self.campaign_delay and self._stop.wait(self.campaign_delay):
+            return
         while not self._stop.is_set():
             try:
                 if self._lease:
