@@ -41,7 +41,14 @@ from apps.runtime.base import (
 from apps.runtime.drivers import driver_for_region
 from apps.runtime.health import wait_healthy
 from apps.runtime.nodeapi import read_chain
-from apps.runtime.spec import LABEL_GENERATION, NodeSpec, NodeStatus, build_node_spec, peer_network_name
+from apps.runtime.spec import (
+    LABEL_GENERATION,
+    NodeSpec,
+    NodeStatus,
+    Runtime,
+    build_node_spec,
+    peer_network_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +67,7 @@ class Superseded(Exception):
     """The app's desired state changed under a running operation."""
 
 
-def runtime_fields(framework: Framework, region) -> dict:
+def runtime_fields(framework: Framework, region) -> Runtime:
     """What a container of ``framework`` on ``region`` runs with (a node's, a warm node's)."""
     return {
         "region_code": region.code,

@@ -7,6 +7,7 @@ builders are unit tested without an engine (tests/runtime/test_spec.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 LABEL_PREFIX = "io.bsn"
 LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
@@ -143,22 +144,29 @@ def _listen_env(port: int) -> dict[str, str]:
     return {"BSN_LEDGER_HOST": "0.0.0.0", "BSN_LEDGER_PORT": str(port), "BSN_LEDGER_DATA": NODE_DATA_PATH}
 
 
+class Runtime(TypedDict):
+    """What a container of a framework on a region runs with, the same for a node and a
+    warm node (``apps.chainapps.provisioning.runtime_fields`` reads it off the framework
+    and the region): declared once for both spec builders."""
+
+    region_code: str
+    image: str
+    command: list[str] | None
+    port: int
+    health_path: str
+    publish_host: str
+    mem_limit_mb: int
+    cpus: float
+    pids_limit: int
+
+
 def build_node_spec(
     *,
     installation_id: str,
     tenant_id: str,
     app_id: str,
     node_id: str,
-    region_code: str,
     generation: int,
-    image: str,
-    command: list[str] | None,
-    port: int,
-    health_path: str,
-    publish_host: str,
-    mem_limit_mb: int,
-    cpus: float,
-    pids_limit: int,
     env: dict[str, str] | None = None,
     secrets: dict[str, str] | None = None,
     host_port: int | None = None,
@@ -166,10 +174,12 @@ def build_node_spec(
     name: str = "",
     warm: str = "",
     claim_key: str = "",
+    **runtime: Unpack[Runtime],
 ) -> NodeSpec:
     """``name``: the node's recorded name (a claimed warm node's); default the deterministic
     ``node_name``. Its network and volume are named after it. ``warm``: the warm node's id,
     ``claim_key`` its claim key."""
+    region_code = runtime.pop("region_code")
     name = name or node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
     base_labels = app_labels(installation_id=installation_id, tenant_id=tenant_id, app_id=app_id)
     labels = {
@@ -179,25 +189,41 @@ def build_node_spec(
         LABEL_ROLE: "ledger",
         **({LABEL_WARM: warm} if warm else {}),
     }
-    node_env = {"BSN_NODE_ID": node_id, "BSN_APP_ID": app_id, **_listen_env(port), **(env or {})}
+    node_env = {"BSN_NODE_ID": node_id, "BSN_APP_ID": app_id, **_listen_env(runtime["port"]), **(env or {})}
     return _named_spec(
         name,
-        image=image,
-        command=command,
         env=node_env,
         labels=labels,
-        port=port,
-        publish_host=publish_host,
-        health_path=health_path,
-        mem_limit_mb=mem_limit_mb,
-        cpus=cpus,
-        pids_limit=pids_limit,
         app_labels=base_labels,
         host_port=host_port,
         pinned=pinned,
         secrets=dict(secrets or {}),
         warm=warm,
         claim_key=claim_key,
+        **runtime,
+    )
+
+
+def build_warm_spec(
+    *, installation_id: str, warm_id: str, host_port: int | None, claim_key: str, **runtime: Unpack[Runtime]
+) -> NodeSpec:
+    """A warm node: the container, network and volume of a node of no app yet, started to
+    wait for its claim (``CLAIM_FILE``, or sealed with ``claim_key`` on its port: its one
+    secret). Same hardening and resources as the node that will claim it; no app or node
+    label (``LABEL_WARM`` instead), generation 1 (a new node's)."""
+    region_code = runtime.pop("region_code")
+    name = warm_node_name(installation_id=installation_id, warm_id=warm_id, region_code=region_code)
+    base = {LABEL_MANAGED: "true", LABEL_INSTALLATION: installation_id, LABEL_WARM: warm_id}
+    return _named_spec(
+        name,
+        env={**_listen_env(runtime["port"]), "BSN_CLAIM_FILE": CLAIM_FILE},
+        labels={**base, LABEL_GENERATION: "1", LABEL_ROLE: "ledger"},
+        app_labels=base,
+        host_port=host_port,
+        secrets={"BSN_CLAIM_KEY": claim_key},
+        warm=warm_id,
+        claim_key=claim_key,
+        **runtime,
     )
 
 
@@ -210,46 +236,4 @@ def _named_spec(name: str, *, command: list[str] | None, **fields) -> NodeSpec:
         network=network_name(name),
         volume=volume_name(name),
         **fields,
-    )
-
-
-def build_warm_spec(
-    *,
-    installation_id: str,
-    warm_id: str,
-    region_code: str,
-    image: str,
-    command: list[str] | None,
-    port: int,
-    health_path: str,
-    publish_host: str,
-    mem_limit_mb: int,
-    cpus: float,
-    pids_limit: int,
-    host_port: int | None,
-    claim_key: str,
-) -> NodeSpec:
-    """A warm node: the container, network and volume of a node of no app yet, started to
-    wait for its claim (``CLAIM_FILE``, or sealed with ``claim_key`` on its port: its one
-    secret). Same hardening and resources as the node that will claim it; no app or node
-    label (``LABEL_WARM`` instead), generation 1 (a new node's)."""
-    name = warm_node_name(installation_id=installation_id, warm_id=warm_id, region_code=region_code)
-    base = {LABEL_MANAGED: "true", LABEL_INSTALLATION: installation_id, LABEL_WARM: warm_id}
-    return _named_spec(
-        name,
-        image=image,
-        command=command,
-        env={**_listen_env(port), "BSN_CLAIM_FILE": CLAIM_FILE},
-        labels={**base, LABEL_GENERATION: "1", LABEL_ROLE: "ledger"},
-        port=port,
-        publish_host=publish_host,
-        health_path=health_path,
-        mem_limit_mb=mem_limit_mb,
-        cpus=cpus,
-        pids_limit=pids_limit,
-        app_labels=base,
-        host_port=host_port,
-        secrets={"BSN_CLAIM_KEY": claim_key},
-        warm=warm_id,
-        claim_key=claim_key,
     )
