@@ -298,17 +298,19 @@ def claim_warm_node(endpoint: str, sealed: bytes, *, timeout: float = 3.0) -> in
     (then whether it was taken is unknown: the caller's fallback tells)."""
     host, port, base = _target(endpoint)
     headers = {"Content-Type": "application/octet-stream", "Connection": "close"}
-    for attempt in range(1, CLAIM_ATTEMPTS + 1):
+
+    def post() -> int:
+        status, _, _ = _exchange(
+            endpoint, host, port, "POST", f"{base}/claim", sealed, headers, (min(timeout, 1.0), timeout)
+        )
+        return status
+
+    for _ in range(CLAIM_ATTEMPTS - 1):
         try:
-            status, _, _ = _exchange(
-                endpoint, host, port, "POST", f"{base}/claim", sealed, headers, (min(timeout, 1.0), timeout)
-            )
-            return status
+            return post()
         except NodeUnreachable:
-            if attempt == CLAIM_ATTEMPTS:
-                raise
             time.sleep(CLAIM_RETRY_S)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    return post()  # the last try: what it raises is the caller's
 
 
 def standing_by(endpoint: str, *, timeout: float = 1.0) -> bool:
