@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.db import transaction
 
 from apps.chainapps.keys import key_private
 from apps.chainapps.models import ChainApp, LedgerNode
@@ -97,13 +96,9 @@ def node_config(node: LedgerNode) -> tuple[dict[str, str], dict[str, str]]:
     if app.ordering == ChainApp.Ordering.ETCD:
         from apps.ordering.services import ordering_app_credentials, ordering_node_env
 
-        # The app's etcd credential is created by whichever node step comes first; the
-        # nodes of one app start in parallel (one step per region), so serialise that
-        # first creation on the app row.
-        with transaction.atomic():
-            ChainApp.objects.select_for_update().filter(pk=app.pk).first()
-            creds = ordering_app_credentials(app)
-        ordering = ordering_node_env(app, node, creds=creds)
+        # Made by the create's begin task, or by whichever node step comes first (serialised
+        # on the app's row there).
+        ordering = ordering_node_env(app, node, creds=ordering_app_credentials(app))
         if node.region.driver == "swarm":
             _refuse_loopback(node, ordering["BSN_ETCD_ENDPOINTS"])
         secrets["BSN_ETCD_PASSWORD"] = ordering.pop("BSN_ETCD_PASSWORD")  # a file, never the environment

@@ -28,7 +28,8 @@ from apps.chainapps.ports import node_release_host_port, start_on_own_port
 from apps.chainapps.warm import warm_claim_key
 from apps.common.errors import Conflict
 from apps.common.incidents import incident, runtime_reason
-from apps.common.models import installation_id, installation_scope
+from apps.common.models import installation_id
+from apps.common.scope import work_scope
 from apps.runtime.base import (
     Networks,
     PermanentRuntimeError,
@@ -190,13 +191,17 @@ def node_start_recorded(driver, node: LedgerNode) -> NodeStatus:
     return status
 
 
-def node_wait_verified(node: LedgerNode, status: NodeStatus, *, timeout: float | None = None) -> None:
+def node_wait_verified(
+    node: LedgerNode, status: NodeStatus, *, timeout: float | None = None, current: bool = False
+) -> None:
     """Wait until a started node answers ``/health`` as itself (signed request, reply MAC,
     identity proof with its node key), then record it running. Raises TransientRuntimeError
     when it does not within ``timeout`` (default BSN_NODE_HEALTH_TIMEOUT),
     PermanentRuntimeError without a credential. Provisioning, an operator's restart, a heal
-    and the upgrade and scale steps all end here."""
-    row = LedgerNode.objects.select_related("framework", "app__framework").get(pk=node.pk)
+    and the upgrade and scale steps all end here. ``current``: ``node`` is the row as it is
+    now, its framework loaded and its credential made (the step that just configured and
+    started it); else the row is read again."""
+    row = node if current else LedgerNode.objects.select_related("framework", "app__framework").get(pk=node.pk)
     auth = node_auth(row)  # its credential exists by now
     if auth is None:
         raise PermanentRuntimeError(f"node {node.name} has no API credential")
@@ -319,6 +324,25 @@ def operation_claim(operation_id: str) -> tuple[Operation | None, str]:
         ):
             ChainApp.objects.filter(pk=app.pk).update(status=ChainApp.Status.PROVISIONING)
     return op, ""
+
+
+def operation_prepare(op: Operation) -> None:
+    """What the steps of a new etcd app all need, made once while they are on their way to
+    their regions' workers: the app's etcd user and role (``ordering_app_credentials``).
+    Made here, no step of the app waits on another's making it; the first step to get there
+    waits on the app's row and finds it made. Best effort: on a failure the steps make it
+    themselves and report why not, with their retries."""
+    if op.kind != Operation.Kind.PROVISION:
+        return
+    app = ChainApp.objects.filter(pk=op.app_id, ordering=ChainApp.Ordering.ETCD).first()
+    if app is None:
+        return
+    from apps.ordering.services import ordering_app_credentials
+
+    try:
+        ordering_app_credentials(app)
+    except Exception as exc:  # noqa: BLE001 - the steps do it again and report it
+        logger.info("operation %s: the app's etcd user was not made ahead of its steps: %s", op.pk, exc)
 
 
 def _new_step(*, order: int = 0, action: str = "") -> dict:
@@ -727,7 +751,7 @@ def node_step_run(operation_id: str, node_id: str) -> str:
     step = op.steps.get(node_id)
     if step is None or step["state"] != STEP_PENDING:
         return "skipped"
-    with installation_scope():  # its spec, its configured spec and its labels: one read
+    with work_scope():  # rows it asks for several times are read once (apps/common/scope.py)
         return _node_step(op, step, node_id)
 
 
@@ -760,7 +784,7 @@ def _node_step(op: Operation, step: dict, node_id: str) -> str:
             where.now = "starting the node"
             status = node_start_recorded(driver, node)
             where.now = "waiting for the node to become healthy"
-            node_wait_verified(node, status)
+            node_wait_verified(node, status, current=True)  # configured by this step: its credential is on it
             # The endpoint is operator information: in the staff-only detail.
             return _record_step(
                 operation_id,

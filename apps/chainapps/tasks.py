@@ -47,6 +47,7 @@ def operation_begin(operation_id: str, waits: int = 0) -> str:
         provisioning.complete_if_done(operation_id)
         return "nothing to do"
     _send_steps(operation_id, nodes)
+    provisioning.operation_prepare(op)  # while the steps are on their way
     return f"dispatched {len(nodes)}"
 
 

@@ -28,6 +28,7 @@ from apps.chainapps.ports import engine_busy_ports, host_port, start_on_own_port
 from apps.common.crypto import decrypt_secret, encrypt_secret
 from apps.common.leases import single_flight
 from apps.common.models import installation_id
+from apps.common.scope import forget, scoped
 from apps.ordering import peer_tls
 from apps.ordering import spec as ospec
 from apps.ordering.models import MEMBER_COUNT, AppOrderingCredential, OrderingCluster, OrderingMember
@@ -271,10 +272,26 @@ def _endpoints(members: list[OrderingMember]) -> list[str]:
     return [m.endpoint for m in members if m.endpoint]
 
 
+def _members_now() -> list[OrderingMember]:
+    """The members by index, with their regions: read once per ``work_scope()`` (a node
+    step asks three times: the service's fast check, its etcd endpoints, the members to
+    attach). Not to be changed by the caller; a pass that changes members ``forget``s it."""
+    return scoped("ordering.members", lambda: list(OrderingMember.objects.select_related("region").order_by("index")))
+
+
+def _cluster_now() -> OrderingCluster | None:
+    """The cluster's row, once per ``work_scope()`` (see ``_members_now``)."""
+    return scoped("ordering.cluster", lambda: OrderingCluster.objects.filter(pk=1).first())
+
+
+def _forget_rows() -> None:
+    forget("ordering.members", "ordering.cluster")
+
+
 def admin_client(*, members: list[OrderingMember] | None = None, cluster: OrderingCluster | None = None) -> EtcdClient:
     """An etcd client as root, on the members' published client URLs."""
-    members = members if members is not None else list(OrderingMember.objects.select_related("region"))
-    cluster = cluster or OrderingCluster.objects.filter(pk=1).first()
+    members = members if members is not None else _members_now()
+    cluster = cluster or _cluster_now()
     if cluster is not None and members and not any(member_health(m.endpoint) for m in members):
         # A restarted member may be published on a new host port: look at the containers.
         # Specs name every member of the cluster, also when asked about some of them.
@@ -448,20 +465,24 @@ def ordering_ensure(*, timeout: float = ENSURE_TIMEOUT) -> OrderingCluster:
                 f"a heal of the ordering service has held it for over {timeout:.0f}s; "
                 "see `manage.py bsn_ordering status`"
             )
-        recent = _recently_healthy()  # the pass we waited for may have done it all
+        _forget_rows()  # the pass we waited for may have done it all: look again
+        recent = _recently_healthy()
         if recent is not None:
             return recent
-        with transaction.atomic():
-            cluster = _cluster_row()
-            members = _member_rows()
-            names = [m.name for m in members]
-            _update_peer_urls(members, cluster)
-            started = [m for m in members if _start_member(m, cluster, names, members).endswith("started")]
-            _wait_quorum(members, timeout)
-            _setup_auth(cluster, members)
-            _wait_members(started, STARTED_GRACE)
-            _record_health(members, cluster)
-            OrderingCluster.objects.filter(pk=cluster.pk).update(last_error="")
+        try:
+            with transaction.atomic():
+                cluster = _cluster_row()
+                members = _member_rows()
+                names = [m.name for m in members]
+                _update_peer_urls(members, cluster)
+                started = [m for m in members if _start_member(m, cluster, names, members).endswith("started")]
+                _wait_quorum(members, timeout)
+                _setup_auth(cluster, members)
+                _wait_members(started, STARTED_GRACE)
+                _record_health(members, cluster)
+                OrderingCluster.objects.filter(pk=cluster.pk).update(last_error="")
+        finally:
+            _forget_rows()  # this pass changed them (or some of them, if it failed)
     return cluster
 
 
@@ -479,7 +500,7 @@ def _recently_healthy() -> OrderingCluster | None:
     answers now; else None (the full, locked path runs). A member killed since does not
     answer, so the full path restarts it as before; a change of a member's spec (an image
     upgrade, new peer URLs) waits at most that long, or for the reconciler's heal."""
-    cluster = OrderingCluster.objects.filter(pk=1).first()
+    cluster = _cluster_now()
     if (
         cluster is None
         or cluster.state != OrderingCluster.State.HEALTHY
@@ -488,7 +509,7 @@ def _recently_healthy() -> OrderingCluster | None:
         or (timezone.now() - cluster.last_checked_at).total_seconds() > ensure_fresh()
     ):
         return None
-    members = list(OrderingMember.objects.all())
+    members = _members_now()
     if len(members) != MEMBER_COUNT or any(m.state != OrderingMember.State.RUNNING for m in members):
         return None
     return cluster if _members_answer([m.endpoint for m in members]) else None
@@ -705,11 +726,7 @@ def ordering_attach_begin(network_name: str, *, region: Region | None = None) ->
     node's container meanwhile: the connects and the container start are independent
     engine calls, and a node retries etcd until its members are attached."""
     inst = installation_id()
-    members = [
-        m
-        for m in OrderingMember.objects.select_related("region").order_by("index")
-        if (region is None or same_engine(m.region, region)) and _on_networks(m)
-    ]
+    members = [m for m in _members_now() if (region is None or same_engine(m.region, region)) and _on_networks(m)]
     drivers = {m.pk: driver_for_region(m.region) for m in members}
 
     def attach(member: OrderingMember) -> str | None:
@@ -749,40 +766,51 @@ def ordering_detach(network_name: str) -> list[str]:
 def ordering_app_credentials(app: ChainApp) -> dict[str, str]:
     """The app's etcd user, password and prefix; creates user and role on first use.
 
-    The role may read and write ``/bsn/apps/<app id>/`` and nothing else.
+    The role may read and write ``/bsn/apps/<app id>/`` and nothing else. Once made, one
+    plain read; the first creation is serialised on the app's row (an app's node steps and
+    its create's begin all ask at once, see ``chainapps.tasks.operation_begin``).
     """
-    app_id = str(app.pk)
+    made = AppOrderingCredential.objects.filter(app_id=app.pk, provisioned_at__isnull=False).first()
+    if made is not None:
+        return {"user": made.user, "password": decrypt_secret(made.password_encrypted), "prefix": made.prefix}
     with transaction.atomic():
-        cred = AppOrderingCredential.objects.select_for_update().filter(app_id=app.pk).first()
-        if cred is None:
-            # Every node step of a new app gets here at once: one insert wins, the others
-            # wait on the unique key, fail, and then lock the winner's row.
-            user = ospec.app_user(app_id)
-            try:
-                with transaction.atomic():
-                    AppOrderingCredential.objects.create(
-                        app_id=app.pk,
-                        user=user,
-                        role=user,
-                        prefix=ospec.app_prefix(app_id),
-                        password_encrypted=encrypt_secret(secrets.token_urlsafe(24)),
-                    )
-            except IntegrityError:
-                pass
-            cred = AppOrderingCredential.objects.select_for_update().get(app_id=app.pk)
-        password = decrypt_secret(cred.password_encrypted)
-        if cred.provisioned_at is None:
-            root = admin_client()
-            try:
-                if not root.user_add(cred.user, password):
-                    root.user_change_password(cred.user, password)  # left from a rolled-back attempt
-                root.role_add(cred.role)
-                root.role_grant_permission(cred.role, cred.prefix, prefix_end(cred.prefix), "READWRITE")
-                root.user_grant_role(cred.user, cred.role)
-            except EtcdError as exc:
-                raise _etcd_error(exc, f"creating the etcd user of app {app_id}") from exc
-            cred.provisioned_at = timezone.now()
-            cred.save(update_fields=["provisioned_at", "updated_at"])
+        ChainApp.objects.select_for_update().filter(pk=app.pk).first()
+        return _app_credentials_locked(app)
+
+
+def _app_credentials_locked(app: ChainApp) -> dict[str, str]:
+    """``ordering_app_credentials`` inside its transaction, the app's row locked."""
+    app_id = str(app.pk)
+    cred = AppOrderingCredential.objects.select_for_update().filter(app_id=app.pk).first()
+    if cred is None:
+        # Callers hold the app's row, so one comes here at a time; should two ever come, one
+        # insert wins, the other waits on the unique key, fails and locks the winner's row.
+        user = ospec.app_user(app_id)
+        try:
+            with transaction.atomic():
+                AppOrderingCredential.objects.create(
+                    app_id=app.pk,
+                    user=user,
+                    role=user,
+                    prefix=ospec.app_prefix(app_id),
+                    password_encrypted=encrypt_secret(secrets.token_urlsafe(24)),
+                )
+        except IntegrityError:
+            pass
+        cred = AppOrderingCredential.objects.select_for_update().get(app_id=app.pk)
+    password = decrypt_secret(cred.password_encrypted)
+    if cred.provisioned_at is None:
+        root = admin_client()
+        try:
+            if not root.user_add(cred.user, password):
+                root.user_change_password(cred.user, password)  # left from a rolled-back attempt
+            root.role_add(cred.role)
+            root.role_grant_permission(cred.role, cred.prefix, prefix_end(cred.prefix), "READWRITE")
+            root.user_grant_role(cred.user, cred.role)
+        except EtcdError as exc:
+            raise _etcd_error(exc, f"creating the etcd user of app {app_id}") from exc
+        cred.provisioned_at = timezone.now()
+        cred.save(update_fields=["provisioned_at", "updated_at"])
     return {"user": cred.user, "password": password, "prefix": cred.prefix}
 
 
@@ -794,10 +822,11 @@ def ordering_node_env(app: ChainApp, node: LedgerNode, *, creds: dict[str, str] 
     container name (they are attached to the app's network, see ``ordering_attach``),
     members elsewhere by their published client URL.
     """
-    members = list(OrderingMember.objects.select_related("region").order_by("index"))
-    if len(members) < MEMBER_COUNT or not OrderingCluster.objects.filter(pk=1, auth_enabled=True).exists():
+    members, cluster = _members_now(), _cluster_now()
+    if len(members) < MEMBER_COUNT or cluster is None or not cluster.auth_enabled:
         ordering_ensure()  # the first etcd app: bring the service up (idempotent, serialised)
-        members = list(OrderingMember.objects.select_related("region").order_by("index"))
+        _forget_rows()
+        members = _members_now()
     endpoints = []
     for member in members:
         if same_engine(member.region, node.region) and _on_networks(member):

@@ -1,0 +1,149 @@
+"""What a node step reads once (apps/common/scope.py) and the app's etcd user made ahead of
+its steps (provisioning.operation_prepare); no etcd, no Docker: the root client is a fake."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.utils import timezone
+
+from apps.chainapps import provisioning
+from apps.chainapps.models import ChainApp, Framework, Operation
+from apps.common.models import installation_id
+from apps.common.scope import forget, scoped, work_scope
+from apps.ordering import services
+from apps.ordering.models import AppOrderingCredential, OrderingCluster, OrderingMember
+from tests.factories import RegionFactory, TenantFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _service() -> None:
+    region = RegionFactory(code="cn-scope", driver="docker")
+    OrderingCluster.objects.create(
+        pk=1, token="t", root_password_encrypted="x", auth_enabled=True, state=OrderingCluster.State.HEALTHY
+    )
+    for index in range(3):
+        OrderingMember.objects.create(index=index, region=region, name=f"m{index}", endpoint=f"http://m{index}:1")
+
+
+def _app(ordering: str = ChainApp.Ordering.ETCD) -> ChainApp:
+    framework, _ = Framework.objects.get_or_create(
+        slug="scope-test", defaults={"name": "t", "version": "1", "image": "bsn/ledger:latest"}
+    )
+    return ChainApp.objects.create(tenant=TenantFactory(), name="a", framework=framework, ordering=ordering)
+
+
+def test_a_scope_loads_each_key_once_and_outside_one_every_call_loads():
+    loads: list[str] = []
+
+    def load() -> str:
+        loads.append("x")
+        return f"v{len(loads)}"
+
+    assert scoped("k", load) == "v1" and scoped("k", load) == "v2"  # no scope: every call
+    with work_scope():
+        assert scoped("k", load) == "v3" and scoped("k", load) == "v3"
+        forget("k")  # the unit of work changed it
+        assert scoped("k", load) == "v4"
+        with work_scope():  # a unit of work of its own reads its own
+            assert scoped("k", load) == "v5"
+        assert scoped("k", load) == "v4"
+    assert scoped("k", load) == "v6"
+
+
+def test_a_step_reads_the_installation_and_the_ordering_rows_once(django_assert_num_queries):
+    _service()
+    installation_id()  # the row exists (made on first use)
+    with work_scope(), django_assert_num_queries(3):  # installation, members, cluster
+        for _ in range(3):
+            installation_id()
+            assert [m.name for m in services._members_now()] == ["m0", "m1", "m2"]
+            assert services._cluster_now().auth_enabled
+    with django_assert_num_queries(2):  # outside a step: read each time
+        services._members_now()
+        services._members_now()
+
+
+def test_a_full_ordering_pass_makes_the_step_read_the_rows_again(monkeypatch):
+    """The fast check fails (the cluster looked degraded), the full pass changes the rows:
+    what the step reads after it is what the pass left, not what it read before."""
+    _service()
+    OrderingCluster.objects.filter(pk=1).update(state=OrderingCluster.State.DEGRADED)
+
+    def full_pass(*args, **kwargs):
+        OrderingMember.objects.filter(index=0).update(endpoint="http://m0-new:1")
+        OrderingCluster.objects.filter(pk=1).update(state=OrderingCluster.State.HEALTHY, last_checked_at=timezone.now())
+        return "started"
+
+    for name in ("_update_peer_urls", "_wait_quorum", "_setup_auth", "_wait_members", "_record_health"):
+        monkeypatch.setattr(services, name, lambda *a, **k: None)
+    monkeypatch.setattr(services, "_start_member", full_pass)
+    with work_scope():
+        assert services._members_now()[0].endpoint == "http://m0:1"
+        services.ordering_ensure(timeout=1)
+        assert services._members_now()[0].endpoint == "http://m0-new:1"
+        assert services._cluster_now().state == OrderingCluster.State.HEALTHY
+
+
+class FakeRoot:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    def user_add(self, user, password):
+        self.calls.append("user_add")
+        return True
+
+    def role_add(self, role):
+        self.calls.append("role_add")
+
+    def role_grant_permission(self, role, key, end, permission):
+        self.calls.append("grant")
+
+    def user_grant_role(self, user, role):
+        self.calls.append("user_grant_role")
+
+
+def test_app_credentials_are_made_once_then_read_without_a_lock(monkeypatch, django_assert_num_queries):
+    _service()
+    app = _app()
+    calls: list[str] = []
+    monkeypatch.setattr(services, "admin_client", lambda **kw: FakeRoot(calls))
+    made = services.ordering_app_credentials(app)
+    assert calls == ["user_add", "role_add", "grant", "user_grant_role"]
+    assert made["prefix"] == f"/bsn/apps/{app.pk}/"
+    with django_assert_num_queries(1):  # one plain read: no transaction, no row lock
+        assert services.ordering_app_credentials(app) == made
+    assert calls == ["user_add", "role_add", "grant", "user_grant_role"]
+
+
+def _provision(app: ChainApp, kind: str = Operation.Kind.PROVISION) -> Operation:
+    return Operation.objects.create(tenant=app.tenant, app=app, kind=kind, status=Operation.Status.RUNNING)
+
+
+def test_a_create_makes_the_etcd_user_ahead_of_its_steps(monkeypatch):
+    _service()
+    app, solo = _app(), _app(ChainApp.Ordering.SOLO)
+    calls: list[str] = []
+    monkeypatch.setattr(services, "admin_client", lambda **kw: FakeRoot(calls))
+    provisioning.operation_prepare(_provision(solo))  # no etcd user for a solo app
+    provisioning.operation_prepare(_provision(app, Operation.Kind.STOP))  # nor for other operations
+    assert calls == [] and not AppOrderingCredential.objects.exists()
+    provisioning.operation_prepare(_provision(app))
+    assert AppOrderingCredential.objects.get(app=app).provisioned_at is not None
+    assert calls == ["user_add", "role_add", "grant", "user_grant_role"]
+
+
+def test_a_create_whose_etcd_user_cannot_be_made_ahead_leaves_it_to_the_steps(monkeypatch, caplog):
+    _service()
+    app = _app()
+
+    def unavailable(**kw):
+        raise services.OrderingNotReady("no member answers")
+
+    monkeypatch.setattr(services, "admin_client", unavailable)
+    with caplog.at_level(logging.INFO, logger="apps.chainapps.provisioning"):
+        provisioning.operation_prepare(_provision(app))  # does not raise: the steps try again
+    assert "not made ahead of its steps: no member answers" in caplog.text
+    assert not AppOrderingCredential.objects.filter(app=app).exists()  # rolled back: the first step makes it
