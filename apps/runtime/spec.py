@@ -179,8 +179,7 @@ def build_node_spec(
     """``name``: the node's recorded name (a claimed warm node's); default the deterministic
     ``node_name``. Its network and volume are named after it. ``warm``: the warm node's id,
     ``claim_key`` its claim key."""
-    region_code = runtime.pop("region_code")
-    name = name or node_name(installation_id=installation_id, app_id=app_id, region_code=region_code)
+    name = name or node_name(installation_id=installation_id, app_id=app_id, region_code=runtime["region_code"])
     base_labels = app_labels(installation_id=installation_id, tenant_id=tenant_id, app_id=app_id)
     labels = {
         **base_labels,
@@ -189,10 +188,10 @@ def build_node_spec(
         LABEL_ROLE: "ledger",
         **({LABEL_WARM: warm} if warm else {}),
     }
-    node_env = {"BSN_NODE_ID": node_id, "BSN_APP_ID": app_id, **_listen_env(runtime["port"]), **(env or {})}
     return _named_spec(
         name,
-        env=node_env,
+        runtime,
+        env={"BSN_NODE_ID": node_id, "BSN_APP_ID": app_id, **(env or {})},
         labels=labels,
         app_labels=base_labels,
         host_port=host_port,
@@ -200,7 +199,6 @@ def build_node_spec(
         secrets=dict(secrets or {}),
         warm=warm,
         claim_key=claim_key,
-        **runtime,
     )
 
 
@@ -211,29 +209,34 @@ def build_warm_spec(
     wait for its claim (``CLAIM_FILE``, or sealed with ``claim_key`` on its port: its one
     secret). Same hardening and resources as the node that will claim it; no app or node
     label (``LABEL_WARM`` instead), generation 1 (a new node's)."""
-    region_code = runtime.pop("region_code")
-    name = warm_node_name(installation_id=installation_id, warm_id=warm_id, region_code=region_code)
+    name = warm_node_name(installation_id=installation_id, warm_id=warm_id, region_code=runtime["region_code"])
     base = {LABEL_MANAGED: "true", LABEL_INSTALLATION: installation_id, LABEL_WARM: warm_id}
     return _named_spec(
         name,
-        env={**_listen_env(runtime["port"]), "BSN_CLAIM_FILE": CLAIM_FILE},
+        runtime,
+        env={"BSN_CLAIM_FILE": CLAIM_FILE},
         labels={**base, LABEL_GENERATION: "1", LABEL_ROLE: "ledger"},
         app_labels=base,
         host_port=host_port,
         secrets={"BSN_CLAIM_KEY": claim_key},
         warm=warm_id,
         claim_key=claim_key,
-        **runtime,
     )
 
 
-def _named_spec(name: str, *, command: list[str] | None, **fields) -> NodeSpec:
-    """The spec of the container ``name`` (a node's or a warm node's): its network and
-    volume are named after it, one rule for both (a claimed node keeps the warm node's)."""
+def _named_spec(name: str, runtime: Runtime, *, env: dict[str, str], **fields) -> NodeSpec:
+    """The spec of the container ``name`` (a node's or a warm node's), one rule for both:
+    its network and volume are named after it (a claimed node keeps the warm node's), it
+    runs with ``runtime`` (whose region code is in its name already), and ``env`` comes
+    after where it listens and keeps its data."""
+    run = {key: value for key, value in runtime.items() if key not in ("region_code", "command")}
+    command = runtime["command"]
     return NodeSpec(
         name=name,
         command=tuple(command) if command else None,
         network=network_name(name),
         volume=volume_name(name),
+        env={**_listen_env(runtime["port"]), **env},
+        **run,
         **fields,
     )
