@@ -762,8 +762,7 @@ def _node_step(op: Operation, step: dict, node_id: str) -> str:
         .filter(pk=node_id)
         .first()
     )
-    if node is None:
-        step_taken(operation_id, node_id)
+    if node is None:  # one write: recording the step ends its dispatch marks too (DISPATCH_KEYS)
         return _record_step(operation_id, node_id, STEP_DONE, "node row gone")
     action = step.get("action")
     ensuring = not action and op.kind in (Operation.Kind.PROVISION, Operation.Kind.START)
