@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from apps.chainapps.models import ChainApp, LedgerNode
@@ -782,22 +782,15 @@ def _app_credentials_locked(app: ChainApp) -> dict[str, str]:
     """``ordering_app_credentials`` inside its transaction, the app's row locked."""
     app_id = str(app.pk)
     cred = AppOrderingCredential.objects.select_for_update().filter(app_id=app.pk).first()
-    if cred is None:
-        # Callers hold the app's row, so one comes here at a time; should two ever come, one
-        # insert wins, the other waits on the unique key, fails and locks the winner's row.
+    if cred is None:  # the caller holds the app's row: one comes here at a time
         user = ospec.app_user(app_id)
-        try:
-            with transaction.atomic():
-                AppOrderingCredential.objects.create(
-                    app_id=app.pk,
-                    user=user,
-                    role=user,
-                    prefix=ospec.app_prefix(app_id),
-                    password_encrypted=encrypt_secret(secrets.token_urlsafe(24)),
-                )
-        except IntegrityError:
-            pass
-        cred = AppOrderingCredential.objects.select_for_update().get(app_id=app.pk)
+        cred = AppOrderingCredential.objects.create(
+            app_id=app.pk,
+            user=user,
+            role=user,
+            prefix=ospec.app_prefix(app_id),
+            password_encrypted=encrypt_secret(secrets.token_urlsafe(24)),
+        )
     password = decrypt_secret(cred.password_encrypted)
     if cred.provisioned_at is None:
         root = admin_client()
