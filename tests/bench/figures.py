@@ -88,14 +88,24 @@ def _api(token: str):
     return client
 
 
-def _wait_op(client, url: str, timeout: float = 180, interval: float = 0.02) -> dict:
+def _until(check, what: str, *, timeout: float, interval: float):
+    """``check()``'s first truthy answer, asked every ``interval`` s; TimeoutError naming
+    ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = client.get(url).json()
-        if body["status"] in ("succeeded", "failed", "cancelled"):
-            return body
+        found = check()
+        if found:
+            return found
         time.sleep(interval)
-    raise TimeoutError(url)
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+
+
+def _wait_op(client, url: str, timeout: float = 180, interval: float = 0.02) -> dict:
+    def ended() -> dict | None:
+        body = client.get(url).json()
+        return body if body["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return _until(ended, url, timeout=timeout, interval=interval)
 
 
 def _create_and_wait(client, regions: list[str]) -> tuple[float, str]:
@@ -124,11 +134,7 @@ def _wait_ended(op_id: str, timeout: float = 180, interval: float = 0.1) -> None
     from apps.chainapps.models import Operation
 
     ended = Operation.objects.filter(pk=op_id, finished_at__isnull=False)
-    deadline = time.monotonic() + timeout
-    while not ended.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"operation {op_id} did not end within {timeout:.0f} s")
-        time.sleep(interval)
+    _until(ended.exists, f"operation {op_id} ending", timeout=timeout, interval=interval)
 
 
 def _delete(client, app_id: str) -> None:
