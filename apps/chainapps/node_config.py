@@ -102,6 +102,8 @@ def node_config(node: LedgerNode) -> tuple[dict[str, str], dict[str, str]]:
         if node.region.driver == "swarm":
             _refuse_loopback(node, ordering["BSN_ETCD_ENDPOINTS"])
         secrets["BSN_ETCD_PASSWORD"] = ordering.pop("BSN_ETCD_PASSWORD")  # a file, never the environment
+        if "BSN_ETCD_TOKEN" in ordering:
+            secrets["BSN_ETCD_TOKEN"] = ordering.pop("BSN_ETCD_TOKEN")
         env.update(ordering)
         peers = node_peers(node)
         env["BSN_PEERS"] = ",".join(peers)

@@ -340,7 +340,8 @@ def operation_prepare(op: Operation) -> None:
     from apps.ordering.services import ordering_app_credentials
 
     try:
-        ordering_app_credentials(app)
+        # With a token of the user when warm nodes are claimed: one authentication for them all.
+        ordering_app_credentials(app, token=app.nodes.filter(warm__gt="").exists())
     except Exception as exc:  # noqa: BLE001 - the steps do it again and report it
         logger.info("operation %s: the app's etcd user was not made ahead of its steps: %s", op.pk, exc)
 

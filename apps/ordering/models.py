@@ -83,6 +83,11 @@ class AppOrderingCredential(TimeStamped):
     password_encrypted = models.TextField()
     prefix = models.CharField(max_length=120, unique=True)
     provisioned_at = models.DateTimeField(null=True, blank=True, help_text="user and role exist in etcd")
+    # A token of the user, got once by a create whose nodes are claimed from warm nodes and
+    # handed to them with their claim (``ordering_app_token``): each would else authenticate
+    # itself as it starts, a Raft write on every member per node.
+    token_encrypted = models.TextField(blank=True, default="")
+    token_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.user

@@ -58,6 +58,9 @@ READMIT_TIMEOUT = 15.0  # seconds to wait for etcd to accept re-adding a lost me
 UPGRADE_TIMEOUT = 20.0  # seconds for a recreated member to rejoin before the next one goes
 ROOT_USER = "root"
 ETCD_TIMEOUT = 3.0
+# A token handed to nodes with their claim is this young at most: etcd forgets one unused
+# for --auth-token-ttl (300 s); a node whose token is gone authenticates with its password.
+APP_TOKEN_FRESH_S = 30.0
 
 
 def ensure_fresh() -> float:
@@ -763,7 +766,7 @@ def ordering_detach(network_name: str) -> list[str]:
     return done
 
 
-def ordering_app_credentials(app: ChainApp) -> dict[str, str]:
+def ordering_app_credentials(app: ChainApp, *, token: bool = False) -> dict[str, str]:
     """The app's etcd user, password and prefix; creates user and role on first use.
 
     The role may read and write ``/bsn/apps/<app id>/`` and nothing else. Once made, one
@@ -772,14 +775,17 @@ def ordering_app_credentials(app: ChainApp) -> dict[str, str]:
     """
     made = AppOrderingCredential.objects.filter(app_id=app.pk, provisioned_at__isnull=False).first()
     if made is not None:
-        return {"user": made.user, "password": decrypt_secret(made.password_encrypted), "prefix": made.prefix}
+        return _credentials(made)
     with transaction.atomic():
         ChainApp.objects.select_for_update().filter(pk=app.pk).first()
-        return _app_credentials_locked(app)
+        return _app_credentials_locked(app, token=token)
 
 
-def _app_credentials_locked(app: ChainApp) -> dict[str, str]:
-    """``ordering_app_credentials`` inside its transaction, the app's row locked."""
+def _app_credentials_locked(app: ChainApp, *, token: bool = False) -> dict[str, str]:
+    """``ordering_app_credentials`` inside its transaction, the app's row locked. ``token``:
+    when it makes the user, it also authenticates as it once, for the warm nodes the
+    create claims (``APP_TOKEN_FRESH_S``, ``ordering_node_env``): each would else
+    authenticate itself as it starts, a Raft write on every member per node."""
     app_id = str(app.pk)
     cred = AppOrderingCredential.objects.select_for_update().filter(app_id=app.pk).first()
     if cred is None:  # the caller holds the app's row: one comes here at a time
@@ -802,9 +808,33 @@ def _app_credentials_locked(app: ChainApp) -> dict[str, str]:
             root.user_grant_role(cred.user, cred.role)
         except EtcdError as exc:
             raise _etcd_error(exc, f"creating the etcd user of app {app_id}") from exc
+        if token:
+            cred.token_encrypted, cred.token_at = _user_token(cred.user, password)
         cred.provisioned_at = timezone.now()
-        cred.save(update_fields=["provisioned_at", "updated_at"])
-    return {"user": cred.user, "password": password, "prefix": cred.prefix}
+        cred.save(update_fields=["provisioned_at", "token_encrypted", "token_at", "updated_at"])
+    return _credentials(cred, password=password)
+
+
+def _credentials(cred: AppOrderingCredential, *, password: str | None = None) -> dict[str, str]:
+    """What ``ordering_app_credentials`` gives: user, password, prefix, and ``token`` when
+    one was got with the user under APP_TOKEN_FRESH_S ago."""
+    if password is None:
+        password = decrypt_secret(cred.password_encrypted)
+    out = {"user": cred.user, "password": password, "prefix": cred.prefix}
+    if cred.token_encrypted and cred.token_at and (timezone.now() - cred.token_at).total_seconds() < APP_TOKEN_FRESH_S:
+        out["token"] = decrypt_secret(cred.token_encrypted)
+    return out
+
+
+def _user_token(user: str, password: str) -> tuple[str, Any]:
+    """``(token, encrypted; when)`` of the app's etcd user, or ``("", None)`` if etcd gives
+    none (then each node authenticates itself, as it does anyway once a token expires)."""
+    client = EtcdClient(_endpoints(_members_now()), user=user, password=password, timeout=ETCD_TIMEOUT)
+    try:
+        return encrypt_secret(client.authenticate()), timezone.now()
+    except EtcdError as exc:
+        logger.info("no etcd token for %s to hand to its nodes: %s", user, exc)
+        return "", None
 
 
 def ordering_node_env(app: ChainApp, node: LedgerNode, *, creds: dict[str, str] | None = None) -> dict[str, str]:
@@ -827,13 +857,18 @@ def ordering_node_env(app: ChainApp, node: LedgerNode, *, creds: dict[str, str] 
         elif member.endpoint:
             endpoints.append(member.endpoint)
     creds = creds or ordering_app_credentials(app)
-    return {
+    env = {
         "BSN_ORDERING": "etcd",
         "BSN_ETCD_ENDPOINTS": ",".join(endpoints),
         "BSN_ETCD_USER": creds["user"],
         "BSN_ETCD_PASSWORD": creds["password"],
         "BSN_ETCD_PREFIX": creds["prefix"],
     }
+    if node.warm and creds.get("token"):
+        # A claim: the node starts now with it. Only there: a spec must not change with
+        # each token where the driver starts anew on a changed secret (Swarm).
+        env["BSN_ETCD_TOKEN"] = creds["token"]
+    return env
 
 
 def ordering_revoke_app(app: ChainApp, *, purge: bool = True) -> bool:

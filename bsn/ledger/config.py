@@ -48,6 +48,9 @@ class Config:
     etcd_endpoints: tuple[str, ...] = ()
     etcd_user: str | None = None
     etcd_password: str | None = field(default=None, repr=False)
+    # A token of etcd_user handed over with a warm node's claim (the control plane got it once
+    # for the app's nodes); used until etcd refuses it, then the password.
+    etcd_token: str | None = field(default=None, repr=False)
     etcd_prefix: str = ""  # default /bsn/apps/<app id>/
     etcd_block_window: int = 10000
     # A proposer that leaves pending batches this long without a block is deposed
@@ -235,6 +238,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         etcd_endpoints=endpoints,
         etcd_user=env.get("BSN_ETCD_USER", "").strip() or None,
         etcd_password=_secret(env, "BSN_ETCD_PASSWORD"),
+        etcd_token=_secret(env, "BSN_ETCD_TOKEN"),
         etcd_prefix=prefix,
         peers=peers,
         api_credential=credential,

@@ -7,9 +7,9 @@ Used inside ledger nodes (no Django there) and by the control plane (apps/orderi
   raises :class:`EtcdUnavailable`. A retried call may have been applied once already, so
   callers send requests whose repetition is harmless (puts of the same value,
   compare-and-swap transactions, deletes).
-- Authentication: with a user, a token is obtained from ``/v3/auth/authenticate`` and
-  sent as the ``Authorization`` header; "invalid auth token" (a member restarted, the
-  token expired) fetches a new one and retries once.
+- Authentication: with a user, a token is obtained from ``/v3/auth/authenticate`` (or
+  handed over: ``token``) and sent as the ``Authorization`` header; "invalid auth token"
+  (a member restarted, the token expired) fetches a new one and retries once.
 - Keys and values are bytes on the wire (base64 in JSON); this module takes ``str`` or
   ``bytes`` and returns :class:`KeyValue` with bytes. int64 fields arrive as JSON
   strings and are returned as ``int``.
@@ -230,12 +230,16 @@ def op_delete(key: str | bytes, range_end: str | bytes | None = None) -> dict[st
     return {"request_delete_range": body}
 
 
-def op_range(key: str | bytes, range_end: str | bytes | None = None, *, limit: int = 0) -> dict[str, Any]:
+def op_range(
+    key: str | bytes, range_end: str | bytes | None = None, *, limit: int = 0, keys_only: bool = False
+) -> dict[str, Any]:
     body: dict[str, Any] = {"key": b64(key)}
     if range_end is not None:
         body["range_end"] = b64(range_end)
     if limit:
         body["limit"] = str(limit)
+    if keys_only:
+        body["keys_only"] = True
     return {"request_range": body}
 
 
@@ -261,7 +265,9 @@ class EtcdClient:
         user: str | None = None,
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        token: str | None = None,
     ) -> None:
+        """``token``: one got for ``user`` already (handed over); used until etcd refuses it."""
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
         self.endpoints = [e.strip().rstrip("/") for e in endpoints]
@@ -272,7 +278,7 @@ class EtcdClient:
         self.user = user or None
         self.password = password or ""
         self.timeout = timeout
-        self._token: str | None = None
+        self._token: str | None = (token or None) if user else None
         self._token_lock = threading.Lock()
         self._preferred = 0  # index of the endpoint that answered last
         self._local = threading.local()

@@ -38,6 +38,8 @@ def test_defaults():
 def test_values_are_read(tmp_path):
     secret = tmp_path / "node.key"
     secret.write_text(NODE_KEY + "\n")
+    token = tmp_path / "bsn_etcd_token"
+    token.write_text("handed.token")
     env = {
         "BSN_LEDGER_HOST": "127.0.0.1",
         "BSN_LEDGER_PORT": "9000",
@@ -54,6 +56,7 @@ def test_values_are_read(tmp_path):
         "BSN_ETCD_ENDPOINTS": "http://a:2379, http://b:2379/",
         "BSN_ETCD_USER": "app-x",
         "BSN_ETCD_PASSWORD": "pw",
+        "BSN_ETCD_TOKEN_FILE": str(token),
         "BSN_PEERS": "http://node-b:8080/, http://10.0.0.2:32768",
         "BSN_ETCD_BLOCK_WINDOW": "50",
         "BSN_BLOCK_MAX_TXS": "100",
@@ -72,11 +75,11 @@ def test_values_are_read(tmp_path):
     assert config.node_private_key == NODE_KEY
     assert config.etcd_endpoints == ("http://a:2379", "http://b:2379")
     assert config.etcd_prefix == "/bsn/apps/3f2a:app.x/"
-    assert (config.etcd_user, config.etcd_password) == ("app-x", "pw")
+    assert (config.etcd_user, config.etcd_password, config.etcd_token) == ("app-x", "pw", "handed.token")
     assert config.peers == ("http://node-b:8080", "http://10.0.0.2:32768")
     assert config.etcd_block_window == 50
     assert (config.block_max_txs, config.block_max_wait_ms, config.tx_max_age_s) == (100, 5, 60)
-    assert NODE_KEY not in repr(config) and "pw" not in repr(config)
+    assert NODE_KEY not in repr(config) and "pw" not in repr(config) and "handed" not in repr(config)
 
 
 @pytest.mark.parametrize(

@@ -134,4 +134,13 @@ def test_auth_roles_confine_users_and_tokens_refresh(etcd_factory):
         EtcdClient([server.endpoint]).get("/bsn/apps/a/k")
     a._token = "stale.token"  # as after a member restart
     assert a.get("/bsn/apps/a/k").value == b"v"
+    # A token handed over (a warm node's claim) is used as it is: no authentication of its own...
+    handed = EtcdClient([server.endpoint], user="app-a", password="pw-a", token=a.authenticate())
+    paths: list[str] = []
+    real = handed._call_endpoints
+    handed._call_endpoints = lambda path, *rest: paths.append(path) or real(path, *rest)
+    assert handed.get("/bsn/apps/a/k").value == b"v" and paths == ["/v3/kv/range"]
+    # ...until etcd refuses it (expired, forgotten by a restart): then the password.
+    expired = EtcdClient([server.endpoint], user="app-a", password="pw-a", token="expired.token")
+    assert expired.get("/bsn/apps/a/k").value == b"v" and expired._token != "expired.token"
     assert root.member_list()[0]["name"] == "t"

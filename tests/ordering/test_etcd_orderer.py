@@ -417,3 +417,33 @@ def test_catch_up_without_etcd_returns_false_at_once():
     )
     orderer.core = FakeCore("x")
     assert orderer.catch_up(2.0) is False
+
+
+def test_a_start_reads_etcd_once_then_watches_and_catches_up_page_by_page(cluster, etcd_server, prefix, monkeypatch):
+    """Before its watch a node reads its blocks, P/height, the pending keys and P/proposer
+    in one read-only transaction (one linearizable read: a round of the members each);
+    a node further behind than one page goes on page by page and misses nothing."""
+    reads: dict[str, list[str]] = {"p": [], "late": []}
+    real_call = EtcdClient.call
+
+    def counted(self, path, body, **kw):
+        name = threading.current_thread().name  # etcd-watch-<node id>: the watch's thread
+        if name.startswith("etcd-watch-"):
+            reads[name.removeprefix("etcd-watch-")].append(path)
+        return real_call(self, path, body, **kw)
+
+    monkeypatch.setattr(EtcdClient, "call", counted)
+    proposer, core = cluster("p")
+    assert wait_until(lambda: proposer.is_proposer and proposer._watch is not None, 5)
+    assert reads["p"] == ["/v3/kv/txn"]  # a new app's node: one read, then its watch
+    for i in range(5):
+        proposer.submit([envelope(f"b{i}")])
+        assert core.wait_for(lambda i=i: core.height == i + 1)
+    monkeypatch.setattr("bsn.ledger.ordering.etcd.CATCH_UP_PAGE", 2)
+    late, late_core = cluster("late", etcd_campaign_delay_ms=60000)  # never campaigns here
+    assert late_core.wait_for(lambda: late_core.tx_nonces() == [f"b{i}" for i in range(5)])
+    assert wait_until(lambda: late._proposer_seen == "p" and late._watch is not None, 5)
+    # the transaction (blocks 1-2 in it), blocks 3-4, block 5, no more blocks, P/height
+    assert reads["late"] == ["/v3/kv/txn", *["/v3/kv/range"] * 4]
+    proposer.submit([envelope("after")])  # from the watch
+    assert late_core.wait_for(lambda: late_core.tx_nonces()[-1:] == ["after"])

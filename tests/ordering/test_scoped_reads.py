@@ -4,6 +4,7 @@ its steps (provisioning.operation_prepare); no etcd, no Docker: the root client 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -147,3 +148,64 @@ def test_a_create_whose_etcd_user_cannot_be_made_ahead_leaves_it_to_the_steps(mo
         provisioning.operation_prepare(_provision(app))  # does not raise: the steps try again
     assert "not made ahead of its steps: no member answers" in caplog.text
     assert not AppOrderingCredential.objects.filter(app=app).exists()  # rolled back: the first step makes it
+
+
+class FakeAppClient:
+    """EtcdClient stand-in for the app user's one authentication."""
+
+    made: list[tuple] = []
+
+    def __init__(self, endpoints, *, user=None, password=None, timeout=None, token=None):
+        self.user, self.password = user, password
+
+    def authenticate(self):
+        FakeAppClient.made.append((self.user, self.password))
+        return f"token-of-{self.user}"
+
+
+def test_a_create_claiming_warm_nodes_gets_one_etcd_token_for_them_all(monkeypatch):
+    """The warm nodes a create claims start with one token of the app's etcd user, got
+    with the user (each would else authenticate itself: a Raft write per node); a node
+    made on demand, or a token past APP_TOKEN_FRESH_S, gets none (its password serves)."""
+    _service()
+    app, cold = _app(), _app()
+    region = OrderingMember.objects.first().region
+    for each, warm in ((app, "w1"), (cold, "")):
+        each.nodes.create(region=region, framework=each.framework, name=f"n-{each.pk}", warm=warm)
+    calls: list[str] = []
+    FakeAppClient.made = []
+    monkeypatch.setattr(services, "admin_client", lambda **kw: FakeRoot(calls))
+    monkeypatch.setattr(services, "EtcdClient", FakeAppClient)
+    provisioning.operation_prepare(_provision(cold))  # no warm node: no token
+    assert FakeAppClient.made == [] and "token" not in services.ordering_app_credentials(cold)
+    provisioning.operation_prepare(_provision(app))
+    user = AppOrderingCredential.objects.get(app=app).user
+    assert [who for who, _ in FakeAppClient.made] == [user]  # once, as the app's user
+    creds = services.ordering_app_credentials(app)
+    assert creds["token"] == f"token-of-{user}"
+    warm, made_now = app.nodes.get(), cold.nodes.get()
+    env = services.ordering_node_env(app, warm, creds=creds)
+    assert env["BSN_ETCD_TOKEN"] == creds["token"] and env["BSN_ETCD_PASSWORD"] == creds["password"]
+    made_now.app = app  # a node of the same app made on demand: its spec never carries one
+    assert "BSN_ETCD_TOKEN" not in services.ordering_node_env(app, made_now, creds=creds)
+    old = timezone.now() - timedelta(seconds=services.APP_TOKEN_FRESH_S + 1)
+    AppOrderingCredential.objects.filter(app=app).update(token_at=old)
+    assert "token" not in services.ordering_app_credentials(app)  # too old to hand over
+
+
+def test_no_etcd_token_leaves_the_nodes_to_authenticate_themselves(monkeypatch, caplog):
+    _service()
+    app = _app()
+    app.nodes.create(region=OrderingMember.objects.first().region, framework=app.framework, name="n", warm="w1")
+    monkeypatch.setattr(services, "admin_client", lambda **kw: FakeRoot([]))
+
+    class Refusing(FakeAppClient):
+        def authenticate(self):
+            raise services.EtcdUnavailable("no member answers")
+
+    monkeypatch.setattr(services, "EtcdClient", Refusing)
+    with caplog.at_level(logging.INFO, logger="apps.ordering.services"):
+        provisioning.operation_prepare(_provision(app))
+    cred = AppOrderingCredential.objects.get(app=app)
+    assert cred.provisioned_at is not None and cred.token_encrypted == ""  # the user is made all the same
+    assert "no etcd token" in caplog.text and "token" not in services.ordering_app_credentials(app)

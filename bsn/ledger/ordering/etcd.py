@@ -30,9 +30,10 @@ etcd (Raft) decides the order; this module only follows the protocol page:
   someone else moved the chain: re-sync and go on.
 - Every node watches ``P`` from its own height: blocks are applied in height order
   (``core.apply_committed`` verifies and is idempotent), pending puts wake the
-  proposer, a deleted ``P/proposer`` wakes the election. A broken or compacted watch is
-  followed by a range from the node's height; blocks older than the window come from
-  peers' ``GET /blocks/{h}``.
+  proposer, a deleted ``P/proposer`` wakes the election. Before the watch (re)starts,
+  one read-only transaction reads the blocks above the node's height, ``P/height``, the
+  pending keys and ``P/proposer`` at one revision, and the watch starts after it; blocks
+  older than the window come from peers' ``GET /blocks/{h}``.
 
 No Django here: this runs inside ledger node containers.
 """
@@ -57,6 +58,7 @@ from bsn.ledger.etcd_http import (
     EtcdCompacted,
     EtcdError,
     EtcdUnavailable,
+    KeyValue,
     compare,
     op_delete,
     op_put,
@@ -77,6 +79,7 @@ MAX_BATCH_BYTES = 1024 * 1024  # one pending batch; a block takes whole batches
 MAX_TXN_BYTES = 4 * 1024 * 1024  # values per submit txn (base64 on the wire: x4/3)
 MAX_TXN_OPS = 1000
 WATCH_READ_TIMEOUT = 5.0  # idle watches are re-opened (cheap) so a dead member is noticed
+CATCH_UP_PAGE = 64  # blocks per read while catching up
 IDLE_POLL = 1.0  # the proposer re-reads pending at least this often even without events
 TAKEOVER_AFTER = 10.0  # seconds of pending work without a block before the proposer is deposed
 
@@ -142,6 +145,7 @@ class EtcdOrderer:
             endpoints,
             user=_cfg(config, "etcd_user") or None,
             password=_cfg(config, "etcd_password") or "",
+            token=_cfg(config, "etcd_token") or None,
             timeout=float(_cfg(config, "etcd_timeout", 3.0) or 3.0),
         )
         self.core: Any = None
@@ -319,21 +323,46 @@ class EtcdOrderer:
             if height is not None:
                 self._progress_height = height
 
-    def _catch_up(self) -> int:
-        """Apply every committed block above the core's height; the revision to watch from."""
-        first_revision = 0
+    def _sync(self) -> int:
+        """What the watch needs before it (re)starts, in one read-only transaction at one
+        revision: the first page of blocks above this node's height, ``P/height``, the
+        pending keys and ``P/proposer``. One linearizable read (a round of the etcd
+        members) where a start used four. Applies the blocks (the rest page by page),
+        forgets batches no longer pending, notes the proposer; the revision to watch after."""
+        _, reply = self.client.txn(
+            [],
+            [
+                op_range(self._block_key(int(self.core.height) + 1), prefix_end(self.k_blocks), limit=CATCH_UP_PAGE),
+                op_range(self.k_height),
+                op_range(self.k_pending, prefix_end(self.k_pending), keys_only=True),
+                op_range(self.k_proposer),
+            ],
+        )
+        kvs = EtcdClient.txn_range_kvs
+        height, proposer = kvs(reply, 1), kvs(reply, 3)
+        self._catch_up(kvs(reply, 0), self._note_height(height[0] if height else None))
+        self._forget_settled({kv.key.decode("utf-8", "replace") for kv in kvs(reply, 2)})
+        self._proposer_seen = proposer[0].value.decode("utf-8", "replace") if proposer else None
+        return int((reply.get("header") or {}).get("revision") or 0)
+
+    def _catch_up(self, page: list | None = None, committed: int | None = None) -> None:
+        """Apply every committed block above the core's height. ``page``: the first blocks
+        above it, read already together with ``committed`` (``P/height``), by ``_sync``."""
         while not self._stop.is_set():
             start = int(self.core.height) + 1
-            res = self.client.range(self._block_key(start), prefix_end(self.k_blocks), limit=64)
-            first_revision = first_revision or res.revision
-            if not res.kvs:
-                committed = self._read_height()
+            if page is None:
+                page = self.client.range(self._block_key(start), prefix_end(self.k_blocks), limit=CATCH_UP_PAGE).kvs
+            kvs, page = page, None
+            if not kvs:
+                committed = self._read_height() if committed is None else committed
                 if committed > int(self.core.height):
                     # Blocks we miss are older than the window (deleted): ask peers.
                     self._fetch_from_peers(start, committed)
+                    committed = None
                     continue
-                return first_revision
-            for kv in res.kvs:
+                return
+            committed = None  # read with the page: the next page is read afresh, with it
+            for kv in kvs:
                 height = self._height_of(kv.key)
                 if height is None:
                     continue
@@ -342,10 +371,12 @@ class EtcdOrderer:
                 if not self._apply(height, loads(kv.value)):
                     if height > int(self.core.height):
                         raise EtcdError(f"block {height} from etcd did not apply at height {self.core.height}")
-        return first_revision
 
     def _read_height(self) -> int:
-        kv = self.client.get(self.k_height)
+        return self._note_height(self.client.get(self.k_height))
+
+    def _note_height(self, kv: KeyValue | None) -> int:
+        """``P/height`` as read (None: no block yet), noted as committed."""
         height = int(kv.value) if kv else 0
         self._committed_height = max(self._committed_height, height)
         return height
@@ -391,9 +422,7 @@ class EtcdOrderer:
         delay = 0.05
         while not self._stop.is_set():
             try:
-                revision = self._catch_up()
-                self._prune_pending_cache()
-                self._refresh_proposer()
+                revision = self._sync()
                 self._wake_proposer.set()  # pending may have arrived while the watch was down
                 watch = self.client.watch(
                     self.prefix, prefix=True, start_revision=revision + 1, read_timeout=WATCH_READ_TIMEOUT
@@ -466,10 +495,6 @@ class EtcdOrderer:
                     self._committed_height = max(self._committed_height, int(event.kv.value))
                 except ValueError:
                     pass
-
-    def _refresh_proposer(self) -> None:
-        kv = self.client.get(self.k_proposer)
-        self._proposer_seen = kv.value.decode("utf-8", "replace") if kv else None
 
     # ------------------------------------------------------------------ election
 
@@ -738,18 +763,15 @@ class EtcdOrderer:
             return [], len(raw)
         return envelopes, len(raw)
 
-    def _prune_pending_cache(self) -> set[str]:
-        """Forget cached batches that are no longer pending (their delete was missed);
-        start the take-over clock of those never seen. The live pending keys."""
-        res = self.client.range(self.k_pending, prefix_end(self.k_pending), keys_only=True)
-        live = {kv.key.decode("utf-8", "replace") for kv in res.kvs}
+    def _forget_settled(self, live: set[str]) -> None:
+        """``live``: the pending keys as just read. Forget cached batches that are no longer
+        pending (their delete was missed); start the take-over clock of those never seen."""
         for cache in (self._mine, self._seen, self._pending_since):
             for key in [k for k in cache if k not in live]:
                 cache.pop(key, None)
         now = time.monotonic()
         for key in live:
             self._pending_since.setdefault(key, now)
-        return live
 
     def _commit(self, height: int, pending: list[tuple[str | None, list[dict]]]) -> bool:
         # The core lock is held from building the block until it is applied, so the
