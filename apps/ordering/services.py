@@ -800,16 +800,24 @@ def _app_credentials_locked(app: ChainApp, *, token: bool = False) -> dict[str, 
     password = decrypt_secret(cred.password_encrypted)
     if cred.provisioned_at is None:
         root = admin_client()
-        try:
+        endpoints = root.endpoints  # read here: the calls below run in threads without the database
+
+        def add_user() -> None:
             if not root.user_add(cred.user, password):
                 root.user_change_password(cred.user, password)  # left from a rolled-back attempt
-            root.role_add(cred.role)
-            root.role_grant_permission(cred.role, cred.prefix, prefix_end(cred.prefix), "READWRITE")
-            root.user_grant_role(cred.user, cred.role)
+
+        try:
+            # Two rounds of Raft writes instead of one after another: the user and the role
+            # are independent; the grants need both, the user's token only the user.
+            _side_by_side(add_user, lambda: root.role_add(cred.role))
+            _, _, got = _side_by_side(
+                lambda: root.role_grant_permission(cred.role, cred.prefix, prefix_end(cred.prefix), "READWRITE"),
+                lambda: root.user_grant_role(cred.user, cred.role),
+                lambda: _user_token(cred.user, password, endpoints) if token else ("", None),
+            )
         except EtcdError as exc:
             raise _etcd_error(exc, f"creating the etcd user of app {app_id}") from exc
-        if token:
-            cred.token_encrypted, cred.token_at = _user_token(cred.user, password)
+        cred.token_encrypted, cred.token_at = got
         cred.provisioned_at = timezone.now()
         cred.save(update_fields=["provisioned_at", "token_encrypted", "token_at", "updated_at"])
     return _credentials(cred, password=password)
@@ -826,10 +834,19 @@ def _credentials(cred: AppOrderingCredential, *, password: str | None = None) ->
     return out
 
 
-def _user_token(user: str, password: str) -> tuple[str, Any]:
+def _side_by_side(*calls: Callable[[], Any]) -> list[Any]:
+    """Independent etcd calls at once: a Raft write each, committed together in one round
+    of the members where one after another each took its own. The results in order; the
+    first failure is raised (after all have ended)."""
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="bsn-etcd") as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [future.result() for future in futures]
+
+
+def _user_token(user: str, password: str, endpoints: list[str]) -> tuple[str, Any]:
     """``(token, encrypted; when)`` of the app's etcd user, or ``("", None)`` if etcd gives
     none (then each node authenticates itself, as it does anyway once a token expires)."""
-    client = EtcdClient(_endpoints(_members_now()), user=user, password=password, timeout=ETCD_TIMEOUT)
+    client = EtcdClient(endpoints, user=user, password=password, timeout=ETCD_TIMEOUT)
     try:
         return encrypt_secret(client.authenticate()), timezone.now()
     except EtcdError as exc:

@@ -183,11 +183,12 @@ def test_etcd_node_step_reaches_ordering_before_the_node_and_twice_is_safe(
     other = app.nodes.exclude(pk=node.pk).get()
     assert json.loads(secrets["BSN_PEER_CREDENTIALS"]) == {env["BSN_PEERS"]: node_credential(other)}
     assert set(json.loads(env["BSN_NODE_KEYS"])) == {str(n.pk) for n in app.nodes.all()}
-    real_env = sys.modules["apps.ordering.services"].ordering_node_env
-    sys.modules["apps.ordering.services"].ordering_node_env = lambda *a, **k: {**real_env(*a, **k), "BSN_ETCD_TOKEN": "t"}
+    fake = sys.modules["apps.ordering.services"]
+    real_env = fake.ordering_node_env
+    fake.ordering_node_env = lambda *a, **k: {**real_env(*a, **k), "BSN_ETCD_TOKEN": "t"}
     handed_env, handed = node_config(node)  # a claim with the app's etcd token: a file too
     assert "BSN_ETCD_TOKEN" not in handed_env and handed["BSN_ETCD_TOKEN"] == "t"
-    sys.modules["apps.ordering.services"].ordering_node_env = real_env
+    fake.ordering_node_env = real_env
     # First campaigns for proposer staggered by rank (region code): the first at once.
     assert env["BSN_ETCD_CAMPAIGN_DELAY_MS"] == "0"
     assert node_config(other)[0]["BSN_ETCD_CAMPAIGN_DELAY_MS"] == str(CAMPAIGN_STAGGER_MS)
