@@ -328,7 +328,8 @@ def operation_claim(operation_id: str) -> tuple[Operation | None, str]:
 
 def operation_prepare(op: Operation) -> None:
     """What the steps of a new etcd app all need, made once while they are on their way to
-    their regions' workers: the app's etcd user and role (``ordering_app_credentials``).
+    their regions' workers: the app's etcd user and role (``ordering_app_credentials``: a
+    spare made ahead, or one made now), and for warm nodes one token of it.
     Made here, no step of the app waits on another's making it; the first step to get there
     waits on the app's row and finds it made. Best effort: on a failure the steps make it
     themselves and report why not, with their retries."""
@@ -337,11 +338,15 @@ def operation_prepare(op: Operation) -> None:
     app = ChainApp.objects.filter(pk=op.app_id, ordering=ChainApp.Ordering.ETCD).first()
     if app is None:
         return
-    from apps.ordering.services import ordering_app_credentials
+    from apps.ordering.services import ordering_app_credentials, ordering_app_token
 
     try:
         # With a token of the user when warm nodes are claimed: one authentication for them all.
-        ordering_app_credentials(app, token=app.nodes.filter(warm__gt="").exists())
+        warm = app.nodes.filter(warm__gt="").exists()
+        if warm and "token" not in ordering_app_credentials(app, token=True):
+            ordering_app_token(app)  # a spare user: made ahead, without one
+        elif not warm:
+            ordering_app_credentials(app)
     except Exception as exc:  # noqa: BLE001 - the steps do it again and report it
         logger.info("operation %s: the app's etcd user was not made ahead of its steps: %s", op.pk, exc)
 
@@ -939,6 +944,11 @@ def _finish(op: Operation, app: ChainApp, status: str, error: str, **fields) -> 
         from apps.regions.models import Region
 
         warm_fill_later(Region.objects.filter(nodes__app=app, warm_nodes__gt=0).distinct())
+    if op.kind == Operation.Kind.PROVISION and app.ordering == ChainApp.Ordering.ETCD:
+        # Likewise the spare etcd user it took (or found none of): made up after the create.
+        from apps.ordering.services import ordering_spares_fill_later
+
+        transaction.on_commit(ordering_spares_fill_later)
 
 
 def operation_cancel(operation_id: str, *, by: str) -> Operation:

@@ -31,6 +31,9 @@ class OrderingCluster(TimeStamped):
     # The CA of peer TLS when members span engines (apps/ordering/peer_tls.py).
     peer_ca_cert = models.TextField(blank=True)
     peer_ca_key_encrypted = models.TextField(blank=True)
+    # etcd users made ahead for the next etcd apps (``services.ordering_spares_fill``), so
+    # that a create makes none on its way: `bsn_ordering spares N`.
+    spare_users = models.PositiveSmallIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"ordering cluster ({self.state})"
@@ -75,9 +78,13 @@ class OrderingMember(TimeStamped):
 
 
 class AppOrderingCredential(TimeStamped):
-    """An app's etcd user and role, confined to the app's key prefix."""
+    """An app's etcd user and role, confined to the app's key prefix (``/bsn/apps/<id>/``:
+    the app's id, or for a user made ahead as a spare, the spare's own)."""
 
-    app = models.OneToOneField(ChainApp, on_delete=models.CASCADE, related_name="ordering_credential")
+    # Empty: a spare user, made ahead for the next etcd app (``services.ordering_spares_fill``).
+    app = models.OneToOneField(
+        ChainApp, on_delete=models.CASCADE, related_name="ordering_credential", null=True, blank=True
+    )
     user = models.CharField(max_length=80, unique=True)
     role = models.CharField(max_length=80, unique=True)
     password_encrypted = models.TextField()

@@ -43,6 +43,8 @@ def ordering_status(*, probe: bool = True) -> dict[str, Any]:
         "auth_enabled": bool(cluster and cluster.auth_enabled),
         "last_checked_at": cluster.last_checked_at if cluster else None,
         "last_error": cluster.last_error if cluster else "",
-        "apps": AppOrderingCredential.objects.count(),
+        "apps": AppOrderingCredential.objects.filter(app__isnull=False).count(),
+        "spare_users": AppOrderingCredential.objects.filter(app__isnull=True, provisioned_at__isnull=False).count(),
+        "spare_users_wanted": cluster.spare_users if cluster else 0,
         "members": members,
     }

@@ -14,6 +14,7 @@ import logging
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -61,6 +62,7 @@ ETCD_TIMEOUT = 3.0
 # A token handed to nodes with their claim is this young at most: etcd forgets one unused
 # for --auth-token-ttl (300 s); a node whose token is gone authenticates with its password.
 APP_TOKEN_FRESH_S = 30.0
+SPARE_TRIES = 3  # spares a take tries before making a user (others may take the same ones)
 
 
 def ensure_fresh() -> float:
@@ -782,45 +784,146 @@ def ordering_app_credentials(app: ChainApp, *, token: bool = False) -> dict[str,
 
 
 def _app_credentials_locked(app: ChainApp, *, token: bool = False) -> dict[str, str]:
-    """``ordering_app_credentials`` inside its transaction, the app's row locked. ``token``:
-    when it makes the user, it also authenticates as it once, for the warm nodes the
-    create claims (``APP_TOKEN_FRESH_S``, ``ordering_node_env``): each would else
-    authenticate itself as it starts, a Raft write on every member per node."""
+    """``ordering_app_credentials`` inside its transaction, the app's row locked: a spare
+    user if there is one (``ordering_spares_fill``: no etcd call on the create's way), else
+    one made now. ``token``: a user made now is also authenticated as once, for the warm
+    nodes the create claims (``APP_TOKEN_FRESH_S``, ``ordering_node_env``): each would
+    else authenticate itself as it starts, a Raft write on every member per node (with a
+    spare, ``provisioning.operation_prepare`` gets it after: ``ordering_app_token``)."""
     app_id = str(app.pk)
     cred = AppOrderingCredential.objects.select_for_update().filter(app_id=app.pk).first()
     if cred is None:  # the caller holds the app's row: one comes here at a time
-        user = ospec.app_user(app_id)
-        cred = AppOrderingCredential.objects.create(
-            app_id=app.pk,
-            user=user,
-            role=user,
-            prefix=ospec.app_prefix(app_id),
-            password_encrypted=encrypt_secret(secrets.token_urlsafe(24)),
-        )
+        cred = _take_spare(app)
+        if cred is not None:
+            return _credentials(cred)
+        cred = _new_credential(app_id, app=app)
     password = decrypt_secret(cred.password_encrypted)
     if cred.provisioned_at is None:
-        root = admin_client()
-        endpoints = root.endpoints  # read here: the calls below run in threads without the database
-
-        def add_user() -> None:
-            if not root.user_add(cred.user, password):
-                root.user_change_password(cred.user, password)  # left from a rolled-back attempt
-
-        try:
-            # Two rounds of Raft writes instead of one after another: the user and the role
-            # are independent; the grants need both, the user's token only the user.
-            _side_by_side(add_user, lambda: root.role_add(cred.role))
-            _, _, got = _side_by_side(
-                lambda: root.role_grant_permission(cred.role, cred.prefix, prefix_end(cred.prefix), "READWRITE"),
-                lambda: root.user_grant_role(cred.user, cred.role),
-                lambda: _user_token(cred.user, password, endpoints) if token else ("", None),
-            )
-        except EtcdError as exc:
-            raise _etcd_error(exc, f"creating the etcd user of app {app_id}") from exc
-        cred.token_encrypted, cred.token_at = got
-        cred.provisioned_at = timezone.now()
-        cred.save(update_fields=["provisioned_at", "token_encrypted", "token_at", "updated_at"])
+        _make_user(cred, password, token=token, what=f"the etcd user of app {app_id}")
     return _credentials(cred, password=password)
+
+
+def _new_credential(name_id: str, *, app: ChainApp | None = None) -> AppOrderingCredential:
+    """A credential row: user and role ``app-<id hex>``, prefix ``/bsn/apps/<id>/`` (the
+    app's id, or a spare's own), a random password, encrypted."""
+    user = ospec.app_user(name_id)
+    return AppOrderingCredential.objects.create(
+        app=app,
+        user=user,
+        role=user,
+        prefix=ospec.app_prefix(name_id),
+        password_encrypted=encrypt_secret(secrets.token_urlsafe(24)),
+    )
+
+
+def _make_user(cred: AppOrderingCredential, password: str, *, token: bool, what: str) -> None:
+    """Create ``cred``'s etcd user and role, the role confined to its prefix, and record it
+    made (with a token of the user when asked). Idempotent: a user left by a rolled-back
+    attempt gets this password."""
+    root = admin_client()
+    endpoints = root.endpoints  # read here: the calls below run in threads without the database
+
+    def add_user() -> None:
+        if not root.user_add(cred.user, password):
+            root.user_change_password(cred.user, password)  # left from a rolled-back attempt
+
+    try:
+        # Two rounds of Raft writes instead of one after another: the user and the role
+        # are independent; the grants need both, the user's token only the user.
+        _side_by_side(add_user, lambda: root.role_add(cred.role))
+        _, _, got = _side_by_side(
+            lambda: root.role_grant_permission(cred.role, cred.prefix, prefix_end(cred.prefix), "READWRITE"),
+            lambda: root.user_grant_role(cred.user, cred.role),
+            lambda: _user_token(cred.user, password, endpoints) if token else ("", None),
+        )
+    except EtcdError as exc:
+        raise _etcd_error(exc, f"creating {what}") from exc
+    cred.token_encrypted, cred.token_at = got
+    cred.provisioned_at = timezone.now()
+    cred.save(update_fields=["provisioned_at", "token_encrypted", "token_at", "updated_at"])
+
+
+def _take_spare(app: ChainApp) -> AppOrderingCredential | None:
+    """A spare user given to ``app`` (None: none is left); the pool is made up once the
+    create has finished (``provisioning._finish``: not beside its steps). One spare goes to
+    one app: the update takes it only while it has none, so a request that raced for the
+    same one takes the next."""
+    spares = AppOrderingCredential.objects.filter(app__isnull=True, provisioned_at__isnull=False)
+    for spare in spares.order_by("created_at")[:SPARE_TRIES]:
+        taken = AppOrderingCredential.objects.filter(pk=spare.pk, app__isnull=True).update(
+            app=app, updated_at=timezone.now()
+        )
+        if taken:
+            spare.app = app
+            return spare
+    return None
+
+
+def ordering_spares_fill_later() -> None:
+    """Ask a worker to make up the spare users (``ordering_spares_fill``); a broker that is
+    away leaves it to the next pass of the ordering heal (beat)."""
+    from apps.ordering.tasks import ordering_spares_fill_task
+
+    cluster = _cluster_now()
+    if cluster is None or not cluster.spare_users:
+        return  # none wanted (the default)
+    try:
+        ordering_spares_fill_task.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE, expires=60)
+    except Exception as exc:  # noqa: BLE001 - the heal's pass fills them
+        logger.info("spare etcd users not asked for: %s", exc)
+
+
+def ordering_spares_fill() -> dict[str, Any]:
+    """Make the spare etcd users the cluster wants (``OrderingCluster.spare_users``) and
+    drop those beyond it: users and roles made ahead, each confined to a prefix of its own,
+    that the next etcd apps take (``_take_spare``) instead of making theirs on the way of
+    their create. Never beside an ``ordering_ensure`` pass or a heal (their lease): skipped
+    then, the next take or heal fills."""
+    report: dict[str, Any] = {"made": 0, "dropped": 0, "errors": []}
+    cluster = OrderingCluster.objects.filter(pk=1).first()
+    if cluster is None or not cluster.auth_enabled:
+        return report
+    spares = AppOrderingCredential.objects.filter(app__isnull=True)
+    if spares.filter(provisioned_at__isnull=False).count() == cluster.spare_users == spares.count():
+        return report  # as wanted: no lease taken
+    with single_flight(OrderingCluster, cluster.pk, "heal_lease_until", settings.BSN_RECONCILE_LEASE, wait=0) as mine:
+        if not mine:
+            report["skipped"] = "a heal or full check of the ordering service is running"
+            return report
+        spares = list(AppOrderingCredential.objects.filter(app__isnull=True).order_by("created_at"))
+        made = [c for c in spares if c.provisioned_at is not None]
+        for cred in [c for c in spares if c.provisioned_at is None] + made[cluster.spare_users :]:
+            try:
+                _drop_spare(cred)  # half made (an attempt stopped) or no longer wanted
+                report["dropped"] += 1
+            except RuntimeError_ as exc:
+                report["errors"].append(str(exc))
+        for _ in range(max(0, cluster.spare_users - len(made))):
+            try:
+                with transaction.atomic():
+                    cred = _new_credential(uuid.uuid4().hex)
+                    _make_user(cred, decrypt_secret(cred.password_encrypted), token=False, what="a spare etcd user")
+                report["made"] += 1
+            except RuntimeError_ as exc:
+                report["errors"].append(str(exc))
+                break  # etcd refuses: the next pass tries again
+    return report
+
+
+def _drop_spare(cred: AppOrderingCredential) -> None:
+    """Remove a spare's user and role from etcd (it never had keys), then its row; only
+    while no app has taken it."""
+    with transaction.atomic():
+        row = AppOrderingCredential.objects.select_for_update().filter(pk=cred.pk, app__isnull=True).first()
+        if row is None:
+            return  # taken meanwhile
+        root = admin_client()
+        try:
+            root.user_delete(row.user)  # missing ones are fine (a half-made spare)
+            root.role_delete(row.role)
+        except EtcdError as exc:
+            raise _etcd_error(exc, f"dropping the spare etcd user {row.user}") from exc
+        row.delete()
 
 
 def _credentials(cred: AppOrderingCredential, *, password: str | None = None) -> dict[str, str]:
@@ -841,6 +944,19 @@ def _side_by_side(*calls: Callable[[], Any]) -> list[Any]:
     with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="bsn-etcd") as pool:
         futures = [pool.submit(call) for call in calls]
     return [future.result() for future in futures]
+
+
+def ordering_app_token(app: ChainApp) -> None:
+    """A token of the app's etcd user for the warm nodes its create claims, when the user
+    came from the spares (made ahead without one): one authentication for them all, got
+    after the user was taken, outside the app's lock (a step that reads the credential
+    before it is stored starts its node without one: that node authenticates itself)."""
+    cred = AppOrderingCredential.objects.filter(app_id=app.pk, provisioned_at__isnull=False).first()
+    if cred is None:
+        return
+    token, at = _user_token(cred.user, decrypt_secret(cred.password_encrypted), _endpoints(_members_now()))
+    if token:
+        AppOrderingCredential.objects.filter(pk=cred.pk).update(token_encrypted=token, token_at=at)
 
 
 def _user_token(user: str, password: str, endpoints: list[str]) -> tuple[str, Any]:

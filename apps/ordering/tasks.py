@@ -23,5 +23,14 @@ def ordering_ensure(self) -> str:
 
 @shared_task
 def ordering_heal() -> dict:
-    """Beat: restart dead members, re-attach networks, record health (no-op before ensure)."""
-    return services.ordering_heal(wait=0)  # another heal running: skip, the next tick comes
+    """Beat: restart dead members, re-attach networks, record health (no-op before ensure);
+    then make up the spare etcd users (a take's own request may have found the lease held)."""
+    report = services.ordering_heal(wait=0)  # another heal running: skip, the next tick comes
+    report["spares"] = services.ordering_spares_fill()
+    return report
+
+
+@shared_task
+def ordering_spares_fill_task() -> dict:
+    """After a create took a spare etcd user: make up the pool (services.ordering_spares_fill)."""
+    return services.ordering_spares_fill()

@@ -273,6 +273,9 @@ def _across_engines() -> dict[str, list[float]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+SPARE_USERS = 2  # etcd users made ahead (`bsn_ordering spares 2`), waited for like warm nodes
+
+
 def _warm_provisioning(runs: int = 3, *, engines=None) -> dict[str, list[float]]:
     """API → healthy node where every region keeps one warm node (docs/provisioning.md,
     "Warm nodes"): one region, then three, ``runs`` times each; seconds per run under
@@ -280,29 +283,38 @@ def _warm_provisioning(runs: int = 3, *, engines=None) -> dict[str, list[float]]
     process: worker, nodes, engines, etcd, database, this one; ``machine_cpu_seconds``)
     under ``one_cpu`` and ``three_cpu``. Each create waits first until every region has its
     warm node again (the worker refills after a claim), so that each run claims one rather
-    than measuring a region caught empty. ``engines``: each region on its own engine
-    (``tests/bench/engines.py``); there a first app, not measured, brings the ordering
-    service up across them and the image onto each, and a second lets the new cluster
+    than measuring a region caught empty; the ordering service keeps SPARE_USERS etcd
+    users made ahead, also waited for. A first app, not measured, brings the ordering
+    service up; ``engines``: each region on its own engine (``tests/bench/engines.py``),
+    there the first app also brings the image onto each, and a second lets the new cluster
     settle (its first leader changes cost seconds)."""
     from apps.chainapps.models import WarmNode
     from apps.chainapps.warm import warm_fill
+    from apps.ordering.models import AppOrderingCredential, OrderingCluster
+    from apps.ordering.services import ordering_spares_fill
     from tests.bench.suite import machine_cpu_seconds
 
     with bench_stack(regions=3, warm_nodes=1, engines=engines) as (regions, token):
         client = _api(token)
         codes = [r.code for r in regions]
-        if engines:
-            for unmeasured in (codes, codes[:1]):
-                _, app = _create_and_wait(client, unmeasured)
-                _delete(client, app)
+        unmeasured = (codes, codes[:1]) if engines else (codes[:1],)  # the first brings etcd up
+        for wanted in unmeasured:
+            _, app = _create_and_wait(client, wanted)
+            _delete(client, app)
+        OrderingCluster.objects.update(spare_users=SPARE_USERS)
+        ordering_spares_fill()
         for code in codes:
             warm_fill(code)
 
         def all_warm() -> None:
             deadline = time.monotonic() + 120
-            while WarmNode.objects.filter(region__code__in=codes, state=WarmNode.State.READY).count() < len(codes):
+            spares = AppOrderingCredential.objects.filter(app__isnull=True, provisioned_at__isnull=False)
+            while (
+                WarmNode.objects.filter(region__code__in=codes, state=WarmNode.State.READY).count() < len(codes)
+                or spares.count() < SPARE_USERS
+            ):
                 if time.monotonic() > deadline:
-                    raise TimeoutError("the regions did not make their warm nodes again")
+                    raise TimeoutError("the regions did not make their warm nodes (or etcd its spare users) again")
                 time.sleep(0.1)
             time.sleep(1.0)  # the fill's engine work has ended: it does not overlap the run
 
