@@ -168,17 +168,28 @@ def test_a_warm_node_that_stops_running_is_dropped_and_leftovers_are_orphans(mak
 def test_an_app_on_two_regions_claims_one_warm_node_in_each_and_replicates(
     api, make_regions, worker_factory, docker_engine, ledger_image
 ):
+    """...with the etcd user the ordering service made ahead (a spare) and one token of it
+    for both nodes: the write commits through the spare's prefix and reaches both."""
+    from apps.ordering import services as ordering
+    from apps.ordering.models import AppOrderingCredential, OrderingCluster
+
     regions = make_regions("docker", count=2)
     Region.objects.filter(pk__in=[r.pk for r in regions]).update(warm_nodes=1)
     for region in regions:
         assert warm_nodes.warm_fill(region.code)["made"] == 1
     warm_names = set(WarmNode.objects.values_list("name", flat=True))
+    ordering.ordering_ensure()
+    OrderingCluster.objects.update(spare_users=1)
+    assert ordering.ordering_spares_fill()["made"] == 1
+    spare = AppOrderingCredential.objects.get(app__isnull=True)
     worker_factory(regions)
     resp = api.post("/api/v1/apps", {"name": "warm-two", "regions": [r.code for r in regions]}, format="json")
     app_id = resp.json()["app"]
     assert operation_done(api, resp["Location"])["status"] == "succeeded"
     nodes = list(LedgerNode.objects.filter(app_id=app_id))
     assert {n.name for n in nodes} == warm_names and all(n.warm for n in nodes)
+    taken = AppOrderingCredential.objects.get(app_id=app_id)
+    assert (taken.pk, taken.prefix) == (spare.pk, spare.prefix) and taken.token_encrypted
 
     private, public = generate_key()
     assert (
@@ -201,13 +212,18 @@ def test_an_app_on_two_regions_claims_one_warm_node_in_each_and_replicates(
         return True
 
     wait_for(everywhere, timeout=30, message="the write on both nodes")
+    assert ordering.admin_client().range(spare.prefix, prefix=True, count_only=True).count > 0  # its keys
     resp = api.delete(f"/api/v1/apps/{app_id}?keep_data=false")
     assert operation_done(api, resp["Location"])["status"] == "succeeded"
     for name in warm_names:
         assert _objects_named(docker_engine, name) == {"container": False, "network": False, "volume": False}
+    assert ordering.admin_client().user_get(spare.user) is None  # revoked with the app
     Region.objects.filter(pk__in=[r.pk for r in regions]).update(warm_nodes=0)
     for region in regions:
         warm_nodes.warm_fill(region.code)  # what the worker made meanwhile goes too
+    OrderingCluster.objects.update(spare_users=0)
+    ordering.ordering_spares_fill()  # the one the worker made after the create goes too
+    assert not AppOrderingCredential.objects.filter(app__isnull=True).exists()
 
 
 def test_a_claimed_warm_node_is_replaced_under_its_name_on_its_volume(
