@@ -9,6 +9,7 @@ runtime drivers': ``TransientRuntimeError`` (retry with backoff) or
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -769,9 +770,11 @@ def ordering_detach(network_name: str) -> list[str]:
 
 
 def ordering_app_credentials(app: ChainApp, *, token: bool = False) -> dict[str, str]:
-    """The app's etcd user, password and prefix; creates user and role on first use.
+    """The app's etcd user, password and prefix; on first use a spare user made ahead, else
+    user and role made now.
 
-    The role may read and write ``/bsn/apps/<app id>/`` and nothing else. Once made, one
+    The role may read and write its prefix (``/bsn/apps/<app id>/``, or the spare's own
+    ``/bsn/apps/<spare id>/``) and nothing else. Once made, one
     plain read; the first creation is serialised on the app's row (an app's node steps and
     its create's begin all ask at once, see ``chainapps.tasks.operation_begin``).
     """
@@ -894,18 +897,22 @@ def ordering_spares_fill() -> dict[str, Any]:
         made = [c for c in spares if c.provisioned_at is not None]
         for cred in [c for c in spares if c.provisioned_at is None] + made[cluster.spare_users :]:
             try:
-                _drop_spare(cred)  # half made (an attempt stopped) or no longer wanted
+                _drop_spare(cred)  # half made (a fill that stopped) or no longer wanted
                 report["dropped"] += 1
             except RuntimeError_ as exc:
                 report["errors"].append(str(exc))
         for _ in range(max(0, cluster.spare_users - len(made))):
+            # The row first, on its own: a fill stopped half way (etcd refused, the process
+            # died) leaves a row without ``provisioned_at``, which no app takes and the next
+            # fill drops with whatever of its user and role etcd has: nothing stays behind.
+            cred = _new_credential(uuid.uuid4().hex)
             try:
-                with transaction.atomic():
-                    cred = _new_credential(uuid.uuid4().hex)
-                    _make_user(cred, decrypt_secret(cred.password_encrypted), token=False, what="a spare etcd user")
+                _make_user(cred, decrypt_secret(cred.password_encrypted), token=False, what="a spare etcd user")
                 report["made"] += 1
             except RuntimeError_ as exc:
                 report["errors"].append(str(exc))
+                with contextlib.suppress(RuntimeError_):
+                    _drop_spare(cred)
                 break  # etcd refuses: the next pass tries again
     return report
 

@@ -14,7 +14,7 @@ from apps.chainapps.models import ChainApp, Framework, Operation
 from apps.common.crypto import encrypt_secret
 from apps.ordering import services
 from apps.ordering.models import AppOrderingCredential, OrderingCluster, OrderingMember
-from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient
+from bsn.ledger.etcd_http import EtcdAuthError, EtcdClient, EtcdUnavailable
 from tests.factories import RegionFactory, TenantFactory
 
 
@@ -138,3 +138,25 @@ def test_bsn_ordering_spares_sets_the_pool_and_says_what_it_did(etcd_root, capsy
     OrderingCluster.objects.all().delete()
     with pytest.raises(CommandError, match="not provisioned"):
         call_command("bsn_ordering", "spares", "2")
+
+
+@pytest.mark.django_db
+def test_a_fill_stopped_half_way_leaves_nothing_behind(etcd_root, monkeypatch):
+    OrderingCluster.objects.update(spare_users=1)
+    real_grant = etcd_root.user_grant_role
+
+    def refused(user, role):
+        raise EtcdUnavailable("no member answers")
+
+    monkeypatch.setattr(etcd_root, "user_grant_role", refused)
+    report = services.ordering_spares_fill()
+    assert report["made"] == 0 and "no member answers" in report["errors"][0]
+    assert not AppOrderingCredential.objects.exists()  # its user and role went with its row
+    assert [u for u in etcd_root.call("/v3/auth/user/list", {}).get("users", []) if u != "root"] == []
+    # A fill whose process died half way: a row without provisioned_at and what etcd got.
+    monkeypatch.setattr(etcd_root, "user_grant_role", real_grant)
+    half = services._new_credential("0" * 32)
+    etcd_root.user_add(half.user, "x")
+    assert services._take_spare(_app()) is None  # never given to an app
+    assert services.ordering_spares_fill() == {"made": 1, "dropped": 1, "errors": []}
+    assert etcd_root.user_get(half.user) is None and not AppOrderingCredential.objects.filter(pk=half.pk).exists()
