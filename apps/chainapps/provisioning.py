@@ -343,10 +343,9 @@ def operation_prepare(op: Operation) -> None:
     try:
         # With a token of the user when warm nodes are claimed: one authentication for them all.
         warm = app.nodes.filter(warm__gt="").exists()
-        if warm and "token" not in ordering_app_credentials(app, token=True):
-            ordering_app_token(app)  # a spare user: made ahead, without one
-        elif not warm:
-            ordering_app_credentials(app)
+        creds = ordering_app_credentials(app, token=warm)
+        if warm and "token" not in creds:
+            ordering_app_token(app, creds)  # a spare user: made ahead, without one
     except Exception as exc:  # noqa: BLE001 - the steps do it again and report it
         logger.info("operation %s: the app's etcd user was not made ahead of its steps: %s", op.pk, exc)
 

@@ -924,13 +924,7 @@ def _drop_spare(cred: AppOrderingCredential) -> None:
         row = AppOrderingCredential.objects.select_for_update().filter(pk=cred.pk, app__isnull=True).first()
         if row is None:
             return  # taken meanwhile
-        root = admin_client()
-        try:
-            root.user_delete(row.user)  # missing ones are fine (a half-made spare)
-            root.role_delete(row.role)
-        except EtcdError as exc:
-            raise _etcd_error(exc, f"dropping the spare etcd user {row.user}") from exc
-        row.delete()
+        _remove_user(row, purge=False, what=f"dropping the spare etcd user {row.user}")
 
 
 def _credentials(cred: AppOrderingCredential, *, password: str | None = None) -> dict[str, str]:
@@ -953,17 +947,15 @@ def _side_by_side(*calls: Callable[[], Any]) -> list[Any]:
     return [future.result() for future in futures]
 
 
-def ordering_app_token(app: ChainApp) -> None:
-    """A token of the app's etcd user for the warm nodes its create claims, when the user
-    came from the spares (made ahead without one): one authentication for them all, got
-    after the user was taken, outside the app's lock (a step that reads the credential
-    before it is stored starts its node without one: that node authenticates itself)."""
-    cred = AppOrderingCredential.objects.filter(app_id=app.pk, provisioned_at__isnull=False).first()
-    if cred is None:
-        return
-    token, at = _user_token(cred.user, decrypt_secret(cred.password_encrypted), _endpoints(_members_now()))
+def ordering_app_token(app: ChainApp, creds: dict[str, str]) -> None:
+    """A token of the app's etcd user (``creds``: its ``ordering_app_credentials``) for the
+    warm nodes its create claims, when the user came from the spares (made ahead without
+    one): one authentication for them all, got after the user was taken, outside the app's
+    lock (a step that reads the credential before it is stored starts its node without
+    one: that node authenticates itself)."""
+    token, at = _user_token(creds["user"], creds["password"], _endpoints(_members_now()))
     if token:
-        AppOrderingCredential.objects.filter(pk=cred.pk).update(token_encrypted=token, token_at=at)
+        AppOrderingCredential.objects.filter(app_id=app.pk).update(token_encrypted=token, token_at=at)
 
 
 def _user_token(user: str, password: str, endpoints: list[str]) -> tuple[str, Any]:
@@ -1018,13 +1010,21 @@ def ordering_revoke_app(app: ChainApp, *, purge: bool = True) -> bool:
         if cred is None:
             return False
         if cred.provisioned_at is not None or purge:
-            root = admin_client()
-            try:
-                if purge:
-                    root.delete(cred.prefix, prefix_end(cred.prefix))
-                root.user_delete(cred.user)
-                root.role_delete(cred.role)
-            except EtcdError as exc:
-                raise _etcd_error(exc, f"revoking the etcd user of app {app.pk}") from exc
-        cred.delete()
+            _remove_user(cred, purge=purge, what=f"revoking the etcd user of app {app.pk}")
+        else:
+            cred.delete()
     return True
+
+
+def _remove_user(cred: AppOrderingCredential, *, purge: bool, what: str) -> None:
+    """Remove ``cred``'s etcd user and role (those etcd does not have are fine) and, with
+    ``purge``, the keys under its prefix; then its row. The caller holds the row."""
+    root = admin_client()
+    try:
+        if purge:
+            root.delete(cred.prefix, prefix_end(cred.prefix))
+        root.user_delete(cred.user)
+        root.role_delete(cred.role)
+    except EtcdError as exc:
+        raise _etcd_error(exc, what) from exc
+    cred.delete()

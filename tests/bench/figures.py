@@ -306,16 +306,16 @@ def _warm_provisioning(runs: int = 3, *, engines=None) -> dict[str, list[float]]
         for code in codes:
             warm_fill(code)
 
+        warm = WarmNode.objects.filter(region__code__in=codes, state=WarmNode.State.READY)
+        spares = AppOrderingCredential.objects.filter(app__isnull=True, provisioned_at__isnull=False)
+
         def all_warm() -> None:
-            deadline = time.monotonic() + 120
-            spares = AppOrderingCredential.objects.filter(app__isnull=True, provisioned_at__isnull=False)
-            while (
-                WarmNode.objects.filter(region__code__in=codes, state=WarmNode.State.READY).count() < len(codes)
-                or spares.count() < SPARE_USERS
-            ):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the regions did not make their warm nodes (or etcd its spare users) again")
-                time.sleep(0.1)
+            _until(
+                lambda: warm.count() >= len(codes) and spares.count() >= SPARE_USERS,
+                "the regions making their warm nodes (and etcd its spare users) again",
+                timeout=120,
+                interval=0.1,
+            )
             time.sleep(1.0)  # the fill's engine work has ended: it does not overlap the run
 
         measured: dict[str, list[float]] = {"one": [], "three": [], "one_cpu": [], "three_cpu": []}
